@@ -1,0 +1,201 @@
+//! User-interactive authentication (spec: "User-interactive authentication API").
+//!
+//! An endpoint that needs it calls [`authorize`] with its flows. Until the client has completed
+//! every stage of one flow, the answer is a 401 carrying the flows, the stages done so far and
+//! the session ID; the client resubmits the same request with an `auth` dict per stage. The
+//! session lives in the database, so any worker can continue it.
+
+use http::StatusCode;
+use ruma::{
+    UserId,
+    api::{
+        client::uiaa::{AuthData, AuthFlow, AuthType, UiaaInfo, UserIdentifier},
+        error::{ErrorKind, StandardErrorBody},
+    },
+};
+
+use super::{password::verify_password, tokens::random_string};
+use crate::{
+    error::{ApiError, ApiResult},
+    storage::{Storage, UiaSession},
+};
+
+/// A UIA session whose flow is complete: the operation may go ahead.
+#[derive(Debug)]
+pub struct CompletedUia {
+    pub session_id: String,
+    /// The registration token whose use the session reserved, if any.
+    pub registration_token: Option<String>,
+}
+
+/// What the caller is authenticating for.
+pub struct UiaRequest<'a> {
+    /// Names the operation; a session started for one operation cannot authorise another.
+    pub purpose: &'static str,
+    pub flows: Vec<AuthFlow>,
+    /// The account the stages must prove (None during registration).
+    pub user_id: Option<&'a UserId>,
+}
+
+pub async fn authorize(
+    storage: &Storage,
+    request: &UiaRequest<'_>,
+    auth: Option<&AuthData>,
+) -> ApiResult<CompletedUia> {
+    let session = match auth.and_then(AuthData::session) {
+        Some(id) => {
+            let session = storage.uia_session(id).await?.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorKind::Unknown,
+                    "Unknown UIA session ID",
+                )
+            })?;
+            if session.purpose != request.purpose
+                || session.user_id.as_deref() != request.user_id.map(UserId::as_str)
+            {
+                return Err(ApiError::forbidden(
+                    "The requested operation changed during user-interactive authentication",
+                ));
+            }
+            session
+        }
+        None => new_session(storage, request).await?,
+    };
+    let mut completed: Vec<AuthType> = serde_json::from_str::<Vec<String>>(&session.completed)
+        .unwrap_or_default()
+        .iter()
+        .map(|stage| AuthType::from(stage.as_str()))
+        .collect();
+    let Some(auth) = auth else {
+        return Err(progress(request, &session, &completed, None));
+    };
+
+    if let Some(stage) = auth.auth_type() {
+        if !request
+            .flows
+            .iter()
+            .any(|flow| flow.stages.contains(&stage))
+        {
+            let error = stage_error(
+                ErrorKind::Unrecognized,
+                "This authentication stage is not offered here",
+            );
+            return Err(progress(request, &session, &completed, Some(error)));
+        }
+        if let Err(error) = check_stage(storage, request, &session, auth).await? {
+            return Err(progress(request, &session, &completed, Some(error)));
+        }
+        if !completed.contains(&stage) {
+            completed.push(stage);
+            let names: Vec<&str> = completed.iter().map(AuthType::as_str).collect();
+            storage
+                .set_uia_completed(
+                    &session.session_id,
+                    &serde_json::to_string(&names).unwrap_or_default(),
+                )
+                .await?;
+        }
+    }
+
+    if request
+        .flows
+        .iter()
+        .any(|flow| flow.stages.iter().all(|stage| completed.contains(stage)))
+    {
+        // Re-read: a registration token stage records its reservation on the session row.
+        let registration_token = storage
+            .uia_session(&session.session_id)
+            .await?
+            .and_then(|s| s.registration_token);
+        Ok(CompletedUia {
+            session_id: session.session_id,
+            registration_token,
+        })
+    } else {
+        Err(progress(request, &session, &completed, None))
+    }
+}
+
+async fn new_session(storage: &Storage, request: &UiaRequest<'_>) -> ApiResult<UiaSession> {
+    let session_id = random_string(24);
+    let user_id = request.user_id.map(UserId::as_str);
+    storage
+        .create_uia_session(&session_id, request.purpose, user_id)
+        .await?;
+    storage
+        .uia_session(&session_id)
+        .await?
+        .ok_or_else(ApiError::internal)
+}
+
+/// Checks one submitted stage. The outer error is a server failure; the inner one is the
+/// client's stage failing, reported inside the 401.
+async fn check_stage(
+    storage: &Storage,
+    request: &UiaRequest<'_>,
+    session: &UiaSession,
+    auth: &AuthData,
+) -> ApiResult<Result<(), StandardErrorBody>> {
+    Ok(match auth {
+        AuthData::Dummy(_) => Ok(()),
+        AuthData::Password(password) => {
+            let Some(user_id) = request.user_id else {
+                return Ok(Err(stage_error(
+                    ErrorKind::Forbidden,
+                    "No account to check a password for",
+                )));
+            };
+            let names_the_user = match &password.identifier {
+                UserIdentifier::Matrix(id) => {
+                    id.user == user_id.as_str() || id.user.eq_ignore_ascii_case(user_id.localpart())
+                }
+                _ => false,
+            };
+            let hash = storage
+                .user(user_id.as_str())
+                .await?
+                .and_then(|user| user.password_hash);
+            if names_the_user && verify_password(hash, &password.password).await {
+                Ok(())
+            } else {
+                Err(stage_error(ErrorKind::Forbidden, "Invalid password"))
+            }
+        }
+        AuthData::RegistrationToken(token) => {
+            if session.registration_token.as_deref() == Some(token.token.as_str())
+                || storage
+                    .reserve_registration_token(&token.token, &session.session_id)
+                    .await?
+            {
+                Ok(())
+            } else {
+                Err(stage_error(
+                    ErrorKind::Unauthorized,
+                    "Invalid registration token",
+                ))
+            }
+        }
+        _ => Err(stage_error(
+            ErrorKind::Unrecognized,
+            "Unsupported authentication stage",
+        )),
+    })
+}
+
+fn stage_error(kind: ErrorKind, message: &str) -> StandardErrorBody {
+    StandardErrorBody::new(kind, message.to_owned())
+}
+
+fn progress(
+    request: &UiaRequest<'_>,
+    session: &UiaSession,
+    completed: &[AuthType],
+    error: Option<StandardErrorBody>,
+) -> ApiError {
+    let mut info = UiaaInfo::new(request.flows.clone());
+    info.completed = completed.to_vec();
+    info.session = Some(session.session_id.clone());
+    info.auth_error = error.map(Box::new);
+    ApiError::Uiaa(Box::new(info))
+}

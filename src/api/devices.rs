@@ -1,0 +1,130 @@
+//! Devices: `GET /devices`, `GET/PUT/DELETE /devices/{deviceId}`, `POST /delete_devices`.
+
+use ruma::{
+    MilliSecondsSinceUnixEpoch, UInt,
+    api::client::device::{
+        self as ruma_device, delete_device, delete_devices, get_device, get_devices, update_device,
+    },
+};
+
+use super::{
+    account::{finish_uia, password_uia},
+    ruma::Ruma,
+};
+use crate::{
+    accounts::{self, uia::authorize},
+    error::{ApiError, ApiResult},
+    state::AppState,
+    storage::Device,
+};
+
+/// Longest device display name accepted (as Synapse).
+const MAX_DISPLAY_NAME_CHARS: usize = 100;
+
+fn to_ruma(device: Device) -> ruma_device::Device {
+    let mut out = ruma_device::Device::new(device.device_id.into());
+    out.display_name = device.display_name;
+    out.last_seen_ip = device.last_seen_ip;
+    out.last_seen_ts = device
+        .last_seen_ts
+        .and_then(|ts| UInt::try_from(ts).ok())
+        .map(MilliSecondsSinceUnixEpoch);
+    out
+}
+
+/// `GET /_matrix/client/v3/devices`
+pub async fn list(
+    state: AppState,
+    request: Ruma<get_devices::v3::Request>,
+) -> ApiResult<get_devices::v3::Response> {
+    let sender = request.sender()?;
+    let devices = state.storage.devices(sender.user_id.as_str()).await?;
+    Ok(get_devices::v3::Response::new(
+        devices.into_iter().map(to_ruma).collect(),
+    ))
+}
+
+/// `GET /_matrix/client/v3/devices/{deviceId}`
+pub async fn get(
+    state: AppState,
+    request: Ruma<get_device::v3::Request>,
+) -> ApiResult<get_device::v3::Response> {
+    let sender = request.sender()?;
+    let device = state
+        .storage
+        .device(sender.user_id.as_str(), request.body.device_id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("No such device"))?;
+    Ok(get_device::v3::Response::new(to_ruma(device)))
+}
+
+/// `PUT /_matrix/client/v3/devices/{deviceId}`
+pub async fn update(
+    state: AppState,
+    request: Ruma<update_device::v3::Request>,
+) -> ApiResult<update_device::v3::Response> {
+    let sender = request.sender()?;
+    let name = request.body.display_name.as_deref();
+    if name.is_some_and(|name| name.chars().count() > MAX_DISPLAY_NAME_CHARS) {
+        return Err(ApiError::invalid_param(format!(
+            "Device display name must be at most {MAX_DISPLAY_NAME_CHARS} characters"
+        )));
+    }
+    let updated = state
+        .storage
+        .set_device_display_name(
+            sender.user_id.as_str(),
+            request.body.device_id.as_str(),
+            name,
+        )
+        .await?;
+    if !updated {
+        return Err(ApiError::not_found("No such device"));
+    }
+    Ok(update_device::v3::Response::new())
+}
+
+/// `DELETE /_matrix/client/v3/devices/{deviceId}` (user-interactive auth)
+pub async fn delete(
+    state: AppState,
+    request: Ruma<delete_device::v3::Request>,
+) -> ApiResult<delete_device::v3::Response> {
+    let sender = request.sender()?;
+    let device_id = request.body.device_id.as_str();
+    if state
+        .storage
+        .device(sender.user_id.as_str(), device_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found("No such device"));
+    }
+    let completed = authorize(
+        &state.storage,
+        &password_uia("delete_devices", sender),
+        request.body.auth.as_ref(),
+    )
+    .await?;
+    accounts::delete_devices(&state, &sender.user_id, &[device_id]).await?;
+    finish_uia(&state, &completed.session_id).await?;
+    Ok(delete_device::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/delete_devices` (user-interactive auth). Unknown device IDs are
+/// ignored, as the spec allows.
+pub async fn delete_many(
+    state: AppState,
+    request: Ruma<delete_devices::v3::Request>,
+) -> ApiResult<delete_devices::v3::Response> {
+    let sender = request.sender()?;
+    let completed = authorize(
+        &state.storage,
+        &password_uia("delete_devices", sender),
+        request.body.auth.as_ref(),
+    )
+    .await?;
+    let ids: Vec<&str> = request.body.devices.iter().map(|id| id.as_str()).collect();
+    accounts::delete_devices(&state, &sender.user_id, &ids).await?;
+    finish_uia(&state, &completed.session_id).await?;
+    Ok(delete_devices::v3::Response::new())
+}

@@ -1,0 +1,144 @@
+//! HTTP only: the route table and the handlers. A handler authenticates (through its
+//! extractor), calls the area that does the work, and maps the result.
+//!
+//! Every endpoint is listed in [`router`], next to the handler that serves it.
+
+mod account;
+mod account_data;
+mod admin;
+mod devices;
+mod discovery;
+mod extract;
+mod ops;
+mod profile;
+mod register;
+pub mod ruma;
+mod session;
+
+use std::time::Duration;
+
+use axum::{
+    Router, middleware,
+    routing::{get, post},
+};
+use http::{HeaderName, Method, Request, header};
+use tower_http::{
+    cors::{Any, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use tracing::info_span;
+
+pub use self::discovery::SUPPORTED_VERSIONS;
+use self::ruma::RumaRouter;
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The route table.
+pub fn router(state: AppState) -> Router {
+    let matrix = Router::new()
+        // Discovery
+        .ruma(discovery::versions)
+        .ruma(discovery::well_known_client)
+        .route(
+            "/.well-known/matrix/server",
+            get(discovery::well_known_server),
+        )
+        .ruma(discovery::capabilities)
+        // Registration
+        .ruma(register::register)
+        .ruma(register::username_available)
+        .ruma(register::registration_token_validity)
+        // Sessions
+        .ruma(session::login_types)
+        .ruma(session::login)
+        .ruma(session::refresh)
+        .ruma(session::logout)
+        .ruma(session::logout_all)
+        .ruma(session::whoami)
+        // Account
+        .ruma(account::change_password)
+        .ruma(account::deactivate)
+        .ruma(account::third_party_ids)
+        // Devices
+        .ruma(devices::list)
+        .ruma(devices::get)
+        .ruma(devices::update)
+        .ruma(devices::delete)
+        .ruma(devices::delete_many)
+        // Profile
+        .ruma(profile::get)
+        .ruma(profile::get_field)
+        .ruma(profile::set_field)
+        .ruma(profile::delete_field)
+        // Account data
+        .ruma(account_data::get)
+        .ruma(account_data::set)
+        // Synapse-compatible admin API
+        .route(
+            "/_synapse/admin/v1/register",
+            get(admin::register_nonce).post(admin::register_with_shared_secret),
+        )
+        .route(
+            "/_synapse/admin/v1/registration_tokens",
+            get(admin::list_registration_tokens),
+        )
+        .route(
+            "/_synapse/admin/v1/registration_tokens/new",
+            post(admin::create_registration_token),
+        )
+        .route(
+            "/_synapse/admin/v1/registration_tokens/{token}",
+            get(admin::get_registration_token)
+                .put(admin::update_registration_token)
+                .delete(admin::delete_registration_token),
+        )
+        // Operations
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            ops::record_metrics,
+        ))
+        .fallback(ops::unknown_endpoint)
+        .method_not_allowed_fallback(ops::method_not_allowed);
+
+    matrix
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request
+                    .extensions()
+                    .get::<RequestId>()
+                    .and_then(|id| id.header_value().to_str().ok())
+                    .unwrap_or("-");
+                // The path only: query strings may carry access tokens.
+                info_span!("request", id, method = %request.method(), path = request.uri().path())
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(cors())
+        .with_state(state)
+}
+
+/// CORS for browser clients such as Element Web, as the spec asks: any origin, the Matrix
+/// methods and headers. Preflight `OPTIONS` requests are answered here.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            HeaderName::from_static("x-requested-with"),
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::DATE,
+        ])
+        .max_age(Duration::from_secs(24 * 60 * 60))
+}

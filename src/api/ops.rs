@@ -1,0 +1,84 @@
+//! Operations endpoints and the answers for requests no endpoint takes.
+
+use std::time::Instant;
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use http::StatusCode;
+
+use crate::{
+    error::ApiError,
+    metrics::{EndpointLabels, RequestLabels},
+    state::AppState,
+};
+
+/// `GET /health`: 200 `OK` while the database answers, 503 otherwise.
+pub async fn health(State(state): State<AppState>) -> Response {
+    if state.storage.is_healthy().await {
+        (StatusCode::OK, "OK").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let (open, idle) = state.storage.pool_usage();
+    state.metrics.db_connections.set(i64::from(open));
+    state.metrics.db_connections_idle.set(idle as i64);
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Unknown path: 404 `M_UNRECOGNIZED`.
+pub async fn unknown_endpoint() -> ApiError {
+    ApiError::unrecognized(StatusCode::NOT_FOUND, "Unrecognized request")
+}
+
+/// Known path, wrong method: 405 `M_UNRECOGNIZED`.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::unrecognized(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed for this endpoint",
+    )
+}
+
+/// Counts every request and times it, labelled by route template and status.
+pub async fn record_metrics(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = EndpointLabels { method, endpoint };
+    state
+        .metrics
+        .request_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method: labels.method,
+            endpoint: labels.endpoint,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}

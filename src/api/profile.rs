@@ -1,0 +1,134 @@
+//! Profiles: `GET /profile/{userId}` and `GET/PUT/DELETE /profile/{userId}/{field}`
+//! (`displayname`, `avatar_url`, and the extended profile fields of Matrix 1.16).
+
+use http::StatusCode;
+use ruma::{
+    OwnedUserId,
+    api::{
+        client::profile::{
+            delete_profile_field, get_profile, get_profile_field, set_profile_field,
+        },
+        error::ErrorKind,
+    },
+    profile::{ProfileFieldValue, UserProfile},
+};
+use serde_json::Value;
+
+use super::ruma::Ruma;
+use crate::{
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
+
+/// Longest display name accepted (as Synapse).
+const MAX_DISPLAYNAME_CHARS: usize = 256;
+/// Longest profile field name (spec, extended profiles).
+const MAX_FIELD_NAME_BYTES: usize = 255;
+/// Largest whole profile, as JSON (spec, extended profiles).
+const MAX_PROFILE_BYTES: usize = 64 * 1024;
+
+/// The profile of a local user; 404 if there is no such user. Remote profiles need
+/// federation, which Hearth does not speak yet.
+async fn local_profile(
+    state: &AppState,
+    user_id: &OwnedUserId,
+) -> ApiResult<serde_json::Map<String, Value>> {
+    if user_id.server_name() != state.config.server_name {
+        return Err(ApiError::not_found(
+            "Profiles of remote users are not available (no federation yet)",
+        ));
+    }
+    match state.storage.user(user_id.as_str()).await? {
+        Some(_) => Ok(state.storage.profile(user_id.as_str()).await?),
+        None => Err(ApiError::not_found("No such user")),
+    }
+}
+
+fn own_profile_only(request_user: &OwnedUserId, target: &OwnedUserId) -> ApiResult<()> {
+    if request_user != target {
+        return Err(ApiError::forbidden(
+            "You cannot change another user's profile",
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /_matrix/client/v3/profile/{userId}`
+pub async fn get(
+    state: AppState,
+    request: Ruma<get_profile::v3::Request>,
+) -> ApiResult<get_profile::v3::Response> {
+    let profile = local_profile(&state, &request.body.user_id).await?;
+    let mut response = get_profile::v3::Response::new();
+    response.data = profile.into_iter().collect::<UserProfile>();
+    Ok(response)
+}
+
+/// `GET /_matrix/client/v3/profile/{userId}/{field}`
+pub async fn get_field(
+    state: AppState,
+    request: Ruma<get_profile_field::v3::Request>,
+) -> ApiResult<get_profile_field::v3::Response> {
+    let mut profile = local_profile(&state, &request.body.user_id).await?;
+    let field = request.body.field.as_str();
+    let value = profile
+        .remove(field)
+        .ok_or_else(|| ApiError::not_found("Profile field not set"))?;
+    let value = ProfileFieldValue::new(field, value).map_err(|_| ApiError::internal())?;
+    Ok(get_profile_field::v3::Response::new(value))
+}
+
+/// `PUT /_matrix/client/v3/profile/{userId}/{field}`
+pub async fn set_field(
+    state: AppState,
+    request: Ruma<set_profile_field::v3::Request>,
+) -> ApiResult<set_profile_field::v3::Response> {
+    let sender = request.sender()?;
+    let target = &request.body.user_id;
+    own_profile_only(&sender.user_id, target)?;
+    let field = request.body.value.field_name();
+    let value = request.body.value.value().into_owned();
+    if field.as_str().len() > MAX_FIELD_NAME_BYTES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::KeyTooLarge,
+            "Profile field name is too long",
+        ));
+    }
+    if let Value::String(name) = &value
+        && field.as_str() == "displayname"
+        && name.chars().count() > MAX_DISPLAYNAME_CHARS
+    {
+        return Err(ApiError::bad_json(format!(
+            "Display name is too long (max {MAX_DISPLAYNAME_CHARS})"
+        )));
+    }
+    let mut profile = local_profile(&state, target).await?;
+    profile.insert(field.as_str().to_owned(), value.clone());
+    if Value::Object(profile).to_string().len() > MAX_PROFILE_BYTES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::ProfileTooLarge,
+            "Profile would be too large",
+        ));
+    }
+    state
+        .storage
+        .set_profile_field(target.as_str(), field.as_str(), &value)
+        .await?;
+    Ok(set_profile_field::v3::Response::new())
+}
+
+/// `DELETE /_matrix/client/v3/profile/{userId}/{field}`
+pub async fn delete_field(
+    state: AppState,
+    request: Ruma<delete_profile_field::v3::Request>,
+) -> ApiResult<delete_profile_field::v3::Response> {
+    let sender = request.sender()?;
+    own_profile_only(&sender.user_id, &request.body.user_id)?;
+    state
+        .storage
+        .delete_profile_field(sender.user_id.as_str(), request.body.field.as_str())
+        .await?;
+    Ok(delete_profile_field::v3::Response::new())
+}

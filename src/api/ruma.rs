@@ -1,0 +1,279 @@
+//! The bridge between axum and ruma: every Matrix endpoint is a handler that takes a typed ruma
+//! request ([`Ruma<Req>`]) and returns the typed ruma response.
+//!
+//! The extractor does the cross-cutting work once for every endpoint: it authenticates the
+//! access token as the endpoint's metadata requires, reads the body up to the configured limit,
+//! and turns ruma's parse errors into the Matrix errors the spec names (`M_NOT_JSON`,
+//! `M_BAD_JSON`, ...). Handlers see only well-formed requests.
+
+use std::{
+    future::Future,
+    net::{IpAddr, SocketAddr},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request, State},
+    response::{IntoResponse, Response},
+    routing::{MethodFilter, on},
+};
+use bytes::Bytes;
+use http::{StatusCode, request::Parts};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use ruma::api::{
+    IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
+    auth_scheme::{
+        AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken,
+        NoAuthentication,
+    },
+    error::{DeserializationError, FromHttpRequestError},
+    path_builder::PathBuilder,
+};
+
+use crate::{
+    accounts::sessions::{Sender, authenticate_access_token},
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
+
+/// A parsed request, with who sent it.
+pub struct Ruma<Req> {
+    pub body: Req,
+    /// The authenticated user, when the request carried a valid access token.
+    pub sender: Option<Sender>,
+    pub client_ip: IpAddr,
+}
+
+impl<Req> Ruma<Req> {
+    /// The authenticated user; endpoints that require a token always have one.
+    pub fn sender(&self) -> ApiResult<&Sender> {
+        self.sender.as_ref().ok_or_else(ApiError::missing_token)
+    }
+}
+
+/// Whether an endpoint wants an access token, derived from ruma's auth scheme for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    Required,
+    Optional,
+    Ignored,
+}
+
+pub trait AuthPolicy {
+    const TOKEN: TokenUse;
+}
+
+impl AuthPolicy for AccessToken {
+    const TOKEN: TokenUse = TokenUse::Required;
+}
+impl AuthPolicy for AccessTokenOptional {
+    const TOKEN: TokenUse = TokenUse::Optional;
+}
+impl AuthPolicy for NoAuthentication {
+    const TOKEN: TokenUse = TokenUse::Ignored;
+}
+impl AuthPolicy for NoAccessToken {
+    const TOKEN: TokenUse = TokenUse::Ignored;
+}
+// Application services are not supported yet: their tokens are never valid user tokens.
+impl AuthPolicy for AppserviceToken {
+    const TOKEN: TokenUse = TokenUse::Required;
+}
+impl AuthPolicy for AppserviceTokenOptional {
+    const TOKEN: TokenUse = TokenUse::Ignored;
+}
+
+impl<Req> FromRequest<AppState> for Ruma<Req>
+where
+    Req: IncomingRequest,
+    Req::Authentication: AuthPolicy,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let path_args: Vec<String> =
+            match RawPathParams::from_request_parts(&mut parts, state).await {
+                Ok(params) => params.iter().map(|(_, value)| value.to_owned()).collect(),
+                Err(axum::extract::rejection::RawPathParamsRejection::MissingPathParams(_)) => {
+                    Vec::new()
+                }
+                Err(_) => {
+                    return Err(ApiError::invalid_param(
+                        "Path parameters must be valid UTF-8",
+                    ));
+                }
+            };
+        let client_ip = client_ip(&parts, state);
+        let sender = authenticate(&parts, state, Req::Authentication::TOKEN).await?;
+        let body = read_body(body, state.config.limits.max_request_body_bytes).await?;
+        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let request = http::Request::from_parts(parts, body.as_ref());
+        let body = Req::try_from_http_request(request, &args).map_err(parse_error)?;
+        Ok(Self {
+            body,
+            sender,
+            client_ip,
+        })
+    }
+}
+
+/// Finds the access token: the `Authorization: Bearer` header, or the `access_token` query
+/// parameter (deprecated since Matrix 1.11, still allowed by the spec).
+pub fn access_token(parts: &Parts) -> ApiResult<Option<&str>> {
+    if let Some(header) = parts.headers.get(http::header::AUTHORIZATION) {
+        let value = header.to_str().map_err(|_| ApiError::missing_token())?;
+        return match value.strip_prefix("Bearer ") {
+            Some(token) => Ok(Some(token.trim())),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ruma::api::error::ErrorKind::MissingToken,
+                "The Authorization header must use the Bearer scheme",
+            )),
+        };
+    }
+    Ok(parts
+        .uri
+        .query()
+        .and_then(|query| form_urlencoded_value(query, "access_token")))
+}
+
+fn form_urlencoded_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    // Tokens are URL-safe base64, so a raw match needs no decoding.
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+}
+
+pub async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+    token_use: TokenUse,
+) -> ApiResult<Option<Sender>> {
+    if token_use == TokenUse::Ignored {
+        return Ok(None);
+    }
+    match access_token(parts)? {
+        Some(token) => Ok(Some(
+            authenticate_access_token(&state.storage, token).await?,
+        )),
+        None if token_use == TokenUse::Required => Err(ApiError::missing_token()),
+        None => Ok(None),
+    }
+}
+
+pub fn client_ip(parts: &Parts, state: &AppState) -> IpAddr {
+    let forwarded = state
+        .config
+        .x_forwarded_for
+        .then(|| {
+            parts
+                .headers
+                .get("x-forwarded-for")?
+                .to_str()
+                .ok()?
+                .split(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .flatten();
+    forwarded.unwrap_or_else(|| {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([127, 0, 0, 1]), |info| info.0.ip())
+    })
+}
+
+/// Reads the whole body, refusing (413 `M_TOO_LARGE`) past `limit` bytes.
+pub async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::too_large(limit))
+        }
+        Err(_) => Err(ApiError::bad_json("Could not read the request body")),
+    }
+}
+
+/// Maps ruma's parse failure to the spec's error: unparseable JSON is `M_NOT_JSON`, JSON of
+/// the wrong shape `M_BAD_JSON`, a bad identifier or query `M_INVALID_PARAM`.
+fn parse_error(error: FromHttpRequestError) -> ApiError {
+    match error {
+        FromHttpRequestError::MethodMismatch { .. } => {
+            ApiError::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Json(error)) => {
+            json_error(&error)
+        }
+        FromHttpRequestError::Deserialization(error) => ApiError::invalid_param(error.to_string()),
+        _ => ApiError::bad_json("Invalid request"),
+    }
+}
+
+pub fn json_error(error: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::not_json(format!("Body is not valid JSON: {error}"))
+        }
+        Category::Data => ApiError::bad_json(format!("Invalid request body: {error}")),
+    }
+}
+
+/// A ruma response on its way out.
+pub struct RumaResponse<T>(pub T);
+
+impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<Vec<u8>>() {
+            Ok(response) => response.map(Body::from),
+            Err(error) => {
+                tracing::error!(%error, "could not serialize a response");
+                ApiError::internal().into_response()
+            }
+        }
+    }
+}
+
+/// Adds ruma endpoints to the router: `router.ruma(handler)` registers `handler` on every path
+/// (r0, v3, unstable) and the method ruma's metadata gives for the request type it takes.
+pub trait RumaRouter {
+    fn ruma<Req, H, Fut>(self, handler: H) -> Self
+    where
+        Req: IncomingRequest + Send + 'static,
+        Req::Authentication: AuthPolicy,
+        Req::OutgoingResponse: Send,
+        H: Fn(AppState, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = ApiResult<Req::OutgoingResponse>> + Send + 'static;
+}
+
+impl RumaRouter for Router<AppState> {
+    fn ruma<Req, H, Fut>(mut self, handler: H) -> Self
+    where
+        Req: IncomingRequest + Send + 'static,
+        Req::Authentication: AuthPolicy,
+        Req::OutgoingResponse: Send,
+        H: Fn(AppState, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = ApiResult<Req::OutgoingResponse>> + Send + 'static,
+    {
+        let method =
+            MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard HTTP methods");
+        for path in Req::PATH_BUILDER.all_paths() {
+            let handler = handler.clone();
+            self = self.route(
+                path,
+                on(
+                    method,
+                    move |State(state): State<AppState>, request: Ruma<Req>| async move {
+                        handler(state, request).await.map(RumaResponse)
+                    },
+                ),
+            );
+        }
+        self
+    }
+}

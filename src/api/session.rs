@@ -1,0 +1,157 @@
+//! Sessions: `GET/POST /login`, `POST /refresh`, `POST /logout`, `POST /logout/all`,
+//! `GET /account/whoami`.
+
+use http::StatusCode;
+use ruma::{
+    OwnedUserId, UserId,
+    api::{
+        client::{
+            account::whoami,
+            session::{
+                get_login_types::{self, v3::LoginType},
+                login::{self, v3::LoginInfo},
+                logout, logout_all, refresh_token,
+            },
+            uiaa::UserIdentifier,
+        },
+        error::ErrorKind,
+    },
+};
+
+use super::ruma::Ruma;
+use crate::{
+    accounts::{
+        check_login_password, delete_devices, log_out_everywhere,
+        sessions::{SessionRequest, refresh_session},
+        start_session,
+    },
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
+
+/// `GET /_matrix/client/v3/login`
+pub async fn login_types(
+    _state: AppState,
+    _request: Ruma<get_login_types::v3::Request>,
+) -> ApiResult<get_login_types::v3::Response> {
+    Ok(get_login_types::v3::Response::new(vec![
+        LoginType::Password(Default::default()),
+    ]))
+}
+
+/// `POST /_matrix/client/v3/login`
+pub async fn login(
+    state: AppState,
+    request: Ruma<login::v3::Request>,
+) -> ApiResult<login::v3::Response> {
+    let ip = request.client_ip.to_string();
+    let body = request.body;
+    let LoginInfo::Password(password) = &body.login_info else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Unknown,
+            "Unknown login type",
+        ));
+    };
+    state.rate_limits.login.check(&ip)?;
+    #[allow(deprecated)] // The legacy top-level `user` field is still sent by older clients.
+    let user = match (&password.identifier, &password.user) {
+        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+        (None, Some(user)) => user.clone(),
+        (Some(_), _) => {
+            return Err(ApiError::forbidden(
+                "Only Matrix user IDs can log in on this server",
+            ));
+        }
+        (None, None) => return Err(ApiError::missing_param("No identifier given")),
+    };
+    let user_id = resolve_user(&state, &user)?;
+    state.rate_limits.login.check(user_id.as_str())?;
+    check_login_password(&state, &user_id, &password.password).await?;
+    let session = start_session(
+        &state,
+        SessionRequest {
+            user_id: user_id.as_str(),
+            device_id: body.device_id.as_deref().map(|d| d.as_str()),
+            display_name: body.initial_device_display_name.as_deref(),
+            with_refresh_token: body.refresh_token,
+            ip: Some(&ip),
+        },
+    )
+    .await?;
+    tracing::info!(%user_id, device_id = %session.device_id, "logged in");
+    let mut response = login::v3::Response::new(user_id, session.access_token, session.device_id);
+    response.refresh_token = session.refresh_token;
+    response.expires_in = session.expires_in;
+    Ok(response)
+}
+
+/// A login identifier is a full user ID or a localpart of ours; localparts are case-folded, as
+/// registration folds them.
+fn resolve_user(state: &AppState, user: &str) -> ApiResult<OwnedUserId> {
+    let invalid = || ApiError::forbidden("Invalid username or password");
+    if user.starts_with('@') {
+        let user_id = UserId::parse(user).map_err(|_| invalid())?;
+        UserId::parse(format!(
+            "@{}:{}",
+            user_id.localpart().to_lowercase(),
+            user_id.server_name()
+        ))
+        .map_err(|_| invalid())
+    } else {
+        UserId::parse(format!(
+            "@{}:{}",
+            user.to_lowercase(),
+            state.config.server_name
+        ))
+        .map_err(|_| invalid())
+    }
+}
+
+/// `POST /_matrix/client/v3/refresh`
+pub async fn refresh(
+    state: AppState,
+    request: Ruma<refresh_token::v3::Request>,
+) -> ApiResult<refresh_token::v3::Response> {
+    let session = refresh_session(
+        &state.storage,
+        &request.body.refresh_token,
+        state.refreshable_token_lifetime(),
+    )
+    .await?;
+    let mut response = refresh_token::v3::Response::new(session.access_token);
+    response.refresh_token = session.refresh_token;
+    response.expires_in_ms = session.expires_in;
+    Ok(response)
+}
+
+/// `POST /_matrix/client/v3/logout`: ends this session, deleting its device.
+pub async fn logout(
+    state: AppState,
+    request: Ruma<logout::v3::Request>,
+) -> ApiResult<logout::v3::Response> {
+    let sender = request.sender()?;
+    delete_devices(&state, &sender.user_id, &[sender.device_id.as_str()]).await?;
+    Ok(logout::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/logout/all`: ends every session of the user.
+pub async fn logout_all(
+    state: AppState,
+    request: Ruma<logout_all::v3::Request>,
+) -> ApiResult<logout_all::v3::Response> {
+    let sender = request.sender()?;
+    log_out_everywhere(&state, &sender.user_id).await?;
+    Ok(logout_all::v3::Response::new())
+}
+
+/// `GET /_matrix/client/v3/account/whoami`
+pub async fn whoami(
+    _state: AppState,
+    request: Ruma<whoami::v3::Request>,
+) -> ApiResult<whoami::v3::Response> {
+    let sender = request.sender()?;
+    let mut response = whoami::v3::Response::new(sender.user_id.clone(), sender.is_guest);
+    response.device_id = Some(sender.device_id.clone());
+    Ok(response)
+}

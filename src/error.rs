@@ -1,0 +1,155 @@
+//! The one error type of the API: every failure leaves the server as a Matrix error, with the
+//! HTTP status and `errcode` the spec gives for it.
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use ruma::api::{
+    OutgoingResponseExt,
+    client::uiaa::UiaaInfo,
+    error::{
+        Error as RumaError, ErrorBody, ErrorKind, LimitExceededErrorData, RetryAfter,
+        StandardErrorBody, UnknownTokenErrorData,
+    },
+};
+
+use crate::storage::StorageError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// A standard Matrix error.
+    Matrix {
+        status: StatusCode,
+        kind: ErrorKind,
+        message: String,
+    },
+    /// User-interactive authentication must continue: 401 with the flows and progress.
+    Uiaa(Box<UiaaInfo>),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::Matrix {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, ErrorKind::Forbidden, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message)
+    }
+
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorKind::BadJson, message)
+    }
+
+    pub fn not_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorKind::NotJson, message)
+    }
+
+    pub fn invalid_param(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidParam, message)
+    }
+
+    pub fn missing_param(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorKind::MissingParam, message)
+    }
+
+    pub fn unrecognized(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::new(status, ErrorKind::Unrecognized, message)
+    }
+
+    pub fn missing_token() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorKind::MissingToken,
+            "Missing access token",
+        )
+    }
+
+    /// The token is not (or no longer) valid. `soft_logout` tells the client it may log in
+    /// again keeping its device and keys (the token merely expired).
+    pub fn unknown_token(soft_logout: bool) -> Self {
+        let mut data = UnknownTokenErrorData::new();
+        data.soft_logout = soft_logout;
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorKind::UnknownToken(data),
+            "Unknown or expired access token",
+        )
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::TooLarge,
+            format!("Request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn limit_exceeded(retry_after: Duration) -> Self {
+        let mut data = LimitExceededErrorData::new();
+        data.retry_after = Some(RetryAfter::Delay(retry_after));
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::LimitExceeded(data),
+            "Too many requests",
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Unknown,
+            "Internal server error",
+        )
+    }
+
+    /// The errcode and status, for tests and logs.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Matrix { status, .. } => *status,
+            Self::Uiaa(_) => StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
+        tracing::error!(%error, "storage failure");
+        Self::internal()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Matrix {
+                status,
+                kind,
+                message,
+            } => {
+                let error = RumaError::new(
+                    status,
+                    ErrorBody::Standard(StandardErrorBody::new(kind, message)),
+                );
+                match error.try_into_http_response::<Vec<u8>>() {
+                    Ok(response) => response.map(axum::body::Body::from),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not serialize an error response");
+                        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                    }
+                }
+            }
+            Self::Uiaa(info) => (StatusCode::UNAUTHORIZED, axum::Json(info)).into_response(),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Hearth, a Matrix homeserver.
+//!
+//! Start with [`server::run`], which wires configuration, storage and the HTTP router, and
+//! with [`api::router`], the table of every endpoint.
+
+pub mod accounts;
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod ratelimit;
+pub mod server;
+pub mod state;
+pub mod storage;

@@ -1,0 +1,149 @@
+//! Start-up and shutdown: open storage, bind the listener, serve until told to stop, then
+//! finish in-flight requests and close the database pool.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::{
+    api,
+    config::{Config, RegistrationMode},
+    state::AppState,
+    storage::{Storage, now_ms},
+};
+
+/// UIA sessions older than this are dropped (and their registration token uses released).
+const UIA_SESSION_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A server with its storage open and its port bound, not yet serving.
+pub struct Server {
+    state: AppState,
+    listener: TcpListener,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        if config.database.url.is_none() {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("cannot create data directory {}", config.data_dir.display())
+            })?;
+        }
+        let url = config.database_url();
+        let storage = Storage::connect(&url, config.database.max_connections)
+            .await
+            .with_context(|| format!("cannot open the database ({})", redact_url(&url)))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        log_startup(&config, &listener, storage.backend());
+        Ok(Self {
+            state: AppState::new(config, storage),
+            listener,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
+    /// finish, and closes the database pool.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self { state, listener } = self;
+        let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        housekeeping.abort();
+        state.storage.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn log_startup(config: &Config, listener: &TcpListener, backend: crate::storage::Backend) {
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
+    tracing::info!(server_name = %config.server_name, %address, ?backend, "Hearth is listening");
+    match config.registration_mode() {
+        RegistrationMode::Closed => tracing::info!("registration: closed"),
+        RegistrationMode::TokenRequired => {
+            tracing::info!("registration: open to holders of a registration token")
+        }
+        RegistrationMode::Open if config.listen.ip().is_loopback() => {
+            tracing::info!(
+                "registration: open to anyone, without verification (loopback address only)"
+            )
+        }
+        RegistrationMode::Open => {
+            tracing::warn!(
+                "registration: open to anyone, without verification, on a public address"
+            )
+        }
+    }
+    if config.registration.shared_secret.is_some() {
+        tracing::info!("shared-secret registration (/_synapse/admin/v1/register): on");
+    }
+    if config.registration.allow_guests {
+        tracing::info!("guest accounts: allowed");
+    }
+}
+
+/// Periodic clean-up of expired short-lived state.
+async fn housekeeping(state: AppState) {
+    let mut interval = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        interval.tick().await;
+        let cutoff = now_ms() - UIA_SESSION_LIFETIME.as_millis() as i64;
+        match state.storage.expire_uia_sessions(cutoff).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::debug!(expired, "expired UIA sessions"),
+            Err(error) => tracing::warn!(%error, "could not expire UIA sessions"),
+        }
+    }
+}
+
+/// The database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

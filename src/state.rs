@@ -1,0 +1,51 @@
+//! The one value every handler receives: configuration, storage and the shared services. It is
+//! built once at start-up and passed down; there are no global singletons.
+
+use std::{ops::Deref, sync::Arc, time::Duration};
+
+use crate::{
+    config::Config,
+    metrics::Metrics,
+    ratelimit::{RateLimiter, RateLimits},
+    storage::Storage,
+};
+
+#[derive(Clone)]
+pub struct AppState(Arc<Services>);
+
+pub struct Services {
+    pub config: Config,
+    pub storage: Storage,
+    pub metrics: Metrics,
+    pub rate_limits: RateLimits,
+}
+
+impl AppState {
+    pub fn new(config: Config, storage: Storage) -> Self {
+        let rate_limits = RateLimits {
+            login: RateLimiter::new(config.rate_limits.login),
+            registration: RateLimiter::new(config.rate_limits.registration),
+        };
+        Self(Arc::new(Services {
+            config,
+            storage,
+            metrics: Metrics::new(),
+            rate_limits,
+        }))
+    }
+}
+
+impl Services {
+    /// Lifetime of access tokens issued with a refresh token.
+    pub fn refreshable_token_lifetime(&self) -> Duration {
+        Duration::from_secs(self.config.auth.refreshable_access_token_lifetime_secs)
+    }
+}
+
+impl Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}

@@ -1,0 +1,85 @@
+//! `account_data`: per-user JSON documents by type, global (`room_id = ''`) or per room, each
+//! stamped with a position on the `account_data` stream so `/sync` can send what changed.
+
+use sqlx::FromRow;
+
+use super::{Storage, StorageError, Tx};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AccountDataEntry {
+    pub data_type: String,
+    pub content: String,
+    pub stream_position: i64,
+}
+
+impl Storage {
+    /// The content of one global account data entry, as JSON text.
+    pub async fn global_account_data(
+        &self,
+        user_id: &str,
+        data_type: &str,
+    ) -> Result<Option<String>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT content FROM account_data WHERE user_id = $1 AND room_id = '' AND data_type = $2",
+        )
+        .bind(user_id)
+        .bind(data_type)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Stores (replaces) a global account data entry at a new stream position.
+    pub async fn set_global_account_data(
+        &self,
+        user_id: &str,
+        data_type: &str,
+        content: &str,
+    ) -> Result<i64, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let position = Self::next_stream_position(&mut tx, "account_data").await?;
+        sqlx::query(
+            "INSERT INTO account_data (user_id, room_id, data_type, content, stream_position)
+             VALUES ($1, '', $2, $3, $4)
+             ON CONFLICT (user_id, room_id, data_type)
+             DO UPDATE SET content = excluded.content, stream_position = excluded.stream_position",
+        )
+        .bind(user_id)
+        .bind(data_type)
+        .bind(content)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(position)
+    }
+
+    /// Global account data entries changed after `since` (for `/sync`).
+    pub async fn global_account_data_since(
+        &self,
+        user_id: &str,
+        since: i64,
+    ) -> Result<Vec<AccountDataEntry>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT data_type, content, stream_position FROM account_data
+             WHERE user_id = $1 AND room_id = '' AND stream_position > $2
+             ORDER BY stream_position",
+        )
+        .bind(user_id)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Hands out the next position on a server-wide stream, inside the writer's transaction.
+    pub(super) async fn next_stream_position(
+        tx: &mut Tx,
+        stream: &str,
+    ) -> Result<i64, StorageError> {
+        Ok(sqlx::query_scalar(
+            "UPDATE stream_positions SET position = position + 1 WHERE stream = $1 RETURNING position",
+        )
+        .bind(stream)
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+}

@@ -1,0 +1,86 @@
+//! Schema migrations: plain SQL files, one list per backend, applied in order at start-up.
+//!
+//! Each applied file is recorded in `schema_migrations`; running again applies nothing. A
+//! database that records a version newer than this binary knows is refused: an older Hearth
+//! must not write to a schema it does not understand.
+
+use super::{Backend, Storage, StorageError, now_ms};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+/// Add a migration by adding both files and one entry here; never edit an applied one.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "accounts",
+    sqlite: include_str!("../../migrations/sqlite/0001_accounts.sql"),
+    postgres: include_str!("../../migrations/postgres/0001_accounts.sql"),
+}];
+
+/// The newest schema version this binary knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error(
+        "the database schema is at version {found}, newer than this Hearth understands \
+         (up to {known}); it was written by a newer Hearth. Run that version, or restore a backup"
+    )]
+    NewerSchema { found: i64, known: i64 },
+}
+
+pub(super) async fn run(storage: &Storage) -> Result<(), StorageError> {
+    let mut tx = storage.begin_write().await?;
+    if storage.backend == Backend::Postgres {
+        // Several workers may start at once: one migrates, the others wait and then see it done.
+        sqlx::query("SELECT pg_advisory_xact_lock(72737465)")
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version BIGINT PRIMARY KEY,
+             name TEXT NOT NULL,
+             applied_ts BIGINT NOT NULL
+         )",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+        .fetch_one(&mut *tx)
+        .await?;
+    let current = current.unwrap_or(0);
+    if current > SCHEMA_VERSION {
+        return Err(MigrationError::NewerSchema {
+            found: current,
+            known: SCHEMA_VERSION,
+        }
+        .into());
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let sql = match storage.backend {
+            Backend::Sqlite => migration.sqlite,
+            Backend::Postgres => migration.postgres,
+        };
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, $2, $3)",
+        )
+        .bind(migration.version)
+        .bind(migration.name)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
+    }
+    tx.commit().await?;
+    Ok(())
+}

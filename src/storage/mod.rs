@@ -1,0 +1,133 @@
+//! The database: one storage API over SQLite (embedded, the default) and PostgreSQL.
+//!
+//! Queries are written once, in SQL both backends accept (`$1` placeholders, `ON CONFLICT`,
+//! `RETURNING`), and run through sqlx's `Any` driver. Only the DDL differs per backend, in
+//! `migrations/sqlite` and `migrations/postgres`. This module and its children are the only
+//! place in Hearth with SQL.
+
+mod account_data;
+mod devices;
+mod migrate;
+mod profiles;
+mod registration;
+mod tokens;
+mod uia;
+mod users;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::{
+    Any, AnyPool, Transaction,
+    any::{AnyPoolOptions, install_default_drivers},
+};
+
+pub use self::{
+    account_data::AccountDataEntry,
+    devices::Device,
+    migrate::{MigrationError, SCHEMA_VERSION},
+    registration::RegistrationToken,
+    tokens::{AccessTokenInfo, RefreshTokenInfo},
+    uia::UiaSession,
+    users::{NewUser, User},
+};
+
+/// Which database engine a [`Storage`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The handle to the database, cheap to clone (it is a pool).
+#[derive(Clone)]
+pub struct Storage {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+pub type Tx = Transaction<'static, Any>;
+
+impl Storage {
+    /// Connects, applies pending migrations and returns the handle.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StorageError> {
+        install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StorageError::UnsupportedUrl);
+        };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            // WAL lets readers run beside the one writer; the busy timeout makes a second
+            // writer wait for the lock instead of failing; NORMAL sync is durable in WAL mode
+            // except across a power cut, the trade Synapse and every SQLite server makes.
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::raw_sql(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                    )
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await?;
+        let storage = Self { pool, backend };
+        migrate::run(&storage).await?;
+        Ok(storage)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begins a transaction that will write.
+    ///
+    /// On SQLite this is `BEGIN IMMEDIATE`: it takes the write lock up front, so a transaction
+    /// that reads and then writes never fails with SQLITE_BUSY because another writer
+    /// committed in between (a deferred transaction cannot upgrade a stale read snapshot).
+    pub async fn begin_write(&self) -> Result<Tx, StorageError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// True when the database answers a trivial query (for `/health`).
+    pub async fn is_healthy(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Connections open and idle, for `/metrics`.
+    pub fn pool_usage(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
+    /// Waits for checked-out connections to return, then closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp column.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database URL must start with sqlite:// or postgres://")]
+    UnsupportedUrl,
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+}

@@ -1,0 +1,60 @@
+//! `profile_fields`: display name, avatar URL and extended profile fields, as JSON values.
+
+use serde_json::{Map, Value};
+
+use super::{Storage, StorageError};
+
+impl Storage {
+    /// Every field of the user's profile (empty if the user has none or does not exist).
+    pub async fn profile(&self, user_id: &str) -> Result<Map<String, Value>, StorageError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT field, value FROM profile_fields WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(field, value)| Some((field, serde_json::from_str(&value).ok()?)))
+            .collect())
+    }
+
+    pub async fn set_profile_field(
+        &self,
+        user_id: &str,
+        field: &str,
+        value: &Value,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO profile_fields (user_id, field, value) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, field) DO UPDATE SET value = excluded.value",
+        )
+        .bind(user_id)
+        .bind(field)
+        .bind(value.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_profile_field(
+        &self,
+        user_id: &str,
+        field: &str,
+    ) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM profile_fields WHERE user_id = $1 AND field = $2")
+            .bind(user_id)
+            .bind(field)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the whole profile (account erasure).
+    pub async fn clear_profile(tx: &mut super::Tx, user_id: &str) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM profile_fields WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! `access_tokens` and `refresh_tokens`, looked up by the SHA-256 hash of the token.
+
+use sqlx::FromRow;
+
+use super::{Storage, StorageError, Tx, now_ms};
+
+/// What an access token authenticates, read on every authenticated request.
+#[derive(Debug, Clone, FromRow)]
+pub struct AccessTokenInfo {
+    pub user_id: String,
+    pub device_id: String,
+    pub expires_ts: Option<i64>,
+    pub is_guest: i64,
+    pub is_admin: i64,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct RefreshTokenInfo {
+    pub user_id: String,
+    pub device_id: String,
+}
+
+impl Storage {
+    pub async fn access_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<AccessTokenInfo>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT t.user_id, t.device_id, t.expires_ts, u.is_guest, u.is_admin
+             FROM access_tokens t JOIN users u ON u.user_id = t.user_id
+             WHERE t.token_hash = $1 AND u.deactivated = 0",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn insert_access_token(
+        tx: &mut Tx,
+        token_hash: &str,
+        user_id: &str,
+        device_id: &str,
+        expires_ts: Option<i64>,
+        refresh_token_hash: Option<&str>,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts, refresh_token_hash)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(device_id)
+        .bind(now_ms())
+        .bind(expires_ts)
+        .bind(refresh_token_hash)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn insert_refresh_token(
+        tx: &mut Tx,
+        token_hash: &str,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(device_id)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a refresh token out of the database (it is single-use) together with the access
+    /// token issued beside it. None if it does not exist or its account is deactivated.
+    pub async fn take_refresh_token(
+        tx: &mut Tx,
+        token_hash: &str,
+    ) -> Result<Option<RefreshTokenInfo>, StorageError> {
+        let info: Option<RefreshTokenInfo> = sqlx::query_as(
+            "DELETE FROM refresh_tokens WHERE token_hash = $1
+             AND user_id IN (SELECT user_id FROM users WHERE deactivated = 0)
+             RETURNING user_id, device_id",
+        )
+        .bind(token_hash)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if info.is_some() {
+            sqlx::query("DELETE FROM access_tokens WHERE refresh_token_hash = $1")
+                .bind(token_hash)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(info)
+    }
+
+    /// Removes every token a device holds (a login that reuses the device ID starts afresh).
+    pub async fn delete_device_tokens(
+        tx: &mut Tx,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<(), StorageError> {
+        for sql in [
+            "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
+            "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(user_id)
+                .bind(device_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+}

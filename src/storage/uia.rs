@@ -1,0 +1,87 @@
+//! `uia_sessions`: user-interactive authentication in progress.
+
+use sqlx::FromRow;
+
+use super::{Storage, StorageError, Tx, now_ms};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct UiaSession {
+    pub session_id: String,
+    pub purpose: String,
+    pub user_id: Option<String>,
+    /// JSON array of the stage types completed so far.
+    pub completed: String,
+    /// The registration token a registration session validated (it holds one pending use).
+    pub registration_token: Option<String>,
+    pub created_ts: i64,
+}
+
+impl Storage {
+    pub async fn create_uia_session(
+        &self,
+        session_id: &str,
+        purpose: &str,
+        user_id: Option<&str>,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO uia_sessions (session_id, purpose, user_id, completed, created_ts)
+             VALUES ($1, $2, $3, '[]', $4)",
+        )
+        .bind(session_id)
+        .bind(purpose)
+        .bind(user_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn uia_session(&self, session_id: &str) -> Result<Option<UiaSession>, StorageError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM uia_sessions WHERE session_id = $1")
+                .bind(session_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn set_uia_completed(
+        &self,
+        session_id: &str,
+        completed: &str,
+    ) -> Result<(), StorageError> {
+        sqlx::query("UPDATE uia_sessions SET completed = $2 WHERE session_id = $1")
+            .bind(session_id)
+            .bind(completed)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a finished session. Its registration token use, if any, is not released: the
+    /// caller has either completed it or will release it.
+    pub async fn delete_uia_session(tx: &mut Tx, session_id: &str) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM uia_sessions WHERE session_id = $1")
+            .bind(session_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes sessions created before `cutoff_ts`, giving back the registration token uses
+    /// they held. Returns how many were removed.
+    pub async fn expire_uia_sessions(&self, cutoff_ts: i64) -> Result<u64, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let expired: Vec<(String, Option<String>)> = sqlx::query_as(
+            "DELETE FROM uia_sessions WHERE created_ts < $1 RETURNING session_id, registration_token",
+        )
+        .bind(cutoff_ts)
+        .fetch_all(&mut *tx)
+        .await?;
+        for token in expired.iter().filter_map(|(_, token)| token.as_deref()) {
+            Self::release_registration_token(&mut tx, token).await?;
+        }
+        tx.commit().await?;
+        Ok(expired.len() as u64)
+    }
+}
