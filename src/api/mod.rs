@@ -23,6 +23,7 @@ use axum::{
 };
 use http::{HeaderName, Method, Request, header};
 use tower_http::{
+    catch_panic::CatchPanicLayer,
     cors::{Any, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     trace::TraceLayer,
@@ -105,6 +106,12 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(ops::method_not_allowed);
 
     matrix
+        // A bug that panics in a handler answers 500 M_UNKNOWN instead of dropping the
+        // connection; the server keeps running either way.
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("handler panicked");
+            axum::response::IntoResponse::into_response(crate::error::ApiError::internal())
+        }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

@@ -110,7 +110,18 @@ where
         let body = read_body(body, state.config.limits.max_request_body_bytes).await?;
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let request = http::Request::from_parts(parts, body.as_ref());
-        let body = Req::try_from_http_request(request, &args).map_err(parse_error)?;
+        // ruma's parsers are not panic-free on every malformed input (a login body without
+        // `type` once indexed a missing key); a panic here is a bad request, not a crash.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Req::try_from_http_request(request, &args)
+        }));
+        let body = match parsed {
+            Ok(parsed) => parsed.map_err(parse_error)?,
+            Err(_) => {
+                tracing::warn!("request parser panicked; answered M_BAD_JSON");
+                return Err(ApiError::bad_json("Malformed request"));
+            }
+        };
         Ok(Self {
             body,
             sender,

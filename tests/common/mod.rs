@@ -1,0 +1,291 @@
+//! The black-box test harness: a real Hearth on a real socket, backed by the database the
+//! environment asks for.
+//!
+//! `HEARTH_TEST_DATABASE=sqlite` (the default) gives each server a fresh SQLite file;
+//! `HEARTH_TEST_DATABASE=postgres` gives each a fresh PostgreSQL database on
+//! `HEARTH_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`). A requested backend
+//! that cannot be reached fails the test: it is never silently skipped.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::net::SocketAddr;
+
+use hearth::{config::Config, server::Server};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+use tokio::sync::oneshot;
+
+pub const SHARED_SECRET: &str = "test shared secret";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Which backend this run tests.
+pub fn backend() -> String {
+    std::env::var("HEARTH_TEST_DATABASE").unwrap_or_else(|_| "sqlite".to_owned())
+}
+
+/// A URL for a database no other test uses.
+pub async fn fresh_database_url(dir: &std::path::Path) -> String {
+    match backend().as_str() {
+        "sqlite" => format!("sqlite://{}?mode=rwc", dir.join("hearth.db").display()),
+        "postgres" => {
+            let base = std::env::var("HEARTH_TEST_POSTGRES")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+            let name = format!("hearth_test_{}", uuid::Uuid::new_v4().simple());
+            let mut admin = PgConnection::connect(&format!("{base}/postgres"))
+                .await
+                .expect("HEARTH_TEST_DATABASE=postgres but PostgreSQL is unreachable");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut admin)
+                .await
+                .expect("create test database");
+            format!("{base}/{name}")
+        }
+        other => panic!("HEARTH_TEST_DATABASE must be sqlite or postgres, not {other}"),
+    }
+}
+
+/// A config for tests: loopback, a random port, generous rate limits.
+pub fn test_config() -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    config.registration.shared_secret = Some(SHARED_SECRET.to_owned());
+    config.rate_limits.login.burst_count = 1000;
+    config.rate_limits.registration.burst_count = 1000;
+    config.log = "warn".to_owned();
+    config
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config();
+        config.data_dir = dir.path().to_owned();
+        config.database.url = Some(fresh_database_url(dir.path()).await);
+        adjust(&mut config);
+        config.validate().expect("test config is valid");
+        let server = Server::bind(config).await.expect("server starts");
+        let addr = server.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(async {
+                    rx.await.ok();
+                })
+                .await
+                .expect("server runs");
+        });
+        Self {
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    /// Sends a request; returns the status and the JSON body (Null when empty or not JSON).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request is sent");
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(Method::PUT, path, token, Some(body)).await
+    }
+
+    /// Sends raw bytes as the body.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (
+            status,
+            serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Registers `username` through the dummy flow and returns its session.
+    pub async fn register(&self, username: &str) -> Session {
+        let (status, body) = self
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                json!({ "username": username, "password": PASSWORD, "auth": { "type": "m.login.dummy" } }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "register {username}: {body}");
+        Session::from_json(&body)
+    }
+
+    /// Logs in with the password and returns the new session.
+    pub async fn login(&self, username: &str, password: &str) -> (StatusCode, Value) {
+        self.post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.user", "user": username },
+                "password": password,
+            }),
+        )
+        .await
+    }
+
+    /// Registers through the shared-secret admin API.
+    pub async fn register_admin(&self, username: &str, admin: bool) -> Session {
+        let (status, body) = self.get("/_synapse/admin/v1/register", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let nonce = body["nonce"].as_str().unwrap().to_owned();
+        let mac = shared_secret_mac(SHARED_SECRET, &nonce, username, PASSWORD, admin);
+        let (status, body) = self
+            .post(
+                "/_synapse/admin/v1/register",
+                None,
+                json!({ "nonce": nonce, "username": username, "password": PASSWORD, "admin": admin, "mac": mac }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        Session::from_json(&body)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn shared_secret_mac(
+    secret: &str,
+    nonce: &str,
+    username: &str,
+    password: &str,
+    admin: bool,
+) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(nonce.as_bytes());
+    mac.update(b"\x00");
+    mac.update(username.as_bytes());
+    mac.update(b"\x00");
+    mac.update(password.as_bytes());
+    mac.update(b"\x00");
+    mac.update(if admin { b"admin" } else { b"notadmin" });
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: String,
+    pub access_token: String,
+    pub device_id: String,
+}
+
+impl Session {
+    pub fn from_json(body: &Value) -> Self {
+        Self {
+            user_id: body["user_id"].as_str().expect("user_id").to_owned(),
+            access_token: body["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_owned(),
+            device_id: body["device_id"].as_str().expect("device_id").to_owned(),
+        }
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        Some(&self.access_token)
+    }
+}
+
+/// Asserts a Matrix error: status and errcode.
+#[track_caller]
+pub fn assert_error(result: &(StatusCode, Value), status: StatusCode, errcode: &str) {
+    assert_eq!(result.0, status, "status of {}", result.1);
+    assert_eq!(result.1["errcode"], errcode, "errcode of {}", result.1);
+    assert!(
+        result.1["error"].is_string(),
+        "error message in {}",
+        result.1
+    );
+}
+
+/// The password stage of user-interactive auth.
+pub fn password_auth(user_id: &str, session: Option<&str>) -> Value {
+    let mut auth = json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": user_id },
+        "password": PASSWORD,
+    });
+    if let Some(session) = session {
+        auth["session"] = json!(session);
+    }
+    auth
+}

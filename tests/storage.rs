@@ -1,0 +1,265 @@
+//! The storage API against the backend `HEARTH_TEST_DATABASE` names (SQLite or PostgreSQL).
+
+mod common;
+
+use hearth::storage::{Backend, SCHEMA_VERSION, Storage};
+
+async fn fresh() -> (Storage, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::fresh_database_url(dir.path()).await;
+    let storage = Storage::connect(&url, 4)
+        .await
+        .expect("connect and migrate");
+    (storage, url, dir)
+}
+
+#[tokio::test]
+async fn the_requested_backend_is_the_one_tested() {
+    let (storage, _, _dir) = fresh().await;
+    let expected = match common::backend().as_str() {
+        "postgres" => Backend::Postgres,
+        _ => Backend::Sqlite,
+    };
+    assert_eq!(storage.backend(), expected);
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    let (storage, url, _dir) = fresh().await;
+    let mut tx = storage.begin_write().await.unwrap();
+    let user = hearth::storage::NewUser {
+        user_id: "@a:x",
+        password_hash: None,
+        is_admin: false,
+        is_guest: false,
+        user_type: None,
+    };
+    assert!(Storage::insert_user(&mut tx, &user).await.unwrap());
+    tx.commit().await.unwrap();
+    storage.close().await;
+    // Connecting again applies nothing and keeps the data.
+    let again = Storage::connect(&url, 4).await.unwrap();
+    assert!(again.user("@a:x").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let (storage, url, _dir) = fresh().await;
+    let mut tx = storage.begin_write().await.unwrap();
+    sqlx::query(
+        "INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, 'future', 0)",
+    )
+    .bind(SCHEMA_VERSION + 1)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    storage.close().await;
+    let error = Storage::connect(&url, 4)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("newer"), "{error}");
+}
+
+#[tokio::test]
+async fn users_are_unique() {
+    let (storage, _, _dir) = fresh().await;
+    let user = hearth::storage::NewUser {
+        user_id: "@a:x",
+        password_hash: Some("h"),
+        is_admin: true,
+        is_guest: false,
+        user_type: None,
+    };
+    let mut tx = storage.begin_write().await.unwrap();
+    assert!(Storage::insert_user(&mut tx, &user).await.unwrap());
+    assert!(!Storage::insert_user(&mut tx, &user).await.unwrap());
+    tx.commit().await.unwrap();
+    let stored = storage.user("@a:x").await.unwrap().unwrap();
+    assert!(stored.is_admin() && !stored.is_guest() && !stored.is_deactivated());
+    assert_eq!(stored.password_hash.as_deref(), Some("h"));
+    assert_eq!(storage.count_users().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn deleting_a_device_deletes_its_tokens() {
+    let (storage, _, _dir) = fresh().await;
+    let user = hearth::storage::NewUser {
+        user_id: "@a:x",
+        password_hash: None,
+        is_admin: false,
+        is_guest: false,
+        user_type: None,
+    };
+    let mut tx = storage.begin_write().await.unwrap();
+    Storage::insert_user(&mut tx, &user).await.unwrap();
+    for device in ["D1", "D2"] {
+        Storage::upsert_device(&mut tx, "@a:x", device, Some("name"), None)
+            .await
+            .unwrap();
+        Storage::insert_refresh_token(&mut tx, &format!("r{device}"), "@a:x", device)
+            .await
+            .unwrap();
+        Storage::insert_access_token(
+            &mut tx,
+            &format!("a{device}"),
+            "@a:x",
+            device,
+            None,
+            Some(&format!("r{device}")),
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(
+        storage
+            .access_token("aD1")
+            .await
+            .unwrap()
+            .unwrap()
+            .device_id,
+        "D1"
+    );
+
+    let mut tx = storage.begin_write().await.unwrap();
+    Storage::delete_device(&mut tx, "@a:x", "D1").await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(storage.access_token("aD1").await.unwrap().is_none());
+    assert!(storage.access_token("aD2").await.unwrap().is_some());
+    assert_eq!(storage.devices("@a:x").await.unwrap().len(), 1);
+
+    // A refresh token is single-use and takes its access token with it.
+    let mut tx = storage.begin_write().await.unwrap();
+    assert!(
+        Storage::take_refresh_token(&mut tx, "rD2")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        Storage::take_refresh_token(&mut tx, "rD2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    tx.commit().await.unwrap();
+    assert!(storage.access_token("aD2").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn account_data_gets_increasing_stream_positions() {
+    let (storage, _, _dir) = fresh().await;
+    let user = hearth::storage::NewUser {
+        user_id: "@a:x",
+        password_hash: None,
+        is_admin: false,
+        is_guest: false,
+        user_type: None,
+    };
+    let mut tx = storage.begin_write().await.unwrap();
+    Storage::insert_user(&mut tx, &user).await.unwrap();
+    tx.commit().await.unwrap();
+    let first = storage
+        .set_global_account_data("@a:x", "t1", "{}")
+        .await
+        .unwrap();
+    let second = storage
+        .set_global_account_data("@a:x", "t2", "{\"a\":1}")
+        .await
+        .unwrap();
+    let third = storage
+        .set_global_account_data("@a:x", "t1", "{\"b\":2}")
+        .await
+        .unwrap();
+    assert!(first < second && second < third);
+    let changed = storage
+        .global_account_data_since("@a:x", first)
+        .await
+        .unwrap();
+    let types: Vec<&str> = changed.iter().map(|e| e.data_type.as_str()).collect();
+    assert_eq!(types, ["t2", "t1"]);
+    assert_eq!(
+        storage
+            .global_account_data("@a:x", "t1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("{\"b\":2}")
+    );
+}
+
+#[tokio::test]
+async fn registration_token_uses_cannot_be_oversubscribed() {
+    let (storage, _, _dir) = fresh().await;
+    assert!(
+        storage
+            .insert_registration_token("t", Some(1), None)
+            .await
+            .unwrap()
+    );
+    for session in ["s1", "s2"] {
+        storage
+            .create_uia_session(session, "register", None)
+            .await
+            .unwrap();
+    }
+    assert!(storage.reserve_registration_token("t", "s1").await.unwrap());
+    assert!(
+        !storage.reserve_registration_token("t", "s2").await.unwrap(),
+        "the only use is pending"
+    );
+    // An expired session gives its use back.
+    assert_eq!(
+        storage
+            .expire_uia_sessions(hearth::storage::now_ms() + 1)
+            .await
+            .unwrap(),
+        2
+    );
+    let token = storage.registration_token("t").await.unwrap().unwrap();
+    assert_eq!((token.pending, token.completed), (0, 0));
+}
+
+#[tokio::test]
+async fn concurrent_writers_do_not_fail() {
+    let (storage, _, _dir) = fresh().await;
+    let user = hearth::storage::NewUser {
+        user_id: "@a:x",
+        password_hash: None,
+        is_admin: false,
+        is_guest: false,
+        user_type: None,
+    };
+    let mut tx = storage.begin_write().await.unwrap();
+    Storage::insert_user(&mut tx, &user).await.unwrap();
+    tx.commit().await.unwrap();
+    let writers: Vec<_> = (0..20)
+        .map(|i| {
+            let storage = storage.clone();
+            tokio::spawn(async move {
+                storage
+                    .set_global_account_data("@a:x", &format!("t{i}"), "{}")
+                    .await
+            })
+        })
+        .collect();
+    let mut positions = Vec::new();
+    for writer in writers {
+        positions.push(
+            writer
+                .await
+                .unwrap()
+                .expect("no write fails under contention"),
+        );
+    }
+    positions.sort_unstable();
+    positions.dedup();
+    assert_eq!(
+        positions.len(),
+        20,
+        "every write got its own stream position"
+    );
+}
