@@ -1,7 +1,7 @@
 //! Sessions: what a login, a registration or a refresh hands out (a device, an access token
 //! and perhaps a refresh token), and turning a presented access token back into a user.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use ruma::{OwnedDeviceId, OwnedUserId};
 
@@ -10,6 +10,9 @@ use crate::{
     error::{ApiError, ApiResult},
     storage::{Storage, now_ms},
 };
+
+/// A device's last-seen time and IP are written at most this often, not on every request.
+const LAST_SEEN_RESOLUTION_MS: i64 = 60_000;
 
 /// The authenticated user of a request.
 #[derive(Debug, Clone)]
@@ -131,13 +134,37 @@ pub async fn refresh_session(
 ///
 /// Expired tokens get `soft_logout: true` (the client may refresh or log in again keeping its
 /// device); unknown tokens, and tokens of deactivated accounts, a hard logout.
-pub async fn authenticate_access_token(storage: &Storage, token: &str) -> ApiResult<Sender> {
+pub async fn authenticate_access_token(
+    storage: &Storage,
+    token: &str,
+    ip: IpAddr,
+) -> ApiResult<Sender> {
     let info = storage
         .access_token(&hash_token(token))
         .await?
         .ok_or_else(|| ApiError::unknown_token(false))?;
-    if info.expires_ts.is_some_and(|expires| expires <= now_ms()) {
+    let now = now_ms();
+    if info.expires_ts.is_some_and(|expires| expires <= now) {
         return Err(ApiError::unknown_token(true));
+    }
+    if info
+        .last_seen_ts
+        .is_none_or(|seen| now - seen > LAST_SEEN_RESOLUTION_MS)
+    {
+        // Off the request path: the device list's "last seen" may lag a moment.
+        let (storage, user_id, device_id) = (
+            storage.clone(),
+            info.user_id.clone(),
+            info.device_id.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = storage
+                .touch_device(&user_id, &device_id, &ip.to_string())
+                .await
+            {
+                tracing::warn!(%error, "could not record device last-seen");
+            }
+        });
     }
     let user_id = OwnedUserId::try_from(info.user_id).map_err(|_| ApiError::internal())?;
     Ok(Sender {

@@ -12,6 +12,8 @@ pub struct AccessTokenInfo {
     pub expires_ts: Option<i64>,
     pub is_guest: i64,
     pub is_admin: i64,
+    /// When the device was last seen (to refresh it at most once a minute).
+    pub last_seen_ts: Option<i64>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -26,8 +28,10 @@ impl Storage {
         token_hash: &str,
     ) -> Result<Option<AccessTokenInfo>, StorageError> {
         Ok(sqlx::query_as(
-            "SELECT t.user_id, t.device_id, t.expires_ts, u.is_guest, u.is_admin
-             FROM access_tokens t JOIN users u ON u.user_id = t.user_id
+            "SELECT t.user_id, t.device_id, t.expires_ts, u.is_guest, u.is_admin, d.last_seen_ts
+             FROM access_tokens t
+             JOIN users u ON u.user_id = t.user_id
+             LEFT JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
              WHERE t.token_hash = $1 AND u.deactivated = 0",
         )
         .bind(token_hash)
