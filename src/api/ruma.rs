@@ -167,7 +167,7 @@ pub async fn authenticate(
     }
     match access_token(parts)? {
         Some(token) => Ok(Some(
-            authenticate_access_token(&state.storage, token).await?,
+            authenticate_access_token(&state.storage, token, client_ip(parts, state)).await?,
         )),
         None if token_use == TokenUse::Required => Err(ApiError::missing_token()),
         None => Ok(None),
