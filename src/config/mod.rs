@@ -210,8 +210,7 @@ impl Config {
                     .find(|(name, _)| var.as_str().eq_ignore_ascii_case(name))
                     .map_or("", |(_, key)| *key);
                 key.into()
-            })
-            .lowercase(false);
+            });
         figment = figment.merge(env);
         let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
         config.validate()?;

@@ -128,6 +128,6 @@ pub enum StorageError {
     UnsupportedUrl,
     #[error(transparent)]
     Migration(#[from] MigrationError),
-    #[error("database error: {0}")]
+    #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
 }
