@@ -276,3 +276,24 @@ async fn login_is_rate_limited() {
     assert_error(&limited, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
     assert!(limited.1["retry_after_ms"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn logout_needs_a_valid_token() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    assert_error(
+        &server
+            .post("/_matrix/client/v3/logout", None, json!({}))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "M_MISSING_TOKEN",
+    );
+    assert_error(
+        &server
+            .post("/_matrix/client/v3/logout", Some("hat_bogus"), json!({}))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "M_UNKNOWN_TOKEN",
+    );
+    assert_eq!(server.get(WHOAMI, alice.token()).await.0, StatusCode::OK);
+}

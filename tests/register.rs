@@ -385,3 +385,17 @@ async fn registration_is_rate_limited_per_ip() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn token_validity_is_only_answered_where_tokens_are_used() {
+    let validity = "/_matrix/client/v1/register/m.login.registration_token/validity";
+    let open = TestServer::start().await;
+    assert_error(
+        &open.get(&format!("{validity}?token=x"), None).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    let gated = TestServer::start_with(|c| c.registration.requires_token = true).await;
+    let missing = gated.get(validity, None).await;
+    assert_eq!(missing.0, StatusCode::BAD_REQUEST, "{}", missing.1);
+}
