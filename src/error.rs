@@ -113,12 +113,26 @@ impl ApiError {
         )
     }
 
-    /// The errcode and status, for tests and logs.
+    /// The error code, for callers that react to a specific one.
+    pub fn errcode(&self) -> Option<ErrorKind> {
+        match self {
+            Self::Matrix { kind, .. } => Some(kind.clone()),
+            Self::Uiaa(_) => None,
+        }
+    }
+
+    /// The HTTP status, for tests and logs.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Matrix { status, .. } => *status,
             Self::Uiaa(_) => StatusCode::UNAUTHORIZED,
         }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        StorageError::from(error).into()
     }
 }
 

@@ -38,6 +38,24 @@ impl RateLimiter {
         self.check_at(key, Instant::now())
     }
 
+    /// Like [`check`](Self::check), but takes no token: for refusing early a request that
+    /// will only be counted once it succeeds.
+    pub fn check_available(&self, key: &str) -> Result<(), ApiError> {
+        self.check_at(key, Instant::now())?;
+        self.refund(key);
+        Ok(())
+    }
+
+    fn refund(&self, key: &str) {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(f64::from(self.limit.burst_count));
+        }
+    }
+
     fn check_at(&self, key: &str, now: Instant) -> Result<(), ApiError> {
         let burst = f64::from(self.limit.burst_count);
         let rate = self.limit.per_second;

@@ -157,6 +157,12 @@ async fn deactivation_is_final() {
         StatusCode::FORBIDDEN,
         "M_USER_DEACTIVATED",
     );
+    // Without the password nobody learns that the account is deactivated.
+    assert_error(
+        &server.login("alice", "guess").await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
     // The name stays taken.
     let taken = server
         .get("/_matrix/client/v3/register/available?username=alice", None)
@@ -187,4 +193,86 @@ async fn third_party_ids_are_an_honest_empty_list() {
         StatusCode::UNAUTHORIZED,
         "M_MISSING_TOKEN",
     );
+}
+
+#[tokio::test]
+async fn a_completed_uia_session_authorises_one_operation_only() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let a = Session::from_json(&server.login("alice", PASSWORD).await.1);
+    let b = Session::from_json(&server.login("alice", PASSWORD).await.1);
+    let delete = |device: String, session: Option<String>| {
+        let server = &server;
+        let token = alice.access_token.clone();
+        async move {
+            let mut body = json!({ "devices": [device] });
+            if let Some(session) = session {
+                body["auth"] = password_auth("alice", Some(&session));
+            }
+            server
+                .post("/_matrix/client/v3/delete_devices", Some(&token), body)
+                .await
+        }
+    };
+    let (_, challenge) = delete(a.device_id.clone(), None).await;
+    let session = challenge["session"].as_str().unwrap().to_owned();
+    let (status, _) = delete(a.device_id.clone(), Some(session.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    // Replaying the spent session, or using it for other devices, deletes nothing.
+    let replay = delete(b.device_id.clone(), Some(session)).await;
+    assert_ne!(replay.0, StatusCode::OK, "{}", replay.1);
+    assert_eq!(server.get(WHOAMI, b.token()).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_uia_session_is_bound_to_the_device_it_was_started_for() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let a = Session::from_json(&server.login("alice", PASSWORD).await.1);
+    let b = Session::from_json(&server.login("alice", PASSWORD).await.1);
+    let path = |device: &str| format!("/_matrix/client/v3/devices/{device}");
+    let (_, challenge) = server
+        .request(
+            reqwest::Method::DELETE,
+            &path(&a.device_id),
+            alice.token(),
+            Some(json!({})),
+        )
+        .await;
+    let session = challenge["session"].as_str().unwrap();
+    let swapped = server
+        .request(
+            reqwest::Method::DELETE,
+            &path(&b.device_id),
+            alice.token(),
+            Some(json!({ "auth": password_auth("alice", Some(session)) })),
+        )
+        .await;
+    assert_error(&swapped, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_eq!(server.get(WHOAMI, b.token()).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn password_guesses_through_uia_are_rate_limited() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limits.login.burst_count = 3;
+        c.rate_limits.login.per_second = 0.001;
+    })
+    .await;
+    let alice = server.register("alice").await;
+    let mut wrong = password_auth("alice", None);
+    wrong["password"] = json!("guess");
+    for _ in 0..3 {
+        let (status, body) = server
+            .post(DEACTIVATE, alice.token(), json!({ "auth": wrong }))
+            .await;
+        assert_eq!(
+            (status, body["errcode"].clone()),
+            (StatusCode::UNAUTHORIZED, json!("M_FORBIDDEN"))
+        );
+    }
+    let limited = server
+        .post(DEACTIVATE, alice.token(), json!({ "auth": wrong }))
+        .await;
+    assert_error(&limited, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
 }

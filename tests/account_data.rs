@@ -85,7 +85,7 @@ async fn malformed_account_data_is_rejected() {
     let push_rules = "/_matrix/client/v3/user/@alice:localhost/account_data/m.push_rules";
     assert_error(
         &server.put(push_rules, alice.token(), json!({})).await,
-        StatusCode::BAD_REQUEST,
+        StatusCode::METHOD_NOT_ALLOWED,
         "M_BAD_JSON",
     );
     assert_error(

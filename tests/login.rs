@@ -196,7 +196,7 @@ async fn refresh_tokens_rotate_and_expired_access_tokens_are_soft_logged_out() {
     let (_, whoami) = server.get(WHOAMI, Some(new_access)).await;
     assert_eq!(whoami["device_id"], login["device_id"]);
 
-    // The old refresh token is spent.
+    // Once the new access token has been used, the old refresh token is spent.
     let reused = server
         .post(
             "/_matrix/client/v3/refresh",
@@ -296,4 +296,69 @@ async fn logout_needs_a_valid_token() {
         "M_UNKNOWN_TOKEN",
     );
     assert_eq!(server.get(WHOAMI, alice.token()).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_lost_refresh_response_can_be_retried_with_the_old_token() {
+    let server = TestServer::start().await;
+    server.register("alice").await;
+    let (_, login) = server
+        .post(LOGIN, None, json!({ "type": "m.login.password", "user": "alice", "password": PASSWORD, "refresh_token": true }))
+        .await;
+    let refresh = login["refresh_token"].as_str().unwrap();
+    let refresh_path = "/_matrix/client/v3/refresh";
+    // The first answer is "lost": the client retries with the same refresh token.
+    let (status, lost) = server
+        .post(refresh_path, None, json!({ "refresh_token": refresh }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, retried) = server
+        .post(refresh_path, None, json!({ "refresh_token": refresh }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    // The retry replaced the lost pair; the old access token works until the new pair is used.
+    assert_error(
+        &server.get(WHOAMI, lost["access_token"].as_str()).await,
+        StatusCode::UNAUTHORIZED,
+        "M_UNKNOWN_TOKEN",
+    );
+    assert_eq!(
+        server.get(WHOAMI, login["access_token"].as_str()).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.get(WHOAMI, retried["access_token"].as_str()).await.0,
+        StatusCode::OK
+    );
+    // Using the new pair retires the old one, access token included.
+    assert_error(
+        &server.get(WHOAMI, login["access_token"].as_str()).await,
+        StatusCode::UNAUTHORIZED,
+        "M_UNKNOWN_TOKEN",
+    );
+    let stale = server
+        .post(refresh_path, None, json!({ "refresh_token": refresh }))
+        .await;
+    assert_error(&stale, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
+    // The new refresh token keeps working.
+    let (status, _) = server
+        .post(
+            refresh_path,
+            None,
+            json!({ "refresh_token": retried["refresh_token"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn empty_or_oversized_device_ids_are_refused() {
+    let server = TestServer::start().await;
+    server.register("alice").await;
+    for device_id in [String::new(), "D".repeat(300)] {
+        let result = server
+            .post(LOGIN, None, json!({ "type": "m.login.password", "user": "alice", "password": PASSWORD, "device_id": device_id }))
+            .await;
+        assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    }
 }

@@ -99,7 +99,7 @@ async fn deleting_a_device_deletes_its_tokens() {
         Storage::upsert_device(&mut tx, "@a:x", device, Some("name"), None)
             .await
             .unwrap();
-        Storage::insert_refresh_token(&mut tx, &format!("r{device}"), "@a:x", device)
+        Storage::insert_refresh_token(&mut tx, &format!("r{device}"), "@a:x", device, None)
             .await
             .unwrap();
         Storage::insert_access_token(
@@ -131,16 +131,19 @@ async fn deleting_a_device_deletes_its_tokens() {
     assert!(storage.access_token("aD2").await.unwrap().is_some());
     assert_eq!(storage.devices("@a:x").await.unwrap().len(), 1);
 
-    // A refresh token is single-use and takes its access token with it.
+    // Revoking a superseded refresh token takes its access token with it.
     let mut tx = storage.begin_write().await.unwrap();
     assert!(
-        Storage::take_refresh_token(&mut tx, "rD2")
+        Storage::refresh_token(&mut tx, "rD2")
             .await
             .unwrap()
             .is_some()
     );
+    Storage::revoke_superseded_refresh_token(&mut tx, "rD2")
+        .await
+        .unwrap();
     assert!(
-        Storage::take_refresh_token(&mut tx, "rD2")
+        Storage::refresh_token(&mut tx, "rD2")
             .await
             .unwrap()
             .is_none()

@@ -27,6 +27,9 @@ CREATE TABLE refresh_tokens (
     user_id TEXT NOT NULL,
     device_id TEXT NOT NULL,
     created_ts BIGINT NOT NULL,
+    -- The refresh token this one replaced. It stays valid (a client whose /refresh response
+    -- was lost can retry) until this token or its access token is first used.
+    prev_token_hash TEXT,
     FOREIGN KEY (user_id, device_id) REFERENCES devices (user_id, device_id)
 );
 
@@ -42,6 +45,7 @@ CREATE TABLE access_tokens (
 );
 CREATE INDEX access_tokens_device ON access_tokens (user_id, device_id);
 CREATE INDEX refresh_tokens_device ON refresh_tokens (user_id, device_id);
+CREATE INDEX access_tokens_refresh ON access_tokens (refresh_token_hash);
 
 -- Every profile field (displayname, avatar_url and extended profile fields) as JSON.
 CREATE TABLE profile_fields (
@@ -72,8 +76,8 @@ INSERT INTO stream_positions (stream, position) VALUES ('account_data', 0);
 -- User-interactive authentication sessions.
 CREATE TABLE uia_sessions (
     session_id TEXT PRIMARY KEY,
-    -- What the session authorises ("register", "delete_devices", ...): a session cannot be
-    -- reused for another operation.
+    -- What the session authorises ("register", "delete_devices:DEV1,DEV2", ...): a session
+    -- cannot be reused for another operation, nor for the same one on other objects.
     purpose TEXT NOT NULL,
     user_id TEXT,
     completed TEXT NOT NULL,

@@ -18,7 +18,7 @@ use self::{
 use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
-    storage::{NewUser, Storage, StorageError, User},
+    storage::{NewUser, Storage, Tx, User},
 };
 
 /// A new account.
@@ -29,15 +29,19 @@ pub struct Registration<'a> {
     pub is_guest: bool,
     pub user_type: Option<&'a str>,
     pub display_name: Option<&'a str>,
-    /// The registration token whose reserved use this registration completes.
-    pub registration_token: Option<&'a str>,
-    /// The UIA session that authorised it, deleted in the same transaction.
+    /// The completed UIA session that authorised it, consumed with it.
     pub uia_session: Option<&'a str>,
+    /// Log the new account in (None: `inhibit_login`).
+    pub session: Option<SessionRequest<'a>>,
 }
 
-/// Creates the account and its profile; `M_USER_IN_USE` if the ID is taken. The account, the
-/// token use and the end of the UIA session commit together or not at all.
-pub async fn register_account(state: &AppState, registration: Registration<'_>) -> ApiResult<()> {
+/// Creates the account, its profile and (unless inhibited) its first session; `M_USER_IN_USE`
+/// if the ID is taken. The account, the end of its UIA session, the registration token use
+/// and the session commit together or not at all.
+pub async fn register_account(
+    state: &AppState,
+    registration: Registration<'_>,
+) -> ApiResult<Option<NewSession>> {
     let hash = match registration.password {
         Some(password) => {
             check_password_policy(state, password)?;
@@ -45,9 +49,16 @@ pub async fn register_account(state: &AppState, registration: Registration<'_>) 
         }
         None => None,
     };
+    let user_id = registration.user_id.as_str();
     let mut tx = state.storage.begin_write().await?;
+    if let Some(session_id) = registration.uia_session {
+        let token = consume_uia(&mut tx, session_id).await?;
+        if let Some(token) = token {
+            Storage::complete_registration_token(&mut tx, &token).await?;
+        }
+    }
     let user = NewUser {
-        user_id: registration.user_id.as_str(),
+        user_id,
         password_hash: hash.as_deref(),
         is_admin: registration.is_admin,
         is_guest: registration.is_guest,
@@ -56,27 +67,36 @@ pub async fn register_account(state: &AppState, registration: Registration<'_>) 
     if !Storage::insert_user(&mut tx, &user).await? {
         return Err(user_in_use());
     }
-    if let Some(token) = registration.registration_token {
-        Storage::complete_registration_token(&mut tx, token).await?;
-    }
-    if let Some(session) = registration.uia_session {
-        Storage::delete_uia_session(&mut tx, session).await?;
-    }
-    tx.commit().await.map_err(StorageError::from)?;
     // New accounts start with their localpart as display name, as on Synapse.
     let display_name = registration
         .display_name
         .unwrap_or(registration.user_id.localpart());
-    state
-        .storage
-        .set_profile_field(
-            registration.user_id.as_str(),
-            "displayname",
-            &Value::from(display_name),
-        )
+    Storage::set_profile_field_in(&mut tx, user_id, "displayname", &Value::from(display_name))
         .await?;
-    tracing::info!(user_id = %registration.user_id, admin = registration.is_admin, guest = registration.is_guest, "registered account");
-    Ok(())
+    let session = match registration.session {
+        Some(request) => Some(create_session(&mut tx, request).await?),
+        None => None,
+    };
+    tx.commit().await?;
+    tracing::info!(%user_id, admin = registration.is_admin, guest = registration.is_guest, "registered account");
+    Ok(session)
+}
+
+/// Consumes a completed UIA session in the operation's transaction; refuses if another request
+/// already used it. Returns the registration token the session reserved, if any.
+async fn consume_uia(tx: &mut Tx, session_id: &str) -> ApiResult<Option<String>> {
+    Storage::consume_uia_session(tx, session_id)
+        .await?
+        .ok_or_else(|| ApiError::forbidden("This authentication session has already been used"))
+}
+
+/// The user ID a requested username would get, if it is valid and free.
+pub async fn available_user_id(state: &AppState, username: &str) -> ApiResult<OwnedUserId> {
+    let user_id = username::user_id_for_new_account(username, &state.config.server_name)?;
+    if state.storage.user(user_id.as_str()).await?.is_some() {
+        return Err(user_in_use());
+    }
+    Ok(user_id)
 }
 
 pub fn user_in_use() -> ApiError {
@@ -107,6 +127,7 @@ pub fn check_password_policy(state: &AppState, password: &str) -> ApiResult<()> 
 }
 
 /// A fresh numeric localpart (as Synapse hands out for registrations without a username).
+/// Another registration may take it first; the caller retries on `M_USER_IN_USE`.
 pub async fn generate_user_id(state: &AppState) -> ApiResult<OwnedUserId> {
     let mut candidate = state.storage.count_users().await? + 1;
     loop {
@@ -119,8 +140,8 @@ pub async fn generate_user_id(state: &AppState) -> ApiResult<OwnedUserId> {
     }
 }
 
-/// Checks a password login. Unknown users and wrong passwords get the same answer; a
-/// deactivated account is told so, but only after the right password.
+/// Checks a password login. Unknown users and wrong passwords get the same answer; only
+/// someone who knows the password learns that an account is deactivated.
 pub async fn check_login_password(
     state: &AppState,
     user_id: &UserId,
@@ -133,25 +154,26 @@ pub async fn check_login_password(
         None
     };
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-    let deactivated = user.as_ref().is_some_and(User::is_deactivated);
-    if deactivated {
-        // The hash is gone on deactivation, so there is nothing to verify against.
-        verify_password(None, password).await;
+    if !verify_password(hash, password).await {
+        return Err(invalid());
+    }
+    let user = user.ok_or_else(invalid)?;
+    if user.is_deactivated() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorKind::UserDeactivated,
             "This account has been deactivated",
         ));
     }
-    if !verify_password(hash, password).await {
-        return Err(invalid());
-    }
-    user.ok_or_else(invalid)
+    Ok(user)
 }
 
 /// Starts a session for a user who just proved who they are.
 pub async fn start_session(state: &AppState, request: SessionRequest<'_>) -> ApiResult<NewSession> {
-    create_session(&state.storage, request, state.refreshable_token_lifetime()).await
+    let mut tx = state.storage.begin_write().await?;
+    let session = create_session(&mut tx, request).await?;
+    tx.commit().await?;
+    Ok(session)
 }
 
 /// Sets a new password; with `log_out_other_devices`, every other device is deleted too.
@@ -161,44 +183,56 @@ pub async fn change_password(
     new_password: &str,
     keep_device: Option<&str>,
     log_out_other_devices: bool,
+    uia_session: &str,
 ) -> ApiResult<()> {
     check_password_policy(state, new_password)?;
     let hash = hash_password(new_password).await?;
     let mut tx = state.storage.begin_write().await?;
+    consume_uia(&mut tx, uia_session).await?;
     Storage::set_password_hash(&mut tx, user_id.as_str(), &hash).await?;
     if log_out_other_devices {
         Storage::delete_devices_except(&mut tx, user_id.as_str(), keep_device).await?;
     }
-    tx.commit().await.map_err(StorageError::from)?;
+    tx.commit().await?;
     tracing::info!(%user_id, log_out_other_devices, "password changed");
     Ok(())
 }
 
 /// Deactivates the account for good: every device and token dies and it can never log in
 /// again. The user ID stays taken. With `erase`, the profile goes too.
-pub async fn deactivate_account(state: &AppState, user_id: &UserId, erase: bool) -> ApiResult<()> {
+pub async fn deactivate_account(
+    state: &AppState,
+    user_id: &UserId,
+    erase: bool,
+    uia_session: &str,
+) -> ApiResult<()> {
     let mut tx = state.storage.begin_write().await?;
+    consume_uia(&mut tx, uia_session).await?;
     Storage::deactivate_user(&mut tx, user_id.as_str()).await?;
     Storage::delete_devices_except(&mut tx, user_id.as_str(), None).await?;
     if erase {
         Storage::clear_profile(&mut tx, user_id.as_str()).await?;
     }
-    tx.commit().await.map_err(StorageError::from)?;
+    tx.commit().await?;
     tracing::info!(%user_id, erase, "account deactivated");
     Ok(())
 }
 
-/// Deletes devices (and their tokens).
+/// Deletes devices (and their tokens), consuming the UIA session that authorised it, if any.
 pub async fn delete_devices(
     state: &AppState,
     user_id: &UserId,
     device_ids: &[&str],
+    uia_session: Option<&str>,
 ) -> ApiResult<()> {
     let mut tx = state.storage.begin_write().await?;
+    if let Some(session) = uia_session {
+        consume_uia(&mut tx, session).await?;
+    }
     for device_id in device_ids {
         Storage::delete_device(&mut tx, user_id.as_str(), device_id).await?;
     }
-    tx.commit().await.map_err(StorageError::from)?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -206,6 +240,6 @@ pub async fn delete_devices(
 pub async fn log_out_everywhere(state: &AppState, user_id: &UserId) -> ApiResult<()> {
     let mut tx = state.storage.begin_write().await?;
     Storage::delete_devices_except(&mut tx, user_id.as_str(), None).await?;
-    tx.commit().await.map_err(StorageError::from)?;
+    tx.commit().await?;
     Ok(())
 }

@@ -8,11 +8,14 @@ use ruma::{OwnedDeviceId, OwnedUserId};
 use super::tokens::{generate_token, hash_token, random_string};
 use crate::{
     error::{ApiError, ApiResult},
-    storage::{Storage, now_ms},
+    storage::{Storage, Tx, now_ms},
 };
 
 /// A device's last-seen time and IP are written at most this often, not on every request.
 const LAST_SEEN_RESOLUTION_MS: i64 = 60_000;
+
+/// Longest device ID a client may choose.
+const MAX_DEVICE_ID_BYTES: usize = 255;
 
 /// The authenticated user of a request.
 #[derive(Debug, Clone)]
@@ -21,6 +24,18 @@ pub struct Sender {
     pub device_id: OwnedDeviceId,
     pub is_guest: bool,
     pub is_admin: bool,
+}
+
+impl Sender {
+    /// Refuses (403 `M_FORBIDDEN`) to act on another user's `what` (profile, account data…).
+    pub fn ensure_is(&self, target: &ruma::UserId, what: &str) -> ApiResult<()> {
+        if self.user_id != target {
+            return Err(ApiError::forbidden(format!(
+                "You cannot change or read another user's {what}"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The credentials of a new session, shown to the client once.
@@ -41,21 +56,32 @@ pub struct SessionRequest<'a> {
     pub display_name: Option<&'a str>,
     pub with_refresh_token: bool,
     pub ip: Option<&'a str>,
+    /// Lifetime of an access token issued with a refresh token.
+    pub refreshable_lifetime: Duration,
 }
 
-/// Creates the device (or takes over an existing one) and issues tokens for it.
-pub async fn create_session(
-    storage: &Storage,
-    request: SessionRequest<'_>,
-    refreshable_lifetime: Duration,
-) -> ApiResult<NewSession> {
+/// Checks a client-chosen device ID before any work is done.
+pub fn check_device_id(device_id: Option<&str>) -> ApiResult<()> {
+    match device_id {
+        Some(id) if id.is_empty() || id.len() > MAX_DEVICE_ID_BYTES => {
+            Err(ApiError::invalid_param(format!(
+                "device_id must be 1 to {MAX_DEVICE_ID_BYTES} bytes"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Creates the device (or takes over an existing one) and issues tokens for it, inside the
+/// caller's transaction.
+pub async fn create_session(tx: &mut Tx, request: SessionRequest<'_>) -> ApiResult<NewSession> {
+    check_device_id(request.device_id)?;
     let device_id = match request.device_id {
         Some(id) => id.to_owned(),
         None => random_string(10).to_uppercase(),
     };
-    let mut tx = storage.begin_write().await?;
     Storage::upsert_device(
-        &mut tx,
+        tx,
         request.user_id,
         &device_id,
         request.display_name,
@@ -63,38 +89,29 @@ pub async fn create_session(
     )
     .await?;
     // A login reusing a device ID replaces that device's session.
-    Storage::delete_device_tokens(&mut tx, request.user_id, &device_id).await?;
-    let session = issue_tokens(
-        &mut tx,
-        request.user_id,
-        &device_id,
-        request.with_refresh_token,
-        refreshable_lifetime,
-    )
-    .await?;
-    tx.commit()
-        .await
-        .map_err(crate::storage::StorageError::from)?;
-    Ok(session)
+    Storage::delete_device_tokens(tx, request.user_id, &device_id).await?;
+    let lifetime = request
+        .with_refresh_token
+        .then_some(request.refreshable_lifetime);
+    issue_tokens(tx, request.user_id, &device_id, lifetime, None).await
 }
 
+/// Issues an access token, and a refresh token when `refreshable_lifetime` is set (the access
+/// token then expires after it).
 async fn issue_tokens(
-    tx: &mut crate::storage::Tx,
+    tx: &mut Tx,
     user_id: &str,
     device_id: &str,
-    with_refresh_token: bool,
-    refreshable_lifetime: Duration,
+    refreshable_lifetime: Option<Duration>,
+    replaces_refresh_token: Option<&str>,
 ) -> ApiResult<NewSession> {
     let access_token = generate_token("hat_");
-    let (refresh_token, expires_in) = if with_refresh_token {
-        let refresh_token = generate_token("hrt_");
-        Storage::insert_refresh_token(tx, &hash_token(&refresh_token), user_id, device_id).await?;
-        (Some(refresh_token), Some(refreshable_lifetime))
-    } else {
-        (None, None)
-    };
-    let expires_ts = expires_in.map(|lifetime| now_ms() + lifetime.as_millis() as i64);
+    let refresh_token = refreshable_lifetime.map(|_| generate_token("hrt_"));
     let refresh_hash = refresh_token.as_deref().map(hash_token);
+    if let Some(hash) = &refresh_hash {
+        Storage::insert_refresh_token(tx, hash, user_id, device_id, replaces_refresh_token).await?;
+    }
+    let expires_ts = refreshable_lifetime.map(|lifetime| now_ms() + lifetime.as_millis() as i64);
     Storage::insert_access_token(
         tx,
         &hash_token(&access_token),
@@ -108,25 +125,37 @@ async fn issue_tokens(
         device_id: device_id.into(),
         access_token,
         refresh_token,
-        expires_in,
+        expires_in: refreshable_lifetime,
     })
 }
 
-/// Exchanges a refresh token for a new access token and refresh token. The old refresh token
-/// and the access token issued with it stop working.
+/// Exchanges a refresh token for a new access token and refresh token (spec: "Refreshing
+/// access tokens"). The old pair stays valid until the new one is first used, so a client whose
+/// response got lost can retry with the old refresh token; a retry replaces the first answer.
 pub async fn refresh_session(
     storage: &Storage,
     refresh_token: &str,
     lifetime: Duration,
 ) -> ApiResult<NewSession> {
+    let hash = hash_token(refresh_token);
     let mut tx = storage.begin_write().await?;
-    let Some(info) = Storage::take_refresh_token(&mut tx, &hash_token(refresh_token)).await? else {
+    let Some(info) = Storage::refresh_token(&mut tx, &hash).await? else {
         return Err(ApiError::unknown_token(false));
     };
-    let session = issue_tokens(&mut tx, &info.user_id, &info.device_id, true, lifetime).await?;
-    tx.commit()
-        .await
-        .map_err(crate::storage::StorageError::from)?;
+    if let Some(superseded) = &info.prev_token_hash {
+        // This token is being used, so the one it replaced is done with.
+        Storage::revoke_superseded_refresh_token(&mut tx, superseded).await?;
+    }
+    Storage::delete_successors(&mut tx, &hash).await?;
+    let session = issue_tokens(
+        &mut tx,
+        &info.user_id,
+        &info.device_id,
+        Some(lifetime),
+        Some(&hash),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(session)
 }
 
@@ -146,6 +175,12 @@ pub async fn authenticate_access_token(
     let now = now_ms();
     if info.expires_ts.is_some_and(|expires| expires <= now) {
         return Err(ApiError::unknown_token(true));
+    }
+    if let Some(superseded) = &info.superseded_refresh_token {
+        // First use of a refreshed session: the pair it replaced stops working now.
+        let mut tx = storage.begin_write().await?;
+        Storage::revoke_superseded_refresh_token(&mut tx, superseded).await?;
+        tx.commit().await?;
     }
     if info
         .last_seen_ts

@@ -5,6 +5,8 @@
 //! the session ID; the client resubmits the same request with an `auth` dict per stage. The
 //! session lives in the database, so any worker can continue it.
 
+use std::net::IpAddr;
+
 use http::StatusCode;
 use ruma::{
     UserId,
@@ -17,31 +19,36 @@ use ruma::{
 use super::{password::verify_password, tokens::random_string};
 use crate::{
     error::{ApiError, ApiResult},
+    state::AppState,
     storage::{Storage, UiaSession},
 };
 
-/// A UIA session whose flow is complete: the operation may go ahead.
+/// A UIA session whose flow is complete. The operation it authorises must consume it
+/// ([`Storage::consume_uia_session`]) in its own transaction, so that it authorises one
+/// operation only, even when requests race.
 #[derive(Debug)]
 pub struct CompletedUia {
     pub session_id: String,
-    /// The registration token whose use the session reserved, if any.
-    pub registration_token: Option<String>,
 }
 
 /// What the caller is authenticating for.
 pub struct UiaRequest<'a> {
-    /// Names the operation; a session started for one operation cannot authorise another.
-    pub purpose: &'static str,
+    /// Names the operation and what it acts on (`delete_devices:ABC,DEF`): a session started
+    /// for one operation cannot authorise another.
+    pub purpose: String,
     pub flows: Vec<AuthFlow>,
     /// The account the stages must prove (None during registration).
     pub user_id: Option<&'a UserId>,
+    /// Where the request comes from: guessing stages is rate-limited per user, or per IP.
+    pub client_ip: IpAddr,
 }
 
 pub async fn authorize(
-    storage: &Storage,
+    state: &AppState,
     request: &UiaRequest<'_>,
     auth: Option<&AuthData>,
 ) -> ApiResult<CompletedUia> {
+    let storage = &state.storage;
     let session = match auth.and_then(AuthData::session) {
         Some(id) => {
             let session = storage.uia_session(id).await?.ok_or_else(|| {
@@ -83,6 +90,13 @@ pub async fn authorize(
             );
             return Err(progress(request, &session, &completed, Some(error)));
         }
+        if matches!(stage, AuthType::Password | AuthType::RegistrationToken) {
+            // Each guess at a password or token counts against the login limit.
+            let key = request
+                .user_id
+                .map_or_else(|| request.client_ip.to_string(), |user| user.to_string());
+            state.rate_limits.login.check(&format!("uia:{key}"))?;
+        }
         if let Err(error) = check_stage(storage, request, &session, auth).await? {
             return Err(progress(request, &session, &completed, Some(error)));
         }
@@ -103,14 +117,8 @@ pub async fn authorize(
         .iter()
         .any(|flow| flow.stages.iter().all(|stage| completed.contains(stage)))
     {
-        // Re-read: a registration token stage records its reservation on the session row.
-        let registration_token = storage
-            .uia_session(&session.session_id)
-            .await?
-            .and_then(|s| s.registration_token);
         Ok(CompletedUia {
             session_id: session.session_id,
-            registration_token,
         })
     } else {
         Err(progress(request, &session, &completed, None))
@@ -121,7 +129,7 @@ async fn new_session(storage: &Storage, request: &UiaRequest<'_>) -> ApiResult<U
     let session_id = random_string(24);
     let user_id = request.user_id.map(UserId::as_str);
     storage
-        .create_uia_session(&session_id, request.purpose, user_id)
+        .create_uia_session(&session_id, &request.purpose, user_id)
         .await?;
     storage
         .uia_session(&session_id)
@@ -162,20 +170,23 @@ async fn check_stage(
                 Err(stage_error(ErrorKind::Forbidden, "Invalid password"))
             }
         }
-        AuthData::RegistrationToken(token) => {
-            if session.registration_token.as_deref() == Some(token.token.as_str())
-                || storage
-                    .reserve_registration_token(&token.token, &session.session_id)
-                    .await?
+        AuthData::RegistrationToken(token) => match session.registration_token.as_deref() {
+            Some(held) if held == token.token => Ok(()),
+            Some(_) => Err(stage_error(
+                ErrorKind::Unauthorized,
+                "This session already used another registration token",
+            )),
+            None if storage
+                .reserve_registration_token(&token.token, &session.session_id)
+                .await? =>
             {
                 Ok(())
-            } else {
-                Err(stage_error(
-                    ErrorKind::Unauthorized,
-                    "Invalid registration token",
-                ))
             }
-        }
+            None => Err(stage_error(
+                ErrorKind::Unauthorized,
+                "Invalid registration token",
+            )),
+        },
         _ => Err(stage_error(
             ErrorKind::Unrecognized,
             "Unsupported authentication stage",

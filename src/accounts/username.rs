@@ -26,6 +26,11 @@ pub fn user_id_for_new_account(
             "Username may only contain a-z, 0-9 and . _ = - / +",
         ));
     }
+    if localpart.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(
+            "Numeric usernames are reserved for generated accounts",
+        ));
+    }
     if localpart.starts_with('_') {
         return Err(invalid(
             "Usernames starting with '_' are reserved for application services",
@@ -60,6 +65,8 @@ mod tests {
         assert!(check("al ice").is_err());
         assert!(check("al:ice").is_err());
         assert!(check("_bridge").is_err());
+        assert!(check("12345").is_err());
+        assert!(check("r2d2").is_ok());
         assert!(check("émile").is_err());
         assert!(check(&"a".repeat(300)).is_err());
     }

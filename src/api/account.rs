@@ -15,26 +15,21 @@ use crate::{
     },
     error::{ApiError, ApiResult},
     state::AppState,
-    storage::Storage,
 };
 
-/// The flows for operations that re-check the password of a logged-in user.
-pub fn password_uia<'a>(purpose: &'static str, sender: &'a Sender) -> UiaRequest<'a> {
+/// The flows for operations that re-check the password of a logged-in user. `purpose` names
+/// the operation and what it acts on.
+pub fn password_uia<'a>(
+    purpose: String,
+    request: &'a Ruma<impl Sized>,
+    sender: &'a Sender,
+) -> UiaRequest<'a> {
     UiaRequest {
         purpose,
         flows: vec![AuthFlow::new(vec![AuthType::Password])],
         user_id: Some(&sender.user_id),
+        client_ip: request.client_ip,
     }
-}
-
-/// Ends a UIA session whose operation has been carried out.
-pub async fn finish_uia(state: &AppState, session_id: &str) -> ApiResult<()> {
-    let mut tx = state.storage.begin_write().await?;
-    Storage::delete_uia_session(&mut tx, session_id).await?;
-    tx.commit()
-        .await
-        .map_err(crate::storage::StorageError::from)?;
-    Ok(())
 }
 
 /// `POST /_matrix/client/v3/account/password`
@@ -46,21 +41,17 @@ pub async fn change_password(
     let sender = request.sender()?;
     forbid_guests(sender)?;
     let body = &request.body;
-    let completed = authorize(
-        &state.storage,
-        &password_uia("change_password", sender),
-        body.auth.as_ref(),
-    )
-    .await?;
+    let uia = password_uia("change_password".into(), &request, sender);
+    let completed = authorize(&state, &uia, body.auth.as_ref()).await?;
     accounts::change_password(
         &state,
         &sender.user_id,
         &body.new_password,
         Some(sender.device_id.as_str()),
         body.logout_devices,
+        &completed.session_id,
     )
     .await?;
-    finish_uia(&state, &completed.session_id).await?;
     Ok(change_password::v3::Response::new())
 }
 
@@ -71,14 +62,15 @@ pub async fn deactivate(
 ) -> ApiResult<deactivate::v3::Response> {
     let sender = request.sender()?;
     forbid_guests(sender)?;
-    let completed = authorize(
-        &state.storage,
-        &password_uia("deactivate", sender),
-        request.body.auth.as_ref(),
+    let uia = password_uia("deactivate".into(), &request, sender);
+    let completed = authorize(&state, &uia, request.body.auth.as_ref()).await?;
+    accounts::deactivate_account(
+        &state,
+        &sender.user_id,
+        request.body.erase,
+        &completed.session_id,
     )
     .await?;
-    accounts::deactivate_account(&state, &sender.user_id, request.body.erase).await?;
-    finish_uia(&state, &completed.session_id).await?;
     // We never bound third-party IDs at an identity server, so there was nothing to unbind.
     Ok(deactivate::v3::Response::new(
         ThirdPartyIdRemovalStatus::NoSupport,

@@ -16,27 +16,21 @@ use crate::{
 /// Types the server manages itself and clients may not write through this endpoint (spec).
 const SERVER_MANAGED_TYPES: &[&str] = &["m.push_rules"];
 
-fn own_account_data_only(sender: &ruma::UserId, target: &ruma::UserId) -> ApiResult<()> {
-    if sender != target {
-        return Err(ApiError::forbidden(
-            "You cannot access another user's account data",
-        ));
-    }
-    Ok(())
-}
-
 /// `PUT /_matrix/client/v3/user/{userId}/account_data/{type}`
 pub async fn set(
     state: AppState,
     request: Ruma<set_global_account_data::v3::Request>,
 ) -> ApiResult<set_global_account_data::v3::Response> {
     let sender = request.sender()?;
-    own_account_data_only(&sender.user_id, &request.body.user_id)?;
+    sender.ensure_is(&request.body.user_id, "account data")?;
     let data_type = request.body.event_type.to_string();
     if SERVER_MANAGED_TYPES.contains(&data_type.as_str()) {
-        return Err(ApiError::bad_json(format!(
-            "{data_type} cannot be set through this endpoint"
-        )));
+        // The spec's status for server-controlled types is 405, with M_BAD_JSON.
+        return Err(ApiError::new(
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            ruma::api::error::ErrorKind::BadJson,
+            format!("{data_type} is controlled by the server and cannot be set by clients"),
+        ));
     }
     let content = request.body.data.json().get();
     if !content.trim_start().starts_with('{') {
@@ -57,7 +51,7 @@ pub async fn get(
     request: Ruma<get_global_account_data::v3::Request>,
 ) -> ApiResult<get_global_account_data::v3::Response> {
     let sender = request.sender()?;
-    own_account_data_only(&sender.user_id, &request.body.user_id)?;
+    sender.ensure_is(&request.body.user_id, "account data")?;
     let data_type = request.body.event_type.to_string();
     let content = state
         .storage

@@ -15,8 +15,8 @@ use sha1::Sha1;
 use super::extract::{Admin, MatrixJson};
 use crate::{
     accounts::{
-        Registration, register_account, sessions::SessionRequest, start_session,
-        tokens::random_string, user_in_use, username::user_id_for_new_account,
+        Registration, available_user_id, register_account, sessions::SessionRequest,
+        tokens::random_string,
     },
     error::{ApiError, ApiResult},
     state::AppState,
@@ -100,35 +100,27 @@ pub async fn register_with_shared_secret(
     mac.verify_slice(&given)
         .map_err(|_| ApiError::forbidden("HMAC incorrect"))?;
 
-    let user_id = user_id_for_new_account(&body.username, &state.config.server_name)?;
-    if state.storage.user(user_id.as_str()).await?.is_some() {
-        return Err(user_in_use());
-    }
-    register_account(
-        &state,
-        Registration {
-            user_id: &user_id,
-            password: Some(&body.password),
-            is_admin: body.admin,
-            is_guest: false,
-            user_type: body.user_type.as_deref(),
-            display_name: body.displayname.as_deref(),
-            registration_token: None,
-            uia_session: None,
-        },
-    )
-    .await?;
-    let session = start_session(
-        &state,
-        SessionRequest {
+    let user_id = available_user_id(&state, &body.username).await?;
+    let registration = Registration {
+        user_id: &user_id,
+        password: Some(&body.password),
+        is_admin: body.admin,
+        is_guest: false,
+        user_type: body.user_type.as_deref(),
+        display_name: body.displayname.as_deref(),
+        uia_session: None,
+        session: Some(SessionRequest {
             user_id: user_id.as_str(),
             device_id: None,
             display_name: None,
             with_refresh_token: false,
             ip: None,
-        },
-    )
-    .await?;
+            refreshable_lifetime: state.refreshable_token_lifetime(),
+        }),
+    };
+    let session = register_account(&state, registration)
+        .await?
+        .ok_or_else(ApiError::internal)?;
     Ok(Json(json!({
         "user_id": user_id,
         "home_server": state.config.server_name,

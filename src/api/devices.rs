@@ -7,10 +7,7 @@ use ruma::{
     },
 };
 
-use super::{
-    account::{finish_uia, password_uia},
-    ruma::Ruma,
-};
+use super::{account::password_uia, ruma::Ruma};
 use crate::{
     accounts::{self, uia::authorize},
     error::{ApiError, ApiResult},
@@ -99,14 +96,15 @@ pub async fn delete(
     {
         return Err(ApiError::not_found("No such device"));
     }
-    let completed = authorize(
-        &state.storage,
-        &password_uia("delete_devices", sender),
-        request.body.auth.as_ref(),
+    let uia = password_uia(format!("delete_device:{device_id}"), &request, sender);
+    let completed = authorize(&state, &uia, request.body.auth.as_ref()).await?;
+    accounts::delete_devices(
+        &state,
+        &sender.user_id,
+        &[device_id],
+        Some(&completed.session_id),
     )
     .await?;
-    accounts::delete_devices(&state, &sender.user_id, &[device_id]).await?;
-    finish_uia(&state, &completed.session_id).await?;
     Ok(delete_device::v3::Response::new())
 }
 
@@ -117,14 +115,16 @@ pub async fn delete_many(
     request: Ruma<delete_devices::v3::Request>,
 ) -> ApiResult<delete_devices::v3::Response> {
     let sender = request.sender()?;
-    let completed = authorize(
-        &state.storage,
-        &password_uia("delete_devices", sender),
-        request.body.auth.as_ref(),
-    )
-    .await?;
-    let ids: Vec<&str> = request.body.devices.iter().map(|id| id.as_str()).collect();
-    accounts::delete_devices(&state, &sender.user_id, &ids).await?;
-    finish_uia(&state, &completed.session_id).await?;
+    let mut ids: Vec<&str> = request.body.devices.iter().map(|id| id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // The session is bound to this exact set of devices.
+    let uia = password_uia(
+        format!("delete_devices:{}", ids.join(",")),
+        &request,
+        sender,
+    );
+    let completed = authorize(&state, &uia, request.body.auth.as_ref()).await?;
+    accounts::delete_devices(&state, &sender.user_id, &ids, Some(&completed.session_id)).await?;
     Ok(delete_devices::v3::Response::new())
 }

@@ -44,15 +44,6 @@ async fn local_profile(
     }
 }
 
-fn own_profile_only(request_user: &OwnedUserId, target: &OwnedUserId) -> ApiResult<()> {
-    if request_user != target {
-        return Err(ApiError::forbidden(
-            "You cannot change another user's profile",
-        ));
-    }
-    Ok(())
-}
-
 /// `GET /_matrix/client/v3/profile/{userId}`
 pub async fn get(
     state: AppState,
@@ -85,7 +76,7 @@ pub async fn set_field(
 ) -> ApiResult<set_profile_field::v3::Response> {
     let sender = request.sender()?;
     let target = &request.body.user_id;
-    own_profile_only(&sender.user_id, target)?;
+    sender.ensure_is(target, "profile")?;
     let field = request.body.value.field_name();
     let value = request.body.value.value().into_owned();
     if field.as_str().len() > MAX_FIELD_NAME_BYTES {
@@ -125,7 +116,7 @@ pub async fn delete_field(
     request: Ruma<delete_profile_field::v3::Request>,
 ) -> ApiResult<delete_profile_field::v3::Response> {
     let sender = request.sender()?;
-    own_profile_only(&sender.user_id, &request.body.user_id)?;
+    sender.ensure_is(&request.body.user_id, "profile")?;
     state
         .storage
         .delete_profile_field(sender.user_id.as_str(), request.body.field.as_str())

@@ -13,18 +13,18 @@ use ruma::api::{
 use super::ruma::Ruma;
 use crate::{
     accounts::{
-        Registration, generate_user_id, register_account,
-        sessions::SessionRequest,
-        start_session,
+        Registration, available_user_id, generate_user_id, register_account,
+        sessions::{SessionRequest, check_device_id},
         uia::{UiaRequest, authorize},
-        user_in_use,
-        username::user_id_for_new_account,
     },
     config::RegistrationMode,
     error::{ApiError, ApiResult},
     state::AppState,
     storage::now_ms,
 };
+
+/// How often a generated user ID may be taken by a concurrent registration before giving up.
+const GENERATED_ID_ATTEMPTS: usize = 5;
 
 /// `POST /_matrix/client/v3/register`
 pub async fn register(
@@ -41,83 +41,85 @@ pub async fn register(
             "Guest access is disabled",
         ));
     }
-    let flow = match state.config.registration_mode() {
+    let stage = match state.config.registration_mode() {
         RegistrationMode::Closed if !is_guest => {
             return Err(ApiError::forbidden("Registration has been disabled"));
         }
         RegistrationMode::TokenRequired => AuthType::RegistrationToken,
         _ => AuthType::Dummy,
     };
+    state.rate_limits.registration.check_available(&ip)?;
+    check_device_id(body.device_id.as_deref().map(|d| d.as_str()))?;
     // A username that cannot be had is reported before any authentication, as Synapse does.
-    let user_id = match (&body.username, is_guest) {
-        (Some(username), false) => {
-            let user_id = user_id_for_new_account(username, &state.config.server_name)?;
-            if state.storage.user(user_id.as_str()).await?.is_some() {
-                return Err(user_in_use());
-            }
-            Some(user_id)
-        }
+    let requested = match (&body.username, is_guest) {
+        (Some(username), false) => Some(available_user_id(&state, username).await?),
         _ => None,
     };
-
-    let completed = if is_guest {
+    let uia = if is_guest {
         None
     } else {
+        let flows = vec![AuthFlow::new(vec![stage])];
         let uia = UiaRequest {
-            purpose: "register",
-            flows: vec![AuthFlow::new(vec![flow])],
+            purpose: "register".into(),
+            flows,
             user_id: None,
+            client_ip: request.client_ip,
         };
-        let completed = authorize(&state.storage, &uia, body.auth.as_ref()).await?;
-        Some(completed)
+        Some(authorize(&state, &uia, body.auth.as_ref()).await?)
     };
-    state.rate_limits.registration.check(&ip)?;
-
     if !is_guest && body.password.is_none() {
         return Err(ApiError::missing_param(
             "A password is required to register",
         ));
     }
-    let user_id = match user_id {
-        Some(user_id) => user_id,
-        None => generate_user_id(&state).await?,
-    };
-    register_account(
-        &state,
-        Registration {
+    state.rate_limits.registration.check(&ip)?;
+
+    let mut attempts = 0;
+    loop {
+        let user_id = match &requested {
+            Some(user_id) => user_id.clone(),
+            None => generate_user_id(&state).await?,
+        };
+        let session = (!body.inhibit_login).then(|| SessionRequest {
+            user_id: user_id.as_str(),
+            device_id: body.device_id.as_deref().map(|d| d.as_str()),
+            display_name: body.initial_device_display_name.as_deref(),
+            with_refresh_token: body.refresh_token,
+            ip: Some(&ip),
+            refreshable_lifetime: state.refreshable_token_lifetime(),
+        });
+        let registration = Registration {
             user_id: &user_id,
             password: body.password.as_deref(),
             is_admin: false,
             is_guest,
             user_type: None,
             display_name: None,
-            registration_token: completed
-                .as_ref()
-                .and_then(|c| c.registration_token.as_deref()),
-            uia_session: completed.as_ref().map(|c| c.session_id.as_str()),
-        },
-    )
-    .await?;
-
-    let mut response = register::v3::Response::new(user_id.clone());
-    if !body.inhibit_login {
-        let session = start_session(
-            &state,
-            SessionRequest {
-                user_id: user_id.as_str(),
-                device_id: body.device_id.as_deref().map(|d| d.as_str()),
-                display_name: body.initial_device_display_name.as_deref(),
-                with_refresh_token: body.refresh_token,
-                ip: Some(&ip),
-            },
-        )
-        .await?;
-        response.access_token = Some(session.access_token);
-        response.device_id = Some(session.device_id);
-        response.refresh_token = session.refresh_token;
-        response.expires_in = session.expires_in;
+            uia_session: uia.as_ref().map(|c| c.session_id.as_str()),
+            session,
+        };
+        match register_account(&state, registration).await {
+            Ok(session) => {
+                let mut response = register::v3::Response::new(user_id.clone());
+                if let Some(session) = session {
+                    response.access_token = Some(session.access_token);
+                    response.device_id = Some(session.device_id);
+                    response.refresh_token = session.refresh_token;
+                    response.expires_in = session.expires_in;
+                }
+                return Ok(response);
+            }
+            // A generated ID taken by a concurrent registration: pick the next one.
+            Err(error)
+                if requested.is_none()
+                    && attempts + 1 < GENERATED_ID_ATTEMPTS
+                    && error.errcode() == Some(ErrorKind::UserInUse) =>
+            {
+                attempts += 1;
+            }
+            Err(error) => return Err(error),
+        }
     }
-    Ok(response)
 }
 
 /// `GET /_matrix/client/v3/register/available`
@@ -125,10 +127,7 @@ pub async fn username_available(
     state: AppState,
     request: Ruma<get_username_availability::v3::Request>,
 ) -> ApiResult<get_username_availability::v3::Response> {
-    let user_id = user_id_for_new_account(&request.body.username, &state.config.server_name)?;
-    if state.storage.user(user_id.as_str()).await?.is_some() {
-        return Err(user_in_use());
-    }
+    available_user_id(&state, &request.body.username).await?;
     Ok(get_username_availability::v3::Response::new(true))
 }
 

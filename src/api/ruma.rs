@@ -184,7 +184,9 @@ pub fn client_ip(parts: &Parts, state: &AppState) -> IpAddr {
                 .get("x-forwarded-for")?
                 .to_str()
                 .ok()?
-                .split(',')
+                // The last entry is the one our proxy appended; earlier ones are whatever the
+                // client sent, and would let it choose its rate-limit key.
+                .rsplit(',')
                 .next()?
                 .trim()
                 .parse()

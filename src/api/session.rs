@@ -76,6 +76,7 @@ pub async fn login(
             display_name: body.initial_device_display_name.as_deref(),
             with_refresh_token: body.refresh_token,
             ip: Some(&ip),
+            refreshable_lifetime: state.refreshable_token_lifetime(),
         },
     )
     .await?;
@@ -131,7 +132,7 @@ pub async fn logout(
     request: Ruma<logout::v3::Request>,
 ) -> ApiResult<logout::v3::Response> {
     let sender = request.sender()?;
-    delete_devices(&state, &sender.user_id, &[sender.device_id.as_str()]).await?;
+    delete_devices(&state, &sender.user_id, &[sender.device_id.as_str()], None).await?;
     Ok(logout::v3::Response::new())
 }
 

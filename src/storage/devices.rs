@@ -124,17 +124,24 @@ impl Storage {
         user_id: &str,
         keep: Option<&str>,
     ) -> Result<(), StorageError> {
-        let keep = keep.unwrap_or("");
-        for sql in [
-            "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
-            "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id <> $2",
-            "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
-        ] {
-            sqlx::query(sql)
-                .bind(user_id)
-                .bind(keep)
-                .execute(&mut **tx)
-                .await?;
+        let statements: [&'static str; 3] = match keep {
+            Some(_) => [
+                "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
+                "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id <> $2",
+                "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
+            ],
+            None => [
+                "DELETE FROM access_tokens WHERE user_id = $1",
+                "DELETE FROM refresh_tokens WHERE user_id = $1",
+                "DELETE FROM devices WHERE user_id = $1",
+            ],
+        };
+        for sql in statements {
+            let mut query = sqlx::query(sql).bind(user_id);
+            if let Some(keep) = keep {
+                query = query.bind(keep);
+            }
+            query.execute(&mut **tx).await?;
         }
         Ok(())
     }

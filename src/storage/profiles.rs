@@ -24,6 +24,19 @@ impl Storage {
         field: &str,
         value: &Value,
     ) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        Self::set_profile_field_in(&mut tx, user_id, field, value).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets a profile field inside the caller's transaction.
+    pub async fn set_profile_field_in(
+        tx: &mut super::Tx,
+        user_id: &str,
+        field: &str,
+        value: &Value,
+    ) -> Result<(), StorageError> {
         sqlx::query(
             "INSERT INTO profile_fields (user_id, field, value) VALUES ($1, $2, $3)
              ON CONFLICT (user_id, field) DO UPDATE SET value = excluded.value",
@@ -31,7 +44,7 @@ impl Storage {
         .bind(user_id)
         .bind(field)
         .bind(value.to_string())
-        .execute(&self.pool)
+        .execute(&mut **tx)
         .await?;
         Ok(())
     }

@@ -93,32 +93,40 @@ impl Storage {
     }
 
     /// Reserves one use of a valid token for a UIA session, atomically: two sessions racing for
-    /// the last use cannot both get it. False if the token is unknown, expired or used up.
+    /// the last use cannot both get it, and a session holds at most one use. False if the token
+    /// is unknown, expired or used up, or the session already holds a token.
     pub async fn reserve_registration_token(
         &self,
         token: &str,
         session_id: &str,
     ) -> Result<bool, StorageError> {
         let mut tx = self.begin_write().await?;
-        let reserved = sqlx::query(
-            "UPDATE registration_tokens SET pending = pending + 1
-             WHERE token = $1 AND (expiry_time IS NULL OR expiry_time > $2)
-             AND (uses_allowed IS NULL OR pending + completed < uses_allowed)",
+        let claimed = sqlx::query(
+            "UPDATE uia_sessions SET registration_token = $2
+             WHERE session_id = $1 AND registration_token IS NULL",
         )
+        .bind(session_id)
         .bind(token)
-        .bind(now_ms())
         .execute(&mut *tx)
         .await?
         .rows_affected()
             == 1;
+        let reserved = claimed
+            && sqlx::query(
+                "UPDATE registration_tokens SET pending = pending + 1
+                 WHERE token = $1 AND (expiry_time IS NULL OR expiry_time > $2)
+                 AND (uses_allowed IS NULL OR pending + completed < uses_allowed)",
+            )
+            .bind(token)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
         if reserved {
-            sqlx::query("UPDATE uia_sessions SET registration_token = $2 WHERE session_id = $1")
-                .bind(session_id)
-                .bind(token)
-                .execute(&mut *tx)
-                .await?;
+            tx.commit().await?;
         }
-        tx.commit().await?;
+        // Otherwise dropping the transaction rolls the claim back.
         Ok(reserved)
     }
 

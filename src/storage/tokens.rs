@@ -14,12 +14,15 @@ pub struct AccessTokenInfo {
     pub is_admin: i64,
     /// When the device was last seen (to refresh it at most once a minute).
     pub last_seen_ts: Option<i64>,
+    /// The refresh token whose successor this token came with; revoked on first use.
+    pub superseded_refresh_token: Option<String>,
 }
 
 #[derive(Debug, Clone, FromRow)]
 pub struct RefreshTokenInfo {
     pub user_id: String,
     pub device_id: String,
+    pub prev_token_hash: Option<String>,
 }
 
 impl Storage {
@@ -28,10 +31,12 @@ impl Storage {
         token_hash: &str,
     ) -> Result<Option<AccessTokenInfo>, StorageError> {
         Ok(sqlx::query_as(
-            "SELECT t.user_id, t.device_id, t.expires_ts, u.is_guest, u.is_admin, d.last_seen_ts
+            "SELECT t.user_id, t.device_id, t.expires_ts, u.is_guest, u.is_admin, d.last_seen_ts,
+                    r.prev_token_hash AS superseded_refresh_token
              FROM access_tokens t
              JOIN users u ON u.user_id = t.user_id
              LEFT JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
+             LEFT JOIN refresh_tokens r ON r.token_hash = t.refresh_token_hash
              WHERE t.token_hash = $1 AND u.deactivated = 0",
         )
         .bind(token_hash)
@@ -67,40 +72,67 @@ impl Storage {
         token_hash: &str,
         user_id: &str,
         device_id: &str,
+        prev_token_hash: Option<&str>,
     ) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts, prev_token_hash)
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(token_hash)
         .bind(user_id)
         .bind(device_id)
         .bind(now_ms())
+        .bind(prev_token_hash)
         .execute(&mut **tx)
         .await?;
         Ok(())
     }
 
-    /// Takes a refresh token out of the database (it is single-use) together with the access
-    /// token issued beside it. None if it does not exist or its account is deactivated.
-    pub async fn take_refresh_token(
+    /// The live refresh token with this hash (its account not deactivated).
+    pub async fn refresh_token(
         tx: &mut Tx,
         token_hash: &str,
     ) -> Result<Option<RefreshTokenInfo>, StorageError> {
-        let info: Option<RefreshTokenInfo> = sqlx::query_as(
-            "DELETE FROM refresh_tokens WHERE token_hash = $1
-             AND user_id IN (SELECT user_id FROM users WHERE deactivated = 0)
-             RETURNING user_id, device_id",
+        Ok(sqlx::query_as(
+            "SELECT user_id, device_id, prev_token_hash FROM refresh_tokens WHERE token_hash = $1
+             AND user_id IN (SELECT user_id FROM users WHERE deactivated = 0)",
         )
         .bind(token_hash)
         .fetch_optional(&mut **tx)
+        .await?)
+    }
+
+    /// Deletes refresh tokens issued to replace `token_hash` (and their access tokens): a
+    /// retried /refresh replaces the unused answer of the first try.
+    pub async fn delete_successors(tx: &mut Tx, token_hash: &str) -> Result<(), StorageError> {
+        sqlx::query(
+            "DELETE FROM access_tokens WHERE refresh_token_hash IN
+             (SELECT token_hash FROM refresh_tokens WHERE prev_token_hash = $1)",
+        )
+        .bind(token_hash)
+        .execute(&mut **tx)
         .await?;
-        if info.is_some() {
-            sqlx::query("DELETE FROM access_tokens WHERE refresh_token_hash = $1")
-                .bind(token_hash)
-                .execute(&mut **tx)
-                .await?;
+        sqlx::query("DELETE FROM refresh_tokens WHERE prev_token_hash = $1")
+            .bind(token_hash)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes a refresh token that has been replaced, and the access token issued with it,
+    /// once its successor is used.
+    pub async fn revoke_superseded_refresh_token(
+        tx: &mut Tx,
+        token_hash: &str,
+    ) -> Result<(), StorageError> {
+        for sql in [
+            "DELETE FROM access_tokens WHERE refresh_token_hash = $1",
+            "UPDATE refresh_tokens SET prev_token_hash = NULL WHERE prev_token_hash = $1",
+            "DELETE FROM refresh_tokens WHERE token_hash = $1",
+        ] {
+            sqlx::query(sql).bind(token_hash).execute(&mut **tx).await?;
         }
-        Ok(info)
+        Ok(())
     }
 
     /// Removes every token a device holds (a login that reuses the device ID starts afresh).

@@ -58,14 +58,20 @@ impl Storage {
         Ok(())
     }
 
-    /// Deletes a finished session. Its registration token use, if any, is not released: the
-    /// caller has either completed it or will release it.
-    pub async fn delete_uia_session(tx: &mut Tx, session_id: &str) -> Result<(), StorageError> {
-        sqlx::query("DELETE FROM uia_sessions WHERE session_id = $1")
-            .bind(session_id)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+    /// Consumes a completed session inside the transaction of the operation it authorised.
+    /// `None` if it is gone (another request used it first, or it expired): the operation must
+    /// not happen. Otherwise the registration token whose use the session reserved, if any.
+    pub async fn consume_uia_session(
+        tx: &mut Tx,
+        session_id: &str,
+    ) -> Result<Option<Option<String>>, StorageError> {
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "DELETE FROM uia_sessions WHERE session_id = $1 RETURNING registration_token",
+        )
+        .bind(session_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(row.map(|(token,)| token))
     }
 
     /// Deletes sessions created before `cutoff_ts`, giving back the registration token uses

@@ -74,9 +74,10 @@ impl Storage {
         Ok(())
     }
 
-    /// Marks the account deactivated and removes its password: it can never log in again.
+    /// Marks the account deactivated: it can never log in again. The password hash is kept so
+    /// that only someone who knows the password learns that the account is deactivated.
     pub async fn deactivate_user(tx: &mut Tx, user_id: &str) -> Result<(), StorageError> {
-        sqlx::query("UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1")
+        sqlx::query("UPDATE users SET deactivated = 1 WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut **tx)
             .await?;
