@@ -267,3 +267,20 @@ async fn non_admins_cannot_touch_registration_tokens() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn malformed_admin_queries_are_matrix_errors() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("root", true).await;
+    let result = server
+        .get(&format!("{TOKENS}?valid=maybe"), admin.token())
+        .await;
+    assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    let result = server.get(&format!("{TOKENS}/%FF%FE"), admin.token()).await;
+    assert_eq!(
+        result.1["errcode"].as_str().map(|c| c.starts_with("M_")),
+        Some(true),
+        "{}",
+        result.1
+    );
+}

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{RawQuery, State},
 };
 use hmac::{Hmac, Mac};
 use http::StatusCode;
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha1::Sha1;
 
-use super::extract::{Admin, MatrixJson};
+use super::extract::{Admin, MatrixJson, PathParam, query_param};
 use crate::{
     accounts::{
         Registration, available_user_id, register_account, sessions::SessionRequest,
@@ -129,18 +129,13 @@ pub async fn register_with_shared_secret(
     })))
 }
 
-#[derive(Deserialize)]
-pub struct TokenListQuery {
-    valid: Option<String>,
-}
-
 /// `GET /_synapse/admin/v1/registration_tokens[?valid=true|false]`
 pub async fn list_registration_tokens(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(query): Query<TokenListQuery>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let valid = match query.valid.as_deref() {
+    let valid = match query_param(query.as_deref(), "valid").as_deref() {
         None => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
@@ -161,7 +156,7 @@ pub async fn list_registration_tokens(
 pub async fn get_registration_token(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(token): Path<String>,
+    PathParam(token): PathParam,
 ) -> ApiResult<Json<Value>> {
     let token = state
         .storage
@@ -244,7 +239,7 @@ fn check_token_limits(uses_allowed: Option<i64>, expiry_time: Option<i64>) -> Ap
 pub async fn update_registration_token(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(token): Path<String>,
+    PathParam(token): PathParam,
     MatrixJson(body): MatrixJson<serde_json::Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
     let existing = state
@@ -289,7 +284,7 @@ pub async fn update_registration_token(
 pub async fn delete_registration_token(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(token): Path<String>,
+    PathParam(token): PathParam,
 ) -> ApiResult<Json<Value>> {
     tracing::info!(admin = %admin.user_id, "deleting a registration token");
     if !state.storage.delete_registration_token(&token).await? {

@@ -1,7 +1,7 @@
 //! Extractors for the hand-written (non-ruma) endpoints: a JSON body whose errors are Matrix
 //! errors, and an authenticated server admin.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -47,4 +47,29 @@ impl FromRequestParts<AppState> for Admin {
         }
         Ok(Self(sender))
     }
+}
+
+/// The single path parameter of a hand-written route, percent-decoded; `M_INVALID_PARAM`
+/// if it is not UTF-8.
+pub struct PathParam(pub String);
+
+impl FromRequestParts<AppState> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::invalid_param("Path parameters must be valid UTF-8"))?;
+        let value = params.iter().next().map(|(_, value)| value.to_owned());
+        value
+            .map(Self)
+            .ok_or_else(|| ApiError::invalid_param("Missing path parameter"))
+    }
+}
+
+/// One query parameter by name, decoded (`None` when absent).
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
 }

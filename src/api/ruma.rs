@@ -31,6 +31,7 @@ use ruma::api::{
     path_builder::PathBuilder,
 };
 
+use super::extract::query_param;
 use crate::{
     accounts::sessions::{Sender, authenticate_access_token},
     error::{ApiError, ApiResult},
@@ -132,11 +133,11 @@ where
 
 /// Finds the access token: the `Authorization: Bearer` header, or the `access_token` query
 /// parameter (deprecated since Matrix 1.11, still allowed by the spec).
-pub fn access_token(parts: &Parts) -> ApiResult<Option<&str>> {
+pub fn access_token(parts: &Parts) -> ApiResult<Option<String>> {
     if let Some(header) = parts.headers.get(http::header::AUTHORIZATION) {
         let value = header.to_str().map_err(|_| ApiError::missing_token())?;
         return match value.strip_prefix("Bearer ") {
-            Some(token) => Ok(Some(token.trim())),
+            Some(token) => Ok(Some(token.trim().to_owned())),
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 ruma::api::error::ErrorKind::MissingToken,
@@ -144,17 +145,7 @@ pub fn access_token(parts: &Parts) -> ApiResult<Option<&str>> {
             )),
         };
     }
-    Ok(parts
-        .uri
-        .query()
-        .and_then(|query| form_urlencoded_value(query, "access_token")))
-}
-
-fn form_urlencoded_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    // Tokens are URL-safe base64, so a raw match needs no decoding.
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+    Ok(query_param(parts.uri.query(), "access_token"))
 }
 
 pub async fn authenticate(
@@ -167,7 +158,7 @@ pub async fn authenticate(
     }
     match access_token(parts)? {
         Some(token) => Ok(Some(
-            authenticate_access_token(&state.storage, token, client_ip(parts, state)).await?,
+            authenticate_access_token(&state.storage, &token, client_ip(parts, state)).await?,
         )),
         None if token_use == TokenUse::Required => Err(ApiError::missing_token()),
         None => Ok(None),
