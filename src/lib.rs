@@ -9,6 +9,8 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod ratelimit;
+pub mod rooms;
 pub mod server;
+pub mod signing;
 pub mod state;
 pub mod storage;

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::{
     api,
     config::{Config, RegistrationMode},
+    signing::load_or_create_signing_key,
     state::AppState,
     storage::{Storage, now_ms},
 };
@@ -36,9 +37,10 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let signing_key = load_or_create_signing_key(&storage).await?;
         log_startup(&config, &listener, storage.backend());
         Ok(Self {
-            state: AppState::new(config, storage),
+            state: AppState::new(config, storage, signing_key),
             listener,
         })
     }

@@ -3,10 +3,13 @@
 
 use std::{ops::Deref, sync::Arc, time::Duration};
 
+use hearth_federation::ServerKey;
+
 use crate::{
     config::Config,
     metrics::Metrics,
     ratelimit::{RateLimiter, RateLimits},
+    rooms::RoomLocks,
     storage::Storage,
 };
 
@@ -18,10 +21,13 @@ pub struct Services {
     pub storage: Storage,
     pub metrics: Metrics,
     pub rate_limits: RateLimits,
+    /// The key this server signs events and federation requests with.
+    pub signing_key: ServerKey,
+    pub room_locks: RoomLocks,
 }
 
 impl AppState {
-    pub fn new(config: Config, storage: Storage) -> Self {
+    pub fn new(config: Config, storage: Storage, signing_key: ServerKey) -> Self {
         let rate_limits = RateLimits {
             login: RateLimiter::new(config.rate_limits.login),
             registration: RateLimiter::new(config.rate_limits.registration),
@@ -31,6 +37,8 @@ impl AppState {
             storage,
             metrics: Metrics::new(),
             rate_limits,
+            signing_key,
+            room_locks: RoomLocks::default(),
         }))
     }
 }

@@ -9,10 +9,13 @@ mod admin;
 mod devices;
 mod discovery;
 mod extract;
+mod membership;
 mod ops;
 mod profile;
 mod register;
+mod rooms;
 pub mod ruma;
+mod server_keys;
 mod session;
 
 use std::time::Duration;
@@ -76,6 +79,29 @@ pub fn router(state: AppState) -> Router {
         // Account data
         .ruma(account_data::get)
         .ruma(account_data::set)
+        // Rooms
+        .ruma(rooms::create)
+        .ruma(rooms::send_message)
+        .ruma(rooms::send_state)
+        .ruma(rooms::get_state)
+        .ruma(rooms::get_state_event)
+        .ruma(rooms::get_event)
+        .ruma(rooms::messages)
+        .ruma(rooms::redact)
+        // Membership
+        .ruma(membership::join_by_id)
+        .ruma(membership::join_by_id_or_alias)
+        .ruma(membership::invite)
+        .ruma(membership::leave)
+        .ruma(membership::forget)
+        .ruma(membership::kick)
+        .ruma(membership::ban)
+        .ruma(membership::unban)
+        .ruma(membership::members)
+        .ruma(membership::joined)
+        .ruma(membership::rooms_joined)
+        // Server keys (federation)
+        .route("/_matrix/key/v2/server", get(server_keys::server_keys))
         // Synapse-compatible admin API
         .route(
             "/_synapse/admin/v1/register",

@@ -46,6 +46,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub rate_limits: RateLimitsConfig,
     pub well_known: WellKnownConfig,
+    pub rooms: RoomsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +94,21 @@ pub struct RateLimit {
     pub burst_count: u32,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// The version of rooms created without one.
+    pub default_room_version: String,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            default_room_version: "12".to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WellKnownConfig {
@@ -109,7 +125,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
             data_dir: PathBuf::from("./hearth-data"),
             public_baseurl: None,
-            log: "info".to_owned(),
+            log: "info,ruma_state_res=warn".to_owned(),
             x_forwarded_for: false,
             database: DatabaseConfig::default(),
             registration: RegistrationConfig::default(),
@@ -117,6 +133,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             well_known: WellKnownConfig::default(),
+            rooms: RoomsConfig::default(),
         }
     }
 }
@@ -259,6 +276,19 @@ impl Config {
             {
                 return fail(key, format!("`{url}` must be an http:// or https:// URL"));
             }
+        }
+        if ruma::RoomVersionId::try_from(self.rooms.default_room_version.as_str())
+            .ok()
+            .and_then(|version| version.rules())
+            .is_none()
+        {
+            return fail(
+                "rooms.default_room_version",
+                format!(
+                    "`{}` is not a room version Hearth supports (1 to 12)",
+                    self.rooms.default_room_version
+                ),
+            );
         }
         if let Some(server) = &self.well_known.server
             && <&ServerName>::try_from(server.as_str()).is_err()

@@ -14,12 +14,20 @@ struct Migration {
 }
 
 /// Add a migration by adding both files and one entry here; never edit an applied one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "accounts",
-    sqlite: include_str!("../../migrations/sqlite/0001_accounts.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_accounts.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "accounts",
+        sqlite: include_str!("../../migrations/sqlite/0001_accounts.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_accounts.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "rooms",
+        sqlite: include_str!("../../migrations/sqlite/0002_rooms.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_rooms.sql"),
+    },
+];
 
 /// The newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;

@@ -10,6 +10,7 @@ mod devices;
 mod migrate;
 mod profiles;
 mod registration;
+mod rooms;
 mod tokens;
 mod uia;
 mod users;
@@ -26,6 +27,7 @@ pub use self::{
     devices::Device,
     migrate::{MigrationError, SCHEMA_VERSION},
     registration::RegistrationToken,
+    rooms::{EventRow, NewEventRow, StateMap},
     tokens::{AccessTokenInfo, RefreshTokenInfo},
     uia::UiaSession,
     users::{NewUser, User},
@@ -130,4 +132,6 @@ pub enum StorageError {
     Migration(#[from] MigrationError),
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
+    #[error("storage invariant broken: {0}")]
+    Invariant(&'static str),
 }

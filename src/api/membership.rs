@@ -1,0 +1,331 @@
+//! Membership: join, invite, leave, forget, kick, ban, unban, and the member lists.
+
+use std::collections::BTreeMap;
+
+use ruma::{
+    OwnedRoomId, OwnedUserId, RoomId,
+    api::client::membership::{
+        ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
+        join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
+    },
+};
+use serde_json::Value;
+
+use super::ruma::Ruma;
+use crate::{
+    accounts::sessions::Sender,
+    error::{ApiError, ApiResult},
+    rooms::{
+        access::{ReadAccess, read_access},
+        client_event::{Unsigned, client_event},
+        membership::{Change, change_membership},
+    },
+    state::AppState,
+};
+
+async fn join(
+    state: &AppState,
+    sender: &Sender,
+    room_id: &RoomId,
+    reason: Option<&str>,
+) -> ApiResult<OwnedRoomId> {
+    if state
+        .storage
+        .room_version(room_id.as_str())
+        .await?
+        .is_none()
+    {
+        // Joining through other servers needs federation, which Hearth does not speak yet.
+        return Err(ApiError::not_found(
+            "Unknown room (joining rooms on other servers is not supported yet)",
+        ));
+    }
+    if state
+        .storage
+        .membership(room_id.as_str(), sender.user_id.as_str())
+        .await?
+        .as_deref()
+        == Some("join")
+    {
+        return Ok(room_id.to_owned());
+    }
+    change_membership(
+        state,
+        room_id,
+        &sender.user_id,
+        &sender.user_id,
+        Change::Join,
+        reason,
+    )
+    .await?;
+    Ok(room_id.to_owned())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/join`
+pub async fn join_by_id(
+    state: AppState,
+    request: Ruma<join_room_by_id::v3::Request>,
+) -> ApiResult<join_room_by_id::v3::Response> {
+    let sender = request.sender()?;
+    let room_id = join(
+        &state,
+        sender,
+        &request.body.room_id,
+        request.body.reason.as_deref(),
+    )
+    .await?;
+    Ok(join_room_by_id::v3::Response::new(room_id))
+}
+
+/// `POST /_matrix/client/v3/join/{roomIdOrAlias}`
+pub async fn join_by_id_or_alias(
+    state: AppState,
+    request: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
+    let sender = request.sender()?;
+    let room_id = match OwnedRoomId::try_from(request.body.room_id_or_alias.clone()) {
+        Ok(room_id) => room_id,
+        Err(_) => return Err(ApiError::not_found("Room aliases are not supported yet")),
+    };
+    let room_id = join(&state, sender, &room_id, request.body.reason.as_deref()).await?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/invite`
+pub async fn invite(
+    state: AppState,
+    request: Ruma<invite_user::v3::Request>,
+) -> ApiResult<invite_user::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let invite_user::v3::InvitationRecipient::UserId(invitee) = &body.recipient else {
+        return Err(ApiError::invalid_param(
+            "Third-party invites are not supported: this server uses no identity server",
+        ));
+    };
+    let user_id = &invitee.user_id;
+    if user_id.server_name() != state.config.server_name {
+        return Err(ApiError::forbidden(
+            "Inviting users of other servers needs federation, not supported yet",
+        ));
+    }
+    if state.storage.user(user_id.as_str()).await?.is_none() {
+        return Err(ApiError::not_found("No such user"));
+    }
+    let change = Change::Invite { is_direct: false };
+    change_membership(
+        &state,
+        &body.room_id,
+        &sender.user_id,
+        user_id,
+        change,
+        invitee.reason.as_deref(),
+    )
+    .await?;
+    Ok(invite_user::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/leave`
+pub async fn leave(
+    state: AppState,
+    request: Ruma<leave_room::v3::Request>,
+) -> ApiResult<leave_room::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let current = state
+        .storage
+        .membership(body.room_id.as_str(), sender.user_id.as_str())
+        .await?;
+    if !matches!(current.as_deref(), Some("join" | "invite" | "knock")) {
+        return Err(ApiError::forbidden("You are not in this room"));
+    }
+    change_membership(
+        &state,
+        &body.room_id,
+        &sender.user_id,
+        &sender.user_id,
+        Change::Leave,
+        body.reason.as_deref(),
+    )
+    .await?;
+    Ok(leave_room::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/forget`: nothing to forget until the user has left.
+pub async fn forget(
+    state: AppState,
+    request: Ruma<forget_room::v3::Request>,
+) -> ApiResult<forget_room::v3::Response> {
+    let sender = request.sender()?;
+    let current = state
+        .storage
+        .membership(request.body.room_id.as_str(), sender.user_id.as_str())
+        .await?;
+    match current.as_deref() {
+        Some("join" | "invite" | "knock") => {
+            Err(ApiError::bad_json("Leave the room before forgetting it"))
+        }
+        None => Err(ApiError::not_found("You were never in this room")),
+        Some(_) => Ok(forget_room::v3::Response::new()),
+    }
+}
+
+async fn act_on(
+    state: &AppState,
+    sender: &Sender,
+    room_id: &RoomId,
+    target: &OwnedUserId,
+    change: Change,
+    reason: Option<&str>,
+) -> ApiResult<()> {
+    change_membership(state, room_id, &sender.user_id, target, change, reason).await?;
+    Ok(())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/kick`
+pub async fn kick(
+    state: AppState,
+    request: Ruma<kick_user::v3::Request>,
+) -> ApiResult<kick_user::v3::Response> {
+    let body = &request.body;
+    act_on(
+        &state,
+        request.sender()?,
+        &body.room_id,
+        &body.user_id,
+        Change::Kick,
+        body.reason.as_deref(),
+    )
+    .await?;
+    Ok(kick_user::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/ban`
+pub async fn ban(
+    state: AppState,
+    request: Ruma<ban_user::v3::Request>,
+) -> ApiResult<ban_user::v3::Response> {
+    let body = &request.body;
+    act_on(
+        &state,
+        request.sender()?,
+        &body.room_id,
+        &body.user_id,
+        Change::Ban,
+        body.reason.as_deref(),
+    )
+    .await?;
+    Ok(ban_user::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/unban`
+pub async fn unban(
+    state: AppState,
+    request: Ruma<unban_user::v3::Request>,
+) -> ApiResult<unban_user::v3::Response> {
+    let body = &request.body;
+    act_on(
+        &state,
+        request.sender()?,
+        &body.room_id,
+        &body.user_id,
+        Change::Unban,
+        body.reason.as_deref(),
+    )
+    .await?;
+    Ok(unban_user::v3::Response::new())
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/members` (`membership`, `not_membership`)
+pub async fn members(
+    state: AppState,
+    request: Ruma<get_member_events::v3::Request>,
+) -> ApiResult<get_member_events::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let access = read_access(&state, &body.room_id, &sender.user_id).await?;
+    if body.at.is_some() {
+        return Err(ApiError::invalid_param(
+            "The `at` parameter is not supported yet",
+        ));
+    }
+    let version = state
+        .storage
+        .room_version(body.room_id.as_str())
+        .await?
+        .ok_or_else(ApiError::internal)?;
+    let rows = state.storage.member_events(body.room_id.as_str()).await?;
+    let mut chunk = Vec::new();
+    for row in rows
+        .iter()
+        .filter(|row| access.allows(row.stream_ordering) || access == ReadAccess::Everything)
+    {
+        let event = client_event(row, &version, Unsigned::default());
+        let membership = event["content"]["membership"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if body
+            .membership
+            .as_ref()
+            .is_some_and(|m| m.as_str() != membership)
+            || body
+                .not_membership
+                .as_ref()
+                .is_some_and(|m| m.as_str() == membership)
+        {
+            continue;
+        }
+        let json = serde_json::value::RawValue::from_string(event.to_string())
+            .map_err(|_| ApiError::internal())?;
+        chunk.push(ruma::serde::Raw::from_json(json));
+    }
+    Ok(get_member_events::v3::Response::new(chunk))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/joined_members`: members only.
+pub async fn joined(
+    state: AppState,
+    request: Ruma<joined_members::v3::Request>,
+) -> ApiResult<joined_members::v3::Response> {
+    let sender = request.sender()?;
+    let room_id = &request.body.room_id;
+    if read_access(&state, room_id, &sender.user_id).await? != ReadAccess::Everything {
+        return Err(ApiError::forbidden("You are not a member of this room"));
+    }
+    let mut joined = BTreeMap::new();
+    for row in state.storage.member_events(room_id.as_str()).await? {
+        let pdu: Value = serde_json::from_str(&row.json).unwrap_or_default();
+        let content = &pdu["content"];
+        if content["membership"] != "join" {
+            continue;
+        }
+        let Ok(user_id) = OwnedUserId::try_from(row.state_key.unwrap_or_default()) else {
+            continue;
+        };
+        let mut member = joined_members::v3::RoomMember::new();
+        member.display_name = content["displayname"].as_str().map(str::to_owned);
+        member.avatar_url = content["avatar_url"]
+            .as_str()
+            .and_then(|url| url.try_into().ok());
+        joined.insert(user_id, member);
+    }
+    Ok(joined_members::v3::Response::new(joined))
+}
+
+/// `GET /_matrix/client/v3/joined_rooms`
+pub async fn rooms_joined(
+    state: AppState,
+    request: Ruma<joined_rooms::v3::Request>,
+) -> ApiResult<joined_rooms::v3::Response> {
+    let sender = request.sender()?;
+    let rooms = state
+        .storage
+        .rooms_with_membership(sender.user_id.as_str(), "join")
+        .await?;
+    let rooms = rooms
+        .into_iter()
+        .filter_map(|id| OwnedRoomId::try_from(id).ok())
+        .collect();
+    Ok(joined_rooms::v3::Response::new(rooms))
+}

@@ -1,0 +1,480 @@
+//! Rooms: `POST /createRoom`, sending events and state, reading state and single events,
+//! history (`/messages`), and redaction.
+
+use ruma::{
+    OwnedRoomId, RoomVersionId,
+    api::{
+        Direction,
+        client::{
+            message::{get_message_events, send_message_event},
+            redact::redact_event,
+            room::{Visibility, create_room, get_room_event},
+            state::{get_state_event_for_key, get_state_events, send_state_event},
+        },
+    },
+    serde::Raw,
+};
+use serde_json::{Map, Value, value::RawValue};
+
+use super::ruma::Ruma;
+use crate::{
+    error::{ApiError, ApiResult},
+    rooms::{
+        access::{ReadAccess, power_levels, read_access},
+        client_event::{Unsigned, client_event},
+        create::{Preset, RoomSpec, create_room as create_room_with},
+        pipeline::{EventDraft, Transaction, append_event, room_version_rules},
+    },
+    state::AppState,
+    storage::EventRow,
+};
+
+/// Default and largest page size of `/messages`.
+const DEFAULT_PAGE: u64 = 10;
+const MAX_PAGE: u64 = 1000;
+
+fn object_of(raw: &RawValue, what: &str) -> ApiResult<Map<String, Value>> {
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(ApiError::bad_json(format!("{what} must be a JSON object"))),
+    }
+}
+
+/// `POST /_matrix/client/v3/createRoom`
+pub async fn create(
+    state: AppState,
+    request: Ruma<create_room::v3::Request>,
+) -> ApiResult<create_room::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    if !body.invite_3pid.is_empty() {
+        return Err(ApiError::invalid_param(
+            "invite_3pid is not supported: this server uses no identity server",
+        ));
+    }
+    if body.room_alias_name.is_some() {
+        return Err(ApiError::invalid_param(
+            "room_alias_name is not supported yet: room aliases are not implemented",
+        ));
+    }
+    let version = match &body.room_version {
+        Some(version) => version.clone(),
+        None => RoomVersionId::try_from(state.config.rooms.default_room_version.as_str())
+            .map_err(|_| ApiError::internal())?,
+    };
+    room_version_rules(version.as_str())?;
+    let preset = match body.preset.as_ref().map(|p| p.as_str()) {
+        Some("private_chat") => Preset::PrivateChat,
+        Some("trusted_private_chat") => Preset::TrustedPrivateChat,
+        Some("public_chat") => Preset::PublicChat,
+        Some(other) => return Err(ApiError::bad_json(format!("Unknown preset {other}"))),
+        None if body.visibility == Visibility::Public => Preset::PublicChat,
+        None => Preset::PrivateChat,
+    };
+    let creation_content = match &body.creation_content {
+        Some(raw) => object_of(raw.json(), "creation_content")?,
+        None => Map::new(),
+    };
+    let power_level_override = match &body.power_level_content_override {
+        Some(raw) => object_of(raw.json(), "power_level_content_override")?,
+        None => Map::new(),
+    };
+    let mut initial_state = Vec::new();
+    for raw in &body.initial_state {
+        let event = object_of(raw.json(), "initial_state entries")?;
+        let event_type = event
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad_json("initial_state entry without type"))?;
+        let state_key = event.get("state_key").and_then(Value::as_str).unwrap_or("");
+        let content = event
+            .get("content")
+            .filter(|c| c.is_object())
+            .cloned()
+            .ok_or_else(|| ApiError::bad_json("initial_state entry without content"))?;
+        initial_state.push((event_type.to_owned(), state_key.to_owned(), content));
+    }
+    let spec = RoomSpec {
+        version,
+        preset,
+        creation_content,
+        power_level_override,
+        initial_state,
+        name: body.name.clone(),
+        topic: body.topic.clone(),
+        invite: body.invite.clone(),
+        is_direct: body.is_direct,
+    };
+    let room_id = create_room_with(&state, &sender.user_id, spec).await?;
+    Ok(create_room::v3::Response::new(room_id))
+}
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`: idempotent per device
+/// and transaction ID.
+pub async fn send_message(
+    state: AppState,
+    request: Ruma<send_message_event::v3::Request>,
+) -> ApiResult<send_message_event::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    if let Some((room, event_id)) = state
+        .storage
+        .event_for_transaction(
+            sender.user_id.as_str(),
+            sender.device_id.as_str(),
+            body.txn_id.as_str(),
+        )
+        .await?
+        && room == body.room_id.as_str()
+    {
+        return Ok(send_message_event::v3::Response::new(
+            event_id.try_into().map_err(|_| ApiError::internal())?,
+        ));
+    }
+    let content = object_of(body.body.json(), "Event content")?;
+    let draft = EventDraft {
+        event_type: body.event_type.to_string(),
+        state_key: None,
+        content: Value::Object(content),
+        redacts: None,
+    };
+    let transaction = Transaction {
+        device_id: sender.device_id.as_str(),
+        txn_id: body.txn_id.as_str(),
+    };
+    let appended = append_event(
+        &state,
+        &body.room_id,
+        &sender.user_id,
+        draft,
+        Some(transaction),
+    )
+    .await?;
+    Ok(send_message_event::v3::Response::new(appended.event_id))
+}
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
+pub async fn send_state(
+    state: AppState,
+    request: Ruma<send_state_event::v3::Request>,
+) -> ApiResult<send_state_event::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let content = object_of(body.body.json(), "State content")?;
+    if body.event_type.to_string() == "m.room.member" {
+        // Membership goes through /join, /invite, /leave…, which check what it means.
+        let membership = content.get("membership").and_then(Value::as_str);
+        if membership.is_none() {
+            return Err(ApiError::bad_json(
+                "m.room.member content needs a membership",
+            ));
+        }
+    }
+    let draft = EventDraft::state(
+        &body.event_type.to_string(),
+        &body.state_key,
+        Value::Object(content),
+    );
+    let appended = append_event(&state, &body.room_id, &sender.user_id, draft, None).await?;
+    Ok(send_state_event::v3::Response::new(appended.event_id))
+}
+
+/// Renders events for the requesting device.
+async fn render(
+    state: &AppState,
+    rows: &[EventRow],
+    version: &str,
+    device_id: &str,
+) -> ApiResult<Vec<Value>> {
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let transaction_id = state
+            .storage
+            .transaction_of_event(&row.event_id, device_id)
+            .await?;
+        let redacted_because = match &row.redacted_by {
+            Some(redaction) => state
+                .storage
+                .event(redaction)
+                .await?
+                .map(|r| client_event(&r, version, Unsigned::default())),
+            None => None,
+        };
+        events.push(client_event(
+            row,
+            version,
+            Unsigned {
+                transaction_id,
+                redacted_because,
+            },
+        ));
+    }
+    Ok(events)
+}
+
+fn raw<T>(value: &Value) -> ApiResult<Raw<T>> {
+    let json = RawValue::from_string(value.to_string()).map_err(|_| ApiError::internal())?;
+    Ok(Raw::from_json(json))
+}
+
+async fn room_version_of(state: &AppState, room_id: &OwnedRoomId) -> ApiResult<String> {
+    state
+        .storage
+        .room_version(room_id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("Unknown room"))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/state`
+pub async fn get_state(
+    state: AppState,
+    request: Ruma<get_state_events::v3::Request>,
+) -> ApiResult<get_state_events::v3::Response> {
+    let sender = request.sender()?;
+    let room_id = &request.body.room_id;
+    let access = read_access(&state, room_id, &sender.user_id).await?;
+    let version = room_version_of(&state, room_id).await?;
+    let ids: Vec<String> = match access {
+        ReadAccess::Everything => state
+            .storage
+            .current_state(room_id.as_str())
+            .await?
+            .into_values()
+            .collect(),
+        // A former member sees the state as it was when they left.
+        ReadAccess::UpTo(_) => {
+            let member = state
+                .storage
+                .current_state_event(room_id.as_str(), "m.room.member", sender.user_id.as_str())
+                .await?
+                .ok_or_else(ApiError::internal)?;
+            let group = state
+                .storage
+                .state_group_after(&member.event_id)
+                .await?
+                .ok_or_else(ApiError::internal)?;
+            state
+                .storage
+                .state_group(group)
+                .await?
+                .into_values()
+                .collect()
+        }
+    };
+    let rows = state.storage.events(&ids).await?;
+    let events = render(&state, &rows, &version, sender.device_id.as_str()).await?;
+    Ok(get_state_events::v3::Response::new(
+        events.iter().map(raw).collect::<ApiResult<_>>()?,
+    ))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
+pub async fn get_state_event(
+    state: AppState,
+    request: Ruma<get_state_event_for_key::v3::Request>,
+) -> ApiResult<get_state_event_for_key::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let access = read_access(&state, &body.room_id, &sender.user_id).await?;
+    let row = state
+        .storage
+        .current_state_event(
+            body.room_id.as_str(),
+            &body.event_type.to_string(),
+            &body.state_key,
+        )
+        .await?
+        .filter(|row| access.allows(row.stream_ordering))
+        .ok_or_else(|| ApiError::not_found("No such state event"))?;
+    let version = room_version_of(&state, &body.room_id).await?;
+    let event = render(
+        &state,
+        std::slice::from_ref(&row),
+        &version,
+        sender.device_id.as_str(),
+    )
+    .await?
+    .remove(0);
+    let wants_event = body.format
+        == ruma::api::client::state::get_state_event_for_key::v3::StateEventFormat::Event;
+    let value = if wants_event {
+        event
+    } else {
+        event["content"].clone()
+    };
+    let json = RawValue::from_string(value.to_string()).map_err(|_| ApiError::internal())?;
+    Ok(get_state_event_for_key::v3::Response::new(json))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`
+pub async fn get_event(
+    state: AppState,
+    request: Ruma<get_room_event::v3::Request>,
+) -> ApiResult<get_room_event::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let access = read_access(&state, &body.room_id, &sender.user_id).await?;
+    let row = state
+        .storage
+        .event(body.event_id.as_str())
+        .await?
+        .filter(|row| row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering))
+        .ok_or_else(|| ApiError::not_found("Event not found"))?;
+    let version = room_version_of(&state, &body.room_id).await?;
+    let event = render(
+        &state,
+        std::slice::from_ref(&row),
+        &version,
+        sender.device_id.as_str(),
+    )
+    .await?
+    .remove(0);
+    Ok(get_room_event::v3::Response::new(raw(&event)?))
+}
+
+/// Pagination tokens are `s<stream position>`.
+fn parse_token(token: &str) -> ApiResult<i64> {
+    token
+        .strip_prefix('s')
+        .and_then(|n| n.parse().ok())
+        .filter(|n: &i64| *n >= 0)
+        .ok_or_else(|| ApiError::invalid_param(format!("Invalid pagination token {token}")))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/messages`
+pub async fn messages(
+    state: AppState,
+    request: Ruma<get_message_events::v3::Request>,
+) -> ApiResult<get_message_events::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let access = read_access(&state, &body.room_id, &sender.user_id).await?;
+    let backwards = body.dir == Direction::Backward;
+    let from = match &body.from {
+        Some(token) => parse_token(token)?,
+        None if backwards => state.storage.current_event_position().await? + 1,
+        None => 0,
+    };
+    let to = body.to.as_deref().map(parse_token).transpose()?;
+    let limit = u64::from(body.limit).clamp(1, MAX_PAGE);
+    let limit = if u64::from(body.limit) == 0 {
+        DEFAULT_PAGE
+    } else {
+        limit
+    };
+    let filter = &body.filter;
+    let mut chunk = Vec::new();
+    let mut cursor = from;
+    let mut exhausted = false;
+    while (chunk.len() as u64) < limit {
+        let page = state
+            .storage
+            .room_events(body.room_id.as_str(), cursor, backwards, limit as i64)
+            .await?;
+        if page.is_empty() {
+            exhausted = true;
+            break;
+        }
+        for row in page {
+            cursor = row.stream_ordering;
+            let past_to = to.is_some_and(|to| {
+                if backwards {
+                    row.stream_ordering <= to
+                } else {
+                    row.stream_ordering > to
+                }
+            });
+            if past_to || !access.allows(row.stream_ordering) {
+                exhausted = true;
+                break;
+            }
+            let wanted_type = filter
+                .types
+                .as_ref()
+                .is_none_or(|types| types.iter().any(|t| t == &row.event_type))
+                && !filter.not_types.iter().any(|t| t == &row.event_type);
+            let wanted_sender = filter
+                .senders
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|u| u.as_str() == row.sender))
+                && !filter.not_senders.iter().any(|u| u.as_str() == row.sender);
+            if wanted_type && wanted_sender {
+                chunk.push(row);
+                if chunk.len() as u64 == limit {
+                    break;
+                }
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    let version = room_version_of(&state, &body.room_id).await?;
+    let events = render(&state, &chunk, &version, sender.device_id.as_str()).await?;
+    let mut response = get_message_events::v3::Response::new();
+    response.start = format!("s{from}");
+    response.end = (!exhausted).then(|| format!("s{cursor}"));
+    response.chunk = events.iter().map(raw).collect::<ApiResult<_>>()?;
+    Ok(response)
+}
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}`
+pub async fn redact(
+    state: AppState,
+    request: Ruma<redact_event::v3::Request>,
+) -> ApiResult<redact_event::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    if let Some((room, event_id)) = state
+        .storage
+        .event_for_transaction(
+            sender.user_id.as_str(),
+            sender.device_id.as_str(),
+            body.txn_id.as_str(),
+        )
+        .await?
+        && room == body.room_id.as_str()
+    {
+        return Ok(redact_event::v3::Response::new(
+            event_id.try_into().map_err(|_| ApiError::internal())?,
+        ));
+    }
+    let access = read_access(&state, &body.room_id, &sender.user_id).await?;
+    let target = state
+        .storage
+        .event(body.event_id.as_str())
+        .await?
+        .filter(|row| row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering))
+        .ok_or_else(|| ApiError::not_found("Event not found"))?;
+    if target.sender != sender.user_id.as_str() {
+        let (own, needed) = power_levels(&state, &body.room_id, &sender.user_id, "redact").await?;
+        if own < needed {
+            return Err(ApiError::forbidden(format!(
+                "Redacting other users' events needs power level {needed}; you have {own}"
+            )));
+        }
+    }
+    let mut content = serde_json::json!({});
+    if let Some(reason) = &body.reason {
+        content["reason"] = Value::from(reason.as_str());
+    }
+    let draft = EventDraft {
+        event_type: "m.room.redaction".to_owned(),
+        state_key: None,
+        content,
+        redacts: Some(body.event_id.clone()),
+    };
+    let transaction = Transaction {
+        device_id: sender.device_id.as_str(),
+        txn_id: body.txn_id.as_str(),
+    };
+    let appended = append_event(
+        &state,
+        &body.room_id,
+        &sender.user_id,
+        draft,
+        Some(transaction),
+    )
+    .await?;
+    Ok(redact_event::v3::Response::new(appended.event_id))
+}

@@ -1,0 +1,82 @@
+//! Membership changes: join, invite, leave, kick, ban, unban. Each is one `m.room.member`
+//! event through the pipeline; the authorization rules decide whether it is allowed.
+
+use ruma::{RoomId, UserId};
+use serde_json::{Value, json};
+
+use super::pipeline::{Appended, EventDraft, append_event};
+use crate::{
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
+
+/// What a membership change does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Join,
+    Invite { is_direct: bool },
+    Leave,
+    Kick,
+    Ban,
+    Unban,
+    Knock,
+}
+
+impl Change {
+    fn membership(self) -> &'static str {
+        match self {
+            Self::Join => "join",
+            Self::Invite { .. } => "invite",
+            Self::Leave | Self::Kick | Self::Unban => "leave",
+            Self::Ban => "ban",
+            Self::Knock => "knock",
+        }
+    }
+}
+
+/// Applies a membership change by `sender` to `target` (the same user for join, leave, knock).
+pub async fn change_membership(
+    state: &AppState,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    change: Change,
+    reason: Option<&str>,
+) -> ApiResult<Appended> {
+    let current = state
+        .storage
+        .membership(room_id.as_str(), target.as_str())
+        .await?;
+    match (change, current.as_deref()) {
+        (Change::Kick, Some("join" | "invite" | "knock")) | (Change::Unban, Some("ban")) => {}
+        (Change::Kick, _) => return Err(ApiError::forbidden("The user is not in the room")),
+        (Change::Unban, _) => return Err(ApiError::forbidden("The user is not banned")),
+        (Change::Invite { .. }, Some("join")) => {
+            return Err(ApiError::forbidden("The user is already in the room"));
+        }
+        (Change::Invite { .. }, Some("ban")) => {
+            return Err(ApiError::forbidden("The user is banned from the room"));
+        }
+        _ => {}
+    }
+    let mut content = json!({ "membership": change.membership() });
+    if let Some(reason) = reason {
+        content["reason"] = Value::from(reason);
+    }
+    if let Change::Invite { is_direct: true } = change {
+        content["is_direct"] = Value::from(true);
+    }
+    // The member's own display name and avatar travel with their membership.
+    if matches!(change, Change::Join | Change::Invite { .. } | Change::Knock)
+        && target.server_name() == state.config.server_name
+    {
+        let profile = state.storage.profile(target.as_str()).await?;
+        for field in ["displayname", "avatar_url"] {
+            if let Some(value) = profile.get(field).filter(|v| v.is_string()) {
+                content[field] = value.clone();
+            }
+        }
+    }
+    let draft = EventDraft::state("m.room.member", target.as_str(), content);
+    append_event(state, room_id, sender, draft, None).await
+}

@@ -1,0 +1,391 @@
+//! The event pipeline for events this server creates: build the PDU on the room's forward
+//! extremities, choose its auth events, hash and sign it, authorize it against the state
+//! before it, and persist it with its edges, state and stream position in one transaction.
+//! Only then is it acknowledged. Remote events will enter at the authorization step.
+
+use std::collections::HashMap;
+
+use hearth_federation::{
+    finalize_pdu,
+    pdu::{PduError, PduEvent, event_references, room_id_from_create_event_id},
+};
+use http::StatusCode;
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId,
+    UserId,
+    api::error::ErrorKind,
+    events::TimelineEventType,
+    room_version_rules::{RoomIdFormatVersion, RoomVersionRules},
+    state_res::{
+        auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules,
+    },
+};
+use serde_json::{Value, value::RawValue};
+
+use crate::{
+    accounts::tokens::random_string,
+    error::{ApiError, ApiResult},
+    state::AppState,
+    storage::{EventRow, NewEventRow, StateMap, Storage, Tx, now_ms},
+};
+
+/// An event a local user wants to add to a room.
+#[derive(Debug, Clone)]
+pub struct EventDraft {
+    pub event_type: String,
+    pub state_key: Option<String>,
+    /// A JSON object.
+    pub content: Value,
+    /// For redactions: the event redacted.
+    pub redacts: Option<OwnedEventId>,
+}
+
+impl EventDraft {
+    pub fn state(event_type: &str, state_key: &str, content: Value) -> Self {
+        Self {
+            event_type: event_type.to_owned(),
+            state_key: Some(state_key.to_owned()),
+            content,
+            redacts: None,
+        }
+    }
+}
+
+/// The sending device's transaction, for idempotent client sends.
+pub struct Transaction<'a> {
+    pub device_id: &'a str,
+    pub txn_id: &'a str,
+}
+
+/// An event that made it into the room.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub event_id: OwnedEventId,
+    pub stream_ordering: i64,
+}
+
+pub fn room_version_rules(version: &str) -> ApiResult<(RoomVersionId, RoomVersionRules)> {
+    let id = RoomVersionId::try_from(version).map_err(|_| unsupported_version(version))?;
+    let rules = id.rules().ok_or_else(|| unsupported_version(version))?;
+    Ok((id, rules))
+}
+
+fn unsupported_version(version: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorKind::UnsupportedRoomVersion,
+        format!("Room version {version} is not supported"),
+    )
+}
+
+/// Creates a room with its `m.room.create` event and returns the room ID. In room versions
+/// with hash room IDs (v12) the ID is derived from the create event; before that it is random.
+pub async fn create_room_event(
+    state: &AppState,
+    version: &RoomVersionId,
+    sender: &UserId,
+    content: Value,
+) -> ApiResult<(OwnedRoomId, Appended)> {
+    let rules = version
+        .rules()
+        .ok_or_else(|| unsupported_version(version.as_str()))?;
+    let hash_room_id = rules.room_id_format == RoomIdFormatVersion::V2;
+    let generated_room_id = (!hash_room_id)
+        .then(|| {
+            OwnedRoomId::try_from(format!(
+                "!{}:{}",
+                random_string(18),
+                state.config.server_name
+            ))
+        })
+        .transpose()
+        .map_err(|_| ApiError::internal())?;
+    let draft = EventDraft::state("m.room.create", "", content);
+    let mut object = build_object(
+        &draft,
+        generated_room_id.as_deref(),
+        sender,
+        1,
+        &[],
+        &[],
+        &rules,
+    )?;
+    let event_id = finalize(&mut object, &rules, state)?;
+    let room_id = match generated_room_id {
+        Some(room_id) => room_id,
+        None => room_id_from_create_event_id(&event_id).map_err(|_| ApiError::internal())?,
+    };
+    let pdu = to_pdu(&event_id, &object)?;
+    check_state_independent_auth_rules(&rules.authorization, &pdu, |_| None::<PduEvent>)
+        .map_err(|reason| ApiError::bad_json(format!("Invalid m.room.create event: {reason}")))?;
+    let json = CanonicalJsonValue::Object(object).to_string();
+    let mut tx = state.storage.begin_write().await?;
+    Storage::insert_room(&mut tx, room_id.as_str(), version.as_str(), sender.as_str()).await?;
+    let row = NewEventRow {
+        event_id: event_id.as_str(),
+        room_id: room_id.as_str(),
+        depth: 1,
+        event_type: "m.room.create",
+        state_key: Some(""),
+        sender: sender.as_str(),
+        origin_server_ts: pdu.origin_server_ts.0.into(),
+        json: &json,
+        prev_events: &[],
+        state_before: None,
+        membership: None,
+        transaction: None,
+    };
+    let stream_ordering = Storage::persist_event(&mut tx, &row).await?;
+    tx.commit().await?;
+    Ok((
+        room_id,
+        Appended {
+            event_id,
+            stream_ordering,
+        },
+    ))
+}
+
+/// Appends a local user's event to a room. 404 if the room is unknown, 403 `M_FORBIDDEN`
+/// with the reason if the authorization rules refuse it, 413 if the PDU is too large.
+pub async fn append_event(
+    state: &AppState,
+    room_id: &RoomId,
+    sender: &UserId,
+    draft: EventDraft,
+    transaction: Option<Transaction<'_>>,
+) -> ApiResult<Appended> {
+    let storage = &state.storage;
+    let _room = state.room_locks.lock(room_id).await;
+    let version = storage
+        .room_version(room_id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("Unknown room"))?;
+    let (_, rules) = room_version_rules(&version)?;
+
+    let extremities = storage.forward_extremities(room_id.as_str()).await?;
+    let depth = extremities
+        .iter()
+        .map(|(_, depth, _)| *depth)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    // Local events always build on the room's current state: the state after the newest
+    // extremity, which is what current state holds.
+    let state_before = extremities.last().map(|(_, _, group)| *group);
+    let prev_ids: Vec<String> = extremities
+        .iter()
+        .rev()
+        .take(20)
+        .map(|(id, _, _)| id.clone())
+        .collect();
+    let current = storage.current_state(room_id.as_str()).await?;
+
+    let event_type = TimelineEventType::from(draft.event_type.as_str());
+    let content_raw =
+        RawValue::from_string(draft.content.to_string()).map_err(|_| ApiError::internal())?;
+    let auth_types = auth_types_for_event(
+        &event_type,
+        sender,
+        draft.state_key.as_deref(),
+        &content_raw,
+        &rules.authorization,
+    )
+    .map_err(|reason| ApiError::bad_json(format!("Invalid event content: {reason}")))?;
+    let auth_ids: Vec<String> = auth_types
+        .iter()
+        .filter_map(|(kind, key)| current.get(&(kind.to_string(), key.clone())).cloned())
+        .collect();
+    // The create event is always needed by the rules (in v12 it is implied, not listed).
+    let create_id = current
+        .get(&("m.room.create".to_owned(), String::new()))
+        .cloned();
+    let mut wanted = auth_ids.clone();
+    wanted.extend(prev_ids.iter().cloned());
+    wanted.extend(create_id.clone());
+    let loaded: HashMap<String, EventRow> = storage
+        .events(&wanted)
+        .await?
+        .into_iter()
+        .map(|row| (row.event_id.clone(), row))
+        .collect();
+
+    let references = |ids: &[String]| -> ApiResult<Vec<(String, CanonicalJsonObject)>> {
+        ids.iter()
+            .map(|id| {
+                let row = loaded.get(id).ok_or_else(ApiError::internal)?;
+                Ok((id.clone(), parse_object(&row.json)?))
+            })
+            .collect()
+    };
+    let prev_refs = references(&prev_ids)?;
+    let auth_refs = references(&auth_ids)?;
+    let mut object = build_object(
+        &draft,
+        Some(room_id),
+        sender,
+        depth,
+        &prev_refs,
+        &auth_refs,
+        &rules,
+    )?;
+    let event_id = finalize(&mut object, &rules, state)?;
+    let pdu = to_pdu(&event_id, &object)?;
+
+    // Authorize: the auth events must be right for the event, and the event must pass the
+    // rules against the state before it.
+    let mut by_id: HashMap<OwnedEventId, PduEvent> = HashMap::new();
+    for row in loaded.values() {
+        let id = OwnedEventId::try_from(row.event_id.as_str()).map_err(|_| ApiError::internal())?;
+        by_id.insert(
+            id.clone(),
+            PduEvent::from_json(id, &row.json, false).map_err(|_| ApiError::internal())?,
+        );
+    }
+    let state_events = state_pdus(&current, &by_id);
+    check_state_independent_auth_rules(&rules.authorization, &pdu, |id| by_id.get(id).cloned())
+        .and_then(|()| {
+            check_state_dependent_auth_rules(&rules.authorization, &pdu, |kind, key| {
+                state_events
+                    .get(&(kind.to_string(), key.to_owned()))
+                    .cloned()
+            })
+        })
+        .map_err(|reason| ApiError::forbidden(format!("Not allowed: {reason}")))?;
+
+    let membership = (draft.event_type == "m.room.member")
+        .then(|| draft.content.get("membership").and_then(Value::as_str))
+        .flatten();
+    let json = CanonicalJsonValue::Object(object).to_string();
+    let mut tx = storage.begin_write().await?;
+    let row = NewEventRow {
+        event_id: event_id.as_str(),
+        room_id: room_id.as_str(),
+        depth,
+        event_type: &draft.event_type,
+        state_key: draft.state_key.as_deref(),
+        sender: sender.as_str(),
+        origin_server_ts: pdu.origin_server_ts.0.into(),
+        json: &json,
+        prev_events: &prev_ids,
+        state_before,
+        membership,
+        transaction: transaction
+            .as_ref()
+            .map(|t| (sender.as_str(), t.device_id, t.txn_id)),
+    };
+    let stream_ordering = Storage::persist_event(&mut tx, &row).await?;
+    if let Some(redacted) = &draft.redacts {
+        apply_redaction(&mut tx, redacted, &event_id).await?;
+    }
+    tx.commit().await?;
+    tracing::debug!(%room_id, %event_id, stream_ordering, "persisted event");
+    Ok(Appended {
+        event_id,
+        stream_ordering,
+    })
+}
+
+async fn apply_redaction(
+    tx: &mut Tx,
+    redacted: &OwnedEventId,
+    redaction: &OwnedEventId,
+) -> ApiResult<()> {
+    Storage::mark_redacted(tx, redacted.as_str(), redaction.as_str()).await?;
+    Ok(())
+}
+
+/// The state events the rules may look up, keyed by (type, state key).
+fn state_pdus(
+    current: &StateMap,
+    loaded: &HashMap<OwnedEventId, PduEvent>,
+) -> HashMap<(String, String), PduEvent> {
+    current
+        .iter()
+        .filter_map(|(key, id)| {
+            let id = OwnedEventId::try_from(id.as_str()).ok()?;
+            Some((key.clone(), loaded.get(&id)?.clone()))
+        })
+        .collect()
+}
+
+fn build_object(
+    draft: &EventDraft,
+    room_id: Option<&RoomId>,
+    sender: &UserId,
+    depth: i64,
+    prev_events: &[(String, CanonicalJsonObject)],
+    auth_events: &[(String, CanonicalJsonObject)],
+    rules: &RoomVersionRules,
+) -> ApiResult<CanonicalJsonObject> {
+    let reference_list = |refs: &[(String, CanonicalJsonObject)]| {
+        let pairs: Vec<(&str, &CanonicalJsonObject)> =
+            refs.iter().map(|(id, pdu)| (id.as_str(), pdu)).collect();
+        event_references(rules, &pairs).map_err(|_| ApiError::internal())
+    };
+    let mut content = draft.content.clone();
+    if !content.is_object() {
+        return Err(ApiError::bad_json("Event content must be a JSON object"));
+    }
+    let mut event = serde_json::json!({
+        "type": draft.event_type,
+        "sender": sender,
+        "depth": depth,
+        "origin_server_ts": now_ms(),
+    });
+    if let Some(room_id) = room_id {
+        event["room_id"] = Value::from(room_id.as_str());
+    }
+    if let Some(state_key) = &draft.state_key {
+        event["state_key"] = Value::from(state_key.as_str());
+    }
+    if let Some(redacts) = &draft.redacts {
+        // Before v11 `redacts` is a top-level key; from v11 it lives in the content (we set
+        // both, as Synapse does, so either reading works).
+        event["redacts"] = Value::from(redacts.as_str());
+        if rules.redaction.keep_room_redaction_redacts {
+            content["redacts"] = Value::from(redacts.as_str());
+        }
+    }
+    event["content"] = content;
+    let mut object = match CanonicalJsonValue::try_from(event) {
+        Ok(CanonicalJsonValue::Object(object)) => object,
+        _ => {
+            return Err(ApiError::bad_json(
+                "Event content is not canonical JSON (floats or huge integers?)",
+            ));
+        }
+    };
+    object.insert("prev_events".to_owned(), reference_list(prev_events)?);
+    object.insert("auth_events".to_owned(), reference_list(auth_events)?);
+    Ok(object)
+}
+
+fn finalize(
+    object: &mut CanonicalJsonObject,
+    rules: &RoomVersionRules,
+    state: &AppState,
+) -> ApiResult<OwnedEventId> {
+    finalize_pdu(object, rules, &state.config.server_name, &state.signing_key).map_err(|error| {
+        match error {
+            PduError::TooLarge => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorKind::TooLarge,
+                "Event is larger than 65536 bytes",
+            ),
+            other => {
+                tracing::error!(error = %other, "could not finalize a PDU");
+                ApiError::internal()
+            }
+        }
+    })
+}
+
+fn to_pdu(event_id: &OwnedEventId, object: &CanonicalJsonObject) -> ApiResult<PduEvent> {
+    let json = CanonicalJsonValue::Object(object.clone()).to_string();
+    PduEvent::from_json(event_id.clone(), &json, false).map_err(|_| ApiError::internal())
+}
+
+pub fn parse_object(json: &str) -> ApiResult<CanonicalJsonObject> {
+    serde_json::from_str(json).map_err(|_| ApiError::internal())
+}

@@ -1,0 +1,509 @@
+//! Rooms, events, the DAG, and room state (`rooms`, `events`, `event_edges`,
+//! `event_forward_extremities`, `state_groups`, `current_state_events`, `event_txn_ids`), and
+//! the server's signing keys.
+
+use std::collections::BTreeMap;
+
+use sqlx::{AssertSqlSafe, FromRow};
+
+use super::{Storage, StorageError, Tx, now_ms};
+
+/// A stored event.
+#[derive(Debug, Clone, FromRow)]
+pub struct EventRow {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub depth: i64,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub sender: String,
+    pub origin_server_ts: i64,
+    pub json: String,
+    pub redacted_by: Option<String>,
+}
+
+const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, depth, event_type, state_key, sender, \
+                             origin_server_ts, json, redacted_by";
+
+/// (event type, state key) → event ID.
+pub type StateMap = BTreeMap<(String, String), String>;
+
+/// Everything persisted with one event, in one transaction.
+pub struct NewEventRow<'a> {
+    pub event_id: &'a str,
+    pub room_id: &'a str,
+    pub depth: i64,
+    pub event_type: &'a str,
+    pub state_key: Option<&'a str>,
+    pub sender: &'a str,
+    pub origin_server_ts: i64,
+    pub json: &'a str,
+    pub prev_events: &'a [String],
+    /// The state group holding the state before this event (None for a room's first event).
+    pub state_before: Option<i64>,
+    /// The membership in a member event's content, copied into current state.
+    pub membership: Option<&'a str>,
+    /// (user, device, txn ID) of a client send, for idempotent retries.
+    pub transaction: Option<(&'a str, &'a str, &'a str)>,
+}
+
+/// A new group is a full snapshot once this many deltas have piled up, so reading the state
+/// at any event walks a bounded chain.
+const MAX_DELTA_CHAIN: i64 = 50;
+
+impl Storage {
+    /// Signing keys: (key ID, base64 PKCS#8, expired_ts), oldest first.
+    pub async fn signing_keys(&self) -> Result<Vec<(String, String, Option<i64>)>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT key_id, pkcs8, expired_ts FROM server_signing_keys ORDER BY created_ts, key_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn insert_signing_key(&self, key_id: &str, pkcs8: &str) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO server_signing_keys (key_id, pkcs8, created_ts) VALUES ($1, $2, $3)
+             ON CONFLICT (key_id) DO NOTHING",
+        )
+        .bind(key_id)
+        .bind(pkcs8)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn room_version(&self, room_id: &str) -> Result<Option<String>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn insert_room(
+        tx: &mut Tx,
+        room_id: &str,
+        version: &str,
+        creator: &str,
+    ) -> Result<(), StorageError> {
+        sqlx::query("INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)")
+            .bind(room_id)
+            .bind(version)
+            .bind(creator)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// An accepted event by ID.
+    pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>, StorageError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1 AND rejected_reason IS NULL"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Accepted events by ID (missing ones are left out).
+    pub async fn events(&self, event_ids: &[String]) -> Result<Vec<EventRow>, StorageError> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=event_ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({}) AND rejected_reason IS NULL",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query_as(AssertSqlSafe(sql));
+        for id in event_ids {
+            query = query.bind(id);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    /// The forward extremities of a room with their depths and the state group after each.
+    pub async fn forward_extremities(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<(String, i64, i64)>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT e.event_id, e.depth, g.state_group
+             FROM event_forward_extremities x
+             JOIN events e ON e.event_id = x.event_id
+             JOIN event_state_groups g ON g.event_id = x.event_id
+             WHERE x.room_id = $1
+             ORDER BY e.stream_ordering",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The room's current state.
+    pub async fn current_state(&self, room_id: &str) -> Result<StateMap, StorageError> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT event_type, state_key, event_id FROM current_state_events WHERE room_id = $1",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, key, id)| ((kind, key), id))
+            .collect())
+    }
+
+    /// One current state event.
+    pub async fn current_state_event(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<EventRow>, StorageError> {
+        let sql = format!(
+            "SELECT {} FROM current_state_events c JOIN events e ON e.event_id = c.event_id
+             WHERE c.room_id = $1 AND c.event_type = $2 AND c.state_key = $3",
+            prefixed_event_columns("e")
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(event_type)
+            .bind(state_key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The user's membership in the room now (`join`, `invite`, `leave`, `ban`, `knock`).
+    pub async fn membership(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Option<String>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT membership FROM current_state_events
+             WHERE room_id = $1 AND event_type = 'm.room.member' AND state_key = $2",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Rooms where the user's current membership is `membership`.
+    pub async fn rooms_with_membership(
+        &self,
+        user_id: &str,
+        membership: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT room_id FROM current_state_events
+             WHERE event_type = 'm.room.member' AND state_key = $1 AND membership = $2
+             ORDER BY room_id",
+        )
+        .bind(user_id)
+        .bind(membership)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The room's current member events (every membership).
+    pub async fn member_events(&self, room_id: &str) -> Result<Vec<EventRow>, StorageError> {
+        let sql = format!(
+            "SELECT {} FROM current_state_events c JOIN events e ON e.event_id = c.event_id
+             WHERE c.room_id = $1 AND c.event_type = 'm.room.member' ORDER BY c.state_key",
+            prefixed_event_columns("e")
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(room_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// A page of the room's timeline: events before (`backwards`) or after `from`, a stream
+    /// position, nearest first.
+    pub async fn room_events(
+        &self,
+        room_id: &str,
+        from: i64,
+        backwards: bool,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StorageError> {
+        let (op, order) = if backwards {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE room_id = $1 AND stream_ordering {op} $2 AND rejected_reason IS NULL
+             ORDER BY stream_ordering {order} LIMIT $3"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(from)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The highest stream position handed out so far.
+    pub async fn current_event_position(&self) -> Result<i64, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT position FROM stream_positions WHERE stream = 'events'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The event a device already sent with this transaction ID, if any.
+    pub async fn event_for_transaction(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        txn_id: &str,
+    ) -> Result<Option<(String, String)>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT room_id, event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(txn_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The transaction ID the sending device used for an event (shown to that device only).
+    pub async fn transaction_of_event(
+        &self,
+        event_id: &str,
+        device_id: &str,
+    ) -> Result<Option<String>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT txn_id FROM event_txn_ids WHERE event_id = $1 AND device_id = $2",
+        )
+        .bind(event_id)
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The full state in a state group.
+    pub async fn state_group(&self, group: i64) -> Result<StateMap, StorageError> {
+        // Walk to the snapshot, then apply deltas from the oldest to the newest.
+        let mut chain = Vec::new();
+        let mut next = Some(group);
+        while let Some(id) = next {
+            chain.push(id);
+            next = sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT prev_group FROM state_groups WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten();
+        }
+        let mut state = StateMap::new();
+        for id in chain.into_iter().rev() {
+            let rows: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT event_type, state_key, event_id FROM state_group_entries WHERE state_group = $1",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            state.extend(
+                rows.into_iter()
+                    .map(|(kind, key, event)| ((kind, key), event)),
+            );
+        }
+        Ok(state)
+    }
+
+    /// The state group after an event.
+    pub async fn state_group_after(&self, event_id: &str) -> Result<Option<i64>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT state_group FROM event_state_groups WHERE event_id = $1")
+                .bind(event_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Persists an accepted event with everything that goes with it: its row at the next
+    /// stream position, its DAG edges, the forward extremities, the state after it, current
+    /// state, and the transaction ID. Returns the stream position.
+    ///
+    /// Positions are handed out inside the transaction from a counter row that stays locked
+    /// until commit, so positions become visible in order: no reader sees N+1 before N.
+    pub async fn persist_event(tx: &mut Tx, event: &NewEventRow<'_>) -> Result<i64, StorageError> {
+        let position = Self::next_stream_position(tx, "events").await?;
+        sqlx::query(
+            "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender,
+                                 origin_server_ts, json)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(position)
+        .bind(event.event_id)
+        .bind(event.room_id)
+        .bind(event.depth)
+        .bind(event.event_type)
+        .bind(event.state_key)
+        .bind(event.sender)
+        .bind(event.origin_server_ts)
+        .bind(event.json)
+        .execute(&mut **tx)
+        .await?;
+        for prev in event.prev_events {
+            sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)")
+                .bind(event.event_id)
+                .bind(prev)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2",
+            )
+            .bind(event.room_id)
+            .bind(prev)
+            .execute(&mut **tx)
+            .await?;
+        }
+        sqlx::query("INSERT INTO event_forward_extremities (room_id, event_id) VALUES ($1, $2)")
+            .bind(event.room_id)
+            .bind(event.event_id)
+            .execute(&mut **tx)
+            .await?;
+
+        let state_after = match (event.state_key, event.state_before) {
+            (Some(state_key), before) => {
+                let group = Self::new_state_group(tx, event, state_key, before).await?;
+                sqlx::query(
+                    "INSERT INTO current_state_events (room_id, event_type, state_key, event_id, membership)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (room_id, event_type, state_key)
+                     DO UPDATE SET event_id = excluded.event_id, membership = excluded.membership",
+                )
+                .bind(event.room_id)
+                .bind(event.event_type)
+                .bind(state_key)
+                .bind(event.event_id)
+                .bind(event.membership)
+                .execute(&mut **tx)
+                .await?;
+                group
+            }
+            (None, Some(before)) => before,
+            (None, None) => {
+                return Err(StorageError::Invariant(
+                    "a room's first event must be a state event",
+                ));
+            }
+        };
+        sqlx::query("INSERT INTO event_state_groups (event_id, state_group) VALUES ($1, $2)")
+            .bind(event.event_id)
+            .bind(state_after)
+            .execute(&mut **tx)
+            .await?;
+        if let Some((user_id, device_id, txn_id)) = event.transaction {
+            sqlx::query(
+                "INSERT INTO event_txn_ids (user_id, device_id, txn_id, room_id, event_id, created_ts)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(user_id)
+            .bind(device_id)
+            .bind(txn_id)
+            .bind(event.room_id)
+            .bind(event.event_id)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(position)
+    }
+
+    /// A state group for the state after a state event: a delta on the state before it, or a
+    /// full snapshot when the delta chain is long.
+    async fn new_state_group(
+        tx: &mut Tx,
+        event: &NewEventRow<'_>,
+        state_key: &str,
+        before: Option<i64>,
+    ) -> Result<i64, StorageError> {
+        let id = Self::next_stream_position(tx, "state_groups").await?;
+        let chain: Option<i64> = match before {
+            Some(prev) => {
+                sqlx::query_scalar("SELECT delta_chain FROM state_groups WHERE id = $1")
+                    .bind(prev)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
+            None => None,
+        };
+        let snapshot = chain.is_none_or(|length| length + 1 >= MAX_DELTA_CHAIN);
+        let (prev_group, delta_chain) = if snapshot {
+            (None, 0)
+        } else {
+            (before, chain.unwrap_or(0) + 1)
+        };
+        sqlx::query("INSERT INTO state_groups (id, room_id, prev_group, delta_chain) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(event.room_id)
+            .bind(prev_group)
+            .bind(delta_chain)
+            .execute(&mut **tx)
+            .await?;
+        if snapshot && before.is_some() {
+            // Copy the full state before the event into the snapshot; the event then overrides.
+            // Events are persisted on top of the room's current state (under the room's
+            // lock), so current state *is* the state before the event here.
+            sqlx::query(
+                "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id)
+                 SELECT $1, event_type, state_key, event_id FROM current_state_events WHERE room_id = $2",
+            )
+            .bind(id)
+            .bind(event.room_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (state_group, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
+        )
+        .bind(id)
+        .bind(event.event_type)
+        .bind(state_key)
+        .bind(event.event_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(id)
+    }
+
+    /// Marks an event redacted by `redaction_id` (it is then served redacted).
+    pub async fn mark_redacted(
+        tx: &mut Tx,
+        event_id: &str,
+        redaction_id: &str,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE events SET redacted_by = $2 WHERE event_id = $1 AND redacted_by IS NULL",
+        )
+        .bind(event_id)
+        .bind(redaction_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+fn prefixed_event_columns(alias: &str) -> String {
+    EVENT_COLUMNS
+        .split(", ")
+        .map(|column| format!("{alias}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
