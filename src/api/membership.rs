@@ -305,9 +305,7 @@ pub async fn joined(
         };
         let mut member = joined_members::v3::RoomMember::new();
         member.display_name = content["displayname"].as_str().map(str::to_owned);
-        member.avatar_url = content["avatar_url"]
-            .as_str()
-            .and_then(|url| url.try_into().ok());
+        member.avatar_url = content["avatar_url"].as_str().map(Into::into);
         joined.insert(user_id, member);
     }
     Ok(joined_members::v3::Response::new(joined))

@@ -355,6 +355,12 @@ pub async fn messages(
         None if backwards => state.storage.current_event_position().await? + 1,
         None => 0,
     };
+    // A former member reads up to the moment they left, no further.
+    let (from, ceiling) = match access {
+        ReadAccess::UpTo(last) if backwards => (from.min(last + 1), None),
+        ReadAccess::UpTo(last) => (from, Some(last)),
+        ReadAccess::Everything => (from, None),
+    };
     let to = body.to.as_deref().map(parse_token).transpose()?;
     let limit = u64::from(body.limit).clamp(1, MAX_PAGE);
     let limit = if u64::from(body.limit) == 0 {
@@ -384,7 +390,7 @@ pub async fn messages(
                     row.stream_ordering > to
                 }
             });
-            if past_to || !access.allows(row.stream_ordering) {
+            if past_to || ceiling.is_some_and(|last| row.stream_ordering > last) {
                 exhausted = true;
                 break;
             }

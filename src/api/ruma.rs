@@ -109,7 +109,14 @@ where
         let client_ip = client_ip(&parts, state);
         let sender = authenticate(&parts, state, Req::Authentication::TOKEN).await?;
         let body = read_body(body, state.config.limits.max_request_body_bytes).await?;
-        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        // A trailing empty parameter (`/state/{type}/` for the empty state key) is routed
+        // without it; ruma still expects it.
+        let expected = Req::PATH_BUILDER
+            .all_paths()
+            .next()
+            .map_or(0, |path| path.matches('{').count());
+        args.resize(expected.max(args.len()), "");
         let request = http::Request::from_parts(parts, body.as_ref());
         // ruma's parsers are not panic-free on every malformed input (a login body without
         // `type` once indexed a missing key); a panic here is a bad request, not a crash.
@@ -267,16 +274,24 @@ impl RumaRouter for Router<AppState> {
         let method =
             MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard HTTP methods");
         for path in Req::PATH_BUILDER.all_paths() {
-            let handler = handler.clone();
-            self = self.route(
-                path,
-                on(
-                    method,
-                    move |State(state): State<AppState>, request: Ruma<Req>| async move {
-                        handler(state, request).await.map(RumaResponse)
-                    },
-                ),
-            );
+            let mut paths = vec![path.to_owned()];
+            // The empty state key may be written as a trailing slash or left out.
+            if let Some(prefix) = path.strip_suffix("/{state_key}") {
+                paths.push(format!("{prefix}/"));
+                paths.push(prefix.to_owned());
+            }
+            for path in paths {
+                let handler = handler.clone();
+                self = self.route(
+                    &path,
+                    on(
+                        method,
+                        move |State(state): State<AppState>, request: Ruma<Req>| async move {
+                            handler(state, request).await.map(RumaResponse)
+                        },
+                    ),
+                );
+            }
         }
         self
     }

@@ -42,7 +42,7 @@ pub async fn create_room(
     creator: &UserId,
     spec: RoomSpec,
 ) -> ApiResult<OwnedRoomId> {
-    let rules = spec.version.rules().ok_or_else(|| ApiError::internal())?;
+    let rules = spec.version.rules().ok_or_else(ApiError::internal)?;
     let mut create_content = spec.creation_content.clone();
     // The create event's `creator` field exists up to v10; from v11 the sender is the creator.
     if !rules.authorization.use_room_create_sender {
