@@ -9,8 +9,8 @@ use ruma::api::{
     OutgoingResponseExt,
     client::uiaa::UiaaInfo,
     error::{
-        Error as RumaError, ErrorBody, ErrorKind, LimitExceededErrorData, RetryAfter,
-        StandardErrorBody, UnknownTokenErrorData,
+        Error as RumaError, ErrorBody, ErrorKind, LimitExceededErrorData, RetryAfter, StandardErrorBody,
+        UnknownTokenErrorData,
     },
 };
 
@@ -146,15 +146,8 @@ impl From<StorageError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            Self::Matrix {
-                status,
-                kind,
-                message,
-            } => {
-                let error = RumaError::new(
-                    status,
-                    ErrorBody::Standard(StandardErrorBody::new(kind, message)),
-                );
+            Self::Matrix { status, kind, message } => {
+                let error = RumaError::new(status, ErrorBody::Standard(StandardErrorBody::new(kind, message)));
                 match error.try_into_http_response::<Vec<u8>>() {
                     Ok(response) => response.map(axum::body::Body::from),
                     Err(e) => {

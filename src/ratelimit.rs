@@ -47,10 +47,7 @@ impl RateLimiter {
     }
 
     fn refund(&self, key: &str) {
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(bucket) = buckets.get_mut(key) {
             bucket.tokens = (bucket.tokens + 1.0).min(f64::from(self.limit.burst_count));
         }
@@ -59,10 +56,7 @@ impl RateLimiter {
     fn check_at(&self, key: &str, now: Instant) -> Result<(), ApiError> {
         let burst = f64::from(self.limit.burst_count);
         let rate = self.limit.per_second;
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if buckets.len() > PRUNE_ABOVE {
             buckets.retain(|_, b| (now - b.updated).as_secs_f64() * rate < burst);
         }
@@ -109,13 +103,7 @@ mod tests {
         // Other keys have their own bucket.
         limiter.check_at("other", start).unwrap();
         // Half a second at 2/s gives one token back.
-        limiter
-            .check_at("ip", start + Duration::from_millis(500))
-            .unwrap();
-        assert!(
-            limiter
-                .check_at("ip", start + Duration::from_millis(500))
-                .is_err()
-        );
+        limiter.check_at("ip", start + Duration::from_millis(500)).unwrap();
+        assert!(limiter.check_at("ip", start + Duration::from_millis(500)).is_err());
     }
 }

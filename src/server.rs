@@ -26,9 +26,8 @@ pub struct Server {
 impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         if config.database.url.is_none() {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                format!("cannot create data directory {}", config.data_dir.display())
-            })?;
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
         }
         let url = config.database_url();
         let storage = Storage::connect(&url, config.database.max_connections)
@@ -46,9 +45,7 @@ impl Server {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> &AppState {
@@ -57,16 +54,11 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
     /// finish, and closes the database pool.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { state, listener } = self;
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         housekeeping.abort();
         state.storage.close().await;
         tracing::info!("stopped");
@@ -85,14 +77,10 @@ fn log_startup(config: &Config, listener: &TcpListener, backend: crate::storage:
             tracing::info!("registration: open to holders of a registration token")
         }
         RegistrationMode::Open if config.listen.ip().is_loopback() => {
-            tracing::info!(
-                "registration: open to anyone, without verification (loopback address only)"
-            )
+            tracing::info!("registration: open to anyone, without verification (loopback address only)")
         }
         RegistrationMode::Open => {
-            tracing::warn!(
-                "registration: open to anyone, without verification, on a public address"
-            )
+            tracing::warn!("registration: open to anyone, without verification, on a public address")
         }
     }
     if config.registration.shared_secret.is_some() {

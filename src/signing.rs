@@ -25,18 +25,14 @@ pub async fn load_or_create_signing_key(storage: &Storage) -> anyhow::Result<Ser
 
 async fn current_key(storage: &Storage) -> anyhow::Result<Option<ServerKey>> {
     let keys = storage.signing_keys().await?;
-    let Some((key_id, document, _)) = keys.into_iter().find(|(_, _, expired)| expired.is_none())
-    else {
+    let Some((key_id, document, _)) = keys.into_iter().find(|(_, _, expired)| expired.is_none()) else {
         return Ok(None);
     };
     let version = key_id
         .strip_prefix("ed25519:")
         .context("stored signing key has an unknown algorithm")?;
-    let document = STANDARD
-        .decode(document)
-        .context("stored signing key is not base64")?;
+    let document = STANDARD.decode(document).context("stored signing key is not base64")?;
     Ok(Some(
-        ServerKey::from_pkcs8(&document, version)
-            .with_context(|| format!("signing key {key_id}"))?,
+        ServerKey::from_pkcs8(&document, version).with_context(|| format!("signing key {key_id}"))?,
     ))
 }

@@ -17,11 +17,7 @@ async fn changing_the_password_needs_the_old_one_and_logs_out_other_devices() {
     let other = Session::from_json(&server.login("alice", PASSWORD).await.1);
 
     let (status, body) = server
-        .post(
-            PASSWORD_PATH,
-            alice.token(),
-            json!({ "new_password": "new secret" }),
-        )
+        .post(PASSWORD_PATH, alice.token(), json!({ "new_password": "new secret" }))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["flows"], json!([{ "stages": ["m.login.password"] }]));
@@ -45,7 +41,11 @@ async fn changing_the_password_needs_the_old_one_and_logs_out_other_devices() {
     );
 
     let (status, body) = server
-        .post(PASSWORD_PATH, alice.token(), json!({ "new_password": "new secret", "auth": password_auth(&alice.user_id, Some(session)) }))
+        .post(
+            PASSWORD_PATH,
+            alice.token(),
+            json!({ "new_password": "new secret", "auth": password_auth(&alice.user_id, Some(session)) }),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
@@ -72,7 +72,11 @@ async fn changing_the_password_can_keep_other_devices() {
     let alice = server.register("alice").await;
     let other = Session::from_json(&server.login("alice", PASSWORD).await.1);
     let (status, _) = server
-        .post(PASSWORD_PATH, alice.token(), json!({ "new_password": "n", "logout_devices": false, "auth": password_auth("alice", None) }))
+        .post(
+            PASSWORD_PATH,
+            alice.token(),
+            json!({ "new_password": "n", "logout_devices": false, "auth": password_auth("alice", None) }),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(server.get(WHOAMI, other.token()).await.0, StatusCode::OK);
@@ -94,9 +98,7 @@ async fn password_stage_must_name_the_logged_in_user() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["errcode"], "M_FORBIDDEN");
     assert_error(
-        &server
-            .post(PASSWORD_PATH, None, json!({ "new_password": "n" }))
-            .await,
+        &server.post(PASSWORD_PATH, None, json!({ "new_password": "n" })).await,
         StatusCode::UNAUTHORIZED,
         "M_MISSING_TOKEN",
     );
@@ -179,15 +181,10 @@ async fn deactivation_is_final() {
 async fn third_party_ids_are_an_honest_empty_list() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
-    let (status, body) = server
-        .get("/_matrix/client/v3/account/3pid", alice.token())
-        .await;
+    let (status, body) = server.get("/_matrix/client/v3/account/3pid", alice.token()).await;
     assert_eq!(status, StatusCode::OK);
     // ruma leaves the empty list out; clients read a missing list as empty.
-    assert!(
-        body.get("threepids").is_none_or(|list| list == &json!([])),
-        "{body}"
-    );
+    assert!(body.get("threepids").is_none_or(|list| list == &json!([])), "{body}");
     assert_error(
         &server.get("/_matrix/client/v3/account/3pid", None).await,
         StatusCode::UNAUTHORIZED,
@@ -263,16 +260,12 @@ async fn password_guesses_through_uia_are_rate_limited() {
     let mut wrong = password_auth("alice", None);
     wrong["password"] = json!("guess");
     for _ in 0..3 {
-        let (status, body) = server
-            .post(DEACTIVATE, alice.token(), json!({ "auth": wrong }))
-            .await;
+        let (status, body) = server.post(DEACTIVATE, alice.token(), json!({ "auth": wrong })).await;
         assert_eq!(
             (status, body["errcode"].clone()),
             (StatusCode::UNAUTHORIZED, json!("M_FORBIDDEN"))
         );
     }
-    let limited = server
-        .post(DEACTIVATE, alice.token(), json!({ "auth": wrong }))
-        .await;
+    let limited = server.post(DEACTIVATE, alice.token(), json!({ "auth": wrong })).await;
     assert_error(&limited, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
 }

@@ -17,16 +17,10 @@ async fn account_data_round_trips_and_can_be_replaced() {
         "M_NOT_FOUND",
     );
     assert_eq!(
-        server
-            .put(path, alice.token(), json!({ "theme": "dark" }))
-            .await
-            .0,
+        server.put(path, alice.token(), json!({ "theme": "dark" })).await.0,
         StatusCode::OK
     );
-    assert_eq!(
-        server.get(path, alice.token()).await.1,
-        json!({ "theme": "dark" })
-    );
+    assert_eq!(server.get(path, alice.token()).await.1, json!({ "theme": "dark" }));
     assert_eq!(
         server
             .put(path, alice.token(), json!({ "theme": "light", "n": 2 }))
@@ -71,9 +65,7 @@ async fn malformed_account_data_is_rejected() {
     let alice = server.register("alice").await;
     let path = "/_matrix/client/v3/user/@alice:localhost/account_data/org.example.x";
     assert_error(
-        &server
-            .raw(Method::PUT, path, alice.token(), b"{oops".to_vec())
-            .await,
+        &server.raw(Method::PUT, path, alice.token(), b"{oops".to_vec()).await,
         StatusCode::BAD_REQUEST,
         "M_NOT_JSON",
     );

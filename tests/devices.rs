@@ -11,9 +11,7 @@ async fn devices_are_listed_read_and_renamed() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let second = Session::from_json(&server.login("alice", PASSWORD).await.1);
-    let (status, body) = server
-        .get("/_matrix/client/v3/devices", alice.token())
-        .await;
+    let (status, body) = server.get("/_matrix/client/v3/devices", alice.token()).await;
     assert_eq!(status, StatusCode::OK);
     let mut ids: Vec<&str> = body["devices"]
         .as_array()
@@ -29,11 +27,7 @@ async fn devices_are_listed_read_and_renamed() {
 
     let path = format!("/_matrix/client/v3/devices/{}", second.device_id);
     let (status, _) = server
-        .put(
-            &path,
-            alice.token(),
-            json!({ "display_name": "Work laptop" }),
-        )
+        .put(&path, alice.token(), json!({ "display_name": "Work laptop" }))
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, device) = server.get(&path, alice.token()).await;
@@ -67,9 +61,7 @@ async fn other_users_devices_are_not_found() {
         StatusCode::UNAUTHORIZED,
         "M_MISSING_TOKEN",
     );
-    let bad = server
-        .put(&path, bob.token(), json!({ "display_name": 5 }))
-        .await;
+    let bad = server.put(&path, bob.token(), json!({ "display_name": 5 })).await;
     assert_error(&bad, StatusCode::BAD_REQUEST, "M_BAD_JSON");
 }
 
@@ -86,10 +78,7 @@ async fn deleting_a_device_needs_the_password_and_revokes_its_token() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let session = body["session"].as_str().unwrap();
     assert_eq!(
-        server
-            .get("/_matrix/client/v3/account/whoami", doomed.token())
-            .await
-            .0,
+        server.get("/_matrix/client/v3/account/whoami", doomed.token()).await.0,
         StatusCode::OK
     );
 
@@ -103,9 +92,7 @@ async fn deleting_a_device_needs_the_password_and_revokes_its_token() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_error(
-        &server
-            .get("/_matrix/client/v3/account/whoami", doomed.token())
-            .await,
+        &server.get("/_matrix/client/v3/account/whoami", doomed.token()).await,
         StatusCode::UNAUTHORIZED,
         "M_UNKNOWN_TOKEN",
     );
@@ -131,26 +118,16 @@ async fn delete_devices_removes_several_at_once() {
     let b = Session::from_json(&server.login("alice", PASSWORD).await.1);
     let body = json!({ "devices": [a.device_id, b.device_id, "NOSUCHDEVICE"] });
     let (status, _) = server
-        .post(
-            "/_matrix/client/v3/delete_devices",
-            alice.token(),
-            body.clone(),
-        )
+        .post("/_matrix/client/v3/delete_devices", alice.token(), body.clone())
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let mut with_auth = body;
     with_auth["auth"] = password_auth("alice", None);
     let (status, _) = server
-        .post(
-            "/_matrix/client/v3/delete_devices",
-            alice.token(),
-            with_auth,
-        )
+        .post("/_matrix/client/v3/delete_devices", alice.token(), with_auth)
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, devices) = server
-        .get("/_matrix/client/v3/devices", alice.token())
-        .await;
+    let (_, devices) = server.get("/_matrix/client/v3/devices", alice.token()).await;
     assert_eq!(devices["devices"].as_array().unwrap().len(), 1);
     assert_error(
         &server

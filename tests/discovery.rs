@@ -42,10 +42,7 @@ async fn well_known_documents_come_from_config_and_are_404_without_it() {
     .await;
     let (status, body) = configured.get("/.well-known/matrix/client", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        body["m.homeserver"]["base_url"],
-        "https://matrix.example.org/"
-    );
+    assert_eq!(body["m.homeserver"]["base_url"], "https://matrix.example.org/");
     let (status, body) = configured.get("/.well-known/matrix/server", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({ "m.server": "matrix.example.org:443" }));
@@ -60,9 +57,7 @@ async fn capabilities_need_a_token_and_describe_the_server() {
         "M_MISSING_TOKEN",
     );
     let alice = server.register("alice").await;
-    let (status, body) = server
-        .get("/_matrix/client/v3/capabilities", alice.token())
-        .await;
+    let (status, body) = server.get("/_matrix/client/v3/capabilities", alice.token()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["capabilities"]["m.3pid_changes"]["enabled"], false);
 }
@@ -71,17 +66,11 @@ async fn capabilities_need_a_token_and_describe_the_server() {
 async fn unknown_paths_and_wrong_methods_are_m_unrecognized() {
     let server = TestServer::start().await;
     assert_error(
-        &server
-            .get("/_matrix/client/v3/no_such_endpoint", None)
-            .await,
+        &server.get("/_matrix/client/v3/no_such_endpoint", None).await,
         StatusCode::NOT_FOUND,
         "M_UNRECOGNIZED",
     );
-    assert_error(
-        &server.get("/", None).await,
-        StatusCode::NOT_FOUND,
-        "M_UNRECOGNIZED",
-    );
+    assert_error(&server.get("/", None).await, StatusCode::NOT_FOUND, "M_UNRECOGNIZED");
     assert_error(
         &server
             .request(Method::DELETE, "/_matrix/client/versions", None, None)
@@ -90,9 +79,7 @@ async fn unknown_paths_and_wrong_methods_are_m_unrecognized() {
         "M_UNRECOGNIZED",
     );
     assert_error(
-        &server
-            .post("/_matrix/client/v3/account/whoami", None, json!({}))
-            .await,
+        &server.post("/_matrix/client/v3/account/whoami", None, json!({})).await,
         StatusCode::METHOD_NOT_ALLOWED,
         "M_UNRECOGNIZED",
     );
@@ -103,33 +90,23 @@ async fn malformed_bodies_get_not_json_or_bad_json() {
     let server = TestServer::start().await;
     let login = "/_matrix/client/v3/login";
     assert_error(
-        &server
-            .raw(Method::POST, login, None, b"{\"type\":".to_vec())
-            .await,
+        &server.raw(Method::POST, login, None, b"{\"type\":".to_vec()).await,
         StatusCode::BAD_REQUEST,
         "M_NOT_JSON",
     );
     assert_error(
-        &server
-            .raw(Method::POST, login, None, vec![0xff, 0xfe])
-            .await,
+        &server.raw(Method::POST, login, None, vec![0xff, 0xfe]).await,
         StatusCode::BAD_REQUEST,
         "M_NOT_JSON",
     );
     assert_error(
-        &server
-            .raw(Method::POST, login, None, b"[1, 2]".to_vec())
-            .await,
+        &server.raw(Method::POST, login, None, b"[1, 2]".to_vec()).await,
         StatusCode::BAD_REQUEST,
         "M_BAD_JSON",
     );
     assert_error(
         &server
-            .post(
-                login,
-                None,
-                json!({ "type": "m.login.password", "password": 7 }),
-            )
+            .post(login, None, json!({ "type": "m.login.password", "password": 7 }))
             .await,
         StatusCode::BAD_REQUEST,
         "M_BAD_JSON",
@@ -164,16 +141,10 @@ async fn cors_preflight_is_answered_for_browser_clients() {
     let server = TestServer::start().await;
     let response = server
         .http
-        .request(
-            Method::OPTIONS,
-            format!("{}/_matrix/client/v3/login", server.base),
-        )
+        .request(Method::OPTIONS, format!("{}/_matrix/client/v3/login", server.base))
         .header("Origin", "https://app.element.io")
         .header("Access-Control-Request-Method", "POST")
-        .header(
-            "Access-Control-Request-Headers",
-            "authorization, content-type",
-        )
+        .header("Access-Control-Request-Headers", "authorization, content-type")
         .send()
         .await
         .unwrap();
@@ -201,12 +172,7 @@ async fn cors_preflight_is_answered_for_browser_clients() {
 #[tokio::test]
 async fn health_and_metrics_report_on_the_server() {
     let server = TestServer::start().await;
-    let response = server
-        .http
-        .get(format!("{}/health", server.base))
-        .send()
-        .await
-        .unwrap();
+    let response = server.http.get(format!("{}/health", server.base)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.unwrap(), "OK");
 
@@ -223,10 +189,7 @@ async fn health_and_metrics_report_on_the_server() {
         text.contains(r#"hearth_http_requests_total{method="GET",endpoint="/_matrix/client/versions",status="200"} 1"#),
         "{text}"
     );
-    assert!(
-        text.contains("hearth_http_request_duration_seconds_bucket"),
-        "{text}"
-    );
+    assert!(text.contains("hearth_http_request_duration_seconds_bucket"), "{text}");
     assert!(text.contains("hearth_db_pool_connections "), "{text}");
 }
 

@@ -63,19 +63,11 @@ async fn wrong_password_and_unknown_user_are_forbidden_alike() {
 async fn malformed_logins_are_rejected() {
     let server = TestServer::start().await;
     let result = server
-        .post(
-            LOGIN,
-            None,
-            json!({ "type": "m.login.token", "token": "abc" }),
-        )
+        .post(LOGIN, None, json!({ "type": "m.login.token", "token": "abc" }))
         .await;
     assert_error(&result, StatusCode::BAD_REQUEST, "M_UNKNOWN");
     let result = server
-        .post(
-            LOGIN,
-            None,
-            json!({ "type": "m.login.password", "password": PASSWORD }),
-        )
+        .post(LOGIN, None, json!({ "type": "m.login.password", "password": PASSWORD }))
         .await;
     assert_error(&result, StatusCode::BAD_REQUEST, "M_MISSING_PARAM");
     let result = server
@@ -115,10 +107,7 @@ async fn logging_in_with_a_known_device_id_replaces_its_session() {
         StatusCode::OK
     );
     let (_, devices) = server
-        .get(
-            "/_matrix/client/v3/devices",
-            second["access_token"].as_str(),
-        )
+        .get("/_matrix/client/v3/devices", second["access_token"].as_str())
         .await;
     let phones: Vec<_> = devices["devices"]
         .as_array()
@@ -141,16 +130,10 @@ async fn tokens_are_checked_on_every_request() {
     );
     let bad = server.get(WHOAMI, Some("hat_not_a_real_token")).await;
     assert_error(&bad, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
-    assert_ne!(
-        bad.1["soft_logout"], true,
-        "an unknown token is a hard logout"
-    );
+    assert_ne!(bad.1["soft_logout"], true, "an unknown token is a hard logout");
     // The deprecated query parameter still works.
     let (status, body) = server
-        .get(
-            &format!("{WHOAMI}?access_token={}", alice.access_token),
-            None,
-        )
+        .get(&format!("{WHOAMI}?access_token={}", alice.access_token), None)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // A non-Bearer Authorization header is refused.
@@ -166,11 +149,14 @@ async fn tokens_are_checked_on_every_request() {
 
 #[tokio::test]
 async fn refresh_tokens_rotate_and_expired_access_tokens_are_soft_logged_out() {
-    let server =
-        TestServer::start_with(|c| c.auth.refreshable_access_token_lifetime_secs = 1).await;
+    let server = TestServer::start_with(|c| c.auth.refreshable_access_token_lifetime_secs = 1).await;
     server.register("alice").await;
     let (status, login) = server
-        .post(LOGIN, None, json!({ "type": "m.login.password", "user": "alice", "password": PASSWORD, "refresh_token": true }))
+        .post(
+            LOGIN,
+            None,
+            json!({ "type": "m.login.password", "user": "alice", "password": PASSWORD, "refresh_token": true }),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(login["expires_in_ms"], 1000);
@@ -184,11 +170,7 @@ async fn refresh_tokens_rotate_and_expired_access_tokens_are_soft_logged_out() {
     assert_eq!(expired.1["soft_logout"], true);
 
     let (status, refreshed) = server
-        .post(
-            "/_matrix/client/v3/refresh",
-            None,
-            json!({ "refresh_token": refresh }),
-        )
+        .post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": refresh }))
         .await;
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     let new_access = refreshed["access_token"].as_str().unwrap();
@@ -198,16 +180,10 @@ async fn refresh_tokens_rotate_and_expired_access_tokens_are_soft_logged_out() {
 
     // Once the new access token has been used, the old refresh token is spent.
     let reused = server
-        .post(
-            "/_matrix/client/v3/refresh",
-            None,
-            json!({ "refresh_token": refresh }),
-        )
+        .post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": refresh }))
         .await;
     assert_error(&reused, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
-    let malformed = server
-        .post("/_matrix/client/v3/refresh", None, json!({}))
-        .await;
+    let malformed = server.post("/_matrix/client/v3/refresh", None, json!({})).await;
     assert_error(&malformed, StatusCode::BAD_REQUEST, "M_BAD_JSON");
 }
 
@@ -218,18 +194,14 @@ async fn logout_ends_one_session_and_logout_all_ends_every_session() {
     let second = common::Session::from_json(&server.login("alice", PASSWORD).await.1);
     let third = common::Session::from_json(&server.login("alice", PASSWORD).await.1);
 
-    let (status, _) = server
-        .post("/_matrix/client/v3/logout", first.token(), json!({}))
-        .await;
+    let (status, _) = server.post("/_matrix/client/v3/logout", first.token(), json!({})).await;
     assert_eq!(status, StatusCode::OK);
     assert_error(
         &server.get(WHOAMI, first.token()).await,
         StatusCode::UNAUTHORIZED,
         "M_UNKNOWN_TOKEN",
     );
-    let (_, devices) = server
-        .get("/_matrix/client/v3/devices", second.token())
-        .await;
+    let (_, devices) = server.get("/_matrix/client/v3/devices", second.token()).await;
     assert_eq!(
         devices["devices"].as_array().unwrap().len(),
         2,
@@ -237,9 +209,7 @@ async fn logout_ends_one_session_and_logout_all_ends_every_session() {
     );
 
     assert_error(
-        &server
-            .post("/_matrix/client/v3/logout/all", None, json!({}))
-            .await,
+        &server.post("/_matrix/client/v3/logout/all", None, json!({})).await,
         StatusCode::UNAUTHORIZED,
         "M_MISSING_TOKEN",
     );
@@ -282,9 +252,7 @@ async fn logout_needs_a_valid_token() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     assert_error(
-        &server
-            .post("/_matrix/client/v3/logout", None, json!({}))
-            .await,
+        &server.post("/_matrix/client/v3/logout", None, json!({})).await,
         StatusCode::UNAUTHORIZED,
         "M_MISSING_TOKEN",
     );
@@ -303,7 +271,11 @@ async fn a_lost_refresh_response_can_be_retried_with_the_old_token() {
     let server = TestServer::start().await;
     server.register("alice").await;
     let (_, login) = server
-        .post(LOGIN, None, json!({ "type": "m.login.password", "user": "alice", "password": PASSWORD, "refresh_token": true }))
+        .post(
+            LOGIN,
+            None,
+            json!({ "type": "m.login.password", "user": "alice", "password": PASSWORD, "refresh_token": true }),
+        )
         .await;
     let refresh = login["refresh_token"].as_str().unwrap();
     let refresh_path = "/_matrix/client/v3/refresh";
@@ -342,11 +314,7 @@ async fn a_lost_refresh_response_can_be_retried_with_the_old_token() {
     assert_error(&stale, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
     // The new refresh token keeps working.
     let (status, _) = server
-        .post(
-            refresh_path,
-            None,
-            json!({ "refresh_token": retried["refresh_token"] }),
-        )
+        .post(refresh_path, None, json!({ "refresh_token": retried["refresh_token"] }))
         .await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -357,7 +325,11 @@ async fn empty_or_oversized_device_ids_are_refused() {
     server.register("alice").await;
     for device_id in [String::new(), "D".repeat(300)] {
         let result = server
-            .post(LOGIN, None, json!({ "type": "m.login.password", "user": "alice", "password": PASSWORD, "device_id": device_id }))
+            .post(
+                LOGIN,
+                None,
+                json!({ "type": "m.login.password", "user": "alice", "password": PASSWORD, "device_id": device_id }),
+            )
             .await;
         assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     }

@@ -43,10 +43,7 @@ async fn display_name_and_avatar_can_be_set_and_read_by_anyone() {
     // The legacy r0 path is the same endpoint.
     assert_eq!(
         server
-            .get(
-                "/_matrix/client/r0/profile/@alice:localhost/displayname",
-                None
-            )
+            .get("/_matrix/client/r0/profile/@alice:localhost/displayname", None)
             .await
             .0,
         StatusCode::OK
@@ -60,30 +57,21 @@ async fn others_cannot_change_your_profile() {
     let bob = server.register("bob").await;
     let path = "/_matrix/client/v3/profile/@alice:localhost/displayname";
     assert_error(
-        &server
-            .put(path, bob.token(), json!({ "displayname": "pwned" }))
-            .await,
+        &server.put(path, bob.token(), json!({ "displayname": "pwned" })).await,
         StatusCode::FORBIDDEN,
         "M_FORBIDDEN",
     );
     assert_error(
-        &server
-            .put(path, None, json!({ "displayname": "pwned" }))
-            .await,
+        &server.put(path, None, json!({ "displayname": "pwned" })).await,
         StatusCode::UNAUTHORIZED,
         "M_MISSING_TOKEN",
     );
     assert_error(
-        &server
-            .request(Method::DELETE, path, bob.token(), None)
-            .await,
+        &server.request(Method::DELETE, path, bob.token(), None).await,
         StatusCode::FORBIDDEN,
         "M_FORBIDDEN",
     );
-    assert_eq!(
-        server.get(path, None).await.1,
-        json!({ "displayname": "alice" })
-    );
+    assert_eq!(server.get(path, None).await.1, json!({ "displayname": "alice" }));
 }
 
 #[tokio::test]
@@ -137,43 +125,29 @@ async fn unknown_users_and_unset_fields_are_not_found() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     assert_error(
-        &server
-            .get("/_matrix/client/v3/profile/@nobody:localhost", None)
-            .await,
+        &server.get("/_matrix/client/v3/profile/@nobody:localhost", None).await,
         StatusCode::NOT_FOUND,
         "M_NOT_FOUND",
     );
     assert_error(
         &server
-            .get(
-                "/_matrix/client/v3/profile/@alice:localhost/avatar_url",
-                None,
-            )
+            .get("/_matrix/client/v3/profile/@alice:localhost/avatar_url", None)
             .await,
         StatusCode::NOT_FOUND,
         "M_NOT_FOUND",
     );
     assert_error(
-        &server
-            .get("/_matrix/client/v3/profile/not-a-user-id", None)
-            .await,
+        &server.get("/_matrix/client/v3/profile/not-a-user-id", None).await,
         StatusCode::BAD_REQUEST,
         "M_INVALID_PARAM",
     );
     // Deleting a field removes it.
     let path = "/_matrix/client/v3/profile/@alice:localhost/displayname";
     assert_eq!(
-        server
-            .request(Method::DELETE, path, alice.token(), None)
-            .await
-            .0,
+        server.request(Method::DELETE, path, alice.token(), None).await.0,
         StatusCode::OK
     );
-    assert_error(
-        &server.get(path, None).await,
-        StatusCode::NOT_FOUND,
-        "M_NOT_FOUND",
-    );
+    assert_error(&server.get(path, None).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
 }
 
 #[tokio::test]
@@ -188,18 +162,11 @@ async fn extended_profile_fields_are_stored() {
             .0,
         StatusCode::OK
     );
-    assert_eq!(
-        server.get(path, None).await.1,
-        json!({ "m.tz": "Europe/Paris" })
-    );
+    assert_eq!(server.get(path, None).await.1, json!({ "m.tz": "Europe/Paris" }));
     let custom = "/_matrix/client/v3/profile/@alice:localhost/org.example.pronouns";
     assert_eq!(
         server
-            .put(
-                custom,
-                alice.token(),
-                json!({ "org.example.pronouns": ["she", "her"] })
-            )
+            .put(custom, alice.token(), json!({ "org.example.pronouns": ["she", "her"] }))
             .await
             .0,
         StatusCode::OK

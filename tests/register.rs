@@ -13,11 +13,7 @@ const REGISTER: &str = "/_matrix/client/v3/register";
 async fn registration_starts_a_uia_session_then_completes_with_dummy() {
     let server = TestServer::start().await;
     let (status, body) = server
-        .post(
-            REGISTER,
-            None,
-            json!({ "username": "alice", "password": PASSWORD }),
-        )
+        .post(REGISTER, None, json!({ "username": "alice", "password": PASSWORD }))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["flows"], json!([{ "stages": ["m.login.dummy"] }]));
@@ -39,9 +35,7 @@ async fn registration_starts_a_uia_session_then_completes_with_dummy() {
     let token = body["access_token"].as_str().unwrap();
     let device = body["device_id"].as_str().unwrap();
 
-    let (status, whoami) = server
-        .get("/_matrix/client/v3/account/whoami", Some(token))
-        .await;
+    let (status, whoami) = server.get("/_matrix/client/v3/account/whoami", Some(token)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(whoami["user_id"], "@alice:localhost");
     assert_eq!(whoami["device_id"], device);
@@ -51,9 +45,7 @@ async fn registration_starts_a_uia_session_then_completes_with_dummy() {
         .get(&format!("/_matrix/client/v3/devices/{device}"), Some(token))
         .await;
     assert_eq!(device["display_name"], "Alice's laptop");
-    let (_, profile) = server
-        .get("/_matrix/client/v3/profile/@alice:localhost", None)
-        .await;
+    let (_, profile) = server.get("/_matrix/client/v3/profile/@alice:localhost", None).await;
     assert_eq!(profile["displayname"], "alice");
 
     // The session is spent.
@@ -69,16 +61,16 @@ async fn usernames_are_case_folded_and_taken_ones_are_refused() {
     let alice = server.register("Alice").await;
     assert_eq!(alice.user_id, "@alice:localhost");
     let result = server
-        .post(REGISTER, None, json!({ "username": "alice", "password": PASSWORD, "auth": { "type": "m.login.dummy" } }))
+        .post(
+            REGISTER,
+            None,
+            json!({ "username": "alice", "password": PASSWORD, "auth": { "type": "m.login.dummy" } }),
+        )
         .await;
     assert_error(&result, StatusCode::BAD_REQUEST, "M_USER_IN_USE");
     // Reported before any authentication, too.
     let result = server
-        .post(
-            REGISTER,
-            None,
-            json!({ "username": "ALICE", "password": PASSWORD }),
-        )
+        .post(REGISTER, None, json!({ "username": "ALICE", "password": PASSWORD }))
         .await;
     assert_error(&result, StatusCode::BAD_REQUEST, "M_USER_IN_USE");
 }
@@ -88,7 +80,11 @@ async fn invalid_usernames_are_m_invalid_username() {
     let server = TestServer::start().await;
     for username in ["", "has space", "colon:here", "_reserved", "émile", "1234"] {
         let result = server
-            .post(REGISTER, None, json!({ "username": username, "password": PASSWORD, "auth": { "type": "m.login.dummy" } }))
+            .post(
+                REGISTER,
+                None,
+                json!({ "username": username, "password": PASSWORD, "auth": { "type": "m.login.dummy" } }),
+            )
             .await;
         assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_USERNAME");
     }
@@ -101,24 +97,16 @@ async fn username_availability_reports_free_taken_and_invalid() {
     let (status, body) = server
         .get("/_matrix/client/v3/register/available?username=bob", None)
         .await;
-    assert_eq!(
-        (status, body),
-        (StatusCode::OK, json!({ "available": true }))
-    );
+    assert_eq!((status, body), (StatusCode::OK, json!({ "available": true })));
     let taken = server
         .get("/_matrix/client/v3/register/available?username=alice", None)
         .await;
     assert_error(&taken, StatusCode::BAD_REQUEST, "M_USER_IN_USE");
     let invalid = server
-        .get(
-            "/_matrix/client/v3/register/available?username=no%20way",
-            None,
-        )
+        .get("/_matrix/client/v3/register/available?username=no%20way", None)
         .await;
     assert_error(&invalid, StatusCode::BAD_REQUEST, "M_INVALID_USERNAME");
-    let missing = server
-        .get("/_matrix/client/v3/register/available", None)
-        .await;
+    let missing = server.get("/_matrix/client/v3/register/available", None).await;
     assert_eq!(missing.0, StatusCode::BAD_REQUEST);
 }
 
@@ -175,10 +163,7 @@ async fn registration_without_username_or_password() {
     assert_error(&result, StatusCode::BAD_REQUEST, "M_MISSING_PARAM");
     assert_eq!(
         server
-            .get(
-                "/_matrix/client/v3/register/available?username=nopass",
-                None
-            )
+            .get("/_matrix/client/v3/register/available?username=nopass", None)
             .await
             .0,
         StatusCode::OK
@@ -201,20 +186,14 @@ async fn register_with_refresh_token_returns_one() {
 #[tokio::test]
 async fn guests_are_forbidden_unless_configured() {
     let server = TestServer::start().await;
-    let result = server
-        .post(&format!("{REGISTER}?kind=guest"), None, json!({}))
-        .await;
+    let result = server.post(&format!("{REGISTER}?kind=guest"), None, json!({})).await;
     assert_error(&result, StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN");
 
     let server = TestServer::start_with(|c| c.registration.allow_guests = true).await;
-    let (status, body) = server
-        .post(&format!("{REGISTER}?kind=guest"), None, json!({}))
-        .await;
+    let (status, body) = server.post(&format!("{REGISTER}?kind=guest"), None, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let token = body["access_token"].as_str().unwrap();
-    let (_, whoami) = server
-        .get("/_matrix/client/v3/account/whoami", Some(token))
-        .await;
+    let (_, whoami) = server.get("/_matrix/client/v3/account/whoami", Some(token)).await;
     assert_eq!(whoami["is_guest"], true);
     // Guests have no password to change.
     let result = server
@@ -230,7 +209,13 @@ async fn guests_are_forbidden_unless_configured() {
 #[tokio::test]
 async fn closed_registration_is_forbidden() {
     let server = TestServer::start_with(|c| c.registration.enabled = Some(false)).await;
-    let result = server.post(REGISTER, None, json!({ "username": "alice", "password": PASSWORD, "auth": { "type": "m.login.dummy" } })).await;
+    let result = server
+        .post(
+            REGISTER,
+            None,
+            json!({ "username": "alice", "password": PASSWORD, "auth": { "type": "m.login.dummy" } }),
+        )
+        .await;
     assert_error(&result, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     assert_error(
         &server.login("alice", PASSWORD).await,
@@ -261,17 +246,9 @@ async fn a_uia_stage_not_offered_is_refused_in_the_uia_response() {
     );
 }
 
-async fn create_token(
-    server: &TestServer,
-    admin: &common::Session,
-    body: Value,
-) -> (StatusCode, Value) {
+async fn create_token(server: &TestServer, admin: &common::Session, body: Value) -> (StatusCode, Value) {
     server
-        .post(
-            "/_synapse/admin/v1/registration_tokens/new",
-            admin.token(),
-            body,
-        )
+        .post("/_synapse/admin/v1/registration_tokens/new", admin.token(), body)
         .await
 }
 
@@ -279,12 +256,7 @@ async fn create_token(
 async fn registration_tokens_gate_registration_and_count_uses() {
     let server = TestServer::start_with(|c| c.registration.requires_token = true).await;
     let admin = server.register_admin("admin", true).await;
-    let (status, token) = create_token(
-        &server,
-        &admin,
-        json!({ "token": "invite-1", "uses_allowed": 1 }),
-    )
-    .await;
+    let (status, token) = create_token(&server, &admin, json!({ "token": "invite-1", "uses_allowed": 1 })).await;
     assert_eq!(status, StatusCode::OK, "{token}");
     assert_eq!(
         token,
@@ -293,10 +265,7 @@ async fn registration_tokens_gate_registration_and_count_uses() {
 
     let validity = "/_matrix/client/v1/register/m.login.registration_token/validity";
     assert_eq!(
-        server
-            .get(&format!("{validity}?token=invite-1"), None)
-            .await
-            .1,
+        server.get(&format!("{validity}?token=invite-1"), None).await.1,
         json!({ "valid": true })
     );
     assert_eq!(
@@ -305,17 +274,10 @@ async fn registration_tokens_gate_registration_and_count_uses() {
     );
 
     let (status, body) = server
-        .post(
-            REGISTER,
-            None,
-            json!({ "username": "carol", "password": PASSWORD }),
-        )
+        .post(REGISTER, None, json!({ "username": "carol", "password": PASSWORD }))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        body["flows"],
-        json!([{ "stages": ["m.login.registration_token"] }])
-    );
+    assert_eq!(body["flows"], json!([{ "stages": ["m.login.registration_token"] }]));
     let session = body["session"].as_str().unwrap();
 
     // A wrong token is reported inside the UIA response.
@@ -336,10 +298,7 @@ async fn registration_tokens_gate_registration_and_count_uses() {
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let (_, token) = server
-        .get(
-            "/_synapse/admin/v1/registration_tokens/invite-1",
-            admin.token(),
-        )
+        .get("/_synapse/admin/v1/registration_tokens/invite-1", admin.token())
         .await;
     assert_eq!(
         (token["pending"].clone(), token["completed"].clone()),
@@ -347,10 +306,7 @@ async fn registration_tokens_gate_registration_and_count_uses() {
     );
     // Used up.
     assert_eq!(
-        server
-            .get(&format!("{validity}?token=invite-1"), None)
-            .await
-            .1,
+        server.get(&format!("{validity}?token=invite-1"), None).await.1,
         json!({ "valid": false })
     );
     let (status, body) = server
@@ -369,13 +325,15 @@ async fn registration_is_rate_limited_per_ip() {
     .await;
     server.register("one").await;
     server.register("two").await;
-    let result = server.post(REGISTER, None, json!({ "username": "three", "password": PASSWORD, "auth": { "type": "m.login.dummy" } })).await;
+    let result = server
+        .post(
+            REGISTER,
+            None,
+            json!({ "username": "three", "password": PASSWORD, "auth": { "type": "m.login.dummy" } }),
+        )
+        .await;
     assert_error(&result, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
-    assert!(
-        result.1["retry_after_ms"].as_u64().unwrap() > 0,
-        "{}",
-        result.1
-    );
+    assert!(result.1["retry_after_ms"].as_u64().unwrap() > 0, "{}", result.1);
     // Nothing was created.
     assert_eq!(
         server

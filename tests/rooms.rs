@@ -9,20 +9,12 @@ use serde_json::{Value, json};
 const V3: &str = "/_matrix/client/v3";
 
 async fn create_room(server: &TestServer, who: &Session, body: Value) -> String {
-    let (status, body) = server
-        .post(&format!("{V3}/createRoom"), who.token(), body)
-        .await;
+    let (status, body) = server.post(&format!("{V3}/createRoom"), who.token(), body).await;
     assert_eq!(status, StatusCode::OK, "createRoom: {body}");
     body["room_id"].as_str().unwrap().to_owned()
 }
 
-async fn send_text(
-    server: &TestServer,
-    who: &Session,
-    room: &str,
-    txn: &str,
-    text: &str,
-) -> (StatusCode, Value) {
+async fn send_text(server: &TestServer, who: &Session, room: &str, txn: &str, text: &str) -> (StatusCode, Value) {
     server
         .put(
             &format!("{V3}/rooms/{room}/send/m.room.message/{txn}"),
@@ -47,12 +39,7 @@ async fn join(server: &TestServer, who: &Session, room: &str) -> (StatusCode, Va
         .await
 }
 
-async fn messages(
-    server: &TestServer,
-    who: &Session,
-    room: &str,
-    query: &str,
-) -> (StatusCode, Value) {
+async fn messages(server: &TestServer, who: &Session, room: &str, query: &str) -> (StatusCode, Value) {
     server
         .get(&format!("{V3}/rooms/{room}/messages?{query}"), who.token())
         .await
@@ -70,9 +57,7 @@ async fn a_new_room_has_the_state_the_spec_lists() {
     .await;
     // Room version 12 by default: the room ID is the create event's hash, with no server name.
     assert!(!room.contains(':'), "{room}");
-    let (status, state) = server
-        .get(&format!("{V3}/rooms/{room}/state"), alice.token())
-        .await;
+    let (status, state) = server.get(&format!("{V3}/rooms/{room}/state"), alice.token()).await;
     assert_eq!(status, StatusCode::OK);
     let types: Vec<&str> = state
         .as_array()
@@ -89,35 +74,21 @@ async fn a_new_room_has_the_state_the_spec_lists() {
         "m.room.name",
         "m.room.topic",
     ] {
-        assert!(
-            types.contains(&expected),
-            "{expected} missing from {types:?}"
-        );
+        assert!(types.contains(&expected), "{expected} missing from {types:?}");
     }
     let (_, name) = server
-        .get(
-            &format!("{V3}/rooms/{room}/state/m.room.name/"),
-            alice.token(),
-        )
+        .get(&format!("{V3}/rooms/{room}/state/m.room.name/"), alice.token())
         .await;
     assert_eq!(name, json!({ "name": "Lobby" }));
     let (_, create) = server
-        .get(
-            &format!("{V3}/rooms/{room}/state/m.room.create/"),
-            alice.token(),
-        )
+        .get(&format!("{V3}/rooms/{room}/state/m.room.create/"), alice.token())
         .await;
     assert_eq!(create["room_version"], "12");
     let (_, rules) = server
-        .get(
-            &format!("{V3}/rooms/{room}/state/m.room.join_rules/"),
-            alice.token(),
-        )
+        .get(&format!("{V3}/rooms/{room}/state/m.room.join_rules/"), alice.token())
         .await;
     assert_eq!(rules["join_rule"], "public");
-    let (_, joined) = server
-        .get(&format!("{V3}/joined_rooms"), alice.token())
-        .await;
+    let (_, joined) = server.get(&format!("{V3}/joined_rooms"), alice.token()).await;
     assert_eq!(joined["joined_rooms"], json!([room]));
 }
 
@@ -139,15 +110,11 @@ async fn create_room_rejects_what_it_cannot_do() {
         "M_BAD_JSON",
     );
     assert_error(
-        &server
-            .post(&format!("{V3}/createRoom"), None, json!({}))
-            .await,
+        &server.post(&format!("{V3}/createRoom"), None, json!({})).await,
         StatusCode::UNAUTHORIZED,
         "M_MISSING_TOKEN",
     );
-    let (_, joined) = server
-        .get(&format!("{V3}/joined_rooms"), alice.token())
-        .await;
+    let (_, joined) = server.get(&format!("{V3}/joined_rooms"), alice.token()).await;
     assert_eq!(joined["joined_rooms"], json!([]));
 }
 
@@ -162,18 +129,12 @@ async fn sends_are_idempotent_per_transaction_and_show_the_txn_to_the_sender_onl
     assert_eq!(status, StatusCode::OK);
     let (_, again) = send_text(&server, &alice, &room, "txn1", "hello").await;
     assert_eq!(first["event_id"], again["event_id"]);
-    let event_path = format!(
-        "{V3}/rooms/{room}/event/{}",
-        first["event_id"].as_str().unwrap()
-    );
+    let event_path = format!("{V3}/rooms/{room}/event/{}", first["event_id"].as_str().unwrap());
     let (_, mine) = server.get(&event_path, alice.token()).await;
     assert_eq!(mine["unsigned"]["transaction_id"], "txn1");
     assert_eq!(mine["content"]["body"], "hello");
     let (_, theirs) = server.get(&event_path, bob.token()).await;
-    assert!(
-        theirs["unsigned"].get("transaction_id").is_none(),
-        "{theirs}"
-    );
+    assert!(theirs["unsigned"].get("transaction_id").is_none(), "{theirs}");
     let (_, page) = messages(&server, &alice, &room, "dir=b&limit=5").await;
     let bodies: Vec<_> = page["chunk"]
         .as_array()
@@ -201,17 +162,11 @@ async fn outsiders_cannot_send_read_or_join_invite_only_rooms() {
         "M_FORBIDDEN",
     );
     assert_error(
-        &server
-            .get(&format!("{V3}/rooms/{room}/state"), eve.token())
-            .await,
+        &server.get(&format!("{V3}/rooms/{room}/state"), eve.token()).await,
         StatusCode::FORBIDDEN,
         "M_FORBIDDEN",
     );
-    assert_error(
-        &join(&server, &eve, &room).await,
-        StatusCode::FORBIDDEN,
-        "M_FORBIDDEN",
-    );
+    assert_error(&join(&server, &eve, &room).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     // Invited, she may join.
     let (status, _) = server
         .post(
@@ -222,10 +177,7 @@ async fn outsiders_cannot_send_read_or_join_invite_only_rooms() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(join(&server, &eve, &room).await.0, StatusCode::OK);
-    assert_eq!(
-        send_text(&server, &eve, &room, "t", "hi").await.0,
-        StatusCode::OK
-    );
+    assert_eq!(send_text(&server, &eve, &room, "t", "hi").await.0, StatusCode::OK);
     let (_, members) = server
         .get(&format!("{V3}/rooms/{room}/joined_members"), alice.token())
         .await;
@@ -328,16 +280,10 @@ async fn power_levels_guard_state_kicks_bans_and_redactions() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let (_, redacted) = server
-        .get(
-            &format!("{V3}/rooms/{room}/event/{carol_event}"),
-            alice.token(),
-        )
+        .get(&format!("{V3}/rooms/{room}/event/{carol_event}"), alice.token())
         .await;
     assert_eq!(redacted["content"], json!({}));
-    assert_eq!(
-        redacted["unsigned"]["redacted_because"]["content"]["reason"],
-        "spam"
-    );
+    assert_eq!(redacted["unsigned"]["redacted_because"]["content"]["reason"], "spam");
     let (status, _) = server
         .post(
             &format!("{V3}/rooms/{room}/ban"),
@@ -347,11 +293,7 @@ async fn power_levels_guard_state_kicks_bans_and_redactions() {
         .await;
     assert_eq!(status, StatusCode::OK);
     // Banned users cannot come back.
-    assert_error(
-        &join(&server, &bob, &room).await,
-        StatusCode::FORBIDDEN,
-        "M_FORBIDDEN",
-    );
+    assert_error(&join(&server, &bob, &room).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     let (status, _) = server
         .post(
             &format!("{V3}/rooms/{room}/kick"),
@@ -361,10 +303,7 @@ async fn power_levels_guard_state_kicks_bans_and_redactions() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let (_, members) = server
-        .get(
-            &format!("{V3}/rooms/{room}/members?membership=ban"),
-            alice.token(),
-        )
+        .get(&format!("{V3}/rooms/{room}/members?membership=ban"), alice.token())
         .await;
     let banned: Vec<_> = members["chunk"]
         .as_array()
@@ -393,11 +332,7 @@ async fn own_events_can_be_redacted_by_their_sender() {
     let (_, sent) = send_text(&server, &alice, &room, "t1", "oops").await;
     let id = sent["event_id"].as_str().unwrap();
     let (status, _) = server
-        .put(
-            &format!("{V3}/rooms/{room}/redact/{id}/r1"),
-            alice.token(),
-            json!({}),
-        )
+        .put(&format!("{V3}/rooms/{room}/redact/{id}/r1"), alice.token(), json!({}))
         .await;
     assert_eq!(status, StatusCode::OK);
     let (_, page) = messages(&server, &alice, &room, "dir=b&limit=2").await;
@@ -469,20 +404,14 @@ async fn every_room_version_works_with_its_own_id_formats() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    for version in [
-        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
-    ] {
+    for version in ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"] {
         let room = create_room(
             &server,
             &alice,
             json!({ "room_version": version, "preset": "public_chat" }),
         )
         .await;
-        assert_eq!(
-            join(&server, &bob, &room).await.0,
-            StatusCode::OK,
-            "v{version}"
-        );
+        assert_eq!(join(&server, &bob, &room).await.0, StatusCode::OK, "v{version}");
         let (status, sent) = send_text(&server, &bob, &room, &format!("t{version}"), "hi").await;
         assert_eq!(status, StatusCode::OK, "v{version}: {sent}");
         let event_id = sent["event_id"].as_str().unwrap();
@@ -504,10 +433,7 @@ async fn every_room_version_works_with_its_own_id_formats() {
             .await;
         assert_eq!(status, StatusCode::OK, "redaction in v{version}");
         let (_, event) = server
-            .get(
-                &format!("{V3}/rooms/{room}/event/{}", enc(event_id)),
-                bob.token(),
-            )
+            .get(&format!("{V3}/rooms/{room}/event/{}", enc(event_id)), bob.token())
             .await;
         assert_eq!(event["content"], json!({}), "v{version}");
     }
@@ -567,13 +493,7 @@ async fn concurrent_sends_are_served_in_one_order_and_paginate_back_exactly() {
     let mut all_forward = Vec::new();
     let mut from = String::from("s0");
     loop {
-        let (_, page) = messages(
-            &server,
-            &users[2],
-            &room,
-            &format!("dir=f&limit=97&from={from}"),
-        )
-        .await;
+        let (_, page) = messages(&server, &users[2], &room, &format!("dir=f&limit=97&from={from}")).await;
         all_forward.extend(
             page["chunk"]
                 .as_array()
@@ -611,10 +531,7 @@ async fn concurrent_sends_are_served_in_one_order_and_paginate_back_exactly() {
         }
     }
     backward.reverse();
-    assert_eq!(
-        backward, all_forward,
-        "back-pagination is the exact reverse"
-    );
+    assert_eq!(backward, all_forward, "back-pagination is the exact reverse");
 }
 
 #[tokio::test]
@@ -623,13 +540,7 @@ async fn the_server_publishes_its_signing_key() {
     let (status, keys) = server.get("/_matrix/key/v2/server", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(keys["server_name"], "localhost");
-    let key_id = keys["verify_keys"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .next()
-        .unwrap()
-        .clone();
+    let key_id = keys["verify_keys"].as_object().unwrap().keys().next().unwrap().clone();
     assert!(key_id.starts_with("ed25519:"));
     assert!(keys["signatures"]["localhost"][&key_id].is_string());
     assert!(keys["valid_until_ts"].as_u64().unwrap() > 0);

@@ -7,9 +7,7 @@ use hearth::storage::{Backend, SCHEMA_VERSION, Storage};
 async fn fresh() -> (Storage, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = common::fresh_database_url(dir.path()).await;
-    let storage = Storage::connect(&url, 4)
-        .await
-        .expect("connect and migrate");
+    let storage = Storage::connect(&url, 4).await.expect("connect and migrate");
     (storage, url, dir)
 }
 
@@ -46,20 +44,14 @@ async fn migrations_are_idempotent() {
 async fn a_newer_schema_is_refused() {
     let (storage, url, _dir) = fresh().await;
     let mut tx = storage.begin_write().await.unwrap();
-    sqlx::query(
-        "INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, 'future', 0)",
-    )
-    .bind(SCHEMA_VERSION + 1)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    sqlx::query("INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, 'future', 0)")
+        .bind(SCHEMA_VERSION + 1)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     storage.close().await;
-    let error = Storage::connect(&url, 4)
-        .await
-        .err()
-        .expect("refused")
-        .to_string();
+    let error = Storage::connect(&url, 4).await.err().expect("refused").to_string();
     assert!(error.contains("newer"), "{error}");
 }
 
@@ -114,15 +106,7 @@ async fn deleting_a_device_deletes_its_tokens() {
         .unwrap();
     }
     tx.commit().await.unwrap();
-    assert_eq!(
-        storage
-            .access_token("aD1")
-            .await
-            .unwrap()
-            .unwrap()
-            .device_id,
-        "D1"
-    );
+    assert_eq!(storage.access_token("aD1").await.unwrap().unwrap().device_id, "D1");
 
     let mut tx = storage.begin_write().await.unwrap();
     Storage::delete_device(&mut tx, "@a:x", "D1").await.unwrap();
@@ -133,21 +117,9 @@ async fn deleting_a_device_deletes_its_tokens() {
 
     // Revoking a superseded refresh token takes its access token with it.
     let mut tx = storage.begin_write().await.unwrap();
-    assert!(
-        Storage::refresh_token(&mut tx, "rD2")
-            .await
-            .unwrap()
-            .is_some()
-    );
-    Storage::revoke_superseded_refresh_token(&mut tx, "rD2")
-        .await
-        .unwrap();
-    assert!(
-        Storage::refresh_token(&mut tx, "rD2")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(Storage::refresh_token(&mut tx, "rD2").await.unwrap().is_some());
+    Storage::revoke_superseded_refresh_token(&mut tx, "rD2").await.unwrap();
+    assert!(Storage::refresh_token(&mut tx, "rD2").await.unwrap().is_none());
     tx.commit().await.unwrap();
     assert!(storage.access_token("aD2").await.unwrap().is_none());
 }
@@ -165,31 +137,15 @@ async fn account_data_gets_increasing_stream_positions() {
     let mut tx = storage.begin_write().await.unwrap();
     Storage::insert_user(&mut tx, &user).await.unwrap();
     tx.commit().await.unwrap();
-    let first = storage
-        .set_global_account_data("@a:x", "t1", "{}")
-        .await
-        .unwrap();
-    let second = storage
-        .set_global_account_data("@a:x", "t2", "{\"a\":1}")
-        .await
-        .unwrap();
-    let third = storage
-        .set_global_account_data("@a:x", "t1", "{\"b\":2}")
-        .await
-        .unwrap();
+    let first = storage.set_account_data("@a:x", "", "t1", "{}").await.unwrap();
+    let second = storage.set_account_data("@a:x", "", "t2", "{\"a\":1}").await.unwrap();
+    let third = storage.set_account_data("@a:x", "", "t1", "{\"b\":2}").await.unwrap();
     assert!(first < second && second < third);
-    let changed = storage
-        .global_account_data_since("@a:x", first)
-        .await
-        .unwrap();
+    let changed = storage.account_data_since("@a:x", first).await.unwrap();
     let types: Vec<&str> = changed.iter().map(|e| e.data_type.as_str()).collect();
     assert_eq!(types, ["t2", "t1"]);
     assert_eq!(
-        storage
-            .global_account_data("@a:x", "t1")
-            .await
-            .unwrap()
-            .as_deref(),
+        storage.account_data("@a:x", "", "t1").await.unwrap().as_deref(),
         Some("{\"b\":2}")
     );
 }
@@ -197,17 +153,9 @@ async fn account_data_gets_increasing_stream_positions() {
 #[tokio::test]
 async fn registration_token_uses_cannot_be_oversubscribed() {
     let (storage, _, _dir) = fresh().await;
-    assert!(
-        storage
-            .insert_registration_token("t", Some(1), None)
-            .await
-            .unwrap()
-    );
+    assert!(storage.insert_registration_token("t", Some(1), None).await.unwrap());
     for session in ["s1", "s2"] {
-        storage
-            .create_uia_session(session, "register", None)
-            .await
-            .unwrap();
+        storage.create_uia_session(session, "register", None).await.unwrap();
     }
     assert!(storage.reserve_registration_token("t", "s1").await.unwrap());
     assert!(
@@ -242,27 +190,14 @@ async fn concurrent_writers_do_not_fail() {
     let writers: Vec<_> = (0..20)
         .map(|i| {
             let storage = storage.clone();
-            tokio::spawn(async move {
-                storage
-                    .set_global_account_data("@a:x", &format!("t{i}"), "{}")
-                    .await
-            })
+            tokio::spawn(async move { storage.set_account_data("@a:x", "", &format!("t{i}"), "{}").await })
         })
         .collect();
     let mut positions = Vec::new();
     for writer in writers {
-        positions.push(
-            writer
-                .await
-                .unwrap()
-                .expect("no write fails under contention"),
-        );
+        positions.push(writer.await.unwrap().expect("no write fails under contention"));
     }
     positions.sort_unstable();
     positions.dedup();
-    assert_eq!(
-        positions.len(),
-        20,
-        "every write got its own stream position"
-    );
+    assert_eq!(positions.len(), 20, "every write got its own stream position");
 }

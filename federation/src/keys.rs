@@ -38,8 +38,8 @@ impl ServerKey {
 
     /// Loads a stored key.
     pub fn from_pkcs8(document: &[u8], version: &str) -> Result<Self, KeyError> {
-        let pair = Ed25519KeyPair::from_der(document, version.to_owned())
-            .map_err(|e| KeyError::Unreadable(e.to_string()))?;
+        let pair =
+            Ed25519KeyPair::from_der(document, version.to_owned()).map_err(|e| KeyError::Unreadable(e.to_string()))?;
         let public_key = pair.public_key();
         Ok(Self {
             pair,
@@ -67,13 +67,8 @@ impl ServerKey {
     }
 
     /// Signs a JSON object in place (adds `signatures.<server>.<key id>`).
-    pub fn sign_json(
-        &self,
-        server_name: &ServerName,
-        object: &mut CanonicalJsonObject,
-    ) -> Result<(), KeyError> {
-        sign_json(server_name.as_str(), &self.pair, object)
-            .map_err(|e| KeyError::Signing(e.to_string()))
+    pub fn sign_json(&self, server_name: &ServerName, object: &mut CanonicalJsonObject) -> Result<(), KeyError> {
+        sign_json(server_name.as_str(), &self.pair, object).map_err(|e| KeyError::Signing(e.to_string()))
     }
 }
 
@@ -98,10 +93,7 @@ pub fn server_key_document(
         }
         CanonicalJsonValue::Object(object)
     };
-    let verify_keys = BTreeMap::from([(
-        current.key_id(),
-        key_object(current.public_key_base64(), None),
-    )]);
+    let verify_keys = BTreeMap::from([(current.key_id(), key_object(current.public_key_base64(), None))]);
     let old_verify_keys: BTreeMap<String, CanonicalJsonValue> = old
         .iter()
         .map(|key| {
@@ -117,10 +109,7 @@ pub fn server_key_document(
             "server_name".to_owned(),
             CanonicalJsonValue::String(server_name.to_string()),
         ),
-        (
-            "verify_keys".to_owned(),
-            CanonicalJsonValue::Object(verify_keys),
-        ),
+        ("verify_keys".to_owned(), CanonicalJsonValue::Object(verify_keys)),
         (
             "old_verify_keys".to_owned(),
             CanonicalJsonValue::Object(old_verify_keys),
@@ -152,20 +141,11 @@ mod tests {
     fn the_key_document_is_self_signed() {
         let (key, _) = ServerKey::generate().unwrap();
         let server: &ServerName = "example.org".try_into().unwrap();
-        let document = server_key_document(
-            server,
-            &key,
-            &[],
-            MilliSecondsSinceUnixEpoch(1_000u32.into()),
-        )
-        .unwrap();
+        let document = server_key_document(server, &key, &[], MilliSecondsSinceUnixEpoch(1_000u32.into())).unwrap();
         let mut keys = PublicKeyMap::new();
         keys.insert(
             "example.org".to_owned(),
-            BTreeMap::from([(
-                key.key_id(),
-                ruma::serde::Base64::new(key.public_key.to_vec()),
-            )]),
+            BTreeMap::from([(key.key_id(), ruma::serde::Base64::new(key.public_key.to_vec()))]),
         );
         verify_json(&keys, &document).unwrap();
     }

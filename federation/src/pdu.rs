@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
-    OwnedUserId, RoomId, ServerName, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId,
+    RoomId, ServerName, UserId,
     events::TimelineEventType,
     room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
     signatures::{hash_and_sign_event, reference_hash},
@@ -46,10 +46,8 @@ pub fn event_references(
         EventsReferenceFormatVersion::V1 => refs
             .iter()
             .map(|(id, pdu)| {
-                let hash =
-                    reference_hash(pdu, rules).map_err(|e| PduError::Signing(e.to_string()))?;
-                let hashes =
-                    BTreeMap::from([("sha256".to_owned(), CanonicalJsonValue::String(hash))]);
+                let hash = reference_hash(pdu, rules).map_err(|e| PduError::Signing(e.to_string()))?;
+                let hashes = BTreeMap::from([("sha256".to_owned(), CanonicalJsonValue::String(hash))]);
                 Ok(CanonicalJsonValue::Array(vec![
                     CanonicalJsonValue::String((*id).to_owned()),
                     CanonicalJsonValue::Object(hashes),
@@ -76,20 +74,15 @@ pub fn finalize_pdu(
         EventIdFormatVersion::V1 => {
             let id = OwnedEventId::try_from(format!("${}:{server_name}", random_localpart()))
                 .map_err(|e| PduError::Malformed(e.to_string()))?;
-            object.insert(
-                "event_id".to_owned(),
-                CanonicalJsonValue::String(id.to_string()),
-            );
+            object.insert("event_id".to_owned(), CanonicalJsonValue::String(id.to_string()));
             Some(id)
         }
         _ => None,
     };
-    hash_and_sign_event(server_name.as_str(), key.pair(), object, &rules.redaction).map_err(
-        |e| match e {
-            ruma::signatures::JsonError::PduTooLarge => PduError::TooLarge,
-            other => PduError::Signing(other.to_string()),
-        },
-    )?;
+    hash_and_sign_event(server_name.as_str(), key.pair(), object, &rules.redaction).map_err(|e| match e {
+        ruma::signatures::JsonError::PduTooLarge => PduError::TooLarge,
+        other => PduError::Signing(other.to_string()),
+    })?;
     if ruma::canonical_json::to_canonical_value(&*object)
         .map(|value| value.to_string().len() > MAX_PDU_BYTES)
         .unwrap_or(true)
@@ -103,8 +96,7 @@ pub fn finalize_pdu(
                 ruma::signatures::JsonError::PduTooLarge => PduError::TooLarge,
                 other => PduError::Signing(other.to_string()),
             })?;
-            OwnedEventId::try_from(format!("${hash}"))
-                .map_err(|e| PduError::Malformed(e.to_string()))
+            OwnedEventId::try_from(format!("${hash}")).map_err(|e| PduError::Malformed(e.to_string()))
         }
     }
 }
@@ -179,8 +171,7 @@ impl PduEvent {
     /// Reads a PDU from its JSON. `event_id` is the ID it is stored under (for v3+ it is not in
     /// the JSON).
     pub fn from_json(event_id: OwnedEventId, json: &str, rejected: bool) -> Result<Self, PduError> {
-        let fields: PduFields =
-            serde_json::from_str(json).map_err(|e| PduError::Malformed(e.to_string()))?;
+        let fields: PduFields = serde_json::from_str(json).map_err(|e| PduError::Malformed(e.to_string()))?;
         // From v11 `redacts` moved into the content; accept either.
         let redacts = fields.redacts.or_else(|| {
             #[derive(Deserialize)]
@@ -199,16 +190,8 @@ impl PduEvent {
             kind: fields.kind,
             content: fields.content,
             state_key: fields.state_key,
-            prev_events: fields
-                .prev_events
-                .into_iter()
-                .map(EventReference::into_id)
-                .collect(),
-            auth_events: fields
-                .auth_events
-                .into_iter()
-                .map(EventReference::into_id)
-                .collect(),
+            prev_events: fields.prev_events.into_iter().map(EventReference::into_id).collect(),
+            auth_events: fields.auth_events.into_iter().map(EventReference::into_id).collect(),
             redacts,
             depth: fields.depth,
             rejected,
@@ -272,9 +255,7 @@ mod tests {
                 .with_decode_allow_trailing_bits(true)
                 .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
         );
-        let seed = lenient
-            .decode("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1")
-            .unwrap();
+        let seed = lenient.decode("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1").unwrap();
         // A PKCS#8 v1 document for an ed25519 private key is this fixed prefix and the seed.
         let mut document = hex_bytes("302e020100300506032b657004220420");
         document.extend_from_slice(&seed);
@@ -374,9 +355,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            !v4.as_str().contains(':')
-                && !v4.as_str()[1..].contains('/')
-                && !v4.as_str().contains('+'),
+            !v4.as_str().contains(':') && !v4.as_str()[1..].contains('/') && !v4.as_str().contains('+'),
             "{v4}"
         );
         let room = room_id_from_create_event_id(&v4).unwrap();
@@ -390,12 +369,7 @@ mod tests {
             "room_id": "!x:domain", "sender": "@a:domain", "origin_server_ts": 1, "type": "X",
             "content": { "body": "x".repeat(70_000) }, "prev_events": [], "auth_events": [], "depth": 1
         }));
-        let result = finalize_pdu(
-            &mut big,
-            &RoomVersionId::V11.rules().unwrap(),
-            server(),
-            &key,
-        );
+        let result = finalize_pdu(&mut big, &RoomVersionId::V11.rules().unwrap(), server(), &key);
         assert!(matches!(result, Err(PduError::TooLarge)), "{result:?}");
     }
 

@@ -93,5 +93,32 @@ CREATE TABLE event_txn_ids (
     PRIMARY KEY (user_id, device_id, txn_id)
 );
 
+-- Room aliases of this server (#name:server → room).
+CREATE TABLE room_aliases (
+    room_alias TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    created_ts BIGINT NOT NULL
+);
+CREATE INDEX room_aliases_room ON room_aliases (room_id);
+
+-- Rooms published in this server's public room directory.
+CREATE TABLE room_directory (
+    room_id TEXT PRIMARY KEY,
+    published_ts BIGINT NOT NULL
+);
+
+-- Reports of events and rooms, for administrators.
+CREATE TABLE event_reports (
+    id BIGINT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    event_id TEXT,
+    reporter TEXT NOT NULL,
+    reason TEXT,
+    score BIGINT,
+    received_ts BIGINT NOT NULL
+);
+
 INSERT INTO stream_positions (stream, position) VALUES ('events', 0);
+INSERT INTO stream_positions (stream, position) VALUES ('reports', 0);
 INSERT INTO stream_positions (stream, position) VALUES ('state_groups', 0);

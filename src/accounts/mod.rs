@@ -38,10 +38,7 @@ pub struct Registration<'a> {
 /// Creates the account, its profile and (unless inhibited) its first session; `M_USER_IN_USE`
 /// if the ID is taken. The account, the end of its UIA session, the registration token use
 /// and the session commit together or not at all.
-pub async fn register_account(
-    state: &AppState,
-    registration: Registration<'_>,
-) -> ApiResult<Option<NewSession>> {
+pub async fn register_account(state: &AppState, registration: Registration<'_>) -> ApiResult<Option<NewSession>> {
     let hash = match registration.password {
         Some(password) => {
             check_password_policy(state, password)?;
@@ -68,11 +65,8 @@ pub async fn register_account(
         return Err(user_in_use());
     }
     // New accounts start with their localpart as display name, as on Synapse.
-    let display_name = registration
-        .display_name
-        .unwrap_or(registration.user_id.localpart());
-    Storage::set_profile_field_in(&mut tx, user_id, "displayname", &Value::from(display_name))
-        .await?;
+    let display_name = registration.display_name.unwrap_or(registration.user_id.localpart());
+    Storage::set_profile_field_in(&mut tx, user_id, "displayname", &Value::from(display_name)).await?;
     let session = match registration.session {
         Some(request) => Some(create_session(&mut tx, request).await?),
         None => None,
@@ -100,11 +94,7 @@ pub async fn available_user_id(state: &AppState, username: &str) -> ApiResult<Ow
 }
 
 pub fn user_in_use() -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        ErrorKind::UserInUse,
-        "User ID already taken",
-    )
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken")
 }
 
 pub fn check_password_policy(state: &AppState, password: &str) -> ApiResult<()> {
@@ -131,8 +121,8 @@ pub fn check_password_policy(state: &AppState, password: &str) -> ApiResult<()> 
 pub async fn generate_user_id(state: &AppState) -> ApiResult<OwnedUserId> {
     let mut candidate = state.storage.count_users().await? + 1;
     loop {
-        let user_id = UserId::parse(format!("@{candidate}:{}", state.config.server_name))
-            .map_err(|_| ApiError::internal())?;
+        let user_id =
+            UserId::parse(format!("@{candidate}:{}", state.config.server_name)).map_err(|_| ApiError::internal())?;
         if state.storage.user(user_id.as_str()).await?.is_none() {
             return Ok(user_id);
         }
@@ -142,11 +132,7 @@ pub async fn generate_user_id(state: &AppState) -> ApiResult<OwnedUserId> {
 
 /// Checks a password login. Unknown users and wrong passwords get the same answer; only
 /// someone who knows the password learns that an account is deactivated.
-pub async fn check_login_password(
-    state: &AppState,
-    user_id: &UserId,
-    password: &str,
-) -> ApiResult<User> {
+pub async fn check_login_password(state: &AppState, user_id: &UserId, password: &str) -> ApiResult<User> {
     let invalid = || ApiError::forbidden("Invalid username or password");
     let user = if user_id.server_name() == state.config.server_name {
         state.storage.user(user_id.as_str()).await?
@@ -200,12 +186,7 @@ pub async fn change_password(
 
 /// Deactivates the account for good: every device and token dies and it can never log in
 /// again. The user ID stays taken. With `erase`, the profile goes too.
-pub async fn deactivate_account(
-    state: &AppState,
-    user_id: &UserId,
-    erase: bool,
-    uia_session: &str,
-) -> ApiResult<()> {
+pub async fn deactivate_account(state: &AppState, user_id: &UserId, erase: bool, uia_session: &str) -> ApiResult<()> {
     let mut tx = state.storage.begin_write().await?;
     consume_uia(&mut tx, uia_session).await?;
     Storage::deactivate_user(&mut tx, user_id.as_str()).await?;

@@ -11,7 +11,8 @@ pub const MAX_PASSWORD_BYTES: usize = 512;
 
 /// A hash to verify against when the user does not exist, so that a failed login takes as
 /// long for an unknown user as for a wrong password.
-const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$R7cF4JgAVXbV4ZHlXAjm4tcQmh30ypbyM0SEDmd1HFI";
+const DECOY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$R7cF4JgAVXbV4ZHlXAjm4tcQmh30ypbyM0SEDmd1HFI";
 
 pub async fn hash_password(password: &str) -> ApiResult<String> {
     let password = password.to_owned();

@@ -63,11 +63,9 @@ pub struct SessionRequest<'a> {
 /// Checks a client-chosen device ID before any work is done.
 pub fn check_device_id(device_id: Option<&str>) -> ApiResult<()> {
     match device_id {
-        Some(id) if id.is_empty() || id.len() > MAX_DEVICE_ID_BYTES => {
-            Err(ApiError::invalid_param(format!(
-                "device_id must be 1 to {MAX_DEVICE_ID_BYTES} bytes"
-            )))
-        }
+        Some(id) if id.is_empty() || id.len() > MAX_DEVICE_ID_BYTES => Err(ApiError::invalid_param(format!(
+            "device_id must be 1 to {MAX_DEVICE_ID_BYTES} bytes"
+        ))),
         _ => Ok(()),
     }
 }
@@ -80,19 +78,10 @@ pub async fn create_session(tx: &mut Tx, request: SessionRequest<'_>) -> ApiResu
         Some(id) => id.to_owned(),
         None => random_string(10).to_uppercase(),
     };
-    Storage::upsert_device(
-        tx,
-        request.user_id,
-        &device_id,
-        request.display_name,
-        request.ip,
-    )
-    .await?;
+    Storage::upsert_device(tx, request.user_id, &device_id, request.display_name, request.ip).await?;
     // A login reusing a device ID replaces that device's session.
     Storage::delete_device_tokens(tx, request.user_id, &device_id).await?;
-    let lifetime = request
-        .with_refresh_token
-        .then_some(request.refreshable_lifetime);
+    let lifetime = request.with_refresh_token.then_some(request.refreshable_lifetime);
     issue_tokens(tx, request.user_id, &device_id, lifetime, None).await
 }
 
@@ -132,11 +121,7 @@ async fn issue_tokens(
 /// Exchanges a refresh token for a new access token and refresh token (spec: "Refreshing
 /// access tokens"). The old pair stays valid until the new one is first used, so a client whose
 /// response got lost can retry with the old refresh token; a retry replaces the first answer.
-pub async fn refresh_session(
-    storage: &Storage,
-    refresh_token: &str,
-    lifetime: Duration,
-) -> ApiResult<NewSession> {
+pub async fn refresh_session(storage: &Storage, refresh_token: &str, lifetime: Duration) -> ApiResult<NewSession> {
     let hash = hash_token(refresh_token);
     let mut tx = storage.begin_write().await?;
     let Some(info) = Storage::refresh_token(&mut tx, &hash).await? else {
@@ -147,14 +132,7 @@ pub async fn refresh_session(
         Storage::revoke_superseded_refresh_token(&mut tx, superseded).await?;
     }
     Storage::delete_successors(&mut tx, &hash).await?;
-    let session = issue_tokens(
-        &mut tx,
-        &info.user_id,
-        &info.device_id,
-        Some(lifetime),
-        Some(&hash),
-    )
-    .await?;
+    let session = issue_tokens(&mut tx, &info.user_id, &info.device_id, Some(lifetime), Some(&hash)).await?;
     tx.commit().await?;
     Ok(session)
 }
@@ -163,11 +141,7 @@ pub async fn refresh_session(
 ///
 /// Expired tokens get `soft_logout: true` (the client may refresh or log in again keeping its
 /// device); unknown tokens, and tokens of deactivated accounts, a hard logout.
-pub async fn authenticate_access_token(
-    storage: &Storage,
-    token: &str,
-    ip: IpAddr,
-) -> ApiResult<Sender> {
+pub async fn authenticate_access_token(storage: &Storage, token: &str, ip: IpAddr) -> ApiResult<Sender> {
     let info = storage
         .access_token(&hash_token(token))
         .await?
@@ -187,16 +161,9 @@ pub async fn authenticate_access_token(
         .is_none_or(|seen| now - seen > LAST_SEEN_RESOLUTION_MS)
     {
         // Off the request path: the device list's "last seen" may lag a moment.
-        let (storage, user_id, device_id) = (
-            storage.clone(),
-            info.user_id.clone(),
-            info.device_id.clone(),
-        );
+        let (storage, user_id, device_id) = (storage.clone(), info.user_id.clone(), info.device_id.clone());
         tokio::spawn(async move {
-            if let Err(error) = storage
-                .touch_device(&user_id, &device_id, &ip.to_string())
-                .await
-            {
+            if let Err(error) = storage.touch_device(&user_id, &device_id, &ip.to_string()).await {
                 tracing::warn!(%error, "could not record device last-seen");
             }
         });

@@ -43,24 +43,15 @@ pub struct UiaRequest<'a> {
     pub client_ip: IpAddr,
 }
 
-pub async fn authorize(
-    state: &AppState,
-    request: &UiaRequest<'_>,
-    auth: Option<&AuthData>,
-) -> ApiResult<CompletedUia> {
+pub async fn authorize(state: &AppState, request: &UiaRequest<'_>, auth: Option<&AuthData>) -> ApiResult<CompletedUia> {
     let storage = &state.storage;
     let session = match auth.and_then(AuthData::session) {
         Some(id) => {
-            let session = storage.uia_session(id).await?.ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorKind::Unknown,
-                    "Unknown UIA session ID",
-                )
-            })?;
-            if session.purpose != request.purpose
-                || session.user_id.as_deref() != request.user_id.map(UserId::as_str)
-            {
+            let session = storage
+                .uia_session(id)
+                .await?
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "Unknown UIA session ID"))?;
+            if session.purpose != request.purpose || session.user_id.as_deref() != request.user_id.map(UserId::as_str) {
                 return Err(ApiError::forbidden(
                     "The requested operation changed during user-interactive authentication",
                 ));
@@ -79,15 +70,8 @@ pub async fn authorize(
     };
 
     if let Some(stage) = auth.auth_type() {
-        if !request
-            .flows
-            .iter()
-            .any(|flow| flow.stages.contains(&stage))
-        {
-            let error = stage_error(
-                ErrorKind::Unrecognized,
-                "This authentication stage is not offered here",
-            );
+        if !request.flows.iter().any(|flow| flow.stages.contains(&stage)) {
+            let error = stage_error(ErrorKind::Unrecognized, "This authentication stage is not offered here");
             return Err(progress(request, &session, &completed, Some(error)));
         }
         if matches!(stage, AuthType::Password | AuthType::RegistrationToken) {
@@ -104,10 +88,7 @@ pub async fn authorize(
             completed.push(stage);
             let names: Vec<&str> = completed.iter().map(AuthType::as_str).collect();
             storage
-                .set_uia_completed(
-                    &session.session_id,
-                    &serde_json::to_string(&names).unwrap_or_default(),
-                )
+                .set_uia_completed(&session.session_id, &serde_json::to_string(&names).unwrap_or_default())
                 .await?;
         }
     }
@@ -131,10 +112,7 @@ async fn new_session(storage: &Storage, request: &UiaRequest<'_>) -> ApiResult<U
     storage
         .create_uia_session(&session_id, &request.purpose, user_id)
         .await?;
-    storage
-        .uia_session(&session_id)
-        .await?
-        .ok_or_else(ApiError::internal)
+    storage.uia_session(&session_id).await?.ok_or_else(ApiError::internal)
 }
 
 /// Checks one submitted stage. The outer error is a server failure; the inner one is the
@@ -182,15 +160,9 @@ async fn check_stage(
             {
                 Ok(())
             }
-            None => Err(stage_error(
-                ErrorKind::Unauthorized,
-                "Invalid registration token",
-            )),
+            None => Err(stage_error(ErrorKind::Unauthorized, "Invalid registration token")),
         },
-        _ => Err(stage_error(
-            ErrorKind::Unrecognized,
-            "Unsupported authentication stage",
-        )),
+        _ => Err(stage_error(ErrorKind::Unrecognized, "Unsupported authentication stage")),
     })
 }
 

@@ -8,13 +8,9 @@ use ruma::api::error::ErrorKind;
 
 /// Checks a requested username and builds the user ID. Usernames are case-folded to lower case
 /// first, as Synapse does, so `Alice` registers `@alice`.
-pub fn user_id_for_new_account(
-    username: &str,
-    server_name: &ServerName,
-) -> Result<OwnedUserId, ApiError> {
+pub fn user_id_for_new_account(username: &str, server_name: &ServerName) -> Result<OwnedUserId, ApiError> {
     let localpart = username.to_lowercase();
-    let invalid =
-        |message: &str| ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidUsername, message);
+    let invalid = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidUsername, message);
     if localpart.is_empty() {
         return Err(invalid("Username must not be empty"));
     }
@@ -22,14 +18,10 @@ pub fn user_id_for_new_account(
         .bytes()
         .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'))
     {
-        return Err(invalid(
-            "Username may only contain a-z, 0-9 and . _ = - / +",
-        ));
+        return Err(invalid("Username may only contain a-z, 0-9 and . _ = - / +"));
     }
     if localpart.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid(
-            "Numeric usernames are reserved for generated accounts",
-        ));
+        return Err(invalid("Numeric usernames are reserved for generated accounts"));
     }
     if localpart.starts_with('_') {
         return Err(invalid(
@@ -57,10 +49,7 @@ mod tests {
     #[test]
     fn usernames_follow_the_spec_grammar() {
         assert_eq!(check("Alice").unwrap(), "@alice:example.org");
-        assert_eq!(
-            check("a.b_c=d-e/f+g").unwrap(),
-            "@a.b_c=d-e/f+g:example.org"
-        );
+        assert_eq!(check("a.b_c=d-e/f+g").unwrap(), "@a.b_c=d-e/f+g:example.org");
         assert!(check("").is_err());
         assert!(check("al ice").is_err());
         assert!(check("al:ice").is_err());

@@ -19,11 +19,7 @@ use crate::{
 
 /// The flows for operations that re-check the password of a logged-in user. `purpose` names
 /// the operation and what it acts on.
-pub fn password_uia<'a>(
-    purpose: String,
-    request: &'a Ruma<impl Sized>,
-    sender: &'a Sender,
-) -> UiaRequest<'a> {
+pub fn password_uia<'a>(purpose: String, request: &'a Ruma<impl Sized>, sender: &'a Sender) -> UiaRequest<'a> {
     UiaRequest {
         purpose,
         flows: vec![AuthFlow::new(vec![AuthType::Password])],
@@ -64,17 +60,9 @@ pub async fn deactivate(
     forbid_guests(sender)?;
     let uia = password_uia("deactivate".into(), &request, sender);
     let completed = authorize(&state, &uia, request.body.auth.as_ref()).await?;
-    accounts::deactivate_account(
-        &state,
-        &sender.user_id,
-        request.body.erase,
-        &completed.session_id,
-    )
-    .await?;
+    accounts::deactivate_account(&state, &sender.user_id, request.body.erase, &completed.session_id).await?;
     // We never bound third-party IDs at an identity server, so there was nothing to unbind.
-    Ok(deactivate::v3::Response::new(
-        ThirdPartyIdRemovalStatus::NoSupport,
-    ))
+    Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
 }
 
 /// `GET /_matrix/client/v3/account/3pid`: we store no third-party IDs, so the list is empty.

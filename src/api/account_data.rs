@@ -1,20 +1,70 @@
-//! Global account data: `GET/PUT /user/{userId}/account_data/{type}`. Stored with a stream
-//! position; `/sync` delivers changes.
+//! Account data, global and per room (`/user/{userId}/[rooms/{roomId}/]account_data/{type}`),
+//! and room tags (`/user/{userId}/rooms/{roomId}/tags`), which are the `m.tag` room account
+//! data. Stored with a stream position; `/sync` delivers changes.
 
+use http::StatusCode;
 use ruma::{
-    api::client::config::{get_global_account_data, set_global_account_data},
+    RoomId,
+    api::{
+        client::{
+            config::{get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data},
+            tag::{create_tag, delete_tag, get_tags},
+        },
+        error::ErrorKind,
+    },
     serde::Raw,
 };
-use serde_json::value::RawValue;
+use serde_json::{Map, Value, json, value::RawValue};
 
 use super::ruma::Ruma;
 use crate::{
+    accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     state::AppState,
 };
 
-/// Types the server manages itself and clients may not write through this endpoint (spec).
-const SERVER_MANAGED_TYPES: &[&str] = &["m.push_rules"];
+/// Types the server manages itself and clients may not write through these endpoints (spec).
+const SERVER_MANAGED_GLOBAL: &[&str] = &["m.push_rules"];
+const SERVER_MANAGED_ROOM: &[&str] = &["m.fully_read"];
+
+/// Checks the target user and returns the stored key for the room (`""` for global data).
+fn scope<'a>(sender: &Sender, user_id: &ruma::UserId, room_id: Option<&'a RoomId>) -> ApiResult<&'a str> {
+    sender.ensure_is(user_id, "account data")?;
+    Ok(room_id.map_or("", RoomId::as_str))
+}
+
+async fn store(state: &AppState, sender: &Sender, room: &str, data_type: &str, content: &RawValue) -> ApiResult<()> {
+    let managed = if room.is_empty() {
+        SERVER_MANAGED_GLOBAL
+    } else {
+        SERVER_MANAGED_ROOM
+    };
+    if managed.contains(&data_type) {
+        // The spec's status for server-controlled types is 405, with M_BAD_JSON.
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::BadJson,
+            format!("{data_type} is controlled by the server and cannot be set by clients"),
+        ));
+    }
+    if !content.get().trim_start().starts_with('{') {
+        return Err(ApiError::bad_json("Account data content must be a JSON object"));
+    }
+    state
+        .storage
+        .set_account_data(sender.user_id.as_str(), room, data_type, content.get())
+        .await?;
+    Ok(())
+}
+
+async fn load(state: &AppState, sender: &Sender, room: &str, data_type: &str) -> ApiResult<Box<RawValue>> {
+    let content = state
+        .storage
+        .account_data(sender.user_id.as_str(), room, data_type)
+        .await?
+        .ok_or_else(|| ApiError::not_found("No account data of that type"))?;
+    RawValue::from_string(content).map_err(|_| ApiError::internal())
+}
 
 /// `PUT /_matrix/client/v3/user/{userId}/account_data/{type}`
 pub async fn set(
@@ -22,26 +72,9 @@ pub async fn set(
     request: Ruma<set_global_account_data::v3::Request>,
 ) -> ApiResult<set_global_account_data::v3::Response> {
     let sender = request.sender()?;
-    sender.ensure_is(&request.body.user_id, "account data")?;
-    let data_type = request.body.event_type.to_string();
-    if SERVER_MANAGED_TYPES.contains(&data_type.as_str()) {
-        // The spec's status for server-controlled types is 405, with M_BAD_JSON.
-        return Err(ApiError::new(
-            http::StatusCode::METHOD_NOT_ALLOWED,
-            ruma::api::error::ErrorKind::BadJson,
-            format!("{data_type} is controlled by the server and cannot be set by clients"),
-        ));
-    }
-    let content = request.body.data.json().get();
-    if !content.trim_start().starts_with('{') {
-        return Err(ApiError::bad_json(
-            "Account data content must be a JSON object",
-        ));
-    }
-    state
-        .storage
-        .set_global_account_data(sender.user_id.as_str(), &data_type, content)
-        .await?;
+    let body = &request.body;
+    let room = scope(sender, &body.user_id, None)?;
+    store(&state, sender, room, &body.event_type.to_string(), body.data.json()).await?;
     Ok(set_global_account_data::v3::Response::new())
 }
 
@@ -51,15 +84,98 @@ pub async fn get(
     request: Ruma<get_global_account_data::v3::Request>,
 ) -> ApiResult<get_global_account_data::v3::Response> {
     let sender = request.sender()?;
-    sender.ensure_is(&request.body.user_id, "account data")?;
-    let data_type = request.body.event_type.to_string();
-    let content = state
+    let body = &request.body;
+    let room = scope(sender, &body.user_id, None)?;
+    let content = load(&state, sender, room, &body.event_type.to_string()).await?;
+    Ok(get_global_account_data::v3::Response::new(Raw::from_json(content)))
+}
+
+/// `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
+pub async fn set_room(
+    state: AppState,
+    request: Ruma<set_room_account_data::v3::Request>,
+) -> ApiResult<set_room_account_data::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let room = scope(sender, &body.user_id, Some(&body.room_id))?;
+    store(&state, sender, room, &body.event_type.to_string(), body.data.json()).await?;
+    Ok(set_room_account_data::v3::Response::new())
+}
+
+/// `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
+pub async fn get_room(
+    state: AppState,
+    request: Ruma<get_room_account_data::v3::Request>,
+) -> ApiResult<get_room_account_data::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let room = scope(sender, &body.user_id, Some(&body.room_id))?;
+    let content = load(&state, sender, room, &body.event_type.to_string()).await?;
+    Ok(get_room_account_data::v3::Response::new(Raw::from_json(content)))
+}
+
+/// The room's `m.tag` content's `tags` map (empty if none).
+async fn tags_of(state: &AppState, sender: &Sender, room: &str) -> ApiResult<Map<String, Value>> {
+    let stored = state
         .storage
-        .global_account_data(sender.user_id.as_str(), &data_type)
-        .await?
-        .ok_or_else(|| ApiError::not_found("No account data of that type"))?;
-    let raw = RawValue::from_string(content).map_err(|_| ApiError::internal())?;
-    Ok(get_global_account_data::v3::Response::new(Raw::from_json(
-        raw,
-    )))
+        .account_data(sender.user_id.as_str(), room, "m.tag")
+        .await?;
+    let content: Value = stored
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default();
+    Ok(content
+        .get("tags")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default())
+}
+
+async fn store_tags(state: &AppState, sender: &Sender, room: &str, tags: Map<String, Value>) -> ApiResult<()> {
+    let content = json!({ "tags": tags }).to_string();
+    state
+        .storage
+        .set_account_data(sender.user_id.as_str(), room, "m.tag", &content)
+        .await?;
+    Ok(())
+}
+
+/// `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags`
+pub async fn tags(state: AppState, request: Ruma<get_tags::v3::Request>) -> ApiResult<get_tags::v3::Response> {
+    let sender = request.sender()?;
+    let room = scope(sender, &request.body.user_id, Some(&request.body.room_id))?;
+    let tags = tags_of(&state, sender, room).await?;
+    let tags = serde_json::from_value(Value::Object(tags)).map_err(|_| ApiError::internal())?;
+    Ok(get_tags::v3::Response::new(tags))
+}
+
+/// `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
+pub async fn add_tag(state: AppState, request: Ruma<create_tag::v3::Request>) -> ApiResult<create_tag::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let room = scope(sender, &body.user_id, Some(&body.room_id))?;
+    if body.tag.len() > 255 {
+        return Err(ApiError::invalid_param("Tag names are at most 255 bytes"));
+    }
+    let mut tags = tags_of(&state, sender, room).await?;
+    tags.insert(
+        body.tag.clone(),
+        serde_json::to_value(&body.tag_info).map_err(|_| ApiError::internal())?,
+    );
+    store_tags(&state, sender, room, tags).await?;
+    Ok(create_tag::v3::Response::new())
+}
+
+/// `DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
+pub async fn remove_tag(
+    state: AppState,
+    request: Ruma<delete_tag::v3::Request>,
+) -> ApiResult<delete_tag::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let room = scope(sender, &body.user_id, Some(&body.room_id))?;
+    let mut tags = tags_of(&state, sender, room).await?;
+    if tags.remove(&body.tag).is_some() {
+        store_tags(&state, sender, room, tags).await?;
+    }
+    Ok(delete_tag::v3::Response::new())
 }

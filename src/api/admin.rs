@@ -14,10 +14,7 @@ use sha1::Sha1;
 
 use super::extract::{Admin, MatrixJson, PathParam, query_param};
 use crate::{
-    accounts::{
-        Registration, available_user_id, register_account, sessions::SessionRequest,
-        tokens::random_string,
-    },
+    accounts::{Registration, available_user_id, register_account, sessions::SessionRequest, tokens::random_string},
     error::{ApiError, ApiResult},
     state::AppState,
     storage::now_ms,
@@ -27,18 +24,13 @@ use crate::{
 const NONCE_LIFETIME_MS: i64 = 60_000;
 
 fn shared_secret(state: &AppState) -> ApiResult<&str> {
-    state
-        .config
-        .registration
-        .shared_secret
-        .as_deref()
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorKind::Unknown,
-                "Shared secret registration is not enabled",
-            )
-        })
+    state.config.registration.shared_secret.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Unknown,
+            "Shared secret registration is not enabled",
+        )
+    })
 }
 
 /// `GET /_synapse/admin/v1/register`: a single-use nonce for the next registration.
@@ -83,8 +75,7 @@ pub async fn register_with_shared_secret(
             "Unrecognised nonce",
         ));
     }
-    let mut mac =
-        Hmac::<Sha1>::new_from_slice(secret.as_bytes()).map_err(|_| ApiError::internal())?;
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).map_err(|_| ApiError::internal())?;
     mac.update(body.nonce.as_bytes());
     mac.update(b"\x00");
     mac.update(body.username.as_bytes());
@@ -227,9 +218,7 @@ fn check_token_limits(uses_allowed: Option<i64>, expiry_time: Option<i64>) -> Ap
         ));
     }
     if expiry_time.is_some_and(|expiry| expiry < now_ms()) {
-        return Err(ApiError::invalid_param(
-            "expiry_time must not be in the past",
-        ));
+        return Err(ApiError::invalid_param("expiry_time must not be in the past"));
     }
     Ok(())
 }
@@ -251,9 +240,10 @@ pub async fn update_registration_token(
         match body.get(name) {
             None => Ok(current),
             Some(Value::Null) => Ok(None),
-            Some(value) => value.as_i64().map(Some).ok_or_else(|| {
-                ApiError::invalid_param(format!("{name} must be an integer or null"))
-            }),
+            Some(value) => value
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid_param(format!("{name} must be an integer or null"))),
         }
     };
     if let Some(unknown) = body
@@ -264,10 +254,7 @@ pub async fn update_registration_token(
     }
     let uses_allowed = field("uses_allowed", existing.uses_allowed)?;
     let expiry_time = field("expiry_time", existing.expiry_time)?;
-    check_token_limits(
-        uses_allowed,
-        expiry_time.filter(|_| body.contains_key("expiry_time")),
-    )?;
+    check_token_limits(uses_allowed, expiry_time.filter(|_| body.contains_key("expiry_time")))?;
     state
         .storage
         .update_registration_token(&token, uses_allowed, expiry_time)

@@ -2,9 +2,7 @@
 
 use ruma::{
     MilliSecondsSinceUnixEpoch, UInt,
-    api::client::device::{
-        self as ruma_device, delete_device, delete_devices, get_device, get_devices, update_device,
-    },
+    api::client::device::{self as ruma_device, delete_device, delete_devices, get_device, get_devices, update_device},
 };
 
 use super::{account::password_uia, ruma::Ruma};
@@ -30,10 +28,7 @@ fn to_ruma(device: Device) -> ruma_device::Device {
 }
 
 /// `GET /_matrix/client/v3/devices`
-pub async fn list(
-    state: AppState,
-    request: Ruma<get_devices::v3::Request>,
-) -> ApiResult<get_devices::v3::Response> {
+pub async fn list(state: AppState, request: Ruma<get_devices::v3::Request>) -> ApiResult<get_devices::v3::Response> {
     let sender = request.sender()?;
     let devices = state.storage.devices(sender.user_id.as_str()).await?;
     Ok(get_devices::v3::Response::new(
@@ -42,10 +37,7 @@ pub async fn list(
 }
 
 /// `GET /_matrix/client/v3/devices/{deviceId}`
-pub async fn get(
-    state: AppState,
-    request: Ruma<get_device::v3::Request>,
-) -> ApiResult<get_device::v3::Response> {
+pub async fn get(state: AppState, request: Ruma<get_device::v3::Request>) -> ApiResult<get_device::v3::Response> {
     let sender = request.sender()?;
     let device = state
         .storage
@@ -69,11 +61,7 @@ pub async fn update(
     }
     let updated = state
         .storage
-        .set_device_display_name(
-            sender.user_id.as_str(),
-            request.body.device_id.as_str(),
-            name,
-        )
+        .set_device_display_name(sender.user_id.as_str(), request.body.device_id.as_str(), name)
         .await?;
     if !updated {
         return Err(ApiError::not_found("No such device"));
@@ -98,13 +86,7 @@ pub async fn delete(
     }
     let uia = password_uia(format!("delete_device:{device_id}"), &request, sender);
     let completed = authorize(&state, &uia, request.body.auth.as_ref()).await?;
-    accounts::delete_devices(
-        &state,
-        &sender.user_id,
-        &[device_id],
-        Some(&completed.session_id),
-    )
-    .await?;
+    accounts::delete_devices(&state, &sender.user_id, &[device_id], Some(&completed.session_id)).await?;
     Ok(delete_device::v3::Response::new())
 }
 
@@ -119,11 +101,7 @@ pub async fn delete_many(
     ids.sort_unstable();
     ids.dedup();
     // The session is bound to this exact set of devices.
-    let uia = password_uia(
-        format!("delete_devices:{}", ids.join(",")),
-        &request,
-        sender,
-    );
+    let uia = password_uia(format!("delete_devices:{}", ids.join(",")), &request, sender);
     let completed = authorize(&state, &uia, request.body.auth.as_ref()).await?;
     accounts::delete_devices(&state, &sender.user_id, &ids, Some(&completed.session_id)).await?;
     Ok(delete_devices::v3::Response::new())

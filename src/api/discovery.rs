@@ -26,12 +26,10 @@ pub async fn versions(
     _state: AppState,
     _request: Ruma<get_supported_versions::Request>,
 ) -> ApiResult<get_supported_versions::Response> {
-    let mut response = get_supported_versions::Response::new(
-        SUPPORTED_VERSIONS.iter().map(|v| (*v).to_owned()).collect(),
-    );
+    let mut response =
+        get_supported_versions::Response::new(SUPPORTED_VERSIONS.iter().map(|v| (*v).to_owned()).collect());
     // Refresh tokens went stable in v1.3; older clients look for the MSC flag.
-    response.unstable_features =
-        BTreeMap::from([("org.matrix.msc2918.refresh_token".to_owned(), true)]);
+    response.unstable_features = BTreeMap::from([("org.matrix.msc2918.refresh_token".to_owned(), true)]);
     Ok(response)
 }
 

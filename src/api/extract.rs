@@ -20,11 +20,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for MatrixJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> ApiResult<Self> {
-        let body = read_body(
-            request.into_body(),
-            state.config.limits.max_request_body_bytes,
-        )
-        .await?;
+        let body = read_body(request.into_body(), state.config.limits.max_request_body_bytes).await?;
         let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
         serde_json::from_slice(body)
             .map(Self)

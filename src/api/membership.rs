@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use ruma::{
     OwnedRoomId, OwnedUserId, RoomId,
     api::client::membership::{
-        ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
-        join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
+        ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
+        joined_members, joined_rooms, kick_user, leave_room, unban_user,
     },
 };
 use serde_json::Value;
@@ -23,18 +23,8 @@ use crate::{
     state::AppState,
 };
 
-async fn join(
-    state: &AppState,
-    sender: &Sender,
-    room_id: &RoomId,
-    reason: Option<&str>,
-) -> ApiResult<OwnedRoomId> {
-    if state
-        .storage
-        .room_version(room_id.as_str())
-        .await?
-        .is_none()
-    {
+async fn join(state: &AppState, sender: &Sender, room_id: &RoomId, reason: Option<&str>) -> ApiResult<OwnedRoomId> {
+    if state.storage.room_version(room_id.as_str()).await?.is_none() {
         // Joining through other servers needs federation, which Hearth does not speak yet.
         return Err(ApiError::not_found(
             "Unknown room (joining rooms on other servers is not supported yet)",
@@ -49,15 +39,7 @@ async fn join(
     {
         return Ok(room_id.to_owned());
     }
-    change_membership(
-        state,
-        room_id,
-        &sender.user_id,
-        &sender.user_id,
-        Change::Join,
-        reason,
-    )
-    .await?;
+    change_membership(state, room_id, &sender.user_id, &sender.user_id, Change::Join, reason).await?;
     Ok(room_id.to_owned())
 }
 
@@ -67,13 +49,7 @@ pub async fn join_by_id(
     request: Ruma<join_room_by_id::v3::Request>,
 ) -> ApiResult<join_room_by_id::v3::Response> {
     let sender = request.sender()?;
-    let room_id = join(
-        &state,
-        sender,
-        &request.body.room_id,
-        request.body.reason.as_deref(),
-    )
-    .await?;
+    let room_id = join(&state, sender, &request.body.room_id, request.body.reason.as_deref()).await?;
     Ok(join_room_by_id::v3::Response::new(room_id))
 }
 
@@ -92,10 +68,7 @@ pub async fn join_by_id_or_alias(
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/invite`
-pub async fn invite(
-    state: AppState,
-    request: Ruma<invite_user::v3::Request>,
-) -> ApiResult<invite_user::v3::Response> {
+pub async fn invite(state: AppState, request: Ruma<invite_user::v3::Request>) -> ApiResult<invite_user::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
     let invite_user::v3::InvitationRecipient::UserId(invitee) = &body.recipient else {
@@ -126,10 +99,7 @@ pub async fn invite(
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/leave`
-pub async fn leave(
-    state: AppState,
-    request: Ruma<leave_room::v3::Request>,
-) -> ApiResult<leave_room::v3::Response> {
+pub async fn leave(state: AppState, request: Ruma<leave_room::v3::Request>) -> ApiResult<leave_room::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
     let current = state
@@ -152,19 +122,14 @@ pub async fn leave(
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/forget`: nothing to forget until the user has left.
-pub async fn forget(
-    state: AppState,
-    request: Ruma<forget_room::v3::Request>,
-) -> ApiResult<forget_room::v3::Response> {
+pub async fn forget(state: AppState, request: Ruma<forget_room::v3::Request>) -> ApiResult<forget_room::v3::Response> {
     let sender = request.sender()?;
     let current = state
         .storage
         .membership(request.body.room_id.as_str(), sender.user_id.as_str())
         .await?;
     match current.as_deref() {
-        Some("join" | "invite" | "knock") => {
-            Err(ApiError::bad_json("Leave the room before forgetting it"))
-        }
+        Some("join" | "invite" | "knock") => Err(ApiError::bad_json("Leave the room before forgetting it")),
         None => Err(ApiError::not_found("You were never in this room")),
         Some(_) => Ok(forget_room::v3::Response::new()),
     }
@@ -183,10 +148,7 @@ async fn act_on(
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/kick`
-pub async fn kick(
-    state: AppState,
-    request: Ruma<kick_user::v3::Request>,
-) -> ApiResult<kick_user::v3::Response> {
+pub async fn kick(state: AppState, request: Ruma<kick_user::v3::Request>) -> ApiResult<kick_user::v3::Response> {
     let body = &request.body;
     act_on(
         &state,
@@ -201,10 +163,7 @@ pub async fn kick(
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/ban`
-pub async fn ban(
-    state: AppState,
-    request: Ruma<ban_user::v3::Request>,
-) -> ApiResult<ban_user::v3::Response> {
+pub async fn ban(state: AppState, request: Ruma<ban_user::v3::Request>) -> ApiResult<ban_user::v3::Response> {
     let body = &request.body;
     act_on(
         &state,
@@ -219,10 +178,7 @@ pub async fn ban(
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/unban`
-pub async fn unban(
-    state: AppState,
-    request: Ruma<unban_user::v3::Request>,
-) -> ApiResult<unban_user::v3::Response> {
+pub async fn unban(state: AppState, request: Ruma<unban_user::v3::Request>) -> ApiResult<unban_user::v3::Response> {
     let body = &request.body;
     act_on(
         &state,
@@ -245,9 +201,7 @@ pub async fn members(
     let body = &request.body;
     let access = read_access(&state, &body.room_id, &sender.user_id).await?;
     if body.at.is_some() {
-        return Err(ApiError::invalid_param(
-            "The `at` parameter is not supported yet",
-        ));
+        return Err(ApiError::invalid_param("The `at` parameter is not supported yet"));
     }
     let version = state
         .storage
@@ -261,23 +215,13 @@ pub async fn members(
         .filter(|row| access.allows(row.stream_ordering) || access == ReadAccess::Everything)
     {
         let event = client_event(row, &version, Unsigned::default());
-        let membership = event["content"]["membership"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if body
-            .membership
-            .as_ref()
-            .is_some_and(|m| m.as_str() != membership)
-            || body
-                .not_membership
-                .as_ref()
-                .is_some_and(|m| m.as_str() == membership)
+        let membership = event["content"]["membership"].as_str().unwrap_or_default().to_owned();
+        if body.membership.as_ref().is_some_and(|m| m.as_str() != membership)
+            || body.not_membership.as_ref().is_some_and(|m| m.as_str() == membership)
         {
             continue;
         }
-        let json = serde_json::value::RawValue::from_string(event.to_string())
-            .map_err(|_| ApiError::internal())?;
+        let json = serde_json::value::RawValue::from_string(event.to_string()).map_err(|_| ApiError::internal())?;
         chunk.push(ruma::serde::Raw::from_json(json));
     }
     Ok(get_member_events::v3::Response::new(chunk))

@@ -7,6 +7,7 @@ mod account;
 mod account_data;
 mod admin;
 mod devices;
+mod directory;
 mod discovery;
 mod extract;
 mod membership;
@@ -45,10 +46,7 @@ pub fn router(state: AppState) -> Router {
         // Discovery
         .ruma(discovery::versions)
         .ruma(discovery::well_known_client)
-        .route(
-            "/.well-known/matrix/server",
-            get(discovery::well_known_server),
-        )
+        .route("/.well-known/matrix/server", get(discovery::well_known_server))
         .ruma(discovery::capabilities)
         // Registration
         .ruma(register::register)
@@ -79,6 +77,11 @@ pub fn router(state: AppState) -> Router {
         // Account data
         .ruma(account_data::get)
         .ruma(account_data::set)
+        .ruma(account_data::get_room)
+        .ruma(account_data::set_room)
+        .ruma(account_data::tags)
+        .ruma(account_data::add_tag)
+        .ruma(account_data::remove_tag)
         // Rooms
         .ruma(rooms::create)
         .ruma(rooms::send_message)
@@ -88,6 +91,17 @@ pub fn router(state: AppState) -> Router {
         .ruma(rooms::get_event)
         .ruma(rooms::messages)
         .ruma(rooms::redact)
+        // Aliases, directory, reports
+        .ruma(directory::create)
+        .ruma(directory::resolve)
+        .ruma(directory::delete)
+        .ruma(directory::room_aliases)
+        .ruma(directory::visibility)
+        .ruma(directory::set_visibility)
+        .ruma(directory::list_public)
+        .ruma(directory::search_public)
+        .ruma(directory::report_event)
+        .ruma(directory::report_whole_room)
         // Membership
         .ruma(membership::join_by_id)
         .ruma(membership::join_by_id_or_alias)
@@ -124,10 +138,7 @@ pub fn router(state: AppState) -> Router {
         // Operations
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            ops::record_metrics,
-        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), ops::record_metrics))
         .fallback(ops::unknown_endpoint)
         .method_not_allowed_fallback(ops::method_not_allowed);
 
@@ -139,17 +150,15 @@ pub fn router(state: AppState) -> Router {
             axum::response::IntoResponse::into_response(crate::error::ApiError::internal())
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let id = request
-                    .extensions()
-                    .get::<RequestId>()
-                    .and_then(|id| id.header_value().to_str().ok())
-                    .unwrap_or("-");
-                // The path only: query strings may carry access tokens.
-                info_span!("request", id, method = %request.method(), path = request.uri().path())
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let id = request
+                .extensions()
+                .get::<RequestId>()
+                .and_then(|id| id.header_value().to_str().ok())
+                .unwrap_or("-");
+            // The path only: query strings may carry access tokens.
+            info_span!("request", id, method = %request.method(), path = request.uri().path())
+        }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(cors())
         .with_state(state)
@@ -160,13 +169,7 @@ pub fn router(state: AppState) -> Router {
 fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
         .allow_headers([
             HeaderName::from_static("x-requested-with"),
             header::CONTENT_TYPE,

@@ -30,10 +30,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.db_connections.set(i64::from(open));
     state.metrics.db_connections_idle.set(idle as i64);
     (
-        [(
-            http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),
     )
         .into_response()
@@ -46,18 +43,11 @@ pub async fn unknown_endpoint() -> ApiError {
 
 /// Known path, wrong method: 405 `M_UNRECOGNIZED`.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::unrecognized(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "Method not allowed for this endpoint",
-    )
+    ApiError::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed for this endpoint")
 }
 
 /// Counts every request and times it, labelled by route template and status.
-pub async fn record_metrics(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
     let endpoint = request

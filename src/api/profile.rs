@@ -5,9 +5,7 @@ use http::StatusCode;
 use ruma::{
     OwnedUserId,
     api::{
-        client::profile::{
-            delete_profile_field, get_profile, get_profile_field, set_profile_field,
-        },
+        client::profile::{delete_profile_field, get_profile, get_profile_field, set_profile_field},
         error::ErrorKind,
     },
     profile::{ProfileFieldValue, UserProfile},
@@ -29,10 +27,7 @@ const MAX_PROFILE_BYTES: usize = 64 * 1024;
 
 /// The profile of a local user; 404 if there is no such user. Remote profiles need
 /// federation, which Hearth does not speak yet.
-async fn local_profile(
-    state: &AppState,
-    user_id: &OwnedUserId,
-) -> ApiResult<serde_json::Map<String, Value>> {
+async fn local_profile(state: &AppState, user_id: &OwnedUserId) -> ApiResult<serde_json::Map<String, Value>> {
     if user_id.server_name() != state.config.server_name {
         return Err(ApiError::not_found(
             "Profiles of remote users are not available (no federation yet)",
@@ -45,10 +40,7 @@ async fn local_profile(
 }
 
 /// `GET /_matrix/client/v3/profile/{userId}`
-pub async fn get(
-    state: AppState,
-    request: Ruma<get_profile::v3::Request>,
-) -> ApiResult<get_profile::v3::Response> {
+pub async fn get(state: AppState, request: Ruma<get_profile::v3::Request>) -> ApiResult<get_profile::v3::Response> {
     let profile = local_profile(&state, &request.body.user_id).await?;
     let mut response = get_profile::v3::Response::new();
     response.data = profile.into_iter().collect::<UserProfile>();

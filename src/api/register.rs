@@ -27,10 +27,7 @@ use crate::{
 const GENERATED_ID_ATTEMPTS: usize = 5;
 
 /// `POST /_matrix/client/v3/register`
-pub async fn register(
-    state: AppState,
-    request: Ruma<register::v3::Request>,
-) -> ApiResult<register::v3::Response> {
+pub async fn register(state: AppState, request: Ruma<register::v3::Request>) -> ApiResult<register::v3::Response> {
     let ip = request.client_ip.to_string();
     let body = request.body;
     let is_guest = body.kind == register::RegistrationKind::Guest;
@@ -68,9 +65,7 @@ pub async fn register(
         Some(authorize(&state, &uia, body.auth.as_ref()).await?)
     };
     if !is_guest && body.password.is_none() {
-        return Err(ApiError::missing_param(
-            "A password is required to register",
-        ));
+        return Err(ApiError::missing_param("A password is required to register"));
     }
     state.rate_limits.registration.check(&ip)?;
 
@@ -137,14 +132,9 @@ pub async fn registration_token_validity(
     request: Ruma<check_registration_token_validity::v1::Request>,
 ) -> ApiResult<check_registration_token_validity::v1::Response> {
     if state.config.registration_mode() != RegistrationMode::TokenRequired {
-        return Err(ApiError::forbidden(
-            "Registration tokens are not in use on this server",
-        ));
+        return Err(ApiError::forbidden("Registration tokens are not in use on this server"));
     }
-    state
-        .rate_limits
-        .registration
-        .check(&request.client_ip.to_string())?;
+    state.rate_limits.registration.check(&request.client_ip.to_string())?;
     let valid = state
         .storage
         .registration_token(&request.body.token)

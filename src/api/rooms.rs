@@ -41,10 +41,7 @@ fn object_of(raw: &RawValue, what: &str) -> ApiResult<Map<String, Value>> {
 }
 
 /// `POST /_matrix/client/v3/createRoom`
-pub async fn create(
-    state: AppState,
-    request: Ruma<create_room::v3::Request>,
-) -> ApiResult<create_room::v3::Response> {
+pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) -> ApiResult<create_room::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
     if !body.invite_3pid.is_empty() {
@@ -119,11 +116,7 @@ pub async fn send_message(
     let body = &request.body;
     if let Some((room, event_id)) = state
         .storage
-        .event_for_transaction(
-            sender.user_id.as_str(),
-            sender.device_id.as_str(),
-            body.txn_id.as_str(),
-        )
+        .event_for_transaction(sender.user_id.as_str(), sender.device_id.as_str(), body.txn_id.as_str())
         .await?
         && room == body.room_id.as_str()
     {
@@ -142,14 +135,7 @@ pub async fn send_message(
         device_id: sender.device_id.as_str(),
         txn_id: body.txn_id.as_str(),
     };
-    let appended = append_event(
-        &state,
-        &body.room_id,
-        &sender.user_id,
-        draft,
-        Some(transaction),
-    )
-    .await?;
+    let appended = append_event(&state, &body.room_id, &sender.user_id, draft, Some(transaction)).await?;
     Ok(send_message_event::v3::Response::new(appended.event_id))
 }
 
@@ -165,33 +151,19 @@ pub async fn send_state(
         // Membership goes through /join, /invite, /leave…, which check what it means.
         let membership = content.get("membership").and_then(Value::as_str);
         if membership.is_none() {
-            return Err(ApiError::bad_json(
-                "m.room.member content needs a membership",
-            ));
+            return Err(ApiError::bad_json("m.room.member content needs a membership"));
         }
     }
-    let draft = EventDraft::state(
-        &body.event_type.to_string(),
-        &body.state_key,
-        Value::Object(content),
-    );
+    let draft = EventDraft::state(&body.event_type.to_string(), &body.state_key, Value::Object(content));
     let appended = append_event(&state, &body.room_id, &sender.user_id, draft, None).await?;
     Ok(send_state_event::v3::Response::new(appended.event_id))
 }
 
 /// Renders events for the requesting device.
-async fn render(
-    state: &AppState,
-    rows: &[EventRow],
-    version: &str,
-    device_id: &str,
-) -> ApiResult<Vec<Value>> {
+async fn render(state: &AppState, rows: &[EventRow], version: &str, device_id: &str) -> ApiResult<Vec<Value>> {
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
-        let transaction_id = state
-            .storage
-            .transaction_of_event(&row.event_id, device_id)
-            .await?;
+        let transaction_id = state.storage.transaction_of_event(&row.event_id, device_id).await?;
         let redacted_because = match &row.redacted_by {
             Some(redaction) => state
                 .storage
@@ -253,12 +225,7 @@ pub async fn get_state(
                 .state_group_after(&member.event_id)
                 .await?
                 .ok_or_else(ApiError::internal)?;
-            state
-                .storage
-                .state_group(group)
-                .await?
-                .into_values()
-                .collect()
+            state.storage.state_group(group).await?.into_values().collect()
         }
     };
     let rows = state.storage.events(&ids).await?;
@@ -278,30 +245,16 @@ pub async fn get_state_event(
     let access = read_access(&state, &body.room_id, &sender.user_id).await?;
     let row = state
         .storage
-        .current_state_event(
-            body.room_id.as_str(),
-            &body.event_type.to_string(),
-            &body.state_key,
-        )
+        .current_state_event(body.room_id.as_str(), &body.event_type.to_string(), &body.state_key)
         .await?
         .filter(|row| access.allows(row.stream_ordering))
         .ok_or_else(|| ApiError::not_found("No such state event"))?;
     let version = room_version_of(&state, &body.room_id).await?;
-    let event = render(
-        &state,
-        std::slice::from_ref(&row),
-        &version,
-        sender.device_id.as_str(),
-    )
-    .await?
-    .remove(0);
-    let wants_event = body.format
-        == ruma::api::client::state::get_state_event_for_key::v3::StateEventFormat::Event;
-    let value = if wants_event {
-        event
-    } else {
-        event["content"].clone()
-    };
+    let event = render(&state, std::slice::from_ref(&row), &version, sender.device_id.as_str())
+        .await?
+        .remove(0);
+    let wants_event = body.format == ruma::api::client::state::get_state_event_for_key::v3::StateEventFormat::Event;
+    let value = if wants_event { event } else { event["content"].clone() };
     let json = RawValue::from_string(value.to_string()).map_err(|_| ApiError::internal())?;
     Ok(get_state_event_for_key::v3::Response::new(json))
 }
@@ -321,14 +274,9 @@ pub async fn get_event(
         .filter(|row| row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering))
         .ok_or_else(|| ApiError::not_found("Event not found"))?;
     let version = room_version_of(&state, &body.room_id).await?;
-    let event = render(
-        &state,
-        std::slice::from_ref(&row),
-        &version,
-        sender.device_id.as_str(),
-    )
-    .await?
-    .remove(0);
+    let event = render(&state, std::slice::from_ref(&row), &version, sender.device_id.as_str())
+        .await?
+        .remove(0);
     Ok(get_room_event::v3::Response::new(raw(&event)?))
 }
 
@@ -433,11 +381,7 @@ pub async fn redact(
     let body = &request.body;
     if let Some((room, event_id)) = state
         .storage
-        .event_for_transaction(
-            sender.user_id.as_str(),
-            sender.device_id.as_str(),
-            body.txn_id.as_str(),
-        )
+        .event_for_transaction(sender.user_id.as_str(), sender.device_id.as_str(), body.txn_id.as_str())
         .await?
         && room == body.room_id.as_str()
     {
@@ -474,13 +418,6 @@ pub async fn redact(
         device_id: sender.device_id.as_str(),
         txn_id: body.txn_id.as_str(),
     };
-    let appended = append_event(
-        &state,
-        &body.room_id,
-        &sender.user_id,
-        draft,
-        Some(transaction),
-    )
-    .await?;
+    let appended = append_event(&state, &body.room_id, &sender.user_id, draft, Some(transaction)).await?;
     Ok(redact_event::v3::Response::new(appended.event_id))
 }

@@ -24,8 +24,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use ruma::api::{
     IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
     auth_scheme::{
-        AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken,
-        NoAuthentication,
+        AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken, NoAuthentication,
     },
     error::{DeserializationError, FromHttpRequestError},
     path_builder::PathBuilder,
@@ -94,18 +93,13 @@ where
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let (mut parts, body) = request.into_parts();
-        let path_args: Vec<String> =
-            match RawPathParams::from_request_parts(&mut parts, state).await {
-                Ok(params) => params.iter().map(|(_, value)| value.to_owned()).collect(),
-                Err(axum::extract::rejection::RawPathParamsRejection::MissingPathParams(_)) => {
-                    Vec::new()
-                }
-                Err(_) => {
-                    return Err(ApiError::invalid_param(
-                        "Path parameters must be valid UTF-8",
-                    ));
-                }
-            };
+        let path_args: Vec<String> = match RawPathParams::from_request_parts(&mut parts, state).await {
+            Ok(params) => params.iter().map(|(_, value)| value.to_owned()).collect(),
+            Err(axum::extract::rejection::RawPathParamsRejection::MissingPathParams(_)) => Vec::new(),
+            Err(_) => {
+                return Err(ApiError::invalid_param("Path parameters must be valid UTF-8"));
+            }
+        };
         let client_ip = client_ip(&parts, state);
         let sender = authenticate(&parts, state, Req::Authentication::TOKEN).await?;
         let body = read_body(body, state.config.limits.max_request_body_bytes).await?;
@@ -155,11 +149,7 @@ pub fn access_token(parts: &Parts) -> ApiResult<Option<String>> {
     Ok(query_param(parts.uri.query(), "access_token"))
 }
 
-pub async fn authenticate(
-    parts: &Parts,
-    state: &AppState,
-    token_use: TokenUse,
-) -> ApiResult<Option<Sender>> {
+pub async fn authenticate(parts: &Parts, state: &AppState, token_use: TokenUse) -> ApiResult<Option<Sender>> {
     if token_use == TokenUse::Ignored {
         return Ok(None);
     }
@@ -203,9 +193,7 @@ pub fn client_ip(parts: &Parts, state: &AppState) -> IpAddr {
 pub async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::too_large(limit))
-        }
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::too_large(limit)),
         Err(_) => Err(ApiError::bad_json("Could not read the request body")),
     }
 }
@@ -217,9 +205,7 @@ fn parse_error(error: FromHttpRequestError) -> ApiError {
         FromHttpRequestError::MethodMismatch { .. } => {
             ApiError::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         }
-        FromHttpRequestError::Deserialization(DeserializationError::Json(error)) => {
-            json_error(&error)
-        }
+        FromHttpRequestError::Deserialization(DeserializationError::Json(error)) => json_error(&error),
         FromHttpRequestError::Deserialization(error) => ApiError::invalid_param(error.to_string()),
         _ => ApiError::bad_json("Invalid request"),
     }
@@ -271,8 +257,7 @@ impl RumaRouter for Router<AppState> {
         H: Fn(AppState, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = ApiResult<Req::OutgoingResponse>> + Send + 'static,
     {
-        let method =
-            MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard HTTP methods");
+        let method = MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard HTTP methods");
         for path in Req::PATH_BUILDER.all_paths() {
             let mut paths = vec![path.to_owned()];
             // The empty state key may be written as a trailing slash or left out.

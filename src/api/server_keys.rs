@@ -18,8 +18,7 @@ use crate::{
 const KEY_VALIDITY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 pub async fn server_keys(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let millis =
-        |ms: i64| MilliSecondsSinceUnixEpoch(UInt::try_from(ms.max(0)).unwrap_or_default());
+    let millis = |ms: i64| MilliSecondsSinceUnixEpoch(UInt::try_from(ms.max(0)).unwrap_or_default());
     let mut old = Vec::new();
     for (key_id, document, expired) in state.storage.signing_keys().await? {
         let Some(expired) = expired else { continue };
@@ -37,14 +36,7 @@ pub async fn server_keys(State(state): State<AppState>) -> ApiResult<Json<Value>
         });
     }
     let valid_until = millis(now_ms() + KEY_VALIDITY.as_millis() as i64);
-    let document = server_key_document(
-        &state.config.server_name,
-        &state.signing_key,
-        &old,
-        valid_until,
-    )
-    .map_err(|_| ApiError::internal())?;
-    Ok(Json(
-        serde_json::to_value(document).map_err(|_| ApiError::internal())?,
-    ))
+    let document = server_key_document(&state.config.server_name, &state.signing_key, &old, valid_until)
+        .map_err(|_| ApiError::internal())?;
+    Ok(Json(serde_json::to_value(document).map_err(|_| ApiError::internal())?))
 }

@@ -34,16 +34,13 @@ pub async fn login_types(
     _state: AppState,
     _request: Ruma<get_login_types::v3::Request>,
 ) -> ApiResult<get_login_types::v3::Response> {
-    Ok(get_login_types::v3::Response::new(vec![
-        LoginType::Password(Default::default()),
-    ]))
+    Ok(get_login_types::v3::Response::new(vec![LoginType::Password(
+        Default::default(),
+    )]))
 }
 
 /// `POST /_matrix/client/v3/login`
-pub async fn login(
-    state: AppState,
-    request: Ruma<login::v3::Request>,
-) -> ApiResult<login::v3::Response> {
+pub async fn login(state: AppState, request: Ruma<login::v3::Request>) -> ApiResult<login::v3::Response> {
     let ip = request.client_ip.to_string();
     let body = request.body;
     let LoginInfo::Password(password) = &body.login_info else {
@@ -59,9 +56,7 @@ pub async fn login(
         (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
         (None, Some(user)) => user.clone(),
         (Some(_), _) => {
-            return Err(ApiError::forbidden(
-                "Only Matrix user IDs can log in on this server",
-            ));
+            return Err(ApiError::forbidden("Only Matrix user IDs can log in on this server"));
         }
         (None, None) => return Err(ApiError::missing_param("No identifier given")),
     };
@@ -100,12 +95,7 @@ fn resolve_user(state: &AppState, user: &str) -> ApiResult<OwnedUserId> {
         ))
         .map_err(|_| invalid())
     } else {
-        UserId::parse(format!(
-            "@{}:{}",
-            user.to_lowercase(),
-            state.config.server_name
-        ))
-        .map_err(|_| invalid())
+        UserId::parse(format!("@{}:{}", user.to_lowercase(), state.config.server_name)).map_err(|_| invalid())
     }
 }
 
@@ -127,10 +117,7 @@ pub async fn refresh(
 }
 
 /// `POST /_matrix/client/v3/logout`: ends this session, deleting its device.
-pub async fn logout(
-    state: AppState,
-    request: Ruma<logout::v3::Request>,
-) -> ApiResult<logout::v3::Response> {
+pub async fn logout(state: AppState, request: Ruma<logout::v3::Request>) -> ApiResult<logout::v3::Response> {
     let sender = request.sender()?;
     delete_devices(&state, &sender.user_id, &[sender.device_id.as_str()], None).await?;
     Ok(logout::v3::Response::new())
@@ -147,10 +134,7 @@ pub async fn logout_all(
 }
 
 /// `GET /_matrix/client/v3/account/whoami`
-pub async fn whoami(
-    _state: AppState,
-    request: Ruma<whoami::v3::Request>,
-) -> ApiResult<whoami::v3::Response> {
+pub async fn whoami(_state: AppState, request: Ruma<whoami::v3::Request>) -> ApiResult<whoami::v3::Response> {
     let sender = request.sender()?;
     let mut response = whoami::v3::Response::new(sender.user_id.clone(), sender.is_guest);
     response.device_id = Some(sender.device_id.clone());

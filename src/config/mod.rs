@@ -24,10 +24,7 @@ const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("HEARTH_DATA_DIR", "data_dir"),
     ("HEARTH_DATABASE_URL", "database.url"),
     ("HEARTH_ENABLE_REGISTRATION", "registration.enabled"),
-    (
-        "HEARTH_REGISTRATION_SHARED_SECRET",
-        "registration.shared_secret",
-    ),
+    ("HEARTH_REGISTRATION_SHARED_SECRET", "registration.shared_secret"),
     ("HEARTH_LOG", "log"),
 ];
 
@@ -119,9 +116,7 @@ pub struct WellKnownConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            server_name: "localhost"
-                .try_into()
-                .expect("`localhost` is a valid server name"),
+            server_name: "localhost".try_into().expect("`localhost` is a valid server name"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
             data_dir: PathBuf::from("./hearth-data"),
             public_baseurl: None,
@@ -207,20 +202,12 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
-                return Err(ConfigError(format!(
-                    "config file {} does not exist",
-                    file.display()
-                )));
+                return Err(ConfigError(format!("config file {} does not exist", file.display())));
             }
             figment = figment.merge(Toml::file_exact(file));
         }
         let env = Env::raw()
-            .only(
-                &ENV_OVERRIDES
-                    .iter()
-                    .map(|(var, _)| *var)
-                    .collect::<Vec<_>>(),
-            )
+            .only(&ENV_OVERRIDES.iter().map(|(var, _)| *var).collect::<Vec<_>>())
             .map(|var| {
                 let key = ENV_OVERRIDES
                     .iter()
@@ -241,9 +228,7 @@ impl Config {
             return fail("database.max_connections", "must be at least 1".into());
         }
         if let Some(url) = &self.database.url
-            && !(url.starts_with("sqlite:")
-                || url.starts_with("postgres:")
-                || url.starts_with("postgresql:"))
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:"))
         {
             return fail(
                 "database.url",
@@ -251,20 +236,14 @@ impl Config {
             );
         }
         if self.limits.max_request_body_bytes < 1024 {
-            return fail(
-                "limits.max_request_body_bytes",
-                "must be at least 1024".into(),
-            );
+            return fail("limits.max_request_body_bytes", "must be at least 1024".into());
         }
         for (key, limit) in [
             ("rate_limits.login", self.rate_limits.login),
             ("rate_limits.registration", self.rate_limits.registration),
         ] {
             if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst_count == 0 {
-                return fail(
-                    key,
-                    "per_second must be > 0 and burst_count at least 1".into(),
-                );
+                return fail(key, "per_second must be > 0 and burst_count at least 1".into());
             }
         }
         for (key, url) in [
@@ -293,10 +272,7 @@ impl Config {
         if let Some(server) = &self.well_known.server
             && <&ServerName>::try_from(server.as_str()).is_err()
         {
-            return fail(
-                "well_known.server",
-                format!("`{server}` is not a valid server name"),
-            );
+            return fail("well_known.server", format!("`{server}` is not a valid server name"));
         }
         if let Some(secret) = &self.registration.shared_secret
             && secret.is_empty()
@@ -336,19 +312,13 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database.url {
             Some(url) => url.clone(),
-            None => format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("hearth.db").display()
-            ),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("hearth.db").display()),
         }
     }
 
     /// The base URL clients should use, if known (`well_known.client`, else `public_baseurl`).
     pub fn client_base_url(&self) -> Option<&str> {
-        self.well_known
-            .client
-            .as_deref()
-            .or(self.public_baseurl.as_deref())
+        self.well_known.client.as_deref().or(self.public_baseurl.as_deref())
     }
 }
 
@@ -362,9 +332,7 @@ mod tests {
 
     #[test]
     fn sample_config_parses_to_the_defaults() {
-        let sample: Config = Figment::from(Toml::string(SAMPLE_CONFIG))
-            .extract()
-            .unwrap();
+        let sample: Config = Figment::from(Toml::string(SAMPLE_CONFIG)).extract().unwrap();
         let defaults = Config::default();
         assert_eq!(
             serde_json::to_value(&sample).unwrap(),

@@ -31,11 +31,7 @@ impl ReadAccess {
 }
 
 /// 404 for rooms we do not know, 403 for rooms the user may not read.
-pub async fn read_access(
-    state: &AppState,
-    room_id: &RoomId,
-    user_id: &UserId,
-) -> ApiResult<ReadAccess> {
+pub async fn read_access(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<ReadAccess> {
     let storage = &state.storage;
     if storage.room_version(room_id.as_str()).await?.is_none() {
         return Err(ApiError::not_found("Unknown room"));
@@ -43,9 +39,7 @@ pub async fn read_access(
     let member = storage
         .current_state_event(room_id.as_str(), "m.room.member", user_id.as_str())
         .await?;
-    let membership = member
-        .as_ref()
-        .and_then(|row| content_field(&row.json, "membership"));
+    let membership = member.as_ref().and_then(|row| content_field(&row.json, "membership"));
     match (membership.as_deref(), member) {
         (Some("join"), _) => return Ok(ReadAccess::Everything),
         (Some("leave" | "ban"), Some(row)) => {
@@ -81,12 +75,7 @@ pub fn content_field(pdu_json: &str, field: &str) -> Option<String> {
 
 /// The user's power level in the room, and the level an action needs (`redact`, `kick`…).
 /// Creators in v12 rooms have infinite power (`i64::MAX`).
-pub async fn power_levels(
-    state: &AppState,
-    room_id: &RoomId,
-    user_id: &UserId,
-    action: &str,
-) -> ApiResult<(i64, i64)> {
+pub async fn power_levels(state: &AppState, room_id: &RoomId, user_id: &UserId, action: &str) -> ApiResult<(i64, i64)> {
     let storage = &state.storage;
     let create = storage
         .current_state_event(room_id.as_str(), "m.room.create", "")
@@ -101,11 +90,7 @@ pub async fn power_levels(
     let is_creator = create.sender == user_id.as_str()
         || create_pdu["content"]["additional_creators"]
             .as_array()
-            .is_some_and(|creators| {
-                creators
-                    .iter()
-                    .any(|c| c.as_str() == Some(user_id.as_str()))
-            });
+            .is_some_and(|creators| creators.iter().any(|c| c.as_str() == Some(user_id.as_str())));
     let levels = storage
         .current_state_event(room_id.as_str(), "m.room.power_levels", "")
         .await?;
@@ -117,11 +102,7 @@ pub async fn power_levels(
     };
     let pdu: Value = serde_json::from_str(&levels.json).unwrap_or_default();
     let content = &pdu["content"];
-    let number = |value: &Value| {
-        value
-            .as_i64()
-            .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
-    };
+    let number = |value: &Value| value.as_i64().or_else(|| value.as_str().and_then(|s| s.parse().ok()));
     let needed = number(&content[action]).unwrap_or(action_default);
     let own = if is_creator && rules.authorization.explicitly_privilege_room_creators {
         i64::MAX

@@ -37,11 +37,7 @@ pub struct RoomSpec {
     pub is_direct: bool,
 }
 
-pub async fn create_room(
-    state: &AppState,
-    creator: &UserId,
-    spec: RoomSpec,
-) -> ApiResult<OwnedRoomId> {
+pub async fn create_room(state: &AppState, creator: &UserId, spec: RoomSpec) -> ApiResult<OwnedRoomId> {
     let rules = spec.version.rules().ok_or_else(ApiError::internal)?;
     let mut create_content = spec.creation_content.clone();
     // The create event's `creator` field exists up to v10; from v11 the sender is the creator.
@@ -49,8 +45,7 @@ pub async fn create_room(
         create_content.insert("creator".into(), Value::from(creator.as_str()));
     }
     create_content.insert("room_version".into(), Value::from(spec.version.as_str()));
-    let (room_id, _) =
-        create_room_event(state, &spec.version, creator, Value::Object(create_content)).await?;
+    let (room_id, _) = create_room_event(state, &spec.version, creator, Value::Object(create_content)).await?;
 
     change_membership(state, &room_id, creator, creator, Change::Join, None).await?;
 
@@ -115,18 +110,10 @@ pub async fn create_room(
         events.push(EventDraft::state(&event_type, &state_key, content));
     }
     if let Some(name) = spec.name {
-        events.push(EventDraft::state(
-            "m.room.name",
-            "",
-            json!({ "name": name }),
-        ));
+        events.push(EventDraft::state("m.room.name", "", json!({ "name": name })));
     }
     if let Some(topic) = spec.topic {
-        events.push(EventDraft::state(
-            "m.room.topic",
-            "",
-            json!({ "topic": topic }),
-        ));
+        events.push(EventDraft::state("m.room.topic", "", json!({ "topic": topic })));
     }
     for draft in events {
         append_event(state, &room_id, creator, draft, None).await?;

@@ -43,10 +43,7 @@ pub async fn change_membership(
     change: Change,
     reason: Option<&str>,
 ) -> ApiResult<Appended> {
-    let current = state
-        .storage
-        .membership(room_id.as_str(), target.as_str())
-        .await?;
+    let current = state.storage.membership(room_id.as_str(), target.as_str()).await?;
     match (change, current.as_deref()) {
         (Change::Kick, Some("join" | "invite" | "knock")) | (Change::Unban, Some("ban")) => {}
         (Change::Kick, _) => return Err(ApiError::forbidden("The user is not in the room")),

@@ -25,10 +25,7 @@ pub struct RoomLocks {
 impl RoomLocks {
     pub async fn lock(&self, room_id: &RoomId) -> OwnedMutexGuard<()> {
         let lock = {
-            let mut locks = self
-                .locks
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             // Forget locks nobody holds or waits for, so the map does not grow with every room.
             if locks.len() > 10_000 {
                 locks.retain(|_, lock| Arc::strong_count(lock) > 1);

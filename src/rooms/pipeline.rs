@@ -11,14 +11,11 @@ use hearth_federation::{
 };
 use http::StatusCode;
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId,
-    UserId,
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId,
     api::error::ErrorKind,
     events::TimelineEventType,
     room_version_rules::{RoomIdFormatVersion, RoomVersionRules},
-    state_res::{
-        auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules,
-    },
+    state_res::{auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules},
 };
 use serde_json::{Value, value::RawValue};
 
@@ -86,30 +83,14 @@ pub async fn create_room_event(
     sender: &UserId,
     content: Value,
 ) -> ApiResult<(OwnedRoomId, Appended)> {
-    let rules = version
-        .rules()
-        .ok_or_else(|| unsupported_version(version.as_str()))?;
+    let rules = version.rules().ok_or_else(|| unsupported_version(version.as_str()))?;
     let hash_room_id = rules.room_id_format == RoomIdFormatVersion::V2;
     let generated_room_id = (!hash_room_id)
-        .then(|| {
-            OwnedRoomId::try_from(format!(
-                "!{}:{}",
-                random_string(18),
-                state.config.server_name
-            ))
-        })
+        .then(|| OwnedRoomId::try_from(format!("!{}:{}", random_string(18), state.config.server_name)))
         .transpose()
         .map_err(|_| ApiError::internal())?;
     let draft = EventDraft::state("m.room.create", "", content);
-    let mut object = build_object(
-        &draft,
-        generated_room_id.as_deref(),
-        sender,
-        1,
-        &[],
-        &[],
-        &rules,
-    )?;
+    let mut object = build_object(&draft, generated_room_id.as_deref(), sender, 1, &[], &[], &rules)?;
     let event_id = finalize(&mut object, &rules, state)?;
     let room_id = match generated_room_id {
         Some(room_id) => room_id,
@@ -164,26 +145,15 @@ pub async fn append_event(
     let (_, rules) = room_version_rules(&version)?;
 
     let extremities = storage.forward_extremities(room_id.as_str()).await?;
-    let depth = extremities
-        .iter()
-        .map(|(_, depth, _)| *depth)
-        .max()
-        .unwrap_or(0)
-        + 1;
+    let depth = extremities.iter().map(|(_, depth, _)| *depth).max().unwrap_or(0) + 1;
     // Local events always build on the room's current state: the state after the newest
     // extremity, which is what current state holds.
     let state_before = extremities.last().map(|(_, _, group)| *group);
-    let prev_ids: Vec<String> = extremities
-        .iter()
-        .rev()
-        .take(20)
-        .map(|(id, _, _)| id.clone())
-        .collect();
+    let prev_ids: Vec<String> = extremities.iter().rev().take(20).map(|(id, _, _)| id.clone()).collect();
     let current = storage.current_state(room_id.as_str()).await?;
 
     let event_type = TimelineEventType::from(draft.event_type.as_str());
-    let content_raw =
-        RawValue::from_string(draft.content.to_string()).map_err(|_| ApiError::internal())?;
+    let content_raw = RawValue::from_string(draft.content.to_string()).map_err(|_| ApiError::internal())?;
     let auth_types = auth_types_for_event(
         &event_type,
         sender,
@@ -197,9 +167,7 @@ pub async fn append_event(
         .filter_map(|(kind, key)| current.get(&(kind.to_string(), key.clone())).cloned())
         .collect();
     // The create event is always needed by the rules (in v12 it is implied, not listed).
-    let create_id = current
-        .get(&("m.room.create".to_owned(), String::new()))
-        .cloned();
+    let create_id = current.get(&("m.room.create".to_owned(), String::new())).cloned();
     let mut wanted = auth_ids.clone();
     wanted.extend(prev_ids.iter().cloned());
     wanted.extend(create_id.clone());
@@ -220,15 +188,7 @@ pub async fn append_event(
     };
     let prev_refs = references(&prev_ids)?;
     let auth_refs = references(&auth_ids)?;
-    let mut object = build_object(
-        &draft,
-        Some(room_id),
-        sender,
-        depth,
-        &prev_refs,
-        &auth_refs,
-        &rules,
-    )?;
+    let mut object = build_object(&draft, Some(room_id), sender, depth, &prev_refs, &auth_refs, &rules)?;
     let event_id = finalize(&mut object, &rules, state)?;
     let pdu = to_pdu(&event_id, &object)?;
 
@@ -246,9 +206,7 @@ pub async fn append_event(
     check_state_independent_auth_rules(&rules.authorization, &pdu, |id| by_id.get(id).cloned())
         .and_then(|()| {
             check_state_dependent_auth_rules(&rules.authorization, &pdu, |kind, key| {
-                state_events
-                    .get(&(kind.to_string(), key.to_owned()))
-                    .cloned()
+                state_events.get(&(kind.to_string(), key.to_owned())).cloned()
             })
         })
         .map_err(|reason| ApiError::forbidden(format!("Not allowed: {reason}")))?;
@@ -270,9 +228,7 @@ pub async fn append_event(
         prev_events: &prev_ids,
         state_before,
         membership,
-        transaction: transaction
-            .as_ref()
-            .map(|t| (sender.as_str(), t.device_id, t.txn_id)),
+        transaction: transaction.as_ref().map(|t| (sender.as_str(), t.device_id, t.txn_id)),
     };
     let stream_ordering = Storage::persist_event(&mut tx, &row).await?;
     if let Some(redacted) = &draft.redacts {
@@ -286,20 +242,13 @@ pub async fn append_event(
     })
 }
 
-async fn apply_redaction(
-    tx: &mut Tx,
-    redacted: &OwnedEventId,
-    redaction: &OwnedEventId,
-) -> ApiResult<()> {
+async fn apply_redaction(tx: &mut Tx, redacted: &OwnedEventId, redaction: &OwnedEventId) -> ApiResult<()> {
     Storage::mark_redacted(tx, redacted.as_str(), redaction.as_str()).await?;
     Ok(())
 }
 
 /// The state events the rules may look up, keyed by (type, state key).
-fn state_pdus(
-    current: &StateMap,
-    loaded: &HashMap<OwnedEventId, PduEvent>,
-) -> HashMap<(String, String), PduEvent> {
+fn state_pdus(current: &StateMap, loaded: &HashMap<OwnedEventId, PduEvent>) -> HashMap<(String, String), PduEvent> {
     current
         .iter()
         .filter_map(|(key, id)| {
@@ -319,8 +268,7 @@ fn build_object(
     rules: &RoomVersionRules,
 ) -> ApiResult<CanonicalJsonObject> {
     let reference_list = |refs: &[(String, CanonicalJsonObject)]| {
-        let pairs: Vec<(&str, &CanonicalJsonObject)> =
-            refs.iter().map(|(id, pdu)| (id.as_str(), pdu)).collect();
+        let pairs: Vec<(&str, &CanonicalJsonObject)> = refs.iter().map(|(id, pdu)| (id.as_str(), pdu)).collect();
         event_references(rules, &pairs).map_err(|_| ApiError::internal())
     };
     let mut content = draft.content.clone();
@@ -361,22 +309,16 @@ fn build_object(
     Ok(object)
 }
 
-fn finalize(
-    object: &mut CanonicalJsonObject,
-    rules: &RoomVersionRules,
-    state: &AppState,
-) -> ApiResult<OwnedEventId> {
-    finalize_pdu(object, rules, &state.config.server_name, &state.signing_key).map_err(|error| {
-        match error {
-            PduError::TooLarge => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorKind::TooLarge,
-                "Event is larger than 65536 bytes",
-            ),
-            other => {
-                tracing::error!(error = %other, "could not finalize a PDU");
-                ApiError::internal()
-            }
+fn finalize(object: &mut CanonicalJsonObject, rules: &RoomVersionRules, state: &AppState) -> ApiResult<OwnedEventId> {
+    finalize_pdu(object, rules, &state.config.server_name, &state.signing_key).map_err(|error| match error {
+        PduError::TooLarge => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::TooLarge,
+            "Event is larger than 65536 bytes",
+        ),
+        other => {
+            tracing::error!(error = %other, "could not finalize a PDU");
+            ApiError::internal()
         }
     })
 }

@@ -7,31 +7,35 @@ use super::{Storage, StorageError, Tx};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct AccountDataEntry {
+    pub room_id: String,
     pub data_type: String,
     pub content: String,
     pub stream_position: i64,
 }
 
 impl Storage {
-    /// The content of one global account data entry, as JSON text.
-    pub async fn global_account_data(
+    /// One entry's content as JSON text; `room_id` is `""` for global account data.
+    pub async fn account_data(
         &self,
         user_id: &str,
+        room_id: &str,
         data_type: &str,
     ) -> Result<Option<String>, StorageError> {
         Ok(sqlx::query_scalar(
-            "SELECT content FROM account_data WHERE user_id = $1 AND room_id = '' AND data_type = $2",
+            "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
         )
         .bind(user_id)
+        .bind(room_id)
         .bind(data_type)
         .fetch_optional(&self.pool)
         .await?)
     }
 
-    /// Stores (replaces) a global account data entry at a new stream position.
-    pub async fn set_global_account_data(
+    /// Stores (replaces) an entry at a new stream position; `room_id` is `""` for global data.
+    pub async fn set_account_data(
         &self,
         user_id: &str,
+        room_id: &str,
         data_type: &str,
         content: &str,
     ) -> Result<i64, StorageError> {
@@ -39,11 +43,12 @@ impl Storage {
         let position = Self::next_stream_position(&mut tx, "account_data").await?;
         sqlx::query(
             "INSERT INTO account_data (user_id, room_id, data_type, content, stream_position)
-             VALUES ($1, '', $2, $3, $4)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (user_id, room_id, data_type)
              DO UPDATE SET content = excluded.content, stream_position = excluded.stream_position",
         )
         .bind(user_id)
+        .bind(room_id)
         .bind(data_type)
         .bind(content)
         .bind(position)
@@ -53,15 +58,11 @@ impl Storage {
         Ok(position)
     }
 
-    /// Global account data entries changed after `since` (for `/sync`).
-    pub async fn global_account_data_since(
-        &self,
-        user_id: &str,
-        since: i64,
-    ) -> Result<Vec<AccountDataEntry>, StorageError> {
+    /// Entries (global and per room) changed after `since`, oldest change first (for `/sync`).
+    pub async fn account_data_since(&self, user_id: &str, since: i64) -> Result<Vec<AccountDataEntry>, StorageError> {
         Ok(sqlx::query_as(
-            "SELECT data_type, content, stream_position FROM account_data
-             WHERE user_id = $1 AND room_id = '' AND stream_position > $2
+            "SELECT room_id, data_type, content, stream_position FROM account_data
+             WHERE user_id = $1 AND stream_position > $2
              ORDER BY stream_position",
         )
         .bind(user_id)
@@ -71,10 +72,7 @@ impl Storage {
     }
 
     /// Hands out the next position on a server-wide stream, inside the writer's transaction.
-    pub(super) async fn next_stream_position(
-        tx: &mut Tx,
-        stream: &str,
-    ) -> Result<i64, StorageError> {
+    pub(super) async fn next_stream_position(tx: &mut Tx, stream: &str) -> Result<i64, StorageError> {
         Ok(sqlx::query_scalar(
             "UPDATE stream_positions SET position = position + 1 WHERE stream = $1 RETURNING position",
         )

@@ -24,11 +24,7 @@ impl Storage {
         )
     }
 
-    pub async fn device(
-        &self,
-        user_id: &str,
-        device_id: &str,
-    ) -> Result<Option<Device>, StorageError> {
+    pub async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>, StorageError> {
         Ok(
             sqlx::query_as("SELECT * FROM devices WHERE user_id = $1 AND device_id = $2")
                 .bind(user_id)
@@ -73,42 +69,29 @@ impl Storage {
         device_id: &str,
         display_name: Option<&str>,
     ) -> Result<bool, StorageError> {
-        let updated = sqlx::query(
-            "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(display_name)
-        .execute(&self.pool)
-        .await?;
+        let updated = sqlx::query("UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .bind(display_name)
+            .execute(&self.pool)
+            .await?;
         Ok(updated.rows_affected() == 1)
     }
 
     /// Records when and from where a device was last used.
-    pub async fn touch_device(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        ip: &str,
-    ) -> Result<(), StorageError> {
-        sqlx::query(
-            "UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4 WHERE user_id = $1 AND device_id = $2",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(now_ms())
-        .bind(ip)
-        .execute(&self.pool)
-        .await?;
+    pub async fn touch_device(&self, user_id: &str, device_id: &str, ip: &str) -> Result<(), StorageError> {
+        sqlx::query("UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4 WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .bind(now_ms())
+            .bind(ip)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// Deletes the device and every access and refresh token it holds.
-    pub async fn delete_device(
-        tx: &mut Tx,
-        user_id: &str,
-        device_id: &str,
-    ) -> Result<(), StorageError> {
+    pub async fn delete_device(tx: &mut Tx, user_id: &str, device_id: &str) -> Result<(), StorageError> {
         Self::delete_device_tokens(tx, user_id, device_id).await?;
         sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
             .bind(user_id)
@@ -119,11 +102,7 @@ impl Storage {
     }
 
     /// Deletes every device of the user except `keep` (and with them their tokens).
-    pub async fn delete_devices_except(
-        tx: &mut Tx,
-        user_id: &str,
-        keep: Option<&str>,
-    ) -> Result<(), StorageError> {
+    pub async fn delete_devices_except(tx: &mut Tx, user_id: &str, keep: Option<&str>) -> Result<(), StorageError> {
         let statements: [&'static str; 3] = match keep {
             Some(_) => [
                 "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",

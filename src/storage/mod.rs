@@ -7,6 +7,7 @@
 
 mod account_data;
 mod devices;
+mod directory;
 mod migrate;
 mod profiles;
 mod registration;

@@ -7,23 +7,17 @@ use super::{Storage, StorageError};
 impl Storage {
     /// Every field of the user's profile (empty if the user has none or does not exist).
     pub async fn profile(&self, user_id: &str) -> Result<Map<String, Value>, StorageError> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT field, value FROM profile_fields WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT field, value FROM profile_fields WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(|(field, value)| Some((field, serde_json::from_str(&value).ok()?)))
             .collect())
     }
 
-    pub async fn set_profile_field(
-        &self,
-        user_id: &str,
-        field: &str,
-        value: &Value,
-    ) -> Result<(), StorageError> {
+    pub async fn set_profile_field(&self, user_id: &str, field: &str, value: &Value) -> Result<(), StorageError> {
         let mut tx = self.begin_write().await?;
         Self::set_profile_field_in(&mut tx, user_id, field, value).await?;
         tx.commit().await?;
@@ -49,11 +43,7 @@ impl Storage {
         Ok(())
     }
 
-    pub async fn delete_profile_field(
-        &self,
-        user_id: &str,
-        field: &str,
-    ) -> Result<(), StorageError> {
+    pub async fn delete_profile_field(&self, user_id: &str, field: &str) -> Result<(), StorageError> {
         sqlx::query("DELETE FROM profile_fields WHERE user_id = $1 AND field = $2")
             .bind(user_id)
             .bind(field)

@@ -26,8 +26,7 @@ impl RegistrationToken {
     }
 }
 
-const TOKEN_COLUMNS: &str =
-    "SELECT token, uses_allowed, pending, completed, expiry_time FROM registration_tokens";
+const TOKEN_COLUMNS: &str = "SELECT token, uses_allowed, pending, completed, expiry_time FROM registration_tokens";
 
 impl Storage {
     pub async fn registration_tokens(&self) -> Result<Vec<RegistrationToken>, StorageError> {
@@ -35,15 +34,9 @@ impl Storage {
         Ok(sqlx::query_as(sql).fetch_all(&self.pool).await?)
     }
 
-    pub async fn registration_token(
-        &self,
-        token: &str,
-    ) -> Result<Option<RegistrationToken>, StorageError> {
+    pub async fn registration_token(&self, token: &str) -> Result<Option<RegistrationToken>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!("{TOKEN_COLUMNS} WHERE token = $1"));
-        Ok(sqlx::query_as(sql)
-            .bind(token)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(sqlx::query_as(sql).bind(token).fetch_optional(&self.pool).await?)
     }
 
     /// Creates a token; false if one with that name exists.
@@ -73,14 +66,13 @@ impl Storage {
         uses_allowed: Option<i64>,
         expiry_time: Option<i64>,
     ) -> Result<bool, StorageError> {
-        let updated = sqlx::query(
-            "UPDATE registration_tokens SET uses_allowed = $2, expiry_time = $3 WHERE token = $1",
-        )
-        .bind(token)
-        .bind(uses_allowed)
-        .bind(expiry_time)
-        .execute(&self.pool)
-        .await?;
+        let updated =
+            sqlx::query("UPDATE registration_tokens SET uses_allowed = $2, expiry_time = $3 WHERE token = $1")
+                .bind(token)
+                .bind(uses_allowed)
+                .bind(expiry_time)
+                .execute(&self.pool)
+                .await?;
         Ok(updated.rows_affected() == 1)
     }
 
@@ -95,11 +87,7 @@ impl Storage {
     /// Reserves one use of a valid token for a UIA session, atomically: two sessions racing for
     /// the last use cannot both get it, and a session holds at most one use. False if the token
     /// is unknown, expired or used up, or the session already holds a token.
-    pub async fn reserve_registration_token(
-        &self,
-        token: &str,
-        session_id: &str,
-    ) -> Result<bool, StorageError> {
+    pub async fn reserve_registration_token(&self, token: &str, session_id: &str) -> Result<bool, StorageError> {
         let mut tx = self.begin_write().await?;
         let claimed = sqlx::query(
             "UPDATE uia_sessions SET registration_token = $2
@@ -144,12 +132,10 @@ impl Storage {
 
     /// Gives back a pending use (its session expired unused).
     pub async fn release_registration_token(tx: &mut Tx, token: &str) -> Result<(), StorageError> {
-        sqlx::query(
-            "UPDATE registration_tokens SET pending = pending - 1 WHERE token = $1 AND pending > 0",
-        )
-        .bind(token)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query("UPDATE registration_tokens SET pending = pending - 1 WHERE token = $1 AND pending > 0")
+            .bind(token)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
@@ -163,17 +149,12 @@ impl Storage {
     }
 
     /// Consumes a nonce issued after `not_before_ts`; false if unknown, used or too old.
-    pub async fn take_registration_nonce(
-        &self,
-        nonce: &str,
-        not_before_ts: i64,
-    ) -> Result<bool, StorageError> {
-        let deleted =
-            sqlx::query("DELETE FROM registration_nonces WHERE nonce = $1 AND created_ts >= $2")
-                .bind(nonce)
-                .bind(not_before_ts)
-                .execute(&self.pool)
-                .await?;
+    pub async fn take_registration_nonce(&self, nonce: &str, not_before_ts: i64) -> Result<bool, StorageError> {
+        let deleted = sqlx::query("DELETE FROM registration_nonces WHERE nonce = $1 AND created_ts >= $2")
+            .bind(nonce)
+            .bind(not_before_ts)
+            .execute(&self.pool)
+            .await?;
         Ok(deleted.rows_affected() == 1)
     }
 

@@ -55,11 +55,11 @@ const MAX_DELTA_CHAIN: i64 = 50;
 impl Storage {
     /// Signing keys: (key ID, base64 PKCS#8, expired_ts), oldest first.
     pub async fn signing_keys(&self) -> Result<Vec<(String, String, Option<i64>)>, StorageError> {
-        Ok(sqlx::query_as(
-            "SELECT key_id, pkcs8, expired_ts FROM server_signing_keys ORDER BY created_ts, key_id",
+        Ok(
+            sqlx::query_as("SELECT key_id, pkcs8, expired_ts FROM server_signing_keys ORDER BY created_ts, key_id")
+                .fetch_all(&self.pool)
+                .await?,
         )
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     pub async fn insert_signing_key(&self, key_id: &str, pkcs8: &str) -> Result<(), StorageError> {
@@ -76,20 +76,13 @@ impl Storage {
     }
 
     pub async fn room_version(&self, room_id: &str) -> Result<Option<String>, StorageError> {
-        Ok(
-            sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = $1")
-                .bind(room_id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
-    pub async fn insert_room(
-        tx: &mut Tx,
-        room_id: &str,
-        version: &str,
-        creator: &str,
-    ) -> Result<(), StorageError> {
+    pub async fn insert_room(tx: &mut Tx, room_id: &str, version: &str, creator: &str) -> Result<(), StorageError> {
         sqlx::query("INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)")
             .bind(room_id)
             .bind(version)
@@ -102,9 +95,7 @@ impl Storage {
 
     /// An accepted event by ID.
     pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>, StorageError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1 AND rejected_reason IS NULL"
-        );
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1 AND rejected_reason IS NULL");
         Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(event_id)
             .fetch_optional(&self.pool)
@@ -129,10 +120,7 @@ impl Storage {
     }
 
     /// The forward extremities of a room with their depths and the state group after each.
-    pub async fn forward_extremities(
-        &self,
-        room_id: &str,
-    ) -> Result<Vec<(String, i64, i64)>, StorageError> {
+    pub async fn forward_extremities(&self, room_id: &str) -> Result<Vec<(String, i64, i64)>, StorageError> {
         Ok(sqlx::query_as(
             "SELECT e.event_id, e.depth, g.state_group
              FROM event_forward_extremities x
@@ -148,16 +136,12 @@ impl Storage {
 
     /// The room's current state.
     pub async fn current_state(&self, room_id: &str) -> Result<StateMap, StorageError> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT event_type, state_key, event_id FROM current_state_events WHERE room_id = $1",
-        )
-        .bind(room_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(kind, key, id)| ((kind, key), id))
-            .collect())
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT event_type, state_key, event_id FROM current_state_events WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(kind, key, id)| ((kind, key), id)).collect())
     }
 
     /// One current state event.
@@ -181,11 +165,7 @@ impl Storage {
     }
 
     /// The user's membership in the room now (`join`, `invite`, `leave`, `ban`, `knock`).
-    pub async fn membership(
-        &self,
-        room_id: &str,
-        user_id: &str,
-    ) -> Result<Option<String>, StorageError> {
+    pub async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<String>, StorageError> {
         Ok(sqlx::query_scalar(
             "SELECT membership FROM current_state_events
              WHERE room_id = $1 AND event_type = 'm.room.member' AND state_key = $2",
@@ -197,11 +177,7 @@ impl Storage {
     }
 
     /// Rooms where the user's current membership is `membership`.
-    pub async fn rooms_with_membership(
-        &self,
-        user_id: &str,
-        membership: &str,
-    ) -> Result<Vec<String>, StorageError> {
+    pub async fn rooms_with_membership(&self, user_id: &str, membership: &str) -> Result<Vec<String>, StorageError> {
         Ok(sqlx::query_scalar(
             "SELECT room_id FROM current_state_events
              WHERE event_type = 'm.room.member' AND state_key = $1 AND membership = $2
@@ -235,11 +211,7 @@ impl Storage {
         backwards: bool,
         limit: i64,
     ) -> Result<Vec<EventRow>, StorageError> {
-        let (op, order) = if backwards {
-            ("<", "DESC")
-        } else {
-            (">", "ASC")
-        };
+        let (op, order) = if backwards { ("<", "DESC") } else { (">", "ASC") };
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events
              WHERE room_id = $1 AND stream_ordering {op} $2 AND rejected_reason IS NULL
@@ -280,18 +252,14 @@ impl Storage {
     }
 
     /// The transaction ID the sending device used for an event (shown to that device only).
-    pub async fn transaction_of_event(
-        &self,
-        event_id: &str,
-        device_id: &str,
-    ) -> Result<Option<String>, StorageError> {
-        Ok(sqlx::query_scalar(
-            "SELECT txn_id FROM event_txn_ids WHERE event_id = $1 AND device_id = $2",
+    pub async fn transaction_of_event(&self, event_id: &str, device_id: &str) -> Result<Option<String>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT txn_id FROM event_txn_ids WHERE event_id = $1 AND device_id = $2")
+                .bind(event_id)
+                .bind(device_id)
+                .fetch_optional(&self.pool)
+                .await?,
         )
-        .bind(event_id)
-        .bind(device_id)
-        .fetch_optional(&self.pool)
-        .await?)
     }
 
     /// The full state in a state group.
@@ -301,13 +269,11 @@ impl Storage {
         let mut next = Some(group);
         while let Some(id) = next {
             chain.push(id);
-            next = sqlx::query_scalar::<_, Option<i64>>(
-                "SELECT prev_group FROM state_groups WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .flatten();
+            next = sqlx::query_scalar::<_, Option<i64>>("SELECT prev_group FROM state_groups WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten();
         }
         let mut state = StateMap::new();
         for id in chain.into_iter().rev() {
@@ -317,10 +283,7 @@ impl Storage {
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
-            state.extend(
-                rows.into_iter()
-                    .map(|(kind, key, event)| ((kind, key), event)),
-            );
+            state.extend(rows.into_iter().map(|(kind, key, event)| ((kind, key), event)));
         }
         Ok(state)
     }
@@ -365,13 +328,11 @@ impl Storage {
                 .bind(prev)
                 .execute(&mut **tx)
                 .await?;
-            sqlx::query(
-                "DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2",
-            )
-            .bind(event.room_id)
-            .bind(prev)
-            .execute(&mut **tx)
-            .await?;
+            sqlx::query("DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2")
+                .bind(event.room_id)
+                .bind(prev)
+                .execute(&mut **tx)
+                .await?;
         }
         sqlx::query("INSERT INTO event_forward_extremities (room_id, event_id) VALUES ($1, $2)")
             .bind(event.room_id)
@@ -399,9 +360,7 @@ impl Storage {
             }
             (None, Some(before)) => before,
             (None, None) => {
-                return Err(StorageError::Invariant(
-                    "a room's first event must be a state event",
-                ));
+                return Err(StorageError::Invariant("a room's first event must be a state event"));
             }
         };
         sqlx::query("INSERT INTO event_state_groups (event_id, state_group) VALUES ($1, $2)")
@@ -484,18 +443,12 @@ impl Storage {
     }
 
     /// Marks an event redacted by `redaction_id` (it is then served redacted).
-    pub async fn mark_redacted(
-        tx: &mut Tx,
-        event_id: &str,
-        redaction_id: &str,
-    ) -> Result<(), StorageError> {
-        sqlx::query(
-            "UPDATE events SET redacted_by = $2 WHERE event_id = $1 AND redacted_by IS NULL",
-        )
-        .bind(event_id)
-        .bind(redaction_id)
-        .execute(&mut **tx)
-        .await?;
+    pub async fn mark_redacted(tx: &mut Tx, event_id: &str, redaction_id: &str) -> Result<(), StorageError> {
+        sqlx::query("UPDATE events SET redacted_by = $2 WHERE event_id = $1 AND redacted_by IS NULL")
+            .bind(event_id)
+            .bind(redaction_id)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }

@@ -26,10 +26,7 @@ pub struct RefreshTokenInfo {
 }
 
 impl Storage {
-    pub async fn access_token(
-        &self,
-        token_hash: &str,
-    ) -> Result<Option<AccessTokenInfo>, StorageError> {
+    pub async fn access_token(&self, token_hash: &str) -> Result<Option<AccessTokenInfo>, StorageError> {
         Ok(sqlx::query_as(
             "SELECT t.user_id, t.device_id, t.expires_ts, u.is_guest, u.is_admin, d.last_seen_ts,
                     r.prev_token_hash AS superseded_refresh_token
@@ -89,10 +86,7 @@ impl Storage {
     }
 
     /// The live refresh token with this hash (its account not deactivated).
-    pub async fn refresh_token(
-        tx: &mut Tx,
-        token_hash: &str,
-    ) -> Result<Option<RefreshTokenInfo>, StorageError> {
+    pub async fn refresh_token(tx: &mut Tx, token_hash: &str) -> Result<Option<RefreshTokenInfo>, StorageError> {
         Ok(sqlx::query_as(
             "SELECT user_id, device_id, prev_token_hash FROM refresh_tokens WHERE token_hash = $1
              AND user_id IN (SELECT user_id FROM users WHERE deactivated = 0)",
@@ -121,10 +115,7 @@ impl Storage {
 
     /// Revokes a refresh token that has been replaced, and the access token issued with it,
     /// once its successor is used.
-    pub async fn revoke_superseded_refresh_token(
-        tx: &mut Tx,
-        token_hash: &str,
-    ) -> Result<(), StorageError> {
+    pub async fn revoke_superseded_refresh_token(tx: &mut Tx, token_hash: &str) -> Result<(), StorageError> {
         for sql in [
             "DELETE FROM access_tokens WHERE refresh_token_hash = $1",
             "UPDATE refresh_tokens SET prev_token_hash = NULL WHERE prev_token_hash = $1",
@@ -136,11 +127,7 @@ impl Storage {
     }
 
     /// Removes every token a device holds (a login that reuses the device ID starts afresh).
-    pub async fn delete_device_tokens(
-        tx: &mut Tx,
-        user_id: &str,
-        device_id: &str,
-    ) -> Result<(), StorageError> {
+    pub async fn delete_device_tokens(tx: &mut Tx, user_id: &str, device_id: &str) -> Result<(), StorageError> {
         for sql in [
             "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
             "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2",

@@ -37,19 +37,13 @@ impl Storage {
     }
 
     pub async fn uia_session(&self, session_id: &str) -> Result<Option<UiaSession>, StorageError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM uia_sessions WHERE session_id = $1")
-                .bind(session_id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT * FROM uia_sessions WHERE session_id = $1")
+            .bind(session_id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
-    pub async fn set_uia_completed(
-        &self,
-        session_id: &str,
-        completed: &str,
-    ) -> Result<(), StorageError> {
+    pub async fn set_uia_completed(&self, session_id: &str, completed: &str) -> Result<(), StorageError> {
         sqlx::query("UPDATE uia_sessions SET completed = $2 WHERE session_id = $1")
             .bind(session_id)
             .bind(completed)
@@ -61,16 +55,12 @@ impl Storage {
     /// Consumes a completed session inside the transaction of the operation it authorised.
     /// `None` if it is gone (another request used it first, or it expired): the operation must
     /// not happen. Otherwise the registration token whose use the session reserved, if any.
-    pub async fn consume_uia_session(
-        tx: &mut Tx,
-        session_id: &str,
-    ) -> Result<Option<Option<String>>, StorageError> {
-        let row: Option<(Option<String>,)> = sqlx::query_as(
-            "DELETE FROM uia_sessions WHERE session_id = $1 RETURNING registration_token",
-        )
-        .bind(session_id)
-        .fetch_optional(&mut **tx)
-        .await?;
+    pub async fn consume_uia_session(tx: &mut Tx, session_id: &str) -> Result<Option<Option<String>>, StorageError> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("DELETE FROM uia_sessions WHERE session_id = $1 RETURNING registration_token")
+                .bind(session_id)
+                .fetch_optional(&mut **tx)
+                .await?;
         Ok(row.map(|(token,)| token))
     }
 
@@ -78,12 +68,11 @@ impl Storage {
     /// they held. Returns how many were removed.
     pub async fn expire_uia_sessions(&self, cutoff_ts: i64) -> Result<u64, StorageError> {
         let mut tx = self.begin_write().await?;
-        let expired: Vec<(String, Option<String>)> = sqlx::query_as(
-            "DELETE FROM uia_sessions WHERE created_ts < $1 RETURNING session_id, registration_token",
-        )
-        .bind(cutoff_ts)
-        .fetch_all(&mut *tx)
-        .await?;
+        let expired: Vec<(String, Option<String>)> =
+            sqlx::query_as("DELETE FROM uia_sessions WHERE created_ts < $1 RETURNING session_id, registration_token")
+                .bind(cutoff_ts)
+                .fetch_all(&mut *tx)
+                .await?;
         for token in expired.iter().filter_map(|(_, token)| token.as_deref()) {
             Self::release_registration_token(&mut tx, token).await?;
         }

@@ -61,11 +61,7 @@ impl Storage {
         Ok(inserted.rows_affected() == 1)
     }
 
-    pub async fn set_password_hash(
-        tx: &mut Tx,
-        user_id: &str,
-        hash: &str,
-    ) -> Result<(), StorageError> {
+    pub async fn set_password_hash(tx: &mut Tx, user_id: &str, hash: &str) -> Result<(), StorageError> {
         sqlx::query("UPDATE users SET password_hash = $2 WHERE user_id = $1")
             .bind(user_id)
             .bind(hash)

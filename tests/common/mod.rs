@@ -128,10 +128,7 @@ impl TestServer {
         let response = request.send().await.expect("request is sent");
         let status = response.status();
         let bytes = response.bytes().await.unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -147,17 +144,8 @@ impl TestServer {
     }
 
     /// Sends raw bytes as the body.
-    pub async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Vec<u8>,
-    ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .body(body);
+    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -222,13 +210,7 @@ impl Drop for TestServer {
     }
 }
 
-pub fn shared_secret_mac(
-    secret: &str,
-    nonce: &str,
-    username: &str,
-    password: &str,
-    admin: bool,
-) -> String {
+pub fn shared_secret_mac(secret: &str, nonce: &str, username: &str, password: &str, admin: bool) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(nonce.as_bytes());
@@ -252,10 +234,7 @@ impl Session {
     pub fn from_json(body: &Value) -> Self {
         Self {
             user_id: body["user_id"].as_str().expect("user_id").to_owned(),
-            access_token: body["access_token"]
-                .as_str()
-                .expect("access_token")
-                .to_owned(),
+            access_token: body["access_token"].as_str().expect("access_token").to_owned(),
             device_id: body["device_id"].as_str().expect("device_id").to_owned(),
         }
     }
@@ -270,11 +249,7 @@ impl Session {
 pub fn assert_error(result: &(StatusCode, Value), status: StatusCode, errcode: &str) {
     assert_eq!(result.0, status, "status of {}", result.1);
     assert_eq!(result.1["errcode"], errcode, "errcode of {}", result.1);
-    assert!(
-        result.1["error"].is_string(),
-        "error message in {}",
-        result.1
-    );
+    assert!(result.1["error"].is_string(), "error message in {}", result.1);
 }
 
 /// The password stage of user-interactive auth.

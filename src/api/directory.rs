@@ -1,0 +1,375 @@
+//! Room aliases (`/directory/room/{alias}`, `/rooms/{roomId}/aliases`), the public room
+//! directory (`/directory/list/room/{roomId}`, `/publicRooms`), and reports.
+
+use http::StatusCode;
+use ruma::{
+    OwnedRoomAliasId, OwnedRoomId, RoomId, UInt, UserId,
+    api::{
+        client::{
+            alias::{create_alias, delete_alias, get_alias},
+            directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
+            room::{Visibility, aliases, report_content, report_room},
+        },
+        error::ErrorKind,
+    },
+    directory::PublicRoomsChunk,
+};
+use serde_json::{Value, json};
+
+use super::ruma::Ruma;
+use crate::{
+    error::{ApiError, ApiResult},
+    rooms::access::{ReadAccess, content_field, power_levels, read_access},
+    state::AppState,
+};
+
+fn local_alias(state: &AppState, alias: &OwnedRoomAliasId) -> ApiResult<()> {
+    if alias.server_name() != state.config.server_name {
+        return Err(ApiError::invalid_param(
+            "Aliases of other servers cannot be managed here",
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `alias` for a room the user is joined to (used by createRoom too).
+pub async fn add_alias(
+    state: &AppState,
+    user_id: &UserId,
+    alias: &OwnedRoomAliasId,
+    room_id: &RoomId,
+) -> ApiResult<()> {
+    local_alias(state, alias)?;
+    if state
+        .storage
+        .membership(room_id.as_str(), user_id.as_str())
+        .await?
+        .as_deref()
+        != Some("join")
+    {
+        return Err(ApiError::forbidden("You must be in the room to give it an alias"));
+    }
+    if !state
+        .storage
+        .insert_alias(alias.as_str(), room_id.as_str(), user_id.as_str())
+        .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorKind::Unknown,
+            "Room alias already exists",
+        ));
+    }
+    Ok(())
+}
+
+/// `PUT /_matrix/client/v3/directory/room/{roomAlias}`
+pub async fn create(
+    state: AppState,
+    request: Ruma<create_alias::v3::Request>,
+) -> ApiResult<create_alias::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    if state.storage.room_version(body.room_id.as_str()).await?.is_none() {
+        return Err(ApiError::not_found("Unknown room"));
+    }
+    add_alias(&state, &sender.user_id, &body.room_alias, &body.room_id).await?;
+    Ok(create_alias::v3::Response::new())
+}
+
+/// `GET /_matrix/client/v3/directory/room/{roomAlias}`
+pub async fn resolve(state: AppState, request: Ruma<get_alias::v3::Request>) -> ApiResult<get_alias::v3::Response> {
+    let alias = &request.body.room_alias;
+    if alias.server_name() != state.config.server_name {
+        return Err(ApiError::not_found(
+            "Resolving aliases of other servers needs federation (not supported yet)",
+        ));
+    }
+    let (room_id, _) = state
+        .storage
+        .alias(alias.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("Room alias not found"))?;
+    let room_id = OwnedRoomId::try_from(room_id).map_err(|_| ApiError::internal())?;
+    Ok(get_alias::v3::Response::new(
+        room_id,
+        vec![state.config.server_name.clone()],
+    ))
+}
+
+/// `DELETE /_matrix/client/v3/directory/room/{roomAlias}`: by its creator, a room moderator
+/// (power to change the canonical alias) or a server admin.
+pub async fn delete(
+    state: AppState,
+    request: Ruma<delete_alias::v3::Request>,
+) -> ApiResult<delete_alias::v3::Response> {
+    let sender = request.sender()?;
+    let alias = &request.body.room_alias;
+    local_alias(&state, alias)?;
+    let (room_id, creator) = state
+        .storage
+        .alias(alias.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("Room alias not found"))?;
+    if creator != sender.user_id.as_str() && !sender.is_admin {
+        let room_id = OwnedRoomId::try_from(room_id).map_err(|_| ApiError::internal())?;
+        let (own, needed) = power_levels(&state, &room_id, &sender.user_id, "state_default").await?;
+        if own < needed {
+            return Err(ApiError::forbidden("You cannot delete this alias"));
+        }
+    }
+    state.storage.delete_alias(alias.as_str()).await?;
+    Ok(delete_alias::v3::Response::new())
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/aliases`
+pub async fn room_aliases(state: AppState, request: Ruma<aliases::v3::Request>) -> ApiResult<aliases::v3::Response> {
+    let sender = request.sender()?;
+    let room_id = &request.body.room_id;
+    if read_access(&state, room_id, &sender.user_id).await? != ReadAccess::Everything {
+        return Err(ApiError::forbidden("You are not in this room"));
+    }
+    let aliases = state.storage.aliases_of_room(room_id.as_str()).await?;
+    Ok(aliases::v3::Response::new(
+        aliases.into_iter().filter_map(|a| a.try_into().ok()).collect(),
+    ))
+}
+
+/// `GET /_matrix/client/v3/directory/list/room/{roomId}`
+pub async fn visibility(
+    state: AppState,
+    request: Ruma<get_room_visibility::v3::Request>,
+) -> ApiResult<get_room_visibility::v3::Response> {
+    let room_id = &request.body.room_id;
+    if state.storage.room_version(room_id.as_str()).await?.is_none() {
+        return Err(ApiError::not_found("Unknown room"));
+    }
+    let visibility = if state.storage.is_published(room_id.as_str()).await? {
+        Visibility::Public
+    } else {
+        Visibility::Private
+    };
+    Ok(get_room_visibility::v3::Response::new(visibility))
+}
+
+/// `PUT /_matrix/client/v3/directory/list/room/{roomId}`: room moderators only.
+pub async fn set_visibility(
+    state: AppState,
+    request: Ruma<set_room_visibility::v3::Request>,
+) -> ApiResult<set_room_visibility::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    publish(
+        &state,
+        &sender.user_id,
+        &body.room_id,
+        body.visibility == Visibility::Public,
+    )
+    .await?;
+    Ok(set_room_visibility::v3::Response::new())
+}
+
+/// Publishes or unpublishes a room (used by createRoom with `visibility: public` too).
+pub async fn publish(state: &AppState, user_id: &UserId, room_id: &RoomId, published: bool) -> ApiResult<()> {
+    if state.storage.room_version(room_id.as_str()).await?.is_none() {
+        return Err(ApiError::not_found("Unknown room"));
+    }
+    let (own, needed) = power_levels(state, room_id, user_id, "state_default").await?;
+    if own < needed
+        || state
+            .storage
+            .membership(room_id.as_str(), user_id.as_str())
+            .await?
+            .as_deref()
+            != Some("join")
+    {
+        return Err(ApiError::forbidden(
+            "Only room moderators may change the room's directory listing",
+        ));
+    }
+    state.storage.set_published(room_id.as_str(), published).await?;
+    Ok(())
+}
+
+/// The directory entry of a room, from its current state.
+async fn chunk_for(state: &AppState, room_id: &str, members: i64) -> ApiResult<Option<PublicRoomsChunk>> {
+    let field = |event_type: &'static str, key: &'static str| async move {
+        let row = state.storage.current_state_event(room_id, event_type, "").await?;
+        Ok::<_, ApiError>(row.and_then(|row| content_field(&row.json, key)))
+    };
+    let name = field("m.room.name", "name").await?;
+    let topic = field("m.room.topic", "topic").await?;
+    let alias = field("m.room.canonical_alias", "alias").await?;
+    let avatar = field("m.room.avatar", "url").await?;
+    let join_rule = field("m.room.join_rules", "join_rule")
+        .await?
+        .unwrap_or_else(|| "invite".into());
+    let history = field("m.room.history_visibility", "history_visibility").await?;
+    let guest = field("m.room.guest_access", "guest_access").await?;
+    let room_type = {
+        let row = state.storage.current_state_event(room_id, "m.room.create", "").await?;
+        row.and_then(|row| serde_json::from_str::<Value>(&row.json).ok())
+            .and_then(|pdu| pdu["content"]["type"].as_str().map(str::to_owned))
+    };
+    let mut chunk = json!({
+        "room_id": room_id,
+        "num_joined_members": members,
+        "world_readable": history.as_deref() == Some("world_readable"),
+        "guest_can_join": guest.as_deref() == Some("can_join"),
+        "join_rule": join_rule,
+    });
+    for (key, value) in [
+        ("name", name),
+        ("topic", topic),
+        ("canonical_alias", alias),
+        ("avatar_url", avatar),
+        ("room_type", room_type),
+    ] {
+        if let Some(value) = value {
+            chunk[key] = Value::from(value);
+        }
+    }
+    Ok(serde_json::from_value(chunk).ok())
+}
+
+/// Pages the directory: `since` tokens are `o<offset>`.
+async fn public_rooms(
+    state: &AppState,
+    limit: Option<UInt>,
+    since: Option<&str>,
+    search: Option<&str>,
+) -> ApiResult<(Vec<PublicRoomsChunk>, Option<String>, Option<String>, usize)> {
+    let offset = match since {
+        Some(token) => token
+            .strip_prefix('o')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| ApiError::invalid_param("Invalid since token"))?,
+        None => 0,
+    };
+    let limit = limit.map_or(100, |l| u64::from(l).clamp(1, 500) as usize);
+    let search = search.map(str::to_lowercase).filter(|s| !s.is_empty());
+    let mut all = Vec::new();
+    for (room_id, members) in state.storage.published_rooms().await? {
+        let Some(chunk) = chunk_for(state, &room_id, members).await? else {
+            continue;
+        };
+        let matches = search.as_ref().is_none_or(|term| {
+            [
+                chunk.name.as_deref(),
+                chunk.topic.as_deref(),
+                chunk.canonical_alias.as_ref().map(|a| a.as_str()),
+            ]
+            .iter()
+            .flatten()
+            .any(|text| text.to_lowercase().contains(term.as_str()))
+        });
+        if matches {
+            all.push(chunk);
+        }
+    }
+    let total = all.len();
+    let next = (offset + limit < total).then(|| format!("o{}", offset + limit));
+    let prev = (offset > 0).then(|| format!("o{}", offset.saturating_sub(limit)));
+    let page = all.into_iter().skip(offset).take(limit).collect();
+    Ok((page, next, prev, total))
+}
+
+/// `GET /_matrix/client/v3/publicRooms`
+pub async fn list_public(
+    state: AppState,
+    request: Ruma<get_public_rooms::v3::Request>,
+) -> ApiResult<get_public_rooms::v3::Response> {
+    let body = &request.body;
+    if body
+        .server
+        .as_ref()
+        .is_some_and(|server| server != &state.config.server_name)
+    {
+        return Err(ApiError::not_found(
+            "Directories of other servers need federation (not supported yet)",
+        ));
+    }
+    let (chunk, next, prev, total) = public_rooms(&state, body.limit, body.since.as_deref(), None).await?;
+    let mut response = get_public_rooms::v3::Response::new(chunk);
+    response.next_batch = next;
+    response.prev_batch = prev;
+    response.total_room_count_estimate = UInt::try_from(total as u64).ok();
+    Ok(response)
+}
+
+/// `POST /_matrix/client/v3/publicRooms` (with a search filter)
+pub async fn search_public(
+    state: AppState,
+    request: Ruma<get_public_rooms_filtered::v3::Request>,
+) -> ApiResult<get_public_rooms_filtered::v3::Response> {
+    let body = &request.body;
+    if body
+        .server
+        .as_ref()
+        .is_some_and(|server| server != &state.config.server_name)
+    {
+        return Err(ApiError::not_found(
+            "Directories of other servers need federation (not supported yet)",
+        ));
+    }
+    let search = body.filter.generic_search_term.as_deref();
+    let (chunk, next, prev, total) = public_rooms(&state, body.limit, body.since.as_deref(), search).await?;
+    let mut response = get_public_rooms_filtered::v3::Response::new();
+    response.chunk = chunk;
+    response.next_batch = next;
+    response.prev_batch = prev;
+    response.total_room_count_estimate = UInt::try_from(total as u64).ok();
+    Ok(response)
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/report/{eventId}`: stored for administrators.
+pub async fn report_event(
+    state: AppState,
+    request: Ruma<report_content::v3::Request>,
+) -> ApiResult<report_content::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let access = read_access(&state, &body.room_id, &sender.user_id).await?;
+    let visible = state
+        .storage
+        .event(body.event_id.as_str())
+        .await?
+        .is_some_and(|row| row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering));
+    if !visible {
+        return Err(ApiError::not_found("Event not found"));
+    }
+    state
+        .storage
+        .insert_report(
+            body.room_id.as_str(),
+            Some(body.event_id.as_str()),
+            sender.user_id.as_str(),
+            body.reason.as_deref(),
+            None,
+        )
+        .await?;
+    Ok(report_content::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/report`
+pub async fn report_whole_room(
+    state: AppState,
+    request: Ruma<report_room::v3::Request>,
+) -> ApiResult<report_room::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    if state.storage.room_version(body.room_id.as_str()).await?.is_none() {
+        return Err(ApiError::not_found("Unknown room"));
+    }
+    state
+        .storage
+        .insert_report(
+            body.room_id.as_str(),
+            None,
+            sender.user_id.as_str(),
+            Some(&body.reason),
+            None,
+        )
+        .await?;
+    Ok(report_room::v3::Response::new())
+}

@@ -1,0 +1,114 @@
+//! `room_aliases`, `room_directory` and `event_reports`.
+
+use super::{Storage, StorageError, now_ms};
+
+impl Storage {
+    /// Creates an alias; false if it is taken.
+    pub async fn insert_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<bool, StorageError> {
+        let inserted = sqlx::query(
+            "INSERT INTO room_aliases (room_alias, room_id, creator, created_ts) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (room_alias) DO NOTHING",
+        )
+        .bind(alias)
+        .bind(room_id)
+        .bind(creator)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    /// The room an alias points at, and who created the alias.
+    pub async fn alias(&self, alias: &str) -> Result<Option<(String, String)>, StorageError> {
+        Ok(
+            sqlx::query_as("SELECT room_id, creator FROM room_aliases WHERE room_alias = $1")
+                .bind(alias)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn delete_alias(&self, alias: &str) -> Result<bool, StorageError> {
+        let deleted = sqlx::query("DELETE FROM room_aliases WHERE room_alias = $1")
+            .bind(alias)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected() == 1)
+    }
+
+    pub async fn aliases_of_room(&self, room_id: &str) -> Result<Vec<String>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT room_alias FROM room_aliases WHERE room_id = $1 ORDER BY room_alias")
+                .bind(room_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn set_published(&self, room_id: &str, published: bool) -> Result<(), StorageError> {
+        if published {
+            sqlx::query(
+                "INSERT INTO room_directory (room_id, published_ts) VALUES ($1, $2) ON CONFLICT (room_id) DO NOTHING",
+            )
+            .bind(room_id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        } else {
+            sqlx::query("DELETE FROM room_directory WHERE room_id = $1")
+                .bind(room_id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn is_published(&self, room_id: &str) -> Result<bool, StorageError> {
+        let found: Option<String> = sqlx::query_scalar("SELECT room_id FROM room_directory WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// Every published room with its joined member count, most members first.
+    pub async fn published_rooms(&self) -> Result<Vec<(String, i64)>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT d.room_id, COUNT(c.state_key) AS members
+             FROM room_directory d
+             LEFT JOIN current_state_events c
+               ON c.room_id = d.room_id AND c.event_type = 'm.room.member' AND c.membership = 'join'
+             GROUP BY d.room_id
+             ORDER BY members DESC, d.room_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn insert_report(
+        &self,
+        room_id: &str,
+        event_id: Option<&str>,
+        reporter: &str,
+        reason: Option<&str>,
+        score: Option<i64>,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        let id = Self::next_stream_position(&mut tx, "reports").await?;
+        sqlx::query(
+            "INSERT INTO event_reports (id, room_id, event_id, reporter, reason, score, received_ts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(room_id)
+        .bind(event_id)
+        .bind(reporter)
+        .bind(reason)
+        .bind(score)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
