@@ -61,7 +61,19 @@ pub async fn join_by_id_or_alias(
     let sender = request.sender()?;
     let room_id = match OwnedRoomId::try_from(request.body.room_id_or_alias.clone()) {
         Ok(room_id) => room_id,
-        Err(_) => return Err(ApiError::not_found("Room aliases are not supported yet")),
+        Err(alias) => {
+            if alias.server_name() != state.config.server_name {
+                return Err(ApiError::not_found(
+                    "Joining through other servers' aliases needs federation (not supported yet)",
+                ));
+            }
+            let (room_id, _) = state
+                .storage
+                .alias(alias.as_str())
+                .await?
+                .ok_or_else(|| ApiError::not_found("Room alias not found"))?;
+            OwnedRoomId::try_from(room_id).map_err(|_| ApiError::internal())?
+        }
     };
     let room_id = join(&state, sender, &room_id, request.body.reason.as_deref()).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))

@@ -13,6 +13,7 @@ use ruma::{
 use serde_json::Value;
 
 use super::ruma::Ruma;
+use crate::rooms::membership::propagate_profile;
 use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
@@ -99,6 +100,9 @@ pub async fn set_field(
         .storage
         .set_profile_field(target.as_str(), field.as_str(), &value)
         .await?;
+    if matches!(field.as_str(), "displayname" | "avatar_url") {
+        propagate_profile(&state, target).await?;
+    }
     Ok(set_profile_field::v3::Response::new())
 }
 
@@ -113,5 +117,8 @@ pub async fn delete_field(
         .storage
         .delete_profile_field(sender.user_id.as_str(), request.body.field.as_str())
         .await?;
+    if matches!(request.body.field.as_str(), "displayname" | "avatar_url") {
+        propagate_profile(&state, &sender.user_id).await?;
+    }
     Ok(delete_profile_field::v3::Response::new())
 }

@@ -1,8 +1,9 @@
 //! Rooms: `POST /createRoom`, sending events and state, reading state and single events,
 //! history (`/messages`), and redaction.
 
+use http::StatusCode;
 use ruma::{
-    OwnedRoomId, RoomVersionId,
+    OwnedRoomAliasId, OwnedRoomId, RoomVersionId,
     api::{
         Direction,
         client::{
@@ -11,12 +12,16 @@ use ruma::{
             room::{Visibility, create_room, get_room_event},
             state::{get_state_event_for_key, get_state_events, send_state_event},
         },
+        error::ErrorKind,
     },
     serde::Raw,
 };
 use serde_json::{Map, Value, value::RawValue};
 
-use super::ruma::Ruma;
+use super::{
+    directory::{add_alias, publish},
+    ruma::Ruma,
+};
 use crate::{
     error::{ApiError, ApiResult},
     rooms::{
@@ -49,11 +54,21 @@ pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) ->
             "invite_3pid is not supported: this server uses no identity server",
         ));
     }
-    if body.room_alias_name.is_some() {
-        return Err(ApiError::invalid_param(
-            "room_alias_name is not supported yet: room aliases are not implemented",
-        ));
-    }
+    let alias = match &body.room_alias_name {
+        Some(name) => {
+            let alias = OwnedRoomAliasId::try_from(format!("#{name}:{}", state.config.server_name))
+                .map_err(|_| ApiError::invalid_param("room_alias_name is not a valid alias localpart"))?;
+            if state.storage.alias(alias.as_str()).await?.is_some() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorKind::RoomInUse,
+                    "Room alias already taken",
+                ));
+            }
+            Some(alias)
+        }
+        None => None,
+    };
     let version = match &body.room_version {
         Some(version) => version.clone(),
         None => RoomVersionId::try_from(state.config.rooms.default_room_version.as_str())
@@ -103,6 +118,14 @@ pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) ->
         is_direct: body.is_direct,
     };
     let room_id = create_room_with(&state, &sender.user_id, spec).await?;
+    if let Some(alias) = alias {
+        add_alias(&state, &sender.user_id, &alias, &room_id).await?;
+        let draft = EventDraft::state("m.room.canonical_alias", "", serde_json::json!({ "alias": alias }));
+        append_event(&state, &room_id, &sender.user_id, draft, None).await?;
+    }
+    if body.visibility == Visibility::Public {
+        publish(&state, &sender.user_id, &room_id, true).await?;
+    }
     Ok(create_room::v3::Response::new(room_id))
 }
 

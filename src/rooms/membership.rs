@@ -77,3 +77,38 @@ pub async fn change_membership(
     let draft = EventDraft::state("m.room.member", target.as_str(), content);
     append_event(state, room_id, sender, draft, None).await
 }
+
+/// After a profile change, re-sends the user's join event in every room they are in, carrying
+/// the new display name and avatar (as the spec asks and clients expect). A room that refuses
+/// the update (the user lost the right to change their membership) is skipped, not fatal.
+pub async fn propagate_profile(state: &AppState, user_id: &UserId) -> ApiResult<()> {
+    let profile = state.storage.profile(user_id.as_str()).await?;
+    for room in state.storage.rooms_with_membership(user_id.as_str(), "join").await? {
+        let Ok(room_id) = ruma::OwnedRoomId::try_from(room) else {
+            continue;
+        };
+        let Some(row) = state
+            .storage
+            .current_state_event(room_id.as_str(), "m.room.member", user_id.as_str())
+            .await?
+        else {
+            continue;
+        };
+        let pdu: Value = serde_json::from_str(&row.json).unwrap_or_default();
+        let mut content = pdu.get("content").cloned().unwrap_or_else(|| json!({}));
+        let Some(fields) = content.as_object_mut() else {
+            continue;
+        };
+        for field in ["displayname", "avatar_url"] {
+            match profile.get(field).filter(|v| v.is_string()) {
+                Some(value) => fields.insert(field.to_owned(), value.clone()),
+                None => fields.remove(field),
+            };
+        }
+        let draft = EventDraft::state("m.room.member", user_id.as_str(), content);
+        if let Err(error) = append_event(state, &room_id, user_id, draft, None).await {
+            tracing::warn!(%room_id, %user_id, ?error, "could not update the member event after a profile change");
+        }
+    }
+    Ok(())
+}
