@@ -9,45 +9,11 @@ stops the server with SIGTERM and checks that it shuts down cleanly.
 """
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 
 import nio
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(binary: str, data_dir: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = dict(os.environ, HEARTH_LISTEN=f"127.0.0.1:{port}", HEARTH_DATA_DIR=data_dir, HEARTH_LOG="warn")
-    server = subprocess.Popen([binary, "serve"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=1) as response:
-                if response.status == 200:
-                    return server, base
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("hearth did not become healthy within 30 s")
-
-
-def check(condition: bool, what: str, detail: object = "") -> None:
-    if not condition:
-        raise AssertionError(f"{what}: {detail}")
-    print(f"ok - {what}")
+from harness import check, running_hearth
 
 
 async def exercise(base: str) -> None:
@@ -94,15 +60,8 @@ async def exercise(base: str) -> None:
 
 
 def main() -> None:
-    binary = sys.argv[1]
-    with tempfile.TemporaryDirectory() as data_dir:
-        server, base = start_server(binary, data_dir)
-        try:
-            asyncio.run(exercise(base))
-        finally:
-            server.send_signal(signal.SIGTERM)
-            code = server.wait(timeout=30)
-        check(code == 0, f"hearth exited cleanly on SIGTERM (code {code})")
+    with running_hearth(sys.argv[1]) as base:
+        asyncio.run(exercise(base))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""Runs a real `hearth` binary for client SDK tests: a free loopback port, a fresh data
+directory (SQLite) unless HEARTH_DATABASE_URL says otherwise, and a clean SIGTERM at the end."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def check(condition: bool, what: str, detail: object = "") -> None:
+    if not condition:
+        raise AssertionError(f"{what}: {detail}")
+    print(f"ok - {what}")
+
+
+@contextlib.contextmanager
+def running_hearth(binary: str):
+    """Yields the base URL of a healthy server; stops it with SIGTERM and checks it exits 0."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        port = free_port()
+        env = dict(os.environ, HEARTH_LISTEN=f"127.0.0.1:{port}", HEARTH_DATA_DIR=data_dir, HEARTH_LOG="warn")
+        server = subprocess.Popen([binary, "serve"], env=env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base}/health", timeout=1) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("hearth did not become healthy within 30 s")
+                    time.sleep(0.1)
+            yield base
+        finally:
+            server.send_signal(signal.SIGTERM)
+            code = server.wait(timeout=30)
+        check(code == 0, f"hearth exited cleanly on SIGTERM (code {code})")
