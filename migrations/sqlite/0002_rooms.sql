@@ -93,6 +93,15 @@ CREATE TABLE event_txn_ids (
     PRIMARY KEY (user_id, device_id, txn_id)
 );
 
+-- Relations between events (m.relates_to): edits, threads, annotations, references.
+CREATE TABLE event_relations (
+    event_id TEXT PRIMARY KEY,
+    relates_to_id TEXT NOT NULL,
+    rel_type TEXT NOT NULL,
+    room_id TEXT NOT NULL
+);
+CREATE INDEX event_relations_target ON event_relations (relates_to_id, rel_type);
+
 -- Room aliases of this server (#name:server → room).
 CREATE TABLE room_aliases (
     room_alias TEXT PRIMARY KEY,

@@ -14,6 +14,7 @@ mod membership;
 mod ops;
 mod profile;
 mod register;
+mod relations;
 mod rooms;
 pub mod ruma;
 mod server_keys;
@@ -91,6 +92,12 @@ pub fn router(state: AppState) -> Router {
         .ruma(rooms::get_event)
         .ruma(rooms::messages)
         .ruma(rooms::redact)
+        .ruma(rooms::context)
+        .ruma(rooms::timestamp_to_event)
+        .ruma(relations::all)
+        .ruma(relations::by_type)
+        .ruma(relations::by_type_and_event_type)
+        .ruma(relations::threads)
         // Aliases, directory, reports
         .ruma(directory::create)
         .ruma(directory::resolve)

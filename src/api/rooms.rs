@@ -7,9 +7,10 @@ use ruma::{
     api::{
         Direction,
         client::{
+            context::get_context,
             message::{get_message_events, send_message_event},
             redact::redact_event,
-            room::{Visibility, create_room, get_room_event},
+            room::{Visibility, create_room, get_event_by_timestamp, get_room_event},
             state::{get_state_event_for_key, get_state_events, send_state_event},
         },
         error::ErrorKind,
@@ -23,10 +24,11 @@ use super::{
     ruma::Ruma,
 };
 use crate::{
+    accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::{
         access::{ReadAccess, power_levels, read_access},
-        client_event::{Unsigned, client_event},
+        client_event::render_events,
         create::{Preset, RoomSpec, create_room as create_room_with},
         pipeline::{EventDraft, Transaction, append_event, room_version_rules},
     },
@@ -182,29 +184,9 @@ pub async fn send_state(
     Ok(send_state_event::v3::Response::new(appended.event_id))
 }
 
-/// Renders events for the requesting device.
-async fn render(state: &AppState, rows: &[EventRow], version: &str, device_id: &str) -> ApiResult<Vec<Value>> {
-    let mut events = Vec::with_capacity(rows.len());
-    for row in rows {
-        let transaction_id = state.storage.transaction_of_event(&row.event_id, device_id).await?;
-        let redacted_because = match &row.redacted_by {
-            Some(redaction) => state
-                .storage
-                .event(redaction)
-                .await?
-                .map(|r| client_event(&r, version, Unsigned::default())),
-            None => None,
-        };
-        events.push(client_event(
-            row,
-            version,
-            Unsigned {
-                transaction_id,
-                redacted_because,
-            },
-        ));
-    }
-    Ok(events)
+/// Renders events for the requesting user and device.
+async fn render(state: &AppState, rows: &[EventRow], version: &str, sender: &Sender) -> ApiResult<Vec<Value>> {
+    render_events(state, rows, version, &sender.user_id, sender.device_id.as_str()).await
 }
 
 fn raw<T>(value: &Value) -> ApiResult<Raw<T>> {
@@ -252,7 +234,7 @@ pub async fn get_state(
         }
     };
     let rows = state.storage.events(&ids).await?;
-    let events = render(&state, &rows, &version, sender.device_id.as_str()).await?;
+    let events = render(&state, &rows, &version, sender).await?;
     Ok(get_state_events::v3::Response::new(
         events.iter().map(raw).collect::<ApiResult<_>>()?,
     ))
@@ -273,7 +255,7 @@ pub async fn get_state_event(
         .filter(|row| access.allows(row.stream_ordering))
         .ok_or_else(|| ApiError::not_found("No such state event"))?;
     let version = room_version_of(&state, &body.room_id).await?;
-    let event = render(&state, std::slice::from_ref(&row), &version, sender.device_id.as_str())
+    let event = render(&state, std::slice::from_ref(&row), &version, sender)
         .await?
         .remove(0);
     let wants_event = body.format == ruma::api::client::state::get_state_event_for_key::v3::StateEventFormat::Event;
@@ -297,7 +279,7 @@ pub async fn get_event(
         .filter(|row| row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering))
         .ok_or_else(|| ApiError::not_found("Event not found"))?;
     let version = room_version_of(&state, &body.room_id).await?;
-    let event = render(&state, std::slice::from_ref(&row), &version, sender.device_id.as_str())
+    let event = render(&state, std::slice::from_ref(&row), &version, sender)
         .await?
         .remove(0);
     Ok(get_room_event::v3::Response::new(raw(&event)?))
@@ -387,7 +369,7 @@ pub async fn messages(
         }
     }
     let version = room_version_of(&state, &body.room_id).await?;
-    let events = render(&state, &chunk, &version, sender.device_id.as_str()).await?;
+    let events = render(&state, &chunk, &version, sender).await?;
     let mut response = get_message_events::v3::Response::new();
     response.start = format!("s{from}");
     response.end = (!exhausted).then(|| format!("s{cursor}"));
@@ -443,4 +425,86 @@ pub async fn redact(
     };
     let appended = append_event(&state, &body.room_id, &sender.user_id, draft, Some(transaction)).await?;
     Ok(redact_event::v3::Response::new(appended.event_id))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}`: the event with up to `limit`
+/// events around it (half before, half after) and the room state.
+pub async fn context(state: AppState, request: Ruma<get_context::v3::Request>) -> ApiResult<get_context::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let access = read_access(&state, &body.room_id, &sender.user_id).await?;
+    let row = state
+        .storage
+        .event(body.event_id.as_str())
+        .await?
+        .filter(|row| row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering))
+        .ok_or_else(|| ApiError::not_found("Event not found"))?;
+    let limit = u64::from(body.limit).min(MAX_PAGE) as i64;
+    let before_count = limit / 2;
+    let after_count = limit - before_count;
+    let before = state
+        .storage
+        .room_events(body.room_id.as_str(), row.stream_ordering, true, before_count)
+        .await?;
+    let mut after = state
+        .storage
+        .room_events(body.room_id.as_str(), row.stream_ordering, false, after_count)
+        .await?;
+    after.retain(|event| access.allows(event.stream_ordering));
+    let version = room_version_of(&state, &body.room_id).await?;
+    let mut response = get_context::v3::Response::new();
+    response.start = Some(format!(
+        "s{}",
+        before.last().map_or(row.stream_ordering, |e| e.stream_ordering)
+    ));
+    response.end = Some(format!(
+        "s{}",
+        after.last().map_or(row.stream_ordering, |e| e.stream_ordering)
+    ));
+    response.events_before = render(&state, &before, &version, sender)
+        .await?
+        .iter()
+        .map(raw)
+        .collect::<ApiResult<_>>()?;
+    response.event = Some(raw(&render(&state, std::slice::from_ref(&row), &version, sender)
+        .await?
+        .remove(0))?);
+    response.events_after = render(&state, &after, &version, sender)
+        .await?
+        .iter()
+        .map(raw)
+        .collect::<ApiResult<_>>()?;
+    let state_ids: Vec<String> = state
+        .storage
+        .current_state(body.room_id.as_str())
+        .await?
+        .into_values()
+        .collect();
+    let state_rows = state.storage.events(&state_ids).await?;
+    response.state = render(&state, &state_rows, &version, sender)
+        .await?
+        .iter()
+        .map(raw)
+        .collect::<ApiResult<_>>()?;
+    Ok(response)
+}
+
+/// `GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event`
+pub async fn timestamp_to_event(
+    state: AppState,
+    request: Ruma<get_event_by_timestamp::v1::Request>,
+) -> ApiResult<get_event_by_timestamp::v1::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let access = read_access(&state, &body.room_id, &sender.user_id).await?;
+    let ts = i64::try_from(u64::from(body.ts.0)).map_err(|_| ApiError::invalid_param("ts is out of range"))?;
+    let row = state
+        .storage
+        .event_near_timestamp(body.room_id.as_str(), ts, body.dir == Direction::Forward)
+        .await?
+        .filter(|row| access.allows(row.stream_ordering))
+        .ok_or_else(|| ApiError::not_found("No event found in that direction"))?;
+    let event_id = row.event_id.try_into().map_err(|_| ApiError::internal())?;
+    let origin_ts = ruma::MilliSecondsSinceUnixEpoch(ruma::UInt::try_from(row.origin_server_ts).unwrap_or_default());
+    Ok(get_event_by_timestamp::v1::Response::new(event_id, origin_ts))
 }

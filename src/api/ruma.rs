@@ -113,7 +113,11 @@ where
         args.resize(expected.max(args.len()), "");
         // Clients send POSTs such as /join and /leave with no body at all; as Synapse does,
         // an empty POST body reads as `{}`. (PUT bodies are the content itself and must exist.)
-        let body: &[u8] = if body.is_empty() && parts.method == http::Method::POST { b"{}" } else { &body };
+        let body: &[u8] = if body.is_empty() && parts.method == http::Method::POST {
+            b"{}"
+        } else {
+            &body
+        };
         let request = http::Request::from_parts(parts, body);
         // ruma's parsers are not panic-free on every malformed input (a login body without
         // `type` once indexed a missing key); a panic here is a bad request, not a crash.

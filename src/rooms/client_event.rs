@@ -2,11 +2,17 @@
 //! fields, content redacted if a redaction applies, and `unsigned` data computed for the
 //! viewer.
 
-use ruma::{CanonicalJsonValue, canonical_json::redact_content_in_place};
+use std::collections::HashMap;
+
+use ruma::{CanonicalJsonValue, UserId, canonical_json::redact_content_in_place};
 use serde_json::{Map, Value, json};
 
 use super::pipeline::room_version_rules;
-use crate::storage::{EventRow, now_ms};
+use crate::{
+    error::ApiResult,
+    state::AppState,
+    storage::{EventRow, now_ms},
+};
 
 /// What the server adds for one viewer.
 #[derive(Default)]
@@ -59,4 +65,114 @@ fn redacted_content(event_type: &str, content: Value, room_version: &str) -> Val
     };
     redact_content_in_place(&mut object, &rules.redaction, event_type);
     serde_json::to_value(object).unwrap_or_else(|_| json!({}))
+}
+
+/// Renders events for one viewer (user and device): redactions applied, the transaction ID
+/// for the sending device, and the bundled aggregations of relations (`m.replace`: the latest
+/// edit; `m.thread`: latest reply, count and participation; `m.reference`: the references).
+pub async fn render_events(
+    state: &AppState,
+    rows: &[EventRow],
+    room_version: &str,
+    viewer: &UserId,
+    device_id: &str,
+) -> ApiResult<Vec<Value>> {
+    let ids: Vec<String> = rows.iter().map(|row| row.event_id.clone()).collect();
+    let relations = state.storage.relations_to(&ids).await?;
+    // Edits and latest thread replies are bundled whole: load them in one go.
+    let mut bundled_ids = Vec::new();
+    let mut aggregations: HashMap<&str, Aggregation> = HashMap::new();
+    for relation in &relations {
+        let Some(target) = rows.iter().find(|row| row.event_id == relation.relates_to_id) else {
+            continue;
+        };
+        let entry = aggregations.entry(target.event_id.as_str()).or_default();
+        match relation.rel_type.as_str() {
+            // Only the original sender may edit, and only with the same event type.
+            "m.replace" if relation.sender == target.sender && relation.event_type == target.event_type => {
+                entry.latest_edit = Some(relation.event_id.clone());
+            }
+            "m.thread" => {
+                entry.thread_count += 1;
+                entry.thread_latest = Some(relation.event_id.clone());
+                entry.participated |= relation.sender == viewer.as_str();
+            }
+            "m.reference" => entry.references.push(relation.event_id.clone()),
+            _ => {}
+        }
+    }
+    for aggregation in aggregations.values() {
+        bundled_ids.extend(aggregation.latest_edit.iter().cloned());
+        bundled_ids.extend(aggregation.thread_latest.iter().cloned());
+    }
+    let bundled: HashMap<String, EventRow> = state
+        .storage
+        .events(&bundled_ids)
+        .await?
+        .into_iter()
+        .map(|row| (row.event_id.clone(), row))
+        .collect();
+    let plain = |id: &Option<String>| {
+        id.as_ref()
+            .and_then(|id| bundled.get(id))
+            .map(|row| client_event(row, room_version, Unsigned::default()))
+    };
+
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let transaction_id = state.storage.transaction_of_event(&row.event_id, device_id).await?;
+        let redacted_because = match &row.redacted_by {
+            Some(redaction) => state
+                .storage
+                .event(redaction)
+                .await?
+                .map(|r| client_event(&r, room_version, Unsigned::default())),
+            None => None,
+        };
+        let mut event = client_event(
+            row,
+            room_version,
+            Unsigned {
+                transaction_id,
+                redacted_because,
+            },
+        );
+        if let Some(aggregation) = aggregations.get(row.event_id.as_str())
+            && row.redacted_by.is_none()
+        {
+            let mut relations = serde_json::Map::new();
+            if let Some(edit) = plain(&aggregation.latest_edit) {
+                relations.insert("m.replace".into(), edit);
+            }
+            if let Some(latest) = plain(&aggregation.thread_latest) {
+                let participated = aggregation.participated || row.sender == viewer.as_str();
+                relations.insert(
+                    "m.thread".into(),
+                    json!({ "latest_event": latest, "count": aggregation.thread_count, "current_user_participated": participated }),
+                );
+            }
+            if !aggregation.references.is_empty() {
+                let chunk: Vec<Value> = aggregation
+                    .references
+                    .iter()
+                    .map(|id| json!({ "event_id": id }))
+                    .collect();
+                relations.insert("m.reference".into(), json!({ "chunk": chunk }));
+            }
+            if !relations.is_empty() {
+                event["unsigned"]["m.relations"] = Value::Object(relations);
+            }
+        }
+        events.push(event);
+    }
+    Ok(events)
+}
+
+#[derive(Default)]
+struct Aggregation {
+    latest_edit: Option<String>,
+    thread_latest: Option<String>,
+    thread_count: u64,
+    participated: bool,
+    references: Vec<String>,
 }

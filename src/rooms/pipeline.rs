@@ -115,6 +115,7 @@ pub async fn create_room_event(
         state_before: None,
         membership: None,
         transaction: None,
+        relation: None,
     };
     let stream_ordering = Storage::persist_event(&mut tx, &row).await?;
     tx.commit().await?;
@@ -214,6 +215,7 @@ pub async fn append_event(
     let membership = (draft.event_type == "m.room.member")
         .then(|| draft.content.get("membership").and_then(Value::as_str))
         .flatten();
+    let relation = relation_of(&draft.content);
     let json = CanonicalJsonValue::Object(object).to_string();
     let mut tx = storage.begin_write().await?;
     let row = NewEventRow {
@@ -229,6 +231,7 @@ pub async fn append_event(
         state_before,
         membership,
         transaction: transaction.as_ref().map(|t| (sender.as_str(), t.device_id, t.txn_id)),
+        relation: relation.as_ref().map(|(id, kind)| (id.as_str(), kind.as_str())),
     };
     let stream_ordering = Storage::persist_event(&mut tx, &row).await?;
     if let Some(redacted) = &draft.redacts {
@@ -330,4 +333,13 @@ fn to_pdu(event_id: &OwnedEventId, object: &CanonicalJsonObject) -> ApiResult<Pd
 
 pub fn parse_object(json: &str) -> ApiResult<CanonicalJsonObject> {
     serde_json::from_str(json).map_err(|_| ApiError::internal())
+}
+
+/// The relation an event's content declares (`m.relates_to` with `rel_type` and `event_id`).
+/// Replies (`m.in_reply_to` alone) are not relations in this sense.
+fn relation_of(content: &Value) -> Option<(String, String)> {
+    let relates_to = content.get("m.relates_to")?;
+    let rel_type = relates_to.get("rel_type")?.as_str()?;
+    let event_id = relates_to.get("event_id")?.as_str()?;
+    Some((event_id.to_owned(), rel_type.to_owned()))
 }

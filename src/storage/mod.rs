@@ -28,7 +28,7 @@ pub use self::{
     devices::Device,
     migrate::{MigrationError, SCHEMA_VERSION},
     registration::RegistrationToken,
-    rooms::{EventRow, NewEventRow, StateMap},
+    rooms::{EventRow, NewEventRow, RelationRow, StateMap},
     tokens::{AccessTokenInfo, RefreshTokenInfo},
     uia::UiaSession,
     users::{NewUser, User},

@@ -46,6 +46,19 @@ pub struct NewEventRow<'a> {
     pub membership: Option<&'a str>,
     /// (user, device, txn ID) of a client send, for idempotent retries.
     pub transaction: Option<(&'a str, &'a str, &'a str)>,
+    /// (event it relates to, relation type) from the content's `m.relates_to`.
+    pub relation: Option<(&'a str, &'a str)>,
+}
+
+/// An event relating to another, with what aggregations need.
+#[derive(Debug, Clone, FromRow)]
+pub struct RelationRow {
+    pub relates_to_id: String,
+    pub rel_type: String,
+    pub event_id: String,
+    pub sender: String,
+    pub stream_ordering: i64,
+    pub event_type: String,
 }
 
 /// A new group is a full snapshot once this many deltas have piled up, so reading the state
@@ -225,6 +238,61 @@ impl Storage {
             .await?)
     }
 
+    /// The room's event closest to a timestamp: the first at or after it (`forwards`), or the
+    /// last at or before it.
+    pub async fn event_near_timestamp(
+        &self,
+        room_id: &str,
+        ts: i64,
+        forwards: bool,
+    ) -> Result<Option<EventRow>, StorageError> {
+        let (op, order) = if forwards { (">=", "ASC") } else { ("<=", "DESC") };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE room_id = $1 AND origin_server_ts {op} $2 AND rejected_reason IS NULL
+             ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT 1"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(ts)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Accepted, unredacted events relating to any of `targets`, oldest first.
+    pub async fn relations_to(&self, targets: &[String]) -> Result<Vec<RelationRow>, StorageError> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=targets.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT r.relates_to_id, r.rel_type, e.event_id, e.sender, e.stream_ordering, e.event_type
+             FROM event_relations r JOIN events e ON e.event_id = r.event_id
+             WHERE r.relates_to_id IN ({}) AND e.rejected_reason IS NULL AND e.redacted_by IS NULL
+             ORDER BY e.stream_ordering",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query_as(AssertSqlSafe(sql));
+        for id in targets {
+            query = query.bind(id);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    /// Thread roots of a room (events with at least one `m.thread` reply), by latest activity.
+    pub async fn thread_roots(&self, room_id: &str) -> Result<Vec<(String, i64)>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT r.relates_to_id, MAX(e.stream_ordering) AS latest
+             FROM event_relations r JOIN events e ON e.event_id = r.event_id
+             WHERE r.room_id = $1 AND r.rel_type = 'm.thread' AND e.rejected_reason IS NULL
+             GROUP BY r.relates_to_id
+             ORDER BY latest DESC",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The highest stream position handed out so far.
     pub async fn current_event_position(&self) -> Result<i64, StorageError> {
         Ok(
@@ -368,6 +436,17 @@ impl Storage {
             .bind(state_after)
             .execute(&mut **tx)
             .await?;
+        if let Some((relates_to, rel_type)) = event.relation {
+            sqlx::query(
+                "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(event.event_id)
+            .bind(relates_to)
+            .bind(rel_type)
+            .bind(event.room_id)
+            .execute(&mut **tx)
+            .await?;
+        }
         if let Some((user_id, device_id, txn_id)) = event.transaction {
             sqlx::query(
                 "INSERT INTO event_txn_ids (user_id, device_id, txn_id, room_id, event_id, created_ts)
