@@ -548,3 +548,96 @@ async fn the_server_publishes_its_signing_key() {
     let (_, again) = server.get("/_matrix/key/v2/server", None).await;
     assert_eq!(again["verify_keys"], keys["verify_keys"]);
 }
+
+#[tokio::test]
+async fn knocking_works_where_the_join_rules_allow_it() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let knock_rules = json!([{ "type": "m.room.join_rules", "state_key": "", "content": { "join_rule": "knock" } }]);
+    let room = create_room(
+        &server,
+        &alice,
+        json!({ "room_version": "10", "initial_state": knock_rules }),
+    )
+    .await;
+    // Knocking is not joining.
+    assert_error(&join(&server, &bob, &room).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let (status, knocked) = server
+        .post(
+            &format!("{V3}/knock/{room}"),
+            bob.token(),
+            json!({ "reason": "let me in" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{knocked}");
+    assert_eq!(knocked["room_id"], room);
+    let (_, member) = server
+        .get(
+            &format!("{V3}/rooms/{room}/state/m.room.member/@bob:localhost"),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(member["membership"], "knock");
+    // The knock is accepted with an invite.
+    let (status, _) = server
+        .post(
+            &format!("{V3}/rooms/{room}/invite"),
+            alice.token(),
+            json!({ "user_id": "@bob:localhost" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(join(&server, &bob, &room).await.0, StatusCode::OK);
+
+    // Rooms that are invite-only, or too old to know knocking, refuse knocks.
+    let carol = server.register("carol").await;
+    let invite_only = create_room(&server, &alice, json!({})).await;
+    let refused = server
+        .post(&format!("{V3}/knock/{invite_only}"), carol.token(), json!({}))
+        .await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let old = create_room(&server, &alice, json!({ "room_version": "6", "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": { "join_rule": "knock" } }] })).await;
+    let refused = server
+        .post(&format!("{V3}/knock/{old}"), carol.token(), json!({}))
+        .await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_error(
+        &server
+            .post(&format!("{V3}/knock/!nope:localhost"), carol.token(), json!({}))
+            .await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+}
+
+#[tokio::test]
+async fn restricted_rooms_admit_members_of_the_allowed_rooms() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let eve = server.register("eve").await;
+    let space = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob, &space).await;
+    let rules = json!([{ "type": "m.room.join_rules", "state_key": "", "content": {
+        "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": space }]
+    } }]);
+    for version in ["9", "12"] {
+        let room = create_room(
+            &server,
+            &alice,
+            json!({ "room_version": version, "initial_state": rules }),
+        )
+        .await;
+        let (status, body) = join(&server, &bob, &room).await;
+        assert_eq!(status, StatusCode::OK, "v{version}: {body}");
+        let (_, member) = server
+            .get(
+                &format!("{V3}/rooms/{room}/state/m.room.member/@bob:localhost"),
+                bob.token(),
+            )
+            .await;
+        assert_eq!(member["join_authorised_via_users_server"], "@alice:localhost");
+        assert_error(&join(&server, &eve, &room).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    }
+}

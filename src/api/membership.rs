@@ -3,10 +3,13 @@
 use std::collections::BTreeMap;
 
 use ruma::{
-    OwnedRoomId, OwnedUserId, RoomId,
-    api::client::membership::{
-        ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
-        joined_members, joined_rooms, kick_user, leave_room, unban_user,
+    OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId, RoomId,
+    api::client::{
+        knock::knock_room,
+        membership::{
+            ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
+            joined_members, joined_rooms, kick_user, leave_room, unban_user,
+        },
     },
 };
 use serde_json::Value;
@@ -59,12 +62,19 @@ pub async fn join_by_id_or_alias(
     request: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
     let sender = request.sender()?;
-    let room_id = match OwnedRoomId::try_from(request.body.room_id_or_alias.clone()) {
-        Ok(room_id) => room_id,
+    let room_id = resolve_room(&state, &request.body.room_id_or_alias).await?;
+    let room_id = join(&state, sender, &room_id, request.body.reason.as_deref()).await?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+/// A room ID, or a local alias resolved to one.
+async fn resolve_room(state: &AppState, room: &OwnedRoomOrAliasId) -> ApiResult<OwnedRoomId> {
+    match OwnedRoomId::try_from(room.clone()) {
+        Ok(room_id) => Ok(room_id),
         Err(alias) => {
             if alias.server_name() != state.config.server_name {
                 return Err(ApiError::not_found(
-                    "Joining through other servers' aliases needs federation (not supported yet)",
+                    "Rooms behind other servers' aliases need federation (not supported yet)",
                 ));
             }
             let (room_id, _) = state
@@ -72,11 +82,41 @@ pub async fn join_by_id_or_alias(
                 .alias(alias.as_str())
                 .await?
                 .ok_or_else(|| ApiError::not_found("Room alias not found"))?;
-            OwnedRoomId::try_from(room_id).map_err(|_| ApiError::internal())?
+            OwnedRoomId::try_from(room_id).map_err(|_| ApiError::internal())
         }
-    };
-    let room_id = join(&state, sender, &room_id, request.body.reason.as_deref()).await?;
-    Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+    }
+}
+
+/// `POST /_matrix/client/v3/knock/{roomIdOrAlias}` (room versions 7 and later)
+pub async fn knock(state: AppState, request: Ruma<knock_room::v3::Request>) -> ApiResult<knock_room::v3::Response> {
+    let sender = request.sender()?;
+    let room_id = resolve_room(&state, &request.body.room_id_or_alias).await?;
+    if state.storage.room_version(room_id.as_str()).await?.is_none() {
+        return Err(ApiError::not_found(
+            "Unknown room (knocking on rooms of other servers is not supported yet)",
+        ));
+    }
+    if matches!(
+        state
+            .storage
+            .membership(room_id.as_str(), sender.user_id.as_str())
+            .await?
+            .as_deref(),
+        Some("join" | "invite")
+    ) {
+        return Err(ApiError::forbidden("You are already in (or invited to) this room"));
+    }
+    let reason = request.body.reason.as_deref();
+    change_membership(
+        &state,
+        &room_id,
+        &sender.user_id,
+        &sender.user_id,
+        Change::Knock,
+        reason,
+    )
+    .await?;
+    Ok(knock_room::v3::Response::new(room_id))
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/invite`

@@ -113,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .ruma(membership::join_by_id)
         .ruma(membership::join_by_id_or_alias)
         .ruma(membership::invite)
+        .ruma(membership::knock)
         .ruma(membership::leave)
         .ruma(membership::forget)
         .ruma(membership::kick)

@@ -74,8 +74,73 @@ pub async fn change_membership(
             }
         }
     }
+    if change == Change::Join && current.as_deref() != Some("invite") {
+        if let Some(authoriser) = restricted_join_authoriser(state, room_id, target).await? {
+            content["join_authorised_via_users_server"] = Value::from(authoriser);
+        }
+    }
     let draft = EventDraft::state("m.room.member", target.as_str(), content);
     append_event(state, room_id, sender, draft, None).await
+}
+
+/// For a join to a `restricted` (or `knock_restricted`) room by an uninvited user: checks that
+/// the user is in one of the rooms the join rules allow, and names a local member with the
+/// power to invite who vouches for the join (`join_authorised_via_users_server`). `None` when
+/// the room's join rule is not restricted.
+async fn restricted_join_authoriser(state: &AppState, room_id: &RoomId, user: &UserId) -> ApiResult<Option<String>> {
+    let Some(rules) = state
+        .storage
+        .current_state_event(room_id.as_str(), "m.room.join_rules", "")
+        .await?
+    else {
+        return Ok(None);
+    };
+    let pdu: Value = serde_json::from_str(&rules.json).unwrap_or_default();
+    let content = &pdu["content"];
+    if !matches!(content["join_rule"].as_str(), Some("restricted" | "knock_restricted")) {
+        return Ok(None);
+    }
+    let allowed_rooms: Vec<&str> = content["allow"]
+        .as_array()
+        .map(|allow| {
+            allow
+                .iter()
+                .filter(|rule| rule["type"] == "m.room_membership")
+                .filter_map(|rule| rule["room_id"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut qualifies = false;
+    for allowed in allowed_rooms {
+        if state.storage.membership(allowed, user.as_str()).await?.as_deref() == Some("join") {
+            qualifies = true;
+            break;
+        }
+    }
+    if !qualifies {
+        return Err(ApiError::forbidden(
+            "You are not a member of any room this room's join rules allow",
+        ));
+    }
+    for member in state.storage.member_events(room_id.as_str()).await? {
+        let Some(candidate) = member
+            .state_key
+            .as_deref()
+            .and_then(|key| ruma::OwnedUserId::try_from(key).ok())
+        else {
+            continue;
+        };
+        if candidate.server_name() != state.config.server_name
+            || super::access::content_field(&member.json, "membership").as_deref() != Some("join")
+        {
+            continue;
+        }
+        let (own, needed) = super::access::power_levels(state, room_id, &candidate, "invite").await?;
+        if own >= needed {
+            return Ok(Some(candidate.to_string()));
+        }
+    }
+    Err(ApiError::forbidden("No member of this room can authorise your join"))
 }
 
 /// After a profile change, re-sends the user's join event in every room they are in, carrying
