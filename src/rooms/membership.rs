@@ -74,10 +74,11 @@ pub async fn change_membership(
             }
         }
     }
-    if change == Change::Join && current.as_deref() != Some("invite") {
-        if let Some(authoriser) = restricted_join_authoriser(state, room_id, target).await? {
-            content["join_authorised_via_users_server"] = Value::from(authoriser);
-        }
+    if change == Change::Join
+        && current.as_deref() != Some("invite")
+        && let Some(authoriser) = restricted_join_authoriser(state, room_id, target).await?
+    {
+        content["join_authorised_via_users_server"] = Value::from(authoriser);
     }
     let draft = EventDraft::state("m.room.member", target.as_str(), content);
     append_event(state, room_id, sender, draft, None).await
