@@ -316,3 +316,65 @@ async fn display_name_changes_reach_member_events() {
         assert_eq!(joined["joined"]["@alice:localhost"]["display_name"], "Alice Liddell");
     }
 }
+
+#[tokio::test]
+async fn the_user_directory_finds_people_you_share_rooms_with_and_public_rooms() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let dave = server.register("dave").await;
+    // Alice and Bob share a private room; Carol sits in a public room; Dave shares nothing.
+    let private = create_room(&server, &alice, json!({ "invite": ["@bob:localhost"] })).await;
+    server
+        .post(&format!("{V3}/rooms/{private}/join"), bob.token(), json!({}))
+        .await;
+    create_room(&server, &carol, json!({ "preset": "public_chat" })).await;
+    let _ = dave;
+    server
+        .put(
+            &format!("{V3}/profile/@bob:localhost/displayname"),
+            bob.token(),
+            json!({ "displayname": "Robert" }),
+        )
+        .await;
+    let search_path = format!("{V3}/user_directory/search");
+    let search = |term: &str| server.post(&search_path, alice.token(), json!({ "search_term": term }));
+
+    let (status, found) = search("rob").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        found["results"],
+        json!([{ "user_id": "@bob:localhost", "display_name": "Robert" }])
+    );
+    let (_, found) = search("carol").await;
+    assert_eq!(found["results"][0]["user_id"], "@carol:localhost");
+    let (_, found) = search("dave").await;
+    assert_eq!(found["results"], json!([]));
+    let (_, limited) = server
+        .post(
+            &format!("{V3}/user_directory/search"),
+            alice.token(),
+            json!({ "search_term": "localhost", "limit": 1 }),
+        )
+        .await;
+    assert_eq!(limited["limited"], true);
+    assert_error(
+        &server
+            .post(
+                &format!("{V3}/user_directory/search"),
+                None,
+                json!({ "search_term": "a" }),
+            )
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "M_MISSING_TOKEN",
+    );
+    assert_error(
+        &server
+            .post(&format!("{V3}/user_directory/search"), alice.token(), json!({}))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "M_BAD_JSON",
+    );
+}

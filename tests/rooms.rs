@@ -641,3 +641,55 @@ async fn restricted_rooms_admit_members_of_the_allowed_rooms() {
         assert_error(&join(&server, &eve, &room).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     }
 }
+
+#[tokio::test]
+async fn upgrading_a_room_carries_state_and_tombstones_the_old_one() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let old = create_room(
+        &server,
+        &alice,
+        json!({ "room_version": "10", "preset": "public_chat", "name": "Old name", "room_alias_name": "club" }),
+    )
+    .await;
+    join(&server, &bob, &old).await;
+    let path = format!("{V3}/rooms/{old}/upgrade");
+    assert_error(
+        &server.post(&path, bob.token(), json!({ "new_version": "12" })).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &server.post(&path, alice.token(), json!({ "new_version": "77" })).await,
+        StatusCode::BAD_REQUEST,
+        "M_UNSUPPORTED_ROOM_VERSION",
+    );
+    let (status, upgraded) = server.post(&path, alice.token(), json!({ "new_version": "12" })).await;
+    assert_eq!(status, StatusCode::OK, "{upgraded}");
+    let new = upgraded["replacement_room"].as_str().unwrap();
+    let (_, tombstone) = server
+        .get(&format!("{V3}/rooms/{old}/state/m.room.tombstone"), bob.token())
+        .await;
+    assert_eq!(tombstone["replacement_room"], new);
+    let (_, create) = server
+        .get(&format!("{V3}/rooms/{new}/state/m.room.create"), alice.token())
+        .await;
+    assert_eq!(create["room_version"], "12");
+    assert_eq!(create["predecessor"]["room_id"], old);
+    let (_, name) = server
+        .get(&format!("{V3}/rooms/{new}/state/m.room.name"), alice.token())
+        .await;
+    assert_eq!(name["name"], "Old name");
+    let (_, alias) = server
+        .get(&format!("{V3}/directory/room/%23club:localhost"), None)
+        .await;
+    assert_eq!(alias["room_id"], new);
+    // Bob can follow into the new (public) room, and can no longer talk in the old one.
+    assert_eq!(join(&server, &bob, new).await.0, StatusCode::OK);
+    assert_error(
+        &send_text(&server, &bob, &old, "late", "hello?").await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+}

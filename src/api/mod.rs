@@ -19,6 +19,7 @@ mod rooms;
 pub mod ruma;
 mod server_keys;
 mod session;
+mod user_directory;
 
 use std::time::Duration;
 
@@ -94,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .ruma(rooms::redact)
         .ruma(rooms::context)
         .ruma(rooms::timestamp_to_event)
+        .ruma(rooms::upgrade)
         .ruma(relations::all)
         .ruma(relations::by_type)
         .ruma(relations::by_type_and_event_type)
@@ -122,6 +124,8 @@ pub fn router(state: AppState) -> Router {
         .ruma(membership::members)
         .ruma(membership::joined)
         .ruma(membership::rooms_joined)
+        // User directory
+        .ruma(user_directory::search)
         // Server keys (federation)
         .route("/_matrix/key/v2/server", get(server_keys::server_keys))
         // Synapse-compatible admin API

@@ -10,7 +10,7 @@ use ruma::{
             context::get_context,
             message::{get_message_events, send_message_event},
             redact::redact_event,
-            room::{Visibility, create_room, get_event_by_timestamp, get_room_event},
+            room::{Visibility, create_room, get_event_by_timestamp, get_room_event, upgrade_room},
             state::{get_state_event_for_key, get_state_events, send_state_event},
         },
         error::ErrorKind,
@@ -31,6 +31,7 @@ use crate::{
         client_event::render_events,
         create::{Preset, RoomSpec, create_room as create_room_with},
         pipeline::{EventDraft, Transaction, append_event, room_version_rules},
+        upgrade::upgrade_room as upgrade_room_to,
     },
     state::AppState,
     storage::EventRow,
@@ -507,4 +508,15 @@ pub async fn timestamp_to_event(
     let event_id = row.event_id.try_into().map_err(|_| ApiError::internal())?;
     let origin_ts = ruma::MilliSecondsSinceUnixEpoch(ruma::UInt::try_from(row.origin_server_ts).unwrap_or_default());
     Ok(get_event_by_timestamp::v1::Response::new(event_id, origin_ts))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/upgrade`
+pub async fn upgrade(
+    state: AppState,
+    request: Ruma<upgrade_room::v3::Request>,
+) -> ApiResult<upgrade_room::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let new_room = upgrade_room_to(&state, &body.room_id, &sender.user_id, body.new_version.clone()).await?;
+    Ok(upgrade_room::v3::Response::new(new_room))
 }

@@ -151,7 +151,6 @@ pub async fn append_event(
     // extremity, which is what current state holds.
     let state_before = extremities.last().map(|(_, _, group)| *group);
     let prev_ids: Vec<String> = extremities.iter().rev().take(20).map(|(id, _, _)| id.clone()).collect();
-    let current = storage.current_state(room_id.as_str()).await?;
 
     let event_type = TimelineEventType::from(draft.event_type.as_str());
     let content_raw = RawValue::from_string(draft.content.to_string()).map_err(|_| ApiError::internal())?;
@@ -163,6 +162,13 @@ pub async fn append_event(
         &rules.authorization,
     )
     .map_err(|reason| ApiError::bad_json(format!("Invalid event content: {reason}")))?;
+    // Only the state the rules look at is loaded, not the whole room (500 members' worth).
+    let mut wanted_state: Vec<(String, String)> = auth_types
+        .iter()
+        .map(|(kind, key)| (kind.to_string(), key.clone()))
+        .collect();
+    wanted_state.push(("m.room.create".to_owned(), String::new()));
+    let current = storage.current_state_entries(room_id.as_str(), &wanted_state).await?;
     let auth_ids: Vec<String> = auth_types
         .iter()
         .filter_map(|(kind, key)| current.get(&(kind.to_string(), key.clone())).cloned())

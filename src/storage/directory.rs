@@ -112,3 +112,35 @@ impl Storage {
         Ok(())
     }
 }
+
+impl Storage {
+    /// Users joined to a room that `user_id` is joined to, or to one of `public_rooms`.
+    pub async fn visible_users(&self, user_id: &str, public_rooms: &[String]) -> Result<Vec<String>, StorageError> {
+        let mut sql = String::from(
+            "SELECT DISTINCT m.state_key FROM current_state_events m
+             WHERE m.event_type = 'm.room.member' AND m.membership = 'join' AND (
+                 m.room_id IN (SELECT room_id FROM current_state_events
+                               WHERE event_type = 'm.room.member' AND state_key = $1 AND membership = 'join')",
+        );
+        if !public_rooms.is_empty() {
+            let placeholders: Vec<String> = (2..=public_rooms.len() + 1).map(|i| format!("${i}")).collect();
+            sql.push_str(&format!(" OR m.room_id IN ({})", placeholders.join(", ")));
+        }
+        sql.push_str(") ORDER BY m.state_key");
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(user_id);
+        for room in public_rooms {
+            query = query.bind(room);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    /// Every room's current join rules event: (room ID, PDU JSON).
+    pub async fn join_rules_of_all_rooms(&self) -> Result<Vec<(String, String)>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT c.room_id, e.json FROM current_state_events c JOIN events e ON e.event_id = c.event_id
+             WHERE c.event_type = 'm.room.join_rules'",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

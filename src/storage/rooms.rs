@@ -157,6 +157,30 @@ impl Storage {
         Ok(rows.into_iter().map(|(kind, key, id)| ((kind, key), id)).collect())
     }
 
+    /// Part of the room's current state: the entries for these (type, state key) pairs.
+    pub async fn current_state_entries(
+        &self,
+        room_id: &str,
+        keys: &[(String, String)],
+    ) -> Result<StateMap, StorageError> {
+        if keys.is_empty() {
+            return Ok(StateMap::new());
+        }
+        let conditions: Vec<String> = (0..keys.len())
+            .map(|i| format!("(event_type = ${} AND state_key = ${})", 2 * i + 2, 2 * i + 3))
+            .collect();
+        let sql = format!(
+            "SELECT event_type, state_key, event_id FROM current_state_events WHERE room_id = $1 AND ({})",
+            conditions.join(" OR ")
+        );
+        let mut query = sqlx::query_as::<_, (String, String, String)>(AssertSqlSafe(sql)).bind(room_id);
+        for (kind, key) in keys {
+            query = query.bind(kind).bind(key);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(kind, key, id)| ((kind, key), id)).collect())
+    }
+
     /// One current state event.
     pub async fn current_state_event(
         &self,

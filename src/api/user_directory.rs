@@ -1,0 +1,59 @@
+//! `POST /_matrix/client/v3/user_directory/search`: users who share a room with the searcher,
+//! and users in public rooms, matched on user ID or display name.
+
+use ruma::{
+    OwnedUserId,
+    api::client::user_directory::search_users::{self, v3::User},
+};
+use serde_json::Value;
+
+use super::ruma::Ruma;
+use crate::{error::ApiResult, rooms::access::content_field, state::AppState};
+
+const MAX_RESULTS: u64 = 100;
+
+pub async fn search(
+    state: AppState,
+    request: Ruma<search_users::v3::Request>,
+) -> ApiResult<search_users::v3::Response> {
+    let sender = request.sender()?;
+    let term = request.body.search_term.to_lowercase();
+    let limit = u64::from(request.body.limit).clamp(1, MAX_RESULTS) as usize;
+    let public_rooms: Vec<String> = state
+        .storage
+        .join_rules_of_all_rooms()
+        .await?
+        .into_iter()
+        .filter(|(_, json)| content_field(json, "join_rule").as_deref() == Some("public"))
+        .map(|(room, _)| room)
+        .collect();
+    let mut results = Vec::new();
+    let mut limited = false;
+    for user in state
+        .storage
+        .visible_users(sender.user_id.as_str(), &public_rooms)
+        .await?
+    {
+        let Ok(user_id) = OwnedUserId::try_from(user) else {
+            continue;
+        };
+        let profile = state.storage.profile(user_id.as_str()).await?;
+        let display_name = profile.get("displayname").and_then(Value::as_str).map(str::to_owned);
+        let matches = user_id.as_str().to_lowercase().contains(&term)
+            || display_name
+                .as_ref()
+                .is_some_and(|name| name.to_lowercase().contains(&term));
+        if !matches {
+            continue;
+        }
+        if results.len() == limit {
+            limited = true;
+            break;
+        }
+        let mut entry = User::new(user_id);
+        entry.display_name = display_name;
+        entry.avatar_url = profile.get("avatar_url").and_then(Value::as_str).map(Into::into);
+        results.push(entry);
+    }
+    Ok(search_users::v3::Response::new(results, limited))
+}
