@@ -693,3 +693,54 @@ async fn upgrading_a_room_carries_state_and_tombstones_the_old_one() {
         "M_FORBIDDEN",
     );
 }
+
+#[tokio::test]
+async fn history_visibility_decides_what_members_see() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let eve = server.register("eve").await;
+    let bodies = |page: &Value| -> Vec<String> {
+        page["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .rev()
+            .collect()
+    };
+    for (visibility, expected) in [
+        ("shared", vec!["before invite", "while invited", "after join"]),
+        ("invited", vec!["while invited", "after join"]),
+        ("joined", vec!["after join"]),
+        ("world_readable", vec!["before invite", "while invited", "after join"]),
+    ] {
+        let state = json!([{ "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": visibility } }]);
+        let room = create_room(&server, &alice, json!({ "initial_state": state })).await;
+        send_text(&server, &alice, &room, &format!("{visibility}1"), "before invite").await;
+        server
+            .post(
+                &format!("{V3}/rooms/{room}/invite"),
+                alice.token(),
+                json!({ "user_id": "@bob:localhost" }),
+            )
+            .await;
+        send_text(&server, &alice, &room, &format!("{visibility}2"), "while invited").await;
+        join(&server, &bob, &room).await;
+        send_text(&server, &alice, &room, &format!("{visibility}3"), "after join").await;
+        let (status, page) = messages(&server, &bob, &room, "dir=b&limit=50").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(bodies(&page), expected, "{visibility}");
+        // The current state is there for members whatever the visibility.
+        let (status, _) = server
+            .get(&format!("{V3}/rooms/{room}/state/m.room.create"), bob.token())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{visibility}");
+        let outsider = messages(&server, &eve, &room, "dir=b&limit=50").await;
+        if visibility == "world_readable" {
+            assert_eq!(bodies(&outsider.1), expected);
+        } else {
+            assert_error(&outsider, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+        }
+    }
+}

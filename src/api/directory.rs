@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::ruma::Ruma;
 use crate::{
     error::{ApiError, ApiResult},
-    rooms::access::{ReadAccess, content_field, power_levels, read_access},
+    rooms::access::{content_field, power_levels, read_access, require_joined},
     state::AppState,
 };
 
@@ -126,9 +126,7 @@ pub async fn delete(
 pub async fn room_aliases(state: AppState, request: Ruma<aliases::v3::Request>) -> ApiResult<aliases::v3::Response> {
     let sender = request.sender()?;
     let room_id = &request.body.room_id;
-    if read_access(&state, room_id, &sender.user_id).await? != ReadAccess::Everything {
-        return Err(ApiError::forbidden("You are not in this room"));
-    }
+    require_joined(&state, room_id, &sender.user_id).await?;
     let aliases = state.storage.aliases_of_room(room_id.as_str()).await?;
     Ok(aliases::v3::Response::new(
         aliases.into_iter().filter_map(|a| a.try_into().ok()).collect(),

@@ -19,7 +19,7 @@ use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::{
-        access::{ReadAccess, read_access},
+        access::{read_access, require_joined, sees_current_state},
         client_event::{Unsigned, client_event},
         membership::{Change, change_membership},
     },
@@ -252,6 +252,7 @@ pub async fn members(
     let sender = request.sender()?;
     let body = &request.body;
     let access = read_access(&state, &body.room_id, &sender.user_id).await?;
+    let current = sees_current_state(&state, &body.room_id, &sender.user_id, &access).await?;
     if body.at.is_some() {
         return Err(ApiError::invalid_param("The `at` parameter is not supported yet"));
     }
@@ -262,10 +263,7 @@ pub async fn members(
         .ok_or_else(ApiError::internal)?;
     let rows = state.storage.member_events(body.room_id.as_str()).await?;
     let mut chunk = Vec::new();
-    for row in rows
-        .iter()
-        .filter(|row| access.allows(row.stream_ordering) || access == ReadAccess::Everything)
-    {
+    for row in rows.iter().filter(|row| current || access.allows(row.stream_ordering)) {
         let event = client_event(row, &version, Unsigned::default());
         let membership = event["content"]["membership"].as_str().unwrap_or_default().to_owned();
         if body.membership.as_ref().is_some_and(|m| m.as_str() != membership)
@@ -286,9 +284,7 @@ pub async fn joined(
 ) -> ApiResult<joined_members::v3::Response> {
     let sender = request.sender()?;
     let room_id = &request.body.room_id;
-    if read_access(&state, room_id, &sender.user_id).await? != ReadAccess::Everything {
-        return Err(ApiError::forbidden("You are not a member of this room"));
-    }
+    require_joined(&state, room_id, &sender.user_id).await?;
     let mut joined = BTreeMap::new();
     for row in state.storage.member_events(room_id.as_str()).await? {
         let pdu: Value = serde_json::from_str(&row.json).unwrap_or_default();

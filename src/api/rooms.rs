@@ -27,7 +27,7 @@ use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::{
-        access::{ReadAccess, power_levels, read_access},
+        access::{power_levels, read_access, sees_current_state},
         client_event::render_events,
         create::{Preset, RoomSpec, create_room as create_room_with},
         pipeline::{EventDraft, Transaction, append_event, room_version_rules},
@@ -212,15 +212,15 @@ pub async fn get_state(
     let room_id = &request.body.room_id;
     let access = read_access(&state, room_id, &sender.user_id).await?;
     let version = room_version_of(&state, room_id).await?;
-    let ids: Vec<String> = match access {
-        ReadAccess::Everything => state
+    let ids: Vec<String> = match sees_current_state(&state, room_id, &sender.user_id, &access).await? {
+        true => state
             .storage
             .current_state(room_id.as_str())
             .await?
             .into_values()
             .collect(),
         // A former member sees the state as it was when they left.
-        ReadAccess::UpTo(_) => {
+        false => {
             let member = state
                 .storage
                 .current_state_event(room_id.as_str(), "m.room.member", sender.user_id.as_str())
@@ -249,11 +249,12 @@ pub async fn get_state_event(
     let sender = request.sender()?;
     let body = &request.body;
     let access = read_access(&state, &body.room_id, &sender.user_id).await?;
+    let current = sees_current_state(&state, &body.room_id, &sender.user_id, &access).await?;
     let row = state
         .storage
         .current_state_event(body.room_id.as_str(), &body.event_type.to_string(), &body.state_key)
         .await?
-        .filter(|row| access.allows(row.stream_ordering))
+        .filter(|row| current || access.allows(row.stream_ordering))
         .ok_or_else(|| ApiError::not_found("No such state event"))?;
     let version = room_version_of(&state, &body.room_id).await?;
     let event = render(&state, std::slice::from_ref(&row), &version, sender)
@@ -309,11 +310,11 @@ pub async fn messages(
         None if backwards => state.storage.current_event_position().await? + 1,
         None => 0,
     };
-    // A former member reads up to the moment they left, no further.
-    let (from, ceiling) = match access {
-        ReadAccess::UpTo(last) if backwards => (from.min(last + 1), None),
-        ReadAccess::UpTo(last) => (from, Some(last)),
-        ReadAccess::Everything => (from, None),
+    // Start no later than the last readable event.
+    let from = if backwards {
+        from.min(access.last().saturating_add(1))
+    } else {
+        from
     };
     let to = body.to.as_deref().map(parse_token).transpose()?;
     let limit = u64::from(body.limit).clamp(1, MAX_PAGE);
@@ -344,9 +345,17 @@ pub async fn messages(
                     row.stream_ordering > to
                 }
             });
-            if past_to || ceiling.is_some_and(|last| row.stream_ordering > last) {
+            let beyond = if backwards {
+                row.stream_ordering < access.first()
+            } else {
+                row.stream_ordering > access.last()
+            };
+            if past_to || beyond {
                 exhausted = true;
                 break;
+            }
+            if !access.allows(row.stream_ordering) {
+                continue;
             }
             let wanted_type = filter
                 .types

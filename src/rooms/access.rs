@@ -1,8 +1,11 @@
-//! Who may read a room, and how powerful a member is.
+//! Who may read what in a room, and how powerful a member is.
 //!
-//! Reading is decided on the reader's current membership: members read everything; former
-//! members read up to the moment they left; anyone reads a `world_readable` room. (Per-event
-//! history visibility is finer than this and comes with `/sync`.)
+//! History visibility follows the room's current `m.room.history_visibility` and the reader's
+//! membership over time: `world_readable` rooms are open to all; `shared` rooms show
+//! everything to current members and everything up to their departure to former members;
+//! `invited` shows events sent while the reader was invited or joined; `joined` only those
+//! sent while joined. (The spec evaluates the setting in force at each event; using the
+//! current setting is the approximation made here until the sync issue refines it.)
 
 use ruma::{RoomId, UserId};
 use serde_json::Value;
@@ -13,45 +16,127 @@ use crate::{
     state::AppState,
 };
 
-/// How much of a room's timeline a user may read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The parts of a room's timeline a user may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadAccess {
     Everything,
-    /// Events up to and including this stream position (when the user left or was banned).
-    UpTo(i64),
+    /// Inclusive stream-position ranges, in order; the last may be open (`i64::MAX`).
+    Ranges(Vec<(i64, i64)>),
 }
 
 impl ReadAccess {
-    pub fn allows(self, stream_ordering: i64) -> bool {
+    pub fn allows(&self, stream_ordering: i64) -> bool {
         match self {
             Self::Everything => true,
-            Self::UpTo(limit) => stream_ordering <= limit,
+            Self::Ranges(ranges) => ranges
+                .iter()
+                .any(|(start, end)| (*start..=*end).contains(&stream_ordering)),
+        }
+    }
+
+    /// The first position readable (everything before it is hidden).
+    pub fn first(&self) -> i64 {
+        match self {
+            Self::Everything => 0,
+            Self::Ranges(ranges) => ranges.first().map_or(i64::MAX, |(start, _)| *start),
+        }
+    }
+
+    /// The last position readable (everything after it is hidden).
+    pub fn last(&self) -> i64 {
+        match self {
+            Self::Everything => i64::MAX,
+            Self::Ranges(ranges) => ranges.last().map_or(-1, |(_, end)| *end),
         }
     }
 }
 
-/// 404 for rooms we do not know, 403 for rooms the user may not read.
+/// 404 for rooms we do not know, 403 for rooms the user may read nothing of.
 pub async fn read_access(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<ReadAccess> {
     let storage = &state.storage;
     if storage.room_version(room_id.as_str()).await?.is_none() {
         return Err(ApiError::not_found("Unknown room"));
     }
-    let member = storage
-        .current_state_event(room_id.as_str(), "m.room.member", user_id.as_str())
-        .await?;
-    let membership = member.as_ref().and_then(|row| content_field(&row.json, "membership"));
-    match (membership.as_deref(), member) {
-        (Some("join"), _) => return Ok(ReadAccess::Everything),
-        (Some("leave" | "ban"), Some(row)) => {
-            if world_readable(state, room_id).await? {
-                return Ok(ReadAccess::Everything);
-            }
-            return Ok(ReadAccess::UpTo(row.stream_ordering));
-        }
-        _ => {}
-    }
-    if world_readable(state, room_id).await? {
+    let visibility = storage
+        .current_state_event(room_id.as_str(), "m.room.history_visibility", "")
+        .await?
+        .and_then(|row| content_field(&row.json, "history_visibility"))
+        .unwrap_or_else(|| "shared".to_owned());
+    if visibility == "world_readable" {
         return Ok(ReadAccess::Everything);
+    }
+    let history: Vec<(i64, String)> = storage
+        .membership_history(room_id.as_str(), user_id.as_str())
+        .await?
+        .into_iter()
+        .map(|(position, json)| (position, content_field(&json, "membership").unwrap_or_default()))
+        .collect();
+    let readable = |membership: &str| match visibility.as_str() {
+        "invited" => matches!(membership, "join" | "invite"),
+        "joined" => membership == "join",
+        _ => membership == "join",
+    };
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    let mut open: Option<i64> = None;
+    for (position, membership) in &history {
+        match (open, readable(membership)) {
+            (None, true) => open = Some(*position),
+            // The event that ends membership is still seen (one's own leave, kick or ban).
+            (Some(start), false) => {
+                ranges.push((start, *position));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = open {
+        ranges.push((start, i64::MAX));
+    }
+    if ranges.is_empty() {
+        return Err(ApiError::forbidden("You are not a member of this room"));
+    }
+    // `shared`: joining opens the history before it, too.
+    if !matches!(visibility.as_str(), "invited" | "joined") {
+        let last = ranges.last().map_or(0, |(_, end)| *end);
+        return Ok(if last == i64::MAX {
+            ReadAccess::Everything
+        } else {
+            ReadAccess::Ranges(vec![(0, last)])
+        });
+    }
+    Ok(ReadAccess::Ranges(ranges))
+}
+
+/// Whether the user sees the room's current state: members do, whatever the history
+/// visibility hid of the timeline; so does everyone in a world-readable room.
+pub async fn sees_current_state(
+    state: &AppState,
+    room_id: &RoomId,
+    user_id: &UserId,
+    access: &ReadAccess,
+) -> ApiResult<bool> {
+    Ok(*access == ReadAccess::Everything
+        || state
+            .storage
+            .membership(room_id.as_str(), user_id.as_str())
+            .await?
+            .as_deref()
+            == Some("join"))
+}
+
+/// 403 unless the user is joined to the room now (or the room is world-readable).
+pub async fn require_joined(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<()> {
+    if state.storage.room_version(room_id.as_str()).await?.is_none() {
+        return Err(ApiError::not_found("Unknown room"));
+    }
+    let joined = state
+        .storage
+        .membership(room_id.as_str(), user_id.as_str())
+        .await?
+        .as_deref()
+        == Some("join");
+    if joined || world_readable(state, room_id).await? {
+        return Ok(());
     }
     Err(ApiError::forbidden("You are not a member of this room"))
 }

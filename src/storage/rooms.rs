@@ -181,6 +181,19 @@ impl Storage {
         Ok(rows.into_iter().map(|(kind, key, id)| ((kind, key), id)).collect())
     }
 
+    /// Every membership event of a user in a room, in order: (stream position, PDU JSON).
+    pub async fn membership_history(&self, room_id: &str, user_id: &str) -> Result<Vec<(i64, String)>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT stream_ordering, json FROM events
+             WHERE room_id = $1 AND event_type = 'm.room.member' AND state_key = $2 AND rejected_reason IS NULL
+             ORDER BY stream_ordering",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// One current state event.
     pub async fn current_state_event(
         &self,
