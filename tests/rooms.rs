@@ -744,3 +744,45 @@ async fn history_visibility_decides_what_members_see() {
         }
     }
 }
+
+#[tokio::test]
+async fn state_events_carry_prev_content_and_members_can_be_read_as_of_a_token() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat", "name": "First" })).await;
+    let (_, renamed) = server
+        .put(
+            &format!("{V3}/rooms/{room}/state/m.room.name/"),
+            alice.token(),
+            json!({ "name": "Second" }),
+        )
+        .await;
+    let id = renamed["event_id"].as_str().unwrap();
+    let (_, event) = server
+        .get(&format!("{V3}/rooms/{room}/event/{id}"), alice.token())
+        .await;
+    assert_eq!(event["unsigned"]["prev_content"], json!({ "name": "First" }), "{event}");
+    assert_eq!(event["unsigned"]["prev_sender"], "@alice:localhost");
+
+    let (_, before) = messages(&server, &alice, &room, "dir=b&limit=1").await;
+    let token = before["start"].as_str().unwrap().to_owned();
+    join(&server, &bob, &room).await;
+    let (status, then) = server
+        .get(&format!("{V3}/rooms/{room}/members?at={token}"), alice.token())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{then}");
+    let members: Vec<&str> = then["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["state_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, ["@alice:localhost"]);
+    let (_, now) = server.get(&format!("{V3}/rooms/{room}/members"), alice.token()).await;
+    assert_eq!(now["chunk"].as_array().unwrap().len(), 2);
+    let bad = server
+        .get(&format!("{V3}/rooms/{room}/members?at=xyz"), alice.token())
+        .await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+}

@@ -31,7 +31,9 @@ CREATE TABLE events (
     json TEXT NOT NULL,
     rejected_reason TEXT,
     -- The redaction applied to this event, if any: it is then served redacted.
-    redacted_by TEXT
+    redacted_by TEXT,
+    -- For state events: the state event this one replaced (its content is `prev_content`).
+    replaces_state TEXT
 );
 CREATE INDEX events_room_order ON events (room_id, stream_ordering);
 

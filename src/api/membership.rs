@@ -253,15 +253,42 @@ pub async fn members(
     let body = &request.body;
     let access = read_access(&state, &body.room_id, &sender.user_id).await?;
     let current = sees_current_state(&state, &body.room_id, &sender.user_id, &access).await?;
-    if body.at.is_some() {
-        return Err(ApiError::invalid_param("The `at` parameter is not supported yet"));
-    }
     let version = state
         .storage
         .room_version(body.room_id.as_str())
         .await?
         .ok_or_else(ApiError::internal)?;
-    let rows = state.storage.member_events(body.room_id.as_str()).await?;
+    let rows = match &body.at {
+        // The members as they were at a point of the timeline (a pagination token).
+        Some(token) => {
+            let position = super::rooms::parse_token(token)?;
+            if !access.allows(position) && !current {
+                return Err(ApiError::forbidden("You cannot see the room at that point"));
+            }
+            // The token is the gap before `position`: the state after the event just before it.
+            let event = state
+                .storage
+                .event_at_or_before(body.room_id.as_str(), position - 1)
+                .await?;
+            let group = match event {
+                Some(event) => state.storage.state_group_after(&event).await?,
+                None => None,
+            };
+            let snapshot = match group {
+                Some(group) => state.storage.state_group(group).await?,
+                None => Default::default(),
+            };
+            let ids: Vec<String> = snapshot
+                .into_iter()
+                .filter(|((kind, _), _)| kind == "m.room.member")
+                .map(|(_, id)| id)
+                .collect();
+            let mut rows = state.storage.events(&ids).await?;
+            rows.sort_by(|a, b| a.state_key.cmp(&b.state_key));
+            rows
+        }
+        None => state.storage.member_events(body.room_id.as_str()).await?,
+    };
     let mut chunk = Vec::new();
     for row in rows.iter().filter(|row| current || access.allows(row.stream_ordering)) {
         let event = client_event(row, &version, Unsigned::default());

@@ -287,8 +287,9 @@ pub async fn get_event(
     Ok(get_room_event::v3::Response::new(raw(&event)?))
 }
 
-/// Pagination tokens are `s<stream position>`.
-fn parse_token(token: &str) -> ApiResult<i64> {
+/// Pagination tokens are `s<N>`: the gap just before stream position N. Paginating backwards
+/// from it reads events below N; forwards, events from N on.
+pub(super) fn parse_token(token: &str) -> ApiResult<i64> {
     token
         .strip_prefix('s')
         .and_then(|n| n.parse().ok())
@@ -330,19 +331,29 @@ pub async fn messages(
     while (chunk.len() as u64) < limit {
         let page = state
             .storage
-            .room_events(body.room_id.as_str(), cursor, backwards, limit as i64)
+            .room_events(
+                body.room_id.as_str(),
+                if backwards { cursor } else { cursor - 1 },
+                backwards,
+                limit as i64,
+            )
             .await?;
         if page.is_empty() {
             exhausted = true;
             break;
         }
         for row in page {
-            cursor = row.stream_ordering;
+            // The next page starts in the gap beyond this event.
+            cursor = if backwards {
+                row.stream_ordering
+            } else {
+                row.stream_ordering + 1
+            };
             let past_to = to.is_some_and(|to| {
                 if backwards {
-                    row.stream_ordering <= to
+                    row.stream_ordering < to
                 } else {
-                    row.stream_ordering > to
+                    row.stream_ordering >= to
                 }
             });
             let beyond = if backwards {
@@ -469,7 +480,7 @@ pub async fn context(state: AppState, request: Ruma<get_context::v3::Request>) -
     ));
     response.end = Some(format!(
         "s{}",
-        after.last().map_or(row.stream_ordering, |e| e.stream_ordering)
+        after.last().map_or(row.stream_ordering, |e| e.stream_ordering) + 1
     ));
     response.events_before = render(&state, &before, &version, sender)
         .await?

@@ -105,6 +105,8 @@ pub async fn render_events(
         bundled_ids.extend(aggregation.latest_edit.iter().cloned());
         bundled_ids.extend(aggregation.thread_latest.iter().cloned());
     }
+    // State events carry the content they replaced (`prev_content`).
+    bundled_ids.extend(rows.iter().filter_map(|row| row.replaces_state.clone()));
     let bundled: HashMap<String, EventRow> = state
         .storage
         .events(&bundled_ids)
@@ -137,6 +139,12 @@ pub async fn render_events(
                 redacted_because,
             },
         );
+        if let Some(previous) = row.replaces_state.as_ref().and_then(|id| bundled.get(id)) {
+            let previous_event = client_event(previous, room_version, Unsigned::default());
+            event["unsigned"]["prev_content"] = previous_event["content"].clone();
+            event["unsigned"]["replaces_state"] = Value::from(previous.event_id.as_str());
+            event["unsigned"]["prev_sender"] = Value::from(previous.sender.as_str());
+        }
         if let Some(aggregation) = aggregations.get(row.event_id.as_str())
             && row.redacted_by.is_none()
         {

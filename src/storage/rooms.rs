@@ -21,10 +21,11 @@ pub struct EventRow {
     pub origin_server_ts: i64,
     pub json: String,
     pub redacted_by: Option<String>,
+    pub replaces_state: Option<String>,
 }
 
 const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, depth, event_type, state_key, sender, \
-                             origin_server_ts, json, redacted_by";
+                             origin_server_ts, json, redacted_by, replaces_state";
 
 /// (event type, state key) → event ID.
 pub type StateMap = BTreeMap<(String, String), String>;
@@ -191,6 +192,18 @@ impl Storage {
         .bind(room_id)
         .bind(user_id)
         .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The room's event at or just before a stream position (for "state at" queries).
+    pub async fn event_at_or_before(&self, room_id: &str, position: i64) -> Result<Option<String>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT event_id FROM events WHERE room_id = $1 AND stream_ordering <= $2 AND rejected_reason IS NULL
+             ORDER BY stream_ordering DESC LIMIT 1",
+        )
+        .bind(room_id)
+        .bind(position)
+        .fetch_optional(&self.pool)
         .await?)
     }
 
@@ -411,10 +424,21 @@ impl Storage {
     /// until commit, so positions become visible in order: no reader sees N+1 before N.
     pub async fn persist_event(tx: &mut Tx, event: &NewEventRow<'_>) -> Result<i64, StorageError> {
         let position = Self::next_stream_position(tx, "events").await?;
+        let replaces_state: Option<String> = match event.state_key {
+            Some(state_key) => sqlx::query_scalar(
+                "SELECT event_id FROM current_state_events WHERE room_id = $1 AND event_type = $2 AND state_key = $3",
+            )
+            .bind(event.room_id)
+            .bind(event.event_type)
+            .bind(state_key)
+            .fetch_optional(&mut **tx)
+            .await?,
+            None => None,
+        };
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender,
-                                 origin_server_ts, json)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                 origin_server_ts, json, replaces_state)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(position)
         .bind(event.event_id)
@@ -425,6 +449,7 @@ impl Storage {
         .bind(event.sender)
         .bind(event.origin_server_ts)
         .bind(event.json)
+        .bind(&replaces_state)
         .execute(&mut **tx)
         .await?;
         for prev in event.prev_events {
