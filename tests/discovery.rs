@@ -60,6 +60,12 @@ async fn capabilities_need_a_token_and_describe_the_server() {
     let (status, body) = server.get("/_matrix/client/v3/capabilities", alice.token()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["capabilities"]["m.3pid_changes"]["enabled"], false);
+    assert_eq!(body["capabilities"]["m.room_versions"]["default"], "12");
+    let available = body["capabilities"]["m.room_versions"]["available"]
+        .as_object()
+        .unwrap();
+    assert_eq!(available.len(), 12);
+    assert!(available.values().all(|stability| stability == "stable"));
 }
 
 #[tokio::test]

@@ -786,3 +786,63 @@ async fn state_events_carry_prev_content_and_members_can_be_read_as_of_a_token()
         .await;
     assert_error(&bad, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 }
+
+#[tokio::test]
+async fn messages_filters_select_events_and_lazy_load_members() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob, &room).await;
+    send_text(&server, &alice, &room, "f1", "plain").await;
+    server
+        .put(
+            &format!("{V3}/rooms/{room}/send/m.room.message/f2"),
+            bob.token(),
+            json!({ "msgtype": "m.image", "body": "cat.png", "url": "mxc://localhost/cat" }),
+        )
+        .await;
+    send_text(&server, &bob, &room, "f3", "bob says").await;
+    let filter = |f: Value| format!("dir=b&limit=20&filter={}", urlencode(&f.to_string()));
+    let (_, with_url) = messages(&server, &alice, &room, &filter(json!({ "contains_url": true }))).await;
+    let bodies: Vec<&str> = with_url["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["cat.png"]);
+    let (_, from_bob) = messages(
+        &server,
+        &alice,
+        &room,
+        &filter(json!({ "senders": ["@bob:localhost"], "types": ["m.room.message"] })),
+    )
+    .await;
+    assert_eq!(from_bob["chunk"].as_array().unwrap().len(), 2);
+    let (_, lazy) = messages(
+        &server,
+        &alice,
+        &room,
+        &filter(json!({ "lazy_load_members": true, "types": ["m.room.message"], "limit": 1 })),
+    )
+    .await;
+    let members: Vec<&str> = lazy["state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, ["@bob:localhost"]);
+    let bad = messages(&server, &alice, &room, "dir=b&filter=notjson").await;
+    assert_eq!(bad.0, StatusCode::BAD_REQUEST, "{}", bad.1);
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

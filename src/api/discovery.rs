@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use axum::{Json, extract::State};
 use ruma::api::client::discovery::{
     discover_homeserver::{self, HomeserverInfo},
-    get_capabilities::{self, v3::Capabilities},
+    get_capabilities::{
+        self,
+        v3::{Capabilities, RoomVersionStability, RoomVersionsCapability},
+    },
     get_supported_versions,
 };
 use serde_json::{Value, json};
@@ -20,6 +23,9 @@ use crate::{
 /// The spec versions whose client-server API we implement as far as clients depend on it.
 /// Add a version only when everything it made mandatory works.
 pub const SUPPORTED_VERSIONS: &[&str] = &["v1.1", "v1.2", "v1.3"];
+
+/// The room versions Hearth creates and joins (all stable ones of the spec).
+pub const ROOM_VERSIONS: &[&str] = &["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"];
 
 /// `GET /_matrix/client/versions`
 pub async fn versions(
@@ -61,7 +67,7 @@ pub async fn well_known_server(State(state): State<AppState>) -> ApiResult<Json<
 
 /// `GET /_matrix/client/v3/capabilities`
 pub async fn capabilities(
-    _state: AppState,
+    state: AppState,
     request: Ruma<get_capabilities::v3::Request>,
 ) -> ApiResult<get_capabilities::v3::Response> {
     request.sender()?;
@@ -70,5 +76,13 @@ pub async fn capabilities(
     // We store no third-party identifiers and issue no login tokens.
     capabilities.thirdparty_id_changes.enabled = false;
     capabilities.get_login_token.enabled = false;
+    let default = ruma::RoomVersionId::try_from(state.config.rooms.default_room_version.as_str())
+        .map_err(|_| crate::error::ApiError::internal())?;
+    let available = ROOM_VERSIONS
+        .iter()
+        .filter_map(|v| ruma::RoomVersionId::try_from(*v).ok())
+        .map(|v| (v, RoomVersionStability::Stable))
+        .collect();
+    capabilities.room_versions = RoomVersionsCapability::new(default, available);
     Ok(get_capabilities::v3::Response::new(capabilities))
 }

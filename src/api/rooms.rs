@@ -2,6 +2,7 @@
 //! history (`/messages`), and redaction.
 
 use http::StatusCode;
+use ruma::api::client::filter::UrlFilter;
 use ruma::{
     OwnedRoomAliasId, OwnedRoomId, RoomVersionId,
     api::{
@@ -325,6 +326,8 @@ pub async fn messages(
         limit
     };
     let filter = &body.filter;
+    // A filter's own limit narrows the page further.
+    let limit = filter.limit.map_or(limit, |l| limit.min(u64::from(l).max(1)));
     let mut chunk = Vec::new();
     let mut cursor = from;
     let mut exhausted = false;
@@ -378,7 +381,15 @@ pub async fn messages(
                 .as_ref()
                 .is_none_or(|s| s.iter().any(|u| u.as_str() == row.sender))
                 && !filter.not_senders.iter().any(|u| u.as_str() == row.sender);
-            if wanted_type && wanted_sender {
+            let wanted_url = match &filter.url_filter {
+                None => true,
+                Some(url_filter) => {
+                    let has_url = serde_json::from_str::<Value>(&row.json)
+                        .is_ok_and(|pdu| pdu["content"].get("url").is_some_and(Value::is_string));
+                    has_url == (*url_filter == UrlFilter::EventsWithUrl)
+                }
+            };
+            if wanted_type && wanted_sender && wanted_url {
                 chunk.push(row);
                 if chunk.len() as u64 == limit {
                     break;
@@ -395,6 +406,28 @@ pub async fn messages(
     response.start = format!("s{from}");
     response.end = (!exhausted).then(|| format!("s{cursor}"));
     response.chunk = events.iter().map(raw).collect::<ApiResult<_>>()?;
+    if !filter.lazy_load_options.is_disabled() {
+        // Lazy-loading members: the current member events of the page's senders.
+        let mut senders: Vec<&str> = chunk.iter().map(|row| row.sender.as_str()).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        let keys: Vec<(String, String)> = senders
+            .iter()
+            .map(|s| ("m.room.member".to_owned(), (*s).to_owned()))
+            .collect();
+        let ids: Vec<String> = state
+            .storage
+            .current_state_entries(body.room_id.as_str(), &keys)
+            .await?
+            .into_values()
+            .collect();
+        let members = state.storage.events(&ids).await?;
+        response.state = render(&state, &members, &version, sender)
+            .await?
+            .iter()
+            .map(raw)
+            .collect::<ApiResult<_>>()?;
+    }
     Ok(response)
 }
 

@@ -139,6 +139,23 @@ pub async fn append_event(
 ) -> ApiResult<Appended> {
     let storage = &state.storage;
     let _room = state.room_locks.lock(room_id).await;
+    // A retry racing the first send waits for the lock, then finds the first one's event.
+    if let Some(txn) = &transaction
+        && let Some((room, event_id)) = storage
+            .event_for_transaction(sender.as_str(), txn.device_id, txn.txn_id)
+            .await?
+        && room == room_id.as_str()
+    {
+        let event_id = OwnedEventId::try_from(event_id).map_err(|_| ApiError::internal())?;
+        let stream_ordering = storage
+            .event(event_id.as_str())
+            .await?
+            .map_or(0, |row| row.stream_ordering);
+        return Ok(Appended {
+            event_id,
+            stream_ordering,
+        });
+    }
     let version = storage
         .room_version(room_id.as_str())
         .await?
