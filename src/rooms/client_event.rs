@@ -79,6 +79,18 @@ pub async fn render_events(
 ) -> ApiResult<Vec<Value>> {
     let ids: Vec<String> = rows.iter().map(|row| row.event_id.clone()).collect();
     let relations = state.storage.relations_to(&ids).await?;
+    // The viewer's membership over time, for `unsigned.membership` (their membership at each event).
+    let mut memberships: HashMap<&str, Vec<(i64, String)>> = HashMap::new();
+    for row in rows {
+        if !memberships.contains_key(row.room_id.as_str()) {
+            let history = state.storage.membership_history(&row.room_id, viewer.as_str()).await?;
+            let history = history
+                .into_iter()
+                .map(|(position, json)| (position, super::access::content_field(&json, "membership").unwrap_or_default()))
+                .collect();
+            memberships.insert(row.room_id.as_str(), history);
+        }
+    }
     // Edits and latest thread replies are bundled whole: load them in one go.
     let mut bundled_ids = Vec::new();
     let mut aggregations: HashMap<&str, Aggregation> = HashMap::new();
@@ -171,6 +183,11 @@ pub async fn render_events(
                 event["unsigned"]["m.relations"] = Value::Object(relations);
             }
         }
+        let membership = memberships
+            .get(row.room_id.as_str())
+            .and_then(|history| history.iter().rev().find(|(position, _)| *position <= row.stream_ordering))
+            .map_or("leave", |(_, membership)| membership.as_str());
+        event["unsigned"]["membership"] = Value::from(membership);
         events.push(event);
     }
     Ok(events)
