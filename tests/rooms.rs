@@ -132,7 +132,10 @@ async fn sends_are_idempotent_per_transaction_and_show_the_txn_to_the_sender_onl
     let event_path = format!("{V3}/rooms/{room}/event/{}", first["event_id"].as_str().unwrap());
     let (_, mine) = server.get(&event_path, alice.token()).await;
     assert_eq!(mine["unsigned"]["transaction_id"], "txn1");
-    assert_eq!(mine["unsigned"]["membership"], "join", "the viewer's membership at the event");
+    assert_eq!(
+        mine["unsigned"]["membership"], "join",
+        "the viewer's membership at the event"
+    );
     assert_eq!(mine["content"]["body"], "hello");
     let (_, theirs) = server.get(&event_path, bob.token()).await;
     assert!(theirs["unsigned"].get("transaction_id").is_none(), "{theirs}");

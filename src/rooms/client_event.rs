@@ -86,7 +86,12 @@ pub async fn render_events(
             let history = state.storage.membership_history(&row.room_id, viewer.as_str()).await?;
             let history = history
                 .into_iter()
-                .map(|(position, json)| (position, super::access::content_field(&json, "membership").unwrap_or_default()))
+                .map(|(position, json)| {
+                    (
+                        position,
+                        super::access::content_field(&json, "membership").unwrap_or_default(),
+                    )
+                })
                 .collect();
             memberships.insert(row.room_id.as_str(), history);
         }
@@ -185,7 +190,12 @@ pub async fn render_events(
         }
         let membership = memberships
             .get(row.room_id.as_str())
-            .and_then(|history| history.iter().rev().find(|(position, _)| *position <= row.stream_ordering))
+            .and_then(|history| {
+                history
+                    .iter()
+                    .rev()
+                    .find(|(position, _)| *position <= row.stream_ordering)
+            })
             .map_or("leave", |(_, membership)| membership.as_str());
         event["unsigned"]["membership"] = Value::from(membership);
         events.push(event);

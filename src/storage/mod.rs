@@ -12,6 +12,7 @@ mod migrate;
 mod profiles;
 mod registration;
 mod rooms;
+mod state;
 mod tokens;
 mod uia;
 mod users;

@@ -1,0 +1,158 @@
+//! Room state: `current_state_events` (the present, materialized) and state groups (the state
+//! after every event, as snapshots plus deltas).
+
+use sqlx::AssertSqlSafe;
+
+use super::{
+    Storage, StorageError, Tx,
+    rooms::{EventRow, MAX_DELTA_CHAIN, NewEventRow, StateMap, prefixed_event_columns},
+};
+
+impl Storage {
+    /// The room's current state.
+    pub async fn current_state(&self, room_id: &str) -> Result<StateMap, StorageError> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT event_type, state_key, event_id FROM current_state_events WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(kind, key, id)| ((kind, key), id)).collect())
+    }
+
+    /// Part of the room's current state: the entries for these (type, state key) pairs.
+    pub async fn current_state_entries(
+        &self,
+        room_id: &str,
+        keys: &[(String, String)],
+    ) -> Result<StateMap, StorageError> {
+        if keys.is_empty() {
+            return Ok(StateMap::new());
+        }
+        let conditions: Vec<String> = (0..keys.len())
+            .map(|i| format!("(event_type = ${} AND state_key = ${})", 2 * i + 2, 2 * i + 3))
+            .collect();
+        let sql = format!(
+            "SELECT event_type, state_key, event_id FROM current_state_events WHERE room_id = $1 AND ({})",
+            conditions.join(" OR ")
+        );
+        let mut query = sqlx::query_as::<_, (String, String, String)>(AssertSqlSafe(sql)).bind(room_id);
+        for (kind, key) in keys {
+            query = query.bind(kind).bind(key);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(kind, key, id)| ((kind, key), id)).collect())
+    }
+
+    /// One current state event.
+    pub async fn current_state_event(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<EventRow>, StorageError> {
+        let sql = format!(
+            "SELECT {} FROM current_state_events c JOIN events e ON e.event_id = c.event_id
+             WHERE c.room_id = $1 AND c.event_type = $2 AND c.state_key = $3",
+            prefixed_event_columns("e")
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(event_type)
+            .bind(state_key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The full state in a state group.
+    pub async fn state_group(&self, group: i64) -> Result<StateMap, StorageError> {
+        // Walk to the snapshot, then apply deltas from the oldest to the newest.
+        let mut chain = Vec::new();
+        let mut next = Some(group);
+        while let Some(id) = next {
+            chain.push(id);
+            next = sqlx::query_scalar::<_, Option<i64>>("SELECT prev_group FROM state_groups WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten();
+        }
+        let mut state = StateMap::new();
+        for id in chain.into_iter().rev() {
+            let rows: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT event_type, state_key, event_id FROM state_group_entries WHERE state_group = $1",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            state.extend(rows.into_iter().map(|(kind, key, event)| ((kind, key), event)));
+        }
+        Ok(state)
+    }
+
+    /// The state group after an event.
+    pub async fn state_group_after(&self, event_id: &str) -> Result<Option<i64>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT state_group FROM event_state_groups WHERE event_id = $1")
+                .bind(event_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// A state group for the state after a state event: a delta on the state before it, or a
+    /// full snapshot when the delta chain is long.
+    pub(super) async fn new_state_group(
+        tx: &mut Tx,
+        event: &NewEventRow<'_>,
+        state_key: &str,
+        before: Option<i64>,
+    ) -> Result<i64, StorageError> {
+        let id = Self::next_stream_position(tx, "state_groups").await?;
+        let chain: Option<i64> = match before {
+            Some(prev) => {
+                sqlx::query_scalar("SELECT delta_chain FROM state_groups WHERE id = $1")
+                    .bind(prev)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
+            None => None,
+        };
+        let snapshot = chain.is_none_or(|length| length + 1 >= MAX_DELTA_CHAIN);
+        let (prev_group, delta_chain) = if snapshot {
+            (None, 0)
+        } else {
+            (before, chain.unwrap_or(0) + 1)
+        };
+        sqlx::query("INSERT INTO state_groups (id, room_id, prev_group, delta_chain) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(event.room_id)
+            .bind(prev_group)
+            .bind(delta_chain)
+            .execute(&mut **tx)
+            .await?;
+        if snapshot && before.is_some() {
+            // Copy the full state before the event into the snapshot; the event then overrides.
+            // Events are persisted on top of the room's current state (under the room's
+            // lock), so current state *is* the state before the event here.
+            sqlx::query(
+                "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id)
+                 SELECT $1, event_type, state_key, event_id FROM current_state_events WHERE room_id = $2",
+            )
+            .bind(id)
+            .bind(event.room_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (state_group, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
+        )
+        .bind(id)
+        .bind(event.event_type)
+        .bind(state_key)
+        .bind(event.event_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(id)
+    }
+}
