@@ -850,3 +850,124 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn membership_and_redaction_cannot_be_forged_through_generic_endpoints() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let space = create_room(&server, &alice, json!({})).await;
+    let rules = json!([{ "type": "m.room.join_rules", "state_key": "", "content": {
+        "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": space }]
+    } }]);
+    let restricted = create_room(&server, &alice, json!({ "room_version": "10", "initial_state": rules })).await;
+    let forged = json!({ "membership": "join", "join_authorised_via_users_server": "@alice:localhost" });
+    let member_path = format!("{V3}/rooms/{restricted}/state/m.room.member/@bob:localhost");
+    assert_error(
+        &server.put(&member_path, bob.token(), forged).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    let plain_join = server
+        .put(&member_path, bob.token(), json!({ "membership": "join" }))
+        .await;
+    assert_error(&plain_join, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let (_, members) = server
+        .get(&format!("{V3}/rooms/{restricted}/joined_members"), alice.token())
+        .await;
+    assert_eq!(members["joined"].as_object().unwrap().len(), 1);
+
+    // A member may set a per-room display name on their own join event.
+    let public = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob, &public).await;
+    let own = format!("{V3}/rooms/{public}/state/m.room.member/@bob:localhost");
+    assert_eq!(
+        server
+            .put(
+                &own,
+                bob.token(),
+                json!({ "membership": "join", "displayname": "Bobby here" })
+            )
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (_, joined) = server
+        .get(&format!("{V3}/rooms/{public}/joined_members"), alice.token())
+        .await;
+    assert_eq!(joined["joined"]["@bob:localhost"]["display_name"], "Bobby here");
+
+    // Redactions sent as plain events obey the same rules as /redact.
+    let (_, sent) = send_text(&server, &alice, &public, "a1", "alice's").await;
+    let target = sent["event_id"].as_str().unwrap();
+    let forged_redaction = server
+        .put(
+            &format!("{V3}/rooms/{public}/send/m.room.redaction/x1"),
+            bob.token(),
+            json!({ "redacts": target }),
+        )
+        .await;
+    assert_error(&forged_redaction, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let (_, event) = server
+        .get(&format!("{V3}/rooms/{public}/event/{target}"), bob.token())
+        .await;
+    assert_eq!(event["content"]["body"], "alice's");
+    // An event of another room cannot be redacted through this one.
+    let (_, elsewhere) = send_text(&server, &alice, &space, "s1", "in the space").await;
+    let other = elsewhere["event_id"].as_str().unwrap();
+    let cross = server
+        .put(
+            &format!("{V3}/rooms/{public}/redact/{other}/x2"),
+            alice.token(),
+            json!({}),
+        )
+        .await;
+    assert_error(&cross, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let cross = server
+        .put(
+            &format!("{V3}/rooms/{public}/send/m.room.redaction/x3"),
+            alice.token(),
+            json!({ "redacts": other }),
+        )
+        .await;
+    assert_error(&cross, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let (_, still) = server
+        .get(&format!("{V3}/rooms/{space}/event/{other}"), alice.token())
+        .await;
+    assert_eq!(still["content"]["body"], "in the space");
+}
+
+#[tokio::test]
+async fn relations_from_other_rooms_are_ignored_and_transaction_ids_are_per_room() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let first = create_room(&server, &alice, json!({})).await;
+    let second = create_room(&server, &alice, json!({})).await;
+    let (_, a) = send_text(&server, &alice, &first, "same-txn", "one").await;
+    let (_, b) = send_text(&server, &alice, &second, "same-txn", "two").await;
+    assert_ne!(
+        a["event_id"], b["event_id"],
+        "the same transaction ID in two rooms makes two events"
+    );
+    let target = a["event_id"].as_str().unwrap();
+    let edit = json!({ "msgtype": "m.text", "body": "* x", "m.new_content": { "msgtype": "m.text", "body": "x" },
+        "m.relates_to": { "rel_type": "m.replace", "event_id": target } });
+    server
+        .put(
+            &format!("{V3}/rooms/{second}/send/m.room.message/e1"),
+            alice.token(),
+            edit,
+        )
+        .await;
+    let (_, event) = server
+        .get(&format!("{V3}/rooms/{first}/event/{target}"), alice.token())
+        .await;
+    assert!(event["unsigned"].get("m.relations").is_none(), "{event}");
+    let (_, relations) = server
+        .get(
+            &format!("/_matrix/client/v1/rooms/{first}/relations/{target}"),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(relations["chunk"], json!([]));
+}

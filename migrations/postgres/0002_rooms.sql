@@ -36,6 +36,7 @@ CREATE TABLE events (
     replaces_state TEXT
 );
 CREATE INDEX events_room_order ON events (room_id, stream_ordering);
+CREATE INDEX events_room_state ON events (room_id, event_type, state_key);
 
 -- The DAG: each event's prev_events.
 CREATE TABLE event_edges (
@@ -84,16 +85,19 @@ CREATE TABLE current_state_events (
 );
 CREATE INDEX current_state_memberships ON current_state_events (state_key, membership);
 
--- Transaction IDs of sent events, per device: a retried send returns the first event.
+-- Transaction IDs of sent events, per device, room and endpoint ("send", "redact"): a
+-- retried request returns the first event.
 CREATE TABLE event_txn_ids (
     user_id TEXT NOT NULL,
     device_id TEXT NOT NULL,
-    txn_id TEXT NOT NULL,
     room_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     created_ts BIGINT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, room_id, endpoint, txn_id)
 );
+CREATE INDEX event_txn_ids_event ON event_txn_ids (event_id);
 
 -- Relations between events (m.relates_to): edits, threads, annotations, references.
 CREATE TABLE event_relations (
@@ -103,6 +107,7 @@ CREATE TABLE event_relations (
     room_id TEXT NOT NULL
 );
 CREATE INDEX event_relations_target ON event_relations (relates_to_id, rel_type);
+CREATE INDEX event_relations_room ON event_relations (room_id, rel_type);
 
 -- Room aliases of this server (#name:server → room).
 CREATE TABLE room_aliases (

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::ruma::Ruma;
 use crate::{
     error::{ApiError, ApiResult},
-    rooms::access::{content_field, power_levels, read_access, require_joined},
+    rooms::access::{content_field, power_levels, read_access, require_joined, state_event_level},
     state::AppState,
 };
 
@@ -113,7 +113,8 @@ pub async fn delete(
         .ok_or_else(|| ApiError::not_found("Room alias not found"))?;
     if creator != sender.user_id.as_str() && !sender.is_admin {
         let room_id = OwnedRoomId::try_from(room_id).map_err(|_| ApiError::internal())?;
-        let (own, needed) = power_levels(&state, &room_id, &sender.user_id, "state_default").await?;
+        let (own, _) = power_levels(&state, &room_id, &sender.user_id, "state_default").await?;
+        let needed = state_event_level(&state, &room_id, "m.room.canonical_alias").await?;
         if own < needed {
             return Err(ApiError::forbidden("You cannot delete this alias"));
         }
@@ -172,7 +173,8 @@ pub async fn publish(state: &AppState, user_id: &UserId, room_id: &RoomId, publi
     if state.storage.room_version(room_id.as_str()).await?.is_none() {
         return Err(ApiError::not_found("Unknown room"));
     }
-    let (own, needed) = power_levels(state, room_id, user_id, "state_default").await?;
+    let (own, _) = power_levels(state, room_id, user_id, "state_default").await?;
+    let needed = state_event_level(state, room_id, "m.room.canonical_alias").await?;
     if own < needed
         || state
             .storage
@@ -266,7 +268,7 @@ async fn public_rooms(
         }
     }
     let total = all.len();
-    let next = (offset + limit < total).then(|| format!("o{}", offset + limit));
+    let next = (offset.saturating_add(limit) < total).then(|| format!("o{}", offset.saturating_add(limit)));
     let prev = (offset > 0).then(|| format!("o{}", offset.saturating_sub(limit)));
     let page = all.into_iter().skip(offset).take(limit).collect();
     Ok((page, next, prev, total))

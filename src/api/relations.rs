@@ -59,7 +59,7 @@ async fn relating_events(
     let mut frontier = vec![event_id.to_owned()];
     let mut depth = 0;
     while !frontier.is_empty() && depth < if recurse { MAX_RECURSION } else { 1 } {
-        let relations = state.storage.relations_to(&frontier).await?;
+        let relations = state.storage.relations_to(room_id.as_str(), &frontier).await?;
         frontier = relations.iter().map(|r| r.event_id.clone()).collect();
         // Only the direct relation's type is filtered; recursion follows any type.
         found.extend(
@@ -101,7 +101,8 @@ async fn relating_events(
         .take(limit)
         .map(|r| r.event_id.clone())
         .collect();
-    let next_batch = (start + limit < found.len()).then(|| format!("s{}", found[start + limit - 1].stream_ordering));
+    let next_batch =
+        (start.saturating_add(limit) < found.len()).then(|| format!("s{}", found[start + limit - 1].stream_ordering));
     let mut rows = state.storage.events(&page).await?;
     rows.sort_by_key(|row| page.iter().position(|id| id == &row.event_id));
     let version = state
@@ -235,7 +236,7 @@ pub async fn threads(state: AppState, request: Ruma<get_threads::v1::Request>) -
     rows.retain(|row| access.allows(row.stream_ordering));
     rows.sort_by_key(|row| roots.iter().position(|id| id == &row.event_id));
     if b.include == IncludeThreads::Participated {
-        let relations = state.storage.relations_to(&roots).await?;
+        let relations = state.storage.relations_to(b.room_id.as_str(), &roots).await?;
         rows.retain(|row| {
             row.sender == sender.user_id.as_str()
                 || relations.iter().any(|r| {
@@ -248,7 +249,7 @@ pub async fn threads(state: AppState, request: Ruma<get_threads::v1::Request>) -
     let version = room_version(&state, &b.room_id).await?;
     let chunk = render_events(&state, &page, &version, &sender.user_id, sender.device_id.as_str()).await?;
     let mut response = get_threads::v1::Response::new(raws(&chunk)?);
-    response.next_batch = (offset + limit < total).then(|| format!("o{}", offset + limit));
+    response.next_batch = (offset.saturating_add(limit) < total).then(|| format!("o{}", offset.saturating_add(limit)));
     Ok(response)
 }
 

@@ -28,7 +28,7 @@ use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::{
-        access::{power_levels, read_access, sees_current_state},
+        access::{read_access, sees_current_state},
         client_event::render_events,
         create::{Preset, RoomSpec, create_room as create_room_with},
         pipeline::{EventDraft, Transaction, append_event, room_version_rules},
@@ -141,16 +141,6 @@ pub async fn send_message(
 ) -> ApiResult<send_message_event::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    if let Some((room, event_id)) = state
-        .storage
-        .event_for_transaction(sender.user_id.as_str(), sender.device_id.as_str(), body.txn_id.as_str())
-        .await?
-        && room == body.room_id.as_str()
-    {
-        return Ok(send_message_event::v3::Response::new(
-            event_id.try_into().map_err(|_| ApiError::internal())?,
-        ));
-    }
     let content = object_of(body.body.json(), "Event content")?;
     let draft = EventDraft {
         event_type: body.event_type.to_string(),
@@ -160,6 +150,7 @@ pub async fn send_message(
     };
     let transaction = Transaction {
         device_id: sender.device_id.as_str(),
+        endpoint: "send",
         txn_id: body.txn_id.as_str(),
     };
     let appended = append_event(&state, &body.room_id, &sender.user_id, draft, Some(transaction)).await?;
@@ -176,9 +167,28 @@ pub async fn send_state(
     let content = object_of(body.body.json(), "State content")?;
     if body.event_type.to_string() == "m.room.member" {
         // Membership goes through /join, /invite, /leave…, which check what it means.
-        let membership = content.get("membership").and_then(Value::as_str);
-        if membership.is_none() {
+        let Some(membership) = content.get("membership").and_then(Value::as_str) else {
             return Err(ApiError::bad_json("m.room.member content needs a membership"));
+        };
+        // Vouching for restricted joins is the server's job, never the client's.
+        if content.contains_key("join_authorised_via_users_server") {
+            return Err(ApiError::forbidden(
+                "join_authorised_via_users_server is set by the server",
+            ));
+        }
+        // Joining goes through /join, which checks restricted rooms and invites; a member may
+        // still update their own join event (a per-room display name, say).
+        let current = state
+            .storage
+            .membership(body.room_id.as_str(), body.state_key.as_str())
+            .await?;
+        if membership == "join" && current.as_deref() != Some("join") {
+            return Err(ApiError::forbidden("Use /join to join a room"));
+        }
+        if membership == "invite" && !body.state_key.ends_with(&format!(":{}", state.config.server_name)) {
+            return Err(ApiError::forbidden(
+                "Inviting users of other servers needs federation, not supported yet",
+            ));
         }
     }
     let draft = EventDraft::state(&body.event_type.to_string(), &body.state_key, Value::Object(content));
@@ -316,7 +326,7 @@ pub async fn messages(
     let from = if backwards {
         from.min(access.last().saturating_add(1))
     } else {
-        from
+        from.max(access.first())
     };
     let to = body.to.as_deref().map(parse_token).transpose()?;
     let limit = u64::from(body.limit).clamp(1, MAX_PAGE);
@@ -331,7 +341,11 @@ pub async fn messages(
     let mut chunk = Vec::new();
     let mut cursor = from;
     let mut exhausted = false;
-    while (chunk.len() as u64) < limit {
+    // A filter that matches little must not make one request scan a whole room: past this
+    // many rows the page ends early, with `end` where the scan stopped.
+    let scan_limit = (limit * 20).max(1000);
+    let mut scanned = 0;
+    while (chunk.len() as u64) < limit && scanned < scan_limit {
         let page = state
             .storage
             .room_events(
@@ -345,6 +359,7 @@ pub async fn messages(
             exhausted = true;
             break;
         }
+        scanned += page.len() as u64;
         for row in page {
             // The next page starts in the gap beyond this event.
             cursor = if backwards {
@@ -438,31 +453,14 @@ pub async fn redact(
 ) -> ApiResult<redact_event::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    if let Some((room, event_id)) = state
-        .storage
-        .event_for_transaction(sender.user_id.as_str(), sender.device_id.as_str(), body.txn_id.as_str())
-        .await?
-        && room == body.room_id.as_str()
-    {
-        return Ok(redact_event::v3::Response::new(
-            event_id.try_into().map_err(|_| ApiError::internal())?,
-        ));
-    }
     let access = read_access(&state, &body.room_id, &sender.user_id).await?;
-    let target = state
+    // The pipeline checks the right to redact; here only that the target is visible.
+    state
         .storage
         .event(body.event_id.as_str())
         .await?
         .filter(|row| row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering))
         .ok_or_else(|| ApiError::not_found("Event not found"))?;
-    if target.sender != sender.user_id.as_str() {
-        let (own, needed) = power_levels(&state, &body.room_id, &sender.user_id, "redact").await?;
-        if own < needed {
-            return Err(ApiError::forbidden(format!(
-                "Redacting other users' events needs power level {needed}; you have {own}"
-            )));
-        }
-    }
     let mut content = serde_json::json!({});
     if let Some(reason) = &body.reason {
         content["reason"] = Value::from(reason.as_str());
@@ -475,6 +473,7 @@ pub async fn redact(
     };
     let transaction = Transaction {
         device_id: sender.device_id.as_str(),
+        endpoint: "redact",
         txn_id: body.txn_id.as_str(),
     };
     let appended = append_event(&state, &body.room_id, &sender.user_id, draft, Some(transaction)).await?;
@@ -496,7 +495,7 @@ pub async fn context(state: AppState, request: Ruma<get_context::v3::Request>) -
     let limit = u64::from(body.limit).min(MAX_PAGE) as i64;
     let before_count = limit / 2;
     let after_count = limit - before_count;
-    let before = state
+    let mut before = state
         .storage
         .room_events(body.room_id.as_str(), row.stream_ordering, true, before_count)
         .await?;
@@ -504,6 +503,7 @@ pub async fn context(state: AppState, request: Ruma<get_context::v3::Request>) -
         .storage
         .room_events(body.room_id.as_str(), row.stream_ordering, false, after_count)
         .await?;
+    before.retain(|event| access.allows(event.stream_ordering));
     after.retain(|event| access.allows(event.stream_ordering));
     let version = room_version_of(&state, &body.room_id).await?;
     let mut response = get_context::v3::Response::new();
@@ -528,12 +528,22 @@ pub async fn context(state: AppState, request: Ruma<get_context::v3::Request>) -
         .iter()
         .map(raw)
         .collect::<ApiResult<_>>()?;
-    let state_ids: Vec<String> = state
-        .storage
-        .current_state(body.room_id.as_str())
-        .await?
-        .into_values()
-        .collect();
+    // Members see the current state; a former member the state at the event.
+    let state_ids: Vec<String> = if sees_current_state(&state, &body.room_id, &sender.user_id, &access).await? {
+        state
+            .storage
+            .current_state(body.room_id.as_str())
+            .await?
+            .into_values()
+            .collect()
+    } else {
+        let group = state
+            .storage
+            .state_group_after(&row.event_id)
+            .await?
+            .ok_or_else(ApiError::internal)?;
+        state.storage.state_group(group).await?.into_values().collect()
+    };
     let state_rows = state.storage.events(&state_ids).await?;
     response.state = render(&state, &state_rows, &version, sender)
         .await?

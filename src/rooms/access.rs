@@ -198,3 +198,21 @@ pub async fn power_levels(state: &AppState, room_id: &RoomId, user_id: &UserId, 
     };
     Ok((own, needed))
 }
+
+/// The power level needed to send a state event of `event_type` (its entry in the power levels'
+/// `events`, else `state_default`, else 50; 0 in a room without power levels).
+pub async fn state_event_level(state: &AppState, room_id: &RoomId, event_type: &str) -> ApiResult<i64> {
+    let Some(levels) = state
+        .storage
+        .current_state_event(room_id.as_str(), "m.room.power_levels", "")
+        .await?
+    else {
+        return Ok(0);
+    };
+    let pdu: Value = serde_json::from_str(&levels.json).unwrap_or_default();
+    let content = &pdu["content"];
+    let number = |value: &Value| value.as_i64().or_else(|| value.as_str().and_then(|s| s.parse().ok()));
+    Ok(number(&content["events"][event_type])
+        .or_else(|| number(&content["state_default"]))
+        .unwrap_or(50))
+}

@@ -78,11 +78,18 @@ pub async fn render_events(
     device_id: &str,
 ) -> ApiResult<Vec<Value>> {
     let ids: Vec<String> = rows.iter().map(|row| row.event_id.clone()).collect();
-    let relations = state.storage.relations_to(&ids).await?;
-    // The viewer's membership over time, for `unsigned.membership` (their membership at each event).
+    // The viewer's membership over time, for `unsigned.membership` (their membership at each
+    // event), and the relations to the events, per room (relations never cross rooms).
     let mut memberships: HashMap<&str, Vec<(i64, String)>> = HashMap::new();
+    let mut relations = Vec::new();
     for row in rows {
         if !memberships.contains_key(row.room_id.as_str()) {
+            let in_room: Vec<String> = rows
+                .iter()
+                .filter(|r| r.room_id == row.room_id)
+                .map(|r| r.event_id.clone())
+                .collect();
+            relations.extend(state.storage.relations_to(&row.room_id, &in_room).await?);
             let history = state.storage.membership_history(&row.room_id, viewer.as_str()).await?;
             let history = history
                 .into_iter()
@@ -122,8 +129,16 @@ pub async fn render_events(
         bundled_ids.extend(aggregation.latest_edit.iter().cloned());
         bundled_ids.extend(aggregation.thread_latest.iter().cloned());
     }
-    // State events carry the content they replaced (`prev_content`).
+    // State events carry the content they replaced (`prev_content`); redacted events the
+    // redaction.
     bundled_ids.extend(rows.iter().filter_map(|row| row.replaces_state.clone()));
+    bundled_ids.extend(rows.iter().filter_map(|row| row.redacted_by.clone()));
+    let transaction_ids: HashMap<String, String> = state
+        .storage
+        .transaction_ids(viewer.as_str(), device_id, &ids)
+        .await?
+        .into_iter()
+        .collect();
     let bundled: HashMap<String, EventRow> = state
         .storage
         .events(&bundled_ids)
@@ -139,15 +154,8 @@ pub async fn render_events(
 
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
-        let transaction_id = state.storage.transaction_of_event(&row.event_id, device_id).await?;
-        let redacted_because = match &row.redacted_by {
-            Some(redaction) => state
-                .storage
-                .event(redaction)
-                .await?
-                .map(|r| client_event(&r, room_version, Unsigned::default())),
-            None => None,
-        };
+        let transaction_id = transaction_ids.get(&row.event_id).cloned();
+        let redacted_because = plain(&row.redacted_by);
         let mut event = client_event(
             row,
             room_version,

@@ -19,6 +19,7 @@ use ruma::{
 };
 use serde_json::{Value, value::RawValue};
 
+use super::access::power_levels;
 use crate::{
     accounts::tokens::random_string,
     error::{ApiError, ApiResult},
@@ -48,9 +49,11 @@ impl EventDraft {
     }
 }
 
-/// The sending device's transaction, for idempotent client sends.
+/// The sending device's transaction, for idempotent client requests. Transaction IDs are
+/// scoped per device, room and endpoint (`send`, `redact`).
 pub struct Transaction<'a> {
     pub device_id: &'a str,
+    pub endpoint: &'static str,
     pub txn_id: &'a str,
 }
 
@@ -141,20 +144,26 @@ pub async fn append_event(
     let _room = state.room_locks.lock(room_id).await;
     // A retry racing the first send waits for the lock, then finds the first one's event.
     if let Some(txn) = &transaction
-        && let Some((room, event_id)) = storage
-            .event_for_transaction(sender.as_str(), txn.device_id, txn.txn_id)
+        && let Some(event_id) = storage
+            .event_for_transaction(
+                sender.as_str(),
+                txn.device_id,
+                room_id.as_str(),
+                txn.endpoint,
+                txn.txn_id,
+            )
             .await?
-        && room == room_id.as_str()
     {
+        let stream_ordering = storage.event(&event_id).await?.map_or(0, |row| row.stream_ordering);
         let event_id = OwnedEventId::try_from(event_id).map_err(|_| ApiError::internal())?;
-        let stream_ordering = storage
-            .event(event_id.as_str())
-            .await?
-            .map_or(0, |row| row.stream_ordering);
         return Ok(Appended {
             event_id,
             stream_ordering,
         });
+    }
+    let mut draft = draft;
+    if draft.event_type == "m.room.redaction" {
+        check_redaction(state, room_id, sender, &mut draft).await?;
     }
     let version = storage
         .room_version(room_id.as_str())
@@ -253,12 +262,14 @@ pub async fn append_event(
         prev_events: &prev_ids,
         state_before,
         membership,
-        transaction: transaction.as_ref().map(|t| (sender.as_str(), t.device_id, t.txn_id)),
+        transaction: transaction
+            .as_ref()
+            .map(|t| (sender.as_str(), t.device_id, t.endpoint, t.txn_id)),
         relation: relation.as_ref().map(|(id, kind)| (id.as_str(), kind.as_str())),
     };
     let stream_ordering = Storage::persist_event(&mut tx, &row).await?;
     if let Some(redacted) = &draft.redacts {
-        apply_redaction(&mut tx, redacted, &event_id).await?;
+        apply_redaction(&mut tx, room_id, redacted, &event_id).await?;
     }
     tx.commit().await?;
     tracing::debug!(%room_id, %event_id, stream_ordering, "persisted event");
@@ -268,8 +279,45 @@ pub async fn append_event(
     })
 }
 
-async fn apply_redaction(tx: &mut Tx, redacted: &OwnedEventId, redaction: &OwnedEventId) -> ApiResult<()> {
-    Storage::mark_redacted(tx, redacted.as_str(), redaction.as_str()).await?;
+/// A redaction, however it is sent (`/redact` or `/send/m.room.redaction`), must name an
+/// event of this room, and a sender may redact others' events only with the `redact` power
+/// level. (The v3+ auth rules accept any redaction and leave this check to the server that
+/// applies it.)
+async fn check_redaction(state: &AppState, room_id: &RoomId, sender: &UserId, draft: &mut EventDraft) -> ApiResult<()> {
+    let target = match &draft.redacts {
+        Some(target) => target.clone(),
+        None => draft
+            .content
+            .get("redacts")
+            .and_then(Value::as_str)
+            .and_then(|id| OwnedEventId::try_from(id).ok())
+            .ok_or_else(|| ApiError::bad_json("A redaction must name the event it redacts (`redacts`)"))?,
+    };
+    let row = state
+        .storage
+        .event(target.as_str())
+        .await?
+        .filter(|row| row.room_id == room_id.as_str())
+        .ok_or_else(|| ApiError::not_found("The event to redact is not in this room"))?;
+    if row.sender != sender.as_str() {
+        let (own, needed) = power_levels(state, room_id, sender, "redact").await?;
+        if own < needed {
+            return Err(ApiError::forbidden(format!(
+                "Redacting other users' events needs power level {needed}; you have {own}"
+            )));
+        }
+    }
+    draft.redacts = Some(target);
+    Ok(())
+}
+
+async fn apply_redaction(
+    tx: &mut Tx,
+    room_id: &RoomId,
+    redacted: &OwnedEventId,
+    redaction: &OwnedEventId,
+) -> ApiResult<()> {
+    Storage::mark_redacted(tx, room_id.as_str(), redacted.as_str(), redaction.as_str()).await?;
     Ok(())
 }
 

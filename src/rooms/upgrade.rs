@@ -6,7 +6,7 @@ use ruma::{OwnedRoomId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
 use super::{
-    access::power_levels,
+    access::{power_levels, state_event_level},
     create::{Preset, RoomSpec, create_room},
     pipeline::{EventDraft, append_event, room_version_rules},
 };
@@ -57,14 +57,15 @@ pub async fn upgrade_room(
         .map(|row| content_of(&row.json))
         .unwrap_or_else(|| json!({}));
     let (own, _) = power_levels(state, old_room, sender, "state_default").await?;
-    let tombstone_level = levels["events"]["m.room.tombstone"]
-        .as_i64()
-        .or(levels["state_default"].as_i64())
-        .unwrap_or(50);
-    if own < tombstone_level {
-        return Err(ApiError::forbidden(format!(
-            "Upgrading needs power level {tombstone_level}; you have {own}"
-        )));
+    // Both the tombstone and the power levels change in the old room are needed: check both
+    // before anything is created, so a refused upgrade leaves nothing behind.
+    for event_type in ["m.room.tombstone", "m.room.power_levels"] {
+        let needed = state_event_level(state, old_room, event_type).await?;
+        if own < needed {
+            return Err(ApiError::forbidden(format!(
+                "Upgrading needs power level {needed} for {event_type}; you have {own}"
+            )));
+        }
     }
 
     let old_create = storage

@@ -45,8 +45,8 @@ pub struct NewEventRow<'a> {
     pub state_before: Option<i64>,
     /// The membership in a member event's content, copied into current state.
     pub membership: Option<&'a str>,
-    /// (user, device, txn ID) of a client send, for idempotent retries.
-    pub transaction: Option<(&'a str, &'a str, &'a str)>,
+    /// (user, device, endpoint, txn ID) of a client request, for idempotent retries.
+    pub transaction: Option<(&'a str, &'a str, &'a str, &'a str)>,
     /// (event it relates to, relation type) from the content's `m.relates_to`.
     pub relation: Option<(&'a str, &'a str)>,
 }
@@ -256,19 +256,19 @@ impl Storage {
     }
 
     /// Accepted, unredacted events relating to any of `targets`, oldest first.
-    pub async fn relations_to(&self, targets: &[String]) -> Result<Vec<RelationRow>, StorageError> {
+    pub async fn relations_to(&self, room_id: &str, targets: &[String]) -> Result<Vec<RelationRow>, StorageError> {
         if targets.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders: Vec<String> = (1..=targets.len()).map(|i| format!("${i}")).collect();
+        let placeholders: Vec<String> = (2..targets.len() + 2).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT r.relates_to_id, r.rel_type, e.event_id, e.sender, e.stream_ordering, e.event_type
              FROM event_relations r JOIN events e ON e.event_id = r.event_id
-             WHERE r.relates_to_id IN ({}) AND e.rejected_reason IS NULL AND e.redacted_by IS NULL
+             WHERE r.room_id = $1 AND r.relates_to_id IN ({}) AND e.rejected_reason IS NULL AND e.redacted_by IS NULL
              ORDER BY e.stream_ordering",
             placeholders.join(", ")
         );
-        let mut query = sqlx::query_as(AssertSqlSafe(sql));
+        let mut query = sqlx::query_as(AssertSqlSafe(sql)).bind(room_id);
         for id in targets {
             query = query.bind(id);
         }
@@ -298,32 +298,48 @@ impl Storage {
         )
     }
 
-    /// The event a device already sent with this transaction ID, if any.
+    /// The event a device already sent with this transaction ID to this room's `endpoint`.
     pub async fn event_for_transaction(
         &self,
         user_id: &str,
         device_id: &str,
+        room_id: &str,
+        endpoint: &str,
         txn_id: &str,
-    ) -> Result<Option<(String, String)>, StorageError> {
-        Ok(sqlx::query_as(
-            "SELECT room_id, event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+    ) -> Result<Option<String>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT event_id FROM event_txn_ids
+             WHERE user_id = $1 AND device_id = $2 AND room_id = $3 AND endpoint = $4 AND txn_id = $5",
         )
         .bind(user_id)
         .bind(device_id)
+        .bind(room_id)
+        .bind(endpoint)
         .bind(txn_id)
         .fetch_optional(&self.pool)
         .await?)
     }
 
-    /// The transaction ID the sending device used for an event (shown to that device only).
-    pub async fn transaction_of_event(&self, event_id: &str, device_id: &str) -> Result<Option<String>, StorageError> {
-        Ok(
-            sqlx::query_scalar("SELECT txn_id FROM event_txn_ids WHERE event_id = $1 AND device_id = $2")
-                .bind(event_id)
-                .bind(device_id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+    /// The transaction IDs one device of one user used for these events (shown to it only).
+    pub async fn transaction_ids(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        event_ids: &[String],
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (3..event_ids.len() + 3).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT event_id, txn_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND event_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query_as(AssertSqlSafe(sql)).bind(user_id).bind(device_id);
+        for id in event_ids {
+            query = query.bind(id);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
     }
 
     /// Persists an accepted event with everything that goes with it: its row at the next
@@ -409,8 +425,11 @@ impl Storage {
             .execute(&mut **tx)
             .await?;
         if let Some((relates_to, rel_type)) = event.relation {
+            // Only relations within the room count: an event of another room cannot edit,
+            // thread or annotate this one's.
             sqlx::query(
-                "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id)
+                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM events WHERE event_id = $2 AND room_id = $4)",
             )
             .bind(event.event_id)
             .bind(relates_to)
@@ -419,15 +438,16 @@ impl Storage {
             .execute(&mut **tx)
             .await?;
         }
-        if let Some((user_id, device_id, txn_id)) = event.transaction {
+        if let Some((user_id, device_id, endpoint, txn_id)) = event.transaction {
             sqlx::query(
-                "INSERT INTO event_txn_ids (user_id, device_id, txn_id, room_id, event_id, created_ts)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO event_txn_ids (user_id, device_id, room_id, endpoint, txn_id, event_id, created_ts)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(user_id)
             .bind(device_id)
-            .bind(txn_id)
             .bind(event.room_id)
+            .bind(endpoint)
+            .bind(txn_id)
             .bind(event.event_id)
             .bind(now_ms())
             .execute(&mut **tx)
@@ -437,10 +457,16 @@ impl Storage {
     }
 
     /// Marks an event redacted by `redaction_id` (it is then served redacted).
-    pub async fn mark_redacted(tx: &mut Tx, event_id: &str, redaction_id: &str) -> Result<(), StorageError> {
-        sqlx::query("UPDATE events SET redacted_by = $2 WHERE event_id = $1 AND redacted_by IS NULL")
+    pub async fn mark_redacted(
+        tx: &mut Tx,
+        room_id: &str,
+        event_id: &str,
+        redaction_id: &str,
+    ) -> Result<(), StorageError> {
+        sqlx::query("UPDATE events SET redacted_by = $2 WHERE event_id = $1 AND room_id = $3 AND redacted_by IS NULL")
             .bind(event_id)
             .bind(redaction_id)
+            .bind(room_id)
             .execute(&mut **tx)
             .await?;
         Ok(())
