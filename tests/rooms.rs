@@ -971,3 +971,32 @@ async fn relations_from_other_rooms_are_ignored_and_transaction_ids_are_per_room
         .await;
     assert_eq!(relations["chunk"], json!([]));
 }
+
+#[tokio::test]
+async fn visibility_is_judged_with_the_setting_in_force_when_each_event_was_sent() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let eve = server.register("eve").await;
+    let state = json!([{ "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "joined" } }]);
+    let room = create_room(&server, &alice, json!({ "initial_state": state })).await;
+    send_text(&server, &alice, &room, "p1", "private past").await;
+    let public = json!({ "history_visibility": "world_readable" });
+    server
+        .put(
+            &format!("{V3}/rooms/{room}/state/m.room.history_visibility/"),
+            alice.token(),
+            public,
+        )
+        .await;
+    send_text(&server, &alice, &room, "p2", "public now").await;
+    // Opening the room does not open its past.
+    let (status, page) = messages(&server, &eve, &room, "dir=b&limit=50").await;
+    assert_eq!(status, StatusCode::OK);
+    let bodies: Vec<&str> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["public now"]);
+}

@@ -33,7 +33,9 @@ CREATE TABLE events (
     -- The redaction applied to this event, if any: it is then served redacted.
     redacted_by TEXT,
     -- For state events: the state event this one replaced (its content is `prev_content`).
-    replaces_state TEXT
+    replaces_state TEXT,
+    -- The room's m.room.history_visibility when the event was sent: who may read it.
+    history_visibility TEXT NOT NULL
 );
 CREATE INDEX events_room_order ON events (room_id, stream_ordering);
 CREATE INDEX events_room_state ON events (room_id, event_type, state_key);

@@ -330,11 +330,9 @@ pub async fn report_event(
     let sender = request.sender()?;
     let body = &request.body;
     let access = read_access(&state, &body.room_id, &sender.user_id).await?;
-    let visible = state
-        .storage
-        .event(body.event_id.as_str())
-        .await?
-        .is_some_and(|row| row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering));
+    let visible = state.storage.event(body.event_id.as_str()).await?.is_some_and(|row| {
+        row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering, &row.history_visibility)
+    });
     if !visible {
         return Err(ApiError::not_found("Event not found"));
     }

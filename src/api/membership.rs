@@ -19,7 +19,7 @@ use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::{
-        access::{read_access, require_joined, sees_current_state},
+        access::{read_access, require_joined},
         client_event::{Unsigned, client_event},
         membership::{Change, change_membership},
     },
@@ -252,7 +252,7 @@ pub async fn members(
     let sender = request.sender()?;
     let body = &request.body;
     let access = read_access(&state, &body.room_id, &sender.user_id).await?;
-    let current = sees_current_state(&state, &body.room_id, &sender.user_id, &access).await?;
+    let current = access.sees_current_state();
     let version = state
         .storage
         .room_version(body.room_id.as_str())
@@ -262,7 +262,7 @@ pub async fn members(
         // The members as they were at a point of the timeline (a pagination token).
         Some(token) => {
             let position = super::rooms::parse_token(token)?;
-            if !access.allows(position) && !current {
+            if !current && position > access.last().saturating_add(1) {
                 return Err(ApiError::forbidden("You cannot see the room at that point"));
             }
             // The token is the gap before `position`: the state after the event just before it.
@@ -290,7 +290,10 @@ pub async fn members(
         None => state.storage.member_events(body.room_id.as_str()).await?,
     };
     let mut chunk = Vec::new();
-    for row in rows.iter().filter(|row| current || access.allows(row.stream_ordering)) {
+    for row in rows
+        .iter()
+        .filter(|row| current || access.allows(row.stream_ordering, &row.history_visibility))
+    {
         let event = client_event(row, &version, Unsigned::default());
         let membership = event["content"]["membership"].as_str().unwrap_or_default().to_owned();
         if body.membership.as_ref().is_some_and(|m| m.as_str() != membership)

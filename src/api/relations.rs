@@ -53,7 +53,7 @@ async fn relating_events(
         .storage
         .event(event_id)
         .await?
-        .filter(|row| row.room_id == room_id.as_str() && access.allows(row.stream_ordering))
+        .filter(|row| row.room_id == room_id.as_str() && access.allows(row.stream_ordering, &row.history_visibility))
         .ok_or_else(|| ApiError::not_found("Event not found"))?;
     let mut found = Vec::new();
     let mut frontier = vec![event_id.to_owned()];
@@ -69,7 +69,9 @@ async fn relating_events(
         );
         depth += 1;
     }
-    found.retain(|r| event_type.is_none_or(|t| t == r.event_type) && access.allows(r.stream_ordering));
+    found.retain(|r| {
+        event_type.is_none_or(|t| t == r.event_type) && access.allows(r.stream_ordering, &r.history_visibility)
+    });
     found.sort_by_key(|r| r.stream_ordering);
     found.dedup_by(|a, b| a.event_id == b.event_id);
     if dir == Direction::Backward {
@@ -233,7 +235,7 @@ pub async fn threads(state: AppState, request: Ruma<get_threads::v1::Request>) -
         .map(|(id, _)| id)
         .collect();
     let mut rows = state.storage.events(&roots).await?;
-    rows.retain(|row| access.allows(row.stream_ordering));
+    rows.retain(|row| access.allows(row.stream_ordering, &row.history_visibility));
     rows.sort_by_key(|row| roots.iter().position(|id| id == &row.event_id));
     if b.include == IncludeThreads::Participated {
         let relations = state.storage.relations_to(b.room_id.as_str(), &roots).await?;

@@ -28,7 +28,7 @@ use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::{
-        access::{read_access, sees_current_state},
+        access::read_access,
         client_event::render_events,
         create::{Preset, RoomSpec, create_room as create_room_with},
         pipeline::{EventDraft, Transaction, append_event, room_version_rules},
@@ -223,7 +223,7 @@ pub async fn get_state(
     let room_id = &request.body.room_id;
     let access = read_access(&state, room_id, &sender.user_id).await?;
     let version = room_version_of(&state, room_id).await?;
-    let ids: Vec<String> = match sees_current_state(&state, room_id, &sender.user_id, &access).await? {
+    let ids: Vec<String> = match access.sees_current_state() {
         true => state
             .storage
             .current_state(room_id.as_str())
@@ -260,12 +260,12 @@ pub async fn get_state_event(
     let sender = request.sender()?;
     let body = &request.body;
     let access = read_access(&state, &body.room_id, &sender.user_id).await?;
-    let current = sees_current_state(&state, &body.room_id, &sender.user_id, &access).await?;
+    let current = access.sees_current_state();
     let row = state
         .storage
         .current_state_event(body.room_id.as_str(), &body.event_type.to_string(), &body.state_key)
         .await?
-        .filter(|row| current || access.allows(row.stream_ordering))
+        .filter(|row| current || access.allows(row.stream_ordering, &row.history_visibility))
         .ok_or_else(|| ApiError::not_found("No such state event"))?;
     let version = room_version_of(&state, &body.room_id).await?;
     let event = render(&state, std::slice::from_ref(&row), &version, sender)
@@ -289,7 +289,9 @@ pub async fn get_event(
         .storage
         .event(body.event_id.as_str())
         .await?
-        .filter(|row| row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering))
+        .filter(|row| {
+            row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering, &row.history_visibility)
+        })
         .ok_or_else(|| ApiError::not_found("Event not found"))?;
     let version = room_version_of(&state, &body.room_id).await?;
     let event = render(&state, std::slice::from_ref(&row), &version, sender)
@@ -326,7 +328,7 @@ pub async fn messages(
     let from = if backwards {
         from.min(access.last().saturating_add(1))
     } else {
-        from.max(access.first())
+        from
     };
     let to = body.to.as_deref().map(parse_token).transpose()?;
     let limit = u64::from(body.limit).clamp(1, MAX_PAGE);
@@ -374,16 +376,12 @@ pub async fn messages(
                     row.stream_ordering >= to
                 }
             });
-            let beyond = if backwards {
-                row.stream_ordering < access.first()
-            } else {
-                row.stream_ordering > access.last()
-            };
+            let beyond = !backwards && row.stream_ordering > access.last();
             if past_to || beyond {
                 exhausted = true;
                 break;
             }
-            if !access.allows(row.stream_ordering) {
+            if !access.allows(row.stream_ordering, &row.history_visibility) {
                 continue;
             }
             let wanted_type = filter
@@ -459,7 +457,9 @@ pub async fn redact(
         .storage
         .event(body.event_id.as_str())
         .await?
-        .filter(|row| row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering))
+        .filter(|row| {
+            row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering, &row.history_visibility)
+        })
         .ok_or_else(|| ApiError::not_found("Event not found"))?;
     let mut content = serde_json::json!({});
     if let Some(reason) = &body.reason {
@@ -490,7 +490,9 @@ pub async fn context(state: AppState, request: Ruma<get_context::v3::Request>) -
         .storage
         .event(body.event_id.as_str())
         .await?
-        .filter(|row| row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering))
+        .filter(|row| {
+            row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering, &row.history_visibility)
+        })
         .ok_or_else(|| ApiError::not_found("Event not found"))?;
     let limit = u64::from(body.limit).min(MAX_PAGE) as i64;
     let before_count = limit / 2;
@@ -503,8 +505,8 @@ pub async fn context(state: AppState, request: Ruma<get_context::v3::Request>) -
         .storage
         .room_events(body.room_id.as_str(), row.stream_ordering, false, after_count)
         .await?;
-    before.retain(|event| access.allows(event.stream_ordering));
-    after.retain(|event| access.allows(event.stream_ordering));
+    before.retain(|event| access.allows(event.stream_ordering, &event.history_visibility));
+    after.retain(|event| access.allows(event.stream_ordering, &event.history_visibility));
     let version = room_version_of(&state, &body.room_id).await?;
     let mut response = get_context::v3::Response::new();
     response.start = Some(format!(
@@ -529,7 +531,7 @@ pub async fn context(state: AppState, request: Ruma<get_context::v3::Request>) -
         .map(raw)
         .collect::<ApiResult<_>>()?;
     // Members see the current state; a former member the state at the event.
-    let state_ids: Vec<String> = if sees_current_state(&state, &body.room_id, &sender.user_id, &access).await? {
+    let state_ids: Vec<String> = if access.sees_current_state() {
         state
             .storage
             .current_state(body.room_id.as_str())
@@ -566,7 +568,7 @@ pub async fn timestamp_to_event(
         .storage
         .event_near_timestamp(body.room_id.as_str(), ts, body.dir == Direction::Forward)
         .await?
-        .filter(|row| access.allows(row.stream_ordering))
+        .filter(|row| access.allows(row.stream_ordering, &row.history_visibility))
         .ok_or_else(|| ApiError::not_found("No event found in that direction"))?;
     let event_id = row.event_id.try_into().map_err(|_| ApiError::internal())?;
     let origin_ts = ruma::MilliSecondsSinceUnixEpoch(ruma::UInt::try_from(row.origin_server_ts).unwrap_or_default());

@@ -1,11 +1,11 @@
 //! Who may read what in a room, and how powerful a member is.
 //!
-//! History visibility follows the room's current `m.room.history_visibility` and the reader's
-//! membership over time: `world_readable` rooms are open to all; `shared` rooms show
-//! everything to current members and everything up to their departure to former members;
-//! `invited` shows events sent while the reader was invited or joined; `joined` only those
-//! sent while joined. (The spec evaluates the setting in force at each event; using the
-//! current setting is the approximation made here until the sync issue refines it.)
+//! History visibility is decided per event, with the `m.room.history_visibility` in force when
+//! the event was sent (stored with it) and the reader's membership at that moment (spec:
+//! "History visibility"): `world_readable` events are open to all; a member reads what was
+//! sent while they were joined; `invited` also what was sent while they were invited;
+//! `shared` also everything before a later join of theirs. One's own membership events are
+//! always visible.
 
 use ruma::{RoomId, UserId};
 use serde_json::Value;
@@ -16,112 +16,77 @@ use crate::{
     state::AppState,
 };
 
-/// The parts of a room's timeline a user may read.
+/// What a user may read of one room.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReadAccess {
-    Everything,
-    /// Inclusive stream-position ranges, in order; the last may be open (`i64::MAX`).
-    Ranges(Vec<(i64, i64)>),
+pub struct ReadAccess {
+    /// The user's membership events in the room: (stream position, membership), in order.
+    history: Vec<(i64, String)>,
+    /// The room's history visibility now is `world_readable`.
+    world_readable_now: bool,
 }
 
 impl ReadAccess {
-    pub fn allows(&self, stream_ordering: i64) -> bool {
-        match self {
-            Self::Everything => true,
-            Self::Ranges(ranges) => ranges
-                .iter()
-                .any(|(start, end)| (*start..=*end).contains(&stream_ordering)),
+    /// May the user read the event at `stream_ordering`, sent under `history_visibility`?
+    pub fn allows(&self, stream_ordering: i64, history_visibility: &str) -> bool {
+        if history_visibility == "world_readable" || self.history.iter().any(|(p, _)| *p == stream_ordering) {
+            return true;
+        }
+        let at_event = self
+            .history
+            .iter()
+            .rev()
+            .find(|(p, _)| *p <= stream_ordering)
+            .map(|(_, m)| m.as_str());
+        match (history_visibility, at_event) {
+            (_, Some("join")) | ("invited", Some("invite")) => true,
+            ("shared", _) => self.history.iter().any(|(p, m)| *p > stream_ordering && m == "join"),
+            _ => false,
         }
     }
 
-    /// The first position readable (everything before it is hidden).
-    pub fn first(&self) -> i64 {
-        match self {
-            Self::Everything => 0,
-            Self::Ranges(ranges) => ranges.first().map_or(i64::MAX, |(start, _)| *start),
-        }
+    /// The user's membership now.
+    pub fn membership(&self) -> Option<&str> {
+        self.history.last().map(|(_, m)| m.as_str())
     }
 
-    /// The last position readable (everything after it is hidden).
+    /// Whether the user sees the room's current state: members do, whatever the history
+    /// visibility hides of the timeline; so does everyone in a world-readable room.
+    pub fn sees_current_state(&self) -> bool {
+        self.world_readable_now || self.membership() == Some("join")
+    }
+
+    /// The last stream position that can be visible: none after a former member's departure
+    /// (unless the room is world-readable now).
     pub fn last(&self) -> i64 {
-        match self {
-            Self::Everything => i64::MAX,
-            Self::Ranges(ranges) => ranges.last().map_or(-1, |(_, end)| *end),
+        match self.membership() {
+            Some("join" | "invite") => i64::MAX,
+            _ if self.world_readable_now => i64::MAX,
+            _ => self.history.last().map_or(-1, |(p, _)| *p),
         }
     }
 }
 
-/// 404 for rooms we do not know, 403 for rooms the user may read nothing of.
+/// 404 for rooms we do not know, 403 for rooms the user has never been in (unless
+/// world-readable).
 pub async fn read_access(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<ReadAccess> {
     let storage = &state.storage;
     if storage.room_version(room_id.as_str()).await?.is_none() {
         return Err(ApiError::not_found("Unknown room"));
     }
-    let visibility = storage
-        .current_state_event(room_id.as_str(), "m.room.history_visibility", "")
-        .await?
-        .and_then(|row| content_field(&row.json, "history_visibility"))
-        .unwrap_or_else(|| "shared".to_owned());
-    if visibility == "world_readable" {
-        return Ok(ReadAccess::Everything);
-    }
+    let world_readable_now = world_readable(state, room_id).await?;
     let history: Vec<(i64, String)> = storage
         .membership_history(room_id.as_str(), user_id.as_str())
         .await?
         .into_iter()
         .map(|(position, json)| (position, content_field(&json, "membership").unwrap_or_default()))
         .collect();
-    let readable = |membership: &str| match visibility.as_str() {
-        "invited" => matches!(membership, "join" | "invite"),
-        "joined" => membership == "join",
-        _ => membership == "join",
-    };
-    let mut ranges: Vec<(i64, i64)> = Vec::new();
-    let mut open: Option<i64> = None;
-    for (position, membership) in &history {
-        match (open, readable(membership)) {
-            (None, true) => open = Some(*position),
-            // The event that ends membership is still seen (one's own leave, kick or ban).
-            (Some(start), false) => {
-                ranges.push((start, *position));
-                open = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(start) = open {
-        ranges.push((start, i64::MAX));
-    }
-    if ranges.is_empty() {
+    if history.is_empty() && !world_readable_now {
         return Err(ApiError::forbidden("You are not a member of this room"));
     }
-    // `shared`: joining opens the history before it, too.
-    if !matches!(visibility.as_str(), "invited" | "joined") {
-        let last = ranges.last().map_or(0, |(_, end)| *end);
-        return Ok(if last == i64::MAX {
-            ReadAccess::Everything
-        } else {
-            ReadAccess::Ranges(vec![(0, last)])
-        });
-    }
-    Ok(ReadAccess::Ranges(ranges))
-}
-
-/// Whether the user sees the room's current state: members do, whatever the history
-/// visibility hid of the timeline; so does everyone in a world-readable room.
-pub async fn sees_current_state(
-    state: &AppState,
-    room_id: &RoomId,
-    user_id: &UserId,
-    access: &ReadAccess,
-) -> ApiResult<bool> {
-    Ok(*access == ReadAccess::Everything
-        || state
-            .storage
-            .membership(room_id.as_str(), user_id.as_str())
-            .await?
-            .as_deref()
-            == Some("join"))
+    Ok(ReadAccess {
+        history,
+        world_readable_now,
+    })
 }
 
 /// 403 unless the user is joined to the room now (or the room is world-readable).

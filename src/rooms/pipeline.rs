@@ -119,6 +119,7 @@ pub async fn create_room_event(
         membership: None,
         transaction: None,
         relation: None,
+        history_visibility: "shared",
     };
     let stream_ordering = Storage::persist_event(&mut tx, &row).await?;
     tx.commit().await?;
@@ -194,6 +195,7 @@ pub async fn append_event(
         .map(|(kind, key)| (kind.to_string(), key.clone()))
         .collect();
     wanted_state.push(("m.room.create".to_owned(), String::new()));
+    wanted_state.push(("m.room.history_visibility".to_owned(), String::new()));
     let current = storage.current_state_entries(room_id.as_str(), &wanted_state).await?;
     let auth_ids: Vec<String> = auth_types
         .iter()
@@ -204,6 +206,10 @@ pub async fn append_event(
     let mut wanted = auth_ids.clone();
     wanted.extend(prev_ids.iter().cloned());
     wanted.extend(create_id.clone());
+    let visibility_id = current
+        .get(&("m.room.history_visibility".to_owned(), String::new()))
+        .cloned();
+    wanted.extend(visibility_id.clone());
     let loaded: HashMap<String, EventRow> = storage
         .events(&wanted)
         .await?
@@ -248,6 +254,12 @@ pub async fn append_event(
         .then(|| draft.content.get("membership").and_then(Value::as_str))
         .flatten();
     let relation = relation_of(&draft.content);
+    // Who may read this event is fixed by the visibility in force as it is sent.
+    let history_visibility = visibility_id
+        .as_ref()
+        .and_then(|id| loaded.get(id))
+        .and_then(|row| super::access::content_field(&row.json, "history_visibility"))
+        .unwrap_or_else(|| "shared".to_owned());
     let json = CanonicalJsonValue::Object(object).to_string();
     let mut tx = storage.begin_write().await?;
     let row = NewEventRow {
@@ -266,6 +278,7 @@ pub async fn append_event(
             .as_ref()
             .map(|t| (sender.as_str(), t.device_id, t.endpoint, t.txn_id)),
         relation: relation.as_ref().map(|(id, kind)| (id.as_str(), kind.as_str())),
+        history_visibility: &history_visibility,
     };
     let stream_ordering = Storage::persist_event(&mut tx, &row).await?;
     if let Some(redacted) = &draft.redacts {

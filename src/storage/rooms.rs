@@ -22,10 +22,12 @@ pub struct EventRow {
     pub json: String,
     pub redacted_by: Option<String>,
     pub replaces_state: Option<String>,
+    pub history_visibility: String,
 }
 
 pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, depth, event_type, state_key, sender, \
-                             origin_server_ts, json, redacted_by, replaces_state";
+                             origin_server_ts, json, redacted_by, replaces_state, \
+                             history_visibility";
 
 /// (event type, state key) → event ID.
 pub type StateMap = BTreeMap<(String, String), String>;
@@ -49,6 +51,8 @@ pub struct NewEventRow<'a> {
     pub transaction: Option<(&'a str, &'a str, &'a str, &'a str)>,
     /// (event it relates to, relation type) from the content's `m.relates_to`.
     pub relation: Option<(&'a str, &'a str)>,
+    /// The room's history visibility when the event is sent.
+    pub history_visibility: &'a str,
 }
 
 /// An event relating to another, with what aggregations need.
@@ -60,6 +64,7 @@ pub struct RelationRow {
     pub sender: String,
     pub stream_ordering: i64,
     pub event_type: String,
+    pub history_visibility: String,
 }
 
 /// A new group is a full snapshot once this many deltas have piled up, so reading the state
@@ -262,7 +267,7 @@ impl Storage {
         }
         let placeholders: Vec<String> = (2..targets.len() + 2).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT r.relates_to_id, r.rel_type, e.event_id, e.sender, e.stream_ordering, e.event_type
+            "SELECT r.relates_to_id, r.rel_type, e.event_id, e.sender, e.stream_ordering, e.event_type, e.history_visibility
              FROM event_relations r JOIN events e ON e.event_id = r.event_id
              WHERE r.room_id = $1 AND r.relates_to_id IN ({}) AND e.rejected_reason IS NULL AND e.redacted_by IS NULL
              ORDER BY e.stream_ordering",
@@ -363,8 +368,8 @@ impl Storage {
         };
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender,
-                                 origin_server_ts, json, replaces_state)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                 origin_server_ts, json, replaces_state, history_visibility)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(position)
         .bind(event.event_id)
@@ -376,6 +381,7 @@ impl Storage {
         .bind(event.origin_server_ts)
         .bind(event.json)
         .bind(&replaces_state)
+        .bind(event.history_visibility)
         .execute(&mut **tx)
         .await?;
         for prev in event.prev_events {
