@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use hearth::{
     config::{Config, SAMPLE_CONFIG},
     server::{Server, shutdown_signal},
+    signing::rotate_signing_key,
+    storage::Storage,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +28,8 @@ enum Command {
     Serve,
     /// Print a commented sample configuration file.
     GenerateConfig,
+    /// Retire the signing key and generate a new one (restart the server afterwards).
+    RotateSigningKey,
 }
 
 fn main() -> ExitCode {
@@ -56,7 +60,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let rotate = matches!(cli.command, Some(Command::RotateSigningKey));
     let result = runtime.block_on(async {
+        if rotate {
+            if config.database.url.is_none() {
+                std::fs::create_dir_all(&config.data_dir)?;
+            }
+            let storage = Storage::connect(&config.database_url(), 1).await?;
+            let (retired, new) = rotate_signing_key(&storage).await?;
+            storage.close().await;
+            println!("retired {retired} (still published as an old key); now signing with {new}. Restart Hearth.");
+            return Ok(());
+        }
         let server = Server::bind(config).await?;
         server.serve(shutdown_signal()).await
     });

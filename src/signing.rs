@@ -36,3 +36,13 @@ async fn current_key(storage: &Storage) -> anyhow::Result<Option<ServerKey>> {
         ServerKey::from_pkcs8(&document, version).with_context(|| format!("signing key {key_id}"))?,
     ))
 }
+
+/// Replaces the signing key: the current one is retired (still published under
+/// `old_verify_keys`, so signatures made with it stay checkable) and a new one generated.
+/// Returns (retired key ID, new key ID). Running servers sign with the new key after a restart.
+pub async fn rotate_signing_key(storage: &Storage) -> anyhow::Result<(String, String)> {
+    let current = load_or_create_signing_key(storage).await?;
+    storage.expire_signing_key(&current.key_id()).await?;
+    let next = load_or_create_signing_key(storage).await?;
+    Ok((current.key_id(), next.key_id()))
+}

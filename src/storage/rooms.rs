@@ -94,6 +94,16 @@ impl Storage {
         Ok(())
     }
 
+    /// Retires a signing key: it stops signing and is published as an old verify key.
+    pub async fn expire_signing_key(&self, key_id: &str) -> Result<(), StorageError> {
+        sqlx::query("UPDATE server_signing_keys SET expired_ts = $2 WHERE key_id = $1 AND expired_ts IS NULL")
+            .bind(key_id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn room_version(&self, room_id: &str) -> Result<Option<String>, StorageError> {
         Ok(sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = $1")
             .bind(room_id)
