@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::ruma::Ruma;
 use crate::{
     error::{ApiError, ApiResult},
-    rooms::access::{content_field, power_levels, read_access, require_joined, state_event_level},
+    rooms::access::{content_field, power_levels, require_joined, state_event_level, visible_event},
     state::AppState,
 };
 
@@ -329,13 +329,7 @@ pub async fn report_event(
 ) -> ApiResult<report_content::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    let access = read_access(&state, &body.room_id, &sender.user_id).await?;
-    let visible = state.storage.event(body.event_id.as_str()).await?.is_some_and(|row| {
-        row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering, &row.history_visibility)
-    });
-    if !visible {
-        return Err(ApiError::not_found("Event not found"));
-    }
+    visible_event(&state, &body.room_id, &sender.user_id, body.event_id.as_str()).await?;
     state
         .storage
         .insert_report(

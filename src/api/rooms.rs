@@ -28,7 +28,7 @@ use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::{
-        access::read_access,
+        access::{read_access, visible_event},
         client_event::render_events,
         create::{Preset, RoomSpec, create_room as create_room_with},
         pipeline::{EventDraft, Transaction, append_event, room_version_rules},
@@ -284,15 +284,7 @@ pub async fn get_event(
 ) -> ApiResult<get_room_event::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    let access = read_access(&state, &body.room_id, &sender.user_id).await?;
-    let row = state
-        .storage
-        .event(body.event_id.as_str())
-        .await?
-        .filter(|row| {
-            row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering, &row.history_visibility)
-        })
-        .ok_or_else(|| ApiError::not_found("Event not found"))?;
+    let (_, row) = visible_event(&state, &body.room_id, &sender.user_id, body.event_id.as_str()).await?;
     let version = room_version_of(&state, &body.room_id).await?;
     let event = render(&state, std::slice::from_ref(&row), &version, sender)
         .await?
@@ -451,16 +443,8 @@ pub async fn redact(
 ) -> ApiResult<redact_event::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    let access = read_access(&state, &body.room_id, &sender.user_id).await?;
     // The pipeline checks the right to redact; here only that the target is visible.
-    state
-        .storage
-        .event(body.event_id.as_str())
-        .await?
-        .filter(|row| {
-            row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering, &row.history_visibility)
-        })
-        .ok_or_else(|| ApiError::not_found("Event not found"))?;
+    visible_event(&state, &body.room_id, &sender.user_id, body.event_id.as_str()).await?;
     let mut content = serde_json::json!({});
     if let Some(reason) = &body.reason {
         content["reason"] = Value::from(reason.as_str());
@@ -485,15 +469,7 @@ pub async fn redact(
 pub async fn context(state: AppState, request: Ruma<get_context::v3::Request>) -> ApiResult<get_context::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    let access = read_access(&state, &body.room_id, &sender.user_id).await?;
-    let row = state
-        .storage
-        .event(body.event_id.as_str())
-        .await?
-        .filter(|row| {
-            row.room_id == body.room_id.as_str() && access.allows(row.stream_ordering, &row.history_visibility)
-        })
-        .ok_or_else(|| ApiError::not_found("Event not found"))?;
+    let (access, row) = visible_event(&state, &body.room_id, &sender.user_id, body.event_id.as_str()).await?;
     let limit = u64::from(body.limit).min(MAX_PAGE) as i64;
     let before_count = limit / 2;
     let after_count = limit - before_count;

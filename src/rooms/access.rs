@@ -14,6 +14,7 @@ use super::pipeline::room_version_rules;
 use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
+    storage::EventRow,
 };
 
 /// What a user may read of one room.
@@ -87,6 +88,24 @@ pub async fn read_access(state: &AppState, room_id: &RoomId, user_id: &UserId) -
         history,
         world_readable_now,
     })
+}
+
+/// An event of the room the user may read, with their access to the room: 404 if the event
+/// is unknown, in another room, or hidden from them by history visibility.
+pub async fn visible_event(
+    state: &AppState,
+    room_id: &RoomId,
+    user_id: &UserId,
+    event_id: &str,
+) -> ApiResult<(ReadAccess, EventRow)> {
+    let access = read_access(state, room_id, user_id).await?;
+    let row = state
+        .storage
+        .event(event_id)
+        .await?
+        .filter(|row| row.room_id == room_id.as_str() && access.allows(row.stream_ordering, &row.history_visibility))
+        .ok_or_else(|| ApiError::not_found("Event not found"))?;
+    Ok((access, row))
 }
 
 /// 403 unless the user is joined to the room now (or the room is world-readable).
