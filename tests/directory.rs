@@ -3,17 +3,12 @@
 
 mod common;
 
-use common::{Session, TestServer, assert_error};
+use common::{
+    TestServer, assert_error,
+    rooms::{V3, create_room},
+};
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
-
-const V3: &str = "/_matrix/client/v3";
-
-async fn create_room(server: &TestServer, who: &Session, body: Value) -> String {
-    let (status, body) = server.post(&format!("{V3}/createRoom"), who.token(), body).await;
-    assert_eq!(status, StatusCode::OK, "createRoom: {body}");
-    body["room_id"].as_str().unwrap().to_owned()
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn rooms_get_aliases_and_can_be_joined_by_them() {

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod rooms;
+
 use std::net::SocketAddr;
 
 use hearth::{config::Config, server::Server};
