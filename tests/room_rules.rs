@@ -457,3 +457,44 @@ async fn visibility_is_judged_with_the_setting_in_force_when_each_event_was_sent
         .collect();
     assert_eq!(bodies, ["public now"]);
 }
+
+#[tokio::test]
+async fn former_members_see_the_state_as_it_was_when_they_left() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat", "name": "Before" })).await;
+    join(&server, &bob, &room).await;
+    server
+        .post(&format!("{V3}/rooms/{room}/leave"), bob.token(), json!({}))
+        .await;
+    server
+        .put(
+            &format!("{V3}/rooms/{room}/state/m.room.name/"),
+            alice.token(),
+            json!({ "name": "After" }),
+        )
+        .await;
+    join(&server, &carol, &room).await;
+    let (status, name) = server
+        .get(&format!("{V3}/rooms/{room}/state/m.room.name/"), bob.token())
+        .await;
+    assert_eq!((status, name), (StatusCode::OK, json!({ "name": "Before" })));
+    let (_, members) = server.get(&format!("{V3}/rooms/{room}/members"), bob.token()).await;
+    let users: Vec<&str> = members["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["state_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        users,
+        ["@alice:localhost", "@bob:localhost"],
+        "carol joined after bob left"
+    );
+    let (_, now) = server
+        .get(&format!("{V3}/rooms/{room}/state/m.room.name/"), alice.token())
+        .await;
+    assert_eq!(now, json!({ "name": "After" }));
+}

@@ -24,6 +24,7 @@ use crate::{
         membership::{Change, change_membership},
     },
     state::AppState,
+    storage::{EventRow, StateMap},
 };
 
 async fn join(state: &AppState, sender: &Sender, room_id: &RoomId, reason: Option<&str>) -> ApiResult<OwnedRoomId> {
@@ -278,22 +279,17 @@ pub async fn members(
                 Some(group) => state.storage.state_group(group).await?,
                 None => Default::default(),
             };
-            let ids: Vec<String> = snapshot
-                .into_iter()
-                .filter(|((kind, _), _)| kind == "m.room.member")
-                .map(|(_, id)| id)
-                .collect();
-            let mut rows = state.storage.events(&ids).await?;
-            rows.sort_by(|a, b| a.state_key.cmp(&b.state_key));
-            rows
+            member_rows(&state, snapshot).await?
         }
-        None => state.storage.member_events(body.room_id.as_str()).await?,
+        None if current => state.storage.member_events(body.room_id.as_str()).await?,
+        // A former member sees the members as they were when they left.
+        None => {
+            let snapshot = super::rooms::visible_state(&state, &body.room_id, &sender.user_id, &access).await?;
+            member_rows(&state, snapshot).await?
+        }
     };
     let mut chunk = Vec::new();
-    for row in rows
-        .iter()
-        .filter(|row| current || access.allows(row.stream_ordering, &row.history_visibility))
-    {
+    for row in &rows {
         let event = client_event(row, &version, Unsigned::default());
         let membership = event["content"]["membership"].as_str().unwrap_or_default().to_owned();
         if body.membership.as_ref().is_some_and(|m| m.as_str() != membership)
@@ -305,6 +301,18 @@ pub async fn members(
         chunk.push(ruma::serde::Raw::from_json(json));
     }
     Ok(get_member_events::v3::Response::new(chunk))
+}
+
+/// The member events of a state snapshot, by user ID.
+async fn member_rows(state: &AppState, snapshot: StateMap) -> ApiResult<Vec<EventRow>> {
+    let ids: Vec<String> = snapshot
+        .into_iter()
+        .filter(|((kind, _), _)| kind == "m.room.member")
+        .map(|(_, id)| id)
+        .collect();
+    let mut rows = state.storage.events(&ids).await?;
+    rows.sort_by(|a, b| a.state_key.cmp(&b.state_key));
+    Ok(rows)
 }
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/joined_members`: members only.

@@ -4,7 +4,7 @@
 use http::StatusCode;
 use ruma::api::client::filter::UrlFilter;
 use ruma::{
-    OwnedRoomAliasId, OwnedRoomId, RoomVersionId,
+    OwnedRoomAliasId, OwnedRoomId, RoomId, RoomVersionId, UserId,
     api::{
         Direction,
         client::{
@@ -28,14 +28,14 @@ use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::{
-        access::{read_access, visible_event},
+        access::{ReadAccess, read_access, visible_event},
         client_event::render_events,
         create::{Preset, RoomSpec, create_room as create_room_with},
         pipeline::{EventDraft, Transaction, append_event, room_version_rules},
         upgrade::upgrade_room as upgrade_room_to,
     },
     state::AppState,
-    storage::EventRow,
+    storage::{EventRow, StateMap},
 };
 
 /// Default and largest page size of `/messages`.
@@ -214,6 +214,30 @@ async fn room_version_of(state: &AppState, room_id: &OwnedRoomId) -> ApiResult<S
         .ok_or_else(|| ApiError::not_found("Unknown room"))
 }
 
+/// The room state a user may see: the current state for members (and everyone in a
+/// world-readable room), the state as it was when they left for former members.
+pub(super) async fn visible_state(
+    state: &AppState,
+    room_id: &RoomId,
+    user_id: &UserId,
+    access: &ReadAccess,
+) -> ApiResult<StateMap> {
+    if access.sees_current_state() {
+        return Ok(state.storage.current_state(room_id.as_str()).await?);
+    }
+    let member = state
+        .storage
+        .current_state_event(room_id.as_str(), "m.room.member", user_id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::forbidden("You are not a member of this room"))?;
+    let group = state
+        .storage
+        .state_group_after(&member.event_id)
+        .await?
+        .ok_or_else(ApiError::internal)?;
+    Ok(state.storage.state_group(group).await?)
+}
+
 /// `GET /_matrix/client/v3/rooms/{roomId}/state`
 pub async fn get_state(
     state: AppState,
@@ -223,28 +247,10 @@ pub async fn get_state(
     let room_id = &request.body.room_id;
     let access = read_access(&state, room_id, &sender.user_id).await?;
     let version = room_version_of(&state, room_id).await?;
-    let ids: Vec<String> = match access.sees_current_state() {
-        true => state
-            .storage
-            .current_state(room_id.as_str())
-            .await?
-            .into_values()
-            .collect(),
-        // A former member sees the state as it was when they left.
-        false => {
-            let member = state
-                .storage
-                .current_state_event(room_id.as_str(), "m.room.member", sender.user_id.as_str())
-                .await?
-                .ok_or_else(ApiError::internal)?;
-            let group = state
-                .storage
-                .state_group_after(&member.event_id)
-                .await?
-                .ok_or_else(ApiError::internal)?;
-            state.storage.state_group(group).await?.into_values().collect()
-        }
-    };
+    let ids: Vec<String> = visible_state(&state, room_id, &sender.user_id, &access)
+        .await?
+        .into_values()
+        .collect();
     let rows = state.storage.events(&ids).await?;
     let events = render(&state, &rows, &version, sender).await?;
     Ok(get_state_events::v3::Response::new(
@@ -260,12 +266,15 @@ pub async fn get_state_event(
     let sender = request.sender()?;
     let body = &request.body;
     let access = read_access(&state, &body.room_id, &sender.user_id).await?;
-    let current = access.sees_current_state();
+    let key = (body.event_type.to_string(), body.state_key.clone());
+    let id = visible_state(&state, &body.room_id, &sender.user_id, &access)
+        .await?
+        .remove(&key)
+        .ok_or_else(|| ApiError::not_found("No such state event"))?;
     let row = state
         .storage
-        .current_state_event(body.room_id.as_str(), &body.event_type.to_string(), &body.state_key)
+        .event(&id)
         .await?
-        .filter(|row| current || access.allows(row.stream_ordering, &row.history_visibility))
         .ok_or_else(|| ApiError::not_found("No such state event"))?;
     let version = room_version_of(&state, &body.room_id).await?;
     let event = render(&state, std::slice::from_ref(&row), &version, sender)
