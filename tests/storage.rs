@@ -11,6 +11,23 @@ async fn fresh() -> (Storage, String, tempfile::TempDir) {
     (storage, url, dir)
 }
 
+/// An ordinary account, `@a:x`.
+fn plain_user() -> hearth::storage::NewUser<'static> {
+    hearth::storage::NewUser {
+        user_id: "@a:x",
+        password_hash: None,
+        is_admin: false,
+        is_guest: false,
+        user_type: None,
+    }
+}
+
+async fn insert_plain_user(storage: &Storage) {
+    let mut tx = storage.begin_write().await.unwrap();
+    assert!(Storage::insert_user(&mut tx, &plain_user()).await.unwrap());
+    tx.commit().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_requested_backend_is_the_one_tested() {
     let (storage, _, _dir) = fresh().await;
@@ -25,13 +42,7 @@ async fn the_requested_backend_is_the_one_tested() {
 async fn migrations_are_idempotent() {
     let (storage, url, _dir) = fresh().await;
     let mut tx = storage.begin_write().await.unwrap();
-    let user = hearth::storage::NewUser {
-        user_id: "@a:x",
-        password_hash: None,
-        is_admin: false,
-        is_guest: false,
-        user_type: None,
-    };
+    let user = plain_user();
     assert!(Storage::insert_user(&mut tx, &user).await.unwrap());
     tx.commit().await.unwrap();
     storage.close().await;
@@ -78,13 +89,7 @@ async fn users_are_unique() {
 #[tokio::test]
 async fn deleting_a_device_deletes_its_tokens() {
     let (storage, _, _dir) = fresh().await;
-    let user = hearth::storage::NewUser {
-        user_id: "@a:x",
-        password_hash: None,
-        is_admin: false,
-        is_guest: false,
-        user_type: None,
-    };
+    let user = plain_user();
     let mut tx = storage.begin_write().await.unwrap();
     Storage::insert_user(&mut tx, &user).await.unwrap();
     for device in ["D1", "D2"] {
@@ -127,16 +132,7 @@ async fn deleting_a_device_deletes_its_tokens() {
 #[tokio::test]
 async fn account_data_gets_increasing_stream_positions() {
     let (storage, _, _dir) = fresh().await;
-    let user = hearth::storage::NewUser {
-        user_id: "@a:x",
-        password_hash: None,
-        is_admin: false,
-        is_guest: false,
-        user_type: None,
-    };
-    let mut tx = storage.begin_write().await.unwrap();
-    Storage::insert_user(&mut tx, &user).await.unwrap();
-    tx.commit().await.unwrap();
+    insert_plain_user(&storage).await;
     let first = storage.set_account_data("@a:x", "", "t1", "{}").await.unwrap();
     let second = storage.set_account_data("@a:x", "", "t2", "{\"a\":1}").await.unwrap();
     let third = storage.set_account_data("@a:x", "", "t1", "{\"b\":2}").await.unwrap();
@@ -177,16 +173,7 @@ async fn registration_token_uses_cannot_be_oversubscribed() {
 #[tokio::test]
 async fn concurrent_writers_do_not_fail() {
     let (storage, _, _dir) = fresh().await;
-    let user = hearth::storage::NewUser {
-        user_id: "@a:x",
-        password_hash: None,
-        is_admin: false,
-        is_guest: false,
-        user_type: None,
-    };
-    let mut tx = storage.begin_write().await.unwrap();
-    Storage::insert_user(&mut tx, &user).await.unwrap();
-    tx.commit().await.unwrap();
+    insert_plain_user(&storage).await;
     let writers: Vec<_> = (0..20)
         .map(|i| {
             let storage = storage.clone();
