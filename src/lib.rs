@@ -14,3 +14,4 @@ pub mod server;
 pub mod signing;
 pub mod state;
 pub mod storage;
+pub mod sync;

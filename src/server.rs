@@ -38,10 +38,16 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let signing_key = load_or_create_signing_key(&storage).await?;
         log_startup(&config, &listener, storage.backend());
-        Ok(Self {
-            state: AppState::new(config, storage, signing_key),
-            listener,
-        })
+        let positions = crate::sync::starting_positions(&storage)
+            .await
+            .map_err(|_| anyhow::anyhow!("cannot read stream positions"))?;
+        let state = AppState::new(config, storage, signing_key, positions);
+        state
+            .presence
+            .restore(&state)
+            .await
+            .map_err(|_| anyhow::anyhow!("cannot read stored presence"))?;
+        Ok(Self { state, listener })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -57,9 +63,17 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { state, listener } = self;
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let presence = tokio::spawn(age_presence(state.clone()));
         let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let notifier = state.notifier.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Long-polls and WebSockets answer now instead of holding the shutdown open.
+            notifier.close();
+        };
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         housekeeping.abort();
+        presence.abort();
         state.storage.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -102,6 +116,15 @@ async fn housekeeping(state: AppState) {
             Ok(expired) => tracing::debug!(expired, "expired UIA sessions"),
             Err(error) => tracing::warn!(%error, "could not expire UIA sessions"),
         }
+    }
+}
+
+/// Moves idle users to `unavailable` and users who stopped syncing to `offline`.
+async fn age_presence(state: AppState) {
+    let mut interval = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        interval.tick().await;
+        state.presence.tick(&state).await;
     }
 }
 

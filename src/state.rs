@@ -11,6 +11,7 @@ use crate::{
     ratelimit::{RateLimiter, RateLimits},
     rooms::RoomLocks,
     storage::Storage,
+    sync::{Notifier, StreamToken, presence::Presence, typing::Typing},
 };
 
 #[derive(Clone)]
@@ -24,10 +25,15 @@ pub struct Services {
     /// The key this server signs events and federation requests with.
     pub signing_key: ServerKey,
     pub room_locks: RoomLocks,
+    /// Stream positions, and the wake-ups of waiting clients.
+    pub notifier: Arc<Notifier>,
+    pub typing: Arc<Typing>,
+    pub presence: Arc<Presence>,
 }
 
 impl AppState {
-    pub fn new(config: Config, storage: Storage, signing_key: ServerKey) -> Self {
+    /// `positions`: where each stream stands at start-up (see [`crate::sync::starting_positions`]).
+    pub fn new(config: Config, storage: Storage, signing_key: ServerKey, positions: StreamToken) -> Self {
         let rate_limits = RateLimits {
             login: RateLimiter::new(config.rate_limits.login),
             registration: RateLimiter::new(config.rate_limits.registration),
@@ -39,6 +45,9 @@ impl AppState {
             rate_limits,
             signing_key,
             room_locks: RoomLocks::default(),
+            notifier: Arc::new(Notifier::new(positions)),
+            typing: Arc::default(),
+            presence: Arc::default(),
         }))
     }
 }

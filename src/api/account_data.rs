@@ -21,6 +21,7 @@ use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     state::AppState,
+    sync::set_account_data,
 };
 
 /// Types the server manages itself and clients may not write through these endpoints (spec).
@@ -50,11 +51,7 @@ async fn store(state: &AppState, sender: &Sender, room: &str, data_type: &str, c
     if !content.get().trim_start().starts_with('{') {
         return Err(ApiError::bad_json("Account data content must be a JSON object"));
     }
-    state
-        .storage
-        .set_account_data(sender.user_id.as_str(), room, data_type, content.get())
-        .await?;
-    Ok(())
+    set_account_data(state, &sender.user_id, room, data_type, content.get()).await
 }
 
 async fn load(state: &AppState, sender: &Sender, room: &str, data_type: &str) -> ApiResult<Box<RawValue>> {
@@ -132,11 +129,7 @@ async fn tags_of(state: &AppState, sender: &Sender, room: &str) -> ApiResult<Map
 
 async fn store_tags(state: &AppState, sender: &Sender, room: &str, tags: Map<String, Value>) -> ApiResult<()> {
     let content = json!({ "tags": tags }).to_string();
-    state
-        .storage
-        .set_account_data(sender.user_id.as_str(), room, "m.tag", &content)
-        .await?;
-    Ok(())
+    set_account_data(state, &sender.user_id, room, "m.tag", &content).await
 }
 
 /// `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags`

@@ -19,6 +19,7 @@ mod rooms;
 pub mod ruma;
 mod server_keys;
 mod session;
+mod sync;
 mod user_directory;
 
 use std::time::Duration;
@@ -124,6 +125,15 @@ pub fn router(state: AppState) -> Router {
         .ruma(membership::members)
         .ruma(membership::joined)
         .ruma(membership::rooms_joined)
+        // Sync, filters, typing, receipts, presence
+        .ruma_raw(sync::sync)
+        .ruma(sync::create)
+        .ruma(sync::get)
+        .ruma(sync::typing)
+        .ruma(sync::receipt)
+        .ruma(sync::read_markers)
+        .ruma_raw(sync::get_status)
+        .ruma(sync::set_status)
         // User directory
         .ruma(user_directory::search)
         // Server keys (federation)

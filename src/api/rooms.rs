@@ -154,6 +154,7 @@ pub async fn send_message(
         txn_id: body.txn_id.as_str(),
     };
     let appended = append_event(&state, &body.room_id, &sender.user_id, draft, Some(transaction)).await?;
+    state.presence.active(&state, &sender.user_id).await?;
     Ok(send_message_event::v3::Response::new(appended.event_id))
 }
 
@@ -302,9 +303,13 @@ pub async fn get_event(
 }
 
 /// Pagination tokens are `s<N>`: the gap just before stream position N. Paginating backwards
-/// from it reads events below N; forwards, events from N on.
+/// from it reads events below N; forwards, events from N on. A `/sync` token (`s<N>_...`)
+/// reads as its events part.
 pub(super) fn parse_token(token: &str) -> ApiResult<i64> {
     token
+        .split('_')
+        .next()
+        .unwrap_or_default()
         .strip_prefix('s')
         .and_then(|n| n.parse().ok())
         .filter(|n: &i64| *n >= 0)

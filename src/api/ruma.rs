@@ -253,16 +253,40 @@ pub trait RumaRouter {
         Req::OutgoingResponse: Send,
         H: Fn(AppState, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = ApiResult<Req::OutgoingResponse>> + Send + 'static;
+
+    /// Like [`RumaRouter::ruma`], for handlers that build their own response body (large
+    /// documents such as `/sync`, written as JSON directly).
+    fn ruma_raw<Req, H, Fut, R>(self, handler: H) -> Self
+    where
+        Req: IncomingRequest + Send + 'static,
+        Req::Authentication: AuthPolicy,
+        H: Fn(AppState, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = ApiResult<R>> + Send + 'static,
+        R: IntoResponse + 'static;
 }
 
 impl RumaRouter for Router<AppState> {
-    fn ruma<Req, H, Fut>(mut self, handler: H) -> Self
+    fn ruma<Req, H, Fut>(self, handler: H) -> Self
     where
         Req: IncomingRequest + Send + 'static,
         Req::Authentication: AuthPolicy,
         Req::OutgoingResponse: Send,
         H: Fn(AppState, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = ApiResult<Req::OutgoingResponse>> + Send + 'static,
+    {
+        self.ruma_raw(move |state, request: Ruma<Req>| {
+            let handler = handler.clone();
+            async move { handler(state, request).await.map(RumaResponse) }
+        })
+    }
+
+    fn ruma_raw<Req, H, Fut, R>(mut self, handler: H) -> Self
+    where
+        Req: IncomingRequest + Send + 'static,
+        Req::Authentication: AuthPolicy,
+        H: Fn(AppState, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = ApiResult<R>> + Send + 'static,
+        R: IntoResponse + 'static,
     {
         let method = MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard HTTP methods");
         for path in Req::PATH_BUILDER.all_paths() {
@@ -279,7 +303,7 @@ impl RumaRouter for Router<AppState> {
                     on(
                         method,
                         move |State(state): State<AppState>, request: Ruma<Req>| async move {
-                            handler(state, request).await.map(RumaResponse)
+                            handler(state, request).await
                         },
                     ),
                 );

@@ -44,6 +44,8 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub well_known: WellKnownConfig,
     pub rooms: RoomsConfig,
+    pub sync: SyncConfig,
+    pub presence: PresenceConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +108,49 @@ impl Default for RoomsConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Record when a member's device first receives an event and show it to the room as an
+    /// `io.hearth.delivered` receipt.
+    pub delivery_receipts: bool,
+    /// Longest `/sync` long-poll a client may ask for, in milliseconds.
+    pub max_timeout_ms: u64,
+    /// Sync-shaped updates a WebSocket may have queued before the server closes it as too slow.
+    pub websocket_buffer: usize,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            delivery_receipts: true,
+            max_timeout_ms: 120_000,
+            websocket_buffer: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Track and share presence at all.
+    pub enabled: bool,
+    /// A user who syncs but does nothing else for this long becomes `unavailable`.
+    pub idle_timeout_secs: u64,
+    /// A user with no sync request for this long becomes `offline`.
+    pub offline_timeout_secs: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_timeout_secs: 300,
+            offline_timeout_secs: 30,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WellKnownConfig {
@@ -129,6 +174,8 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             well_known: WellKnownConfig::default(),
             rooms: RoomsConfig::default(),
+            sync: SyncConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }

@@ -125,6 +125,21 @@ pub async fn require_joined(state: &AppState, room_id: &RoomId, user_id: &UserId
     Err(ApiError::forbidden("You are not a member of this room"))
 }
 
+/// 403 unless the user is joined to the room now, world-readable or not (for acting in it:
+/// typing, receipts).
+pub async fn require_member(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<()> {
+    match state
+        .storage
+        .membership(room_id.as_str(), user_id.as_str())
+        .await?
+        .as_deref()
+    {
+        Some("join") => Ok(()),
+        _ if state.storage.room_version(room_id.as_str()).await?.is_none() => Err(ApiError::not_found("Unknown room")),
+        _ => Err(ApiError::forbidden("You are not a member of this room")),
+    }
+}
+
 async fn world_readable(state: &AppState, room_id: &RoomId) -> ApiResult<bool> {
     let row = state
         .storage

@@ -25,6 +25,7 @@ use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
     storage::{EventRow, NewEventRow, StateMap, Storage, Tx, now_ms},
+    sync::Stream,
 };
 
 /// An event a local user wants to add to a room.
@@ -123,6 +124,9 @@ pub async fn create_room_event(
     };
     let stream_ordering = Storage::persist_event(&mut tx, &row).await?;
     tx.commit().await?;
+    state
+        .notifier
+        .advance(Stream::Events, stream_ordering, [room_id.as_str()]);
     Ok((
         room_id,
         Appended {
@@ -286,6 +290,14 @@ pub async fn append_event(
     }
     tx.commit().await?;
     tracing::debug!(%room_id, %event_id, stream_ordering, "persisted event");
+    // Wake the room's members, and for a membership change its subject (who may not be in the
+    // room yet: an invite, a join).
+    let subject = membership.and(draft.state_key.as_deref());
+    state.notifier.advance(
+        Stream::Events,
+        stream_ordering,
+        std::iter::once(room_id.as_str()).chain(subject),
+    );
     Ok(Appended {
         event_id,
         stream_ordering,

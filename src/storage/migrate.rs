@@ -27,6 +27,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_rooms.sql"),
         postgres: include_str!("../../migrations/postgres/0002_rooms.sql"),
     },
+    Migration {
+        version: 3,
+        name: "sync",
+        sqlite: include_str!("../../migrations/sqlite/0003_sync.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_sync.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

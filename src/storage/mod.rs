@@ -13,6 +13,7 @@ mod profiles;
 mod registration;
 mod rooms;
 mod state;
+mod sync;
 mod tokens;
 mod uia;
 mod users;
@@ -30,6 +31,7 @@ pub use self::{
     migrate::{MigrationError, SCHEMA_VERSION},
     registration::RegistrationToken,
     rooms::{EventRow, NewEventRow, RelationRow, StateMap},
+    sync::{MembershipRow, NewReceipt, PresenceRow, ReceiptRow, RoomSummary},
     tokens::{AccessTokenInfo, RefreshTokenInfo},
     uia::UiaSession,
     users::{NewUser, User},

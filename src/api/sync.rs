@@ -1,0 +1,219 @@
+//! `/sync`, filters, and the ephemeral endpoints: typing, receipts, read markers, presence.
+
+use std::time::Duration;
+
+use axum::Json;
+use ruma::{
+    api::client::{
+        filter::{create_filter, get_filter},
+        presence::{get_presence, set_presence},
+        read_marker::set_read_marker,
+        receipt::create_receipt,
+        sync::sync_events::{self, v3::Filter},
+        typing::create_typing_event::{self, v3::Typing},
+    },
+    presence::PresenceState,
+};
+use serde_json::Value;
+
+use super::ruma::Ruma;
+use crate::{
+    error::{ApiError, ApiResult},
+    state::AppState,
+    sync::{
+        StreamToken,
+        filter::{parse, resolve},
+        presence::presence_content,
+        receipts::{set_fully_read, set_receipt},
+        v3::{SyncRequest, sync as run_sync},
+    },
+};
+
+/// `GET /_matrix/client/v3/sync`
+pub async fn sync(state: AppState, request: Ruma<sync_events::v3::Request>) -> ApiResult<Json<Value>> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let user_id = sender.user_id.as_str();
+    let filter = match &body.filter {
+        None => resolve(&state, user_id, None).await?,
+        Some(Filter::FilterDefinition(definition)) => definition.clone(),
+        Some(Filter::FilterId(id)) => resolve(&state, user_id, Some(id)).await?,
+        Some(_) => return Err(ApiError::invalid_param("Unsupported filter")),
+    };
+    let since = body.since.as_deref().map(StreamToken::parse).transpose()?;
+    let set_presence = match &body.set_presence {
+        PresenceState::Online => "online",
+        PresenceState::Unavailable => "unavailable",
+        PresenceState::Offline => "offline",
+        other => {
+            return Err(ApiError::invalid_param(format!(
+                "set_presence must be online, unavailable or offline, not {other}"
+            )));
+        }
+    };
+    let _syncing = state.presence.syncing(&state, &sender.user_id, set_presence).await?;
+    let max = Duration::from_millis(state.config.sync.max_timeout_ms);
+    let timeout = body.timeout.unwrap_or_default().min(max);
+    let sync_request = SyncRequest {
+        since,
+        filter,
+        full_state: body.full_state,
+    };
+    let result = run_sync(&state, sender, &sync_request, timeout).await?;
+    Ok(Json(result.body))
+}
+
+/// `POST /_matrix/client/v3/user/{userId}/filter`
+pub async fn create(
+    state: AppState,
+    request: Ruma<create_filter::v3::Request>,
+) -> ApiResult<create_filter::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    sender.ensure_is(&body.user_id, "filters")?;
+    let json = serde_json::to_string(&body.filter).map_err(|_| ApiError::internal())?;
+    let id = state.storage.create_filter(sender.user_id.as_str(), &json).await?;
+    Ok(create_filter::v3::Response::new(id.to_string()))
+}
+
+/// `GET /_matrix/client/v3/user/{userId}/filter/{filterId}`
+pub async fn get(state: AppState, request: Ruma<get_filter::v3::Request>) -> ApiResult<get_filter::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    sender.ensure_is(&body.user_id, "filters")?;
+    let not_found = || ApiError::not_found("No such filter");
+    let id: i64 = body.filter_id.parse().map_err(|_| not_found())?;
+    let json = state
+        .storage
+        .filter(sender.user_id.as_str(), id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(get_filter::v3::Response::new(parse(&json)?))
+}
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}`
+pub async fn typing(
+    state: AppState,
+    request: Ruma<create_typing_event::v3::Request>,
+) -> ApiResult<create_typing_event::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    sender.ensure_is(&body.user_id, "typing notices")?;
+    crate::rooms::access::require_member(&state, &body.room_id, &sender.user_id).await?;
+    let timeout = match &body.state {
+        Typing::Yes(info) => Some(info.timeout),
+        _ => None,
+    };
+    state
+        .typing
+        .set(&state.notifier, &body.room_id, &sender.user_id, timeout);
+    if timeout.is_some() {
+        state.presence.active(&state, &sender.user_id).await?;
+    }
+    Ok(create_typing_event::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}`
+pub async fn receipt(
+    state: AppState,
+    request: Ruma<create_receipt::v3::Request>,
+) -> ApiResult<create_receipt::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let receipt_type = body.receipt_type.as_str();
+    let thread = body.thread.as_str().unwrap_or("");
+    match receipt_type {
+        "m.read" | "m.read.private" => {
+            set_receipt(
+                &state,
+                &body.room_id,
+                &sender.user_id,
+                receipt_type,
+                body.event_id.as_str(),
+                thread,
+            )
+            .await?;
+        }
+        "m.fully_read" if thread.is_empty() => {
+            set_fully_read(&state, &body.room_id, &sender.user_id, body.event_id.as_str()).await?;
+        }
+        "m.fully_read" => {
+            return Err(ApiError::invalid_param("m.fully_read markers cannot be threaded"));
+        }
+        other => return Err(ApiError::invalid_param(format!("Unknown receipt type {other}"))),
+    }
+    Ok(create_receipt::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/read_markers`
+pub async fn read_markers(
+    state: AppState,
+    request: Ruma<set_read_marker::v3::Request>,
+) -> ApiResult<set_read_marker::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let user_id = &sender.user_id;
+    if let Some(event_id) = &body.fully_read {
+        set_fully_read(&state, &body.room_id, user_id, event_id.as_str()).await?;
+    }
+    if let Some(event_id) = &body.read_receipt {
+        set_receipt(&state, &body.room_id, user_id, "m.read", event_id.as_str(), "").await?;
+    }
+    if let Some(event_id) = &body.private_read_receipt {
+        set_receipt(&state, &body.room_id, user_id, "m.read.private", event_id.as_str(), "").await?;
+    }
+    Ok(set_read_marker::v3::Response::new())
+}
+
+/// `GET /_matrix/client/v3/presence/{userId}/status`
+pub async fn get_status(state: AppState, request: Ruma<get_presence::v3::Request>) -> ApiResult<Json<Value>> {
+    let sender = request.sender()?;
+    let target = &request.body.user_id;
+    if !state.config.presence.enabled {
+        // As Synapse: with presence off everyone reads as offline.
+        return Ok(Json(serde_json::json!({ "presence": "offline" })));
+    }
+    if state.storage.user(target.as_str()).await?.is_none() {
+        return Err(ApiError::not_found("Unknown user"));
+    }
+    if target != &sender.user_id
+        && !state
+            .storage
+            .share_a_room(sender.user_id.as_str(), target.as_str())
+            .await?
+    {
+        return Err(ApiError::forbidden("You do not share a room with this user"));
+    }
+    let content = match state.storage.presence(target.as_str()).await? {
+        Some(row) => presence_content(&row),
+        None => serde_json::json!({ "presence": "offline" }),
+    };
+    Ok(Json(content))
+}
+
+/// `PUT /_matrix/client/v3/presence/{userId}/status`
+pub async fn set_status(
+    state: AppState,
+    request: Ruma<set_presence::v3::Request>,
+) -> ApiResult<set_presence::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    sender.ensure_is(&body.user_id, "presence")?;
+    let presence = match &body.presence {
+        PresenceState::Online => "online",
+        PresenceState::Unavailable => "unavailable",
+        PresenceState::Offline => "offline",
+        other => {
+            return Err(ApiError::invalid_param(format!(
+                "presence must be online, unavailable or offline, not {other}"
+            )));
+        }
+    };
+    if state.config.presence.enabled {
+        state
+            .presence
+            .set(&state, &sender.user_id, presence, body.status_msg.clone())
+            .await?;
+    }
+    Ok(set_presence::v3::Response::new())
+}

@@ -1,0 +1,340 @@
+//! What `/sync` reads beyond rooms and state: stream positions, filters, receipts, presence,
+//! the user's memberships and room summaries.
+
+use sqlx::{AssertSqlSafe, FromRow};
+
+use super::{
+    Storage, StorageError,
+    rooms::{EVENT_COLUMNS, EventRow},
+};
+
+/// A user's current membership in one room, with the event that set it.
+#[derive(Debug, Clone, FromRow)]
+pub struct MembershipRow {
+    pub room_id: String,
+    pub membership: String,
+    pub event_id: String,
+    pub stream_ordering: i64,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ReceiptRow {
+    pub room_id: String,
+    pub receipt_type: String,
+    pub user_id: String,
+    pub thread_id: String,
+    pub event_id: String,
+    pub ts: i64,
+}
+
+/// A receipt to store.
+pub struct NewReceipt<'a> {
+    pub room_id: &'a str,
+    pub receipt_type: &'a str,
+    pub user_id: &'a str,
+    pub thread_id: &'a str,
+    pub event_id: &'a str,
+    pub event_stream_ordering: i64,
+    pub ts: i64,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct PresenceRow {
+    pub user_id: String,
+    pub state: String,
+    pub status_msg: Option<String>,
+    pub last_active_ts: i64,
+    pub currently_active: i64,
+    pub stream_position: i64,
+}
+
+/// Joined and invited member counts and up to five other members, for a room's summary.
+#[derive(Debug, Clone, Default)]
+pub struct RoomSummary {
+    pub joined: i64,
+    pub invited: i64,
+    pub heroes: Vec<String>,
+}
+
+/// Restricts a query to rooms the viewer (`$1`) has joined.
+const VIEWER_JOINED: &str = "JOIN current_state_events viewer ON viewer.room_id = {room} \
+     AND viewer.event_type = 'm.room.member' AND viewer.state_key = $1 AND viewer.membership = 'join'";
+
+fn viewer_joined(room_column: &str) -> String {
+    VIEWER_JOINED.replace("{room}", room_column)
+}
+
+impl Storage {
+    /// The last position of every stream kept in the database, by `stream_positions` name.
+    pub async fn stream_positions(&self) -> Result<Vec<(String, i64)>, StorageError> {
+        Ok(sqlx::query_as("SELECT stream, position FROM stream_positions")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Stores a filter and returns its ID (counting up per user).
+    pub async fn create_filter(&self, user_id: &str, json: &str) -> Result<i64, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO filters (user_id, filter_id, json) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(id)
+            .bind(json)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn filter(&self, user_id: &str, filter_id: i64) -> Result<Option<String>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT json FROM filters WHERE user_id = $1 AND filter_id = $2")
+                .bind(user_id)
+                .bind(filter_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Every room the user has a membership in, with the membership event's position.
+    pub async fn user_memberships(&self, user_id: &str) -> Result<Vec<MembershipRow>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT c.room_id, c.membership, c.event_id, e.stream_ordering
+             FROM current_state_events c JOIN events e ON e.event_id = c.event_id
+             WHERE c.event_type = 'm.room.member' AND c.state_key = $1 AND c.membership IS NOT NULL",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The rooms the user has joined that have events in (`after`, `until`].
+    pub async fn joined_rooms_with_events(
+        &self,
+        user_id: &str,
+        after: i64,
+        until: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let sql = format!(
+            "SELECT DISTINCT e.room_id FROM events e {}
+             WHERE e.stream_ordering > $2 AND e.stream_ordering <= $3",
+            viewer_joined("e.room_id")
+        );
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(after)
+            .bind(until)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The newest `limit` events of a room in (`after`, `until`], newest first.
+    pub async fn latest_room_events(
+        &self,
+        room_id: &str,
+        after: i64,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StorageError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 AND rejected_reason IS NULL
+             ORDER BY stream_ordering DESC LIMIT $4"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(after)
+            .bind(until)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Joined and invited counts and the first five other joined or invited members.
+    pub async fn room_summary(&self, room_id: &str, viewer: &str) -> Result<RoomSummary, StorageError> {
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT membership, COUNT(*) FROM current_state_events
+             WHERE room_id = $1 AND event_type = 'm.room.member' AND membership IN ('join', 'invite')
+             GROUP BY membership",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let heroes = sqlx::query_scalar(
+            "SELECT state_key FROM current_state_events
+             WHERE room_id = $1 AND event_type = 'm.room.member' AND membership IN ('join', 'invite')
+               AND state_key <> $2
+             ORDER BY state_key LIMIT 5",
+        )
+        .bind(room_id)
+        .bind(viewer)
+        .fetch_all(&self.pool)
+        .await?;
+        let count = |m: &str| counts.iter().find(|(kind, _)| kind == m).map_or(0, |(_, n)| *n);
+        Ok(RoomSummary {
+            joined: count("join"),
+            invited: count("invite"),
+            heroes,
+        })
+    }
+
+    /// Stores a receipt unless the user already has one of this kind on a later event.
+    /// Returns the new position on the `receipts` stream, or `None` when nothing changed.
+    pub async fn upsert_receipt(&self, receipt: &NewReceipt<'_>) -> Result<Option<i64>, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let existing: Option<i64> = sqlx::query_scalar(
+            "SELECT event_stream_ordering FROM receipts
+             WHERE room_id = $1 AND receipt_type = $2 AND user_id = $3 AND thread_id = $4",
+        )
+        .bind(receipt.room_id)
+        .bind(receipt.receipt_type)
+        .bind(receipt.user_id)
+        .bind(receipt.thread_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if existing.is_some_and(|ordering| ordering >= receipt.event_stream_ordering) {
+            return Ok(None);
+        }
+        let position = Self::next_stream_position(&mut tx, "receipts").await?;
+        sqlx::query(
+            "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, event_stream_ordering, ts,
+                                   stream_position)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (room_id, receipt_type, user_id, thread_id)
+             DO UPDATE SET event_id = excluded.event_id, event_stream_ordering = excluded.event_stream_ordering,
+                           ts = excluded.ts, stream_position = excluded.stream_position",
+        )
+        .bind(receipt.room_id)
+        .bind(receipt.receipt_type)
+        .bind(receipt.user_id)
+        .bind(receipt.thread_id)
+        .bind(receipt.event_id)
+        .bind(receipt.event_stream_ordering)
+        .bind(receipt.ts)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(position))
+    }
+
+    /// Receipts in the viewer's joined rooms changed in (`after`, `until`]; private receipts
+    /// only the viewer's own.
+    pub async fn receipts_since(&self, viewer: &str, after: i64, until: i64) -> Result<Vec<ReceiptRow>, StorageError> {
+        let sql = format!(
+            "SELECT r.room_id, r.receipt_type, r.user_id, r.thread_id, r.event_id, r.ts FROM receipts r {}
+             WHERE r.stream_position > $2 AND r.stream_position <= $3
+               AND (r.receipt_type <> 'm.read.private' OR r.user_id = $1)
+             ORDER BY r.stream_position",
+            viewer_joined("r.room_id")
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(viewer)
+            .bind(after)
+            .bind(until)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The user's latest receipt of a kind in a room (any thread).
+    pub async fn own_receipts(&self, room_id: &str, user_id: &str) -> Result<Vec<ReceiptRow>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts
+             WHERE room_id = $1 AND user_id = $2",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Stores a presence change at a new position on the `presence` stream.
+    pub async fn set_presence(
+        &self,
+        user_id: &str,
+        state: &str,
+        status_msg: Option<&str>,
+        last_active_ts: i64,
+        currently_active: bool,
+    ) -> Result<i64, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let position = Self::next_stream_position(&mut tx, "presence").await?;
+        sqlx::query(
+            "INSERT INTO presence (user_id, state, status_msg, last_active_ts, currently_active, stream_position)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
+                 last_active_ts = excluded.last_active_ts, currently_active = excluded.currently_active,
+                 stream_position = excluded.stream_position",
+        )
+        .bind(user_id)
+        .bind(state)
+        .bind(status_msg)
+        .bind(last_active_ts)
+        .bind(i64::from(currently_active))
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(position)
+    }
+
+    pub async fn presence(&self, user_id: &str) -> Result<Option<PresenceRow>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT user_id, state, status_msg, last_active_ts, currently_active, stream_position
+             FROM presence WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Every stored presence that is not offline (for the timers that age it after a restart).
+    pub async fn presence_not_offline(&self) -> Result<Vec<PresenceRow>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT user_id, state, status_msg, last_active_ts, currently_active, stream_position
+             FROM presence WHERE state <> 'offline'",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Presence changed in (`after`, `until`] of the viewer and of users sharing a joined room
+    /// with the viewer.
+    pub async fn presence_since(&self, viewer: &str, after: i64, until: i64) -> Result<Vec<PresenceRow>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT p.user_id, p.state, p.status_msg, p.last_active_ts, p.currently_active, p.stream_position
+             FROM presence p
+             WHERE p.stream_position > $2 AND p.stream_position <= $3
+               AND (p.user_id = $1 OR EXISTS (
+                   SELECT 1 FROM current_state_events mine JOIN current_state_events theirs
+                       ON theirs.room_id = mine.room_id AND theirs.event_type = 'm.room.member'
+                   WHERE mine.event_type = 'm.room.member' AND mine.state_key = $1 AND mine.membership = 'join'
+                     AND theirs.state_key = p.user_id AND theirs.membership = 'join'))
+             ORDER BY p.stream_position",
+        )
+        .bind(viewer)
+        .bind(after)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// True when the two users are both joined to some room.
+    pub async fn share_a_room(&self, a: &str, b: &str) -> Result<bool, StorageError> {
+        let shared: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM current_state_events mine JOIN current_state_events theirs
+                 ON theirs.room_id = mine.room_id AND theirs.event_type = 'm.room.member'
+             WHERE mine.event_type = 'm.room.member' AND mine.state_key = $1 AND mine.membership = 'join'
+               AND theirs.state_key = $2 AND theirs.membership = 'join'
+             LIMIT 1",
+        )
+        .bind(a)
+        .bind(b)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(shared.is_some())
+    }
+}

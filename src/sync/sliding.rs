@@ -1,0 +1,1 @@
+//! Simplified sliding sync (MSC4186).

@@ -1,0 +1,595 @@
+//! `/sync` (v3): everything that changed for one user since a token, as one JSON document, and
+//! the long-poll that waits for the first change.
+//!
+//! The same computation feeds the WebSocket transport, which pushes what this returns.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::Duration,
+};
+
+use ruma::{
+    OwnedRoomId, RoomId, UserId,
+    api::client::filter::{FilterDefinition, RoomEventFilter},
+};
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use super::{
+    filter::{event_allowed, room_allowed, room_event_allowed, timeline_limit},
+    presence::presence_content,
+    token::{Stream, StreamToken},
+};
+use crate::{
+    accounts::sessions::Sender,
+    error::{ApiError, ApiResult},
+    rooms::{
+        access::{ReadAccess, content_field, read_access},
+        client_event::render_events,
+    },
+    state::AppState,
+    storage::{EventRow, MembershipRow, NewReceipt, ReceiptRow, StateMap, now_ms},
+};
+
+/// State sent in an invite or knock, so the client can show the room before joining.
+const STRIPPED_STATE: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+/// What a client asked of one sync.
+pub struct SyncRequest {
+    pub since: Option<StreamToken>,
+    pub filter: FilterDefinition,
+    pub full_state: bool,
+}
+
+/// One computed sync response and what it covered.
+pub struct SyncResult {
+    pub body: Value,
+    pub next: StreamToken,
+    /// Nothing to report: a long-poll keeps waiting.
+    pub empty: bool,
+    /// The keys to wait on next time: the user and their joined or invited rooms.
+    pub keys: Vec<String>,
+}
+
+/// Serves `/sync`: computes the response, and if an incremental sync has nothing to say,
+/// waits (up to `timeout`) for the notifier to report a change that concerns the user.
+pub async fn sync(
+    state: &AppState,
+    sender: &Sender,
+    request: &SyncRequest,
+    timeout: Duration,
+) -> ApiResult<SyncResult> {
+    let deadline = Instant::now() + timeout;
+    let mut keys = initial_keys(state, &sender.user_id).await?;
+    loop {
+        // Listen before reading positions: a change committed after this point wakes us even
+        // if it lands while the response is being computed.
+        let listener = state.notifier.listen(keys);
+        let result = compute(state, sender, request).await?;
+        let done = !result.empty || request.since.is_none() || request.full_state || Instant::now() >= deadline;
+        if done || state.notifier.is_closing() {
+            return Ok(result);
+        }
+        keys = result.keys.clone();
+        tokio::select! {
+            () = listener.changed() => {}
+            () = tokio::time::sleep_until(deadline) => {
+                return Ok(result);
+            }
+        }
+    }
+}
+
+/// The notifier keys of a user: themselves and every room they are in.
+pub async fn initial_keys(state: &AppState, user_id: &UserId) -> ApiResult<Vec<String>> {
+    let mut keys: Vec<String> = state
+        .storage
+        .user_memberships(user_id.as_str())
+        .await?
+        .into_iter()
+        .filter(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock"))
+        .map(|m| m.room_id)
+        .collect();
+    keys.push(user_id.to_string());
+    Ok(keys)
+}
+
+/// Computes one response, without waiting.
+pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -> ApiResult<SyncResult> {
+    let now = state.notifier.current();
+    let since = request.since.map(|since| since.clamp_to(&now));
+    let user_id = sender.user_id.as_str();
+    let filter = &request.filter;
+    let storage = &state.storage;
+
+    let memberships = memberships_at(state, user_id, now.events()).await?;
+    let ignored = ignored_users(state, user_id).await?;
+    let mut keys: Vec<String> = memberships
+        .iter()
+        .filter(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock"))
+        .map(|m| m.room_id.clone())
+        .collect();
+    keys.push(user_id.to_owned());
+
+    // What moved since the token, per room.
+    let after = |stream: Stream| since.map_or(0, |s| s.get(stream));
+    let rooms_with_events: HashSet<String> = match since {
+        Some(since) if !request.full_state => storage
+            .joined_rooms_with_events(user_id, since.events(), now.events())
+            .await?
+            .into_iter()
+            .collect(),
+        _ => HashSet::new(),
+    };
+    let mut receipts: HashMap<String, Vec<ReceiptRow>> = HashMap::new();
+    if state.notifier.position(Stream::Receipts) > after(Stream::Receipts) {
+        for receipt in storage
+            .receipts_since(user_id, after(Stream::Receipts), now.get(Stream::Receipts))
+            .await?
+        {
+            receipts.entry(receipt.room_id.clone()).or_default().push(receipt);
+        }
+    }
+    let mut room_account_data: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut global_account_data = Vec::new();
+    for entry in storage
+        .account_data_since(user_id, after(Stream::AccountData))
+        .await?
+        .into_iter()
+        .filter(|entry| entry.stream_position <= now.get(Stream::AccountData))
+    {
+        let content: Value = serde_json::from_str(&entry.content).unwrap_or_else(|_| json!({}));
+        let event = json!({ "type": entry.data_type, "content": content });
+        if entry.room_id.is_empty() {
+            if event_allowed(&filter.account_data, &entry.data_type, None) {
+                global_account_data.push(event);
+            }
+        } else if room_event_allowed(&filter.room.account_data, &entry.data_type, user_id) {
+            room_account_data.entry(entry.room_id).or_default().push(event);
+        }
+    }
+
+    let mut join = Map::new();
+    let mut invite = Map::new();
+    let mut knock = Map::new();
+    let mut leave = Map::new();
+    let mut delivered = Vec::new();
+    for membership in &memberships {
+        let room_id = membership.room_id.as_str();
+        let changed = since.is_none_or(|since| membership.stream_ordering > since.events());
+        match membership.membership.as_str() {
+            "join" => {
+                if !room_allowed(&filter.room, &filter.room.timeline, room_id) {
+                    continue;
+                }
+                let interesting = since.is_none()
+                    || request.full_state
+                    || changed
+                    || rooms_with_events.contains(room_id)
+                    || receipts.contains_key(room_id)
+                    || room_account_data.contains_key(room_id)
+                    || state
+                        .typing
+                        .changed_since(room_id, after(Stream::Typing))
+                        .is_some_and(|users| since.is_some() || !users.is_empty());
+                if !interesting {
+                    continue;
+                }
+                let room = RoomWindow {
+                    room_id,
+                    after: if since.is_none() || request.full_state || changed {
+                        None
+                    } else {
+                        since.map(|s| s.events())
+                    },
+                    until: now.events(),
+                    since_events: since.map(|s| s.events()),
+                };
+                let mut body = room_body(state, sender, filter, &room, &ignored).await?;
+                if let Some(newest) = body.newest_from_others.take() {
+                    delivered.push((room_id.to_owned(), newest));
+                }
+                let mut ephemeral = Vec::new();
+                if room_allowed(&filter.room, &filter.room.ephemeral, room_id) {
+                    if let Some(users) = state.typing.changed_since(room_id, after(Stream::Typing))
+                        && (since.is_some() || !users.is_empty())
+                        && room_event_allowed(&filter.room.ephemeral, "m.typing", user_id)
+                    {
+                        ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+                    }
+                    if let Some(rows) = receipts.get(room_id)
+                        && room_event_allowed(&filter.room.ephemeral, "m.receipt", user_id)
+                    {
+                        ephemeral.push(receipt_event(rows));
+                    }
+                }
+                let account_data = room_account_data.remove(room_id).unwrap_or_default();
+                let mut entry = body.section;
+                if !ephemeral.is_empty() {
+                    entry.insert("ephemeral".into(), json!({ "events": ephemeral }));
+                }
+                if !account_data.is_empty() {
+                    entry.insert("account_data".into(), json!({ "events": account_data }));
+                }
+                if entry.is_empty() {
+                    continue;
+                }
+                if since.is_none() || changed || body.members_changed {
+                    let summary = storage.room_summary(room_id, user_id).await?;
+                    entry.insert(
+                        "summary".into(),
+                        json!({
+                            "m.heroes": summary.heroes,
+                            "m.joined_member_count": summary.joined,
+                            "m.invited_member_count": summary.invited,
+                        }),
+                    );
+                }
+                entry
+                    .entry("timeline")
+                    .or_insert_with(|| json!({ "events": [], "limited": false }));
+                entry.entry("state").or_insert_with(|| json!({ "events": [] }));
+                entry.entry("ephemeral").or_insert_with(|| json!({ "events": [] }));
+                entry.entry("account_data").or_insert_with(|| json!({ "events": [] }));
+                join.insert(room_id.to_owned(), Value::Object(entry));
+            }
+            kind @ ("invite" | "knock") if changed || request.full_state => {
+                if !room_allowed(&filter.room, &RoomEventFilter::default(), room_id) {
+                    continue;
+                }
+                let Some(event) = storage.event(&membership.event_id).await? else {
+                    continue;
+                };
+                if kind == "invite" && ignored.contains(&event.sender) {
+                    continue;
+                }
+                let stripped = stripped_state(state, room_id, &event).await?;
+                if kind == "invite" {
+                    invite.insert(room_id.to_owned(), json!({ "invite_state": { "events": stripped } }));
+                } else {
+                    knock.insert(room_id.to_owned(), json!({ "knock_state": { "events": stripped } }));
+                }
+            }
+            "leave" | "ban" => {
+                let wanted = match since {
+                    // Left since the token: the client must learn it.
+                    Some(_) => changed,
+                    None => filter.room.include_leave,
+                };
+                if !wanted || !room_allowed(&filter.room, &filter.room.timeline, room_id) {
+                    continue;
+                }
+                let room = RoomWindow {
+                    room_id,
+                    after: since.map(|s| s.events()).filter(|_| !request.full_state),
+                    until: membership.stream_ordering,
+                    since_events: since.map(|s| s.events()),
+                };
+                let mut body = room_body(state, sender, filter, &room, &ignored).await?;
+                body.newest_from_others = None;
+                let mut entry = body.section;
+                entry
+                    .entry("timeline")
+                    .or_insert_with(|| json!({ "events": [], "limited": false }));
+                entry.entry("state").or_insert_with(|| json!({ "events": [] }));
+                entry.insert(
+                    "account_data".into(),
+                    json!({ "events": room_account_data.remove(room_id).unwrap_or_default() }),
+                );
+                leave.insert(room_id.to_owned(), Value::Object(entry));
+            }
+            _ => {}
+        }
+    }
+
+    let mut presence = Vec::new();
+    if state.config.presence.enabled && now.get(Stream::Presence) > after(Stream::Presence) {
+        for row in storage
+            .presence_since(user_id, after(Stream::Presence), now.get(Stream::Presence))
+            .await?
+        {
+            if ignored.contains(&row.user_id) || !event_allowed(&filter.presence, "m.presence", Some(&row.user_id)) {
+                continue;
+            }
+            presence.push(json!({ "type": "m.presence", "sender": row.user_id, "content": presence_content(&row) }));
+        }
+    }
+
+    let empty = join.is_empty()
+        && invite.is_empty()
+        && knock.is_empty()
+        && leave.is_empty()
+        && presence.is_empty()
+        && global_account_data.is_empty();
+    let body = json!({
+        "next_batch": now.to_string(),
+        "rooms": { "join": join, "invite": invite, "knock": knock, "leave": leave },
+        "presence": { "events": presence },
+        "account_data": { "events": global_account_data },
+        "to_device": { "events": [] },
+        "device_lists": { "changed": [], "left": [] },
+        "device_one_time_keys_count": {},
+        "device_unused_fallback_key_types": [],
+    });
+    if state.config.sync.delivery_receipts && !delivered.is_empty() {
+        record_delivery(state, &sender.user_id, delivered);
+    }
+    Ok(SyncResult {
+        body,
+        next: now,
+        empty,
+        keys,
+    })
+}
+
+/// The user's membership in every room as of event position `until`: a membership event
+/// committed after the token was read belongs to the next sync.
+async fn memberships_at(state: &AppState, user_id: &str, until: i64) -> ApiResult<Vec<MembershipRow>> {
+    let mut memberships = state.storage.user_memberships(user_id).await?;
+    for membership in &mut memberships {
+        if membership.stream_ordering <= until {
+            continue;
+        }
+        let history = state.storage.membership_history(&membership.room_id, user_id).await?;
+        match history.iter().rev().find(|(position, _)| *position <= until) {
+            Some((position, json)) => {
+                membership.membership = content_field(json, "membership").unwrap_or_default();
+                membership.stream_ordering = *position;
+                membership.event_id = serde_json::from_str::<Value>(json)
+                    .ok()
+                    .and_then(|pdu| pdu["event_id"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+            }
+            None => membership.membership.clear(),
+        }
+    }
+    memberships.retain(|m| !m.membership.is_empty());
+    memberships.sort_by(|a, b| a.room_id.cmp(&b.room_id));
+    Ok(memberships)
+}
+
+/// Users whose events the user does not want to see (`m.ignored_user_list`).
+pub async fn ignored_users(state: &AppState, user_id: &str) -> ApiResult<HashSet<String>> {
+    let Some(content) = state.storage.account_data(user_id, "", "m.ignored_user_list").await? else {
+        return Ok(HashSet::new());
+    };
+    let content: Value = serde_json::from_str(&content).unwrap_or_default();
+    Ok(content["ignored_users"]
+        .as_object()
+        .map(|users| users.keys().cloned().collect())
+        .unwrap_or_default())
+}
+
+/// The slice of a room's timeline one sync covers.
+struct RoomWindow<'a> {
+    room_id: &'a str,
+    /// Events after this position (None: from the room's latest events, whatever the token).
+    after: Option<i64>,
+    /// Events up to this position.
+    until: i64,
+    /// The client's token, for the state delta of a limited timeline.
+    since_events: Option<i64>,
+}
+
+struct RoomBody {
+    section: Map<String, Value>,
+    /// The newest timeline event sent by someone else (for delivery receipts).
+    newest_from_others: Option<(String, i64)>,
+    /// Member events changed (the summary is resent).
+    members_changed: bool,
+}
+
+/// A room's `timeline` and `state` for one window.
+async fn room_body(
+    state: &AppState,
+    sender: &Sender,
+    filter: &FilterDefinition,
+    window: &RoomWindow<'_>,
+    ignored: &HashSet<String>,
+) -> ApiResult<RoomBody> {
+    let storage = &state.storage;
+    let room_filter = &filter.room;
+    let room_id = RoomId::parse(window.room_id).map_err(|_| ApiError::internal())?;
+    let access = read_access(state, &room_id, &sender.user_id).await?;
+    let limit = timeline_limit(&room_filter.timeline);
+    let mut rows = storage
+        .latest_room_events(
+            window.room_id,
+            window.after.unwrap_or(0),
+            window.until,
+            i64::try_from(limit).unwrap_or(100) + 1,
+        )
+        .await?;
+    let limited = rows.len() > limit;
+    rows.truncate(limit);
+    rows.reverse();
+    // Where the timeline starts: the gap before its first event.
+    let start = rows.first().map_or(window.until + 1, |row| row.stream_ordering);
+    let timeline_rows: Vec<EventRow> = rows
+        .into_iter()
+        .filter(|row| {
+            visible(&access, row)
+                && room_event_allowed(&room_filter.timeline, &row.event_type, &row.sender)
+                && (row.state_key.is_some() || !ignored.contains(&row.sender))
+        })
+        .collect();
+
+    // State: everything up to the timeline's start for a fresh view of the room, or for a
+    // limited incremental window what changed between the token and the timeline's start.
+    let fresh = window.after.is_none();
+    let mut state_map = StateMap::new();
+    if fresh || limited {
+        let at_start = state_before(state, window.room_id, start).await?;
+        match (fresh, window.since_events) {
+            (false, Some(since)) => {
+                let at_since = state_before(state, window.room_id, since + 1).await?;
+                state_map = at_start
+                    .into_iter()
+                    .filter(|(key, id)| at_since.get(key) != Some(id))
+                    .collect();
+            }
+            _ => state_map = at_start,
+        }
+    }
+    let lazy = !room_filter.state.lazy_load_options.is_disabled();
+    if lazy {
+        // Members only for the timeline's senders (and the user), as of the timeline's start.
+        let mut senders: HashSet<&str> = timeline_rows.iter().map(|row| row.sender.as_str()).collect();
+        senders.insert(sender.user_id.as_str());
+        state_map.retain(|(kind, key), _| kind != "m.room.member" || senders.contains(key.as_str()));
+        if !fresh {
+            let wanted: Vec<(String, String)> = senders
+                .iter()
+                .map(|s| ("m.room.member".to_owned(), (*s).to_owned()))
+                .collect();
+            for (key, id) in storage.current_state_entries(window.room_id, &wanted).await? {
+                state_map.entry(key).or_insert(id);
+            }
+        }
+    }
+    let in_timeline: HashSet<&str> = timeline_rows.iter().map(|row| row.event_id.as_str()).collect();
+    let state_ids: Vec<String> = state_map
+        .into_values()
+        .filter(|id| !in_timeline.contains(id.as_str()))
+        .collect();
+    let state_rows: Vec<EventRow> = storage
+        .events(&state_ids)
+        .await?
+        .into_iter()
+        .filter(|row| {
+            room_event_allowed(&room_filter.state, &row.event_type, &row.sender) && row.stream_ordering <= window.until
+        })
+        .collect();
+
+    let version = storage
+        .room_version(window.room_id)
+        .await?
+        .ok_or_else(ApiError::internal)?;
+    let device = sender.device_id.as_str();
+    let timeline = render_events(state, &timeline_rows, &version, &sender.user_id, device).await?;
+    let state_events = render_events(state, &state_rows, &version, &sender.user_id, device).await?;
+    let members_changed = timeline_rows
+        .iter()
+        .chain(&state_rows)
+        .any(|row| row.event_type == "m.room.member");
+    let newest_from_others = timeline_rows
+        .iter()
+        .rev()
+        .find(|row| row.sender != sender.user_id.as_str())
+        .map(|row| (row.event_id.clone(), row.stream_ordering));
+
+    let mut section = Map::new();
+    if !timeline.is_empty() || limited || fresh {
+        section.insert(
+            "timeline".into(),
+            json!({ "events": timeline, "limited": limited, "prev_batch": format!("s{start}") }),
+        );
+    }
+    if !state_events.is_empty() {
+        section.insert("state".into(), json!({ "events": state_events }));
+    }
+    Ok(RoomBody {
+        section,
+        newest_from_others,
+        members_changed,
+    })
+}
+
+fn visible(access: &ReadAccess, row: &EventRow) -> bool {
+    access.allows(row.stream_ordering, &row.history_visibility)
+}
+
+/// The room's state just before stream position `position` (empty before the room began).
+async fn state_before(state: &AppState, room_id: &str, position: i64) -> ApiResult<StateMap> {
+    let Some(event_id) = state.storage.event_at_or_before(room_id, position - 1).await? else {
+        return Ok(StateMap::new());
+    };
+    let Some(group) = state.storage.state_group_after(&event_id).await? else {
+        return Ok(StateMap::new());
+    };
+    Ok(state.storage.state_group(group).await?)
+}
+
+/// The stripped state of a room for an invite or knock: a few descriptive events and the
+/// membership event itself.
+async fn stripped_state(state: &AppState, room_id: &str, membership_event: &EventRow) -> ApiResult<Vec<Value>> {
+    let keys: Vec<(String, String)> = STRIPPED_STATE
+        .iter()
+        .map(|kind| ((*kind).to_owned(), String::new()))
+        .collect();
+    let ids: Vec<String> = state
+        .storage
+        .current_state_entries(room_id, &keys)
+        .await?
+        .into_values()
+        .collect();
+    let mut rows = state.storage.events(&ids).await?;
+    rows.push(membership_event.clone());
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let pdu: Value = serde_json::from_str(&row.json).ok()?;
+            Some(json!({
+                "type": row.event_type,
+                "state_key": row.state_key.clone().unwrap_or_default(),
+                "sender": row.sender,
+                "content": pdu["content"],
+            }))
+        })
+        .collect())
+}
+
+/// An `m.receipt` event from receipt rows: event → type → user → {ts, thread_id}.
+pub fn receipt_event(rows: &[ReceiptRow]) -> Value {
+    let mut content: BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, Value>>> = BTreeMap::new();
+    for row in rows {
+        let mut receipt = json!({ "ts": row.ts });
+        if !row.thread_id.is_empty() {
+            receipt["thread_id"] = Value::from(row.thread_id.as_str());
+        }
+        content
+            .entry(row.event_id.as_str())
+            .or_default()
+            .entry(row.receipt_type.as_str())
+            .or_default()
+            .insert(row.user_id.as_str(), receipt);
+    }
+    json!({ "type": "m.receipt", "content": content })
+}
+
+/// Records, off the response path, that the user's device now holds these events.
+fn record_delivery(state: &AppState, user_id: &UserId, delivered: Vec<(String, (String, i64))>) {
+    let state = state.clone();
+    let user_id = user_id.to_owned();
+    tokio::spawn(async move {
+        for (room_id, (event_id, ordering)) in delivered {
+            let receipt = NewReceipt {
+                room_id: &room_id,
+                receipt_type: super::DELIVERED,
+                user_id: user_id.as_str(),
+                thread_id: "",
+                event_id: &event_id,
+                event_stream_ordering: ordering,
+                ts: now_ms(),
+            };
+            match state.storage.upsert_receipt(&receipt).await {
+                Ok(Some(position)) => state.notifier.advance(Stream::Receipts, position, [room_id.as_str()]),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%room_id, %error, "could not record delivery"),
+            }
+        }
+    });
+}
+
+/// Parses a room ID from storage.
+pub fn owned_room_id(room_id: &str) -> ApiResult<OwnedRoomId> {
+    OwnedRoomId::try_from(room_id).map_err(|_| ApiError::internal())
+}
