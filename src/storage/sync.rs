@@ -221,13 +221,15 @@ impl Storage {
         Ok(Some(position))
     }
 
-    /// Receipts in the viewer's joined rooms changed in (`after`, `until`]; private receipts
-    /// only the viewer's own.
+    /// Receipts in the viewer's joined rooms changed in (`after`, `until`]: private receipts
+    /// only the viewer's own, delivery receipts only on the viewer's own events.
     pub async fn receipts_since(&self, viewer: &str, after: i64, until: i64) -> Result<Vec<ReceiptRow>, StorageError> {
         let sql = format!(
             "SELECT r.room_id, r.receipt_type, r.user_id, r.thread_id, r.event_id, r.ts FROM receipts r {}
              WHERE r.stream_position > $2 AND r.stream_position <= $3
                AND (r.receipt_type <> 'm.read.private' OR r.user_id = $1)
+               AND (r.receipt_type <> 'io.hearth.delivered'
+                    OR EXISTS (SELECT 1 FROM events d WHERE d.event_id = r.event_id AND d.sender = $1))
              ORDER BY r.stream_position",
             viewer_joined("r.room_id")
         );

@@ -382,7 +382,7 @@ struct RoomWindow<'a> {
 struct RoomBody {
     section: Map<String, Value>,
     /// The newest timeline event sent by someone else (for delivery receipts).
-    newest_from_others: Option<(String, i64)>,
+    newest_from_others: Option<Delivered>,
     /// Member events changed (the summary is resent).
     members_changed: bool,
 }
@@ -400,27 +400,40 @@ async fn room_body(
     let room_id = RoomId::parse(window.room_id).map_err(|_| ApiError::internal())?;
     let access = read_access(state, &room_id, &sender.user_id).await?;
     let limit = timeline_limit(&room_filter.timeline);
-    let mut rows = storage
-        .latest_room_events(
-            window.room_id,
-            window.after.unwrap_or(0),
-            window.until,
-            i64::try_from(limit).unwrap_or(100) + 1,
-        )
-        .await?;
-    let limited = rows.len() > limit;
-    rows.truncate(limit);
-    rows.reverse();
-    // Where the timeline starts: the gap before its first event.
-    let start = rows.first().map_or(window.until + 1, |row| row.stream_ordering);
-    let timeline_rows: Vec<EventRow> = rows
-        .into_iter()
-        .filter(|row| {
-            visible(&access, row)
+    // Newest first, page by page until `limit` events pass the filters: a filter that drops
+    // most events must not leave the timeline short, nor make one sync scan a whole room.
+    let page_size = i64::try_from(limit).unwrap_or(100) + 1;
+    let scan_limit = limit * 20 + 100;
+    let (mut kept, mut scanned, mut cursor, mut limited) = (Vec::new(), 0, window.until, false);
+    let mut oldest_scanned = None;
+    'scan: loop {
+        let page = storage
+            .latest_room_events(window.room_id, window.after.unwrap_or(0), cursor, page_size)
+            .await?;
+        let exhausted = page.len() < usize::try_from(page_size).unwrap_or(usize::MAX);
+        for row in page {
+            if kept.len() == limit || scanned == scan_limit {
+                limited = true;
+                break 'scan;
+            }
+            scanned += 1;
+            cursor = row.stream_ordering - 1;
+            oldest_scanned = Some(row.stream_ordering);
+            let wanted = visible(&access, &row)
                 && room_event_allowed(&room_filter.timeline, &row.event_type, &row.sender)
-                && (row.state_key.is_some() || !ignored.contains(&row.sender))
-        })
-        .collect();
+                && (row.state_key.is_some() || !ignored.contains(&row.sender));
+            if wanted {
+                kept.push(row);
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    kept.reverse();
+    let timeline_rows = kept;
+    // Where the timeline starts: the gap before the oldest event looked at.
+    let start = oldest_scanned.unwrap_or(window.until + 1);
 
     // State: everything up to the timeline's start for a fresh view of the room, or for a
     // limited incremental window what changed between the token and the timeline's start.
@@ -484,7 +497,11 @@ async fn room_body(
         .iter()
         .rev()
         .find(|row| row.sender != sender.user_id.as_str())
-        .map(|row| (row.event_id.clone(), row.stream_ordering));
+        .map(|row| Delivered {
+            event_id: row.event_id.clone(),
+            stream_ordering: row.stream_ordering,
+            sender: row.sender.clone(),
+        });
 
     let mut section = Map::new();
     if !timeline.is_empty() || limited || fresh {
@@ -565,23 +582,33 @@ pub fn receipt_event(rows: &[ReceiptRow]) -> Value {
     json!({ "type": "m.receipt", "content": content })
 }
 
-/// Records, off the response path, that the user's device now holds these events.
-fn record_delivery(state: &AppState, user_id: &UserId, delivered: Vec<(String, (String, i64))>) {
+/// An event handed to one of the user's devices.
+struct Delivered {
+    event_id: String,
+    stream_ordering: i64,
+    sender: String,
+}
+
+/// Records, off the response path, that the user's device now holds these events, and tells
+/// their senders (delivery receipts are shown to the sender of the receipted event only).
+fn record_delivery(state: &AppState, user_id: &UserId, delivered: Vec<(String, Delivered)>) {
     let state = state.clone();
     let user_id = user_id.to_owned();
     tokio::spawn(async move {
-        for (room_id, (event_id, ordering)) in delivered {
+        for (room_id, event) in delivered {
             let receipt = NewReceipt {
                 room_id: &room_id,
                 receipt_type: super::DELIVERED,
                 user_id: user_id.as_str(),
                 thread_id: "",
-                event_id: &event_id,
-                event_stream_ordering: ordering,
+                event_id: &event.event_id,
+                event_stream_ordering: event.stream_ordering,
                 ts: now_ms(),
             };
             match state.storage.upsert_receipt(&receipt).await {
-                Ok(Some(position)) => state.notifier.advance(Stream::Receipts, position, [room_id.as_str()]),
+                Ok(Some(position)) => state
+                    .notifier
+                    .advance(Stream::Receipts, position, [event.sender.as_str()]),
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%room_id, %error, "could not record delivery"),
             }

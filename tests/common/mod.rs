@@ -66,6 +66,7 @@ pub struct TestServer {
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    config: Config,
     _dir: tempfile::TempDir,
 }
 
@@ -81,7 +82,19 @@ impl TestServer {
         config.database.url = Some(fresh_database_url(dir.path()).await);
         adjust(&mut config);
         config.validate().expect("test config is valid");
-        let server = Server::bind(config).await.expect("server starts");
+        Self::launch(config, dir).await
+    }
+
+    /// Stops the server and starts it again on the same database (on a new port).
+    pub async fn restart(mut self) -> Self {
+        self.shutdown_and_wait().await;
+        let config = self.config.clone();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        Self::launch(config, dir).await
+    }
+
+    async fn launch(config: Config, dir: tempfile::TempDir) -> Self {
+        let server = Server::bind(config.clone()).await.expect("server starts");
         let addr = server.local_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -98,12 +111,17 @@ impl TestServer {
             http: reqwest::Client::new(),
             shutdown: Some(tx),
             task: Some(task),
+            config,
             _dir: dir,
         }
     }
 
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
+        self.shutdown_and_wait().await;
+    }
+
+    async fn shutdown_and_wait(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

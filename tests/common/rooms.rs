@@ -45,3 +45,23 @@ pub async fn messages(server: &TestServer, who: &Session, room: &str, query: &st
         .get(&format!("{V3}/rooms/{room}/messages?{query}"), who.token())
         .await
 }
+
+/// `GET /sync` with a query string (`since=...&timeout=...`); asserts success.
+pub async fn sync(server: &TestServer, who: &Session, query: &str) -> Value {
+    let (status, body) = server.get(&format!("{V3}/sync?{query}"), who.token()).await;
+    assert_eq!(status, StatusCode::OK, "sync: {body}");
+    body
+}
+
+/// The events of one section of a joined room in a sync response (`timeline`, `state`,
+/// `ephemeral`, `account_data`).
+pub fn room_events<'a>(body: &'a Value, room: &str, section: &str) -> &'a [Value] {
+    body["rooms"]["join"][room][section]["events"]
+        .as_array()
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Percent-encodes a query parameter value.
+pub fn query_value(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}

@@ -1,0 +1,426 @@
+//! `/sync`: initial and incremental, long-poll, limited timelines, filters, membership
+//! sections, account data, ignored users and tokens across a restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    TestServer, assert_error,
+    rooms::{V3, create_room, join, messages, query_value, room_events, send_text, sync},
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn bodies(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| e["content"]["body"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn initial_sync_shows_joined_rooms_with_state_timeline_and_summary() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice, json!({ "name": "Hearth", "preset": "public_chat" })).await;
+    join(&server, &bob, &room).await;
+    send_text(&server, &alice, &room, "t1", "hello").await;
+
+    let body = sync(&server, &bob, "").await;
+    assert!(body["next_batch"].as_str().unwrap().starts_with('s'));
+    let timeline = room_events(&body, &room, "timeline");
+    assert_eq!(bodies(timeline), ["hello"]);
+    let joined = &body["rooms"]["join"][&room];
+    assert!(joined["timeline"]["prev_batch"].is_string());
+    assert_eq!(joined["summary"]["m.joined_member_count"], 2);
+    assert_eq!(joined["summary"]["m.heroes"], json!([alice.user_id]));
+    // State holds what came before the timeline; the two never overlap.
+    let state = room_events(&body, &room, "state");
+    let timeline_ids: Vec<&Value> = timeline.iter().map(|e| &e["event_id"]).collect();
+    assert!(state.iter().all(|e| !timeline_ids.contains(&&e["event_id"])));
+    let all: Vec<&str> = state
+        .iter()
+        .chain(timeline)
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    for kind in ["m.room.create", "m.room.name", "m.room.power_levels", "m.room.member"] {
+        assert!(all.contains(&kind), "{kind} missing from {all:?}");
+    }
+}
+
+#[tokio::test]
+async fn incremental_sync_returns_only_new_events_and_long_polls() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob, &room).await;
+    send_text(&server, &alice, &room, "t1", "before").await;
+    let first = sync(&server, &bob, "").await;
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+
+    // Nothing new: an immediate empty answer with the same position.
+    let empty = sync(&server, &bob, &format!("since={since}&timeout=0")).await;
+    assert_eq!(empty["rooms"]["join"], json!({}));
+
+    // A long-poll returns as soon as the message lands, not at its timeout.
+    let waiting = {
+        let http = server.http.clone();
+        let url = format!("{}{V3}/sync?since={since}&timeout=20000", server.base);
+        let token = bob.access_token.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let body: Value = http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (body, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_text(&server, &alice, &room, "t2", "after").await;
+    let (body, elapsed) = waiting.await.unwrap();
+    assert!(elapsed < Duration::from_secs(10), "long-poll took {elapsed:?}");
+    assert_eq!(bodies(room_events(&body, &room, "timeline")), ["after"]);
+    assert_eq!(body["rooms"]["join"][&room]["timeline"]["limited"], false);
+    assert!(body["rooms"]["join"][&room].get("summary").is_none());
+
+    // The sending device sees its transaction ID.
+    let own = sync(&server, &alice, &format!("since={since}&timeout=0")).await;
+    let event = &room_events(&own, &room, "timeline")[0];
+    assert_eq!(event["unsigned"]["transaction_id"], "t2");
+}
+
+#[tokio::test]
+async fn limited_timeline_gap_is_filled_by_messages_without_duplicates() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let since = sync(&server, &alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..15 {
+        send_text(&server, &alice, &room, &format!("t{i}"), &format!("m{i}")).await;
+    }
+    let filter = query_value(&json!({ "room": { "timeline": { "limit": 5 } } }).to_string());
+    let body = sync(&server, &alice, &format!("since={since}&filter={filter}&timeout=0")).await;
+    let joined = &body["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], true);
+    assert_eq!(
+        bodies(room_events(&body, &room, "timeline")),
+        ["m10", "m11", "m12", "m13", "m14"]
+    );
+    let prev_batch = joined["timeline"]["prev_batch"].as_str().unwrap();
+    let (status, page) = messages(
+        &server,
+        &alice,
+        &room,
+        &format!("dir=b&limit=20&from={prev_batch}&to={since}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let mut earlier = bodies(page["chunk"].as_array().unwrap());
+    earlier.reverse();
+    let expected: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    assert_eq!(earlier, expected);
+}
+
+#[tokio::test]
+async fn bad_tokens_and_filters_are_refused() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    assert_error(
+        &server.get(&format!("{V3}/sync"), None).await,
+        StatusCode::UNAUTHORIZED,
+        "M_MISSING_TOKEN",
+    );
+    for bad in ["nonsense", "s1_x", "s-1"] {
+        let result = server.get(&format!("{V3}/sync?since={bad}"), alice.token()).await;
+        assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    }
+    let result = server.get(&format!("{V3}/sync?filter=9999"), alice.token()).await;
+    assert_error(&result, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let result = server
+        .get(&format!("{V3}/sync?filter=%7Bnot%20json"), alice.token())
+        .await;
+    assert_error(&result, StatusCode::BAD_REQUEST, "M_BAD_JSON");
+    let result = server
+        .get(&format!("{V3}/sync?set_presence=dancing"), alice.token())
+        .await;
+    assert_eq!(result.0, StatusCode::BAD_REQUEST, "{}", result.1);
+}
+
+#[tokio::test]
+async fn filters_are_stored_per_user_and_applied() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let path = format!("{V3}/user/{}/filter", alice.user_id);
+    let definition = json!({
+        "room": {
+            "timeline": { "limit": 2, "not_types": ["m.room.topic"] },
+            "state": { "types": ["m.room.*"], "not_types": ["m.room.power_levels"] },
+        },
+        "presence": { "not_types": ["*"] },
+    });
+    let (status, created) = server.post(&path, alice.token(), definition.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let id = created["filter_id"].as_str().unwrap();
+    let (status, stored) = server.get(&format!("{path}/{id}"), alice.token()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stored["room"]["timeline"]["limit"], 2);
+    // Another user's filters are theirs alone.
+    assert_error(
+        &server.get(&format!("{path}/{id}"), bob.token()).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &server.post(&path, bob.token(), json!({})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &server.get(&format!("{path}/404"), alice.token()).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    let bad = server
+        .post(
+            &path,
+            alice.token(),
+            json!({ "room": { "timeline": { "limit": "ten" } } }),
+        )
+        .await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "M_BAD_JSON");
+
+    let room = create_room(&server, &alice, json!({})).await;
+    let other = create_room(&server, &alice, json!({})).await;
+    send_text(&server, &alice, &room, "t1", "one").await;
+    server
+        .put(
+            &format!("{V3}/rooms/{room}/state/m.room.topic/"),
+            alice.token(),
+            json!({ "topic": "t" }),
+        )
+        .await;
+    send_text(&server, &alice, &room, "t2", "two").await;
+    let body = sync(&server, &alice, &format!("filter={id}")).await;
+    let timeline = room_events(&body, &room, "timeline");
+    assert_eq!(timeline.len(), 2);
+    assert!(timeline.iter().all(|e| e["type"] != "m.room.topic"));
+    let state = room_events(&body, &room, "state");
+    assert!(state.iter().all(|e| e["type"] != "m.room.power_levels"));
+    assert!(state.iter().any(|e| e["type"] == "m.room.create"));
+
+    // A rooms filter narrows the rooms.
+    let only = query_value(&json!({ "room": { "rooms": [other] } }).to_string());
+    let body = sync(&server, &alice, &format!("filter={only}")).await;
+    let rooms: Vec<&String> = body["rooms"]["join"].as_object().unwrap().keys().collect();
+    assert_eq!(rooms, [&other]);
+}
+
+#[tokio::test]
+async fn lazy_loading_sends_only_the_members_the_timeline_needs() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let mut others = Vec::new();
+    for name in ["bob", "carol", "dan"] {
+        let user = server.register(name).await;
+        join(&server, &user, &room).await;
+        others.push(user);
+    }
+    send_text(&server, &others[0], &room, "t1", "from bob").await;
+    let filter = query_value(
+        &json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } }).to_string(),
+    );
+    let body = sync(&server, &alice, &format!("filter={filter}")).await;
+    let members: Vec<&str> = room_events(&body, &room, "state")
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .map(|e| e["state_key"].as_str().unwrap())
+        .collect();
+    let mut members = members;
+    members.sort_unstable();
+    assert_eq!(members, [alice.user_id.as_str(), others[0].user_id.as_str()]);
+    // The summary still counts everyone.
+    assert_eq!(body["rooms"]["join"][&room]["summary"]["m.joined_member_count"], 4);
+
+    // Incrementally, a new sender's member event arrives with their first message.
+    let since = body["next_batch"].as_str().unwrap();
+    send_text(&server, &others[1], &room, "t2", "from carol").await;
+    let body = sync(&server, &alice, &format!("filter={filter}&since={since}&timeout=0")).await;
+    let state = room_events(&body, &room, "state");
+    assert!(
+        state.iter().any(|e| e["state_key"] == others[1].user_id.as_str()),
+        "{state:?}"
+    );
+}
+
+#[tokio::test]
+async fn invites_leaves_and_knocks_have_their_sections() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice, json!({ "name": "Secret" })).await;
+    let since = sync(&server, &bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .post(
+            &format!("{V3}/rooms/{room}/invite"),
+            alice.token(),
+            json!({ "user_id": bob.user_id }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let body = sync(&server, &bob, &format!("since={since}&timeout=5000")).await;
+    let invite = &body["rooms"]["invite"][&room]["invite_state"]["events"];
+    let kinds: Vec<&str> = invite
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"m.room.name") && kinds.contains(&"m.room.member"),
+        "{kinds:?}"
+    );
+    assert!(body["rooms"]["join"].get(&room).is_none());
+
+    join(&server, &bob, &room).await;
+    let since = body["next_batch"].as_str().unwrap();
+    let body = sync(&server, &bob, &format!("since={since}&timeout=5000")).await;
+    assert!(body["rooms"]["join"].get(&room).is_some(), "{body}");
+    assert!(body["rooms"]["invite"].get(&room).is_none());
+
+    let since = body["next_batch"].as_str().unwrap();
+    server
+        .post(&format!("{V3}/rooms/{room}/leave"), bob.token(), json!({}))
+        .await;
+    let body = sync(&server, &bob, &format!("since={since}&timeout=5000")).await;
+    let left = &body["rooms"]["leave"][&room];
+    let last = left["timeline"]["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["content"]["membership"], "leave");
+    // Afterwards the room is gone from incremental syncs, and the initial sync leaves it
+    // out unless the filter asks for left rooms.
+    let since = body["next_batch"].as_str().unwrap();
+    send_text(&server, &alice, &room, "t1", "after bob left").await;
+    let body = sync(&server, &bob, &format!("since={since}&timeout=0")).await;
+    assert_eq!(body["rooms"]["leave"], json!({}));
+    assert!(sync(&server, &bob, "").await["rooms"]["leave"].get(&room).is_none());
+    let include = query_value(&json!({ "room": { "include_leave": true } }).to_string());
+    assert!(
+        sync(&server, &bob, &format!("filter={include}")).await["rooms"]["leave"]
+            .get(&room)
+            .is_some()
+    );
+
+    // Knocking.
+    let knockable = create_room(
+        &server,
+        &alice,
+        json!({ "room_version": "10", "initial_state": [
+        { "type": "m.room.join_rules", "state_key": "", "content": { "join_rule": "knock" } }
+    ] }),
+    )
+    .await;
+    let carol = server.register("carol").await;
+    let (status, body) = server
+        .post(&format!("{V3}/knock/{knockable}"), carol.token(), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = sync(&server, &carol, "").await;
+    assert!(
+        body["rooms"]["knock"][&knockable]["knock_state"]["events"].is_array(),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn account_data_arrives_in_sync() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let since = sync(&server, &alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .put(
+            &format!("{V3}/user/{}/account_data/org.example.a", alice.user_id),
+            alice.token(),
+            json!({ "a": 1 }),
+        )
+        .await;
+    server
+        .put(
+            &format!("{V3}/user/{}/rooms/{room}/account_data/org.example.b", alice.user_id),
+            alice.token(),
+            json!({ "b": 2 }),
+        )
+        .await;
+    let body = sync(&server, &alice, &format!("since={since}&timeout=5000")).await;
+    let global = body["account_data"]["events"].as_array().unwrap();
+    assert!(
+        global
+            .iter()
+            .any(|e| e["type"] == "org.example.a" && e["content"]["a"] == 1),
+        "{body}"
+    );
+    let per_room = room_events(&body, &room, "account_data");
+    assert!(per_room.iter().any(|e| e["type"] == "org.example.b"), "{body}");
+}
+
+#[tokio::test]
+async fn ignored_users_disappear_from_timelines_and_invites() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob, &room).await;
+    server
+        .put(
+            &format!("{V3}/user/{}/account_data/m.ignored_user_list", bob.user_id),
+            bob.token(),
+            json!({ "ignored_users": { alice.user_id.clone(): {} } }),
+        )
+        .await;
+    send_text(&server, &alice, &room, "t1", "ignored").await;
+    let body = sync(&server, &bob, "").await;
+    assert!(bodies(room_events(&body, &room, "timeline")).is_empty());
+    let other = create_room(&server, &alice, json!({})).await;
+    server
+        .post(
+            &format!("{V3}/rooms/{other}/invite"),
+            alice.token(),
+            json!({ "user_id": bob.user_id }),
+        )
+        .await;
+    let body = sync(&server, &bob, "").await;
+    assert!(body["rooms"]["invite"].get(&other).is_none());
+}
+
+#[tokio::test]
+async fn tokens_stay_valid_across_a_restart() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    send_text(&server, &alice, &room, "t1", "before").await;
+    let since = sync(&server, &alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let server = server.restart().await;
+    send_text(&server, &alice, &room, "t2", "after restart").await;
+    let body = sync(&server, &alice, &format!("since={since}&timeout=5000")).await;
+    assert_eq!(bodies(room_events(&body, &room, "timeline")), ["after restart"]);
+}
