@@ -381,7 +381,7 @@ struct RoomWindow<'a> {
 
 struct RoomBody {
     section: Map<String, Value>,
-    /// The newest timeline event sent by someone else (for delivery receipts).
+    /// The newest timeline message (not state) sent by someone else, for delivery receipts.
     newest_from_others: Option<Delivered>,
     /// Member events changed (the summary is resent).
     members_changed: bool,
@@ -496,7 +496,7 @@ async fn room_body(
     let newest_from_others = timeline_rows
         .iter()
         .rev()
-        .find(|row| row.sender != sender.user_id.as_str())
+        .find(|row| row.sender != sender.user_id.as_str() && row.state_key.is_none())
         .map(|row| Delivered {
             event_id: row.event_id.clone(),
             stream_ordering: row.stream_ordering,
