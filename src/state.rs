@@ -11,7 +11,7 @@ use crate::{
     ratelimit::{RateLimiter, RateLimits},
     rooms::RoomLocks,
     storage::Storage,
-    sync::{Notifier, StreamToken, presence::Presence, typing::Typing},
+    sync::{Notifier, StreamToken, presence::Presence, sliding::Connections, typing::Typing},
 };
 
 #[derive(Clone)]
@@ -29,6 +29,8 @@ pub struct Services {
     pub notifier: Arc<Notifier>,
     pub typing: Arc<Typing>,
     pub presence: Arc<Presence>,
+    /// Sliding sync connections: what each has been sent.
+    pub sliding: Connections,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
             notifier: Arc::new(Notifier::new(positions)),
             typing: Arc::default(),
             presence: Arc::default(),
+            sliding: Connections::default(),
         }))
     }
 }

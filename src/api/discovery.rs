@@ -35,7 +35,11 @@ pub async fn versions(
     let mut response =
         get_supported_versions::Response::new(SUPPORTED_VERSIONS.iter().map(|v| (*v).to_owned()).collect());
     // Refresh tokens went stable in v1.3; older clients look for the MSC flag.
-    response.unstable_features = BTreeMap::from([("org.matrix.msc2918.refresh_token".to_owned(), true)]);
+    response.unstable_features = BTreeMap::from([
+        ("org.matrix.msc2918.refresh_token".to_owned(), true),
+        ("org.matrix.simplified_msc3575".to_owned(), true),
+        ("io.hearth.websocket".to_owned(), true),
+    ]);
     Ok(response)
 }
 

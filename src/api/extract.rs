@@ -45,6 +45,20 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// A logged-in user (`401` without a valid access token).
+pub struct Authed(pub Sender);
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        authenticate(parts, state, TokenUse::Required)
+            .await?
+            .map(Self)
+            .ok_or_else(ApiError::missing_token)
+    }
+}
+
 /// The single path parameter of a hand-written route, percent-decoded; `M_INVALID_PARAM`
 /// if it is not UTF-8.
 pub struct PathParam(pub String);

@@ -134,6 +134,10 @@ pub fn router(state: AppState) -> Router {
         .ruma(sync::read_markers)
         .ruma_raw(sync::get_status)
         .ruma(sync::set_status)
+        .route(
+            "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+            post(sync::sliding),
+        )
         // User directory
         .ruma(user_directory::search)
         // Server keys (federation)

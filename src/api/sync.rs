@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use axum::Json;
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+};
 use ruma::{
     api::client::{
         filter::{create_filter, get_filter},
@@ -16,7 +19,10 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::ruma::Ruma;
+use super::{
+    extract::{Authed, MatrixJson, query_param},
+    ruma::Ruma,
+};
 use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
@@ -25,6 +31,7 @@ use crate::{
         filter::{parse, resolve},
         presence::presence_content,
         receipts::{set_fully_read, set_receipt},
+        sliding::{SlidingRequest, sliding_sync},
         v3::{SyncRequest, sync as run_sync},
     },
 };
@@ -216,4 +223,37 @@ pub async fn set_status(
             .await?;
     }
     Ok(set_presence::v3::Response::new())
+}
+
+/// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync` (MSC4186). `pos`,
+/// `timeout` and `set_presence` may come in the query string (as Element X sends them) or the
+/// body.
+pub async fn sliding(
+    State(state): State<AppState>,
+    Authed(sender): Authed,
+    RawQuery(query): RawQuery,
+    MatrixJson(mut request): MatrixJson<SlidingRequest>,
+) -> ApiResult<Json<Value>> {
+    let query = query.as_deref();
+    if let Some(pos) = query_param(query, "pos") {
+        request.pos = Some(pos);
+    }
+    if let Some(timeout) = query_param(query, "timeout") {
+        request.timeout = Some(
+            timeout
+                .parse()
+                .map_err(|_| ApiError::invalid_param("timeout must be a number of milliseconds"))?,
+        );
+    }
+    if let Some(presence) = query_param(query, "set_presence") {
+        request.set_presence = Some(presence);
+    }
+    let set_presence = request.set_presence.clone().unwrap_or_else(|| "online".to_owned());
+    if !matches!(set_presence.as_str(), "online" | "unavailable" | "offline") {
+        return Err(ApiError::invalid_param(
+            "set_presence must be online, unavailable or offline",
+        ));
+    }
+    let _syncing = state.presence.syncing(&state, &sender.user_id, &set_presence).await?;
+    Ok(Json(sliding_sync(&state, &sender, request).await?))
 }

@@ -31,7 +31,7 @@ pub use self::{
     migrate::{MigrationError, SCHEMA_VERSION},
     registration::RegistrationToken,
     rooms::{EventRow, NewEventRow, RelationRow, StateMap},
-    sync::{MembershipRow, NewReceipt, PresenceRow, ReceiptRow, RoomSummary},
+    sync::{MembershipRow, NewReceipt, PresenceRow, ReceiptRow, RoomActivity, RoomSummary},
     tokens::{AccessTokenInfo, RefreshTokenInfo},
     uia::UiaSession,
     users::{NewUser, User},

@@ -64,6 +64,20 @@ fn viewer_joined(room_column: &str) -> String {
     VIEWER_JOINED.replace("{room}", room_column)
 }
 
+/// A room in a user's sliding-sync room list, with its activity.
+#[derive(Debug, Clone, FromRow)]
+pub struct RoomActivity {
+    pub room_id: String,
+    pub membership: String,
+    pub membership_event_id: String,
+    pub membership_ordering: i64,
+    pub membership_sender: String,
+    /// The room's newest event (up to the bound asked for).
+    pub last_ordering: Option<i64>,
+    /// The newest event of the kinds that bump a room in the list (messages, not reactions).
+    pub bump_ordering: Option<i64>,
+}
+
 impl Storage {
     /// The last position of every stream kept in the database, by `stream_positions` name.
     pub async fn stream_positions(&self) -> Result<Vec<(String, i64)>, StorageError> {
@@ -151,6 +165,27 @@ impl Storage {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    /// Every room the user has a membership in, with the position of its newest event and of
+    /// its newest "proper" activity (both at most `until`).
+    pub async fn room_activity(&self, user_id: &str, until: i64) -> Result<Vec<RoomActivity>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT c.room_id, c.membership, c.event_id AS membership_event_id,
+                    e.stream_ordering AS membership_ordering, e.sender AS membership_sender,
+                    (SELECT MAX(x.stream_ordering) FROM events x
+                     WHERE x.room_id = c.room_id AND x.stream_ordering <= $2) AS last_ordering,
+                    (SELECT MAX(x.stream_ordering) FROM events x
+                     WHERE x.room_id = c.room_id AND x.stream_ordering <= $2
+                       AND x.event_type IN ('m.room.create', 'm.room.message', 'm.room.encrypted', 'm.sticker',
+                                            'm.call.invite', 'm.poll.start', 'm.beacon_info')) AS bump_ordering
+             FROM current_state_events c JOIN events e ON e.event_id = c.event_id
+             WHERE c.event_type = 'm.room.member' AND c.state_key = $1 AND c.membership IS NOT NULL",
+        )
+        .bind(user_id)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Joined and invited counts and the first five other joined or invited members.

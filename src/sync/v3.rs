@@ -332,7 +332,7 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
 
 /// The user's membership in every room as of event position `until`: a membership event
 /// committed after the token was read belongs to the next sync.
-async fn memberships_at(state: &AppState, user_id: &str, until: i64) -> ApiResult<Vec<MembershipRow>> {
+pub(super) async fn memberships_at(state: &AppState, user_id: &str, until: i64) -> ApiResult<Vec<MembershipRow>> {
     let mut memberships = state.storage.user_memberships(user_id).await?;
     for membership in &mut memberships {
         if membership.stream_ordering <= until {
@@ -400,40 +400,24 @@ async fn room_body(
     let room_id = RoomId::parse(window.room_id).map_err(|_| ApiError::internal())?;
     let access = read_access(state, &room_id, &sender.user_id).await?;
     let limit = timeline_limit(&room_filter.timeline);
-    // Newest first, page by page until `limit` events pass the filters: a filter that drops
-    // most events must not leave the timeline short, nor make one sync scan a whole room.
-    let page_size = i64::try_from(limit).unwrap_or(100) + 1;
-    let scan_limit = limit * 20 + 100;
-    let (mut kept, mut scanned, mut cursor, mut limited) = (Vec::new(), 0, window.until, false);
-    let mut oldest_scanned = None;
-    'scan: loop {
-        let page = storage
-            .latest_room_events(window.room_id, window.after.unwrap_or(0), cursor, page_size)
-            .await?;
-        let exhausted = page.len() < usize::try_from(page_size).unwrap_or(usize::MAX);
-        for row in page {
-            if kept.len() == limit || scanned == scan_limit {
-                limited = true;
-                break 'scan;
-            }
-            scanned += 1;
-            cursor = row.stream_ordering - 1;
-            oldest_scanned = Some(row.stream_ordering);
-            let wanted = visible(&access, &row)
-                && room_event_allowed(&room_filter.timeline, &row.event_type, &row.sender)
-                && (row.state_key.is_some() || !ignored.contains(&row.sender));
-            if wanted {
-                kept.push(row);
-            }
-        }
-        if exhausted {
-            break;
-        }
-    }
-    kept.reverse();
-    let timeline_rows = kept;
-    // Where the timeline starts: the gap before the oldest event looked at.
-    let start = oldest_scanned.unwrap_or(window.until + 1);
+    let window_scan = scan_timeline(
+        state,
+        &access,
+        window.room_id,
+        window.after.unwrap_or(0),
+        window.until,
+        limit,
+        |row| {
+            room_event_allowed(&room_filter.timeline, &row.event_type, &row.sender)
+                && (row.state_key.is_some() || !ignored.contains(&row.sender))
+        },
+    )
+    .await?;
+    let Timeline {
+        rows: timeline_rows,
+        limited,
+        start,
+    } = window_scan;
 
     // State: everything up to the timeline's start for a fresh view of the room, or for a
     // limited incremental window what changed between the token and the timeline's start.
@@ -520,12 +504,67 @@ async fn room_body(
     })
 }
 
+/// The newest events of a room in (`after`, `until`] that the user may see and `wanted`
+/// keeps, up to `limit`, oldest first.
+pub struct Timeline {
+    pub rows: Vec<EventRow>,
+    /// More events in the window than were returned.
+    pub limited: bool,
+    /// The gap before the oldest event looked at: where `/messages` continues backwards.
+    pub start: i64,
+}
+
+/// Reads newest first, page by page until `limit` events pass: a filter that drops most
+/// events must not leave the timeline short, nor make one sync scan a whole room.
+pub async fn scan_timeline(
+    state: &AppState,
+    access: &ReadAccess,
+    room_id: &str,
+    after: i64,
+    until: i64,
+    limit: usize,
+    wanted: impl Fn(&EventRow) -> bool,
+) -> ApiResult<Timeline> {
+    let page_size = i64::try_from(limit).unwrap_or(100) + 1;
+    let scan_limit = limit * 20 + 100;
+    let (mut kept, mut scanned, mut cursor, mut limited) = (Vec::new(), 0, until, false);
+    let mut oldest_scanned = None;
+    'scan: loop {
+        let page = state
+            .storage
+            .latest_room_events(room_id, after, cursor, page_size)
+            .await?;
+        let exhausted = page.len() < usize::try_from(page_size).unwrap_or(usize::MAX);
+        for row in page {
+            if kept.len() == limit || scanned == scan_limit {
+                limited = true;
+                break 'scan;
+            }
+            scanned += 1;
+            cursor = row.stream_ordering - 1;
+            oldest_scanned = Some(row.stream_ordering);
+            if visible(access, &row) && wanted(&row) {
+                kept.push(row);
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    kept.reverse();
+    Ok(Timeline {
+        rows: kept,
+        limited,
+        start: oldest_scanned.unwrap_or(until + 1),
+    })
+}
+
 fn visible(access: &ReadAccess, row: &EventRow) -> bool {
     access.allows(row.stream_ordering, &row.history_visibility)
 }
 
 /// The room's state just before stream position `position` (empty before the room began).
-async fn state_before(state: &AppState, room_id: &str, position: i64) -> ApiResult<StateMap> {
+pub(super) async fn state_before(state: &AppState, room_id: &str, position: i64) -> ApiResult<StateMap> {
     let Some(event_id) = state.storage.event_at_or_before(room_id, position - 1).await? else {
         return Ok(StateMap::new());
     };
@@ -537,7 +576,11 @@ async fn state_before(state: &AppState, room_id: &str, position: i64) -> ApiResu
 
 /// The stripped state of a room for an invite or knock: a few descriptive events and the
 /// membership event itself.
-async fn stripped_state(state: &AppState, room_id: &str, membership_event: &EventRow) -> ApiResult<Vec<Value>> {
+pub(super) async fn stripped_state(
+    state: &AppState,
+    room_id: &str,
+    membership_event: &EventRow,
+) -> ApiResult<Vec<Value>> {
     let keys: Vec<(String, String)> = STRIPPED_STATE
         .iter()
         .map(|kind| ((*kind).to_owned(), String::new()))
