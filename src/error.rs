@@ -121,6 +121,18 @@ impl ApiError {
         }
     }
 
+    /// The `errcode` and message, for transports that carry errors in their own frames
+    /// (the WebSocket).
+    pub fn errcode_and_message(&self) -> (String, String) {
+        match self {
+            Self::Matrix { kind, message, .. } => (kind.errcode().to_string(), message.clone()),
+            Self::Uiaa(_) => (
+                "M_FORBIDDEN".to_owned(),
+                "This needs user-interactive authentication; use the HTTP API".to_owned(),
+            ),
+        }
+    }
+
     /// The HTTP status, for tests and logs.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -196,6 +196,8 @@ pub async fn deactivate_account(state: &AppState, user_id: &UserId, erase: bool,
     }
     tx.commit().await?;
     tracing::info!(%user_id, erase, "account deactivated");
+    // Open WebSockets check their session when woken, and close.
+    state.notifier.wake([user_id.as_str()]);
     Ok(())
 }
 
@@ -214,6 +216,7 @@ pub async fn delete_devices(
         Storage::delete_device(&mut tx, user_id.as_str(), device_id).await?;
     }
     tx.commit().await?;
+    state.notifier.wake([user_id.as_str()]);
     Ok(())
 }
 
@@ -222,5 +225,6 @@ pub async fn log_out_everywhere(state: &AppState, user_id: &UserId) -> ApiResult
     let mut tx = state.storage.begin_write().await?;
     Storage::delete_devices_except(&mut tx, user_id.as_str(), None).await?;
     tx.commit().await?;
+    state.notifier.wake([user_id.as_str()]);
     Ok(())
 }

@@ -138,6 +138,10 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
             post(sync::sliding),
         )
+        .route(
+            "/_matrix/client/unstable/io.hearth.websocket/stream",
+            get(sync::websocket),
+        )
         // User directory
         .ruma(user_directory::search)
         // Server keys (federation)

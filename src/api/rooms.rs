@@ -32,6 +32,7 @@ use crate::{
         client_event::render_events,
         create::{Preset, RoomSpec, create_room as create_room_with},
         pipeline::{EventDraft, Transaction, append_event, room_version_rules},
+        send,
         upgrade::upgrade_room as upgrade_room_to,
     },
     state::AppState,
@@ -142,20 +143,17 @@ pub async fn send_message(
     let sender = request.sender()?;
     let body = &request.body;
     let content = object_of(body.body.json(), "Event content")?;
-    let draft = EventDraft {
-        event_type: body.event_type.to_string(),
-        state_key: None,
-        content: Value::Object(content),
-        redacts: None,
-    };
-    let transaction = Transaction {
-        device_id: sender.device_id.as_str(),
-        endpoint: "send",
-        txn_id: body.txn_id.as_str(),
-    };
-    let appended = append_event(&state, &body.room_id, &sender.user_id, draft, Some(transaction)).await?;
-    state.presence.active(&state, &sender.user_id).await?;
-    Ok(send_message_event::v3::Response::new(appended.event_id))
+    let event_type = body.event_type.to_string();
+    let event_id = send::send_message(
+        &state,
+        sender,
+        &body.room_id,
+        &event_type,
+        content,
+        body.txn_id.as_str(),
+    )
+    .await?;
+    Ok(send_message_event::v3::Response::new(event_id))
 }
 
 /// `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
@@ -166,35 +164,9 @@ pub async fn send_state(
     let sender = request.sender()?;
     let body = &request.body;
     let content = object_of(body.body.json(), "State content")?;
-    if body.event_type.to_string() == "m.room.member" {
-        // Membership goes through /join, /invite, /leave…, which check what it means.
-        let Some(membership) = content.get("membership").and_then(Value::as_str) else {
-            return Err(ApiError::bad_json("m.room.member content needs a membership"));
-        };
-        // Vouching for restricted joins is the server's job, never the client's.
-        if content.contains_key("join_authorised_via_users_server") {
-            return Err(ApiError::forbidden(
-                "join_authorised_via_users_server is set by the server",
-            ));
-        }
-        // Joining goes through /join, which checks restricted rooms and invites; a member may
-        // still update their own join event (a per-room display name, say).
-        let current = state
-            .storage
-            .membership(body.room_id.as_str(), body.state_key.as_str())
-            .await?;
-        if membership == "join" && current.as_deref() != Some("join") {
-            return Err(ApiError::forbidden("Use /join to join a room"));
-        }
-        if membership == "invite" && !body.state_key.ends_with(&format!(":{}", state.config.server_name)) {
-            return Err(ApiError::forbidden(
-                "Inviting users of other servers needs federation, not supported yet",
-            ));
-        }
-    }
-    let draft = EventDraft::state(&body.event_type.to_string(), &body.state_key, Value::Object(content));
-    let appended = append_event(&state, &body.room_id, &sender.user_id, draft, None).await?;
-    Ok(send_state_event::v3::Response::new(appended.event_id))
+    let event_type = body.event_type.to_string();
+    let event_id = send::send_state(&state, sender, &body.room_id, &event_type, &body.state_key, content).await?;
+    Ok(send_state_event::v3::Response::new(event_id))
 }
 
 /// Renders events for the requesting user and device.

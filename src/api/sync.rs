@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use axum::{
     Json,
-    extract::{RawQuery, State},
+    extract::{
+        RawQuery, State,
+        ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+    },
+    response::{IntoResponse, Response},
 };
 use ruma::{
     api::client::{
@@ -33,6 +37,7 @@ use crate::{
         receipts::{set_fully_read, set_receipt},
         sliding::{SlidingRequest, sliding_sync},
         v3::{SyncRequest, sync as run_sync},
+        websocket,
     },
 };
 
@@ -256,4 +261,70 @@ pub async fn sliding(
     }
     let _syncing = state.presence.syncing(&state, &sender.user_id, &set_presence).await?;
     Ok(Json(sliding_sync(&state, &sender, request).await?))
+}
+
+/// `GET /_matrix/client/unstable/io.hearth.websocket/stream`: the WebSocket transport (see
+/// docs/websocket.md). `since`, `filter`, `set_presence` and `full_state` as for `/sync`; the
+/// access token in the `Authorization` header or, for browsers, the `access_token` parameter.
+pub async fn websocket(
+    State(state): State<AppState>,
+    Authed(sender): Authed,
+    RawQuery(query): RawQuery,
+    headers: http::HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::unrecognized(
+            http::StatusCode::BAD_REQUEST,
+            "This endpoint speaks WebSocket only (Upgrade: websocket, subprotocol m.json)",
+        )
+    })?;
+    let offered = headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    if !offered.is_empty() && !offered.contains(&"m.json") {
+        return Err(ApiError::invalid_param("The only subprotocol is m.json"));
+    }
+    let query = query.as_deref();
+    let user_id = sender.user_id.as_str();
+    let filter = resolve(&state, user_id, query_param(query, "filter").as_deref()).await?;
+    let since = query_param(query, "since")
+        .as_deref()
+        .map(StreamToken::parse)
+        .transpose()?;
+    let full_state = match query_param(query, "full_state").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::invalid_param("full_state must be true or false")),
+    };
+    let set_presence = query_param(query, "set_presence").unwrap_or_else(|| "online".to_owned());
+    if !matches!(set_presence.as_str(), "online" | "unavailable" | "offline") {
+        return Err(ApiError::invalid_param(
+            "set_presence must be online, unavailable or offline",
+        ));
+    }
+    let token = bearer_or_query_token(&headers, query).ok_or_else(ApiError::missing_token)?;
+    let presence = state.presence.syncing(&state, &sender.user_id, &set_presence).await?;
+    let request = SyncRequest {
+        since,
+        filter,
+        full_state,
+    };
+    Ok(upgrade
+        .protocols(["m.json"])
+        .on_upgrade(move |socket| websocket::serve(state, sender, token, request, presence, socket))
+        .into_response())
+}
+
+fn bearer_or_query_token(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|token| token.trim().to_owned())
+        .or_else(|| query_param(query, "access_token"))
 }

@@ -6,6 +6,7 @@ pub mod client_event;
 pub mod create;
 pub mod membership;
 pub mod pipeline;
+pub mod send;
 pub mod upgrade;
 
 use std::{

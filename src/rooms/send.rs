@@ -1,0 +1,76 @@
+//! What a client sends into a room, however it arrives (REST or WebSocket): message events,
+//! idempotent per device and transaction ID, and state events, with the checks the REST
+//! endpoints promise.
+
+use ruma::{OwnedEventId, RoomId};
+use serde_json::{Map, Value};
+
+use super::pipeline::{EventDraft, Transaction, append_event};
+use crate::{
+    accounts::sessions::Sender,
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
+
+/// Sends a message event (`PUT /rooms/{roomId}/send/{eventType}/{txnId}`).
+pub async fn send_message(
+    state: &AppState,
+    sender: &Sender,
+    room_id: &RoomId,
+    event_type: &str,
+    content: Map<String, Value>,
+    txn_id: &str,
+) -> ApiResult<OwnedEventId> {
+    let draft = EventDraft {
+        event_type: event_type.to_owned(),
+        state_key: None,
+        content: Value::Object(content),
+        redacts: None,
+    };
+    let transaction = Transaction {
+        device_id: sender.device_id.as_str(),
+        endpoint: "send",
+        txn_id,
+    };
+    let appended = append_event(state, room_id, &sender.user_id, draft, Some(transaction)).await?;
+    state.presence.active(state, &sender.user_id).await?;
+    Ok(appended.event_id)
+}
+
+/// Sends a state event (`PUT /rooms/{roomId}/state/{eventType}/{stateKey}`). Membership
+/// changes other than updating one's own join go through the membership endpoints.
+pub async fn send_state(
+    state: &AppState,
+    sender: &Sender,
+    room_id: &RoomId,
+    event_type: &str,
+    state_key: &str,
+    content: Map<String, Value>,
+) -> ApiResult<OwnedEventId> {
+    if event_type == "m.room.member" {
+        // Membership goes through /join, /invite, /leave…, which check what it means.
+        let Some(membership) = content.get("membership").and_then(Value::as_str) else {
+            return Err(ApiError::bad_json("m.room.member content needs a membership"));
+        };
+        // Vouching for restricted joins is the server's job, never the client's.
+        if content.contains_key("join_authorised_via_users_server") {
+            return Err(ApiError::forbidden(
+                "join_authorised_via_users_server is set by the server",
+            ));
+        }
+        // Joining goes through /join, which checks restricted rooms and invites; a member may
+        // still update their own join event (a per-room display name, say).
+        let current = state.storage.membership(room_id.as_str(), state_key).await?;
+        if membership == "join" && current.as_deref() != Some("join") {
+            return Err(ApiError::forbidden("Use /join to join a room"));
+        }
+        if membership == "invite" && !state_key.ends_with(&format!(":{}", state.config.server_name)) {
+            return Err(ApiError::forbidden(
+                "Inviting users of other servers needs federation, not supported yet",
+            ));
+        }
+    }
+    let draft = EventDraft::state(event_type, state_key, Value::Object(content));
+    let appended = append_event(state, room_id, &sender.user_id, draft, None).await?;
+    Ok(appended.event_id)
+}
