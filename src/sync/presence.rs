@@ -41,6 +41,9 @@ struct Tracked {
     last_sync: Instant,
     /// Sync requests in flight: while one is open, the user is syncing.
     syncing: u32,
+    /// The `set_presence` of the latest sync: a client that says `unavailable` stays so while
+    /// its user acts.
+    requested: String,
 }
 
 /// Held for the duration of a sync request; dropping it records the time syncing stopped.
@@ -106,11 +109,18 @@ impl Presence {
                 currently_active: false,
                 last_sync: Instant::now(),
                 syncing: 0,
+                requested: String::new(),
             });
             tracked.syncing += 1;
+            tracked.requested = set_presence.to_owned();
             tracked.last_sync = Instant::now();
-            // Coming online counts as activity; staying online does not.
-            (tracked.state != set_presence).then(|| {
+            // As Synapse: syncing brings an offline user online (and counts as activity), and
+            // `unavailable` marks them idle; it never overrides idleness the timers found.
+            let moves = match set_presence {
+                "online" => tracked.state == "offline",
+                _ => tracked.state != set_presence,
+            };
+            moves.then(|| {
                 let last_active_ts = if set_presence == "online" {
                     now
                 } else {
@@ -150,8 +160,13 @@ impl Presence {
                 return Ok(());
             }
             let stale = now - tracked.last_active_ts >= LAST_ACTIVE_GRANULARITY_MS;
-            (tracked.state == "unavailable" || !tracked.currently_active || stale).then(|| Change {
-                state: "online".to_owned(),
+            let state = if tracked.requested == "unavailable" {
+                tracked.state.clone()
+            } else {
+                "online".to_owned()
+            };
+            (tracked.state != state || !tracked.currently_active || stale).then(|| Change {
+                state,
                 status_msg: tracked.status_msg.clone(),
                 last_active_ts: now,
                 currently_active: true,
@@ -216,6 +231,7 @@ impl Presence {
                 currently_active: false,
                 last_sync: Instant::now(),
                 syncing: 0,
+                requested: String::new(),
             });
             tracked.state = change.state;
             tracked.status_msg = change.status_msg;
@@ -282,6 +298,7 @@ fn tracked_from(row: &PresenceRow) -> Tracked {
         currently_active: row.currently_active != 0,
         last_sync: Instant::now(),
         syncing: 0,
+        requested: String::new(),
     }
 }
 

@@ -972,7 +972,9 @@ async fn extensions(
     if let Some(config) = ext.typing.as_ref().filter(|c| ExtensionConfig::on(Some(c))) {
         let mut typing = Map::new();
         for room in extension_rooms(config, matched, &joined) {
-            if let Some(users) = state.typing.changed_since(room, after(Stream::Typing))
+            if let Some(users) = state
+                .typing
+                .changed_between(room, after(Stream::Typing), now.get(Stream::Typing))
                 && (since.is_some() || !users.is_empty())
             {
                 typing.insert(

@@ -89,11 +89,12 @@ impl Typing {
         }
     }
 
-    /// Who is typing in the room, if that changed after `since`.
-    pub fn changed_since(&self, room_id: &str, since: i64) -> Option<Vec<OwnedUserId>> {
+    /// Who is typing in the room, if that last changed in (`since`, `until`]. A change after
+    /// `until` belongs to the next response (whose token covers it), not this one.
+    pub fn changed_between(&self, room_id: &str, since: i64, until: i64) -> Option<Vec<OwnedUserId>> {
         let rooms = self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let room = rooms.get(room_id)?;
-        (room.position > since).then(|| {
+        (room.position > since && room.position <= until).then(|| {
             let mut users: Vec<OwnedUserId> = room.users.keys().cloned().collect();
             users.sort();
             users

@@ -178,7 +178,7 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
                     || room_account_data.contains_key(room_id)
                     || state
                         .typing
-                        .changed_since(room_id, after(Stream::Typing))
+                        .changed_between(room_id, after(Stream::Typing), now.get(Stream::Typing))
                         .is_some_and(|users| since.is_some() || !users.is_empty());
                 if !interesting {
                     continue;
@@ -199,7 +199,10 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
                 }
                 let mut ephemeral = Vec::new();
                 if room_allowed(&filter.room, &filter.room.ephemeral, room_id) {
-                    if let Some(users) = state.typing.changed_since(room_id, after(Stream::Typing))
+                    if let Some(users) =
+                        state
+                            .typing
+                            .changed_between(room_id, after(Stream::Typing), now.get(Stream::Typing))
                         && (since.is_some() || !users.is_empty())
                         && room_event_allowed(&filter.room.ephemeral, "m.typing", user_id)
                     {
