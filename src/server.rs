@@ -71,6 +71,13 @@ impl Server {
             // Long-polls and WebSockets answer now instead of holding the shutdown open.
             notifier.close();
         };
+        // Small frames (WebSocket pushes, sync responses) go out at once: Nagle's algorithm
+        // with delayed ACKs would hold some back for 40 ms.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         housekeeping.abort();
         presence.abort();
