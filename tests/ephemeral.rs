@@ -326,3 +326,29 @@ async fn delivery_receipts_can_be_switched_off() {
         .unwrap_or_default();
     assert!(!receipts.contains("io.hearth.delivered"), "{receipts}");
 }
+
+#[tokio::test]
+async fn each_sender_sees_delivery_of_their_own_messages() {
+    let server = TestServer::start().await;
+    let (alice, bob, room) = pair(&server).await;
+    let carol = server.register("carol").await;
+    join(&server, &carol, &room).await;
+    let (_, first) = send_text(&server, &alice, &room, "t1", "from alice").await;
+    let (_, second) = send_text(&server, &carol, &room, "t2", "from carol").await;
+    sync(&server, &bob, "").await;
+    for (who, event) in [(&alice, &first), (&carol, &second)] {
+        let event_id = event["event_id"].as_str().unwrap();
+        let mut found = false;
+        for _ in 0..20 {
+            let body = sync(&server, who, "").await;
+            if ephemeral(&body, &room, "m.receipt")
+                .is_some_and(|r| r["content"][event_id]["io.hearth.delivered"][&bob.user_id].is_object())
+            {
+                found = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(found, "{} never saw delivery of {event_id}", who.user_id);
+    }
+}

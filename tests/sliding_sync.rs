@@ -382,3 +382,57 @@ async fn bad_requests_are_refused() {
     let (_, versions) = server.get("/_matrix/client/versions", None).await;
     assert_eq!(versions["unstable_features"]["org.matrix.simplified_msc3575"], true);
 }
+
+#[tokio::test]
+async fn widening_required_state_sends_state_the_client_never_had() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({ "topic": "unchanged topic" })).await;
+    let narrow = list_request([0, 0], json!([["m.room.create", ""]]), 0);
+    let first = sliding(&server, &alice, "", narrow).await;
+    assert!(!first.to_string().contains("unchanged topic"));
+    let pos = first["pos"].as_str().unwrap();
+    let wide = list_request([0, 0], json!([["m.room.create", ""], ["m.room.topic", ""]]), 0);
+    let body = sliding(&server, &alice, &format!("?pos={pos}&timeout=0"), wide).await;
+    let state = body["rooms"][&room]["required_state"].as_array().expect("room resent");
+    assert!(
+        state.iter().any(|e| e["content"]["topic"] == "unchanged topic"),
+        "{state:?}"
+    );
+    assert!(
+        state.iter().all(|e| e["type"] != "m.room.create"),
+        "unchanged, already sent: {state:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_room_banned_from_before_joining_shows_only_the_membership() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let mallory = server.register("mallory").await;
+    let room = create_room(&server, &alice, json!({ "name": "Private", "topic": "secret plans" })).await;
+    server
+        .post(
+            &format!("{V3}/rooms/{room}/ban"),
+            alice.token(),
+            json!({ "user_id": mallory.user_id }),
+        )
+        .await;
+    let body = sliding(
+        &server,
+        &mallory,
+        "",
+        json!({
+            "lists": { "all": { "range": [0, 9], "required_state": [["*", "*"]], "timeline_limit": 10 } },
+            "room_subscriptions": { room.clone(): { "required_state": [["*", "*"]], "timeline_limit": 10 } },
+        }),
+    )
+    .await;
+    let result = &body["rooms"][&room];
+    assert_eq!(result["membership"], "ban");
+    assert!(!body.to_string().contains("secret plans"), "{result}");
+    assert!(
+        result.get("required_state").is_none() && result.get("timeline").is_none(),
+        "{result}"
+    );
+}

@@ -424,3 +424,64 @@ async fn tokens_stay_valid_across_a_restart() {
     let body = sync(&server, &alice, &format!("since={since}&timeout=5000")).await;
     assert_eq!(bodies(room_events(&body, &room, "timeline")), ["after restart"]);
 }
+
+#[tokio::test]
+async fn a_profile_change_does_not_resend_the_timeline_and_full_state_keeps_the_token() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    send_text(&server, &alice, &room, "t1", "already seen").await;
+    let since = sync(&server, &alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = server
+        .put(
+            &format!("{V3}/profile/{}/displayname", alice.user_id),
+            alice.token(),
+            json!({ "displayname": "Alice A." }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let body = sync(&server, &alice, &format!("since={since}&timeout=5000")).await;
+    let timeline = room_events(&body, &room, "timeline");
+    assert!(bodies(timeline).is_empty(), "old messages resent: {timeline:?}");
+    assert_eq!(timeline.len(), 1);
+    assert_eq!(timeline[0]["content"]["displayname"], "Alice A.");
+    assert_eq!(body["rooms"]["join"][&room]["timeline"]["limited"], false);
+
+    // full_state: the whole state, but the timeline still starts at the token.
+    let since = body["next_batch"].as_str().unwrap();
+    send_text(&server, &alice, &room, "t2", "new").await;
+    let body = sync(&server, &alice, &format!("since={since}&full_state=true")).await;
+    assert_eq!(bodies(room_events(&body, &room, "timeline")), ["new"]);
+    let state = room_events(&body, &room, "state");
+    assert!(state.iter().any(|e| e["type"] == "m.room.create"), "{state:?}");
+}
+
+#[tokio::test]
+async fn a_user_banned_before_joining_sees_nothing_of_the_room() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let mallory = server.register("mallory").await;
+    let room = create_room(&server, &alice, json!({ "name": "Private", "topic": "secret plans" })).await;
+    let since = sync(&server, &mallory, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = server
+        .post(
+            &format!("{V3}/rooms/{room}/ban"),
+            alice.token(),
+            json!({ "user_id": mallory.user_id }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let body = sync(&server, &mallory, &format!("since={since}&timeout=5000")).await;
+    let left = &body["rooms"]["leave"][&room];
+    assert!(left.is_object(), "{body}");
+    assert!(!left.to_string().contains("secret plans"), "{left}");
+    let include = query_value(&json!({ "room": { "include_leave": true } }).to_string());
+    let body = sync(&server, &mallory, &format!("filter={include}")).await;
+    assert!(!body.to_string().contains("secret plans"));
+}

@@ -321,3 +321,24 @@ async fn handshakes_without_a_session_or_the_protocol_are_refused() {
     );
     assert!(connect_async(url).await.is_err());
 }
+
+#[tokio::test]
+async fn send_needs_a_string_id_and_does_not_share_rest_transaction_ids() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let (_, rest) = send_text(&server, &alice, &room, "shared", "over REST").await;
+    let mut socket = connect(&server, &alice, "").await;
+    next_json(&mut socket).await;
+    let content = json!({ "msgtype": "m.text", "body": "over the socket" });
+    let params = json!({ "room_id": room, "event_type": "m.room.message", "content": content });
+    let frame = json!({ "id": 7, "method": "send", "params": params });
+    socket.send(Message::text(frame.to_string())).await.unwrap();
+    let numeric = until(&mut socket, |f| f["id"] == 7).await;
+    assert_eq!(numeric["error"]["errcode"], "M_BAD_JSON");
+    let sent = request(&mut socket, "shared", "send", params).await;
+    assert_ne!(
+        sent["result"]["event_id"], rest["event_id"],
+        "a REST transaction ID swallowed a WebSocket send"
+    );
+}

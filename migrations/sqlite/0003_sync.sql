@@ -10,18 +10,21 @@ CREATE TABLE filters (
 
 -- The latest receipt of each kind per user, room and thread (`thread_id` is '' for an
 -- unthreaded receipt, 'main' for the main timeline). Kinds: m.read, m.read.private and
--- io.hearth.delivered. Each change takes a position on the `receipts` stream.
+-- io.hearth.delivered. Delivery receipts are kept per sender of the receipted events
+-- (`event_sender`; '' for the other kinds), so each sender sees delivery of their own
+-- messages. Each change takes a position on the `receipts` stream.
 CREATE TABLE receipts (
     room_id TEXT NOT NULL,
     receipt_type TEXT NOT NULL,
     user_id TEXT NOT NULL,
     thread_id TEXT NOT NULL,
+    event_sender TEXT NOT NULL,
     event_id TEXT NOT NULL,
     -- Where the receipted event sits in the room (for "is this receipt newer?").
     event_stream_ordering BIGINT NOT NULL,
     ts BIGINT NOT NULL,
     stream_position BIGINT NOT NULL,
-    PRIMARY KEY (room_id, receipt_type, user_id, thread_id)
+    PRIMARY KEY (room_id, receipt_type, user_id, thread_id, event_sender)
 );
 CREATE INDEX receipts_stream ON receipts (stream_position);
 CREATE INDEX receipts_room_stream ON receipts (room_id, stream_position);

@@ -157,8 +157,11 @@ pub async fn check_login_password(state: &AppState, user_id: &UserId, password: 
 /// Starts a session for a user who just proved who they are.
 pub async fn start_session(state: &AppState, request: SessionRequest<'_>) -> ApiResult<NewSession> {
     let mut tx = state.storage.begin_write().await?;
+    let user_id = request.user_id.to_string();
     let session = create_session(&mut tx, request).await?;
     tx.commit().await?;
+    // Reusing a device ID revokes its old tokens: their open WebSockets re-check and close.
+    state.notifier.wake([user_id.as_str()]);
     Ok(session)
 }
 
@@ -181,6 +184,7 @@ pub async fn change_password(
     }
     tx.commit().await?;
     tracing::info!(%user_id, log_out_other_devices, "password changed");
+    state.notifier.wake([user_id.as_str()]);
     Ok(())
 }
 

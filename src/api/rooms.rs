@@ -150,6 +150,7 @@ pub async fn send_message(
         &body.room_id,
         &event_type,
         content,
+        "send",
         body.txn_id.as_str(),
     )
     .await?;

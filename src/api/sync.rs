@@ -314,8 +314,11 @@ pub async fn websocket(
         filter,
         full_state,
     };
+    let limit = state.config.limits.max_request_body_bytes;
     Ok(upgrade
         .protocols(["m.json"])
+        .max_message_size(limit)
+        .max_frame_size(limit)
         .on_upgrade(move |socket| websocket::serve(state, sender, token, request, presence, socket))
         .into_response())
 }

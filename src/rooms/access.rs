@@ -45,6 +45,12 @@ impl ReadAccess {
         }
     }
 
+    /// Whether the user was ever joined to the room (a ban or a withdrawn invite of someone
+    /// never in it shows them nothing of its state).
+    pub fn ever_joined(&self) -> bool {
+        self.history.iter().any(|(_, m)| m == "join")
+    }
+
     /// The user's membership now.
     pub fn membership(&self) -> Option<&str> {
         self.history.last().map(|(_, m)| m.as_str())

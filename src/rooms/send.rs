@@ -12,13 +12,15 @@ use crate::{
     state::AppState,
 };
 
-/// Sends a message event (`PUT /rooms/{roomId}/send/{eventType}/{txnId}`).
+/// Sends a message event (`PUT /rooms/{roomId}/send/{eventType}/{txnId}`). Transaction IDs
+/// are scoped per `endpoint` (`send` for REST, `ws_send` for the WebSocket).
 pub async fn send_message(
     state: &AppState,
     sender: &Sender,
     room_id: &RoomId,
     event_type: &str,
     content: Map<String, Value>,
+    endpoint: &'static str,
     txn_id: &str,
 ) -> ApiResult<OwnedEventId> {
     let draft = EventDraft {
@@ -29,7 +31,7 @@ pub async fn send_message(
     };
     let transaction = Transaction {
         device_id: sender.device_id.as_str(),
-        endpoint: "send",
+        endpoint,
         txn_id,
     };
     let appended = append_event(state, room_id, &sender.user_id, draft, Some(transaction)).await?;

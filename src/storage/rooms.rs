@@ -131,21 +131,23 @@ impl Storage {
             .await?)
     }
 
-    /// Accepted events by ID (missing ones are left out).
+    /// Accepted events by ID (missing ones are left out). Large lists (a big room's state)
+    /// go in chunks: PostgreSQL takes at most 65,535 parameters per query.
     pub async fn events(&self, event_ids: &[String]) -> Result<Vec<EventRow>, StorageError> {
-        if event_ids.is_empty() {
-            return Ok(Vec::new());
+        let mut rows = Vec::with_capacity(event_ids.len());
+        for chunk in event_ids.chunks(1000) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({}) AND rejected_reason IS NULL",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_as(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            rows.extend(query.fetch_all(&self.pool).await?);
         }
-        let placeholders: Vec<String> = (1..=event_ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({}) AND rejected_reason IS NULL",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query_as(AssertSqlSafe(sql));
-        for id in event_ids {
-            query = query.bind(id);
-        }
-        Ok(query.fetch_all(&self.pool).await?)
+        Ok(rows)
     }
 
     /// The forward extremities of a room with their depths and the state group after each.

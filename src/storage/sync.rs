@@ -33,6 +33,8 @@ pub struct NewReceipt<'a> {
     pub receipt_type: &'a str,
     pub user_id: &'a str,
     pub thread_id: &'a str,
+    /// For delivery receipts: the sender of the receipted event ('' otherwise).
+    pub event_sender: &'a str,
     pub event_id: &'a str,
     pub event_stream_ordering: i64,
     pub ts: i64,
@@ -56,12 +58,12 @@ pub struct RoomSummary {
     pub heroes: Vec<String>,
 }
 
-/// Restricts a query to rooms the viewer (`$1`) has joined.
-const VIEWER_JOINED: &str = "JOIN current_state_events viewer ON viewer.room_id = {room} \
-     AND viewer.event_type = 'm.room.member' AND viewer.state_key = $1 AND viewer.membership = 'join'";
+/// Restricts a query to rooms the viewer (`$1`) has a membership in.
+const VIEWER_MEMBER: &str = "JOIN current_state_events viewer ON viewer.room_id = {room} \
+     AND viewer.event_type = 'm.room.member' AND viewer.state_key = $1 AND viewer.membership IS NOT NULL";
 
-fn viewer_joined(room_column: &str) -> String {
-    VIEWER_JOINED.replace("{room}", room_column)
+fn viewer_member(room_column: &str) -> String {
+    VIEWER_MEMBER.replace("{room}", room_column)
 }
 
 /// A room in a user's sliding-sync room list, with its activity.
@@ -86,21 +88,34 @@ impl Storage {
             .await?)
     }
 
-    /// Stores a filter and returns its ID (counting up per user).
+    /// Stores a filter and returns its ID (counting up per user). Two uploads racing for the
+    /// same ID: the loser takes the next.
     pub async fn create_filter(&self, user_id: &str, json: &str) -> Result<i64, StorageError> {
-        let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO filters (user_id, filter_id, json) VALUES ($1, $2, $3)")
+        let mut attempt = 0;
+        loop {
+            let mut tx = self.begin_write().await?;
+            let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let inserted = sqlx::query(
+                "INSERT INTO filters (user_id, filter_id, json) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
             .bind(user_id)
             .bind(id)
             .bind(json)
             .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(id)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            attempt += 1;
+            if inserted == 1 {
+                return Ok(id);
+            }
+            if attempt == 10 {
+                return Err(StorageError::Invariant("could not allocate a filter ID"));
+            }
+        }
     }
 
     pub async fn filter(&self, user_id: &str, filter_id: i64) -> Result<Option<String>, StorageError> {
@@ -125,8 +140,10 @@ impl Storage {
         .await?)
     }
 
-    /// The rooms the user has joined that have events in (`after`, `until`].
-    pub async fn joined_rooms_with_events(
+    /// The rooms the user has any membership in that have events in (`after`, `until`]. The
+    /// caller keeps those the user was joined to at its token: a kick after it must not hide
+    /// what came before.
+    pub async fn member_rooms_with_events(
         &self,
         user_id: &str,
         after: i64,
@@ -135,7 +152,7 @@ impl Storage {
         let sql = format!(
             "SELECT DISTINCT e.room_id FROM events e {}
              WHERE e.stream_ordering > $2 AND e.stream_ordering <= $3",
-            viewer_joined("e.room_id")
+            viewer_member("e.room_id")
         );
         Ok(sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(user_id)
@@ -220,25 +237,29 @@ impl Storage {
     /// Returns the new position on the `receipts` stream, or `None` when nothing changed.
     pub async fn upsert_receipt(&self, receipt: &NewReceipt<'_>) -> Result<Option<i64>, StorageError> {
         let mut tx = self.begin_write().await?;
+        // The position first: it locks the stream's counter, so concurrent writers of
+        // receipts take turns and the "is it newer" check below sees the latest row.
+        let position = Self::next_stream_position(&mut tx, "receipts").await?;
         let existing: Option<i64> = sqlx::query_scalar(
             "SELECT event_stream_ordering FROM receipts
-             WHERE room_id = $1 AND receipt_type = $2 AND user_id = $3 AND thread_id = $4",
+             WHERE room_id = $1 AND receipt_type = $2 AND user_id = $3 AND thread_id = $4 AND event_sender = $5",
         )
         .bind(receipt.room_id)
         .bind(receipt.receipt_type)
         .bind(receipt.user_id)
         .bind(receipt.thread_id)
+        .bind(receipt.event_sender)
         .fetch_optional(&mut *tx)
         .await?;
         if existing.is_some_and(|ordering| ordering >= receipt.event_stream_ordering) {
+            tx.rollback().await?;
             return Ok(None);
         }
-        let position = Self::next_stream_position(&mut tx, "receipts").await?;
         sqlx::query(
-            "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, event_stream_ordering, ts,
-                                   stream_position)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (room_id, receipt_type, user_id, thread_id)
+            "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_sender, event_id,
+                                   event_stream_ordering, ts, stream_position)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (room_id, receipt_type, user_id, thread_id, event_sender)
              DO UPDATE SET event_id = excluded.event_id, event_stream_ordering = excluded.event_stream_ordering,
                            ts = excluded.ts, stream_position = excluded.stream_position",
         )
@@ -246,6 +267,7 @@ impl Storage {
         .bind(receipt.receipt_type)
         .bind(receipt.user_id)
         .bind(receipt.thread_id)
+        .bind(receipt.event_sender)
         .bind(receipt.event_id)
         .bind(receipt.event_stream_ordering)
         .bind(receipt.ts)
@@ -256,17 +278,17 @@ impl Storage {
         Ok(Some(position))
     }
 
-    /// Receipts in the viewer's joined rooms changed in (`after`, `until`]: private receipts
+    /// Receipts in rooms the viewer has a membership in (the caller keeps those it was joined to at
+    /// its token), changed in (`after`, `until`]: private receipts
     /// only the viewer's own, delivery receipts only on the viewer's own events.
     pub async fn receipts_since(&self, viewer: &str, after: i64, until: i64) -> Result<Vec<ReceiptRow>, StorageError> {
         let sql = format!(
             "SELECT r.room_id, r.receipt_type, r.user_id, r.thread_id, r.event_id, r.ts FROM receipts r {}
              WHERE r.stream_position > $2 AND r.stream_position <= $3
                AND (r.receipt_type <> 'm.read.private' OR r.user_id = $1)
-               AND (r.receipt_type <> 'io.hearth.delivered'
-                    OR EXISTS (SELECT 1 FROM events d WHERE d.event_id = r.event_id AND d.sender = $1))
+               AND (r.receipt_type <> 'io.hearth.delivered' OR r.event_sender = $1)
              ORDER BY r.stream_position",
-            viewer_joined("r.room_id")
+            viewer_member("r.room_id")
         );
         Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(viewer)

@@ -36,20 +36,30 @@ pub fn parse(json: &str) -> ApiResult<FilterDefinition> {
     serde_json::from_str(json).map_err(|error| ApiError::bad_json(format!("Invalid filter: {error}")))
 }
 
-/// `types` entries may end in (or contain) `*`, which matches any run of characters.
+/// `types` entries may contain `*`, which matches any run of characters. Linear-time
+/// wildcard matching (backtracking only to the last `*`): a pattern of many stars must not
+/// cost exponential time.
 fn glob_matches(pattern: &str, value: &str) -> bool {
-    let Some((head, rest)) = pattern.split_once('*') else {
-        return pattern == value;
-    };
-    let Some(remainder) = value.strip_prefix(head) else {
-        return false;
-    };
-    if rest.is_empty() {
-        return true;
+    let (pattern, value) = (pattern.as_bytes(), value.as_bytes());
+    let (mut p, mut v) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while v < value.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, v));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == value[v] {
+            p += 1;
+            v += 1;
+        } else if let Some((star_p, star_v)) = star {
+            // Let the last star swallow one more character and retry.
+            p = star_p + 1;
+            v = star_v + 1;
+            star = Some((star_p, star_v + 1));
+        } else {
+            return false;
+        }
     }
-    (0..=remainder.len())
-        .filter(|&i| remainder.is_char_boundary(i))
-        .any(|i| glob_matches(rest, &remainder[i..]))
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 fn type_allowed(types: Option<&[String]>, not_types: &[String], event_type: &str) -> bool {
@@ -111,5 +121,10 @@ mod tests {
         assert!(glob_matches("m.*.member", "m.room.member"));
         assert!(glob_matches("m.room.member", "m.room.member"));
         assert!(!glob_matches("m.room.member", "m.room.members"));
+        assert!(glob_matches("*.member", "m.room.member"));
+        assert!(!glob_matches("*.members", "m.room.member"));
+        // Many stars cost linear time, not exponential.
+        let stars = format!("{}x", "*".repeat(10_000));
+        assert!(!glob_matches(&stars, &"m".repeat(10_000)));
     }
 }

@@ -99,17 +99,32 @@ impl Presence {
         if !state.config.presence.enabled || set_presence == "offline" {
             return Ok(None);
         }
+        // Users not tracked in memory (offline, or unseen since a restart) start from what is
+        // stored, so their status message survives a reconnect.
+        let known = self
+            .users
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains_key(user_id);
+        let stored = if known {
+            None
+        } else {
+            state.storage.presence(user_id.as_str()).await?
+        };
         let change = {
             let mut users = self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let now = now_ms();
-            let tracked = users.entry(user_id.to_owned()).or_insert_with(|| Tracked {
-                state: "offline".to_owned(),
-                status_msg: None,
-                last_active_ts: 0,
-                currently_active: false,
-                last_sync: Instant::now(),
-                syncing: 0,
-                requested: String::new(),
+            let tracked = users.entry(user_id.to_owned()).or_insert_with(|| match &stored {
+                Some(row) => tracked_from(row),
+                None => Tracked {
+                    state: "offline".to_owned(),
+                    status_msg: None,
+                    last_active_ts: 0,
+                    currently_active: false,
+                    last_sync: Instant::now(),
+                    syncing: 0,
+                    requested: String::new(),
+                },
             });
             tracked.syncing += 1;
             tracked.requested = set_presence.to_owned();
@@ -212,6 +227,24 @@ impl Presence {
     }
 
     async fn write(&self, state: &AppState, user_id: &UserId, change: Change) -> ApiResult<()> {
+        self.write_if(state, user_id, change, None).await
+    }
+
+    /// Stores a change, unless `expected` is given and the user's state moved away from it
+    /// in the meantime (a timer's decision must not undo activity that just happened).
+    async fn write_if(
+        &self,
+        state: &AppState,
+        user_id: &UserId,
+        change: Change,
+        expected: Option<&str>,
+    ) -> ApiResult<()> {
+        if let Some(expected) = expected {
+            let users = self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if users.get(user_id).is_some_and(|tracked| tracked.state != expected) {
+                return Ok(());
+            }
+        }
         let position = state
             .storage
             .set_presence(
@@ -238,11 +271,11 @@ impl Presence {
             tracked.last_active_ts = change.last_active_ts;
             tracked.currently_active = change.currently_active;
         }
-        let mut keys = state.storage.rooms_with_membership(user_id.as_str(), "join").await?;
-        keys.push(user_id.to_string());
-        state
-            .notifier
-            .advance(Stream::Presence, position, keys.iter().map(String::as_str));
+        // The position moves at once; waking the rooms' members follows (if looking them up
+        // fails, the change still reaches everyone at their next wake).
+        state.notifier.advance(Stream::Presence, position, [user_id.as_str()]);
+        let rooms = state.storage.rooms_with_membership(user_id.as_str(), "join").await?;
+        state.notifier.wake(rooms.iter().map(String::as_str));
         Ok(())
     }
 
@@ -252,7 +285,7 @@ impl Presence {
         let idle_ms = i64::try_from(config.idle_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let offline_after = Duration::from_secs(config.offline_timeout_secs);
         let now = now_ms();
-        let changes: Vec<(OwnedUserId, Change)> = {
+        let changes: Vec<(OwnedUserId, Change, String)> = {
             let mut users = self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut changes = Vec::new();
             users.retain(|user_id, tracked| {
@@ -275,6 +308,7 @@ impl Presence {
                             last_active_ts: tracked.last_active_ts,
                             currently_active: false,
                         },
+                        tracked.state.clone(),
                     ));
                 }
                 // Users offline and not syncing need no timers.
@@ -282,8 +316,8 @@ impl Presence {
             });
             changes
         };
-        for (user_id, change) in changes {
-            if let Err(error) = self.write(state, &user_id, change).await {
+        for (user_id, change, expected) in changes {
+            if let Err(error) = self.write_if(state, &user_id, change, Some(&expected)).await {
                 tracing::warn!(%user_id, ?error, "could not age presence");
             }
         }

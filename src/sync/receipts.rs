@@ -36,6 +36,7 @@ pub async fn set_receipt(
         receipt_type,
         user_id: user_id.as_str(),
         thread_id,
+        event_sender: "",
         event_id,
         event_stream_ordering: event.stream_ordering,
         ts: now_ms(),

@@ -24,7 +24,10 @@ use tokio::time::Instant;
 
 use super::{
     token::{Stream, StreamToken},
-    v3::{ignored_users, receipt_event, scan_timeline, state_before, stripped_state},
+    v3::{
+        Delivered, delivered_messages, ignored_users, receipt_event, record_delivery, scan_timeline, state_before,
+        stripped_state,
+    },
 };
 use crate::{
     accounts::sessions::Sender,
@@ -37,6 +40,10 @@ use crate::{
 /// The most lists and room subscriptions one request may hold (MSC4186).
 const MAX_LISTS: usize = 100;
 const MAX_SUBSCRIPTIONS: usize = 100;
+/// Entries one `required_state` may hold.
+const MAX_REQUIRED_STATE: usize = 256;
+/// Connections (`conn_id`s) one device may hold; the least recently used goes first.
+const MAX_CONNECTIONS_PER_DEVICE: usize = 10;
 /// Timeline events per room at most, whatever the client asks.
 const MAX_TIMELINE_LIMIT: usize = 100;
 /// Connections unused for this long are forgotten (the client gets `M_UNKNOWN_POS`).
@@ -187,7 +194,18 @@ impl RequiredState {
             }
             Some(_) => return Err(invalid()),
         }
-        Ok(required)
+        required.check_size()
+    }
+
+    /// Refuses configs too large to be honest (each entry is checked against every state
+    /// event of every room).
+    fn check_size(self) -> ApiResult<Self> {
+        if self.include.len() + self.exclude.len() > MAX_REQUIRED_STATE {
+            return Err(ApiError::invalid_param(format!(
+                "required_state may hold at most {MAX_REQUIRED_STATE} entries"
+            )));
+        }
+        Ok(self)
     }
 
     fn matches(&self, kind: &str, key: &str) -> bool {
@@ -225,11 +243,6 @@ impl Combined {
     fn lazy_members(&self) -> bool {
         self.required.iter().any(|r| r.lazy_members)
     }
-
-    /// A fingerprint for "did the config change since the room was last sent".
-    fn fingerprint(&self) -> String {
-        format!("{:?}", self.required)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,7 +268,8 @@ struct ConnState {
 #[derive(Debug, Clone)]
 struct SentRoom {
     timeline_limit: usize,
-    fingerprint: String,
+    /// The required state configs the room was last sent with.
+    required: Vec<RequiredState>,
     membership: String,
 }
 
@@ -291,6 +305,18 @@ impl Connections {
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if inner.len() > 10_000 {
             inner.retain(|_, c| c.last_used.elapsed() < CONNECTION_IDLE);
+        }
+        if !inner.contains_key(&key) {
+            let device: Vec<(&(String, String, String), Instant)> = inner
+                .iter()
+                .filter(|(k, _)| k.0 == key.0 && k.1 == key.1)
+                .map(|(k, c)| (k, c.last_used))
+                .collect();
+            if device.len() >= MAX_CONNECTIONS_PER_DEVICE
+                && let Some(oldest) = device.iter().min_by_key(|(_, used)| *used).map(|(k, _)| (*k).clone())
+            {
+                inner.remove(&oldest);
+            }
         }
         let connection = inner.entry(key).or_insert_with(|| Connection {
             states: Vec::new(),
@@ -439,7 +465,7 @@ async fn compute(
     };
     let changed_rooms: HashSet<String> = match since {
         Some(since) => storage
-            .joined_rooms_with_events(user_id, since.events(), now.events())
+            .member_rooms_with_events(user_id, since.events(), now.events())
             .await?
             .into_iter()
             .collect(),
@@ -454,8 +480,8 @@ async fn compute(
                     .get(room_id.as_str())
                     .is_none_or(|r| since.is_some_and(|s| r.membership_ordering > s.events())))
     });
-    let ignored = ignored_users(state, user_id).await?;
     let mut rooms = Map::new();
+    let mut delivered = Vec::new();
     for (room_id, combined) in &matched {
         let Some(room) = by_id.get(room_id.as_str()) else {
             continue;
@@ -463,7 +489,8 @@ async fn compute(
         let sent = next.rooms.get(room_id);
         let initial = sent.is_none_or(|s| s.membership != room.membership);
         let expanded = sent.is_some_and(|s| combined.timeline_limit > s.timeline_limit);
-        let state_expanded = sent.is_some_and(|s| s.fingerprint != combined.fingerprint());
+        let state_expanded = sent.is_some_and(|s| s.required != combined.required);
+        let previously_required = sent.filter(|_| !initial).map(|s| s.required.clone());
         let membership_changed = since.is_some_and(|s| room.membership_ordering > s.events());
         let has_news = changed_rooms.contains(room_id) || membership_changed;
         if !(initial || expanded || state_expanded || has_news) {
@@ -484,16 +511,17 @@ async fn compute(
                 until: now.events(),
                 initial,
                 expanded,
+                previously_required,
             },
             &facts,
-            &ignored,
+            &mut delivered,
         )
         .await?;
         next.rooms.insert(
             room_id.clone(),
             SentRoom {
                 timeline_limit: combined.timeline_limit,
-                fingerprint: combined.fingerprint(),
+                required: combined.required.clone(),
                 membership: room.membership.clone(),
             },
         );
@@ -502,6 +530,9 @@ async fn compute(
         }
     }
 
+    if state.config.sync.delivery_receipts && !delivered.is_empty() {
+        record_delivery(state, &sender.user_id, delivered);
+    }
     let extensions = extensions(state, sender, request, since, &now, &matched, &activity).await?;
     let empty = rooms.is_empty() && extensions.values().all(is_empty_extension);
     let body = json!({ "lists": lists, "rooms": rooms, "extensions": extensions });
@@ -519,6 +550,8 @@ fn is_empty_extension(value: &Value) -> bool {
 
 /// What the list filters look at, loaded once per request.
 struct RoomFacts {
+    /// Users the user ignores (`m.ignored_user_list`).
+    ignored: HashSet<String>,
     direct: HashSet<String>,
     tags: HashMap<String, HashSet<String>>,
     encrypted: HashSet<String>,
@@ -582,6 +615,7 @@ impl RoomFacts {
             }
         }
         Ok(Self {
+            ignored: ignored_users(state, user_id).await?,
             direct,
             tags,
             encrypted,
@@ -669,6 +703,8 @@ struct RoomWindow {
     until: i64,
     initial: bool,
     expanded: bool,
+    /// The required state the room was last sent with (None when sent afresh).
+    previously_required: Option<Vec<RequiredState>>,
 }
 
 async fn room_result(
@@ -678,7 +714,7 @@ async fn room_result(
     combined: &Combined,
     window: RoomWindow,
     facts: &RoomFacts,
-    ignored: &HashSet<String>,
+    delivered: &mut Vec<(String, Delivered)>,
 ) -> ApiResult<Option<Value>> {
     let storage = &state.storage;
     let room_id = room.room_id.as_str();
@@ -694,7 +730,7 @@ async fn room_result(
         let Some(event) = storage.event(&room.membership_event_id).await? else {
             return Ok(None);
         };
-        if room.membership == "invite" && ignored.contains(&event.sender) {
+        if room.membership == "invite" && facts.ignored.contains(&event.sender) {
             return Ok(None);
         }
         result.insert(
@@ -713,6 +749,11 @@ async fn room_result(
     };
     let parsed_room_id = RoomId::parse(room_id).map_err(|_| ApiError::internal())?;
     let access = read_access(state, &parsed_room_id, &sender.user_id).await?;
+    if !access.ever_joined() {
+        // Banned, or an invite withdrawn, before ever joining: the membership, nothing more.
+        result.insert("bump_stamp".into(), Value::from(room.membership_ordering));
+        return Ok(Some(Value::Object(result)));
+    }
     let timeline = if combined.timeline_limit > 0 {
         Some(
             scan_timeline(
@@ -722,7 +763,7 @@ async fn room_result(
                 window.since.unwrap_or(0),
                 until,
                 combined.timeline_limit,
-                |row| row.state_key.is_some() || !ignored.contains(&row.sender),
+                |row| row.state_key.is_some() || !facts.ignored.contains(&row.sender),
             )
             .await?,
         )
@@ -730,6 +771,11 @@ async fn room_result(
         None
     };
     let rows: &[EventRow] = timeline.as_ref().map_or(&[], |t| t.rows.as_slice());
+    if room.membership == "join" {
+        for message in delivered_messages(rows, sender.user_id.as_str()) {
+            delivered.push((room_id.to_owned(), message));
+        }
+    }
 
     // Required state: all of it (as of `until`) for a fresh view, else what changed.
     let state_now = state_before(state, room_id, until + 1).await?;
@@ -746,7 +792,13 @@ async fn room_result(
         // which member events a client already holds.
         let lazy = combined.lazy_members() && kind == "m.room.member" && senders.contains(state_key.as_str());
         let unchanged = previous.as_ref().is_some_and(|p| p.get(key) == Some(id));
-        if lazy || (combined.wants(kind, state_key) && !unchanged) {
+        // State a changed config asks for that the old one did not goes out whether or not
+        // it changed: the client never had it.
+        let newly_wanted = window
+            .previously_required
+            .as_ref()
+            .is_some_and(|old| !old.iter().any(|r| r.matches(kind, state_key)));
+        if lazy || (combined.wants(kind, state_key) && (!unchanged || newly_wanted)) {
             wanted.insert(key.clone(), id.clone());
         }
     }
@@ -792,8 +844,9 @@ async fn room_result(
             result.insert(out.into(), value);
         }
     }
+    // Counts and heroes describe the room now: only members get them.
     let members_changed = window.initial || rows.iter().any(|r| r.event_type == "m.room.member");
-    if members_changed {
+    if members_changed && room.membership == "join" {
         let summary = storage.room_summary(room_id, sender.user_id.as_str()).await?;
         result.insert("joined_count".into(), Value::from(summary.joined));
         result.insert("invited_count".into(), Value::from(summary.invited));

@@ -3,7 +3,7 @@
 //! [`MAX_TYPING`]) unless renewed.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -24,6 +24,8 @@ pub struct Typing {
 #[derive(Default)]
 struct RoomTyping {
     users: HashMap<OwnedUserId, Instant>,
+    /// Users whose expiry timer is running (at most one each).
+    timers: HashSet<OwnedUserId>,
     /// The typing-stream position of the last change.
     position: i64,
 }
@@ -50,43 +52,52 @@ impl Typing {
             if changed {
                 room.position = notifier.next_position(Stream::Typing);
             }
-            if room.users.is_empty() && !changed {
+            let start_timer = timeout.is_some() && room.timers.insert(user_id.to_owned());
+            if room.users.is_empty() && room.timers.is_empty() && !changed {
                 rooms.remove(room_id);
             }
-            changed
+            (changed, start_timer)
         };
+        let (changed, start_timer) = changed;
         if changed {
             notifier.wake([room_id.as_str()]);
         }
-        if let Some(timeout) = timeout {
+        // One timer per typing user, started when they start typing: renewals move the expiry
+        // and the timer follows it, so repeated notices cost no new tasks.
+        if start_timer {
             let typing = Arc::clone(self);
             let notifier = Arc::clone(notifier);
             let room_id = room_id.to_owned();
             let user_id = user_id.to_owned();
             tokio::spawn(async move {
-                tokio::time::sleep(timeout.min(MAX_TYPING)).await;
-                typing.expire(&notifier, &room_id, &user_id);
+                while let Some(expiry) = typing.expire(&notifier, &room_id, &user_id) {
+                    tokio::time::sleep_until(expiry).await;
+                }
             });
         }
     }
 
-    /// Drops a notice whose time is up (unless it was renewed since).
-    fn expire(&self, notifier: &Notifier, room_id: &RoomId, user_id: &UserId) {
+    /// Drops a notice whose time is up; returns the expiry to wait for if it is still running.
+    fn expire(&self, notifier: &Notifier, room_id: &RoomId, user_id: &UserId) -> Option<Instant> {
         let expired = {
             let mut rooms = self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let Some(room) = rooms.get_mut(room_id) else {
-                return;
+            let room = rooms.get_mut(room_id)?;
+            let Some(expiry) = room.users.get(user_id).copied() else {
+                room.timers.remove(user_id);
+                return None;
             };
-            let due = room.users.get(user_id).is_some_and(|expiry| *expiry <= Instant::now());
-            if due {
-                room.users.remove(user_id);
-                room.position = notifier.next_position(Stream::Typing);
+            if expiry > Instant::now() {
+                return Some(expiry);
             }
-            due
+            room.users.remove(user_id);
+            room.timers.remove(user_id);
+            room.position = notifier.next_position(Stream::Typing);
+            true
         };
         if expired {
             notifier.wake([room_id.as_str()]);
         }
+        None
     }
 
     /// Who is typing in the room, if that last changed in (`since`, `until`]. A change after

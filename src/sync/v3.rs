@@ -123,7 +123,7 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
     let after = |stream: Stream| since.map_or(0, |s| s.get(stream));
     let rooms_with_events: HashSet<String> = match since {
         Some(since) if !request.full_state => storage
-            .joined_rooms_with_events(user_id, since.events(), now.events())
+            .member_rooms_with_events(user_id, since.events(), now.events())
             .await?
             .into_iter()
             .collect(),
@@ -183,18 +183,21 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
                 if !interesting {
                     continue;
                 }
+                // A room joined since the token is new to the client: its latest events and
+                // full state. A membership event that is only a profile change is not a join.
+                let newly_joined = match since {
+                    None => true,
+                    Some(since) => changed && !joined_at(state, room_id, user_id, since.events()).await?,
+                };
                 let room = RoomWindow {
                     room_id,
-                    after: if since.is_none() || request.full_state || changed {
-                        None
-                    } else {
-                        since.map(|s| s.events())
-                    },
+                    after: if newly_joined { None } else { since.map(|s| s.events()) },
                     until: now.events(),
                     since_events: since.map(|s| s.events()),
+                    full_state: request.full_state,
                 };
                 let mut body = room_body(state, sender, filter, &room, &ignored).await?;
-                if let Some(newest) = body.newest_from_others.take() {
+                for newest in std::mem::take(&mut body.delivered) {
                     delivered.push((room_id.to_owned(), newest));
                 }
                 let mut ephemeral = Vec::new();
@@ -272,12 +275,12 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
                 }
                 let room = RoomWindow {
                     room_id,
-                    after: since.map(|s| s.events()).filter(|_| !request.full_state),
+                    after: since.map(|s| s.events()),
                     until: membership.stream_ordering,
                     since_events: since.map(|s| s.events()),
+                    full_state: request.full_state,
                 };
-                let mut body = room_body(state, sender, filter, &room, &ignored).await?;
-                body.newest_from_others = None;
+                let body = room_body(state, sender, filter, &room, &ignored).await?;
                 let mut entry = body.section;
                 entry
                     .entry("timeline")
@@ -380,12 +383,14 @@ struct RoomWindow<'a> {
     until: i64,
     /// The client's token, for the state delta of a limited timeline.
     since_events: Option<i64>,
+    /// Send the whole state at the timeline's start, not a delta.
+    full_state: bool,
 }
 
 struct RoomBody {
     section: Map<String, Value>,
-    /// The newest timeline message (not state) sent by someone else, for delivery receipts.
-    newest_from_others: Option<Delivered>,
+    /// For delivery receipts: each other sender's newest message (not state) in the timeline.
+    delivered: Vec<Delivered>,
     /// Member events changed (the summary is resent).
     members_changed: bool,
 }
@@ -424,9 +429,10 @@ async fn room_body(
 
     // State: everything up to the timeline's start for a fresh view of the room, or for a
     // limited incremental window what changed between the token and the timeline's start.
-    let fresh = window.after.is_none();
+    let fresh = window.after.is_none() || window.full_state;
     let mut state_map = StateMap::new();
-    if fresh || limited {
+    // Someone who was never in the room (banned or uninvited before joining) sees no state.
+    if (fresh || limited) && access.ever_joined() {
         let at_start = state_before(state, window.room_id, start).await?;
         match (fresh, window.since_events) {
             (false, Some(since)) => {
@@ -480,15 +486,7 @@ async fn room_body(
         .iter()
         .chain(&state_rows)
         .any(|row| row.event_type == "m.room.member");
-    let newest_from_others = timeline_rows
-        .iter()
-        .rev()
-        .find(|row| row.sender != sender.user_id.as_str() && row.state_key.is_none())
-        .map(|row| Delivered {
-            event_id: row.event_id.clone(),
-            stream_ordering: row.stream_ordering,
-            sender: row.sender.clone(),
-        });
+    let delivered = delivered_messages(&timeline_rows, sender.user_id.as_str());
 
     let mut section = Map::new();
     if !timeline.is_empty() || limited || fresh {
@@ -502,7 +500,7 @@ async fn room_body(
     }
     Ok(RoomBody {
         section,
-        newest_from_others,
+        delivered,
         members_changed,
     })
 }
@@ -629,15 +627,42 @@ pub fn receipt_event(rows: &[ReceiptRow]) -> Value {
 }
 
 /// An event handed to one of the user's devices.
-struct Delivered {
+pub(super) struct Delivered {
     event_id: String,
     stream_ordering: i64,
     sender: String,
 }
 
+/// Each other sender's newest message in a timeline: what delivery receipts record.
+pub(super) fn delivered_messages(rows: &[EventRow], viewer: &str) -> Vec<Delivered> {
+    let mut seen = HashSet::new();
+    rows.iter()
+        .rev()
+        .filter(|row| row.sender != viewer && row.state_key.is_none())
+        .filter(|row| seen.insert(row.sender.as_str()))
+        .map(|row| Delivered {
+            event_id: row.event_id.clone(),
+            stream_ordering: row.stream_ordering,
+            sender: row.sender.clone(),
+        })
+        .collect()
+}
+
+/// Whether the user was joined to the room at event position `position`.
+async fn joined_at(state: &AppState, room_id: &str, user_id: &str, position: i64) -> ApiResult<bool> {
+    let history = state.storage.membership_history(room_id, user_id).await?;
+    Ok(history
+        .iter()
+        .rev()
+        .find(|(p, _)| *p <= position)
+        .and_then(|(_, json)| content_field(json, "membership"))
+        .as_deref()
+        == Some("join"))
+}
+
 /// Records, off the response path, that the user's device now holds these events, and tells
 /// their senders (delivery receipts are shown to the sender of the receipted event only).
-fn record_delivery(state: &AppState, user_id: &UserId, delivered: Vec<(String, Delivered)>) {
+pub(super) fn record_delivery(state: &AppState, user_id: &UserId, delivered: Vec<(String, Delivered)>) {
     let state = state.clone();
     let user_id = user_id.to_owned();
     tokio::spawn(async move {
@@ -647,6 +672,7 @@ fn record_delivery(state: &AppState, user_id: &UserId, delivered: Vec<(String, D
                 receipt_type: super::DELIVERED,
                 user_id: user_id.as_str(),
                 thread_id: "",
+                event_sender: &event.sender,
                 event_id: &event.event_id,
                 event_stream_ordering: event.stream_ordering,
                 ts: now_ms(),

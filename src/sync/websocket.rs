@@ -24,14 +24,29 @@ use super::{
     v3::{SyncRequest, compute, initial_keys},
 };
 use crate::{
-    accounts::sessions::{Sender, authenticate_access_token},
+    accounts::{sessions::Sender, tokens::hash_token},
     error::{ApiError, ApiResult},
     rooms::{access::require_member, send},
     state::AppState,
+    storage::now_ms,
 };
 
 /// How long one wait for news lasts before the pusher checks the session is still valid.
 const WAIT: Duration = Duration::from_secs(30);
+/// How often a busy socket re-checks its session at most.
+const SESSION_CHECK: Duration = Duration::from_secs(5);
+const SESSION_ENDED: &str = "Access token no longer valid";
+
+/// Whether the socket's access token still works (not logged out, deleted, or expired),
+/// without touching the device's last-seen record.
+async fn session_valid(state: &AppState, access_token: &str) -> bool {
+    match state.storage.access_token(&hash_token(access_token)).await {
+        Ok(Some(info)) => info.expires_ts.is_none_or(|expires| expires > now_ms()),
+        Ok(None) => false,
+        // A database hiccup is not a logout.
+        Err(_) => true,
+    }
+}
 
 /// A client's request frame.
 #[derive(Debug, Deserialize)]
@@ -103,6 +118,7 @@ pub async fn serve(
         let state = state.clone();
         let sender = sender.clone();
         let queue = queue.clone();
+        let access_token = access_token.clone();
         tokio::spawn(async move { push_updates(state, sender, access_token, request, queue).await })
     };
 
@@ -128,6 +144,11 @@ pub async fn serve(
             }
             _ => continue,
         };
+        // Every request acts as the user: the session must still be valid.
+        if !session_valid(&state, &access_token).await {
+            queue.close(close_code::POLICY, SESSION_ENDED).await;
+            break;
+        }
         let response = handle(&state, &sender, text.as_str()).await;
         if !queue.push(response) {
             break;
@@ -183,6 +204,7 @@ async fn push_updates(state: AppState, sender: Sender, access_token: String, mut
         Ok(keys) => keys,
         Err(_) => return queue.close(close_code::ERROR, "Server error").await,
     };
+    let mut checked = tokio::time::Instant::now();
     loop {
         let listener = state.notifier.listen(keys);
         let result = match compute(&state, &sender, &request).await {
@@ -195,16 +217,16 @@ async fn push_updates(state: AppState, sender: Sender, access_token: String, mut
         if state.notifier.is_closing() {
             return queue.close(close_code::AWAY, "Server shutting down").await;
         }
-        if !result.empty || request.since.is_none() {
-            if !queue.push(result.body.to_string()) {
-                return;
+        // The session is re-checked when a wake brings nothing (ending a session wakes its
+        // user) and every few seconds in a busy stream, so a revoked session stops receiving.
+        if (result.empty || checked.elapsed() >= SESSION_CHECK) && request.since.is_some() {
+            if !session_valid(&state, &access_token).await {
+                return queue.close(close_code::POLICY, SESSION_ENDED).await;
             }
-        } else if authenticate_access_token(&state.storage, &access_token, [127, 0, 0, 1].into())
-            .await
-            .is_err()
-        {
-            // Woken with nothing to say: perhaps the session ended (logout wakes the user).
-            return queue.close(close_code::POLICY, "Access token no longer valid").await;
+            checked = tokio::time::Instant::now();
+        }
+        if (!result.empty || request.since.is_none()) && !queue.push(result.body.to_string()) {
+            return;
         }
         request.since = Some(result.next);
         request.full_state = false;
@@ -275,13 +297,20 @@ async fn run(state: &AppState, sender: &Sender, request: &Request) -> ApiResult<
             // The request ID is the transaction ID: a resent request sends nothing twice.
             let txn_id = match &request.id {
                 Value::String(id) if !id.is_empty() => id.clone(),
-                Value::Number(n) => n.to_string(),
                 _ => return Err(ApiError::bad_json("send needs a string id (its transaction ID)")),
             };
             let room_id = room_param(params)?;
             let event_type = string_param(params, "event_type")?;
-            let event_id =
-                send::send_message(state, sender, &room_id, event_type, content_param(params)?, &txn_id).await?;
+            let event_id = send::send_message(
+                state,
+                sender,
+                &room_id,
+                event_type,
+                content_param(params)?,
+                "ws_send",
+                &txn_id,
+            )
+            .await?;
             Ok(json!({ "event_id": event_id }))
         }
         "state" => {
