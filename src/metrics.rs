@@ -27,6 +27,9 @@ pub struct Metrics {
     pub request_seconds: Family<EndpointLabels, Histogram>,
     pub db_connections: Gauge,
     pub db_connections_idle: Gauge,
+    /// Clients waiting for news: `/sync` and sliding sync long-polls and WebSocket pushers.
+    pub sync_waiters: Gauge,
+    pub websockets: Gauge,
 }
 
 impl Metrics {
@@ -40,6 +43,14 @@ impl Metrics {
         });
         let db_connections = Gauge::default();
         let db_connections_idle = Gauge::default();
+        let sync_waiters = Gauge::default();
+        let websockets = Gauge::default();
+        registry.register(
+            "sync_waiters",
+            "Connections waiting for news (long-polls and WebSockets)",
+            sync_waiters.clone(),
+        );
+        registry.register("websockets_open", "WebSocket connections open", websockets.clone());
         registry.register(
             "http_requests",
             "HTTP requests by endpoint and status",
@@ -66,6 +77,8 @@ impl Metrics {
             request_seconds,
             db_connections,
             db_connections_idle,
+            sync_waiters,
+            websockets,
         }
     }
 

@@ -88,6 +88,17 @@ async fn updates_are_pushed_as_they_happen() {
     assert!(initial["next_batch"].is_string());
     assert!(initial["rooms"]["join"].get(&room).is_some());
 
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("hearth_websockets_open 1"), "{metrics}");
+    assert!(metrics.contains("hearth_sync_waiters"), "{metrics}");
     send_text(&server, &alice, &room, "t1", "pushed").await;
     let update = until(&mut socket, |f| !messages_in(f, &room).is_empty()).await;
     assert_eq!(messages_in(&update, &room), ["pushed"]);

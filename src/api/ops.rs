@@ -29,6 +29,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let (open, idle) = state.storage.pool_usage();
     state.metrics.db_connections.set(i64::from(open));
     state.metrics.db_connections_idle.set(idle as i64);
+    state.metrics.sync_waiters.set(state.notifier.waiting());
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),

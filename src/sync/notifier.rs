@@ -26,6 +26,8 @@ pub struct Notifier {
     /// Set at shutdown: every listener is woken and new ones return at once, so long-polls
     /// answer instead of holding the server open.
     closing: AtomicBool,
+    /// Listeners registered now.
+    waiting: AtomicI64,
 }
 
 impl Notifier {
@@ -92,6 +94,7 @@ impl Notifier {
                 listeners.entry(key.clone()).or_default().push(Arc::downgrade(&notify));
             }
         }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
         Listener {
             notifier: Arc::clone(self),
             keys,
@@ -110,6 +113,11 @@ impl Notifier {
 
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
+    }
+
+    /// How many listeners are registered (clients waiting for news).
+    pub fn waiting(&self) -> i64 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// How many keys have listeners (for metrics and tests).
@@ -134,6 +142,7 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        self.notifier.waiting.fetch_sub(1, Ordering::Relaxed);
         let mut listeners = self
             .notifier
             .listeners

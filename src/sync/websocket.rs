@@ -72,6 +72,7 @@ pub async fn serve(
     presence: Option<SyncGuard>,
     socket: WebSocket,
 ) {
+    state.metrics.websockets.inc();
     let (mut sink, mut stream) = socket.split();
     let (queue, mut outgoing) = mpsc::channel::<Outgoing>(state.config.sync.websocket_buffer.max(1));
     let slow = Arc::new(Notify::new());
@@ -158,6 +159,7 @@ pub async fn serve(
     drop(queue);
     let _ = writer.await;
     drop(presence);
+    state.metrics.websockets.dec();
 }
 
 /// The reason a client that does not keep up is closed with.
