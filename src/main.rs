@@ -33,6 +33,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    return_large_allocations_to_the_system();
     let cli = Cli::parse();
     if let Some(Command::GenerateConfig) = cli.command {
         print!("{SAMPLE_CONFIG}");
@@ -84,3 +85,19 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// glibc's malloc raises its mmap threshold after a large block is freed, and from then on
+/// keeps blocks that size (argon2's 19 MiB per password hash) in per-thread arenas for good:
+/// a burst of logins left hundreds of MiB resident. A fixed threshold makes every block of
+/// 1 MiB or more its own mapping, returned to the system when freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_large_allocations_to_the_system() {
+    // SAFETY: mallopt only adjusts allocator tuning; it is called before any other thread
+    // exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_large_allocations_to_the_system() {}

@@ -1,7 +1,12 @@
-//! Password hashing with argon2id. Hashing is deliberately slow (tens of milliseconds of CPU),
-//! so it runs on the blocking pool, never on the async workers.
+//! Password hashing with argon2id. Hashing is deliberately slow (tens of milliseconds of CPU)
+//! and takes 19 MiB of memory per hash, so it runs on the blocking pool, never on the async
+//! workers, and at most one hash per core at a time: a burst of logins or registrations
+//! queues instead of spawning dozens of threads that each keep 19 MiB.
+
+use std::sync::LazyLock;
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, ApiResult};
 
@@ -14,8 +19,13 @@ pub const MAX_PASSWORD_BYTES: usize = 512;
 const DECOY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$R7cF4JgAVXbV4ZHlXAjm4tcQmh30ypbyM0SEDmd1HFI";
 
+/// Hashes running at once: one per core.
+static HASHING: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
 pub async fn hash_password(password: &str) -> ApiResult<String> {
     let password = password.to_owned();
+    let _permit = HASHING.acquire().await.map_err(|_| ApiError::internal())?;
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
@@ -35,6 +45,9 @@ pub async fn verify_password(hash: Option<String>, password: &str) -> bool {
     let password = password.to_owned();
     let known = hash.is_some();
     let hash = hash.unwrap_or_else(|| DECOY_HASH.to_owned());
+    let Ok(_permit) = HASHING.acquire().await else {
+        return false;
+    };
     let matches = tokio::task::spawn_blocking(move || {
         Argon2::default()
             .verify_password(password.as_bytes(), hash.as_str())

@@ -1,0 +1,233 @@
+//! `hearth-bench`: a load generator for Matrix homeservers. It speaks only the standard
+//! client-server API, so the same run measures Hearth, Synapse or any other server.
+//!
+//! ```text
+//! hearth-bench --base http://127.0.0.1:8008 --shared-secret SECRET --scenario all
+//! ```
+//!
+//! Scenarios: `latency` (online users in DMs and groups, messages at fixed rates, send →
+//! recipient's sync), `throughput` (concurrent senders as fast as acknowledged), `fanout`
+//! (one message to a room where every member syncs), `connections` (idle long-polls held and
+//! the server's memory per connection), `initial-sync` (first `/sync` and sliding sync of a
+//! user in many rooms), `history` (`/messages` back through a long room). With
+//! `--server-pid`, the server's RSS and CPU time are read from /proc around each scenario.
+
+mod client;
+mod scenarios;
+mod stats;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+use crate::client::{Registration, Server};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    All,
+    Latency,
+    Throughput,
+    Fanout,
+    Connections,
+    InitialSync,
+    History,
+}
+
+#[derive(Debug, Parser)]
+#[command(version, about = "A Matrix load generator (client-server API only)")]
+struct Args {
+    /// The homeserver's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8008")]
+    base: String,
+    /// Register through /_synapse/admin/v1/register with this secret; without it, open
+    /// registration (m.login.dummy) is used.
+    #[arg(long, env = "BENCH_SHARED_SECRET")]
+    shared_secret: Option<String>,
+    /// Which scenarios to run.
+    #[arg(long, value_enum, default_values_t = [Scenario::All])]
+    scenario: Vec<Scenario>,
+    /// The server's process ID, to sample its RSS and CPU time from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Prefix for user names, so repeated runs against one server do not collide.
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    /// Latency: online users.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Latency: rates in messages per second ("max" = the throughput result).
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,max")]
+    rates: Vec<String>,
+    /// Seconds each latency rate and the throughput scenario run.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Throughput: concurrent senders.
+    #[arg(long, default_value_t = 64)]
+    senders: usize,
+    /// Fan-out: room members.
+    #[arg(long, default_value_t = 500)]
+    members: usize,
+    /// Fan-out: messages.
+    #[arg(long, default_value_t = 20)]
+    repeats: usize,
+    /// Connections: idle long-polls to hold.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Initial sync: rooms the user is in.
+    #[arg(long, default_value_t = 1000)]
+    rooms: usize,
+    /// Initial sync: members per room.
+    #[arg(long, default_value_t = 50)]
+    room_members: usize,
+    /// History: events in the room.
+    #[arg(long, default_value_t = 10_000)]
+    history: usize,
+    /// Requests in flight while setting up (registration, joins).
+    #[arg(long, default_value_t = 32)]
+    parallel: usize,
+    /// Print the results as JSON (with every latency sample, for charts) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    base: String,
+    latency: Vec<scenarios::LatencyResult>,
+    throughput: Option<scenarios::ThroughputResult>,
+    fanout: Option<scenarios::FanoutResult>,
+    connections: Option<scenarios::ConnectionsResult>,
+    initial_sync: Option<scenarios::InitialSyncResult>,
+    history: Option<scenarios::HistoryResult>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let registration = match &args.shared_secret {
+        Some(secret) => Registration::SharedSecret(secret.clone()),
+        None => Registration::Open,
+    };
+    let server = Server::new(&args.base, registration, 4096)?;
+    let wants = |s: Scenario| args.scenario.contains(&Scenario::All) || args.scenario.contains(&s);
+    let log = |line: String| {
+        if !args.json {
+            println!("{line}");
+        }
+    };
+    let mut report = Report {
+        base: args.base.clone(),
+        ..Report::default()
+    };
+    let duration = Duration::from_secs(args.seconds);
+    let prefix = &args.prefix;
+
+    if wants(Scenario::Throughput) || (wants(Scenario::Latency) && args.rates.iter().any(|r| r == "max")) {
+        let users = scenarios::register_many(&server, &format!("{prefix}-tp-"), args.senders, args.parallel).await?;
+        let result = scenarios::throughput(&server, &users, duration, args.server_pid).await?;
+        log(format!(
+            "throughput   {} senders, {:.1} s: {:.0} msg/s, {} errors; send {}",
+            result.senders,
+            result.seconds,
+            result.messages_per_second,
+            result.errors,
+            result.send_latency.row()
+        ));
+        report.throughput = Some(result);
+    }
+    if wants(Scenario::Latency) {
+        let users = scenarios::register_many(&server, &format!("{prefix}-lat-"), args.users, args.parallel).await?;
+        for (round, rate) in args.rates.iter().enumerate() {
+            let rate: f64 = match rate.as_str() {
+                "max" => report
+                    .throughput
+                    .as_ref()
+                    .map_or(1000.0, |t| t.messages_per_second.floor().max(1.0)),
+                number => number.parse()?,
+            };
+            // Fresh rooms per rate, so each round starts from quiet rooms.
+            let slice = &users[..];
+            let result = scenarios::latency(&server, slice, rate, duration, args.server_pid).await?;
+            log(format!(
+                "latency      {} users @ {:.0} msg/s (achieved {:.0}): {}; {} of {} deliveries, {} send errors (round {})",
+                args.users,
+                rate,
+                result.achieved_rate,
+                result.latency.row(),
+                result.deliveries_seen,
+                result.deliveries_expected,
+                result.send_errors,
+                round + 1
+            ));
+            let mut result = result;
+            if !args.json {
+                result.samples.clear();
+            }
+            report.latency.push(result);
+        }
+    }
+    if wants(Scenario::Fanout) {
+        let users = scenarios::register_many(&server, &format!("{prefix}-fan-"), args.members, args.parallel).await?;
+        let result = scenarios::fanout(&server, &users, args.repeats, args.parallel).await?;
+        log(format!(
+            "fan-out      {} members, {} messages: all members {}; each {}; {} incomplete",
+            result.members,
+            result.repeats,
+            result.all_members.row(),
+            result.each_member.row(),
+            result.incomplete
+        ));
+        report.fanout = Some(result);
+    }
+    if wants(Scenario::History) {
+        let users = scenarios::register_many(&server, &format!("{prefix}-hist-"), 1, 1).await?;
+        let result = scenarios::history(&server, &users[0], args.history, args.parallel).await?;
+        log(format!(
+            "history      {} events: filled in {:.1} s, read back in {:.2} s = {:.0} events/s",
+            result.events, result.fill_seconds, result.read_seconds, result.events_per_second
+        ));
+        report.history = Some(result);
+    }
+    if wants(Scenario::InitialSync) {
+        let users =
+            scenarios::register_many(&server, &format!("{prefix}-init-"), args.room_members, args.parallel).await?;
+        let result = scenarios::initial_sync(&server, &users, args.rooms, args.parallel).await?;
+        log(format!(
+            "initial sync {} rooms x {} members: /sync {:.3} s ({} KiB), sliding sync {}",
+            result.rooms,
+            result.members_per_room,
+            result.sync_seconds,
+            result.sync_bytes / 1024,
+            result
+                .sliding_sync_seconds
+                .map_or("unsupported".to_owned(), |s| format!("{s:.3} s"))
+        ));
+        report.initial_sync = Some(result);
+    }
+    if wants(Scenario::Connections) {
+        let users = scenarios::register_many(
+            &server,
+            &format!("{prefix}-conn-"),
+            100.min(args.connections),
+            args.parallel,
+        )
+        .await?;
+        let result = scenarios::connections(&server, &users, args.connections, args.server_pid).await?;
+        log(format!(
+            "connections  {} requested, {} held, {} errors; RSS {} → {} KiB; {} bytes per connection",
+            result.requested,
+            result.held,
+            result.errors,
+            result.rss_before_kib.map_or("?".into(), |v| v.to_string()),
+            result.rss_held_kib.map_or("?".into(), |v| v.to_string()),
+            result.bytes_per_connection.map_or("?".into(), |v| format!("{v:.0}"))
+        ));
+        report.connections = Some(result);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
