@@ -36,8 +36,11 @@ def ratio(h, s, higher_is_better):
     if h is None or s is None or h == 0 or s == 0:
         return "–"
     r = h / s
+    if abs(r - 1) < 0.005:
+        return "1.00× (same)"
     better = (r > 1) if higher_is_better else (r < 1)
-    return f"{r:.2f}× ({'better' if better else 'worse'})"
+    shown = f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"
+    return f"{shown}× ({'better' if better else 'worse'})"
 
 
 def fmt(v, unit=""):
@@ -46,6 +49,30 @@ def fmt(v, unit=""):
     if isinstance(v, float):
         return f"{v:,.2f}{unit}" if v < 100 else f"{v:,.0f}{unit}"
     return f"{v:,}{unit}"
+
+
+def rate_labels(server):
+    """The --rates each server ran, in order ("max" = its own throughput), from sizes.env."""
+    env = {}
+    path = results / "sizes.env"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if "=" in line:
+                key, value = line.split("=", 1)
+                env[key] = value
+    default = env.get("BENCH_RATES", "100,1000,max")
+    value = env.get("SYNAPSE_RATES", default) if server == "synapse" else default
+    return value.split(",")
+
+
+def latency_pairs(h, s):
+    """(label, Hearth result, Synapse result) per rate either server ran."""
+    by_label = {}
+    for server, data in (("hearth", h), ("synapse", s)):
+        for label, result in zip(rate_labels(server), (data or {}).get("latency", [])):
+            by_label.setdefault(label, [None, None])[0 if server == "hearth" else 1] = result
+    order = sorted(by_label, key=lambda l: float("inf") if l == "max" else float(l))
+    return [(label, *by_label[label]) for label in order]
 
 
 def rows_for(h, s, backend):
@@ -58,13 +85,18 @@ def rows_for(h, s, backend):
     ht, st = (h or {}).get("throughput"), (s or {}).get("throughput")
     add("Throughput (msg/s)", ht and ht["messages_per_second"], st and st["messages_per_second"], "", True,
         f"{ht['senders'] if ht else '?'} senders; errors {ht and ht['errors']} / {st and st['errors']}")
-    for hl in (h or {}).get("latency", []):
-        sl = next((x for x in (s or {}).get("latency", []) if abs(x["target_rate"] - hl["target_rate"]) < 1), None)
-        rate = hl["target_rate"]
+    for label, hl, sl in latency_pairs(h, s):
         for p in ("p50_ms", "p99_ms"):
-            add(f"Send → recipient {p[:3]} @ {rate:,.0f} msg/s", hl["latency"][p], sl and sl["latency"][p], " ms", False,
-                f"deliveries {hl['deliveries_seen']}/{hl['deliveries_expected']}"
-                + (f" vs {sl['deliveries_seen']}/{sl['deliveries_expected']}" if sl else ""))
+            rates = "each server's maximum" if label == "max" else f"{float(label):,.0f} msg/s"
+            note = []
+            if hl:
+                note.append(f"Hearth {hl['achieved_rate']:,.0f} msg/s, {hl['deliveries_seen']}/{hl['deliveries_expected']} delivered")
+            if sl:
+                note.append(f"Synapse {sl['achieved_rate']:,.0f} msg/s, {sl['deliveries_seen']}/{sl['deliveries_expected']} delivered")
+            if not sl:
+                note.append("not run on Synapse (capped)")
+            add(f"Send → recipient {p[:3]} at {rates}", hl and hl["latency"][p], sl and sl["latency"][p], " ms", False,
+                "; ".join(note))
     hf, sf = (h or {}).get("fanout"), (s or {}).get("fanout")
     if hf:
         for p in ("p50_ms", "p99_ms", "max_ms"):
@@ -89,26 +121,26 @@ def rows_for(h, s, backend):
 
 def charts(h, s, backend):
     made = []
-    for hl in (h or {}).get("latency", []):
-        sl = next((x for x in (s or {}).get("latency", []) if abs(x["target_rate"] - hl["target_rate"]) < 1), None)
+    for label, hl, sl in latency_pairs(h, s):
+        title = "each server's maximum rate" if label == "max" else f"{float(label):,.0f} msg/s"
         fig, ax = plt.subplots(figsize=(7, 4))
         for name, data in (("Hearth", hl), ("Synapse", sl)):
             if not data or not data.get("samples"):
                 continue
             xs = sorted(v * 1000 for v in data["samples"])
             ys = [(i + 1) / len(xs) for i in range(len(xs))]
-            ax.plot(xs, ys, label=f"{name} (p99 {data['latency']['p99_ms']:.1f} ms)")
+            ax.plot(xs, ys, label=f"{name} at {data['achieved_rate']:,.0f} msg/s (p99 {data['latency']['p99_ms']:,.1f} ms)")
         ax.set_xscale("log")
         ax.set_xlabel("send → recipient's /sync (ms, log scale)")
         ax.set_ylabel("fraction of deliveries")
-        ax.set_title(f"Latency CDF at {hl['target_rate']:,.0f} msg/s ({backend})")
+        ax.set_title(f"Latency CDF at {title} ({backend})")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-        name = f"latency-cdf-{backend}-{int(hl['target_rate'])}.svg"
+        name = f"latency-cdf-{backend}-{label}.svg"
         fig.tight_layout()
         fig.savefig(results / name)
         plt.close(fig)
-        made.append((f"Latency CDF at {hl['target_rate']:,.0f} msg/s", name))
+        made.append((f"Latency CDF at {title}", name))
     ht, st = (h or {}).get("throughput"), (s or {}).get("throughput")
     if ht:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -146,6 +178,9 @@ out.append(f"Run on {datetime.date.today().isoformat()} by `bash bench/compare.s
 sizes = (results / "sizes.env")
 if sizes.exists() and sizes.read_text().strip():
     out.append("Sizes set for this run (`SYNAPSE_*` cap Synapse only):\n\n```\n" + sizes.read_text().strip() + "\n```\n")
+notes = Path(__file__).resolve().parent / "targets.md"
+if notes.exists():
+    out.append(notes.read_text())
 for backend in backends:
     h, s = load("hearth", backend), load("synapse", backend)
     out.append(f"\n## {backend.capitalize()}\n")
