@@ -64,6 +64,7 @@ impl Server {
         let Self { state, listener } = self;
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let presence = tokio::spawn(age_presence(state.clone()));
+        let deliveries = tokio::spawn(crate::sync::delivery::flush_deliveries(state.clone()));
         let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let notifier = state.notifier.clone();
         let shutdown = async move {
@@ -81,6 +82,7 @@ impl Server {
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         housekeeping.abort();
         presence.abort();
+        deliveries.abort();
         state.storage.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -11,7 +11,7 @@ use crate::{
     ratelimit::{RateLimiter, RateLimits},
     rooms::RoomLocks,
     storage::Storage,
-    sync::{Notifier, StreamToken, presence::Presence, sliding::Connections, typing::Typing},
+    sync::{Notifier, StreamToken, delivery::Deliveries, presence::Presence, sliding::Connections, typing::Typing},
 };
 
 #[derive(Clone)]
@@ -31,6 +31,8 @@ pub struct Services {
     pub presence: Arc<Presence>,
     /// Sliding sync connections: what each has been sent.
     pub sliding: Connections,
+    /// Delivery receipts waiting to be written.
+    pub deliveries: Deliveries,
 }
 
 impl AppState {
@@ -51,6 +53,7 @@ impl AppState {
             typing: Arc::default(),
             presence: Arc::default(),
             sliding: Connections::default(),
+            deliveries: Deliveries::default(),
         }))
     }
 }

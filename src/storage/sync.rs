@@ -236,46 +236,67 @@ impl Storage {
     /// Stores a receipt unless the user already has one of this kind on a later event.
     /// Returns the new position on the `receipts` stream, or `None` when nothing changed.
     pub async fn upsert_receipt(&self, receipt: &NewReceipt<'_>) -> Result<Option<i64>, StorageError> {
+        Ok(self
+            .upsert_receipts(std::slice::from_ref(receipt))
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// Stores many receipts in one transaction, each unless the user already has one of its
+    /// kind on a later event; returns each one's new position (`None`: unchanged).
+    pub async fn upsert_receipts(&self, receipts: &[NewReceipt<'_>]) -> Result<Vec<Option<i64>>, StorageError> {
         let mut tx = self.begin_write().await?;
-        // The position first: it locks the stream's counter, so concurrent writers of
-        // receipts take turns and the "is it newer" check below sees the latest row.
-        let position = Self::next_stream_position(&mut tx, "receipts").await?;
-        let existing: Option<i64> = sqlx::query_scalar(
-            "SELECT event_stream_ordering FROM receipts
-             WHERE room_id = $1 AND receipt_type = $2 AND user_id = $3 AND thread_id = $4 AND event_sender = $5",
-        )
-        .bind(receipt.room_id)
-        .bind(receipt.receipt_type)
-        .bind(receipt.user_id)
-        .bind(receipt.thread_id)
-        .bind(receipt.event_sender)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if existing.is_some_and(|ordering| ordering >= receipt.event_stream_ordering) {
-            tx.rollback().await?;
-            return Ok(None);
+        // Lock the stream's counter first, so concurrent writers of receipts take turns and
+        // each "is it newer" check sees the latest row.
+        sqlx::query("UPDATE stream_positions SET position = position WHERE stream = 'receipts'")
+            .execute(&mut *tx)
+            .await?;
+        let mut positions = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            let existing: Option<i64> = sqlx::query_scalar(
+                "SELECT event_stream_ordering FROM receipts
+                 WHERE room_id = $1 AND receipt_type = $2 AND user_id = $3 AND thread_id = $4 AND event_sender = $5",
+            )
+            .bind(receipt.room_id)
+            .bind(receipt.receipt_type)
+            .bind(receipt.user_id)
+            .bind(receipt.thread_id)
+            .bind(receipt.event_sender)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if existing.is_some_and(|ordering| ordering >= receipt.event_stream_ordering) {
+                positions.push(None);
+                continue;
+            }
+            let position = Self::next_stream_position(&mut tx, "receipts").await?;
+            sqlx::query(
+                "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_sender, event_id,
+                                       event_stream_ordering, ts, stream_position)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (room_id, receipt_type, user_id, thread_id, event_sender)
+                 DO UPDATE SET event_id = excluded.event_id, event_stream_ordering = excluded.event_stream_ordering,
+                               ts = excluded.ts, stream_position = excluded.stream_position",
+            )
+            .bind(receipt.room_id)
+            .bind(receipt.receipt_type)
+            .bind(receipt.user_id)
+            .bind(receipt.thread_id)
+            .bind(receipt.event_sender)
+            .bind(receipt.event_id)
+            .bind(receipt.event_stream_ordering)
+            .bind(receipt.ts)
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
+            positions.push(Some(position));
         }
-        sqlx::query(
-            "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_sender, event_id,
-                                   event_stream_ordering, ts, stream_position)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (room_id, receipt_type, user_id, thread_id, event_sender)
-             DO UPDATE SET event_id = excluded.event_id, event_stream_ordering = excluded.event_stream_ordering,
-                           ts = excluded.ts, stream_position = excluded.stream_position",
-        )
-        .bind(receipt.room_id)
-        .bind(receipt.receipt_type)
-        .bind(receipt.user_id)
-        .bind(receipt.thread_id)
-        .bind(receipt.event_sender)
-        .bind(receipt.event_id)
-        .bind(receipt.event_stream_ordering)
-        .bind(receipt.ts)
-        .bind(position)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(position))
+        if positions.iter().any(Option::is_some) {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(positions)
     }
 
     /// Receipts in rooms the viewer has a membership in (the caller keeps those it was joined to at

@@ -2,6 +2,7 @@
 //! waiting clients, and the three transports that carry changes to them (`/sync`, simplified
 //! sliding sync and the WebSocket), plus the ephemeral streams (typing, receipts, presence).
 
+pub mod delivery;
 pub mod filter;
 pub mod notifier;
 pub mod presence;

@@ -28,7 +28,7 @@ use crate::{
         client_event::render_events,
     },
     state::AppState,
-    storage::{EventRow, MembershipRow, NewReceipt, ReceiptRow, StateMap, now_ms},
+    storage::{EventRow, MembershipRow, ReceiptRow, StateMap},
 };
 
 /// State sent in an invite or knock, so the client can show the room before joining.
@@ -660,32 +660,18 @@ async fn joined_at(state: &AppState, room_id: &str, user_id: &str, position: i64
         == Some("join"))
 }
 
-/// Records, off the response path, that the user's device now holds these events, and tells
-/// their senders (delivery receipts are shown to the sender of the receipted event only).
+/// Records, off the response path, that the user's device now holds these events (written in
+/// batches by [`super::delivery`], which tells their senders).
 pub(super) fn record_delivery(state: &AppState, user_id: &UserId, delivered: Vec<(String, Delivered)>) {
-    let state = state.clone();
-    let user_id = user_id.to_owned();
-    tokio::spawn(async move {
-        for (room_id, event) in delivered {
-            let receipt = NewReceipt {
-                room_id: &room_id,
-                receipt_type: super::DELIVERED,
-                user_id: user_id.as_str(),
-                thread_id: "",
-                event_sender: &event.sender,
-                event_id: &event.event_id,
-                event_stream_ordering: event.stream_ordering,
-                ts: now_ms(),
-            };
-            match state.storage.upsert_receipt(&receipt).await {
-                Ok(Some(position)) => state
-                    .notifier
-                    .advance(Stream::Receipts, position, [event.sender.as_str()]),
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%room_id, %error, "could not record delivery"),
-            }
-        }
-    });
+    for (room_id, event) in delivered {
+        state.deliveries.record(
+            user_id.as_str(),
+            &room_id,
+            &event.sender,
+            &event.event_id,
+            event.stream_ordering,
+        );
+    }
 }
 
 /// Parses a room ID from storage.
