@@ -82,7 +82,10 @@ impl Server {
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         housekeeping.abort();
         presence.abort();
-        deliveries.abort();
+        // The flusher writes the deliveries still pending, then ends.
+        state.deliveries.finish();
+        let _ = deliveries.await;
+        state.deliveries.flush_remaining(&state).await;
         state.storage.close().await;
         tracing::info!("stopped");
         Ok(())

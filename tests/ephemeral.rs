@@ -352,3 +352,20 @@ async fn each_sender_sees_delivery_of_their_own_messages() {
         assert!(found, "{} never saw delivery of {event_id}", who.user_id);
     }
 }
+
+#[tokio::test]
+async fn deliveries_pending_at_shutdown_are_written() {
+    let server = TestServer::start().await;
+    let (alice, bob, room) = pair(&server).await;
+    let (_, sent) = send_text(&server, &alice, &room, "t1", "just before the restart").await;
+    let event_id = sent["event_id"].as_str().unwrap().to_owned();
+    sync(&server, &bob, "").await;
+    // Stop at once, before the batch writer's next write would have run.
+    let server = server.restart().await;
+    let body = sync(&server, &alice, "").await;
+    let receipt = ephemeral(&body, &room, "m.receipt").expect("a receipt after the restart");
+    assert!(
+        receipt["content"][&event_id]["io.hearth.delivered"][&bob.user_id].is_object(),
+        "{receipt}"
+    );
+}

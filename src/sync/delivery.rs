@@ -79,11 +79,29 @@ impl Deliveries {
     }
 }
 
-/// The flusher: runs for the life of the server.
+/// The flusher: runs for the life of the server; once the server is stopping, it writes
+/// what is pending and ends (see [`Deliveries::finish`]).
 pub async fn flush_deliveries(state: AppState) {
     loop {
         state.deliveries.wake.notified().await;
-        tokio::time::sleep(GATHER).await;
+        if !state.notifier.is_closing() {
+            tokio::time::sleep(GATHER).await;
+        }
         state.deliveries.flush(&state).await;
+        if state.notifier.is_closing() {
+            return;
+        }
+    }
+}
+
+impl Deliveries {
+    /// Asks the flusher (once the notifier is closed) for its last write.
+    pub fn finish(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Writes what was recorded after the flusher ended (by requests still draining).
+    pub async fn flush_remaining(&self, state: &AppState) {
+        self.flush(state).await;
     }
 }
