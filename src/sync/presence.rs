@@ -114,18 +114,9 @@ impl Presence {
         let change = {
             let mut users = self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let now = now_ms();
-            let tracked = users.entry(user_id.to_owned()).or_insert_with(|| match &stored {
-                Some(row) => tracked_from(row),
-                None => Tracked {
-                    state: "offline".to_owned(),
-                    status_msg: None,
-                    last_active_ts: 0,
-                    currently_active: false,
-                    last_sync: Instant::now(),
-                    syncing: 0,
-                    requested: String::new(),
-                },
-            });
+            let tracked = users
+                .entry(user_id.to_owned())
+                .or_insert_with(|| stored.as_ref().map_or_else(Tracked::offline, tracked_from));
             tracked.syncing += 1;
             tracked.requested = set_presence.to_owned();
             tracked.last_sync = Instant::now();
@@ -257,15 +248,7 @@ impl Presence {
             .await?;
         {
             let mut users = self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let tracked = users.entry(user_id.to_owned()).or_insert_with(|| Tracked {
-                state: String::new(),
-                status_msg: None,
-                last_active_ts: 0,
-                currently_active: false,
-                last_sync: Instant::now(),
-                syncing: 0,
-                requested: String::new(),
-            });
+            let tracked = users.entry(user_id.to_owned()).or_insert_with(Tracked::offline);
             tracked.state = change.state;
             tracked.status_msg = change.status_msg;
             tracked.last_active_ts = change.last_active_ts;
@@ -320,6 +303,21 @@ impl Presence {
             if let Err(error) = self.write_if(state, &user_id, change, Some(&expected)).await {
                 tracing::warn!(%user_id, ?error, "could not age presence");
             }
+        }
+    }
+}
+
+impl Tracked {
+    /// A user never seen online.
+    fn offline() -> Self {
+        Self {
+            state: "offline".to_owned(),
+            status_msg: None,
+            last_active_ts: 0,
+            currently_active: false,
+            last_sync: Instant::now(),
+            syncing: 0,
+            requested: String::new(),
         }
     }
 }

@@ -170,16 +170,18 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
                 if !room_allowed(&filter.room, &filter.room.timeline, room_id) {
                     continue;
                 }
+                // Who is typing, if that changed (an initial sync shows only a non-empty list).
+                let typing = state
+                    .typing
+                    .changed_between(room_id, after(Stream::Typing), now.get(Stream::Typing))
+                    .filter(|users| since.is_some() || !users.is_empty());
                 let interesting = since.is_none()
                     || request.full_state
                     || changed
                     || rooms_with_events.contains(room_id)
                     || receipts.contains_key(room_id)
                     || room_account_data.contains_key(room_id)
-                    || state
-                        .typing
-                        .changed_between(room_id, after(Stream::Typing), now.get(Stream::Typing))
-                        .is_some_and(|users| since.is_some() || !users.is_empty());
+                    || typing.is_some();
                 if !interesting {
                     continue;
                 }
@@ -202,11 +204,7 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
                 }
                 let mut ephemeral = Vec::new();
                 if room_allowed(&filter.room, &filter.room.ephemeral, room_id) {
-                    if let Some(users) =
-                        state
-                            .typing
-                            .changed_between(room_id, after(Stream::Typing), now.get(Stream::Typing))
-                        && (since.is_some() || !users.is_empty())
+                    if let Some(users) = typing
                         && room_event_allowed(&filter.room.ephemeral, "m.typing", user_id)
                     {
                         ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
