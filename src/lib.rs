@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -6,10 +6,11 @@ use std::{ops::Deref, sync::Arc, time::Duration};
 use hearth_federation::ServerKey;
 
 use crate::{
+    cache::Caches,
     config::Config,
     metrics::Metrics,
     ratelimit::{RateLimiter, RateLimits},
-    rooms::RoomLocks,
+    rooms::{RoomLocks, persister::Persister},
     storage::Storage,
     sync::{Notifier, StreamToken, delivery::Deliveries, presence::Presence, sliding::Connections, typing::Typing},
 };
@@ -25,6 +26,10 @@ pub struct Services {
     /// The key this server signs events and federation requests with.
     pub signing_key: ServerKey,
     pub room_locks: RoomLocks,
+    /// Writes events, many per transaction under load.
+    pub persister: Persister,
+    /// What syncs and sends read again and again (see [`crate::cache`]).
+    pub caches: Caches,
     /// Stream positions, and the wake-ups of waiting clients.
     pub notifier: Arc<Notifier>,
     pub typing: Arc<Typing>,
@@ -42,6 +47,7 @@ impl AppState {
             login: RateLimiter::new(config.rate_limits.login),
             registration: RateLimiter::new(config.rate_limits.registration),
         };
+        let persister_storage = storage.clone();
         Self(Arc::new(Services {
             config,
             storage,
@@ -49,6 +55,8 @@ impl AppState {
             rate_limits,
             signing_key,
             room_locks: RoomLocks::default(),
+            persister: Persister::start(persister_storage),
+            caches: Caches::default(),
             notifier: Arc::new(Notifier::new(positions)),
             typing: Arc::default(),
             presence: Arc::default(),

@@ -70,7 +70,12 @@ pub async fn create(
 ) -> ApiResult<create_alias::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    if state.storage.room_version(body.room_id.as_str()).await?.is_none() {
+    if state
+        .caches
+        .room_version(&state.storage, body.room_id.as_str())
+        .await?
+        .is_none()
+    {
         return Err(ApiError::not_found("Unknown room"));
     }
     add_alias(&state, &sender.user_id, &body.room_alias, &body.room_id).await?;
@@ -140,7 +145,12 @@ pub async fn visibility(
     request: Ruma<get_room_visibility::v3::Request>,
 ) -> ApiResult<get_room_visibility::v3::Response> {
     let room_id = &request.body.room_id;
-    if state.storage.room_version(room_id.as_str()).await?.is_none() {
+    if state
+        .caches
+        .room_version(&state.storage, room_id.as_str())
+        .await?
+        .is_none()
+    {
         return Err(ApiError::not_found("Unknown room"));
     }
     let visibility = if state.storage.is_published(room_id.as_str()).await? {
@@ -170,7 +180,12 @@ pub async fn set_visibility(
 
 /// Publishes or unpublishes a room (used by createRoom with `visibility: public` too).
 pub async fn publish(state: &AppState, user_id: &UserId, room_id: &RoomId, published: bool) -> ApiResult<()> {
-    if state.storage.room_version(room_id.as_str()).await?.is_none() {
+    if state
+        .caches
+        .room_version(&state.storage, room_id.as_str())
+        .await?
+        .is_none()
+    {
         return Err(ApiError::not_found("Unknown room"));
     }
     let (own, _) = power_levels(state, room_id, user_id, "state_default").await?;
@@ -350,7 +365,12 @@ pub async fn report_whole_room(
 ) -> ApiResult<report_room::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    if state.storage.room_version(body.room_id.as_str()).await?.is_none() {
+    if state
+        .caches
+        .room_version(&state.storage, body.room_id.as_str())
+        .await?
+        .is_none()
+    {
         return Err(ApiError::not_found("Unknown room"));
     }
     state

@@ -28,7 +28,12 @@ use crate::{
 };
 
 async fn join(state: &AppState, sender: &Sender, room_id: &RoomId, reason: Option<&str>) -> ApiResult<OwnedRoomId> {
-    if state.storage.room_version(room_id.as_str()).await?.is_none() {
+    if state
+        .caches
+        .room_version(&state.storage, room_id.as_str())
+        .await?
+        .is_none()
+    {
         // Joining through other servers needs federation, which Hearth does not speak yet.
         return Err(ApiError::not_found(
             "Unknown room (joining rooms on other servers is not supported yet)",
@@ -92,7 +97,12 @@ async fn resolve_room(state: &AppState, room: &OwnedRoomOrAliasId) -> ApiResult<
 pub async fn knock(state: AppState, request: Ruma<knock_room::v3::Request>) -> ApiResult<knock_room::v3::Response> {
     let sender = request.sender()?;
     let room_id = resolve_room(&state, &request.body.room_id_or_alias).await?;
-    if state.storage.room_version(room_id.as_str()).await?.is_none() {
+    if state
+        .caches
+        .room_version(&state.storage, room_id.as_str())
+        .await?
+        .is_none()
+    {
         return Err(ApiError::not_found(
             "Unknown room (knocking on rooms of other servers is not supported yet)",
         ));

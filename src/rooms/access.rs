@@ -7,11 +7,14 @@
 //! `shared` also everything before a later join of theirs. One's own membership events are
 //! always visible.
 
+use std::sync::Arc;
+
 use ruma::{RoomId, UserId};
 use serde_json::Value;
 
 use super::pipeline::room_version_rules;
 use crate::{
+    cache::MembershipEvent,
     error::{ApiError, ApiResult},
     state::AppState,
     storage::EventRow,
@@ -20,8 +23,8 @@ use crate::{
 /// What a user may read of one room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadAccess {
-    /// The user's membership events in the room: (stream position, membership), in order.
-    history: Vec<(i64, String)>,
+    /// The user's membership events in the room, in order.
+    history: Arc<Vec<MembershipEvent>>,
     /// The room's history visibility now is `world_readable`.
     world_readable_now: bool,
 }
@@ -29,18 +32,21 @@ pub struct ReadAccess {
 impl ReadAccess {
     /// May the user read the event at `stream_ordering`, sent under `history_visibility`?
     pub fn allows(&self, stream_ordering: i64, history_visibility: &str) -> bool {
-        if history_visibility == "world_readable" || self.history.iter().any(|(p, _)| *p == stream_ordering) {
+        if history_visibility == "world_readable" || self.history.iter().any(|m| m.stream_ordering == stream_ordering) {
             return true;
         }
         let at_event = self
             .history
             .iter()
             .rev()
-            .find(|(p, _)| *p <= stream_ordering)
-            .map(|(_, m)| m.as_str());
+            .find(|m| m.stream_ordering <= stream_ordering)
+            .map(|m| m.membership.as_str());
         match (history_visibility, at_event) {
             (_, Some("join")) | ("invited", Some("invite")) => true,
-            ("shared", _) => self.history.iter().any(|(p, m)| *p > stream_ordering && m == "join"),
+            ("shared", _) => self
+                .history
+                .iter()
+                .any(|m| m.stream_ordering > stream_ordering && m.membership == "join"),
             _ => false,
         }
     }
@@ -48,12 +54,12 @@ impl ReadAccess {
     /// Whether the user was ever joined to the room (a ban or a withdrawn invite of someone
     /// never in it shows them nothing of its state).
     pub fn ever_joined(&self) -> bool {
-        self.history.iter().any(|(_, m)| m == "join")
+        self.history.iter().any(|m| m.membership == "join")
     }
 
     /// The user's membership now.
     pub fn membership(&self) -> Option<&str> {
-        self.history.last().map(|(_, m)| m.as_str())
+        self.history.last().map(|m| m.membership.as_str())
     }
 
     /// Whether the user sees the room's current state: members do, whatever the history
@@ -68,7 +74,7 @@ impl ReadAccess {
         match self.membership() {
             Some("join" | "invite") => i64::MAX,
             _ if self.world_readable_now => i64::MAX,
-            _ => self.history.last().map_or(-1, |(p, _)| *p),
+            _ => self.history.last().map_or(-1, |m| m.stream_ordering),
         }
     }
 }
@@ -76,17 +82,14 @@ impl ReadAccess {
 /// 404 for rooms we do not know, 403 for rooms the user has never been in (unless
 /// world-readable).
 pub async fn read_access(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<ReadAccess> {
-    let storage = &state.storage;
-    if storage.room_version(room_id.as_str()).await?.is_none() {
+    let (storage, caches) = (&state.storage, &state.caches);
+    if caches.room_version(storage, room_id.as_str()).await?.is_none() {
         return Err(ApiError::not_found("Unknown room"));
     }
     let world_readable_now = world_readable(state, room_id).await?;
-    let history: Vec<(i64, String)> = storage
-        .membership_history(room_id.as_str(), user_id.as_str())
-        .await?
-        .into_iter()
-        .map(|(position, json)| (position, content_field(&json, "membership").unwrap_or_default()))
-        .collect();
+    let history = caches
+        .membership_history(storage, room_id.as_str(), user_id.as_str())
+        .await?;
     if history.is_empty() && !world_readable_now {
         return Err(ApiError::forbidden("You are not a member of this room"));
     }
@@ -116,7 +119,12 @@ pub async fn visible_event(
 
 /// 403 unless the user is joined to the room now (or the room is world-readable).
 pub async fn require_joined(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<()> {
-    if state.storage.room_version(room_id.as_str()).await?.is_none() {
+    if state
+        .caches
+        .room_version(&state.storage, room_id.as_str())
+        .await?
+        .is_none()
+    {
         return Err(ApiError::not_found("Unknown room"));
     }
     let joined = state
@@ -141,20 +149,20 @@ pub async fn require_member(state: &AppState, room_id: &RoomId, user_id: &UserId
         .as_deref()
     {
         Some("join") => Ok(()),
-        _ if state.storage.room_version(room_id.as_str()).await?.is_none() => Err(ApiError::not_found("Unknown room")),
+        _ if state
+            .caches
+            .room_version(&state.storage, room_id.as_str())
+            .await?
+            .is_none() =>
+        {
+            Err(ApiError::not_found("Unknown room"))
+        }
         _ => Err(ApiError::forbidden("You are not a member of this room")),
     }
 }
 
 async fn world_readable(state: &AppState, room_id: &RoomId) -> ApiResult<bool> {
-    let row = state
-        .storage
-        .current_state_event(room_id.as_str(), "m.room.history_visibility", "")
-        .await?;
-    Ok(row
-        .and_then(|row| content_field(&row.json, "history_visibility"))
-        .as_deref()
-        == Some("world_readable"))
+    Ok(state.caches.world_readable(&state.storage, room_id.as_str()).await?)
 }
 
 /// A string field of a stored PDU's content.

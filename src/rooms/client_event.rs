@@ -2,13 +2,14 @@
 //! fields, content redacted if a redaction applies, and `unsigned` data computed for the
 //! viewer.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use ruma::{CanonicalJsonValue, UserId, canonical_json::redact_content_in_place};
 use serde_json::{Map, Value, json};
 
 use super::pipeline::room_version_rules;
 use crate::{
+    cache::MembershipEvent,
     error::ApiResult,
     state::AppState,
     storage::{EventRow, now_ms},
@@ -77,29 +78,24 @@ pub async fn render_events(
     viewer: &UserId,
     device_id: &str,
 ) -> ApiResult<Vec<Value>> {
-    let ids: Vec<String> = rows.iter().map(|row| row.event_id.clone()).collect();
+    let (storage, caches) = (&state.storage, &state.caches);
     // The viewer's membership over time, for `unsigned.membership` (their membership at each
-    // event), and the relations to the events, per room (relations never cross rooms).
-    let mut memberships: HashMap<&str, Vec<(i64, String)>> = HashMap::new();
+    // event), and the relations to the events, per room (relations never cross rooms). A
+    // relation comes after the event it relates to, so a room whose last relation is older
+    // than all these events has none to look up.
+    let mut memberships: HashMap<&str, Arc<Vec<MembershipEvent>>> = HashMap::new();
     let mut relations = Vec::new();
     for row in rows {
         if !memberships.contains_key(row.room_id.as_str()) {
-            let in_room: Vec<String> = rows
-                .iter()
-                .filter(|r| r.room_id == row.room_id)
-                .map(|r| r.event_id.clone())
-                .collect();
-            relations.extend(state.storage.relations_to(&row.room_id, &in_room).await?);
-            let history = state.storage.membership_history(&row.room_id, viewer.as_str()).await?;
-            let history = history
-                .into_iter()
-                .map(|(position, json)| {
-                    (
-                        position,
-                        super::access::content_field(&json, "membership").unwrap_or_default(),
-                    )
-                })
-                .collect();
+            let in_room = || rows.iter().filter(|r| r.room_id == row.room_id);
+            let oldest = in_room().map(|r| r.stream_ordering).min().unwrap_or(0);
+            if caches.last_relation(storage, &row.room_id).await? > oldest {
+                let ids: Vec<String> = in_room().map(|r| r.event_id.clone()).collect();
+                relations.extend(storage.relations_to(&row.room_id, &ids).await?);
+            }
+            let history = caches
+                .membership_history(storage, &row.room_id, viewer.as_str())
+                .await?;
             memberships.insert(row.room_id.as_str(), history);
         }
     }
@@ -133,14 +129,18 @@ pub async fn render_events(
     // redaction.
     bundled_ids.extend(rows.iter().filter_map(|row| row.replaces_state.clone()));
     bundled_ids.extend(rows.iter().filter_map(|row| row.redacted_by.clone()));
-    let transaction_ids: HashMap<String, String> = state
-        .storage
-        .transaction_ids(viewer.as_str(), device_id, &ids)
+    // Only the viewer's own events can carry their transaction IDs.
+    let own: Vec<String> = rows
+        .iter()
+        .filter(|row| row.sender == viewer.as_str())
+        .map(|row| row.event_id.clone())
+        .collect();
+    let transaction_ids: HashMap<String, String> = storage
+        .transaction_ids(viewer.as_str(), device_id, &own)
         .await?
         .into_iter()
         .collect();
-    let bundled: HashMap<String, EventRow> = state
-        .storage
+    let bundled: HashMap<String, EventRow> = storage
         .events(&bundled_ids)
         .await?
         .into_iter()
@@ -202,9 +202,9 @@ pub async fn render_events(
                 history
                     .iter()
                     .rev()
-                    .find(|(position, _)| *position <= row.stream_ordering)
+                    .find(|membership| membership.stream_ordering <= row.stream_ordering)
             })
-            .map_or("leave", |(_, membership)| membership.as_str());
+            .map_or("leave", |membership| membership.membership.as_str());
         event["unsigned"]["membership"] = Value::from(membership);
         events.push(event);
     }

@@ -5,6 +5,7 @@ pub mod access;
 pub mod client_event;
 pub mod create;
 pub mod membership;
+pub mod persister;
 pub mod pipeline;
 pub mod send;
 pub mod upgrade;

@@ -19,12 +19,12 @@ use ruma::{
 };
 use serde_json::{Value, value::RawValue};
 
-use super::access::power_levels;
+use super::{access::power_levels, persister::NewEvent};
 use crate::{
     accounts::tokens::random_string,
     error::{ApiError, ApiResult},
     state::AppState,
-    storage::{EventRow, NewEventRow, StateMap, Storage, Tx, now_ms},
+    storage::{EventRow, NewEventRow, StateMap, Storage, now_ms},
     sync::Stream,
 };
 
@@ -125,6 +125,9 @@ pub async fn create_room_event(
     let stream_ordering = Storage::persist_event(&mut tx, &row).await?;
     tx.commit().await?;
     state
+        .caches
+        .event_persisted(room_id.as_str(), "m.room.create", Some(""), false);
+    state
         .notifier
         .advance(Stream::Events, stream_ordering, [room_id.as_str()]);
     Ok((
@@ -146,7 +149,7 @@ pub async fn append_event(
     transaction: Option<Transaction<'_>>,
 ) -> ApiResult<Appended> {
     let storage = &state.storage;
-    let _room = state.room_locks.lock(room_id).await;
+    let room_lock = state.room_locks.lock(room_id).await;
     // A retry racing the first send waits for the lock, then finds the first one's event.
     if let Some(txn) = &transaction
         && let Some(event_id) = storage
@@ -170,8 +173,9 @@ pub async fn append_event(
     if draft.event_type == "m.room.redaction" {
         check_redaction(state, room_id, sender, &mut draft).await?;
     }
-    let version = storage
-        .room_version(room_id.as_str())
+    let version = state
+        .caches
+        .room_version(storage, room_id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("Unknown room"))?;
     let (_, rules) = room_version_rules(&version)?;
@@ -265,39 +269,54 @@ pub async fn append_event(
         .and_then(|row| super::access::content_field(&row.json, "history_visibility"))
         .unwrap_or_else(|| "shared".to_owned());
     let json = CanonicalJsonValue::Object(object).to_string();
-    let mut tx = storage.begin_write().await?;
-    let row = NewEventRow {
-        event_id: event_id.as_str(),
-        room_id: room_id.as_str(),
-        depth,
-        event_type: &draft.event_type,
-        state_key: draft.state_key.as_deref(),
-        sender: sender.as_str(),
-        origin_server_ts: pdu.origin_server_ts.0.into(),
-        json: &json,
-        prev_events: &prev_ids,
-        state_before,
-        membership,
-        transaction: transaction
-            .as_ref()
-            .map(|t| (sender.as_str(), t.device_id, t.endpoint, t.txn_id)),
-        relation: relation.as_ref().map(|(id, kind)| (id.as_str(), kind.as_str())),
-        history_visibility: &history_visibility,
+    // Published by the writer once committed, under the room lock (see `persister`): the
+    // room's caches are invalidated and its members woken, and for a membership change its
+    // subject (who may not be in the room yet: an invite, a join).
+    let after_commit = {
+        let state = state.clone();
+        let room_id = room_id.to_owned();
+        let event_type = draft.event_type.clone();
+        let state_key = draft.state_key.clone();
+        let is_relation = relation.is_some();
+        let subject = membership.and(draft.state_key.clone());
+        Box::new(move |stream_ordering| {
+            state
+                .caches
+                .event_persisted(room_id.as_str(), &event_type, state_key.as_deref(), is_relation);
+            state.notifier.advance(
+                Stream::Events,
+                stream_ordering,
+                std::iter::once(room_id.as_str()).chain(subject.as_deref()),
+            );
+            drop(room_lock);
+        })
     };
-    let stream_ordering = Storage::persist_event(&mut tx, &row).await?;
-    if let Some(redacted) = &draft.redacts {
-        apply_redaction(&mut tx, room_id, redacted, &event_id).await?;
-    }
-    tx.commit().await?;
+    let stream_ordering = state
+        .persister
+        .persist(
+            NewEvent {
+                event_id: event_id.to_string(),
+                room_id: room_id.to_string(),
+                depth,
+                event_type: draft.event_type.clone(),
+                state_key: draft.state_key.clone(),
+                sender: sender.to_string(),
+                origin_server_ts: pdu.origin_server_ts.0.into(),
+                json,
+                prev_events: prev_ids,
+                state_before,
+                membership: membership.map(str::to_owned),
+                transaction: transaction
+                    .as_ref()
+                    .map(|t| (t.device_id.to_owned(), t.endpoint, t.txn_id.to_owned())),
+                relation,
+                history_visibility,
+                redacts: draft.redacts.as_ref().map(ToString::to_string),
+            },
+            after_commit,
+        )
+        .await?;
     tracing::debug!(%room_id, %event_id, stream_ordering, "persisted event");
-    // Wake the room's members, and for a membership change its subject (who may not be in the
-    // room yet: an invite, a join).
-    let subject = membership.and(draft.state_key.as_deref());
-    state.notifier.advance(
-        Stream::Events,
-        stream_ordering,
-        std::iter::once(room_id.as_str()).chain(subject),
-    );
     Ok(Appended {
         event_id,
         stream_ordering,
@@ -333,16 +352,6 @@ async fn check_redaction(state: &AppState, room_id: &RoomId, sender: &UserId, dr
         }
     }
     draft.redacts = Some(target);
-    Ok(())
-}
-
-async fn apply_redaction(
-    tx: &mut Tx,
-    room_id: &RoomId,
-    redacted: &OwnedEventId,
-    redaction: &OwnedEventId,
-) -> ApiResult<()> {
-    Storage::mark_redacted(tx, room_id.as_str(), redacted.as_str(), redaction.as_str()).await?;
     Ok(())
 }
 

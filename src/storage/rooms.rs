@@ -292,6 +292,18 @@ impl Storage {
         Ok(query.fetch_all(&self.pool).await?)
     }
 
+    /// The newest stream position of an event relating to another in the room (0 if none).
+    pub async fn last_relation_position(&self, room_id: &str) -> Result<i64, StorageError> {
+        let position: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(e.stream_ordering) FROM event_relations r JOIN events e ON e.event_id = r.event_id
+             WHERE r.room_id = $1",
+        )
+        .bind(room_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(position.unwrap_or(0))
+    }
+
     /// Thread roots of a room (events with at least one `m.thread` reply), by latest activity.
     pub async fn thread_roots(&self, room_id: &str) -> Result<Vec<(String, i64)>, StorageError> {
         Ok(sqlx::query_as(

@@ -52,6 +52,7 @@ pub async fn set_account_data(
         .storage
         .set_account_data(user_id.as_str(), room_id, data_type, content)
         .await?;
+    state.caches.account_data_changed(user_id.as_str(), room_id, data_type);
     state
         .notifier
         .advance(Stream::AccountData, position, [user_id.as_str()]);

@@ -5,12 +5,13 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
     time::Duration,
 };
 
 use ruma::{
     OwnedRoomId, RoomId, UserId,
-    api::client::filter::{FilterDefinition, RoomEventFilter},
+    api::client::filter::{FilterDefinition, LazyLoadOptions, RoomEventFilter},
 };
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -24,7 +25,7 @@ use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::{
-        access::{ReadAccess, content_field, read_access},
+        access::{ReadAccess, read_access},
         client_event::render_events,
     },
     state::AppState,
@@ -72,7 +73,15 @@ pub async fn sync(
     loop {
         // Listen before reading positions: a change committed after this point wakes us even
         // if it lands while the response is being computed.
-        let listener = state.notifier.listen(keys);
+        let listener = state.notifier.listen(keys.clone());
+        let may_wait = !request.full_state && !state.notifier.is_closing() && Instant::now() < deadline;
+        if may_wait && request.since == Some(state.notifier.current()) {
+            // The client is caught up on every stream: nothing to compute until one moves.
+            tokio::select! {
+                () = listener.changed() => continue,
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
         let result = compute(state, sender, request).await?;
         let done = !result.empty || request.since.is_none() || request.full_state || Instant::now() >= deadline;
         if done || state.notifier.is_closing() {
@@ -91,12 +100,12 @@ pub async fn sync(
 /// The notifier keys of a user: themselves and every room they are in.
 pub async fn initial_keys(state: &AppState, user_id: &UserId) -> ApiResult<Vec<String>> {
     let mut keys: Vec<String> = state
-        .storage
-        .user_memberships(user_id.as_str())
+        .caches
+        .user_memberships(&state.storage, user_id.as_str())
         .await?
-        .into_iter()
+        .iter()
         .filter(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock"))
-        .map(|m| m.room_id)
+        .map(|m| m.room_id.clone())
         .collect();
     keys.push(user_id.to_string());
     Ok(keys)
@@ -140,9 +149,12 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
     }
     let mut room_account_data: HashMap<String, Vec<Value>> = HashMap::new();
     let mut global_account_data = Vec::new();
-    for entry in storage
-        .account_data_since(user_id, after(Stream::AccountData))
-        .await?
+    let account_data = if now.get(Stream::AccountData) > after(Stream::AccountData) {
+        storage.account_data_since(user_id, after(Stream::AccountData)).await?
+    } else {
+        Vec::new()
+    };
+    for entry in account_data
         .into_iter()
         .filter(|entry| entry.stream_position <= now.get(Stream::AccountData))
     {
@@ -337,20 +349,18 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
 /// The user's membership in every room as of event position `until`: a membership event
 /// committed after the token was read belongs to the next sync.
 pub(super) async fn memberships_at(state: &AppState, user_id: &str, until: i64) -> ApiResult<Vec<MembershipRow>> {
-    let mut memberships = state.storage.user_memberships(user_id).await?;
+    let (storage, caches) = (&state.storage, &state.caches);
+    let mut memberships = Vec::clone(&*caches.user_memberships(storage, user_id).await?);
     for membership in &mut memberships {
         if membership.stream_ordering <= until {
             continue;
         }
-        let history = state.storage.membership_history(&membership.room_id, user_id).await?;
-        match history.iter().rev().find(|(position, _)| *position <= until) {
-            Some((position, json)) => {
-                membership.membership = content_field(json, "membership").unwrap_or_default();
-                membership.stream_ordering = *position;
-                membership.event_id = serde_json::from_str::<Value>(json)
-                    .ok()
-                    .and_then(|pdu| pdu["event_id"].as_str().map(str::to_owned))
-                    .unwrap_or_default();
+        let history = caches.membership_history(storage, &membership.room_id, user_id).await?;
+        match history.iter().rev().find(|event| event.stream_ordering <= until) {
+            Some(event) => {
+                membership.membership.clone_from(&event.membership);
+                membership.stream_ordering = event.stream_ordering;
+                membership.event_id.clone_from(&event.event_id);
             }
             None => membership.membership.clear(),
         }
@@ -361,15 +371,8 @@ pub(super) async fn memberships_at(state: &AppState, user_id: &str, until: i64) 
 }
 
 /// Users whose events the user does not want to see (`m.ignored_user_list`).
-pub async fn ignored_users(state: &AppState, user_id: &str) -> ApiResult<HashSet<String>> {
-    let Some(content) = state.storage.account_data(user_id, "", "m.ignored_user_list").await? else {
-        return Ok(HashSet::new());
-    };
-    let content: Value = serde_json::from_str(&content).unwrap_or_default();
-    Ok(content["ignored_users"]
-        .as_object()
-        .map(|users| users.keys().cloned().collect())
-        .unwrap_or_default())
+pub async fn ignored_users(state: &AppState, user_id: &str) -> ApiResult<Arc<HashSet<String>>> {
+    Ok(state.caches.ignored_users(&state.storage, user_id).await?)
 }
 
 /// The slice of a room's timeline one sync covers.
@@ -450,14 +453,38 @@ async fn room_body(
         senders.insert(sender.user_id.as_str());
         state_map.retain(|(kind, key), _| kind != "m.room.member" || senders.contains(key.as_str()));
         if !fresh {
-            let wanted: Vec<(String, String)> = senders
-                .iter()
-                .map(|s| ("m.room.member".to_owned(), (*s).to_owned()))
-                .collect();
-            for (key, id) in storage.current_state_entries(window.room_id, &wanted).await? {
-                state_map.entry(key).or_insert(id);
+            for member in senders {
+                let key = ("m.room.member".to_owned(), member.to_owned());
+                if !state_map.contains_key(&key)
+                    && let Some(id) = state
+                        .caches
+                        .current_member_event(storage, window.room_id, member)
+                        .await?
+                {
+                    state_map.insert(key, id);
+                }
             }
         }
+    }
+    let (user_id, device_id) = (sender.user_id.as_str(), sender.device_id.as_str());
+    let dedupe_members = matches!(
+        room_filter.state.lazy_load_options,
+        LazyLoadOptions::Enabled {
+            include_redundant_members: false
+        }
+    );
+    if dedupe_members
+        && !fresh
+        && let Some(since) = window.since_events
+    {
+        // Members the client already holds (from a response it acknowledged) are not resent.
+        let mut unsent: Vec<String> = state_map
+            .iter()
+            .filter(|((kind, _), _)| kind == "m.room.member")
+            .map(|(_, id)| id.clone())
+            .collect();
+        state.caches.unsent_members(user_id, device_id, since, &mut unsent);
+        state_map.retain(|(kind, _), id| kind != "m.room.member" || unsent.contains(id));
     }
     let in_timeline: HashSet<&str> = timeline_rows.iter().map(|row| row.event_id.as_str()).collect();
     let state_ids: Vec<String> = state_map
@@ -473,13 +500,21 @@ async fn room_body(
         })
         .collect();
 
-    let version = storage
-        .room_version(window.room_id)
+    let version = state
+        .caches
+        .room_version(storage, window.room_id)
         .await?
         .ok_or_else(ApiError::internal)?;
-    let device = sender.device_id.as_str();
-    let timeline = render_events(state, &timeline_rows, &version, &sender.user_id, device).await?;
-    let state_events = render_events(state, &state_rows, &version, &sender.user_id, device).await?;
+    if dedupe_members {
+        let members = timeline_rows
+            .iter()
+            .chain(&state_rows)
+            .filter(|row| row.event_type == "m.room.member")
+            .map(|row| row.event_id.clone());
+        state.caches.members_sent(user_id, device_id, window.until, members);
+    }
+    let timeline = render_events(state, &timeline_rows, &version, &sender.user_id, device_id).await?;
+    let state_events = render_events(state, &state_rows, &version, &sender.user_id, device_id).await?;
     let members_changed = timeline_rows
         .iter()
         .chain(&state_rows)
@@ -648,14 +683,15 @@ pub(super) fn delivered_messages(rows: &[EventRow], viewer: &str) -> Vec<Deliver
 
 /// Whether the user was joined to the room at event position `position`.
 async fn joined_at(state: &AppState, room_id: &str, user_id: &str, position: i64) -> ApiResult<bool> {
-    let history = state.storage.membership_history(room_id, user_id).await?;
+    let history = state
+        .caches
+        .membership_history(&state.storage, room_id, user_id)
+        .await?;
     Ok(history
         .iter()
         .rev()
-        .find(|(p, _)| *p <= position)
-        .and_then(|(_, json)| content_field(json, "membership"))
-        .as_deref()
-        == Some("join"))
+        .find(|event| event.stream_ordering <= position)
+        .is_some_and(|event| event.membership == "join"))
 }
 
 /// Records, off the response path, that the user's device now holds these events (written in

@@ -1,7 +1,10 @@
 //! What the list filters look at (DMs, tags, encryption, room types, spaces), loaded once
 //! per request.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use serde_json::Value;
 
@@ -10,7 +13,7 @@ use crate::{error::ApiResult, state::AppState, storage::RoomActivity, sync::v3::
 
 pub(super) struct RoomFacts {
     /// Users the user ignores (`m.ignored_user_list`).
-    pub(super) ignored: HashSet<String>,
+    pub(super) ignored: Arc<HashSet<String>>,
     pub(super) direct: HashSet<String>,
     pub(super) tags: HashMap<String, HashSet<String>>,
     pub(super) encrypted: HashSet<String>,

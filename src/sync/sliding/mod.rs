@@ -366,7 +366,11 @@ async fn room_result(
             wanted.insert(key.clone(), id.clone());
         }
     }
-    let version = storage.room_version(room_id).await?.ok_or_else(ApiError::internal)?;
+    let version = state
+        .caches
+        .room_version(storage, room_id)
+        .await?
+        .ok_or_else(ApiError::internal)?;
     let device = sender.device_id.as_str();
     let state_rows = storage.events(&wanted.values().cloned().collect::<Vec<_>>()).await?;
     let required_state = render_events(state, &state_rows, &version, &sender.user_id, device).await?;

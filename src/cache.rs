@@ -1,0 +1,359 @@
+//! In-memory caches of what every sync and every send reads again: room versions, a user's
+//! memberships, a member's membership history in a room, whether a room is world-readable,
+//! where a room's relations end, and a user's ignore list.
+//!
+//! Each cache is filled on a miss from storage and emptied by the write that changes it: the
+//! event pipeline calls [`Caches::event_persisted`] after it commits, and account data goes
+//! through [`Caches::account_data_changed`]. A value read from storage is only kept if no
+//! invalidation happened while it was being read (a generation counter, checked under the
+//! same lock the writers take), so a slow read never puts back what a write just removed.
+//! With several workers, the replication feed calls the same two hooks.
+//!
+//! Every cache is bounded (quick_cache's S3-FIFO eviction), so a large server trades hits for
+//! memory, never the other way round.
+
+use std::{
+    collections::{HashMap, HashSet},
+    hash::{Hash, Hasher},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use quick_cache::{Equivalent, sync::Cache};
+use serde_json::Value;
+
+use crate::{
+    rooms::access::content_field,
+    storage::{MembershipRow, Storage, StorageError},
+};
+
+/// One membership event of a user in a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipEvent {
+    pub stream_ordering: i64,
+    pub membership: String,
+    pub event_id: String,
+}
+
+/// (room ID, user ID), or (user ID, device ID): owned as a key, borrowed for a lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Pair(String, String);
+
+#[derive(PartialEq, Eq)]
+struct PairRef<'a>(&'a str, &'a str);
+
+impl Hash for PairRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The same as `Pair`'s derived hash: strings hash like their `str`.
+        self.0.hash(state);
+        self.1.hash(state);
+    }
+}
+
+impl Equivalent<Pair> for PairRef<'_> {
+    fn equivalent(&self, key: &Pair) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
+/// Members' events a device has been sent through lazy-loading `/sync`, each with the events
+/// position of the response that carried it.
+type SentMembers = Arc<Mutex<HashMap<String, i64>>>;
+
+/// A device's record of sent members is forgotten past this size (it then resends once).
+const MAX_SENT_MEMBERS: usize = 20_000;
+
+pub struct Caches {
+    room_versions: Cache<String, Arc<str>>,
+    world_readable: Cache<String, bool>,
+    /// The newest stream position of an event relating to another (`m.relates_to`), per room.
+    last_relation: Cache<String, i64>,
+    memberships: Cache<String, Arc<Vec<MembershipRow>>>,
+    membership_histories: Cache<Pair, Arc<Vec<MembershipEvent>>>,
+    ignored: Cache<String, Arc<HashSet<String>>>,
+    /// The member event in the room's current state, per (room, user).
+    current_members: Cache<Pair, Option<String>>,
+    sent_members: Cache<Pair, SentMembers>,
+    /// Taken by every invalidation and by every insert of a value read from storage.
+    invalidation: Mutex<()>,
+    generation: AtomicU64,
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        Self {
+            room_versions: Cache::new(100_000),
+            world_readable: Cache::new(100_000),
+            last_relation: Cache::new(100_000),
+            memberships: Cache::new(50_000),
+            membership_histories: Cache::new(200_000),
+            ignored: Cache::new(50_000),
+            current_members: Cache::new(200_000),
+            sent_members: Cache::new(20_000),
+            invalidation: Mutex::new(()),
+            generation: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Caches {
+    /// The room's version; `None` for a room this server does not know. Versions never
+    /// change, so they stay until evicted.
+    pub async fn room_version(&self, storage: &Storage, room_id: &str) -> Result<Option<Arc<str>>, StorageError> {
+        if let Some(version) = self.room_versions.get(room_id) {
+            return Ok(Some(version));
+        }
+        let Some(version) = storage.room_version(room_id).await? else {
+            return Ok(None);
+        };
+        let version: Arc<str> = version.into();
+        self.room_versions.insert(room_id.to_owned(), version.clone());
+        Ok(Some(version))
+    }
+
+    /// Whether the room's current history visibility is `world_readable`.
+    pub async fn world_readable(&self, storage: &Storage, room_id: &str) -> Result<bool, StorageError> {
+        if let Some(readable) = self.world_readable.get(room_id) {
+            return Ok(readable);
+        }
+        let generation = self.generation();
+        let readable = storage
+            .current_state_event(room_id, "m.room.history_visibility", "")
+            .await?
+            .and_then(|row| content_field(&row.json, "history_visibility"))
+            .as_deref()
+            == Some("world_readable");
+        self.keep(generation, || self.world_readable.insert(room_id.to_owned(), readable));
+        Ok(readable)
+    }
+
+    /// The newest stream position of a relation in the room (0 if none): events older than
+    /// none of these have no relations to bundle.
+    pub async fn last_relation(&self, storage: &Storage, room_id: &str) -> Result<i64, StorageError> {
+        if let Some(position) = self.last_relation.get(room_id) {
+            return Ok(position);
+        }
+        let generation = self.generation();
+        let position = storage.last_relation_position(room_id).await?;
+        self.keep(generation, || self.last_relation.insert(room_id.to_owned(), position));
+        Ok(position)
+    }
+
+    /// Every room the user has a membership in (current state).
+    pub async fn user_memberships(
+        &self,
+        storage: &Storage,
+        user_id: &str,
+    ) -> Result<Arc<Vec<MembershipRow>>, StorageError> {
+        if let Some(rows) = self.memberships.get(user_id) {
+            return Ok(rows);
+        }
+        let generation = self.generation();
+        let rows = Arc::new(storage.user_memberships(user_id).await?);
+        self.keep(generation, || self.memberships.insert(user_id.to_owned(), rows.clone()));
+        Ok(rows)
+    }
+
+    /// Every membership event of the user in the room, oldest first.
+    pub async fn membership_history(
+        &self,
+        storage: &Storage,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Arc<Vec<MembershipEvent>>, StorageError> {
+        if let Some(history) = self.membership_histories.get(&PairRef(room_id, user_id)) {
+            return Ok(history);
+        }
+        let generation = self.generation();
+        let history: Vec<MembershipEvent> = storage
+            .membership_history(room_id, user_id)
+            .await?
+            .into_iter()
+            .map(|(stream_ordering, json)| {
+                let pdu: Value = serde_json::from_str(&json).unwrap_or_default();
+                MembershipEvent {
+                    stream_ordering,
+                    membership: pdu["content"]["membership"].as_str().unwrap_or_default().to_owned(),
+                    event_id: pdu["event_id"].as_str().unwrap_or_default().to_owned(),
+                }
+            })
+            .collect();
+        let history = Arc::new(history);
+        self.keep(generation, || {
+            self.membership_histories
+                .insert(Pair(room_id.to_owned(), user_id.to_owned()), history.clone());
+        });
+        Ok(history)
+    }
+
+    /// The user's member event in the room's current state, if any.
+    pub async fn current_member_event(
+        &self,
+        storage: &Storage,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Option<String>, StorageError> {
+        if let Some(event_id) = self.current_members.get(&PairRef(room_id, user_id)) {
+            return Ok(event_id);
+        }
+        let generation = self.generation();
+        let key = ("m.room.member".to_owned(), user_id.to_owned());
+        let event_id = storage
+            .current_state_entries(room_id, std::slice::from_ref(&key))
+            .await?
+            .remove(&key);
+        self.keep(generation, || {
+            self.current_members
+                .insert(Pair(room_id.to_owned(), user_id.to_owned()), event_id.clone());
+        });
+        Ok(event_id)
+    }
+
+    /// The users the user ignores (`m.ignored_user_list`).
+    pub async fn ignored_users(&self, storage: &Storage, user_id: &str) -> Result<Arc<HashSet<String>>, StorageError> {
+        if let Some(ignored) = self.ignored.get(user_id) {
+            return Ok(ignored);
+        }
+        let generation = self.generation();
+        let content = storage.account_data(user_id, "", "m.ignored_user_list").await?;
+        let content: Value = content
+            .and_then(|content| serde_json::from_str(&content).ok())
+            .unwrap_or_default();
+        let ignored: Arc<HashSet<String>> = Arc::new(
+            content["ignored_users"]
+                .as_object()
+                .map(|users| users.keys().cloned().collect())
+                .unwrap_or_default(),
+        );
+        self.keep(generation, || self.ignored.insert(user_id.to_owned(), ignored.clone()));
+        Ok(ignored)
+    }
+
+    /// Drops what a newly committed event makes stale. `state_key` is the event's, for state
+    /// events; `relates` says the event relates to another.
+    pub fn event_persisted(&self, room_id: &str, event_type: &str, state_key: Option<&str>, relates: bool) {
+        let membership_of = state_key.filter(|_| event_type == "m.room.member");
+        let visibility = state_key.is_some() && event_type == "m.room.history_visibility";
+        if membership_of.is_none() && !visibility && !relates {
+            return;
+        }
+        self.invalidate(|| {
+            if let Some(user_id) = membership_of {
+                self.memberships.remove(user_id);
+                self.membership_histories.remove(&PairRef(room_id, user_id));
+                self.current_members.remove(&PairRef(room_id, user_id));
+            }
+            if visibility {
+                self.world_readable.remove(room_id);
+            }
+            if relates {
+                self.last_relation.remove(room_id);
+            }
+        });
+    }
+
+    /// Drops what a change to the user's account data makes stale.
+    pub fn account_data_changed(&self, user_id: &str, room_id: &str, data_type: &str) {
+        if room_id.is_empty() && data_type == "m.ignored_user_list" {
+            self.invalidate(|| {
+                self.ignored.remove(user_id);
+            });
+        }
+    }
+
+    /// Of these member events, the ones the device may not have: never sent to it, or sent
+    /// in a response after `since` (which the client has not acknowledged by using its token).
+    pub fn unsent_members(&self, user_id: &str, device_id: &str, since: i64, event_ids: &mut Vec<String>) {
+        let Some(sent) = self.sent_members.get(&PairRef(user_id, device_id)) else {
+            return;
+        };
+        let sent = sent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        event_ids.retain(|id| sent.get(id).is_none_or(|position| *position > since));
+    }
+
+    /// Records member events sent to the device in a response reaching event position `at`.
+    pub fn members_sent(&self, user_id: &str, device_id: &str, at: i64, event_ids: impl IntoIterator<Item = String>) {
+        let sent = self
+            .sent_members
+            .get_or_insert_with(&Pair(user_id.to_owned(), device_id.to_owned()), || {
+                Ok::<_, std::convert::Infallible>(SentMembers::default())
+            })
+            .unwrap_or_else(|never| match never {});
+        let mut sent = sent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if sent.len() > MAX_SENT_MEMBERS {
+            sent.clear();
+        }
+        for event_id in event_ids {
+            // The first response that carried it counts: a later copy does not make an
+            // acknowledged one unacknowledged.
+            sent.entry(event_id).or_insert(at);
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn invalidate(&self, remove: impl FnOnce()) {
+        let _guard = self
+            .invalidation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        remove();
+    }
+
+    /// Inserts a value read from storage, unless something was invalidated since the read began.
+    fn keep(&self, generation: u64, insert: impl FnOnce()) {
+        let _guard = self
+            .invalidation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.generation.load(Ordering::Acquire) == generation {
+            insert();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_lookups_find_owned_keys() {
+        let cache: Cache<Pair, u8> = Cache::new(10);
+        cache.insert(Pair("!r:h".into(), "@u:h".into()), 7);
+        assert_eq!(cache.get(&PairRef("!r:h", "@u:h")), Some(7));
+        assert_eq!(cache.get(&PairRef("!r:h", "@v:h")), None);
+    }
+
+    #[test]
+    fn members_count_as_sent_only_once_acknowledged() {
+        let caches = Caches::default();
+        caches.members_sent("@u:h", "D", 10, ["$a".to_owned()]);
+        let mut ids = vec!["$a".to_owned(), "$b".to_owned()];
+        // A retry of the request that got $a (since 5 < 10): resend it.
+        caches.unsent_members("@u:h", "D", 5, &mut ids);
+        assert_eq!(ids, ["$a", "$b"]);
+        caches.unsent_members("@u:h", "D", 10, &mut ids);
+        assert_eq!(ids, ["$b"]);
+        // Another device has its own record.
+        let mut other = vec!["$a".to_owned()];
+        caches.unsent_members("@u:h", "E", 10, &mut other);
+        assert_eq!(other, ["$a"]);
+    }
+
+    #[test]
+    fn a_read_overtaken_by_an_invalidation_is_not_kept() {
+        let caches = Caches::default();
+        let generation = caches.generation();
+        caches.event_persisted("!r:h", "m.room.history_visibility", Some(""), false);
+        caches.keep(generation, || caches.world_readable.insert("!r:h".into(), false));
+        assert_eq!(caches.world_readable.get("!r:h"), None);
+        let generation = caches.generation();
+        caches.keep(generation, || caches.world_readable.insert("!r:h".into(), true));
+        assert_eq!(caches.world_readable.get("!r:h"), Some(true));
+    }
+}
