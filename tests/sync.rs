@@ -267,6 +267,63 @@ async fn lazy_loading_sends_only_the_members_the_timeline_needs() {
     );
 }
 
+fn member_keys(body: &Value, room: &str) -> Vec<String> {
+    let mut keys: Vec<String> = room_events(body, room, "state")
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .map(|e| e["state_key"].as_str().unwrap().to_owned())
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+#[tokio::test]
+async fn lazy_loaded_members_are_not_resent_once_acknowledged_but_are_after_a_lost_response() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob, &room).await;
+    join(&server, &carol, &room).await;
+    send_text(&server, &bob, &room, "t1", "one").await;
+    let lazy = query_value(
+        &json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } }).to_string(),
+    );
+    let body = sync(&server, &alice, &format!("filter={lazy}")).await;
+    assert_eq!(member_keys(&body, &room), [alice.user_id.clone(), bob.user_id.clone()]);
+    let first = body["next_batch"].as_str().unwrap().to_owned();
+
+    // Bob's member event reached alice in a response she acknowledged by syncing from it.
+    send_text(&server, &bob, &room, "t2", "two").await;
+    let body = sync(&server, &alice, &format!("filter={lazy}&since={first}&timeout=0")).await;
+    assert_eq!(bodies(room_events(&body, &room, "timeline")), ["two"]);
+    assert!(member_keys(&body, &room).is_empty(), "{body}");
+    // Unless the filter asks for redundant members.
+    let redundant = query_value(
+        &json!({ "room": { "timeline": { "limit": 1 },
+            "state": { "lazy_load_members": true, "include_redundant_members": true } } })
+        .to_string(),
+    );
+    let body = sync(&server, &alice, &format!("filter={redundant}&since={first}&timeout=0")).await;
+    assert!(member_keys(&body, &room).contains(&bob.user_id), "{body}");
+
+    // Carol's member event goes out in a response that is lost: the retry from the same token
+    // carries it again.
+    let second = body["next_batch"].as_str().unwrap().to_owned();
+    send_text(&server, &carol, &room, "t3", "three").await;
+    let lost = sync(&server, &alice, &format!("filter={lazy}&since={second}&timeout=0")).await;
+    assert_eq!(member_keys(&lost, &room), [carol.user_id.clone()]);
+    let retry = sync(&server, &alice, &format!("filter={lazy}&since={second}&timeout=0")).await;
+    assert_eq!(member_keys(&retry, &room), [carol.user_id.clone()]);
+    // Once acknowledged, it is not sent again.
+    send_text(&server, &carol, &room, "t4", "four").await;
+    let next = retry["next_batch"].as_str().unwrap();
+    let body = sync(&server, &alice, &format!("filter={lazy}&since={next}&timeout=0")).await;
+    assert_eq!(bodies(room_events(&body, &room, "timeline")), ["four"]);
+    assert!(member_keys(&body, &room).is_empty(), "{body}");
+}
+
 #[tokio::test]
 async fn invites_leaves_and_knocks_have_their_sections() {
     let server = TestServer::start().await;
