@@ -263,6 +263,9 @@ pub async fn sliding(
     Ok(Json(sliding_sync(&state, &sender, request).await?))
 }
 
+/// Bytes each WebSocket reserves for reading at first.
+const WEBSOCKET_READ_BUFFER: usize = 4096;
+
 /// `GET /_matrix/client/unstable/io.hearth.websocket/stream`: the WebSocket transport (see
 /// docs/websocket.md). `since`, `filter`, `set_presence` and `full_state` as for `/sync`; the
 /// access token in the `Authorization` header or, for browsers, the `access_token` parameter.
@@ -317,6 +320,9 @@ pub async fn websocket(
     let limit = state.config.limits.max_request_body_bytes;
     Ok(upgrade
         .protocols(["m.json"])
+        // The library's default reserves 128 KiB per socket up front; client frames are small
+        // and the buffer grows when one is not.
+        .read_buffer_size(WEBSOCKET_READ_BUFFER)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| websocket::serve(state, sender, token, request, presence, socket))

@@ -82,7 +82,8 @@ pub async fn sync(
                 () = tokio::time::sleep_until(deadline) => {}
             }
         }
-        let result = compute(state, sender, request).await?;
+        // Boxed: a parked long-poll then holds a pointer, not the whole computation's state.
+        let result = Box::pin(compute(state, sender, request)).await?;
         let done = !result.empty || request.since.is_none() || request.full_state || Instant::now() >= deadline;
         if done || state.notifier.is_closing() {
             return Ok(result);

@@ -209,7 +209,8 @@ async fn push_updates(state: AppState, sender: Sender, access_token: String, mut
     let mut checked = tokio::time::Instant::now();
     loop {
         let listener = state.notifier.listen(keys);
-        let result = match compute(&state, &sender, &request).await {
+        // Boxed: an idle socket's task then holds a pointer, not the whole computation's state.
+        let result = match Box::pin(compute(&state, &sender, &request)).await {
             Ok(result) => result,
             Err(error) => {
                 tracing::warn!(?error, "WebSocket sync failed");

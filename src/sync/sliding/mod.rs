@@ -72,7 +72,9 @@ pub async fn sliding_sync(state: &AppState, sender: &Sender, request: SlidingReq
     let mut keys = super::v3::initial_keys(state, &sender.user_id).await?;
     loop {
         let listener = state.notifier.listen(keys);
-        let (body, next_state, empty, next_keys) = compute(state, sender, &request, previous.as_ref()).await?;
+        // Boxed: a parked long-poll then holds a pointer, not the whole computation's state.
+        let (body, next_state, empty, next_keys) =
+            Box::pin(compute(state, sender, &request, previous.as_ref())).await?;
         let waiting = previous.is_some() && empty && Instant::now() < deadline && !state.notifier.is_closing();
         if !waiting {
             let pos = format!("{}.{}", next_state.token, POS_SEQUENCE.fetch_add(1, Ordering::Relaxed));
