@@ -106,7 +106,12 @@ def rows_for(h, s, backend):
     if hc:
         add("Idle long-polls held", hc["held"], sc and sc["held"], "", True,
             "" if not sc or sc["requested"] == hc["requested"] else f"Synapse asked for {sc['requested']}")
-        add("Bytes per connection", hc["bytes_per_connection"], sc and sc["bytes_per_connection"], "", False)
+        add("Bytes per long-poll", hc["bytes_per_connection"], sc and sc["bytes_per_connection"], "", False)
+        hw, sw = hc.get("websockets"), (sc or {}).get("websockets")
+        if hw:
+            note = "Synapse has no WebSocket transport" if not sw else ""
+            add("Idle WebSockets held", hw["held"], sw and sw["held"], "", True, note)
+            add("Bytes per WebSocket", hw["bytes_per_connection"], sw and sw["bytes_per_connection"], "", False, note)
     hi, si = (h or {}).get("initial_sync"), (s or {}).get("initial_sync")
     if hi:
         note = "" if not si or si["rooms"] == hi["rooms"] else f"Synapse capped at {si['rooms']} rooms"

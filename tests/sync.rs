@@ -313,9 +313,9 @@ async fn lazy_loaded_members_are_not_resent_once_acknowledged_but_are_after_a_lo
     let second = body["next_batch"].as_str().unwrap().to_owned();
     send_text(&server, &carol, &room, "t3", "three").await;
     let lost = sync(&server, &alice, &format!("filter={lazy}&since={second}&timeout=0")).await;
-    assert_eq!(member_keys(&lost, &room), [carol.user_id.clone()]);
+    assert_eq!(member_keys(&lost, &room), [carol.user_id.as_str()]);
     let retry = sync(&server, &alice, &format!("filter={lazy}&since={second}&timeout=0")).await;
-    assert_eq!(member_keys(&retry, &room), [carol.user_id.clone()]);
+    assert_eq!(member_keys(&retry, &room), [carol.user_id.as_str()]);
     // Once acknowledged, it is not sent again.
     send_text(&server, &carol, &room, "t4", "four").await;
     let next = retry["next_batch"].as_str().unwrap();

@@ -147,6 +147,12 @@ impl Server {
         Ok(())
     }
 
+    /// Whether `/versions` lists `feature` among `unstable_features` as enabled.
+    pub async fn unstable_feature(&self, feature: &str) -> Result<bool> {
+        let versions = self.get("/_matrix/client/versions", None).await?;
+        Ok(versions["unstable_features"][feature] == Value::Bool(true))
+    }
+
     pub async fn sync(&self, user: &User, since: Option<&str>, timeout_ms: u64, filter: &str) -> Result<Value> {
         let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}&filter={}", encode(filter));
         if let Some(since) = since {

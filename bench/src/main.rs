@@ -224,6 +224,16 @@ async fn main() -> Result<()> {
             result.rss_held_kib.map_or("?".into(), |v| v.to_string()),
             result.bytes_per_connection.map_or("?".into(), |v| format!("{v:.0}"))
         ));
+        if let Some(ws) = &result.websockets {
+            log(format!(
+                "websockets   {} held, {} errors; RSS {} → {} KiB; {} bytes per connection",
+                ws.held,
+                ws.errors,
+                ws.rss_before_kib.map_or("?".into(), |v| v.to_string()),
+                ws.rss_held_kib.map_or("?".into(), |v| v.to_string()),
+                ws.bytes_per_connection.map_or("?".into(), |v| format!("{v:.0}"))
+            ));
+        }
         report.connections = Some(result);
     }
     if args.json {

@@ -447,6 +447,19 @@ pub async fn initial_sync(server: &Server, users: &[User], rooms: usize, paralle
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectionsResult {
     pub requested: usize,
+    /// Long-polls open at the server when measured: its socket count grew by this much (or,
+    /// without `--server-pid`, the requests still pending).
+    pub held: usize,
+    pub errors: usize,
+    pub rss_before_kib: Option<u64>,
+    pub rss_held_kib: Option<u64>,
+    pub bytes_per_connection: Option<f64>,
+    /// The same number of idle WebSockets, when the server offers Hearth's transport.
+    pub websockets: Option<HeldResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldResult {
     pub held: usize,
     pub errors: usize,
     pub rss_before_kib: Option<u64>,
@@ -454,8 +467,56 @@ pub struct ConnectionsResult {
     pub bytes_per_connection: Option<f64>,
 }
 
-/// Scenario 4: `count` idle `/sync` long-polls held at once, spread over source addresses
-/// 127.0.0.2.. so the client side never runs out of ports. Reports the server's RSS growth.
+const WEBSOCKET_PATH: &str = "/_matrix/client/unstable/io.hearth.websocket/stream";
+/// Connections per source address: below the ~28,000 ephemeral ports of one address.
+const PER_ADDRESS: usize = 20_000;
+
+fn source_address(i: usize) -> IpAddr {
+    let a = i / PER_ADDRESS;
+    IpAddr::V4(Ipv4Addr::new(127, 0, (a / 250) as u8, (a % 250 + 2) as u8))
+}
+
+/// The sockets the server process has open (from /proc), if its PID is known.
+fn server_sockets(pid: Option<u32>) -> Option<usize> {
+    let entries = std::fs::read_dir(format!("/proc/{}/fd", pid?)).ok()?;
+    Some(
+        entries
+            .flatten()
+            .filter(|entry| {
+                std::fs::read_link(entry.path()).is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+            })
+            .count(),
+    )
+}
+
+fn held_result(
+    opened: usize,
+    errors: usize,
+    before: (Option<ProcessSample>, Option<usize>),
+    held: (Option<ProcessSample>, Option<usize>),
+) -> HeldResult {
+    // The server's own socket count is the truth; a client-side connection still in the
+    // accept queue is not held.
+    let held_count = match (before.1, held.1) {
+        (Some(b), Some(h)) => opened.min(h.saturating_sub(b)),
+        _ => opened,
+    };
+    let rss_before = before.0.map(|s| s.rss_kib);
+    let rss_held = held.0.map(|s| s.rss_kib);
+    HeldResult {
+        held: held_count,
+        errors,
+        rss_before_kib: rss_before,
+        rss_held_kib: rss_held,
+        bytes_per_connection: rss_before
+            .zip(rss_held)
+            .map(|(b, h)| (h.saturating_sub(b) as f64 * 1024.0) / held_count.max(1) as f64),
+    }
+}
+
+/// Scenario 4: `count` idle `/sync` long-polls held at once, then as many idle WebSockets
+/// (when the server has Hearth's transport), spread over source addresses 127.0.0.2.. so the
+/// client side never runs out of ports. Reports the server's RSS growth per connection.
 pub async fn connections(server: &Server, users: &[User], count: usize, pid: Option<u32>) -> Result<ConnectionsResult> {
     // A first sync per user gives the token the idle polls wait from.
     let mut tokens = Vec::new();
@@ -463,23 +524,20 @@ pub async fn connections(server: &Server, users: &[User], count: usize, pid: Opt
         let body = server.sync(user, None, 0, SYNC_FILTER).await?;
         tokens.push(body["next_batch"].as_str().context("next_batch")?.to_owned());
     }
-    let before = sample_process(pid);
-    let per_address = 20_000;
+    let before = (sample_process(pid), server_sockets(pid));
     let mut clients = Vec::new();
-    for a in 0..count.div_ceil(per_address) {
-        let address = IpAddr::V4(Ipv4Addr::new(127, 0, (a / 250) as u8, (a % 250 + 2) as u8));
+    for a in 0..count.div_ceil(PER_ADDRESS) {
         clients.push(
             reqwest::Client::builder()
-                .local_address(address)
-                .pool_max_idle_per_host(per_address)
+                .local_address(source_address(a * PER_ADDRESS))
+                .pool_max_idle_per_host(PER_ADDRESS)
                 .timeout(Duration::from_secs(180))
                 .build()?,
         );
     }
-    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut polls = JoinSet::new();
     for i in 0..count {
-        let client = clients[i / per_address].clone();
+        let client = clients[i / PER_ADDRESS].clone();
         let user = &users[i % users.len()];
         let url = format!(
             "{}/_matrix/client/v3/sync?timeout=120000&since={}&filter={}",
@@ -488,10 +546,8 @@ pub async fn connections(server: &Server, users: &[User], count: usize, pid: Opt
             crate::client::encode(SYNC_FILTER)
         );
         let token = user.token.clone();
-        let started = started.clone();
         polls.spawn(async move {
             let request = client.get(url).bearer_auth(token).send();
-            started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             request.await.map(|r| r.status().is_success()).unwrap_or(false)
         });
         if i % 1000 == 999 {
@@ -500,7 +556,7 @@ pub async fn connections(server: &Server, users: &[User], count: usize, pid: Opt
     }
     // Give the server a moment to accept and park them all, then measure.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let held_sample = sample_process(pid);
+    let held = (sample_process(pid), server_sockets(pid));
     let mut errors = 0;
     let mut finished = 0;
     while let Some(Ok(ok)) = polls.try_join_next() {
@@ -510,17 +566,120 @@ pub async fn connections(server: &Server, users: &[User], count: usize, pid: Opt
         }
     }
     polls.abort_all();
-    let rss_before = before.map(|s| s.rss_kib);
-    let rss_held = held_sample.map(|s| s.rss_kib);
-    let held = count - finished;
+    drop(clients);
+    let polls = held_result(count - finished, errors, before, held);
+
+    let websockets = if server.unstable_feature("io.hearth.websocket").await? {
+        // Let the server let go of the long-polls first.
+        for _ in 0..100 {
+            if server_sockets(pid)
+                .zip(before.1)
+                .is_none_or(|(now, b)| now <= b + count / 100)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(hold_websockets(server, users, &tokens, count, pid).await?)
+    } else {
+        None
+    };
     Ok(ConnectionsResult {
         requested: count,
-        held,
-        errors,
-        rss_before_kib: rss_before,
-        rss_held_kib: rss_held,
-        bytes_per_connection: rss_before
-            .zip(rss_held)
-            .map(|(b, h)| (h.saturating_sub(b) as f64 * 1024.0) / held.max(1) as f64),
+        held: polls.held,
+        errors: polls.errors,
+        rss_before_kib: polls.rss_before_kib,
+        rss_held_kib: polls.rss_held_kib,
+        bytes_per_connection: polls.bytes_per_connection,
+        websockets,
     })
+}
+
+async fn hold_websockets(
+    server: &Server,
+    users: &[User],
+    tokens: &[String],
+    count: usize,
+    pid: Option<u32>,
+) -> Result<HeldResult> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let host = server
+        .base
+        .strip_prefix("http://")
+        .context("WebSockets are measured over plain http:// only")?
+        .trim_end_matches('/')
+        .to_owned();
+    let address = tokio::net::lookup_host(&host).await?.next().context("server address")?;
+    let before = (sample_process(pid), server_sockets(pid));
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (opened_tx, mut opened_rx) = tokio::sync::mpsc::unbounded_channel();
+    let handshakes = Arc::new(Semaphore::new(256));
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut sockets = JoinSet::new();
+    for i in 0..count {
+        let url = format!(
+            "ws://{host}{WEBSOCKET_PATH}?access_token={}&since={}&filter={}",
+            crate::client::encode(&users[i % users.len()].token),
+            crate::client::encode(&tokens[i % users.len()]),
+            crate::client::encode(SYNC_FILTER)
+        );
+        let mut released = released.clone();
+        let opened = opened_tx.clone();
+        let handshakes = handshakes.clone();
+        let closed = closed.clone();
+        sockets.spawn(async move {
+            let open = async {
+                let _permit = handshakes.acquire().await?;
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(std::net::SocketAddr::new(source_address(i), 0))?;
+                let stream = socket.connect(address).await?;
+                let mut request = url.into_client_request()?;
+                request
+                    .headers_mut()
+                    .insert("Sec-WebSocket-Protocol", "m.json".parse()?);
+                let (socket, _) = tokio_tungstenite::client_async(request, stream).await?;
+                anyhow::Ok(socket)
+            };
+            let Ok(mut socket) = open.await else {
+                let _ = opened.send(false);
+                return;
+            };
+            let _ = opened.send(true);
+            // Idle until released; reading answers the server's pings.
+            loop {
+                tokio::select! {
+                    _ = released.changed() => return,
+                    frame = socket.next() => if frame.is_none_or(|frame| frame.is_err()) {
+                        closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    },
+                }
+            }
+        });
+    }
+    drop(opened_tx);
+    let mut opened = 0;
+    let mut errors = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while opened + errors < count && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), opened_rx.recv()).await {
+            Ok(Some(true)) => opened += 1,
+            Ok(Some(false)) => errors += 1,
+            Ok(None) | Err(_) => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = (sample_process(pid), server_sockets(pid));
+    // A socket the server closed while it should have idled is an error too.
+    let closed = closed.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = release.send(true);
+    sockets.shutdown().await;
+    Ok(held_result(
+        opened.saturating_sub(closed),
+        errors + closed,
+        before,
+        held,
+    ))
 }
