@@ -7,7 +7,8 @@
 //! through [`Caches::account_data_changed`]. A value read from storage is only kept if no
 //! invalidation happened while it was being read (a generation counter, checked under the
 //! same lock the writers take), so a slow read never puts back what a write just removed.
-//! With several workers, the replication feed calls the same two hooks.
+//! There is one process today; when workers arrive (DESIGN.md), their replication feed must
+//! call the same two hooks for writes made elsewhere.
 //!
 //! Every cache is bounded (quick_cache's S3-FIFO eviction), so a large server trades hits for
 //! memory, never the other way round.

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 pub mod ratelimit;
 pub mod rooms;

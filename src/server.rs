@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::{
     api,
     config::{Config, RegistrationMode},
+    listener,
     signing::load_or_create_signing_key,
     state::AppState,
     storage::{Storage, now_ms},
@@ -72,10 +73,17 @@ impl Server {
             // Long-polls and WebSockets answer now instead of holding the shutdown open.
             notifier.close();
         };
+        let file_limit = listener::raise_file_limit();
+        let cap = listener::connection_cap(
+            state.config.limits.max_connections,
+            file_limit,
+            state.config.database.max_connections,
+        );
+        tracing::info!(?file_limit, max_connections = cap, "client connections capped");
         // Small frames (WebSocket pushes, sync responses) go out at once: Nagle's algorithm
         // with delayed ACKs would hold some back for 40 ms.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
+        let listener = axum::serve::ListenerExt::tap_io(listener::CappedListener::new(listener, cap), |stream| {
+            if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "could not set TCP_NODELAY");
             }
         });

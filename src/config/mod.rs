@@ -76,6 +76,8 @@ pub struct AuthConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub max_request_body_bytes: usize,
+    /// Client connections open at once; 0 = as many as the open-file limit allows.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -214,6 +216,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_request_body_bytes: 1024 * 1024,
+            max_connections: 0,
         }
     }
 }
