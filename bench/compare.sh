@@ -20,6 +20,10 @@ POSTGRES=${HEARTH_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 results=bench/results
 mkdir -p "$results"
 ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+echo "open-file limit for both servers and the load generator: $(ulimit -n)"
+# Tens of thousands of loopback connections per run: more ephemeral ports, and reuse of those
+# in TIME_WAIT (best effort; needs root, and changes only this machine's network namespace).
+sysctl -qw net.ipv4.ip_local_port_range="15000 65000" net.ipv4.tcp_tw_reuse=1 2>/dev/null || true
 
 venv=target/synapse-venv
 installed=$("$venv/bin/python" -c "import importlib.metadata as m, psycopg2; print(m.version('matrix-synapse'))" 2>/dev/null || true)
@@ -53,6 +57,15 @@ wait_healthy() {
     return 1
 }
 
+# Waits (up to two minutes) for the previous run's sockets to close, so the next server's
+# run does not start short of ports.
+settle() {
+    for _ in $(seq 120); do
+        [ "$(ss -tan | grep -vc LISTEN)" -lt 2000 ] && return 0
+        sleep 1
+    done
+}
+
 fresh_pg() { psql "$POSTGRES/postgres" -qc "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" >/dev/null; }
 
 run_hearth() {
@@ -82,7 +95,8 @@ TOML
     grep VmRSS "/proc/$pid/status" | awk '{print $2}' > "$results/hearth-$backend.idle-rss"
     # shellcheck disable=SC2046
     target/release/hearth-bench --base "http://127.0.0.1:$port" --shared-secret bench --server-pid "$pid" \
-        --prefix hb $(bench_args hearth) --json > "$results/hearth-$backend.json"
+        --prefix hb $(bench_args hearth) --json > "$results/hearth-$backend.json" ||
+        { kill "$pid"; echo "the load generator failed" >&2; exit 1; }
     kill "$pid"; wait "$pid" || true
     rm -rf "$dir"
 }
@@ -123,15 +137,18 @@ PY
     grep VmRSS "/proc/$pid/status" | awk '{print $2}' > "$results/synapse-$backend.idle-rss"
     # shellcheck disable=SC2046
     target/release/hearth-bench --base "http://127.0.0.1:$port" --shared-secret bench --server-pid "$pid" \
-        --prefix sb $(bench_args synapse) --json > "$results/synapse-$backend.json"
+        --prefix sb $(bench_args synapse) --json > "$results/synapse-$backend.json" ||
+        { kill "$pid"; echo "the load generator failed" >&2; exit 1; }
     kill "$pid"; wait "$pid" || true
     rm -rf "$dir"
 }
 
 for backend in $BACKENDS; do
     echo "=== Hearth on $backend"
+    settle
     run_hearth "$backend"
     echo "=== Synapse $SYNAPSE_VERSION on $backend"
+    settle
     run_synapse "$backend"
 done
 
