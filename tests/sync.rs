@@ -325,6 +325,39 @@ async fn lazy_loaded_members_are_not_resent_once_acknowledged_but_are_after_a_lo
 }
 
 #[tokio::test]
+async fn state_before_a_limited_timeline_is_whole_across_many_state_changes() {
+    // Enough state changes that the server's stored state spans snapshots and delta chains.
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({ "preset": "private_chat" })).await;
+    for (i, key) in (0..70).map(|i| (i, format!("k{}", i % 60))) {
+        let (status, _) = server
+            .put(
+                &format!("{V3}/rooms/{room}/state/org.example.counter/{key}"),
+                alice.token(),
+                json!({ "n": i }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    send_text(&server, &alice, &room, "t1", "after the state").await;
+    let filter = query_value(&json!({ "room": { "timeline": { "limit": 1 } } }).to_string());
+    let body = sync(&server, &alice, &format!("filter={filter}")).await;
+    assert_eq!(bodies(room_events(&body, &room, "timeline")), ["after the state"]);
+    let counters: std::collections::HashMap<&str, i64> = room_events(&body, &room, "state")
+        .iter()
+        .filter(|e| e["type"] == "org.example.counter")
+        .map(|e| (e["state_key"].as_str().unwrap(), e["content"]["n"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(counters.len(), 60);
+    // Keys written twice show the later value; the others their only one.
+    assert_eq!(counters["k0"], 60);
+    assert_eq!(counters["k9"], 69);
+    assert_eq!(counters["k10"], 10);
+    assert_eq!(counters["k59"], 59);
+}
+
+#[tokio::test]
 async fn invites_leaves_and_knocks_have_their_sections() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;

@@ -65,27 +65,24 @@ impl Storage {
 
     /// The full state in a state group.
     pub async fn state_group(&self, group: i64) -> Result<StateMap, StorageError> {
-        // Walk to the snapshot, then apply deltas from the oldest to the newest.
-        let mut chain = Vec::new();
-        let mut next = Some(group);
-        while let Some(id) = next {
-            chain.push(id);
-            next = sqlx::query_scalar::<_, Option<i64>>("SELECT prev_group FROM state_groups WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-                .flatten();
-        }
+        // One query walks the delta chain back to its snapshot; the rows come oldest group
+        // first, so each delta overrides what came before it.
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "WITH RECURSIVE chain (id, depth) AS (
+                 SELECT id, CAST(0 AS BIGINT) FROM state_groups WHERE id = $1
+                 UNION ALL
+                 SELECT g.prev_group, chain.depth + 1 FROM chain JOIN state_groups g ON g.id = chain.id
+                 WHERE g.prev_group IS NOT NULL
+             )
+             SELECT e.event_type, e.state_key, e.event_id
+             FROM chain JOIN state_group_entries e ON e.state_group = chain.id
+             ORDER BY chain.depth DESC",
+        )
+        .bind(group)
+        .fetch_all(&self.pool)
+        .await?;
         let mut state = StateMap::new();
-        for id in chain.into_iter().rev() {
-            let rows: Vec<(String, String, String)> = sqlx::query_as(
-                "SELECT event_type, state_key, event_id FROM state_group_entries WHERE state_group = $1",
-            )
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-            state.extend(rows.into_iter().map(|(kind, key, event)| ((kind, key), event)));
-        }
+        state.extend(rows.into_iter().map(|(kind, key, event)| ((kind, key), event)));
         Ok(state)
     }
 
