@@ -59,20 +59,41 @@ impl Equivalent<Pair> for PairRef<'_> {
     }
 }
 
-/// Members' events a device has been sent through lazy-loading `/sync`, each with the events
-/// position of the response that carried it.
-type SentMembers = Arc<Mutex<HashMap<String, i64>>>;
+/// A member event sent to a device through lazy-loading `/sync`.
+#[derive(Debug, Default)]
+struct SentMember {
+    /// The client synced from the token of a response that carried it: it has the event.
+    acknowledged: bool,
+    /// The events positions of the `next_batch` tokens of responses that carried it, newest
+    /// last. A later token alone proves nothing: the client may have lost the response that
+    /// carried the member and got a later one that did not.
+    positions: Vec<i64>,
+}
+
+type SentMembers = Arc<Mutex<HashMap<String, SentMember>>>;
 
 /// A device's record of sent members is forgotten past this size (it then resends once).
-const MAX_SENT_MEMBERS: usize = 20_000;
+const MAX_SENT_MEMBERS: usize = 1_000;
+/// Responses remembered per member event not yet acknowledged.
+const MAX_SENT_POSITIONS: usize = 4;
+
+/// Weighs a list by its length (at least 1), so a bound on weight bounds memory.
+#[derive(Debug, Clone, Copy)]
+struct ByLength;
+
+impl<K, T> quick_cache::Weighter<K, Arc<Vec<T>>> for ByLength {
+    fn weight(&self, _key: &K, value: &Arc<Vec<T>>) -> u64 {
+        value.len().max(1) as u64
+    }
+}
 
 pub struct Caches {
     room_versions: Cache<String, Arc<str>>,
     world_readable: Cache<String, bool>,
     /// The newest stream position of an event relating to another (`m.relates_to`), per room.
     last_relation: Cache<String, i64>,
-    memberships: Cache<String, Arc<Vec<MembershipRow>>>,
-    membership_histories: Cache<Pair, Arc<Vec<MembershipEvent>>>,
+    memberships: Cache<String, Arc<Vec<MembershipRow>>, ByLength>,
+    membership_histories: Cache<Pair, Arc<Vec<MembershipEvent>>, ByLength>,
     ignored: Cache<String, Arc<HashSet<String>>>,
     /// The member event in the room's current state, per (room, user).
     current_members: Cache<Pair, Option<String>>,
@@ -88,11 +109,12 @@ impl Default for Caches {
             room_versions: Cache::new(100_000),
             world_readable: Cache::new(100_000),
             last_relation: Cache::new(100_000),
-            memberships: Cache::new(50_000),
-            membership_histories: Cache::new(200_000),
+            // Weighed by rows: a user in thousands of rooms costs thousands.
+            memberships: Cache::with_weighter(50_000, 1_000_000, ByLength),
+            membership_histories: Cache::with_weighter(200_000, 1_000_000, ByLength),
             ignored: Cache::new(50_000),
             current_members: Cache::new(200_000),
-            sent_members: Cache::new(20_000),
+            sent_members: Cache::new(10_000),
             invalidation: Mutex::new(()),
             generation: AtomicU64::new(0),
         }
@@ -265,16 +287,28 @@ impl Caches {
     }
 
     /// Of these member events, the ones the device may not have: never sent to it, or sent
-    /// in a response after `since` (which the client has not acknowledged by using its token).
+    /// only in responses the client has not acknowledged by syncing from their token (`since`
+    /// is the events position of the token it syncs from now).
     pub fn unsent_members(&self, user_id: &str, device_id: &str, since: i64, event_ids: &mut Vec<String>) {
         let Some(sent) = self.sent_members.get(&PairRef(user_id, device_id)) else {
             return;
         };
-        let sent = sent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        event_ids.retain(|id| sent.get(id).is_none_or(|position| *position > since));
+        let mut sent = sent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        event_ids.retain(|id| {
+            let Some(member) = sent.get_mut(id) else {
+                return true;
+            };
+            if member.positions.contains(&since) {
+                // Syncing from that response's token acknowledges it, for good.
+                member.acknowledged = true;
+                member.positions.clear();
+            }
+            !member.acknowledged
+        });
     }
 
-    /// Records member events sent to the device in a response reaching event position `at`.
+    /// Records member events sent to the device in a response whose `next_batch` has events
+    /// position `at`.
     pub fn members_sent(&self, user_id: &str, device_id: &str, at: i64, event_ids: impl IntoIterator<Item = String>) {
         let sent = self
             .sent_members
@@ -287,9 +321,13 @@ impl Caches {
             sent.clear();
         }
         for event_id in event_ids {
-            // The first response that carried it counts: a later copy does not make an
-            // acknowledged one unacknowledged.
-            sent.entry(event_id).or_insert(at);
+            let member = sent.entry(event_id).or_default();
+            if !member.acknowledged && !member.positions.contains(&at) {
+                if member.positions.len() == MAX_SENT_POSITIONS {
+                    member.positions.remove(0);
+                }
+                member.positions.push(at);
+            }
         }
     }
 
@@ -335,11 +373,19 @@ mod tests {
         let caches = Caches::default();
         caches.members_sent("@u:h", "D", 10, ["$a".to_owned()]);
         let mut ids = vec!["$a".to_owned(), "$b".to_owned()];
-        // A retry of the request that got $a (since 5 < 10): resend it.
+        // A retry of the request that got $a (since 5): resend it.
         caches.unsent_members("@u:h", "D", 5, &mut ids);
         assert_eq!(ids, ["$a", "$b"]);
+        // A later token that is not the one that carried it proves nothing either: that
+        // response may have been lost and a later one, without $a, received.
+        caches.unsent_members("@u:h", "D", 11, &mut ids);
+        assert_eq!(ids, ["$a", "$b"]);
+        // Syncing from the token of the response that carried it acknowledges it, for good.
         caches.unsent_members("@u:h", "D", 10, &mut ids);
         assert_eq!(ids, ["$b"]);
+        let mut again = vec!["$a".to_owned()];
+        caches.unsent_members("@u:h", "D", 30, &mut again);
+        assert!(again.is_empty());
         // Another device has its own record.
         let mut other = vec!["$a".to_owned()];
         caches.unsent_members("@u:h", "E", 10, &mut other);

@@ -325,6 +325,41 @@ async fn lazy_loaded_members_are_not_resent_once_acknowledged_but_are_after_a_lo
 }
 
 #[tokio::test]
+async fn a_member_only_in_a_lost_response_is_sent_again_after_a_later_token() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob, &room).await;
+    join(&server, &carol, &room).await;
+    send_text(&server, &carol, &room, "c0", "c0").await;
+    let lazy = query_value(
+        &json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } }).to_string(),
+    );
+    let body = sync(&server, &alice, &format!("filter={lazy}")).await;
+    let start = body["next_batch"].as_str().unwrap().to_owned();
+
+    // Bob's member event goes out with his message, in a response the client never gets.
+    send_text(&server, &bob, &room, "b1", "b1").await;
+    let lost = sync(&server, &alice, &format!("filter={lazy}&since={start}&timeout=0")).await;
+    assert!(member_keys(&lost, &room).contains(&bob.user_id), "{lost}");
+    // The retry comes later: Bob's message has scrolled out of its limited timeline, so it
+    // does not need his member event and does not carry it.
+    send_text(&server, &carol, &room, "c2", "c2").await;
+    let received = sync(&server, &alice, &format!("filter={lazy}&since={start}&timeout=0")).await;
+    assert_eq!(bodies(room_events(&received, &room, "timeline")), ["c2"]);
+    assert!(!member_keys(&received, &room).contains(&bob.user_id), "{received}");
+
+    // Bob speaks again: the client never had his member event, so it comes now.
+    send_text(&server, &bob, &room, "b3", "b3").await;
+    let next = received["next_batch"].as_str().unwrap();
+    let body = sync(&server, &alice, &format!("filter={lazy}&since={next}&timeout=0")).await;
+    assert_eq!(bodies(room_events(&body, &room, "timeline")), ["b3"]);
+    assert!(member_keys(&body, &room).contains(&bob.user_id), "{body}");
+}
+
+#[tokio::test]
 async fn state_before_a_limited_timeline_is_whole_across_many_state_changes() {
     // Enough state changes that the server's stored state spans snapshots and delta chains.
     let server = TestServer::start().await;
