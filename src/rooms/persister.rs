@@ -137,7 +137,11 @@ async fn write_batches(storage: Storage, mut receiver: mpsc::Receiver<Job>) {
 impl Job {
     fn finish(self, result: Result<i64, StorageError>) {
         if let Ok(position) = result {
-            (self.after_commit)(position);
+            // A bug there must not end the writer (and with it every later send).
+            let after_commit = self.after_commit;
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || after_commit(position))).is_err() {
+                tracing::error!(position, "publishing a written event panicked");
+            }
         }
         let _ = self.done.send(result);
     }

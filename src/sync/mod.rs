@@ -15,7 +15,11 @@ pub mod websocket;
 
 use ruma::UserId;
 
-use crate::{error::ApiResult, state::AppState, storage::Storage};
+use crate::{
+    error::{ApiError, ApiResult},
+    state::AppState,
+    storage::Storage,
+};
 
 pub use self::{
     notifier::Notifier,
@@ -48,13 +52,23 @@ pub async fn set_account_data(
     data_type: &str,
     content: &str,
 ) -> ApiResult<()> {
-    let position = state
-        .storage
-        .set_account_data(user_id.as_str(), room_id, data_type, content)
-        .await?;
-    state.caches.account_data_changed(user_id.as_str(), room_id, data_type);
-    state
-        .notifier
-        .advance(Stream::AccountData, position, [user_id.as_str()]);
-    Ok(())
+    // Its own task: a client hanging up mid-write must not leave the data written but the
+    // caches (the ignore list) stale and the user's other clients not woken.
+    let (state, user_id) = (state.clone(), user_id.to_owned());
+    let (room_id, data_type, content) = (room_id.to_owned(), data_type.to_owned(), content.to_owned());
+    tokio::spawn(async move {
+        let position = state
+            .storage
+            .set_account_data(user_id.as_str(), &room_id, &data_type, &content)
+            .await?;
+        state
+            .caches
+            .account_data_changed(user_id.as_str(), &room_id, &data_type);
+        state
+            .notifier
+            .advance(Stream::AccountData, position, [user_id.as_str()]);
+        Ok(())
+    })
+    .await
+    .map_err(|_| ApiError::internal())?
 }
