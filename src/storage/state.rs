@@ -65,24 +65,39 @@ impl Storage {
 
     /// The full state in a state group.
     pub async fn state_group(&self, group: i64) -> Result<StateMap, StorageError> {
-        // One query walks the delta chain back to its snapshot; the rows come oldest group
-        // first, so each delta overrides what came before it.
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
+        // One query walks the delta chain back to its snapshot (oldest group first), one reads
+        // the chain's entries by primary key. (A single join lets PostgreSQL misjudge the
+        // chain's length and scan every entry of every room.)
+        let chain: Vec<i64> = sqlx::query_scalar(
             "WITH RECURSIVE chain (id, depth) AS (
                  SELECT id, CAST(0 AS BIGINT) FROM state_groups WHERE id = $1
                  UNION ALL
                  SELECT g.prev_group, chain.depth + 1 FROM chain JOIN state_groups g ON g.id = chain.id
                  WHERE g.prev_group IS NOT NULL
              )
-             SELECT e.event_type, e.state_key, e.event_id
-             FROM chain JOIN state_group_entries e ON e.state_group = chain.id
-             ORDER BY chain.depth DESC",
+             SELECT id FROM chain ORDER BY depth DESC",
         )
         .bind(group)
         .fetch_all(&self.pool)
         .await?;
+        if chain.is_empty() {
+            return Ok(StateMap::new());
+        }
+        let placeholders: Vec<String> = (1..=chain.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT state_group, event_type, state_key, event_id FROM state_group_entries WHERE state_group IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query_as(AssertSqlSafe(sql));
+        for id in &chain {
+            query = query.bind(*id);
+        }
+        let mut rows: Vec<(i64, String, String, String)> = query.fetch_all(&self.pool).await?;
+        // Oldest group first, so each delta overrides what came before it.
+        let age = |group: i64| chain.iter().position(|id| *id == group);
+        rows.sort_by_key(|row| age(row.0));
         let mut state = StateMap::new();
-        state.extend(rows.into_iter().map(|(kind, key, event)| ((kind, key), event)));
+        state.extend(rows.into_iter().map(|(_, kind, key, event)| ((kind, key), event)));
         Ok(state)
     }
 
