@@ -9,7 +9,10 @@
 # [100], BENCH_RATES [100,1000,max], BENCH_SENDERS [64], BENCH_MEMBERS [500], BENCH_REPEATS
 # [20], BENCH_CONNECTIONS [10000], BENCH_ROOMS [1000], BENCH_ROOM_MEMBERS [50], BENCH_HISTORY
 # [10000]. SYNAPSE_* of the same names cap Synapse only (it is much slower to set up); the
-# report says where a cap applied. Needs PostgreSQL on 127.0.0.1:5432 (trust) for the
+# report says where a cap applied. Each measurement starts a fresh server on a fresh database:
+# connections alone, the other scenarios, and (Hearth) latency and fan-out with recipients on
+# the WebSocket transport. RESUME=1 keeps results already in bench/results (an interrupted run
+# picks up where it stopped). Needs PostgreSQL on 127.0.0.1:5432 (trust) for the
 # postgres backend, Python 3, and network access to PyPI for the pinned Synapse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,8 +71,10 @@ settle() {
 
 fresh_pg() { psql "$POSTGRES/postgres" -qc "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" >/dev/null; }
 
-run_hearth() {
-    local backend=$1 dir port=18480
+# start_hearth BACKEND: a fresh Hearth on a fresh database; sets pid, dir and port.
+start_hearth() {
+    local backend=$1
+    port=18480
     dir=$(mktemp -d)
     cat > "$dir/hearth.toml" <<TOML
 listen = "127.0.0.1:$port"
@@ -89,23 +94,21 @@ TOML
         printf '[database]\nurl = "%s/hearth_bench"\n' "$POSTGRES" >> "$dir/hearth.toml"
     fi
     target/release/hearth serve --config "$dir/hearth.toml" &
-    local pid=$!
+    pid=$!
     wait_healthy "http://127.0.0.1:$port/health"
     sleep 1
     grep VmRSS "/proc/$pid/status" | awk '{print $2}' > "$results/hearth-$backend.idle-rss"
-    # shellcheck disable=SC2046
-    target/release/hearth-bench --base "http://127.0.0.1:$port" --shared-secret bench --server-pid "$pid" \
-        --prefix hb $(bench_args hearth) --json > "$results/hearth-$backend.json" ||
-        { kill "$pid"; echo "the load generator failed" >&2; exit 1; }
-    kill "$pid"; wait "$pid" || true
-    rm -rf "$dir"
 }
 
-run_synapse() {
-    local backend=$1 dir port=18490
+# start_synapse BACKEND: the same for Synapse.
+start_synapse() {
+    local backend=$1
+    port=18490
     dir=$(mktemp -d)
     "$venv/bin/python" -m synapse.app.homeserver --server-name localhost --config-path "$dir/homeserver.yaml" \
         --data-directory "$dir" --generate-config --report-stats=no >/dev/null
+    # The generated logging config writes into the working directory: keep it in the run's.
+    sed -i "s|filename: .*|filename: $dir/homeserver.log|" "$dir/localhost.log.config"
     "$venv/bin/python" - "$dir/homeserver.yaml" "$backend" "$POSTGRES" "$port" <<'PY'
 import sys, yaml
 path, backend, postgres, port = sys.argv[1:]
@@ -131,25 +134,53 @@ open(path, "w").write(yaml.safe_dump(config))
 PY
     [ "$backend" = postgres ] && fresh_pg synapse_bench
     "$venv/bin/python" -m synapse.app.homeserver --config-path "$dir/homeserver.yaml" > "$dir/synapse.out" 2>&1 &
-    local pid=$!
+    pid=$!
     wait_healthy "http://127.0.0.1:$port/health"
     sleep 2
     grep VmRSS "/proc/$pid/status" | awk '{print $2}' > "$results/synapse-$backend.idle-rss"
-    # shellcheck disable=SC2046
-    target/release/hearth-bench --base "http://127.0.0.1:$port" --shared-secret bench --server-pid "$pid" \
-        --prefix sb $(bench_args synapse) --json > "$results/synapse-$backend.json" ||
-        { kill "$pid"; echo "the load generator failed" >&2; exit 1; }
-    kill "$pid"; wait "$pid" || true
+}
+
+stop_server() {
+    kill "$pid"
+    wait "$pid" || true
     rm -rf "$dir"
 }
 
+# measure SERVER BACKEND OUT [hearth-bench arguments]: one fresh server, one load-generator
+# run, its JSON in $results/OUT.json.
+measure() {
+    local server=$1 backend=$2 out=$3
+    shift 3
+    if [ -n "${RESUME:-}" ] && [ -s "$results/$out.json" ]; then
+        echo "kept $results/$out.json (RESUME)"
+        return
+    fi
+    settle
+    "start_$server" "$backend"
+    target/release/hearth-bench --base "http://127.0.0.1:$port" --shared-secret bench --server-pid "$pid" \
+        --prefix bench "$@" --json > "$results/$out.json" ||
+        { stop_server; echo "the load generator failed" >&2; exit 1; }
+    stop_server
+}
+
+# Connections are measured on a fresh process of their own: the memory earlier scenarios leave
+# behind (and the allocator keeps) would otherwise absorb the connections' growth.
+scenarios=(--scenario throughput --scenario latency --scenario fanout --scenario initial-sync --scenario history)
 for backend in $BACKENDS; do
     echo "=== Hearth on $backend"
-    settle
-    run_hearth "$backend"
+    # shellcheck disable=SC2046
+    measure hearth "$backend" "hearth-$backend-connections" --scenario connections $(bench_args hearth)
+    # shellcheck disable=SC2046
+    measure hearth "$backend" "hearth-$backend" "${scenarios[@]}" $(bench_args hearth)
+    echo "=== Hearth on $backend, recipients on the WebSocket transport"
+    # shellcheck disable=SC2046
+    measure hearth "$backend" "hearth-$backend-ws" --transport websocket --scenario latency --scenario fanout \
+        $(bench_args hearth)
     echo "=== Synapse $SYNAPSE_VERSION on $backend"
-    settle
-    run_synapse "$backend"
+    # shellcheck disable=SC2046
+    measure synapse "$backend" "synapse-$backend-connections" --scenario connections $(bench_args synapse)
+    # shellcheck disable=SC2046
+    measure synapse "$backend" "synapse-$backend" "${scenarios[@]}" $(bench_args synapse)
 done
 
 env | grep -E '^(BENCH|SYNAPSE)_' > "$results/sizes.env" || true

@@ -22,9 +22,22 @@ synapse_version = sys.argv[2]
 backends = sys.argv[3].split()
 
 
+def read(name):
+    path = results / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() and path.stat().st_size else None
+
+
 def load(server, backend):
-    path = results / f"{server}-{backend}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    """The main run, with connections from their own fresh-process run and (Hearth) the
+    WebSocket-transport run under "ws"."""
+    data = read(f"{server}-{backend}")
+    if data is None:
+        return None
+    connections = read(f"{server}-{backend}-connections")
+    if connections and connections.get("connections"):
+        data["connections"] = connections["connections"]
+    data["ws"] = read(f"{server}-{backend}-ws")
+    return data
 
 
 def idle_rss(server, backend):
@@ -102,6 +115,17 @@ def rows_for(h, s, backend):
         for p in ("p50_ms", "p99_ms", "max_ms"):
             add(f"{hf['members']}-member fan-out {p[:-3]}", hf["all_members"][p], sf and sf["all_members"][p], " ms", False,
                 "" if not sf or sf["members"] == hf["members"] else f"Synapse capped at {sf['members']} members")
+    ws = (h or {}).get("ws") or {}
+    only = "Hearth only (Synapse has no WebSocket transport)"
+    for label, wl in zip(rate_labels("hearth"), ws.get("latency", [])):
+        rates = "Hearth's maximum" if label == "max" else f"{float(label):,.0f} msg/s"
+        note = f"{only}; {wl['achieved_rate']:,.0f} msg/s, {wl['deliveries_seen']}/{wl['deliveries_expected']} delivered"
+        for p in ("p50_ms", "p99_ms"):
+            add(f"Send → recipient {p[:3]} at {rates}, WebSocket", wl["latency"][p], None, " ms", False, note)
+    wf = ws.get("fanout")
+    if wf:
+        for p in ("p50_ms", "p99_ms", "max_ms"):
+            add(f"{wf['members']}-member fan-out {p[:-3]}, WebSocket", wf["all_members"][p], None, " ms", False, only)
     hc, sc = (h or {}).get("connections"), (s or {}).get("connections")
     if hc:
         add("Idle long-polls held", hc["held"], sc and sc["held"], "", True,
@@ -117,6 +141,10 @@ def rows_for(h, s, backend):
         note = "" if not si or si["rooms"] == hi["rooms"] else f"Synapse capped at {si['rooms']} rooms"
         add(f"Initial /sync, {hi['rooms']} rooms × {hi['members_per_room']}", hi["sync_seconds"], si and si["sync_seconds"], " s", False, note)
         add("First sliding sync response", hi["sliding_sync_seconds"], si and si["sliding_sync_seconds"], " s", False, note)
+        if note:
+            # Different sizes: the time per room compares like with like.
+            add("Initial /sync per room", hi["sync_seconds"] * 1000 / hi["rooms"],
+                si and si["sync_seconds"] * 1000 / si["rooms"], " ms", False, "sync time / rooms")
     hh, sh = (h or {}).get("history"), (s or {}).get("history")
     if hh:
         add(f"/messages through {hh['events']:,} events (events/s)", hh["events_per_second"], sh and sh["events_per_second"], "", True,
@@ -129,14 +157,15 @@ def charts(h, s, backend):
     for label, hl, sl in latency_pairs(h, s):
         title = "each server's maximum rate" if label == "max" else f"{float(label):,.0f} msg/s"
         fig, ax = plt.subplots(figsize=(7, 4))
-        for name, data in (("Hearth", hl), ("Synapse", sl)):
+        ws = dict(zip(rate_labels("hearth"), ((h or {}).get("ws") or {}).get("latency", [])))
+        for name, data in (("Hearth", hl), ("Hearth, WebSocket", ws.get(label)), ("Synapse", sl)):
             if not data or not data.get("samples"):
                 continue
             xs = sorted(v * 1000 for v in data["samples"])
             ys = [(i + 1) / len(xs) for i in range(len(xs))]
             ax.plot(xs, ys, label=f"{name} at {data['achieved_rate']:,.0f} msg/s (p99 {data['latency']['p99_ms']:,.1f} ms)")
         ax.set_xscale("log")
-        ax.set_xlabel("send → recipient's /sync (ms, log scale)")
+        ax.set_xlabel("send → recipient's /sync or WebSocket frame (ms, log scale)")
         ax.set_ylabel("fraction of deliveries")
         ax.set_title(f"Latency CDF at {title} ({backend})")
         ax.grid(True, which="both", alpha=0.3)

@@ -87,6 +87,10 @@ struct Args {
     /// Requests in flight while setting up (registration, joins).
     #[arg(long, default_value_t = 32)]
     parallel: usize,
+    /// How recipients receive in the latency and fan-out scenarios: `/sync` long-polls, or
+    /// Hearth's WebSocket transport.
+    #[arg(long, value_enum, default_value = "long-poll")]
+    transport: scenarios::Transport,
     /// Print the results as JSON (with every latency sample, for charts) instead of a table.
     #[arg(long)]
     json: bool,
@@ -149,7 +153,7 @@ async fn main() -> Result<()> {
             };
             // Fresh rooms per rate, so each round starts from quiet rooms.
             let slice = &users[..];
-            let result = scenarios::latency(&server, slice, rate, duration, args.server_pid).await?;
+            let result = scenarios::latency(&server, slice, args.transport, rate, duration, args.server_pid).await?;
             log(format!(
                 "latency      {} users @ {:.0} msg/s (achieved {:.0}): {}; {} of {} deliveries, {} send errors (round {})",
                 args.users,
@@ -170,7 +174,7 @@ async fn main() -> Result<()> {
     }
     if wants(Scenario::Fanout) {
         let users = scenarios::register_many(&server, &format!("{prefix}-fan-"), args.members, args.parallel).await?;
-        let result = scenarios::fanout(&server, &users, args.repeats, args.parallel).await?;
+        let result = scenarios::fanout(&server, &users, args.transport, args.repeats, args.parallel).await?;
         log(format!(
             "fan-out      {} members, {} messages: all members {}; each {}; {} incomplete",
             result.members,

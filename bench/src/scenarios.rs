@@ -60,47 +60,82 @@ type Sent = Arc<Mutex<HashMap<String, (Instant, usize)>>>;
 
 /// Runs a `/sync` loop per user until aborted, recording for every tagged message from
 /// someone else how long after its send started it arrived.
+/// How recipients receive: `/sync` long-polls (any server), or Hearth's WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    LongPoll,
+    Websocket,
+}
+
+/// Shared by the receiving loops: what was sent when, and what arrived.
+#[derive(Clone)]
+struct Arrivals {
+    sent: Sent,
+    latencies: Arc<Mutex<Vec<f64>>>,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Arrivals {
+    /// Records the messages in one sync response that `index` receives from someone else.
+    fn record(&self, body: &serde_json::Value, index: usize) {
+        let now = Instant::now();
+        for (_, text) in messages_in_sync(body) {
+            let started = self.sent.lock().unwrap().get(&text).copied();
+            if let Some((started, sender)) = started
+                && sender != index
+            {
+                self.latencies.lock().unwrap().push((now - started).as_secs_f64());
+                *self.counts.lock().unwrap().entry(text).or_default() += 1;
+            }
+        }
+    }
+}
+
 fn start_sync_loops(
     server: &Server,
     users: &[User],
+    transport: Transport,
     sent: &Sent,
     latencies: &Arc<Mutex<Vec<f64>>>,
     arrivals: &Arc<Mutex<HashMap<String, usize>>>,
 ) -> (JoinSet<()>, Arc<Mutex<u64>>) {
     let errors = Arc::new(Mutex::new(0u64));
     let mut loops = JoinSet::new();
+    let shared = Arrivals {
+        sent: sent.clone(),
+        latencies: latencies.clone(),
+        counts: arrivals.clone(),
+    };
     for (index, user) in users.iter().cloned().enumerate() {
-        let (server, sent, latencies, arrivals, errors) = (
-            server.clone(),
-            sent.clone(),
-            latencies.clone(),
-            arrivals.clone(),
-            errors.clone(),
-        );
+        let (server, shared, errors) = (server.clone(), shared.clone(), errors.clone());
         loops.spawn(async move {
             let mut since = match server.sync(&user, None, 0, SYNC_FILTER).await {
                 Ok(body) => body["next_batch"].as_str().map(str::to_owned),
                 Err(_) => None,
             };
             loop {
-                match server.sync(&user, since.as_deref(), 30_000, SYNC_FILTER).await {
-                    Ok(body) => {
-                        let now = Instant::now();
-                        for (_, text) in messages_in_sync(&body) {
-                            let started = sent.lock().unwrap().get(&text).copied();
-                            if let Some((started, sender)) = started
-                                && sender != index
-                            {
-                                latencies.lock().unwrap().push((now - started).as_secs_f64());
-                                *arrivals.lock().unwrap().entry(text).or_default() += 1;
-                            }
-                        }
-                        since = body["next_batch"].as_str().map(str::to_owned);
+                let result = match transport {
+                    Transport::LongPoll => {
+                        server
+                            .sync(&user, since.as_deref(), 30_000, SYNC_FILTER)
+                            .await
+                            .map(|body| {
+                                shared.record(&body, index);
+                                since = body["next_batch"].as_str().map(str::to_owned);
+                            })
                     }
-                    Err(_) => {
-                        *errors.lock().unwrap() += 1;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Returns only when the socket fails; `since` follows every frame.
+                    Transport::Websocket => {
+                        receive_websocket(&server, &user, &mut since, |body| {
+                            shared.record(body, index);
+                        })
+                        .await
                     }
+                };
+                if result.is_err() {
+                    *errors.lock().unwrap() += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         });
@@ -108,8 +143,62 @@ fn start_sync_loops(
     (loops, errors)
 }
 
+/// Connects a WebSocket from `since` and hands every update to `each`, keeping `since` at the
+/// last `next_batch`; returns when the socket closes or fails.
+async fn receive_websocket(
+    server: &Server,
+    user: &User,
+    since: &mut Option<String>,
+    mut each: impl FnMut(&serde_json::Value),
+) -> Result<()> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let request = websocket_request(server, user, since.as_deref())?;
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    while let Some(frame) = socket.next().await {
+        if let Message::Text(text) = frame? {
+            let body: serde_json::Value = serde_json::from_str(&text)?;
+            if body.get("next_batch").is_some() {
+                each(&body);
+                *since = body["next_batch"].as_str().map(str::to_owned);
+            }
+        }
+    }
+    anyhow::bail!("the server closed the WebSocket")
+}
+
+/// The upgrade request for Hearth's WebSocket transport, from `since`.
+fn websocket_request(
+    server: &Server,
+    user: &User,
+    since: Option<&str>,
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let host = server
+        .base
+        .strip_prefix("http://")
+        .context("WebSockets are measured over plain http:// only")?
+        .trim_end_matches('/');
+    let mut url = format!(
+        "ws://{host}{WEBSOCKET_PATH}?access_token={}&filter={}",
+        crate::client::encode(&user.token),
+        crate::client::encode(SYNC_FILTER)
+    );
+    if let Some(since) = since {
+        url.push_str(&format!("&since={}", crate::client::encode(since)));
+    }
+    let mut request = url.into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "m.json".parse()?);
+    Ok(request)
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyResult {
+    pub transport: Transport,
     pub target_rate: f64,
     pub achieved_rate: f64,
     pub messages: usize,
@@ -130,6 +219,7 @@ pub struct LatencyResult {
 pub async fn latency(
     server: &Server,
     users: &[User],
+    transport: Transport,
     rate: f64,
     duration: Duration,
     pid: Option<u32>,
@@ -154,7 +244,7 @@ pub async fn latency(
     let sent: Sent = Arc::default();
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
     let arrivals: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let (mut loops, sync_errors) = start_sync_loops(server, users, &sent, &latencies, &arrivals);
+    let (mut loops, sync_errors) = start_sync_loops(server, users, transport, &sent, &latencies, &arrivals);
     // Let every loop reach its long-poll.
     tokio::time::sleep(Duration::from_millis(500 + users.len() as u64 * 2)).await;
 
@@ -194,6 +284,7 @@ pub async fn latency(
     let samples = latencies.lock().unwrap().clone();
     let seen = samples.len();
     Ok(LatencyResult {
+        transport,
         target_rate: rate,
         achieved_rate: achieved,
         messages: count,
@@ -288,6 +379,7 @@ pub async fn throughput(
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FanoutResult {
+    pub transport: Transport,
     pub members: usize,
     pub repeats: usize,
     /// Per message: until the last member had it.
@@ -299,7 +391,13 @@ pub struct FanoutResult {
 
 /// Scenario 3: one room of `users`, everyone syncing; one message at a time from the first
 /// user; how long until every other member has it.
-pub async fn fanout(server: &Server, users: &[User], repeats: usize, parallel: usize) -> Result<FanoutResult> {
+pub async fn fanout(
+    server: &Server,
+    users: &[User],
+    transport: Transport,
+    repeats: usize,
+    parallel: usize,
+) -> Result<FanoutResult> {
     let room = server
         .create_room(&users[0], &json!({ "preset": "public_chat" }))
         .await?;
@@ -307,7 +405,7 @@ pub async fn fanout(server: &Server, users: &[User], repeats: usize, parallel: u
     let sent: Sent = Arc::default();
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
     let arrivals: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let (mut loops, _) = start_sync_loops(server, users, &sent, &latencies, &arrivals);
+    let (mut loops, _) = start_sync_loops(server, users, transport, &sent, &latencies, &arrivals);
     tokio::time::sleep(Duration::from_millis(1000 + users.len() as u64 * 4)).await;
     let mut complete = Vec::new();
     let mut incomplete = 0;
@@ -335,6 +433,7 @@ pub async fn fanout(server: &Server, users: &[User], repeats: usize, parallel: u
     loops.abort_all();
     let each = latencies.lock().unwrap().clone();
     Ok(FanoutResult {
+        transport,
         members: users.len(),
         repeats,
         all_members: Distribution::of(&complete),
@@ -603,12 +702,10 @@ async fn hold_websockets(
     pid: Option<u32>,
 ) -> Result<HeldResult> {
     use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     let host = server
         .base
-        .strip_prefix("http://")
-        .context("WebSockets are measured over plain http:// only")?
+        .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
     let address = tokio::net::lookup_host(&host).await?.next().context("server address")?;
@@ -619,12 +716,7 @@ async fn hold_websockets(
     let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut sockets = JoinSet::new();
     for i in 0..count {
-        let url = format!(
-            "ws://{host}{WEBSOCKET_PATH}?access_token={}&since={}&filter={}",
-            crate::client::encode(&users[i % users.len()].token),
-            crate::client::encode(&tokens[i % users.len()]),
-            crate::client::encode(SYNC_FILTER)
-        );
+        let request = websocket_request(server, &users[i % users.len()], Some(&tokens[i % users.len()]))?;
         let mut released = released.clone();
         let opened = opened_tx.clone();
         let handshakes = handshakes.clone();
@@ -635,10 +727,6 @@ async fn hold_websockets(
                 let socket = tokio::net::TcpSocket::new_v4()?;
                 socket.bind(std::net::SocketAddr::new(source_address(i), 0))?;
                 let stream = socket.connect(address).await?;
-                let mut request = url.into_client_request()?;
-                request
-                    .headers_mut()
-                    .insert("Sec-WebSocket-Protocol", "m.json".parse()?);
                 let (socket, _) = tokio_tungstenite::client_async(request, stream).await?;
                 anyhow::Ok(socket)
             };
