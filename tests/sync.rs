@@ -277,8 +277,8 @@ fn member_keys(body: &Value, room: &str) -> Vec<String> {
     keys
 }
 
-#[tokio::test]
-async fn lazy_loaded_members_are_not_resent_once_acknowledged_but_are_after_a_lost_response() {
+/// Alice, Bob and Carol in a public room Alice made.
+async fn three_in_a_room() -> (TestServer, [common::Session; 3], String) {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
@@ -286,10 +286,19 @@ async fn lazy_loaded_members_are_not_resent_once_acknowledged_but_are_after_a_lo
     let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
     join(&server, &bob, &room).await;
     join(&server, &carol, &room).await;
+    (server, [alice, bob, carol], room)
+}
+
+/// A filter for the last event only, with lazy-loaded members.
+fn lazy_last_one() -> String {
+    query_value(&json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } }).to_string())
+}
+
+#[tokio::test]
+async fn lazy_loaded_members_are_not_resent_once_acknowledged_but_are_after_a_lost_response() {
+    let (server, [alice, bob, carol], room) = three_in_a_room().await;
+    let lazy = lazy_last_one();
     send_text(&server, &bob, &room, "t1", "one").await;
-    let lazy = query_value(
-        &json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } }).to_string(),
-    );
     let body = sync(&server, &alice, &format!("filter={lazy}")).await;
     assert_eq!(member_keys(&body, &room), [alice.user_id.clone(), bob.user_id.clone()]);
     let first = body["next_batch"].as_str().unwrap().to_owned();
@@ -326,17 +335,9 @@ async fn lazy_loaded_members_are_not_resent_once_acknowledged_but_are_after_a_lo
 
 #[tokio::test]
 async fn a_member_only_in_a_lost_response_is_sent_again_after_a_later_token() {
-    let server = TestServer::start().await;
-    let alice = server.register("alice").await;
-    let bob = server.register("bob").await;
-    let carol = server.register("carol").await;
-    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
-    join(&server, &bob, &room).await;
-    join(&server, &carol, &room).await;
+    let (server, [alice, bob, carol], room) = three_in_a_room().await;
+    let lazy = lazy_last_one();
     send_text(&server, &carol, &room, "c0", "c0").await;
-    let lazy = query_value(
-        &json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } }).to_string(),
-    );
     let body = sync(&server, &alice, &format!("filter={lazy}")).await;
     let start = body["next_batch"].as_str().unwrap().to_owned();
 
