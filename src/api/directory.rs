@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::ruma::Ruma;
 use crate::{
     error::{ApiError, ApiResult},
-    rooms::access::{content_field, power_levels, require_joined, state_event_level, visible_event},
+    rooms::access::{content_field, power_levels, require_joined, require_room, state_event_level, visible_event},
     state::AppState,
 };
 
@@ -70,14 +70,7 @@ pub async fn create(
 ) -> ApiResult<create_alias::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    if state
-        .caches
-        .room_version(&state.storage, body.room_id.as_str())
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::not_found("Unknown room"));
-    }
+    require_room(&state, body.room_id.as_str()).await?;
     add_alias(&state, &sender.user_id, &body.room_alias, &body.room_id).await?;
     Ok(create_alias::v3::Response::new())
 }
@@ -145,14 +138,7 @@ pub async fn visibility(
     request: Ruma<get_room_visibility::v3::Request>,
 ) -> ApiResult<get_room_visibility::v3::Response> {
     let room_id = &request.body.room_id;
-    if state
-        .caches
-        .room_version(&state.storage, room_id.as_str())
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::not_found("Unknown room"));
-    }
+    require_room(&state, room_id.as_str()).await?;
     let visibility = if state.storage.is_published(room_id.as_str()).await? {
         Visibility::Public
     } else {
@@ -180,14 +166,7 @@ pub async fn set_visibility(
 
 /// Publishes or unpublishes a room (used by createRoom with `visibility: public` too).
 pub async fn publish(state: &AppState, user_id: &UserId, room_id: &RoomId, published: bool) -> ApiResult<()> {
-    if state
-        .caches
-        .room_version(&state.storage, room_id.as_str())
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::not_found("Unknown room"));
-    }
+    require_room(state, room_id.as_str()).await?;
     let (own, _) = power_levels(state, room_id, user_id, "state_default").await?;
     let needed = state_event_level(state, room_id, "m.room.canonical_alias").await?;
     if own < needed
@@ -365,14 +344,7 @@ pub async fn report_whole_room(
 ) -> ApiResult<report_room::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    if state
-        .caches
-        .room_version(&state.storage, body.room_id.as_str())
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::not_found("Unknown room"));
-    }
+    require_room(&state, body.room_id.as_str()).await?;
     state
         .storage
         .insert_report(

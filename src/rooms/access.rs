@@ -82,10 +82,8 @@ impl ReadAccess {
 /// 404 for rooms we do not know, 403 for rooms the user has never been in (unless
 /// world-readable).
 pub async fn read_access(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<ReadAccess> {
+    require_room(state, room_id.as_str()).await?;
     let (storage, caches) = (&state.storage, &state.caches);
-    if caches.room_version(storage, room_id.as_str()).await?.is_none() {
-        return Err(ApiError::not_found("Unknown room"));
-    }
     let world_readable_now = world_readable(state, room_id).await?;
     let history = caches
         .membership_history(storage, room_id.as_str(), user_id.as_str())
@@ -117,16 +115,17 @@ pub async fn visible_event(
     Ok((access, row))
 }
 
+/// 404 `M_NOT_FOUND` unless the room is known here.
+pub async fn require_room(state: &AppState, room_id: &str) -> ApiResult<()> {
+    match state.caches.room_version(&state.storage, room_id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found("Unknown room")),
+    }
+}
+
 /// 403 unless the user is joined to the room now (or the room is world-readable).
 pub async fn require_joined(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<()> {
-    if state
-        .caches
-        .room_version(&state.storage, room_id.as_str())
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::not_found("Unknown room"));
-    }
+    require_room(state, room_id.as_str()).await?;
     let joined = state
         .storage
         .membership(room_id.as_str(), user_id.as_str())
@@ -149,15 +148,10 @@ pub async fn require_member(state: &AppState, room_id: &RoomId, user_id: &UserId
         .as_deref()
     {
         Some("join") => Ok(()),
-        _ if state
-            .caches
-            .room_version(&state.storage, room_id.as_str())
-            .await?
-            .is_none() =>
-        {
-            Err(ApiError::not_found("Unknown room"))
+        _ => {
+            require_room(state, room_id.as_str()).await?;
+            Err(ApiError::forbidden("You are not a member of this room"))
         }
-        _ => Err(ApiError::forbidden("You are not a member of this room")),
     }
 }
 
