@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod api;
 pub mod cache;
 pub mod config;
+pub mod e2ee;
 pub mod error;
 pub mod listener;
 pub mod metrics;

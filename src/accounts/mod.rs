@@ -16,6 +16,7 @@ use self::{
     sessions::{NewSession, SessionRequest, create_session},
 };
 use crate::{
+    e2ee,
     error::{ApiError, ApiResult},
     state::AppState,
     storage::{NewUser, Storage, Tx, User},
@@ -78,7 +79,7 @@ pub async fn register_account(state: &AppState, registration: Registration<'_>) 
 
 /// Consumes a completed UIA session in the operation's transaction; refuses if another request
 /// already used it. Returns the registration token the session reserved, if any.
-async fn consume_uia(tx: &mut Tx, session_id: &str) -> ApiResult<Option<String>> {
+pub(crate) async fn consume_uia(tx: &mut Tx, session_id: &str) -> ApiResult<Option<String>> {
     Storage::consume_uia_session(tx, session_id)
         .await?
         .ok_or_else(|| ApiError::forbidden("This authentication session has already been used"))
@@ -179,12 +180,17 @@ pub async fn change_password(
     let mut tx = state.storage.begin_write().await?;
     consume_uia(&mut tx, uia_session).await?;
     Storage::set_password_hash(&mut tx, user_id.as_str(), &hash).await?;
+    let mut change = None;
     if log_out_other_devices {
         Storage::delete_devices_except(&mut tx, user_id.as_str(), keep_device).await?;
+        change = Some(Storage::record_device_list_change(&mut tx, user_id.as_str()).await?);
     }
     tx.commit().await?;
     tracing::info!(%user_id, log_out_other_devices, "password changed");
     state.notifier.wake([user_id.as_str()]);
+    if let Some(position) = change {
+        e2ee::device_lists_changed(state, user_id, position).await?;
+    }
     Ok(())
 }
 
@@ -195,6 +201,7 @@ pub async fn deactivate_account(state: &AppState, user_id: &UserId, erase: bool,
     consume_uia(&mut tx, uia_session).await?;
     Storage::deactivate_user(&mut tx, user_id.as_str()).await?;
     Storage::delete_devices_except(&mut tx, user_id.as_str(), None).await?;
+    let change = Storage::record_device_list_change(&mut tx, user_id.as_str()).await?;
     if erase {
         Storage::clear_profile(&mut tx, user_id.as_str()).await?;
     }
@@ -202,6 +209,7 @@ pub async fn deactivate_account(state: &AppState, user_id: &UserId, erase: bool,
     tracing::info!(%user_id, erase, "account deactivated");
     // Open WebSockets check their session when woken, and close.
     state.notifier.wake([user_id.as_str()]);
+    e2ee::device_lists_changed(state, user_id, change).await?;
     Ok(())
 }
 
@@ -219,8 +227,10 @@ pub async fn delete_devices(
     for device_id in device_ids {
         Storage::delete_device(&mut tx, user_id.as_str(), device_id).await?;
     }
+    let change = Storage::record_device_list_change(&mut tx, user_id.as_str()).await?;
     tx.commit().await?;
     state.notifier.wake([user_id.as_str()]);
+    e2ee::device_lists_changed(state, user_id, change).await?;
     Ok(())
 }
 
@@ -228,7 +238,9 @@ pub async fn delete_devices(
 pub async fn log_out_everywhere(state: &AppState, user_id: &UserId) -> ApiResult<()> {
     let mut tx = state.storage.begin_write().await?;
     Storage::delete_devices_except(&mut tx, user_id.as_str(), None).await?;
+    let change = Storage::record_device_list_change(&mut tx, user_id.as_str()).await?;
     tx.commit().await?;
     state.notifier.wake([user_id.as_str()]);
+    e2ee::device_lists_changed(state, user_id, change).await?;
     Ok(())
 }

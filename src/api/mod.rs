@@ -10,6 +10,8 @@ mod devices;
 mod directory;
 mod discovery;
 mod extract;
+mod key_backup;
+mod keys;
 mod membership;
 mod ops;
 mod profile;
@@ -142,6 +144,28 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/client/unstable/io.hearth.websocket/stream",
             get(sync::websocket),
         )
+        // End-to-end encryption: keys, to-device messages, key backup
+        .ruma(keys::upload)
+        .ruma_raw(keys::query)
+        .ruma_raw(keys::claim)
+        .ruma(keys::changes)
+        .ruma(keys::upload_signing_keys)
+        .ruma_raw(keys::upload_signatures)
+        .ruma(keys::send_to_device)
+        .ruma(key_backup::create_version)
+        .ruma_raw(key_backup::latest_version)
+        .ruma_raw(key_backup::get_version)
+        .ruma(key_backup::update_version)
+        .ruma(key_backup::delete_version)
+        .ruma(key_backup::put_all)
+        .ruma(key_backup::put_room)
+        .ruma(key_backup::put_session)
+        .ruma_raw(key_backup::get_all)
+        .ruma_raw(key_backup::get_room)
+        .ruma_raw(key_backup::get_session)
+        .ruma(key_backup::delete_all)
+        .ruma(key_backup::delete_room)
+        .ruma(key_backup::delete_session)
         // User directory
         .ruma(user_directory::search)
         // Server keys (federation)

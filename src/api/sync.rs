@@ -70,6 +70,7 @@ pub async fn sync(state: AppState, request: Ruma<sync_events::v3::Request>) -> A
         since,
         filter,
         full_state: body.full_state,
+        to_device_acknowledged: None,
     };
     let result = run_sync(&state, sender, &sync_request, timeout).await?;
     Ok(Json(result.body))
@@ -312,10 +313,13 @@ pub async fn websocket(
     }
     let token = bearer_or_query_token(&headers, query).ok_or_else(ApiError::missing_token)?;
     let presence = state.presence.syncing(&state, &sender.user_id, &set_presence).await?;
+    // The socket's pushes carry no acknowledgement: to-device messages are deleted when the
+    // client presents a token past them, here at connect.
     let request = SyncRequest {
         since,
         filter,
         full_state,
+        to_device_acknowledged: Some(since.map_or(0, |s| s.get(crate::sync::token::Stream::ToDevice))),
     };
     let limit = state.config.limits.max_request_body_bytes;
     Ok(upgrade

@@ -78,6 +78,9 @@ pub struct LimitsConfig {
     pub max_request_body_bytes: usize,
     /// Client connections open at once; 0 = as many as the open-file limit allows.
     pub max_connections: usize,
+    /// To-device messages kept per device; beyond it the oldest are dropped, so a device that
+    /// never syncs cannot grow the database without end.
+    pub max_to_device_per_device: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -217,6 +220,7 @@ impl Default for LimitsConfig {
         Self {
             max_request_body_bytes: 1024 * 1024,
             max_connections: 0,
+            max_to_device_per_device: 10_000,
         }
     }
 }

@@ -90,9 +90,11 @@ impl Storage {
         Ok(())
     }
 
-    /// Deletes the device and every access and refresh token it holds.
+    /// Deletes the device, every access and refresh token it holds and its encryption keys
+    /// and messages. The caller records the change on the `device_lists` stream.
     pub async fn delete_device(tx: &mut Tx, user_id: &str, device_id: &str) -> Result<(), StorageError> {
         Self::delete_device_tokens(tx, user_id, device_id).await?;
+        Self::delete_device_e2ee(tx, user_id, Some(device_id), None).await?;
         sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
             .bind(user_id)
             .bind(device_id)
@@ -101,8 +103,10 @@ impl Storage {
         Ok(())
     }
 
-    /// Deletes every device of the user except `keep` (and with them their tokens).
+    /// Deletes every device of the user except `keep` (and with them their tokens, keys and
+    /// messages).
     pub async fn delete_devices_except(tx: &mut Tx, user_id: &str, keep: Option<&str>) -> Result<(), StorageError> {
+        Self::delete_device_e2ee(tx, user_id, None, keep).await?;
         let statements: [&'static str; 3] = match keep {
             Some(_) => [
                 "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",

@@ -33,6 +33,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0003_sync.sql"),
         postgres: include_str!("../../migrations/postgres/0003_sync.sql"),
     },
+    Migration {
+        version: 4,
+        name: "e2ee",
+        sqlite: include_str!("../../migrations/sqlite/0004_e2ee.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_e2ee.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

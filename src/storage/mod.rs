@@ -8,6 +8,8 @@
 mod account_data;
 mod devices;
 mod directory;
+mod e2ee;
+mod key_backup;
 mod migrate;
 mod profiles;
 mod registration;
@@ -28,6 +30,11 @@ use sqlx::{
 pub use self::{
     account_data::AccountDataEntry,
     devices::Device,
+    e2ee::{
+        CrossSigningKeyRow, DeviceKeysRow, KeyUpload, NewSignature, OutgoingToDevice, SignatureRow, ToDeviceRow,
+        ToDeviceSent, UploadedKey,
+    },
+    key_backup::{BackupKeyRow, BackupVersion},
     migrate::{MigrationError, SCHEMA_VERSION},
     registration::RegistrationToken,
     rooms::{EventRow, NewEventRow, RelationRow, StateMap},

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::{
     accounts::sessions::Sender,
+    e2ee::{TO_DEVICE_PER_SYNC, sync_e2ee},
     error::{ApiError, ApiResult},
     rooms::{
         access::{ReadAccess, read_access},
@@ -48,6 +49,9 @@ pub struct SyncRequest {
     pub since: Option<StreamToken>,
     pub filter: FilterDefinition,
     pub full_state: bool,
+    /// To-device messages up to this position are acknowledged (deleted). None: those the
+    /// `since` token covers, as for `/sync`, where presenting a token proves receipt.
+    pub to_device_acknowledged: Option<i64>,
 }
 
 /// One computed sync response and what it covered.
@@ -320,28 +324,42 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
         }
     }
 
+    let e2ee = sync_e2ee(
+        state,
+        sender,
+        since.as_ref(),
+        (request.to_device_acknowledged, after(Stream::ToDevice)),
+        &now,
+        TO_DEVICE_PER_SYNC,
+    )
+    .await?;
+    let device_lists = e2ee.device_lists();
+    let mut next = now;
+    next.set(Stream::ToDevice, e2ee.to_device_next);
+
     let empty = join.is_empty()
         && invite.is_empty()
         && knock.is_empty()
         && leave.is_empty()
         && presence.is_empty()
-        && global_account_data.is_empty();
+        && global_account_data.is_empty()
+        && e2ee.is_empty();
     let body = json!({
-        "next_batch": now.to_string(),
+        "next_batch": next.to_string(),
         "rooms": { "join": join, "invite": invite, "knock": knock, "leave": leave },
         "presence": { "events": presence },
         "account_data": { "events": global_account_data },
-        "to_device": { "events": [] },
-        "device_lists": { "changed": [], "left": [] },
-        "device_one_time_keys_count": {},
-        "device_unused_fallback_key_types": [],
+        "to_device": { "events": e2ee.to_device },
+        "device_lists": device_lists,
+        "device_one_time_keys_count": e2ee.one_time_key_counts,
+        "device_unused_fallback_key_types": e2ee.unused_fallback_key_types,
     });
     if state.config.sync.delivery_receipts && !delivered.is_empty() {
         record_delivery(state, &sender.user_id, delivered);
     }
     Ok(SyncResult {
         body,
-        next: now,
+        next,
         empty,
         keys,
     })

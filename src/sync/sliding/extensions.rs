@@ -7,7 +7,8 @@ use serde_json::{Map, Value, json};
 use super::request::{Combined, ExtensionConfig, SlidingRequest};
 use crate::{
     accounts::sessions::Sender,
-    error::ApiResult,
+    e2ee::{TO_DEVICE_PER_SYNC, device_list_changes, key_counts, to_device_batch},
+    error::{ApiError, ApiResult},
     state::AppState,
     storage::RoomActivity,
     sync::{
@@ -58,20 +59,40 @@ pub(super) async fn extensions(
         .collect();
     let ext = &request.extensions;
     let mut out = Map::new();
-    if ExtensionConfig::on(ext.to_device.as_ref()) {
-        // To-device messages arrive with end-to-end encryption; the stream exists already.
+    if let Some(config) = ext.to_device.as_ref().filter(|c| ExtensionConfig::on(Some(c))) {
+        // The extension keeps its own position: messages up to `since` are acknowledged.
+        let since = match config.since.as_deref() {
+            None => 0,
+            Some(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|since| *since >= 0)
+                .ok_or_else(|| ApiError::invalid_param("Invalid to_device since"))?,
+        };
+        let limit = config
+            .limit
+            .and_then(|limit| i64::try_from(limit).ok())
+            .unwrap_or(TO_DEVICE_PER_SYNC)
+            .clamp(1, 1000);
+        let until = now.get(Stream::ToDevice);
+        let (events, next) = to_device_batch(state, sender, since.min(until), since.min(until), until, limit).await?;
         out.insert(
             "to_device".into(),
-            json!({ "next_batch": now.get(Stream::ToDevice).to_string(), "events": [] }),
+            json!({ "next_batch": next.to_string(), "events": events }),
         );
     }
     if ExtensionConfig::on(ext.e2ee.as_ref()) {
+        let (changed, left) = match since {
+            Some(since) => device_list_changes(state, user_id, &since, now).await?,
+            None => Default::default(),
+        };
+        let (counts, fallback) = key_counts(state, sender).await?;
         out.insert(
             "e2ee".into(),
             json!({
-                "device_lists": { "changed": [], "left": [] },
-                "device_one_time_keys_count": {},
-                "device_unused_fallback_key_types": [],
+                "device_lists": { "changed": changed, "left": left },
+                "device_one_time_keys_count": counts,
+                "device_unused_fallback_key_types": fallback,
             }),
         );
     }

@@ -246,7 +246,13 @@ async fn compute(
         record_delivery(state, &sender.user_id, delivered);
     }
     let extensions = extensions(state, sender, request, since, &now, &matched, &activity).await?;
-    let empty = rooms.is_empty() && extensions.values().all(is_empty_extension);
+    let empty = rooms.is_empty()
+        && extensions.iter().all(|(name, value)| match name.as_str() {
+            // Key counts and fallback key types are state, not news: only device list
+            // changes wake a waiting request.
+            "e2ee" => value.get("device_lists").is_none_or(is_empty_extension),
+            _ => is_empty_extension(value),
+        });
     let body = json!({ "lists": lists, "rooms": rooms, "extensions": extensions });
     Ok((body, next, empty, keys))
 }

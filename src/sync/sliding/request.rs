@@ -73,6 +73,10 @@ pub struct ExtensionConfig {
     pub enabled: Option<bool>,
     pub lists: Option<Vec<String>>,
     pub rooms: Option<Vec<String>>,
+    /// `to_device`: the `next_batch` the client last received (it has everything up to it).
+    pub since: Option<String>,
+    /// `to_device`: most messages in one response.
+    pub limit: Option<u64>,
 }
 
 impl ExtensionConfig {

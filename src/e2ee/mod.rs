@@ -1,0 +1,180 @@
+//! End-to-end encryption support: the server stores and hands out keys, relays to-device
+//! messages and tells clients whose devices changed. It never sees plaintext.
+//!
+//! - [`keys`]: device keys, one-time and fallback keys, cross-signing keys and signatures.
+//! - [`to_device`]: queuing and delivering to-device messages.
+//! - This module: what `/sync`, sliding sync and `/keys/changes` report (`device_lists`,
+//!   one-time key counts, to-device messages).
+
+pub mod keys;
+pub mod to_device;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use ruma::UserId;
+use serde_json::{Value, json};
+
+use crate::{
+    accounts::sessions::Sender,
+    error::ApiResult,
+    state::AppState,
+    sync::token::{Stream, StreamToken},
+};
+
+/// Most to-device messages in one sync response; the rest come with the next one.
+pub const TO_DEVICE_PER_SYNC: i64 = 100;
+
+/// Announces that the user's devices or keys changed at `position` on the `device_lists`
+/// stream: every waiting sync of the user and of everyone sharing a room with them wakes.
+pub async fn device_lists_changed(state: &AppState, user_id: &UserId, position: i64) -> ApiResult<()> {
+    let keys = crate::sync::v3::initial_keys(state, user_id).await?;
+    state
+        .notifier
+        .advance(Stream::DeviceLists, position, keys.iter().map(String::as_str));
+    Ok(())
+}
+
+/// `device_lists` between two tokens: users whose keys changed and who share a room with the
+/// viewer (or are the viewer), users who newly share a room, and users who share none now.
+pub async fn device_list_changes(
+    state: &AppState,
+    viewer: &str,
+    from: &StreamToken,
+    to: &StreamToken,
+) -> ApiResult<(BTreeSet<String>, BTreeSet<String>)> {
+    let storage = &state.storage;
+    let mut changed: BTreeSet<String> = BTreeSet::new();
+    let mut left: BTreeSet<String> = BTreeSet::new();
+    let (after, until) = (from.get(Stream::DeviceLists), to.get(Stream::DeviceLists));
+    if until > after {
+        changed.extend(storage.device_list_changes(viewer, after, until).await?);
+    }
+    if to.events() > from.events() {
+        let mut candidates: BTreeSet<String> = BTreeSet::new();
+        for (room_id, target) in storage.member_changes(viewer, from.events(), to.events()).await? {
+            if target == viewer {
+                // The viewer joined or left: everyone in the room may have come or gone.
+                candidates.extend(storage.joined_members(&room_id).await?);
+            } else {
+                candidates.insert(target);
+            }
+        }
+        candidates.remove(viewer);
+        if !candidates.is_empty() {
+            let sharing: HashSet<String> = storage.users_sharing_a_room(viewer).await?.into_iter().collect();
+            for candidate in candidates {
+                if sharing.contains(&candidate) {
+                    changed.insert(candidate);
+                } else {
+                    changed.remove(&candidate);
+                    left.insert(candidate);
+                }
+            }
+        }
+    }
+    Ok((changed, left))
+}
+
+/// The encryption parts of one sync response for a device.
+pub struct SyncE2ee {
+    pub to_device: Vec<Value>,
+    /// The `to_device` position the next token carries: the last message sent if more wait,
+    /// else the stream's position.
+    pub to_device_next: i64,
+    pub changed: BTreeSet<String>,
+    pub left: BTreeSet<String>,
+    pub one_time_key_counts: BTreeMap<String, i64>,
+    pub unused_fallback_key_types: Vec<String>,
+}
+
+impl SyncE2ee {
+    /// Whether there is news (counts alone are not).
+    pub fn is_empty(&self) -> bool {
+        self.to_device.is_empty() && self.changed.is_empty() && self.left.is_empty()
+    }
+
+    pub fn device_lists(&self) -> Value {
+        json!({ "changed": self.changed, "left": self.left })
+    }
+}
+
+/// Computes what a device gets: its to-device messages after `to_device.1`, having first
+/// deleted those up to `to_device.0` (default: up to `to_device.1`; the client presented a
+/// token past them, so it has them), the device list changes since `since`, and its key
+/// counts.
+pub async fn sync_e2ee(
+    state: &AppState,
+    sender: &Sender,
+    since: Option<&StreamToken>,
+    to_device: (Option<i64>, i64),
+    now: &StreamToken,
+    to_device_limit: i64,
+) -> ApiResult<SyncE2ee> {
+    let (acknowledged, after) = to_device;
+    let (to_device, to_device_next) = to_device_batch(
+        state,
+        sender,
+        acknowledged.unwrap_or(after),
+        after,
+        now.get(Stream::ToDevice),
+        to_device_limit,
+    )
+    .await?;
+    let (changed, left) = match since {
+        Some(since) => device_list_changes(state, sender.user_id.as_str(), since, now).await?,
+        None => Default::default(),
+    };
+    let (one_time_key_counts, unused_fallback_key_types) = key_counts(state, sender).await?;
+    Ok(SyncE2ee {
+        to_device,
+        to_device_next,
+        changed,
+        left,
+        one_time_key_counts,
+        unused_fallback_key_types,
+    })
+}
+
+/// Deletes the device's to-device messages up to `acknowledged`, then reads up to `limit`
+/// in (`after`, `until`]. Returns them and the position to resume after: the last one
+/// returned if more may wait, else `until`.
+pub async fn to_device_batch(
+    state: &AppState,
+    sender: &Sender,
+    acknowledged: i64,
+    after: i64,
+    until: i64,
+    limit: i64,
+) -> ApiResult<(Vec<Value>, i64)> {
+    let storage = &state.storage;
+    let (user_id, device_id) = (sender.user_id.as_str(), sender.device_id.as_str());
+    if acknowledged > 0 {
+        storage.acknowledge_to_device(user_id, device_id, acknowledged).await?;
+    }
+    if until <= after {
+        return Ok((Vec::new(), after));
+    }
+    let rows = storage.to_device_messages(user_id, device_id, after, until, limit).await?;
+    let next = match rows.last() {
+        Some(last) if i64::try_from(rows.len()).is_ok_and(|count| count >= limit) => last.stream_position,
+        _ => until,
+    };
+    let events = rows
+        .into_iter()
+        .map(|row| {
+            let content: Value = serde_json::from_str(&row.content).unwrap_or_else(|_| json!({}));
+            json!({ "type": row.event_type, "sender": row.sender, "content": content })
+        })
+        .collect();
+    Ok((events, next))
+}
+
+/// The device's unclaimed one-time keys per algorithm and its unused fallback key types.
+pub async fn key_counts(state: &AppState, sender: &Sender) -> ApiResult<(BTreeMap<String, i64>, Vec<String>)> {
+    let (user_id, device_id) = (sender.user_id.as_str(), sender.device_id.as_str());
+    let (counts, fallback) = state.storage.key_counts(user_id, device_id).await?;
+    let mut counts: BTreeMap<String, i64> = counts.into_iter().collect();
+    // Clients read a missing count as "unknown"; zero tells them to upload.
+    counts.entry("signed_curve25519".to_owned()).or_insert(0);
+    Ok((counts, fallback))
+}
