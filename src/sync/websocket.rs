@@ -221,8 +221,12 @@ async fn push_updates(state: AppState, sender: Sender, access_token: String, mut
             return queue.close(close_code::AWAY, "Server shutting down").await;
         }
         // The session is re-checked when a wake brings nothing (ending a session wakes its
-        // user) and every few seconds in a busy stream, so a revoked session stops receiving.
-        if (result.empty || checked.elapsed() >= SESSION_CHECK) && request.since.is_some() {
+        // user), when the user's own devices changed (a logout deletes a device), and every
+        // few seconds in a busy stream, so a revoked session stops receiving.
+        let own_devices_changed = result.body["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|changed| changed.iter().any(|user| user == sender.user_id.as_str()));
+        if (result.empty || own_devices_changed || checked.elapsed() >= SESSION_CHECK) && request.since.is_some() {
             if !session_valid(&state, &access_token).await {
                 return queue.close(close_code::POLICY, SESSION_ENDED).await;
             }
