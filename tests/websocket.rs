@@ -353,3 +353,45 @@ async fn send_needs_a_string_id_and_does_not_share_rest_transaction_ids() {
         "a REST transaction ID swallowed a WebSocket send"
     );
 }
+
+#[tokio::test]
+async fn to_device_messages_are_pushed_and_kept_until_a_reconnect_acknowledges_them() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut socket = connect(&server, &bob, "").await;
+    let first = next_json(&mut socket).await;
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .put(
+            &format!("{V3}/sendToDevice/m.dummy/t1"),
+            alice.token(),
+            json!({ "messages": { &bob.user_id: { &bob.device_id: { "n": 1 } } } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let pushed = next_json(&mut socket).await;
+    assert_eq!(pushed["to_device"]["events"][0]["content"]["n"], 1, "{pushed}");
+    drop(socket);
+    // The push proved nothing: reconnecting from the earlier token gets the message again;
+    // reconnecting from the pushed token acknowledges it.
+    let mut socket = connect(&server, &bob, &format!("since={since}")).await;
+    let again = next_json(&mut socket).await;
+    assert_eq!(again["to_device"]["events"][0]["content"]["n"], 1, "{again}");
+    drop(socket);
+    let next = pushed["next_batch"].as_str().unwrap();
+    let mut socket = connect(&server, &bob, &format!("since={next}")).await;
+    socket.send(Message::text(json!({ "id": "p", "method": "ping" }).to_string())).await.unwrap();
+    let reply = next_json(&mut socket).await;
+    assert_eq!(reply["id"], "p", "nothing pushed before the ping's reply: {reply}");
+    // The acknowledgement is the socket's first computation; wait for it.
+    let mut body = Value::Null;
+    for _ in 0..50 {
+        body = server.get(&format!("{V3}/sync?since={since}"), bob.token()).await.1;
+        if body["to_device"]["events"] == json!([]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("acknowledged messages are deleted: {body}");
+}
