@@ -18,7 +18,7 @@ use std::{
     hash::{Hash, Hasher},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
 };
 
@@ -98,6 +98,10 @@ pub struct Caches {
     /// The member event in the room's current state, per (room, user).
     current_members: Cache<Pair, Option<String>>,
     sent_members: Cache<Pair, SentMembers>,
+    /// The newest membership event's stream position, or later: a sync whose token is past it
+    /// has no membership changes to look up for `device_lists`. Starts at the position the
+    /// process started at, since earlier ones are not known without a scan.
+    last_member_event: AtomicI64,
     /// Taken by every invalidation and by every insert of a value read from storage.
     invalidation: Mutex<()>,
     generation: AtomicU64,
@@ -115,6 +119,7 @@ impl Default for Caches {
             ignored: Cache::new(50_000),
             current_members: Cache::new(200_000),
             sent_members: Cache::new(10_000),
+            last_member_event: AtomicI64::new(i64::MAX),
             invalidation: Mutex::new(()),
             generation: AtomicU64::new(0),
         }
@@ -275,6 +280,21 @@ impl Caches {
                 self.last_relation.remove(room_id);
             }
         });
+    }
+
+    /// Records that a membership event committed at `position` (or, at start, that any may
+    /// have up to it).
+    pub fn member_event_at(&self, position: i64) {
+        let _ = self
+            .last_member_event
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(if last == i64::MAX { position } else { last.max(position) })
+            });
+    }
+
+    /// Whether a membership event may have committed after `position`.
+    pub fn member_events_after(&self, position: i64) -> bool {
+        self.last_member_event.load(Ordering::SeqCst) > position
     }
 
     /// Drops what a change to the user's account data makes stale.

@@ -48,6 +48,8 @@ impl AppState {
             registration: RateLimiter::new(config.rate_limits.registration),
         };
         let persister_storage = storage.clone();
+        let caches = Caches::default();
+        caches.member_event_at(positions.events());
         Self(Arc::new(Services {
             config,
             storage,
@@ -56,7 +58,7 @@ impl AppState {
             signing_key,
             room_locks: RoomLocks::default(),
             persister: Persister::start(persister_storage),
-            caches: Caches::default(),
+            caches,
             notifier: Arc::new(Notifier::new(positions)),
             typing: Arc::default(),
             presence: Arc::default(),

@@ -20,7 +20,11 @@ async fn upload(server: &TestServer, who: &Session, body: Value) -> (StatusCode,
 
 async fn query(server: &TestServer, who: &Session, user: &str) -> Value {
     let (status, body) = server
-        .post(&format!("{V3}/keys/query"), who.token(), json!({ "device_keys": { user: [] } }))
+        .post(
+            &format!("{V3}/keys/query"),
+            who.token(),
+            json!({ "device_keys": { user: [] } }),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "query: {body}");
     body
@@ -167,7 +171,12 @@ async fn malformed_or_foreign_keys_are_refused_and_nothing_is_stored() {
         "M_BAD_JSON",
     );
     assert_error(
-        &upload(&server, &alice, json!({ "one_time_keys": { "no-colon": { "key": "abc" } } })).await,
+        &upload(
+            &server,
+            &alice,
+            json!({ "one_time_keys": { "no-colon": { "key": "abc" } } }),
+        )
+        .await,
         StatusCode::BAD_REQUEST,
         "M_BAD_JSON",
     );
@@ -182,7 +191,10 @@ async fn malformed_or_foreign_keys_are_refused_and_nothing_is_stored() {
         StatusCode::UNAUTHORIZED,
         "M_MISSING_TOKEN",
     );
-    assert_eq!(query(&server, &bob, &alice.user_id).await["device_keys"][&alice.user_id], json!({}));
+    assert_eq!(
+        query(&server, &bob, &alice.user_id).await["device_keys"][&alice.user_id],
+        json!({})
+    );
 
     // A one-time key ID reused for a different key refuses the whole upload.
     let (status, _) = upload(
@@ -204,7 +216,12 @@ async fn malformed_or_foreign_keys_are_refused_and_nothing_is_stored() {
         "M_INVALID_PARAM",
     );
     // The same key again is fine, and the refused upload stored none of its keys.
-    let (status, body) = upload(&server, &alice, json!({ "one_time_keys": device.one_time_keys("A", 1) })).await;
+    let (status, body) = upload(
+        &server,
+        &alice,
+        json!({ "one_time_keys": device.one_time_keys("A", 1) }),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["one_time_key_counts"]["signed_curve25519"], 1, "{body}");
 }
@@ -267,7 +284,9 @@ async fn device_lists_report_key_changes_joins_and_leaves() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["left"], json!([carol.user_id]));
     assert_error(
-        &server.get(&format!("{V3}/keys/changes?from=nonsense&to={end}"), bob.token()).await,
+        &server
+            .get(&format!("{V3}/keys/changes?from=nonsense&to={end}"), bob.token())
+            .await,
         StatusCode::BAD_REQUEST,
         "M_INVALID_PARAM",
     );
@@ -277,7 +296,9 @@ async fn device_lists_report_key_changes_joins_and_leaves() {
     let body = sync(&server, &bob, &format!("since={end}")).await;
     let before_delete = body["next_batch"].as_str().unwrap().to_owned();
     let path = format!("{V3}/devices/{}", second.device_id);
-    let (_, challenge) = server.request(reqwest::Method::DELETE, &path, alice.token(), Some(json!({}))).await;
+    let (_, challenge) = server
+        .request(reqwest::Method::DELETE, &path, alice.token(), Some(json!({})))
+        .await;
     let session = challenge["session"].as_str().unwrap();
     let (status, _) = server
         .request(
@@ -320,14 +341,18 @@ async fn cross_signing_keys_and_signatures_show_in_queries() {
     );
     // The first upload needs no password; uploading the same keys again neither.
     for _ in 0..2 {
-        let (status, body) = server.post(&signing_upload, alice.token(), alice_cs.upload_body()).await;
+        let (status, body) = server
+            .post(&signing_upload, alice.token(), alice_cs.upload_body())
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let (status, _) = server.post(&signing_upload, bob.token(), bob_cs.upload_body()).await;
     assert_eq!(status, StatusCode::OK);
     // Replacing them does.
     let replacement = CrossSigning::new(&alice.user_id);
-    let (status, challenge) = server.post(&signing_upload, alice.token(), replacement.upload_body()).await;
+    let (status, challenge) = server
+        .post(&signing_upload, alice.token(), replacement.upload_body())
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(challenge["session"].is_string(), "{challenge}");
 
@@ -359,15 +384,27 @@ async fn cross_signing_keys_and_signatures_show_in_queries() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["failures"][&alice.user_id]["NOSUCHKEY"]["errcode"], "M_NOT_FOUND", "{body}");
+    assert_eq!(
+        body["failures"][&alice.user_id]["NOSUCHKEY"]["errcode"], "M_NOT_FOUND",
+        "{body}"
+    );
     // Alice may not sign Bob's devices directly: only his master key.
-    assert!(body["failures"][&bob.user_id][&bob.device_id]["errcode"].is_string(), "{body}");
-    assert!(body["failures"][&bob.user_id].get(&bob_cs.master.public).is_none(), "{body}");
+    assert!(
+        body["failures"][&bob.user_id][&bob.device_id]["errcode"].is_string(),
+        "{body}"
+    );
+    assert!(
+        body["failures"][&bob.user_id].get(&bob_cs.master.public).is_none(),
+        "{body}"
+    );
 
     // Bob sees Alice's cross-signing keys and her device signed by her self-signing key,
     // but not her user-signing key.
     let body = query(&server, &bob, &alice.user_id).await;
-    assert_eq!(body["master_keys"][&alice.user_id]["keys"], alice_cs.master_json()["keys"]);
+    assert_eq!(
+        body["master_keys"][&alice.user_id]["keys"],
+        alice_cs.master_json()["keys"]
+    );
     assert!(body["self_signing_keys"][&alice.user_id].is_object(), "{body}");
     assert!(body["user_signing_keys"].get(&alice.user_id).is_none(), "{body}");
     let device_signatures = &body["device_keys"][&alice.user_id][&alice.device_id]["signatures"][&alice.user_id];
@@ -382,7 +419,9 @@ async fn cross_signing_keys_and_signatures_show_in_queries() {
     let carol = server.register("carol").await;
     let body = query(&server, &carol, &bob.user_id).await;
     assert!(
-        body["master_keys"][&bob.user_id]["signatures"].get(&alice.user_id).is_none(),
+        body["master_keys"][&bob.user_id]["signatures"]
+            .get(&alice.user_id)
+            .is_none(),
         "{body}"
     );
 }

@@ -44,7 +44,9 @@ async fn backups_store_keys_by_the_spec_rules() {
         StatusCode::NOT_FOUND,
         "M_NOT_FOUND",
     );
-    let (status, body) = server.post(&format!("{V3}/room_keys/version"), token, algorithm("pk1")).await;
+    let (status, body) = server
+        .post(&format!("{V3}/room_keys/version"), token, algorithm("pk1"))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let version = body["version"].as_str().unwrap().to_owned();
     let (_, info) = server.get(&format!("{V3}/room_keys/version"), token).await;
@@ -64,7 +66,9 @@ async fn backups_store_keys_by_the_spec_rules() {
     // Worse keys do not replace it (and leave the etag alone); better ones do.
     let (_, body) = server.put(&session_path, token, key(6, 0, false, "worse")).await;
     assert_eq!(body["etag"], etag1.as_str());
-    let (_, body) = server.put(&session_path, token, key(5, 0, false, "fewer-forwards")).await;
+    let (_, body) = server
+        .put(&session_path, token, key(5, 0, false, "fewer-forwards"))
+        .await;
     assert_ne!(body["etag"], etag1.as_str());
     let (_, body) = server.put(&session_path, token, key(9, 9, true, "verified")).await;
     assert_eq!(body["count"], 1);
@@ -84,7 +88,9 @@ async fn backups_store_keys_by_the_spec_rules() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["count"], 2);
-    let (_, all) = server.get(&format!("{V3}/room_keys/keys?version={version}"), token).await;
+    let (_, all) = server
+        .get(&format!("{V3}/room_keys/keys?version={version}"), token)
+        .await;
     let sessions = all["rooms"][ROOM]["sessions"].as_object().unwrap();
     assert_eq!(sessions.len(), 2);
     let (_, room) = server
@@ -92,12 +98,17 @@ async fn backups_store_keys_by_the_spec_rules() {
         .await;
     assert_eq!(room["sessions"]["s2"]["session_data"]["ciphertext"], b64("b"));
     let (_, empty) = server
-        .get(&format!("{V3}/room_keys/keys/!other:localhost?version={version}"), token)
+        .get(
+            &format!("{V3}/room_keys/keys/!other:localhost?version={version}"),
+            token,
+        )
         .await;
     assert_eq!(empty, json!({ "sessions": {} }));
 
     // Keys go only to the current version.
-    let (_, body) = server.post(&format!("{V3}/room_keys/version"), token, algorithm("pk2")).await;
+    let (_, body) = server
+        .post(&format!("{V3}/room_keys/version"), token, algorithm("pk2"))
+        .await;
     let newer = body["version"].as_str().unwrap().to_owned();
     let stale = server.put(&session_path, token, key(0, 0, true, "late")).await;
     assert_error(&stale, StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION");
@@ -105,12 +116,22 @@ async fn backups_store_keys_by_the_spec_rules() {
 
     // Delete a session, then the version.
     let (status, body) = server
-        .request(Method::DELETE, &format!("{V3}/room_keys/keys/{ROOM}/s2?version={version}"), token, None)
+        .request(
+            Method::DELETE,
+            &format!("{V3}/room_keys/keys/{ROOM}/s2?version={version}"),
+            token,
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["count"], 1);
     let (status, _) = server
-        .request(Method::DELETE, &format!("{V3}/room_keys/version/{version}"), token, None)
+        .request(
+            Method::DELETE,
+            &format!("{V3}/room_keys/version/{version}"),
+            token,
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_error(
@@ -119,20 +140,28 @@ async fn backups_store_keys_by_the_spec_rules() {
         "M_NOT_FOUND",
     );
     assert_error(
-        &server.get(&format!("{V3}/room_keys/keys?version={version}"), token).await,
+        &server
+            .get(&format!("{V3}/room_keys/keys?version={version}"), token)
+            .await,
         StatusCode::NOT_FOUND,
         "M_NOT_FOUND",
     );
 
     // Bob sees nothing of Alice's backups, and cannot change them.
     assert_error(
-        &server.get(&format!("{V3}/room_keys/version/{newer}"), bob.token()).await,
+        &server
+            .get(&format!("{V3}/room_keys/version/{newer}"), bob.token())
+            .await,
         StatusCode::NOT_FOUND,
         "M_NOT_FOUND",
     );
     assert_error(
         &server
-            .put(&format!("{V3}/room_keys/keys/{ROOM}/s1?version={newer}"), bob.token(), key(0, 0, true, "x"))
+            .put(
+                &format!("{V3}/room_keys/keys/{ROOM}/s1?version={newer}"),
+                bob.token(),
+                key(0, 0, true, "x"),
+            )
             .await,
         StatusCode::NOT_FOUND,
         "M_NOT_FOUND",
@@ -149,11 +178,17 @@ async fn backup_versions_are_updated_and_bad_input_is_refused() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let token = alice.token();
-    let (_, body) = server.post(&format!("{V3}/room_keys/version"), token, algorithm("pk1")).await;
+    let (_, body) = server
+        .post(&format!("{V3}/room_keys/version"), token, algorithm("pk1"))
+        .await;
     let version = body["version"].as_str().unwrap().to_owned();
 
     let (status, body) = server
-        .put(&format!("{V3}/room_keys/version/{version}"), token, algorithm("pkpkpkpk"))
+        .put(
+            &format!("{V3}/room_keys/version/{version}"),
+            token,
+            algorithm("pkpkpkpk"),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (_, info) = server.get(&format!("{V3}/room_keys/version/{version}"), token).await;
@@ -162,7 +197,9 @@ async fn backup_versions_are_updated_and_bad_input_is_refused() {
     let mut other = algorithm("pk1");
     other["algorithm"] = json!("org.example.other");
     assert_error(
-        &server.put(&format!("{V3}/room_keys/version/{version}"), token, other).await,
+        &server
+            .put(&format!("{V3}/room_keys/version/{version}"), token, other)
+            .await,
         StatusCode::BAD_REQUEST,
         "M_INVALID_PARAM",
     );

@@ -78,7 +78,10 @@ async fn to_device_messages_arrive_once_and_survive_a_lost_response() {
     let events = body["extensions"]["to_device"]["events"].as_array().unwrap().clone();
     assert_eq!(events.len(), 1, "{body}");
     assert_eq!(events[0]["content"]["n"], 2);
-    let next = body["extensions"]["to_device"]["next_batch"].as_str().unwrap().to_owned();
+    let next = body["extensions"]["to_device"]["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (_, body) = server.post(SLIDING, bob_phone.token(), request(Some(&next))).await;
     assert_eq!(body["extensions"]["to_device"]["events"], json!([]), "{body}");
     assert_error(
@@ -98,7 +101,13 @@ async fn a_waiting_sync_wakes_for_a_to_device_message() {
     let waiting = sync(&server, &bob, &query);
     let sending = async {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        send(&server, &alice, "t", json!({ &bob.user_id: { &bob.device_id: { "n": 7 } } })).await
+        send(
+            &server,
+            &alice,
+            "t",
+            json!({ &bob.user_id: { &bob.device_id: { "n": 7 } } }),
+        )
+        .await
     };
     let (body, (status, _)) = tokio::join!(waiting, sending);
     assert_eq!(status, StatusCode::OK);
@@ -129,7 +138,13 @@ async fn bad_to_device_requests_are_refused() {
         "M_BAD_JSON",
     );
     assert_error(
-        &send(&server, &alice, "b", json!({ &bob.user_id: { &bob.device_id: "not an object" } })).await,
+        &send(
+            &server,
+            &alice,
+            "b",
+            json!({ &bob.user_id: { &bob.device_id: "not an object" } }),
+        )
+        .await,
         StatusCode::BAD_REQUEST,
         "M_BAD_JSON",
     );

@@ -381,7 +381,10 @@ async fn to_device_messages_are_pushed_and_kept_until_a_reconnect_acknowledges_t
     drop(socket);
     let next = pushed["next_batch"].as_str().unwrap();
     let mut socket = connect(&server, &bob, &format!("since={next}")).await;
-    socket.send(Message::text(json!({ "id": "p", "method": "ping" }).to_string())).await.unwrap();
+    socket
+        .send(Message::text(json!({ "id": "p", "method": "ping" }).to_string()))
+        .await
+        .unwrap();
     let reply = next_json(&mut socket).await;
     assert_eq!(reply["id"], "p", "nothing pushed before the ping's reply: {reply}");
     // The acknowledgement is the socket's first computation; wait for it.

@@ -55,7 +55,11 @@ fn algorithm_parts(algorithm: &Raw<ruma::api::client::backup::BackupAlgorithm>) 
 }
 
 async fn version_info(state: &AppState, user_id: &str, version: Option<i64>) -> ApiResult<Json<Value>> {
-    let info = state.storage.backup_version(user_id, version).await?.ok_or_else(no_backup)?;
+    let info = state
+        .storage
+        .backup_version(user_id, version)
+        .await?
+        .ok_or_else(no_backup)?;
     let count = state.storage.backup_key_count(user_id, info.version).await?;
     let auth_data: Value = serde_json::from_str(&info.auth_data).unwrap_or_else(|_| json!({}));
     Ok(Json(json!({
@@ -82,7 +86,10 @@ pub async fn create_version(
 }
 
 /// `GET /_matrix/client/v3/room_keys/version`
-pub async fn latest_version(state: AppState, request: Ruma<get_latest_backup_info::v3::Request>) -> ApiResult<Json<Value>> {
+pub async fn latest_version(
+    state: AppState,
+    request: Ruma<get_latest_backup_info::v3::Request>,
+) -> ApiResult<Json<Value>> {
     let sender = request.sender()?;
     version_info(&state, sender.user_id.as_str(), None).await
 }
@@ -110,9 +117,15 @@ pub async fn update_version(
         .await?
         .ok_or_else(no_backup)?;
     if existing.algorithm != algorithm {
-        return Err(ApiError::invalid_param("The algorithm of a backup version cannot change"));
+        return Err(ApiError::invalid_param(
+            "The algorithm of a backup version cannot change",
+        ));
     }
-    if !state.storage.update_backup_version(user_id, version, &auth_data).await? {
+    if !state
+        .storage
+        .update_backup_version(user_id, version, &auth_data)
+        .await?
+    {
         return Err(no_backup());
     }
     Ok(update_backup_version::v3::Response::new())
@@ -155,7 +168,12 @@ fn key_row(room_id: &str, session_id: &str, raw: &Raw<KeyBackupData>) -> ApiResu
 }
 
 /// Stores keys into the version the client named, which must be the current one.
-async fn put_keys(state: &AppState, user_id: &str, version: &str, keys: Vec<BackupKeyRow>) -> ApiResult<(String, UInt)> {
+async fn put_keys(
+    state: &AppState,
+    user_id: &str,
+    version: &str,
+    keys: Vec<BackupKeyRow>,
+) -> ApiResult<(String, UInt)> {
     let version = parse_version(version)?;
     match state.storage.put_backup_keys(user_id, version, &keys).await? {
         Ok((count, etag)) => Ok((etag.to_string(), UInt::try_from(count).unwrap_or_default())),
@@ -278,9 +296,16 @@ pub async fn get_session(
     let version = existing_version(&state, user_id, &body.version).await?;
     let rows = state
         .storage
-        .backup_keys(user_id, version.version, Some(body.room_id.as_str()), Some(&body.session_id))
+        .backup_keys(
+            user_id,
+            version.version,
+            Some(body.room_id.as_str()),
+            Some(&body.session_id),
+        )
         .await?;
-    let row = rows.first().ok_or_else(|| ApiError::not_found("No key backed up for this session"))?;
+    let row = rows
+        .first()
+        .ok_or_else(|| ApiError::not_found("No key backed up for this session"))?;
     Ok(Json(key_json(row)))
 }
 

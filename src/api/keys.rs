@@ -36,7 +36,9 @@ pub async fn upload(state: AppState, request: Ruma<upload_keys::v3::Request>) ->
 /// `POST /_matrix/client/v3/keys/query`
 pub async fn query(state: AppState, request: Ruma<get_keys::v3::Request>) -> ApiResult<Json<Value>> {
     let sender = request.sender()?;
-    Ok(Json(keys::query(&state, &sender.user_id, &request.body.device_keys).await?))
+    Ok(Json(
+        keys::query(&state, &sender.user_id, &request.body.device_keys).await?,
+    ))
 }
 
 /// `POST /_matrix/client/v3/keys/claim`
@@ -55,7 +57,8 @@ pub async fn changes(
     let from = StreamToken::parse(&request.body.from)?.clamp_to(&now);
     let to = StreamToken::parse(&request.body.to)?.clamp_to(&now);
     let (changed, left) = e2ee::device_list_changes(&state, sender.user_id.as_str(), &from, &to).await?;
-    let parse = |users: std::collections::BTreeSet<String>| users.into_iter().filter_map(|u| u.try_into().ok()).collect();
+    let parse =
+        |users: std::collections::BTreeSet<String>| users.into_iter().filter_map(|u| u.try_into().ok()).collect();
     Ok(get_key_changes::v3::Response::new(parse(changed), parse(left)))
 }
 
@@ -82,9 +85,11 @@ pub async fn upload_signing_keys(
         ],
         &stored,
     )?;
-    let unchanged = checked
-        .iter()
-        .all(|key| stored.iter().any(|s| s.key_type == key.key_type && s.key_json == key.json));
+    let unchanged = checked.iter().all(|key| {
+        stored
+            .iter()
+            .any(|s| s.key_type == key.key_type && s.key_json == key.json)
+    });
     if unchanged {
         return Ok(upload_signing_keys::v3::Response::new());
     }

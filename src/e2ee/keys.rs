@@ -107,7 +107,12 @@ fn check_device_keys(raw: &str, sender: &Sender) -> ApiResult<Map<String, Value>
 /// Checks one-time or fallback keys and turns them into rows. Signed keys must carry a valid
 /// signature by the device's ed25519 key, when that key is known.
 fn check_one_time_keys<'a>(
-    keys: impl Iterator<Item = (&'a ruma::OwnedOneTimeKeyId, &'a ruma::serde::Raw<ruma::encryption::OneTimeKey>)>,
+    keys: impl Iterator<
+        Item = (
+            &'a ruma::OwnedOneTimeKeyId,
+            &'a ruma::serde::Raw<ruma::encryption::OneTimeKey>,
+        ),
+    >,
     sender: &Sender,
     device_key: Option<&str>,
     what: &str,
@@ -158,8 +163,18 @@ pub async fn upload(
             .and_then(|row| serde_json::from_str::<Map<String, Value>>(&row.key_json).ok())
             .and_then(|keys| device_ed25519(&keys, device_id)),
     };
-    let one_time = check_one_time_keys(request.one_time_keys.iter(), sender, device_key.as_deref(), "one-time key")?;
-    let fallback = check_one_time_keys(request.fallback_keys.iter(), sender, device_key.as_deref(), "fallback key")?;
+    let one_time = check_one_time_keys(
+        request.one_time_keys.iter(),
+        sender,
+        device_key.as_deref(),
+        "one-time key",
+    )?;
+    let fallback = check_one_time_keys(
+        request.fallback_keys.iter(),
+        sender,
+        device_key.as_deref(),
+        "fallback key",
+    )?;
     let mut seen = HashSet::new();
     if fallback.iter().any(|key| !seen.insert(key.algorithm.as_str())) {
         return Err(ApiError::invalid_param("At most one fallback key per algorithm"));
@@ -180,7 +195,11 @@ pub async fn upload(
             }
         }
     }
-    let mut counts: BTreeMap<String, i64> = storage.one_time_key_counts(user_id, device_id).await?.into_iter().collect();
+    let mut counts: BTreeMap<String, i64> = storage
+        .one_time_key_counts(user_id, device_id)
+        .await?
+        .into_iter()
+        .collect();
     counts.entry("signed_curve25519".to_owned()).or_insert(0);
     Ok(counts)
 }
@@ -211,7 +230,11 @@ fn merge_signatures(key: &mut Value, target_key_id: &str, signatures: &[Signatur
 
 /// `/keys/query` for local users (remote users get a failure for their server until
 /// federation queries land behind this same function).
-pub async fn query(state: &AppState, viewer: &UserId, requested: &BTreeMap<ruma::OwnedUserId, Vec<ruma::OwnedDeviceId>>) -> ApiResult<Value> {
+pub async fn query(
+    state: &AppState,
+    viewer: &UserId,
+    requested: &BTreeMap<ruma::OwnedUserId, Vec<ruma::OwnedDeviceId>>,
+) -> ApiResult<Value> {
     let storage = &state.storage;
     let mut device_keys = Map::new();
     let mut master_keys = Map::new();
@@ -336,18 +359,21 @@ pub fn check_cross_signing_keys(
             .map_err(|e| ApiError::bad_json(format!("Invalid {key_type} key: {e}")))?;
         let key = as_object(&value, key_type)?;
         if key.get("user_id").and_then(Value::as_str) != Some(user_id) {
-            return Err(ApiError::invalid_param(format!("The {key_type} key must be for {user_id}")));
+            return Err(ApiError::invalid_param(format!(
+                "The {key_type} key must be for {user_id}"
+            )));
         }
         let usage_ok = key
             .get("usage")
             .and_then(Value::as_array)
             .is_some_and(|usage| usage.iter().any(|u| u.as_str() == Some(key_type)));
         if !usage_ok {
-            return Err(ApiError::invalid_param(format!("The {key_type} key must have usage {key_type}")));
+            return Err(ApiError::invalid_param(format!(
+                "The {key_type} key must have usage {key_type}"
+            )));
         }
-        let public_key = cross_signing_public_key(&key).ok_or_else(|| {
-            ApiError::invalid_param(format!("The {key_type} key must hold exactly one ed25519 key"))
-        })?;
+        let public_key = cross_signing_public_key(&key)
+            .ok_or_else(|| ApiError::invalid_param(format!("The {key_type} key must hold exactly one ed25519 key")))?;
         if key_type == "master" {
             master = Some(public_key.clone());
         } else {
@@ -406,8 +432,14 @@ pub async fn upload_signatures(state: &AppState, sender: &Sender, body: &Value) 
             let target: Option<(String, Option<(String, String)>)> = if target_user == signer {
                 if let Some(device) = target_devices.iter().find(|d| &d.device_id == key_id) {
                     // One of the user's devices, signed with their self-signing key.
-                    Some((device.key_json.clone(), own_key("self_signing").map(|k| (format!("ed25519:{k}"), k))))
-                } else if let Some(master) = target_cross_signing.iter().find(|k| &k.public_key == key_id && k.key_type == "master") {
+                    Some((
+                        device.key_json.clone(),
+                        own_key("self_signing").map(|k| (format!("ed25519:{k}"), k)),
+                    ))
+                } else if let Some(master) = target_cross_signing
+                    .iter()
+                    .find(|k| &k.public_key == key_id && k.key_type == "master")
+                {
                     // The master key, signed by one of the user's devices.
                     let device_key = signed
                         .get("signatures")
@@ -430,7 +462,12 @@ pub async fn upload_signatures(state: &AppState, sender: &Sender, body: &Value) 
                 target_cross_signing
                     .iter()
                     .find(|k| &k.public_key == key_id && k.key_type == "master")
-                    .map(|master| (master.key_json.clone(), own_key("user_signing").map(|k| (format!("ed25519:{k}"), k))))
+                    .map(|master| {
+                        (
+                            master.key_json.clone(),
+                            own_key("user_signing").map(|k| (format!("ed25519:{k}"), k)),
+                        )
+                    })
             };
             let failure = |errcode: &str, error: &str| json!({ "errcode": errcode, "error": error });
             let Some((stored_json, signing_key)) = target else {
@@ -438,7 +475,10 @@ pub async fn upload_signatures(state: &AppState, sender: &Sender, body: &Value) 
                 continue;
             };
             let Some((signing_key_id, signing_public)) = signing_key else {
-                user_failures.insert(key_id.clone(), failure("M_INVALID_SIGNATURE", "No key to verify the signature with"));
+                user_failures.insert(
+                    key_id.clone(),
+                    failure("M_INVALID_SIGNATURE", "No key to verify the signature with"),
+                );
                 continue;
             };
             let signature = signed
@@ -490,8 +530,14 @@ pub async fn store_cross_signing_keys(
         crate::accounts::consume_uia(&mut tx, session).await?;
     }
     for key in keys {
-        crate::storage::Storage::put_cross_signing_key(&mut tx, user_id.as_str(), key.key_type, &key.public_key, &key.json)
-            .await?;
+        crate::storage::Storage::put_cross_signing_key(
+            &mut tx,
+            user_id.as_str(),
+            key.key_type,
+            &key.public_key,
+            &key.json,
+        )
+        .await?;
     }
     let position = crate::storage::Storage::record_device_list_change(&mut tx, user_id.as_str()).await?;
     tx.commit().await?;

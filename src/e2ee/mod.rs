@@ -49,7 +49,7 @@ pub async fn device_list_changes(
     if until > after {
         changed.extend(storage.device_list_changes(viewer, after, until).await?);
     }
-    if to.events() > from.events() {
+    if to.events() > from.events() && state.caches.member_events_after(from.events()) {
         let mut candidates: BTreeSet<String> = BTreeSet::new();
         for (room_id, target) in storage.member_changes(viewer, from.events(), to.events()).await? {
             if target == viewer {
@@ -111,10 +111,13 @@ pub async fn sync_e2ee(
     to_device_limit: i64,
 ) -> ApiResult<SyncE2ee> {
     let (acknowledged, after) = to_device;
+    let acknowledged = acknowledged.unwrap_or(after);
+    let (one_time_key_counts, unused_fallback_key_types, waiting_deletion) =
+        key_counts(state, sender, acknowledged).await?;
     let (to_device, to_device_next) = to_device_batch(
         state,
         sender,
-        acknowledged.unwrap_or(after),
+        if waiting_deletion { acknowledged } else { 0 },
         after,
         now.get(Stream::ToDevice),
         to_device_limit,
@@ -124,7 +127,6 @@ pub async fn sync_e2ee(
         Some(since) => device_list_changes(state, sender.user_id.as_str(), since, now).await?,
         None => Default::default(),
     };
-    let (one_time_key_counts, unused_fallback_key_types) = key_counts(state, sender).await?;
     Ok(SyncE2ee {
         to_device,
         to_device_next,
@@ -135,26 +137,30 @@ pub async fn sync_e2ee(
     })
 }
 
-/// Deletes the device's to-device messages up to `acknowledged`, then reads up to `limit`
-/// in (`after`, `until`]. Returns them and the position to resume after: the last one
-/// returned if more may wait, else `until`.
+/// Deletes the device's to-device messages up to `delete_upto` (0: none to delete), then
+/// reads up to `limit` in (`after`, `until`]. Returns them and the position to resume after:
+/// the last one returned if more may wait, else `until`.
 pub async fn to_device_batch(
     state: &AppState,
     sender: &Sender,
-    acknowledged: i64,
+    delete_upto: i64,
     after: i64,
     until: i64,
     limit: i64,
 ) -> ApiResult<(Vec<Value>, i64)> {
     let storage = &state.storage;
     let (user_id, device_id) = (sender.user_id.as_str(), sender.device_id.as_str());
-    if acknowledged > 0 {
-        storage.acknowledge_to_device(user_id, device_id, acknowledged).await?;
+    if delete_upto > 0 {
+        storage
+            .delete_acknowledged_to_device(user_id, device_id, delete_upto)
+            .await?;
     }
     if until <= after {
         return Ok((Vec::new(), after));
     }
-    let rows = storage.to_device_messages(user_id, device_id, after, until, limit).await?;
+    let rows = storage
+        .to_device_messages(user_id, device_id, after, until, limit)
+        .await?;
     let next = match rows.last() {
         Some(last) if i64::try_from(rows.len()).is_ok_and(|count| count >= limit) => last.stream_position,
         _ => until,
@@ -169,12 +175,17 @@ pub async fn to_device_batch(
     Ok((events, next))
 }
 
-/// The device's unclaimed one-time keys per algorithm and its unused fallback key types.
-pub async fn key_counts(state: &AppState, sender: &Sender) -> ApiResult<(BTreeMap<String, i64>, Vec<String>)> {
+/// The device's unclaimed one-time keys per algorithm, its unused fallback key types, and
+/// whether messages at or below `acknowledged` wait to be deleted.
+pub async fn key_counts(
+    state: &AppState,
+    sender: &Sender,
+    acknowledged: i64,
+) -> ApiResult<(BTreeMap<String, i64>, Vec<String>, bool)> {
     let (user_id, device_id) = (sender.user_id.as_str(), sender.device_id.as_str());
-    let (counts, fallback) = state.storage.key_counts(user_id, device_id).await?;
-    let mut counts: BTreeMap<String, i64> = counts.into_iter().collect();
+    let found = state.storage.device_key_state(user_id, device_id, acknowledged).await?;
+    let mut counts: BTreeMap<String, i64> = found.one_time_key_counts.into_iter().collect();
     // Clients read a missing count as "unknown"; zero tells them to upload.
     counts.entry("signed_curve25519".to_owned()).or_insert(0);
-    Ok((counts, fallback))
+    Ok((counts, found.unused_fallback_key_types, found.acknowledged_messages > 0))
 }

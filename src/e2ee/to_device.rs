@@ -45,11 +45,9 @@ pub async fn send(state: &AppState, sender: &Sender, request: &send_event_to_dev
         );
     }
     if let Some(position) = sent.position {
-        state.notifier.advance(
-            Stream::ToDevice,
-            position,
-            sent.recipients.iter().map(String::as_str),
-        );
+        state
+            .notifier
+            .advance(Stream::ToDevice, position, sent.recipients.iter().map(String::as_str));
     }
     Ok(())
 }

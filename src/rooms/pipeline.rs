@@ -283,6 +283,9 @@ pub async fn append_event(
             state
                 .caches
                 .event_persisted(room_id.as_str(), &event_type, state_key.as_deref(), is_relation);
+            if subject.is_some() {
+                state.caches.member_event_at(stream_ordering);
+            }
             state.notifier.advance(
                 Stream::Events,
                 stream_ordering,

@@ -70,6 +70,14 @@ pub struct ToDeviceRow {
     pub content: String,
 }
 
+/// A device's key counts and acknowledged messages, as [`Storage::device_key_state`] reads them.
+#[derive(Debug, Default)]
+pub struct DeviceKeyState {
+    pub one_time_key_counts: Vec<(String, i64)>,
+    pub unused_fallback_key_types: Vec<String>,
+    pub acknowledged_messages: i64,
+}
+
 /// What one `/sendToDevice` request stored.
 #[derive(Debug, Default)]
 pub struct ToDeviceSent {
@@ -167,35 +175,49 @@ impl Storage {
         Ok(KeyUpload::Stored { device_list_change })
     }
 
-    /// The device's unclaimed one-time keys per algorithm, and the algorithms of its unused
-    /// fallback keys, in one round trip (every sync asks).
-    pub async fn key_counts(&self, user_id: &str, device_id: &str) -> Result<(Vec<(String, i64)>, Vec<String>), StorageError> {
+    /// In one round trip (every sync asks): the device's unclaimed one-time keys per
+    /// algorithm, the algorithms of its unused fallback keys, and how many of its to-device
+    /// messages are at or below `acknowledged` (waiting to be deleted).
+    pub async fn device_key_state(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        acknowledged: i64,
+    ) -> Result<DeviceKeyState, StorageError> {
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-            "SELECT CAST(0 AS BIGINT), algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2
-             GROUP BY algorithm
+            "SELECT CAST(0 AS BIGINT), algorithm, COUNT(*) FROM e2e_one_time_keys
+             WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm
              UNION ALL
-             SELECT CAST(1 AS BIGINT), algorithm, CAST(0 AS BIGINT) FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = $2 AND used = 0",
+             SELECT CAST(1 AS BIGINT), algorithm, CAST(0 AS BIGINT) FROM e2e_fallback_keys
+             WHERE user_id = $1 AND device_id = $2 AND used = 0
+             UNION ALL
+             SELECT CAST(2 AS BIGINT), '', COUNT(*) FROM to_device_messages
+             WHERE user_id = $1 AND device_id = $2 AND stream_position <= $3",
         )
         .bind(user_id)
         .bind(device_id)
+        .bind(acknowledged)
         .fetch_all(&self.pool)
         .await?;
-        let mut counts = Vec::new();
-        let mut fallback = Vec::new();
+        let mut state = DeviceKeyState::default();
         for (kind, algorithm, count) in rows {
-            if kind == 0 {
-                counts.push((algorithm, count));
-            } else {
-                fallback.push(algorithm);
+            match kind {
+                0 => state.one_time_key_counts.push((algorithm, count)),
+                1 => state.unused_fallback_key_types.push(algorithm),
+                _ => state.acknowledged_messages = count,
             }
         }
-        counts.sort();
-        fallback.sort();
-        Ok((counts, fallback))
+        state.one_time_key_counts.sort();
+        state.unused_fallback_key_types.sort();
+        Ok(state)
     }
 
     /// The device's unclaimed one-time keys, counted per algorithm.
-    pub async fn one_time_key_counts(&self, user_id: &str, device_id: &str) -> Result<Vec<(String, i64)>, StorageError> {
+    pub async fn one_time_key_counts(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<Vec<(String, i64)>, StorageError> {
         Ok(sqlx::query_as(
             "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys
              WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm ORDER BY algorithm",
@@ -269,12 +291,12 @@ impl Storage {
     }
 
     pub async fn cross_signing_keys(&self, user_id: &str) -> Result<Vec<CrossSigningKeyRow>, StorageError> {
-        Ok(sqlx::query_as(
-            "SELECT key_type, public_key, key_json FROM e2e_cross_signing_keys WHERE user_id = $1",
+        Ok(
+            sqlx::query_as("SELECT key_type, public_key, key_json FROM e2e_cross_signing_keys WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?,
         )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     /// Replaces one of the user's cross-signing keys, inside the caller's transaction.
@@ -375,7 +397,12 @@ impl Storage {
 
     /// Membership events in (`after`, `until`] of rooms the viewer has any membership in:
     /// (room, the user whose membership changed).
-    pub async fn member_changes(&self, viewer: &str, after: i64, until: i64) -> Result<Vec<(String, String)>, StorageError> {
+    pub async fn member_changes(
+        &self,
+        viewer: &str,
+        after: i64,
+        until: i64,
+    ) -> Result<Vec<(String, String)>, StorageError> {
         Ok(sqlx::query_as(
             "SELECT DISTINCT e.room_id, e.state_key FROM events e
              WHERE e.stream_ordering > $2 AND e.stream_ordering <= $3 AND e.event_type = 'm.room.member'
@@ -533,25 +560,20 @@ impl Storage {
     }
 
     /// Deletes the device's messages up to `upto`: the device synced with a token past them,
-    /// so it has them. Reads first, so the common case (nothing to delete) writes nothing.
-    pub async fn acknowledge_to_device(&self, user_id: &str, device_id: &str, upto: i64) -> Result<(), StorageError> {
-        let pending: Option<i64> = sqlx::query_scalar(
-            "SELECT stream_position FROM to_device_messages
-             WHERE user_id = $1 AND device_id = $2 AND stream_position <= $3 LIMIT 1",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(upto)
-        .fetch_optional(&self.pool)
-        .await?;
-        if pending.is_some() {
-            sqlx::query("DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_position <= $3")
-                .bind(user_id)
-                .bind(device_id)
-                .bind(upto)
-                .execute(&self.pool)
-                .await?;
-        }
+    /// so it has them. Callers check first (see [`Storage::device_key_state`]), so the common
+    /// case (nothing to delete) writes nothing.
+    pub async fn delete_acknowledged_to_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        upto: i64,
+    ) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_position <= $3")
+            .bind(user_id)
+            .bind(device_id)
+            .bind(upto)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -572,7 +594,11 @@ impl Storage {
             ("e2e_signatures", "target_key_id"),
         ];
         for (table, column) in TABLES {
-            let user_column = if table == "e2e_signatures" { "target_user_id" } else { "user_id" };
+            let user_column = if table == "e2e_signatures" {
+                "target_user_id"
+            } else {
+                "user_id"
+            };
             let (condition, value) = match (device_id, keep) {
                 (Some(device), _) => (format!("AND {column} = $2"), Some(device)),
                 (None, Some(keep)) => (format!("AND {column} <> $2"), Some(keep)),

@@ -46,10 +46,11 @@ impl Storage {
         auth_data: &str,
     ) -> Result<i64, StorageError> {
         let mut tx = self.begin_write().await?;
-        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM backup_versions WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let version: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM backup_versions WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
         sqlx::query(
             "INSERT INTO backup_versions (user_id, version, algorithm, auth_data, etag, deleted)
              VALUES ($1, $2, $3, $4, 0, 0)",
@@ -65,7 +66,11 @@ impl Storage {
     }
 
     /// The given version, or the newest one; None if it does not exist or was deleted.
-    pub async fn backup_version(&self, user_id: &str, version: Option<i64>) -> Result<Option<BackupVersion>, StorageError> {
+    pub async fn backup_version(
+        &self,
+        user_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<BackupVersion>, StorageError> {
         Ok(sqlx::query_as(
             "SELECT version, algorithm, auth_data, etag FROM backup_versions
              WHERE user_id = $1 AND deleted = 0 AND ($2 = 0 OR version = $2)
@@ -78,7 +83,12 @@ impl Storage {
     }
 
     /// Replaces a version's `auth_data`; false if there is no such version.
-    pub async fn update_backup_version(&self, user_id: &str, version: i64, auth_data: &str) -> Result<bool, StorageError> {
+    pub async fn update_backup_version(
+        &self,
+        user_id: &str,
+        version: i64,
+        auth_data: &str,
+    ) -> Result<bool, StorageError> {
         let updated = sqlx::query(
             "UPDATE backup_versions SET auth_data = $3 WHERE user_id = $1 AND version = $2 AND deleted = 0",
         )
@@ -93,13 +103,14 @@ impl Storage {
     /// Deletes a version and its keys; its number is never reused. False if there was none.
     pub async fn delete_backup_version(&self, user_id: &str, version: i64) -> Result<bool, StorageError> {
         let mut tx = self.begin_write().await?;
-        let deleted = sqlx::query("UPDATE backup_versions SET deleted = 1 WHERE user_id = $1 AND version = $2 AND deleted = 0")
-            .bind(user_id)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
+        let deleted =
+            sqlx::query("UPDATE backup_versions SET deleted = 1 WHERE user_id = $1 AND version = $2 AND deleted = 0")
+                .bind(user_id)
+                .bind(version)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
         sqlx::query("DELETE FROM backup_keys WHERE user_id = $1 AND version = $2")
             .bind(user_id)
             .bind(version)

@@ -31,8 +31,8 @@ pub use self::{
     account_data::AccountDataEntry,
     devices::Device,
     e2ee::{
-        CrossSigningKeyRow, DeviceKeysRow, KeyUpload, NewSignature, OutgoingToDevice, SignatureRow, ToDeviceRow,
-        ToDeviceSent, UploadedKey,
+        CrossSigningKeyRow, DeviceKeyState, DeviceKeysRow, KeyUpload, NewSignature, OutgoingToDevice, SignatureRow,
+        ToDeviceRow, ToDeviceSent, UploadedKey,
     },
     key_backup::{BackupKeyRow, BackupVersion},
     migrate::{MigrationError, SCHEMA_VERSION},

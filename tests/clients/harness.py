@@ -1,5 +1,8 @@
 """Runs a real `hearth` binary for client SDK tests: a free loopback port, a fresh data
-directory (SQLite) unless HEARTH_DATABASE_URL says otherwise, and a clean SIGTERM at the end."""
+directory (SQLite) unless HEARTH_DATABASE_URL says otherwise, and a clean SIGTERM at the end.
+
+HEARTH_TEST_BASE_URL=http://127.0.0.1:PORT instead points a test at a server that is already
+running (another Hearth, or Synapse to check the test itself); nothing is started or stopped."""
 
 import contextlib
 import os
@@ -26,6 +29,10 @@ def check(condition: bool, what: str, detail: object = "") -> None:
 @contextlib.contextmanager
 def running_hearth(binary: str):
     """Yields the base URL of a healthy server; stops it with SIGTERM and checks it exits 0."""
+    external = os.environ.get("HEARTH_TEST_BASE_URL")
+    if external:
+        yield external.rstrip("/")
+        return
     with tempfile.TemporaryDirectory() as data_dir:
         port = free_port()
         env = dict(os.environ, HEARTH_LISTEN=f"127.0.0.1:{port}", HEARTH_DATA_DIR=data_dir, HEARTH_LOG="warn")

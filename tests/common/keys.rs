@@ -85,7 +85,10 @@ impl Device {
         let mut keys = serde_json::Map::new();
         for index in 0..count {
             let key = json!({ "key": STANDARD_NO_PAD.encode([u8::try_from(index % 256).unwrap(); 32]) });
-            keys.insert(format!("signed_curve25519:{prefix}{index}"), self.key.sign(&self.user_id, &key));
+            keys.insert(
+                format!("signed_curve25519:{prefix}{index}"),
+                self.key.sign(&self.user_id, &key),
+            );
         }
         Value::Object(keys)
     }

@@ -75,7 +75,10 @@ pub(super) async fn extensions(
             .unwrap_or(TO_DEVICE_PER_SYNC)
             .clamp(1, 1000);
         let until = now.get(Stream::ToDevice);
-        let (events, next) = to_device_batch(state, sender, since.min(until), since.min(until), until, limit).await?;
+        let since = since.min(until);
+        let (_, _, waiting_deletion) = key_counts(state, sender, since).await?;
+        let delete_upto = if waiting_deletion { since } else { 0 };
+        let (events, next) = to_device_batch(state, sender, delete_upto, since, until, limit).await?;
         out.insert(
             "to_device".into(),
             json!({ "next_batch": next.to_string(), "events": events }),
@@ -86,7 +89,7 @@ pub(super) async fn extensions(
             Some(since) => device_list_changes(state, user_id, &since, now).await?,
             None => Default::default(),
         };
-        let (counts, fallback) = key_counts(state, sender).await?;
+        let (counts, fallback, _) = key_counts(state, sender, 0).await?;
         out.insert(
             "e2ee".into(),
             json!({
