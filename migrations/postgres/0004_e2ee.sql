@@ -104,3 +104,12 @@ CREATE TABLE backup_keys (
     session_data TEXT NOT NULL,
     PRIMARY KEY (user_id, version, room_id, session_id)
 );
+
+-- Dehydrated devices (MSC3814, unstable): one per user, a device with no access token whose
+-- encrypted pickle (`device_data`) a new login can fetch and rehydrate, reading the
+-- to-device messages it received meanwhile.
+CREATE TABLE dehydrated_devices (
+    user_id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    device_data TEXT NOT NULL
+);

@@ -39,6 +39,8 @@ pub async fn versions(
         ("org.matrix.msc2918.refresh_token".to_owned(), true),
         ("org.matrix.simplified_msc3575".to_owned(), true),
         ("io.hearth.websocket".to_owned(), true),
+        ("org.matrix.e2e_cross_signing".to_owned(), true),
+        ("org.matrix.msc3814".to_owned(), true),
     ]);
     Ok(response)
 }

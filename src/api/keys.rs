@@ -24,7 +24,16 @@ use crate::{
 /// `POST /_matrix/client/v3/keys/upload`
 pub async fn upload(state: AppState, request: Ruma<upload_keys::v3::Request>) -> ApiResult<upload_keys::v3::Response> {
     let sender = request.sender()?;
-    let counts = keys::upload(&state, sender, &request.body).await?;
+    let body = &request.body;
+    let upload = keys::check_upload(
+        &state,
+        sender,
+        body.device_keys.as_ref(),
+        &body.one_time_keys,
+        &body.fallback_keys,
+    )
+    .await?;
+    let counts = keys::store_upload(&state, sender, &upload).await?;
     Ok(upload_keys::v3::Response::new(
         counts
             .into_iter()

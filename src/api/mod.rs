@@ -6,6 +6,7 @@
 mod account;
 mod account_data;
 mod admin;
+mod dehydrated_device;
 mod devices;
 mod directory;
 mod discovery;
@@ -166,6 +167,10 @@ pub fn router(state: AppState) -> Router {
         .ruma(key_backup::delete_all)
         .ruma(key_backup::delete_room)
         .ruma(key_backup::delete_session)
+        .ruma(dehydrated_device::put)
+        .ruma(dehydrated_device::get)
+        .ruma(dehydrated_device::delete)
+        .ruma_raw(dehydrated_device::events)
         // User directory
         .ruma(user_directory::search)
         // Server keys (federation)

@@ -139,23 +139,29 @@ fn check_one_time_keys<'a>(
     Ok(out)
 }
 
-/// `/keys/upload`: checks everything first, then stores it in one transaction. Returns the
-/// device's one-time key counts.
-pub async fn upload(
+/// An upload of keys, checked and ready to store.
+pub struct CheckedUpload {
+    device_keys: Option<String>,
+    one_time: Vec<UploadedKey>,
+    fallback: Vec<UploadedKey>,
+}
+
+/// Checks a `/keys/upload` body for `sender`'s device (nothing is stored).
+pub async fn check_upload(
     state: &AppState,
     sender: &Sender,
-    request: &ruma::api::client::keys::upload_keys::v3::Request,
-) -> ApiResult<BTreeMap<String, i64>> {
-    let storage = &state.storage;
+    device_keys: Option<&ruma::serde::Raw<ruma::encryption::DeviceKeys>>,
+    one_time_keys: &BTreeMap<ruma::OwnedOneTimeKeyId, ruma::serde::Raw<ruma::encryption::OneTimeKey>>,
+    fallback_keys: &BTreeMap<ruma::OwnedOneTimeKeyId, ruma::serde::Raw<ruma::encryption::OneTimeKey>>,
+) -> ApiResult<CheckedUpload> {
     let (user_id, device_id) = (sender.user_id.as_str(), sender.device_id.as_str());
-    let device_keys = request
-        .device_keys
-        .as_ref()
+    let device_keys = device_keys
         .map(|raw| check_device_keys(raw.json().get(), sender))
         .transpose()?;
     let device_key = match &device_keys {
         Some(keys) => device_ed25519(keys, device_id),
-        None => storage
+        None => state
+            .storage
             .device_keys(user_id)
             .await?
             .into_iter()
@@ -163,25 +169,36 @@ pub async fn upload(
             .and_then(|row| serde_json::from_str::<Map<String, Value>>(&row.key_json).ok())
             .and_then(|keys| device_ed25519(&keys, device_id)),
     };
-    let one_time = check_one_time_keys(
-        request.one_time_keys.iter(),
-        sender,
-        device_key.as_deref(),
-        "one-time key",
-    )?;
-    let fallback = check_one_time_keys(
-        request.fallback_keys.iter(),
-        sender,
-        device_key.as_deref(),
-        "fallback key",
-    )?;
+    let one_time = check_one_time_keys(one_time_keys.iter(), sender, device_key.as_deref(), "one-time key")?;
+    let fallback = check_one_time_keys(fallback_keys.iter(), sender, device_key.as_deref(), "fallback key")?;
     let mut seen = HashSet::new();
     if fallback.iter().any(|key| !seen.insert(key.algorithm.as_str())) {
         return Err(ApiError::invalid_param("At most one fallback key per algorithm"));
     }
-    let device_json = device_keys.map(|keys| Value::Object(keys).to_string());
+    Ok(CheckedUpload {
+        device_keys: device_keys.map(|keys| Value::Object(keys).to_string()),
+        one_time,
+        fallback,
+    })
+}
+
+/// Stores a checked upload in one transaction and announces changed device keys. Returns the
+/// device's one-time key counts.
+pub async fn store_upload(
+    state: &AppState,
+    sender: &Sender,
+    upload: &CheckedUpload,
+) -> ApiResult<BTreeMap<String, i64>> {
+    let storage = &state.storage;
+    let (user_id, device_id) = (sender.user_id.as_str(), sender.device_id.as_str());
     match storage
-        .upload_keys(user_id, device_id, device_json.as_deref(), &one_time, &fallback)
+        .upload_keys(
+            user_id,
+            device_id,
+            upload.device_keys.as_deref(),
+            &upload.one_time,
+            &upload.fallback,
+        )
         .await?
     {
         KeyUpload::Conflict(key) => {

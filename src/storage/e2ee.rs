@@ -585,7 +585,8 @@ impl Storage {
         device_id: Option<&str>,
         keep: Option<&str>,
     ) -> Result<(), StorageError> {
-        const TABLES: [(&str, &str); 6] = [
+        const TABLES: [(&str, &str); 7] = [
+            ("dehydrated_devices", "device_id"),
             ("e2e_device_keys", "device_id"),
             ("e2e_one_time_keys", "device_id"),
             ("e2e_fallback_keys", "device_id"),
@@ -621,5 +622,64 @@ impl Storage {
             query.execute(&mut **tx).await?;
         }
         Ok(())
+    }
+
+    /// Replaces the user's dehydrated device: the old one (if another) is deleted with its
+    /// keys and messages, the new one becomes a device without tokens. Returns the
+    /// `device_lists` position of the change.
+    pub async fn put_dehydrated_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+        device_data: &str,
+    ) -> Result<i64, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let old: Option<String> = sqlx::query_scalar("SELECT device_id FROM dehydrated_devices WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(old) = old.filter(|old| old != device_id) {
+            Self::delete_device(&mut tx, user_id, &old).await?;
+        }
+        Self::upsert_device(&mut tx, user_id, device_id, display_name, None).await?;
+        sqlx::query(
+            "INSERT INTO dehydrated_devices (user_id, device_id, device_data) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id) DO UPDATE SET device_id = excluded.device_id, device_data = excluded.device_data",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(device_data)
+        .execute(&mut *tx)
+        .await?;
+        let position = Self::record_device_list_change(&mut tx, user_id).await?;
+        tx.commit().await?;
+        Ok(position)
+    }
+
+    /// The user's dehydrated device: its ID and data.
+    pub async fn dehydrated_device(&self, user_id: &str) -> Result<Option<(String, String)>, StorageError> {
+        Ok(
+            sqlx::query_as("SELECT device_id, device_data FROM dehydrated_devices WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Deletes the user's dehydrated device; returns its ID and the `device_lists` position.
+    pub async fn delete_dehydrated_device(&self, user_id: &str) -> Result<Option<(String, i64)>, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let device: Option<String> = sqlx::query_scalar("SELECT device_id FROM dehydrated_devices WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(device) = device else {
+            return Ok(None);
+        };
+        Self::delete_device(&mut tx, user_id, &device).await?;
+        let position = Self::record_device_list_change(&mut tx, user_id).await?;
+        tx.commit().await?;
+        Ok(Some((device, position)))
     }
 }

@@ -16,6 +16,8 @@ running instead (no binary argument needed); users get a random suffix so it can
 """
 
 import asyncio
+import logging
+import os
 import secrets
 import sys
 import tempfile
@@ -26,6 +28,8 @@ import nio
 from harness import check, running_hearth
 
 WAIT_SECONDS = 20
+# nio logs a warning for each retry of a message the new device has no key for (expected).
+logging.getLogger("nio").setLevel(logging.ERROR)
 ENCRYPTION = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
 
 
@@ -43,6 +47,22 @@ class Device:
         self.uploads: list[nio.KeysUploadResponse] = []
         self.queries: list[nio.KeysQueryResponse] = []
         self.claims: list[nio.KeysClaimResponse] = []
+        # Keep every keys upload/query/claim response, also those nio makes inside room_send.
+        self.record("keys_upload", nio.KeysUploadResponse, self.uploads)
+        self.record("keys_query", nio.KeysQueryResponse, self.queries)
+        self.record("keys_claim", nio.KeysClaimResponse, self.claims)
+
+    def record(self, method: str, success: type, into: list) -> None:
+        original = getattr(self.client, method)
+
+        async def recorded(*args, **kwargs):
+            response = await original(*args, **kwargs)
+            if not isinstance(response, success):
+                raise AssertionError(f"{self.label}: {method} failed: {response}")
+            into.append(response)
+            return response
+
+        setattr(self.client, method, recorded)
 
     @property
     def device_id(self) -> str:
@@ -63,20 +83,11 @@ class Device:
                 self.see(event)
         await client.send_to_device_messages()
         if client.should_upload_keys:
-            upload = await client.keys_upload()
-            if not isinstance(upload, nio.KeysUploadResponse):
-                raise AssertionError(f"{self.label}: keys upload failed: {upload}")
-            self.uploads.append(upload)
+            await client.keys_upload()
         if client.should_query_keys:
-            query = await client.keys_query()
-            if not isinstance(query, nio.KeysQueryResponse):
-                raise AssertionError(f"{self.label}: keys query failed: {query}")
-            self.queries.append(query)
+            await client.keys_query()
         if client.should_claim_keys:
-            claim = await client.keys_claim(client.get_users_for_key_claiming())
-            if not isinstance(claim, nio.KeysClaimResponse):
-                raise AssertionError(f"{self.label}: keys claim failed: {claim}")
-            self.claims.append(claim)
+            await client.keys_claim(client.get_users_for_key_claiming())
         self.retry_undecrypted()
         return response
 
@@ -103,6 +114,7 @@ async def settle(devices: list[Device], rounds: int = 2) -> None:
 
 
 async def new_device(base: str, store: str, label: str, user: str, password: str, register: bool) -> Device:
+    os.makedirs(store)
     config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
     client = nio.AsyncClient(base, user, store_path=store, config=config)
     if register:
@@ -145,7 +157,7 @@ async def all_decrypted(devices: list[Device], expected: dict[str, list[tuple[st
             event = device.decrypted[event_id]
             if event.body != body or event.sender != sender.client.user_id:
                 raise AssertionError(f"{device.label} decrypted {event_id} as {event.sender}: {event.body!r}, not {body!r}")
-            if not event.decrypted or not event.verified is not None:
+            if not event.decrypted:
                 raise AssertionError(f"{device.label}: {event_id} was not an encrypted event: {event}")
     counts = ", ".join(f"{device.label} {len(expected[device.label])}" for device in devices)
     check(True, f"{what}: every device decrypts every message it should ({counts})")
@@ -184,8 +196,6 @@ async def exercise(base: str, stores: str) -> None:
         check(isinstance(encrypted, nio.RoomPutStateResponse), "alice turns on encryption in the group room", encrypted)
         await settle([alice1, bob], rounds=1)
         check(dm.room_id in bob.client.invited_rooms, "bob is invited to the DM", list(bob.client.invited_rooms))
-        invite = bob.client.invited_rooms[dm.room_id]
-        check(invite.users.get(bob_id) is None or True, "bob's invite arrived")
         for room_id in (dm.room_id, group.room_id):
             joined = await bob.client.join(room_id)
             check(isinstance(joined, nio.JoinResponse), f"bob joins {room_id}", joined)
@@ -209,9 +219,9 @@ async def exercise(base: str, stores: str) -> None:
         await all_decrypted([alice1, bob], {"alice's first device": phase1, "bob's device": phase1}, "phase 1")
 
         # Keys query as seen by each: the other's device with the keys it uploaded.
-        alice_devices = bob.client.device_store.active_user_devices(alice_id)
+        alice_devices = list(bob.client.device_store.active_user_devices(alice_id))
         check([d.id for d in alice_devices] == [alice1.device_id], "bob's keys query found alice's device", [d.id for d in alice_devices])
-        found = next(iter(alice_devices))
+        found = alice_devices[0]
         own_keys = alice1.client.olm.account.identity_keys
         check(
             found.ed25519 == own_keys["ed25519"] and found.curve25519 == own_keys["curve25519"],
@@ -220,7 +230,6 @@ async def exercise(base: str, stores: str) -> None:
         queried = [q for q in bob.queries if alice_id in q.device_keys]
         check(bool(queried) and alice1.device_id in queried[-1].device_keys[alice_id], "bob's KeysQueryResponse lists alice's device", bob.queries)
         check(any(bob_id in q.device_keys for q in alice1.queries), "alice's keys query returned bob's devices", alice1.queries)
-        check(bool(alice1.claims) or bool(bob.claims) or True, "one-time keys were claimed to start Olm sessions")
 
         # Alice's second device logs in: both others learn of it through device_lists.changed.
         alice1.changed_users.clear()
@@ -269,17 +278,19 @@ async def exercise(base: str, stores: str) -> None:
         message = nio.ToDeviceMessage("org.example.hearth.test", alice_id, alice2.device_id, {"nonce": suffix})
         sent_to_device = await bob.client.to_device(message)
         check(isinstance(sent_to_device, nio.ToDeviceResponse), "bob sends a to-device message to alice's second device", sent_to_device)
+
+        def received(device: Device) -> list[nio.UnknownToDeviceEvent]:
+            return [e for e in device.to_device if isinstance(e, nio.UnknownToDeviceEvent) and e.type == "org.example.hearth.test"]
+
         deadline = time.monotonic() + WAIT_SECONDS
-        while not alice2.to_device and time.monotonic() < deadline:
+        while not received(alice2) and time.monotonic() < deadline:
             await alice2.step(timeout=1000)
-        got = [e for e in alice2.to_device if isinstance(e, nio.UnknownToDeviceEvent)]
+        got = received(alice2)
         check(len(got) == 1 and got[0].sender == bob_id and got[0].source.get("content") == {"nonce": suffix}, "alice's second device receives it", alice2.to_device)
         await settle(devices)
-        check(
-            not any(isinstance(e, nio.UnknownToDeviceEvent) for device in devices for e in device.to_device[(1 if device is alice2 else 0):]),
-            "no other device gets it and it is not delivered twice",
-            [(d.label, d.to_device) for d in devices],
-        )
+        check(len(received(alice2)) == 1, "it is not delivered twice", received(alice2))
+        others = [(device.label, received(device)) for device in devices if device is not alice2 and received(device)]
+        check(not others, "no other device gets it", others)
     finally:
         for device in devices:
             await device.client.close()
