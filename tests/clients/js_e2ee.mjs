@@ -4,6 +4,7 @@
 //
 // Alice bootstraps cross-signing (device_signing/upload, first upload without UIA or else
 // with her password) and secret storage with a new key backup; bob bootstraps cross-signing.
+// The UIA rules of device_signing/upload are checked on raw requests of a third user.
 // They share an encrypted room; bob sends, alice's device decrypts and backs the room key up
 // (waited for through GET /room_keys/keys). A new alice device logs in, reads the backup key
 // from secret storage, restores the backup and decrypts the earlier messages it gets from
@@ -20,6 +21,7 @@
 // server that is already running instead of starting the binary.
 
 import { spawn } from "node:child_process";
+import nodeCrypto from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -112,6 +114,46 @@ async function api(method, endpoint, token, body) {
   return json;
 }
 
+/** Like api(), but returns the status and body whatever the status. */
+async function fetchJson(method, endpoint, token, body) {
+  const response = await fetch(`${base}/_matrix/client${endpoint}`, {
+    method,
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, json: await response.json().catch(() => null) };
+}
+
+/** Canonical JSON (sorted keys, no spaces): what Matrix signs. */
+const canonical = value =>
+  Array.isArray(value)
+    ? `[${value.map(canonical).join(",")}]`
+    : value !== null && typeof value === "object"
+      ? `{${Object.keys(value).sort().map(key => `${JSON.stringify(key)}:${canonical(value[key])}`).join(",")}}`
+      : JSON.stringify(value);
+const unpadded = buffer => buffer.toString("base64").replace(/=+$/, "");
+
+/** A fresh master, self-signing and user-signing key for `userId`, the latter two signed by the master. */
+function crossSigningKeys(userId) {
+  const pairs = Object.fromEntries(["master", "selfSigning", "userSigning"].map(name => [name, nodeCrypto.generateKeyPairSync("ed25519")]));
+  const ids = Object.fromEntries(
+    Object.entries(pairs).map(([name, pair]) => [name, unpadded(pair.publicKey.export({ format: "der", type: "spki" }).subarray(-32))]),
+  );
+  const key = (name, usage) => ({ user_id: userId, usage: [usage], keys: { [`ed25519:${ids[name]}`]: ids[name] } });
+  const signed = object => ({
+    ...object,
+    signatures: { [userId]: { [`ed25519:${ids.master}`]: unpadded(nodeCrypto.sign(null, Buffer.from(canonical(object)), pairs.master.privateKey)) } },
+  });
+  return {
+    ids,
+    body: {
+      master_key: key("master", "master"),
+      self_signing_key: signed(key("selfSigning", "self_signing")),
+      user_signing_key: signed(key("userSigning", "user_signing")),
+    },
+  };
+}
+
 // The secret-storage key alice makes; every alice device's callback hands it out.
 let recoveryKey = null;
 const uiaUsed = [];
@@ -194,7 +236,7 @@ try {
 
   // Cross-signing and secret storage with a key backup, as Element's "set up recovery".
   await alice.crypto.bootstrapCrossSigning({ authUploadDeviceSigningKeys: alice.authUpload });
-  check(await alice.crypto.isCrossSigningReady(), "alice bootstraps cross-signing", uiaUsed);
+  check(await alice.crypto.isCrossSigningReady(), "alice bootstraps cross-signing");
   recoveryKey = await alice.crypto.createRecoveryKeyFromPassphrase();
   await alice.crypto.bootstrapSecretStorage({ createSecretStorageKey: async () => recoveryKey, setupNewKeyBackup: true });
   check(await alice.crypto.isSecretStorageReady(), "alice sets up secret storage (account data) holding her cross-signing keys");
@@ -213,8 +255,56 @@ try {
   const backupTrust = await alice.crypto.isKeyBackupTrusted(backupInfo);
   check(backupTrust.trusted && backupTrust.matchesDecryptionKey, "alice's device trusts the backup and holds its key", backupTrust);
 
+  // The Rust crypto uploads a fallback key besides its one-time keys; /sync must report it unused.
+  const fallback = await waitFor("/sync reports alice's unused fallback key", async () => {
+    const sync = await api("GET", `/v3/sync?timeout=0&filter=${encodeURIComponent(JSON.stringify({ room: { rooms: [] } }))}`, alice.credentials.access_token);
+    return sync.device_unused_fallback_key_types?.includes("signed_curve25519") && sync;
+  });
+  check(
+    fallback.device_one_time_keys_count?.signed_curve25519 > 0,
+    "/sync reports alice's one-time key count and her unused fallback key",
+    { counts: fallback.device_one_time_keys_count, fallback: fallback.device_unused_fallback_key_types },
+  );
+
   await bob.crypto.bootstrapCrossSigning({ authUploadDeviceSigningKeys: bob.authUpload });
-  check(await bob.crypto.isCrossSigningReady(), "bob bootstraps cross-signing", uiaUsed);
+  check(await bob.crypto.isCrossSigningReady(), "bob bootstraps cross-signing");
+
+  // The UIA rules of device_signing/upload, on raw requests of a third user (an SDK resets its
+  // keys only on request, and racing its own key queries): a first upload and an identical
+  // re-upload need no UIA (spec v1.11, MSC3967); replacing the keys takes the password.
+  const carolPassword = "carol js password";
+  const carol = await register(`jscarol${suffix}`, carolPassword);
+  const first = crossSigningKeys(carol.user_id);
+  const firstUpload = await fetchJson("POST", "/v3/keys/device_signing/upload", carol.access_token, first.body);
+  check(firstUpload.status === 200, "a first cross-signing upload needs no UIA", firstUpload);
+  const again = await fetchJson("POST", "/v3/keys/device_signing/upload", carol.access_token, first.body);
+  check(again.status === 200, "re-uploading the same cross-signing keys needs no UIA", again);
+  const second = crossSigningKeys(carol.user_id);
+  const challenge = await fetchJson("POST", "/v3/keys/device_signing/upload", carol.access_token, second.body);
+  check(
+    challenge.status === 401 && typeof challenge.json?.session === "string" &&
+      challenge.json.flows?.some(flow => flow.stages.length === 1 && flow.stages[0] === "m.login.password"),
+    "replacing cross-signing keys is answered with a UIA challenge offering m.login.password",
+    challenge,
+  );
+  const wrong = await fetchJson("POST", "/v3/keys/device_signing/upload", carol.access_token, {
+    ...second.body,
+    auth: { type: "m.login.password", identifier: { type: "m.id.user", user: carol.user_id }, password: "wrong", session: challenge.json.session },
+  });
+  check(wrong.status === 401 && wrong.json?.errcode === "M_FORBIDDEN", "a wrong password does not replace them", wrong);
+  const replaced = await fetchJson("POST", "/v3/keys/device_signing/upload", carol.access_token, {
+    ...second.body,
+    auth: { type: "m.login.password", identifier: { type: "m.id.user", user: carol.user_id }, password: carolPassword, session: challenge.json.session },
+  });
+  check(replaced.status === 200, "with her password the keys are replaced", replaced);
+  const carolView = await api("POST", "/v3/keys/query", carol.access_token, { device_keys: { [carol.user_id]: [] } });
+  check(
+    Object.keys(carolView.master_keys?.[carol.user_id]?.keys ?? {}).includes(`ed25519:${second.ids.master}`) &&
+      Object.keys(carolView.self_signing_keys?.[carol.user_id]?.keys ?? {}).includes(`ed25519:${second.ids.selfSigning}`) &&
+      Object.keys(carolView.user_signing_keys?.[carol.user_id]?.keys ?? {}).includes(`ed25519:${second.ids.userSigning}`),
+    "keys query returns the replacement keys",
+    carolView,
+  );
 
   // An encrypted room; bob sends, alice reads.
   const { room_id: roomId } = await alice.client.createRoom({
@@ -346,19 +436,24 @@ try {
     );
   }
 
-  const bobMaster = await waitFor("alice's keys query shows her signature on bob's master key", async () => {
+  await waitFor("alice's keys query shows her signature on bob's master key", async () => {
     const view = await api("POST", "/v3/keys/query", alice.credentials.access_token, { device_keys: { [bob.userId]: [] } });
     const key = view.master_keys?.[bob.userId];
     return key?.signatures?.[alice.userId]?.[`ed25519:${ownIds.userSigning}`] && key;
   });
   check(true, "alice's keys query shows bob's master key signed by her user-signing key");
+  const bobSelf = await api("POST", "/v3/keys/query", bob.credentials.access_token, { device_keys: { [bob.userId]: [] } });
+  check(
+    bobSelf.master_keys?.[bob.userId] && !bobSelf.master_keys[bob.userId].signatures?.[alice.userId],
+    "that signature is visible only to alice, not to bob",
+    bobSelf.master_keys,
+  );
   const ownView = await api("POST", "/v3/keys/query", alice.credentials.access_token, { device_keys: { [alice.userId]: [] } });
   check(
     Object.values(ownView.user_signing_keys?.[alice.userId]?.keys ?? {}).includes(ownIds.userSigning),
     "alice's own keys query includes her user-signing key",
     ownView.user_signing_keys,
   );
-  void bobMaster;
   say(`# UIA for device_signing/upload: ${uiaUsed.join("; ")}`);
   say(`# js_e2ee took ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } catch (error) {

@@ -75,7 +75,11 @@ class Device:
         response = await asyncio.wait_for(client.sync(timeout=timeout), WAIT_SECONDS)
         if not isinstance(response, nio.SyncResponse):
             raise AssertionError(f"{self.label}: sync failed: {response}")
-        self.key_counts.append(response.device_key_count.signed_curve25519)
+        count = response.device_key_count.signed_curve25519
+        if self.uploads and not count:
+            # The spec: a missing count means zero, and nio would not notice it had to upload more.
+            raise AssertionError(f"{self.label}: /sync has no device_one_time_keys_count.signed_curve25519 though keys were uploaded")
+        self.key_counts.append(count)
         self.changed_users |= set(response.device_list.changed)
         self.to_device.extend(response.to_device_events)
         for room in response.rooms.join.values():
@@ -111,6 +115,16 @@ async def settle(devices: list[Device], rounds: int = 2) -> None:
     """A few sync steps of every device, so each has seen the others' latest state and keys."""
     for _ in range(rounds):
         await asyncio.gather(*(device.step() for device in devices))
+
+
+async def until(devices: list[Device], what: str, condition) -> None:
+    """Syncs the devices (long-polling briefly) until `condition()` holds, at most WAIT_SECONDS."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {WAIT_SECONDS} s")
+        await asyncio.gather(*(device.step(timeout=500) for device in devices))
+    check(True, what)
 
 
 async def new_device(base: str, store: str, label: str, user: str, password: str, register: bool) -> Device:
@@ -194,19 +208,18 @@ async def exercise(base: str, stores: str) -> None:
         check(isinstance(group, nio.RoomCreateResponse), "alice creates a group room", group)
         encrypted = await alice1.client.room_put_state(group.room_id, "m.room.encryption", ENCRYPTION["content"])
         check(isinstance(encrypted, nio.RoomPutStateResponse), "alice turns on encryption in the group room", encrypted)
-        await settle([alice1, bob], rounds=1)
-        check(dm.room_id in bob.client.invited_rooms, "bob is invited to the DM", list(bob.client.invited_rooms))
+        await until([alice1, bob], "bob is invited to both rooms", lambda: {dm.room_id, group.room_id} <= set(bob.client.invited_rooms))
         for room_id in (dm.room_id, group.room_id):
             joined = await bob.client.join(room_id)
             check(isinstance(joined, nio.JoinResponse), f"bob joins {room_id}", joined)
-        await settle([alice1, bob])
-        for device in (alice1, bob):
-            for room_id, name in ((dm.room_id, "DM"), (group.room_id, "group room")):
-                room = device.client.rooms.get(room_id)
-                check(room is not None and room.encrypted, f"{device.label} sees the {name} as encrypted", room)
-        check(
-            alice1.client.rooms[dm.room_id].member_count == 2 and bob.client.rooms[dm.room_id].member_count == 2,
-            "both are members of the DM",
+        def joined_encrypted(device: Device, room_id: str) -> bool:
+            room = device.client.rooms.get(room_id)
+            return room is not None and room.encrypted and room.joined_count == 2
+
+        await until(
+            [alice1, bob],
+            "both devices see both rooms encrypted, with both joined",
+            lambda: all(joined_encrypted(d, r) for d in (alice1, bob) for r in (dm.room_id, group.room_id)),
         )
 
         # Phase 1: alice's first device and bob.
@@ -236,9 +249,9 @@ async def exercise(base: str, stores: str) -> None:
         bob.changed_users.clear()
         alice2 = await new_device(base, f"{stores}/a2", "alice's second device", alice_id, "alice e2ee password", False)
         devices.append(alice2)
+        await until(devices, "bob's /sync lists alice in device_lists.changed", lambda: alice_id in bob.changed_users)
+        await until(devices, "alice's first device's /sync lists alice in device_lists.changed", lambda: alice_id in alice1.changed_users)
         await settle(devices)
-        check(alice_id in bob.changed_users, "bob's /sync lists alice in device_lists.changed", bob.changed_users)
-        check(alice_id in alice1.changed_users, "alice's first device's /sync lists alice in device_lists.changed", alice1.changed_users)
         bob_view = sorted(d.id for d in bob.client.device_store.active_user_devices(alice_id))
         check(bob_view == sorted([alice1.device_id, alice2.device_id]), "bob's keys query now returns both of alice's devices", bob_view)
         own_view = sorted(d.id for d in alice2.client.device_store.active_user_devices(alice_id))
@@ -298,6 +311,8 @@ async def exercise(base: str, stores: str) -> None:
 
 def main() -> None:
     binary = sys.argv[1] if len(sys.argv) > 1 else None
+    if binary is None and not os.environ.get("HEARTH_TEST_BASE_URL"):
+        raise SystemExit("usage: python tests/clients/nio_e2ee.py path/to/hearth (or set HEARTH_TEST_BASE_URL)")
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as stores, running_hearth(binary) as base:
         asyncio.run(exercise(base, stores))
