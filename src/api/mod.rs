@@ -16,6 +16,7 @@ mod keys;
 mod membership;
 mod ops;
 mod profile;
+mod push;
 mod register;
 mod relations;
 mod rooms;
@@ -171,6 +172,8 @@ pub fn router(state: AppState) -> Router {
         .ruma(dehydrated_device::get)
         .ruma(dehydrated_device::delete)
         .ruma_raw(dehydrated_device::events)
+        // Push rules (read-only until rule editing lands)
+        .ruma(push::all)
         // User directory
         .ruma(user_directory::search)
         // Server keys (federation)
