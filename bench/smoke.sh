@@ -17,7 +17,8 @@ for _ in $(seq 100); do
 done
 "$bench" --base "http://127.0.0.1:$port" --shared-secret smoke --server-pid "$pid" \
     --users 6 --rates 20,max --seconds 2 --senders 4 --members 8 --repeats 3 \
-    --connections 50 --rooms 3 --room-members 3 --history 150 --parallel 8
+    --connections 50 --rooms 3 --room-members 3 --history 150 --to-device 10 --one-time-keys 50 --claimers 4 \
+    --parallel 8
 # Recipients on Hearth's WebSocket transport.
 "$bench" --base "http://127.0.0.1:$port" --shared-secret smoke --server-pid "$pid" --prefix ws \
     --transport websocket --scenario latency --scenario fanout \

@@ -31,7 +31,11 @@ async fn the_predefined_push_rules_are_served() {
     // Editing comes with push notifications; until then it is not a fake success.
     assert_error(
         &server
-            .put(&format!("{V3}/pushrules/global/override/x"), alice.token(), serde_json::json!({}))
+            .put(
+                &format!("{V3}/pushrules/global/override/x"),
+                alice.token(),
+                serde_json::json!({}),
+            )
             .await,
         StatusCode::NOT_FOUND,
         "M_UNRECOGNIZED",

@@ -29,6 +29,7 @@ pub struct Server {
 pub struct User {
     pub user_id: String,
     pub token: String,
+    pub device_id: String,
 }
 
 /// A lean sync filter: timelines only, no presence, lazy members.
@@ -120,6 +121,7 @@ impl Server {
         Ok(User {
             user_id: body["user_id"].as_str().context("user_id")?.to_owned(),
             token: body["access_token"].as_str().context("access_token")?.to_owned(),
+            device_id: body["device_id"].as_str().context("device_id")?.to_owned(),
         })
     }
 

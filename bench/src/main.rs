@@ -33,6 +33,7 @@ enum Scenario {
     Connections,
     InitialSync,
     History,
+    E2ee,
 }
 
 #[derive(Debug, Parser)]
@@ -84,6 +85,15 @@ struct Args {
     /// History: events in the room.
     #[arg(long, default_value_t = 10_000)]
     history: usize,
+    /// E2EE: to-device messages sent one after another.
+    #[arg(long, default_value_t = 200)]
+    to_device: usize,
+    /// E2EE: one-time keys published, then claimed until they run out.
+    #[arg(long, default_value_t = 2000)]
+    one_time_keys: usize,
+    /// E2EE: concurrent claimers.
+    #[arg(long, default_value_t = 32)]
+    claimers: usize,
     /// Requests in flight while setting up (registration, joins).
     #[arg(long, default_value_t = 32)]
     parallel: usize,
@@ -105,6 +115,7 @@ struct Report {
     connections: Option<scenarios::ConnectionsResult>,
     initial_sync: Option<scenarios::InitialSyncResult>,
     history: Option<scenarios::HistoryResult>,
+    e2ee: Option<scenarios::E2eeResult>,
 }
 
 #[tokio::main]
@@ -209,6 +220,21 @@ async fn main() -> Result<()> {
                 .map_or("unsupported".to_owned(), |s| format!("{s:.3} s"))
         ));
         report.initial_sync = Some(result);
+    }
+    if wants(Scenario::E2ee) {
+        let claimers = args.claimers.max(1);
+        let users =
+            scenarios::register_many(&server, &format!("{prefix}-e2ee-"), 2 + claimers.min(8), args.parallel).await?;
+        let result = scenarios::e2ee(&server, &users, args.to_device, args.one_time_keys, claimers).await?;
+        log(format!(
+            "to-device    send → recipient's /sync: {}",
+            result.to_device.row()
+        ));
+        log(format!(
+            "key claims   {} one-time keys, {} claimers: {:.0} claims/s, {} handed out twice",
+            result.one_time_keys, result.claimers, result.claims_per_second, result.duplicates
+        ));
+        report.e2ee = Some(result);
     }
     if wants(Scenario::Connections) {
         let users = scenarios::register_many(

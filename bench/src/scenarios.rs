@@ -771,3 +771,106 @@ async fn hold_websockets(
         held,
     ))
 }
+
+#[derive(Debug, Clone, Serialize)]
+pub struct E2eeResult {
+    /// `PUT /sendToDevice` → the recipient's waiting `/sync` returns it.
+    pub to_device: Distribution,
+    pub one_time_keys: usize,
+    pub claimers: usize,
+    pub claims_per_second: f64,
+    /// One-time keys handed out twice (must be 0).
+    pub duplicates: usize,
+}
+
+/// Scenario 7: end-to-end encryption plumbing. To-device latency: `messages` messages, one
+/// after the other, from one user's device to another's waiting long-poll. Then `keys`
+/// one-time keys claimed by `claimers` concurrent clients until they run out.
+pub async fn e2ee(
+    server: &Server,
+    users: &[User],
+    messages: usize,
+    keys: usize,
+    claimers: usize,
+) -> Result<E2eeResult> {
+    let (sender, recipient) = (&users[0], &users[1]);
+    // To-device latency.
+    let mut since = server.sync(recipient, None, 0, SYNC_FILTER).await?["next_batch"]
+        .as_str()
+        .context("next_batch")?
+        .to_owned();
+    let mut samples = Vec::with_capacity(messages);
+    for i in 0..messages {
+        let started = Instant::now();
+        let tag = format!("td-{i}");
+        let path = format!("/_matrix/client/v3/sendToDevice/org.example.bench/{tag}");
+        let body = json!({ "messages": { &recipient.user_id: { &recipient.device_id: { "tag": tag } } } });
+        let send = server.put(&path, Some(&sender.token), &body);
+        let wait = async {
+            loop {
+                let body = server.sync(recipient, Some(&since), 30_000, SYNC_FILTER).await?;
+                since = body["next_batch"].as_str().context("next_batch")?.to_owned();
+                let events = body["to_device"]["events"].as_array().cloned().unwrap_or_default();
+                if events.iter().any(|e| e["content"]["tag"] == tag.as_str()) {
+                    return anyhow::Ok(started.elapsed().as_secs_f64());
+                }
+            }
+        };
+        let (sent, elapsed) = tokio::join!(send, wait);
+        sent?;
+        samples.push(elapsed?);
+    }
+
+    // One-time key claims: the recipient's device publishes `keys` keys (no device keys, so
+    // the server cannot check their signatures; the content does not matter here).
+    let mut uploaded = serde_json::Map::new();
+    for i in 0..keys {
+        uploaded.insert(
+            format!("signed_curve25519:K{i:08}"),
+            json!({ "key": format!("{i:043}"), "signatures": {} }),
+        );
+    }
+    for chunk in uploaded.into_iter().collect::<Vec<_>>().chunks(1000) {
+        let body = json!({ "one_time_keys": serde_json::Map::from_iter(chunk.iter().cloned()) });
+        server
+            .post("/_matrix/client/v3/keys/upload", Some(&recipient.token), &body)
+            .await?;
+    }
+    let claimed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for claimer in 0..claimers {
+        let server = server.clone();
+        let user = users[2 + claimer % (users.len() - 2)].clone();
+        let (target, device) = (recipient.user_id.clone(), recipient.device_id.clone());
+        let claimed = Arc::clone(&claimed);
+        tasks.spawn(async move {
+            let body = json!({ "one_time_keys": { &target: { &device: "signed_curve25519" } } });
+            loop {
+                let response = server
+                    .post("/_matrix/client/v3/keys/claim", Some(&user.token), &body)
+                    .await?;
+                let Some(keys) = response["one_time_keys"][&target][&device].as_object() else {
+                    return anyhow::Ok(());
+                };
+                let Some(id) = keys.keys().next() else {
+                    return Ok(());
+                };
+                claimed.lock().unwrap().push(id.clone());
+            }
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let claimed = claimed.lock().unwrap().clone();
+    let distinct: std::collections::HashSet<&String> = claimed.iter().collect();
+    Ok(E2eeResult {
+        to_device: Distribution::of(&samples),
+        one_time_keys: keys,
+        claimers,
+        claims_per_second: claimed.len() as f64 / elapsed,
+        duplicates: claimed.len() - distinct.len(),
+    })
+}

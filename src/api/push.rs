@@ -14,5 +14,7 @@ pub async fn all(
     request: Ruma<get_pushrules_all::v3::Request>,
 ) -> ApiResult<get_pushrules_all::v3::Response> {
     let sender = request.sender()?;
-    Ok(get_pushrules_all::v3::Response::new(Ruleset::server_default(&sender.user_id)))
+    Ok(get_pushrules_all::v3::Response::new(Ruleset::server_default(
+        &sender.user_id,
+    )))
 }
