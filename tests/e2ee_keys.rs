@@ -291,6 +291,23 @@ async fn device_lists_report_key_changes_joins_and_leaves() {
         "M_INVALID_PARAM",
     );
 
+    // An invitation tells the invitee nothing about the room's members' devices.
+    let dave = server.register("dave").await;
+    let dave_start = sync(&server, &dave, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = server
+        .post(
+            &format!("{V3}/rooms/{room}/invite"),
+            alice.token(),
+            json!({ "user_id": dave.user_id }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let body = sync(&server, &dave, &format!("since={dave_start}")).await;
+    assert_eq!(body["device_lists"], json!({ "changed": [], "left": [] }), "{body}");
+
     // Deleting a device is a change too.
     let second = Session::from_json(&server.login("alice", PASSWORD).await.1);
     let body = sync(&server, &bob, &format!("since={end}")).await;

@@ -153,6 +153,18 @@ async fn bad_to_device_requests_are_refused() {
         StatusCode::BAD_REQUEST,
         "M_BAD_JSON",
     );
+    let huge = "x".repeat(70 * 1024);
+    assert_error(
+        &send(
+            &server,
+            &alice,
+            "d",
+            json!({ &bob.user_id: { &bob.device_id: { "data": huge } } }),
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "M_TOO_LARGE",
+    );
     assert_error(
         &server
             .put(&format!("{V3}/sendToDevice/m.x/t"), None, json!({ "messages": {} }))

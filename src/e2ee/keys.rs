@@ -395,7 +395,7 @@ pub fn check_cross_signing_keys(
             master = Some(public_key.clone());
         } else {
             let Some(master) = &master else {
-                return Err(ApiError::invalid_param(
+                return Err(ApiError::missing_param(
                     "Upload a master key before (or with) the self-signing and user-signing keys",
                 ));
             };
@@ -543,8 +543,20 @@ pub async fn store_cross_signing_keys(
     uia_session: Option<&str>,
 ) -> ApiResult<()> {
     let mut tx = state.storage.begin_write().await?;
-    if let Some(session) = uia_session {
-        crate::accounts::consume_uia(&mut tx, session).await?;
+    match uia_session {
+        Some(session) => {
+            crate::accounts::consume_uia(&mut tx, session).await?;
+        }
+        None => {
+            // Allowed without auth because the user had no master key: make sure that still
+            // holds now that the write lock is ours.
+            let stored = crate::storage::Storage::has_master_key(&mut tx, user_id.as_str()).await?;
+            if stored {
+                return Err(ApiError::forbidden(
+                    "Cross-signing keys were uploaded meanwhile; retry to authenticate",
+                ));
+            }
+        }
     }
     for key in keys {
         crate::storage::Storage::put_cross_signing_key(

@@ -27,10 +27,13 @@ pub const TO_DEVICE_PER_SYNC: i64 = 100;
 /// Announces that the user's devices or keys changed at `position` on the `device_lists`
 /// stream: every waiting sync of the user and of everyone sharing a room with them wakes.
 pub async fn device_lists_changed(state: &AppState, user_id: &UserId, position: i64) -> ApiResult<()> {
-    let keys = crate::sync::v3::initial_keys(state, user_id).await?;
+    // The position first, with no await before it: the change is committed and must become
+    // visible even if what follows fails or the client hangs up.
     state
         .notifier
-        .advance(Stream::DeviceLists, position, keys.iter().map(String::as_str));
+        .advance(Stream::DeviceLists, position, [user_id.as_str()]);
+    let keys = crate::sync::v3::initial_keys(state, user_id).await?;
+    state.notifier.wake(keys.iter().map(String::as_str));
     Ok(())
 }
 
@@ -111,7 +114,9 @@ pub async fn sync_e2ee(
     to_device_limit: i64,
 ) -> ApiResult<SyncE2ee> {
     let (acknowledged, after) = to_device;
-    let acknowledged = acknowledged.unwrap_or(after);
+    // Never past what the client holds: a token from the future must not delete messages
+    // that have not been delivered.
+    let acknowledged = acknowledged.map_or(after, |acknowledged| acknowledged.min(after));
     let (one_time_key_counts, unused_fallback_key_types, waiting_deletion) =
         key_counts(state, sender, acknowledged).await?;
     let (to_device, to_device_next) = to_device_batch(

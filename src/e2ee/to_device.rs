@@ -52,7 +52,14 @@ pub async fn send(state: &AppState, sender: &Sender, request: &send_event_to_dev
     Ok(())
 }
 
+/// Largest content of one to-device message. Key shares and verification messages are a few
+/// KiB; the bound keeps one request (copied to every device with `*`) from filling inboxes.
+const MAX_CONTENT_BYTES: usize = 64 * 1024;
+
 fn outgoing(user_id: &OwnedUserId, device: &DeviceIdOrAllDevices, content: &str) -> ApiResult<OutgoingToDevice> {
+    if content.len() > MAX_CONTENT_BYTES {
+        return Err(ApiError::too_large(MAX_CONTENT_BYTES));
+    }
     let value: serde_json::Value =
         serde_json::from_str(content).map_err(|_| ApiError::bad_json("Message content must be JSON"))?;
     if !value.is_object() {

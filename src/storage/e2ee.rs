@@ -120,7 +120,8 @@ impl Storage {
                 None => {
                     sqlx::query(
                         "INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json)
-                         VALUES ($1, $2, $3, $4, $5)",
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING",
                     )
                     .bind(user_id)
                     .bind(device_id)
@@ -299,6 +300,17 @@ impl Storage {
         )
     }
 
+    /// Whether the user has a master cross-signing key, inside the caller's transaction.
+    pub async fn has_master_key(tx: &mut Tx, user_id: &str) -> Result<bool, StorageError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(1 AS BIGINT) FROM e2e_cross_signing_keys WHERE user_id = $1 AND key_type = 'master'",
+        )
+        .bind(user_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// Replaces one of the user's cross-signing keys, inside the caller's transaction.
     pub async fn put_cross_signing_key(
         tx: &mut Tx,
@@ -340,11 +352,12 @@ impl Storage {
         let mut tx = self.begin_write().await?;
         let mut targets: Vec<&str> = Vec::new();
         for signature in signatures {
-            sqlx::query(
+            let stored = sqlx::query(
                 "INSERT INTO e2e_signatures (target_user_id, target_key_id, signer_user_id, signer_key_id, signature)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (target_user_id, target_key_id, signer_user_id, signer_key_id)
-                 DO UPDATE SET signature = excluded.signature",
+                 DO UPDATE SET signature = excluded.signature
+                 WHERE e2e_signatures.signature <> excluded.signature",
             )
             .bind(&signature.target_user_id)
             .bind(&signature.target_key_id)
@@ -352,8 +365,10 @@ impl Storage {
             .bind(&signature.signer_key_id)
             .bind(&signature.signature)
             .execute(&mut *tx)
-            .await?;
-            if !targets.contains(&signature.target_user_id.as_str()) {
+            .await?
+            .rows_affected();
+            // The same signature again changes nothing and wakes nobody.
+            if stored > 0 && !targets.contains(&signature.target_user_id.as_str()) {
                 targets.push(&signature.target_user_id);
             }
         }
@@ -395,8 +410,9 @@ impl Storage {
         .await?)
     }
 
-    /// Membership events in (`after`, `until`] of rooms the viewer has any membership in:
-    /// (room, the user whose membership changed).
+    /// Membership events in (`after`, `until`] of rooms the viewer is joined to, or left
+    /// (or was banned from) within the window: (room, the user whose membership changed).
+    /// Rooms the viewer is only invited to, or left before, tell it nothing.
     pub async fn member_changes(
         &self,
         viewer: &str,
@@ -405,9 +421,12 @@ impl Storage {
     ) -> Result<Vec<(String, String)>, StorageError> {
         Ok(sqlx::query_as(
             "SELECT DISTINCT e.room_id, e.state_key FROM events e
+             JOIN current_state_events mine
+                 ON mine.room_id = e.room_id AND mine.event_type = 'm.room.member' AND mine.state_key = $1
+             JOIN events mine_event ON mine_event.event_id = mine.event_id
              WHERE e.stream_ordering > $2 AND e.stream_ordering <= $3 AND e.event_type = 'm.room.member'
-               AND e.room_id IN (SELECT room_id FROM current_state_events
-                                 WHERE event_type = 'm.room.member' AND state_key = $1)",
+               AND (mine.membership = 'join'
+                    OR (mine.membership IN ('leave', 'ban') AND mine_event.stream_ordering > $2))",
         )
         .bind(viewer)
         .bind(after)
@@ -469,6 +488,13 @@ impl Storage {
         if !fresh {
             return Ok(sent);
         }
+        // Transaction IDs only guard retries: a day is plenty.
+        sqlx::query("DELETE FROM to_device_txns WHERE user_id = $1 AND device_id = $2 AND created_ts < $3")
+            .bind(sender_user)
+            .bind(sender_device)
+            .bind(now_ms() - 24 * 60 * 60 * 1000)
+            .execute(&mut *tx)
+            .await?;
         // Resolve `*` and drop unknown devices, as Synapse does.
         let mut deliveries: Vec<(&str, String, &str)> = Vec::new();
         for message in messages {
@@ -639,8 +665,11 @@ impl Storage {
             .bind(user_id)
             .fetch_optional(&mut *tx)
             .await?;
-        if let Some(old) = old.filter(|old| old != device_id) {
-            Self::delete_device(&mut tx, user_id, &old).await?;
+        match old {
+            Some(old) if old != device_id => Self::delete_device(&mut tx, user_id, &old).await?,
+            // The same ID with a new pickle: the old keys' private halves are gone with it.
+            Some(_) => Self::delete_device_e2ee(&mut tx, user_id, Some(device_id), None).await?,
+            None => {}
         }
         Self::upsert_device(&mut tx, user_id, device_id, display_name, None).await?;
         sqlx::query(

@@ -141,6 +141,12 @@ impl Storage {
         keys: &[BackupKeyRow],
     ) -> Result<Result<(i64, i64), Option<i64>>, StorageError> {
         let mut tx = self.begin_write().await?;
+        // Lock the user's versions (PostgreSQL; SQLite's write lock is already held): two
+        // devices backing up one session must not both pass the "is it better" test.
+        sqlx::query("UPDATE backup_versions SET etag = etag WHERE user_id = $1 AND deleted = 0")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         let current: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM backup_versions WHERE user_id = $1 AND deleted = 0")
                 .bind(user_id)

@@ -62,6 +62,8 @@ pub struct SyncResult {
     pub empty: bool,
     /// The keys to wait on next time: the user and their joined or invited rooms.
     pub keys: Vec<String>,
+    /// More to-device messages wait than one response carries: compute again at once.
+    pub more_to_device: bool,
 }
 
 /// Serves `/sync`: computes the response, and if an incremental sync has nothing to say,
@@ -359,6 +361,7 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
     }
     Ok(SyncResult {
         body,
+        more_to_device: next.get(Stream::ToDevice) < now.get(Stream::ToDevice),
         next,
         empty,
         keys,

@@ -235,9 +235,14 @@ async fn push_updates(state: AppState, sender: Sender, access_token: String, mut
         if (!result.empty || request.since.is_none()) && !queue.push(result.body.to_string()) {
             return;
         }
+        // A to-device backlog larger than one batch: send the next batch at once.
+        let backlog = result.more_to_device;
         request.since = Some(result.next);
         request.full_state = false;
         keys = result.keys;
+        if backlog {
+            continue;
+        }
         tokio::select! {
             () = listener.changed() => {}
             () = tokio::time::sleep(WAIT) => {}
