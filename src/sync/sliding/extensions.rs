@@ -59,37 +59,43 @@ pub(super) async fn extensions(
         .collect();
     let ext = &request.extensions;
     let mut out = Map::new();
-    if let Some(config) = ext.to_device.as_ref().filter(|c| ExtensionConfig::on(Some(c))) {
-        // The extension keeps its own position: messages up to `since` are acknowledged.
-        let since = match config.since.as_deref() {
-            None => 0,
-            Some(text) => text
-                .parse::<i64>()
-                .ok()
-                .filter(|since| *since >= 0)
-                .ok_or_else(|| ApiError::invalid_param("Invalid to_device since"))?,
-        };
+    let to_device = ext.to_device.as_ref().filter(|c| ExtensionConfig::on(Some(c)));
+    let until = now.get(Stream::ToDevice);
+    // The to-device extension keeps its own position: messages up to `since` are acknowledged.
+    let to_device_since = match to_device.and_then(|config| config.since.as_deref()) {
+        None => 0,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|since| *since >= 0)
+            .ok_or_else(|| ApiError::invalid_param("Invalid to_device since"))?
+            .min(until),
+    };
+    let e2ee_on = ExtensionConfig::on(ext.e2ee.as_ref());
+    // One read serves both extensions: key counts, and whether acknowledged messages wait.
+    let keys = if to_device.is_some() || e2ee_on {
+        Some(key_counts(state, sender, to_device_since).await?)
+    } else {
+        None
+    };
+    if let (Some(config), Some((_, _, waiting_deletion))) = (to_device, &keys) {
         let limit = config
             .limit
             .and_then(|limit| i64::try_from(limit).ok())
             .unwrap_or(TO_DEVICE_PER_SYNC)
             .clamp(1, 1000);
-        let until = now.get(Stream::ToDevice);
-        let since = since.min(until);
-        let (_, _, waiting_deletion) = key_counts(state, sender, since).await?;
-        let delete_upto = if waiting_deletion { since } else { 0 };
-        let (events, next) = to_device_batch(state, sender, delete_upto, since, until, limit).await?;
+        let delete_upto = if *waiting_deletion { to_device_since } else { 0 };
+        let (events, next) = to_device_batch(state, sender, delete_upto, to_device_since, until, limit).await?;
         out.insert(
             "to_device".into(),
             json!({ "next_batch": next.to_string(), "events": events }),
         );
     }
-    if ExtensionConfig::on(ext.e2ee.as_ref()) {
+    if let (true, Some((counts, fallback, _))) = (e2ee_on, keys) {
         let (changed, left) = match since {
             Some(since) => device_list_changes(state, user_id, &since, now).await?,
             None => Default::default(),
         };
-        let (counts, fallback, _) = key_counts(state, sender, 0).await?;
         out.insert(
             "e2ee".into(),
             json!({
