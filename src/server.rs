@@ -10,6 +10,7 @@ use crate::{
     api,
     config::{Config, RegistrationMode},
     listener,
+    media::Media,
     signing::load_or_create_signing_key,
     state::AppState,
     storage::{Storage, now_ms},
@@ -42,7 +43,13 @@ impl Server {
         let positions = crate::sync::starting_positions(&storage)
             .await
             .map_err(|_| anyhow::anyhow!("cannot read stream positions"))?;
-        let state = AppState::new(config, storage, signing_key, positions);
+        let media = Media::new(&config)?;
+        media
+            .store
+            .check()
+            .await
+            .context("the media store does not answer (check media.s3 or media.path)")?;
+        let state = AppState::new(config, storage, signing_key, positions, media);
         state
             .presence
             .restore(&state)

@@ -8,6 +8,7 @@ use hearth_federation::ServerKey;
 use crate::{
     cache::Caches,
     config::Config,
+    media::Media,
     metrics::Metrics,
     ratelimit::{RateLimiter, RateLimits},
     rooms::{RoomLocks, persister::Persister},
@@ -38,11 +39,19 @@ pub struct Services {
     pub sliding: Connections,
     /// Delivery receipts waiting to be written.
     pub deliveries: Deliveries,
+    /// The media repository.
+    pub media: Media,
 }
 
 impl AppState {
     /// `positions`: where each stream stands at start-up (see [`crate::sync::starting_positions`]).
-    pub fn new(config: Config, storage: Storage, signing_key: ServerKey, positions: StreamToken) -> Self {
+    pub fn new(
+        config: Config,
+        storage: Storage,
+        signing_key: ServerKey,
+        positions: StreamToken,
+        media: Media,
+    ) -> Self {
         let rate_limits = RateLimits {
             login: RateLimiter::new(config.rate_limits.login),
             registration: RateLimiter::new(config.rate_limits.registration),
@@ -64,6 +73,7 @@ impl AppState {
             presence: Arc::default(),
             sliding: Connections::default(),
             deliveries: Deliveries::default(),
+            media,
         }))
     }
 }

@@ -13,6 +13,7 @@ mod discovery;
 mod extract;
 mod key_backup;
 mod keys;
+mod media;
 mod membership;
 mod ops;
 mod profile;
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use axum::{
     Router, middleware,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use http::{HeaderName, Method, Request, header};
 use tower_http::{
@@ -172,6 +173,45 @@ pub fn router(state: AppState) -> Router {
         .ruma(dehydrated_device::get)
         .ruma(dehydrated_device::delete)
         .ruma_raw(dehydrated_device::events)
+        // Media
+        .route("/_matrix/media/v3/upload", post(media::upload))
+        .route("/_matrix/media/r0/upload", post(media::upload))
+        .route("/_matrix/media/v1/create", post(media::create))
+        .route("/_matrix/media/v3/upload/{server_name}/{media_id}", put(media::upload_to))
+        .route("/_matrix/client/v1/media/config", get(media::config))
+        .route("/_matrix/media/v3/config", get(media::config))
+        .route("/_matrix/client/v1/media/preview_url", get(media::preview_url))
+        .route("/_matrix/media/v3/preview_url", get(media::preview_url))
+        .route(
+            "/_matrix/client/v1/media/download/{server_name}/{media_id}",
+            get(media::download),
+        )
+        .route(
+            "/_matrix/client/v1/media/download/{server_name}/{media_id}/{file_name}",
+            get(media::download),
+        )
+        .route(
+            "/_matrix/client/v1/media/thumbnail/{server_name}/{media_id}",
+            get(media::thumbnail),
+        )
+        .route(
+            "/_matrix/media/v3/download/{server_name}/{media_id}",
+            get(media::legacy_download),
+        )
+        .route(
+            "/_matrix/media/v3/download/{server_name}/{media_id}/{file_name}",
+            get(media::legacy_download),
+        )
+        .route(
+            "/_matrix/media/v3/thumbnail/{server_name}/{media_id}",
+            get(media::legacy_thumbnail),
+        )
+        .route("/_matrix/media/r0/download/{server_name}/{media_id}", get(media::legacy_download))
+        .route(
+            "/_matrix/media/r0/download/{server_name}/{media_id}/{file_name}",
+            get(media::legacy_download),
+        )
+        .route("/_matrix/media/r0/thumbnail/{server_name}/{media_id}", get(media::legacy_thumbnail))
         // Push rules (read-only until rule editing lands)
         .ruma(push::all)
         // User directory

@@ -26,6 +26,10 @@ const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("HEARTH_ENABLE_REGISTRATION", "registration.enabled"),
     ("HEARTH_REGISTRATION_SHARED_SECRET", "registration.shared_secret"),
     ("HEARTH_LOG", "log"),
+    ("HEARTH_MEDIA_S3_ENDPOINT", "media.s3.endpoint"),
+    ("HEARTH_MEDIA_S3_BUCKET", "media.s3.bucket"),
+    ("HEARTH_MEDIA_S3_REGION", "media.s3.region"),
+    ("HEARTH_MEDIA_S3_PREFIX", "media.s3.prefix"),
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +50,147 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub sync: SyncConfig,
     pub presence: PresenceConfig,
+    pub media: MediaConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Largest upload accepted (`413 M_TOO_LARGE` beyond it), advertised as `m.upload.size`.
+    pub max_upload_bytes: u64,
+    /// Total bytes one user may upload; 0 = no quota.
+    pub max_bytes_per_user: u64,
+    /// Images with more pixels than this are never decoded: no thumbnail (`413 M_TOO_LARGE`).
+    pub max_image_pixels: u64,
+    /// Serve the deprecated unauthenticated `/_matrix/media/v3/download` and `/thumbnail`
+    /// endpoints (off: they answer `404 M_NOT_FOUND`, as the spec allows).
+    pub serve_unauthenticated: bool,
+    /// How long an ID from `/media/v1/create` waits for its upload.
+    pub unused_upload_expiry_secs: u64,
+    /// Unused `/media/v1/create` IDs one user may hold at once.
+    pub max_pending_uploads: i64,
+    /// The thumbnails made, each on the first request that needs it.
+    pub thumbnail_sizes: Vec<ThumbnailSize>,
+    /// Where the local store keeps files; default `<data_dir>/media`.
+    pub path: Option<PathBuf>,
+    /// Keep media in an S3-compatible bucket instead of on local disk. Credentials come from
+    /// `access_key_id`/`secret_access_key` or the standard `AWS_ACCESS_KEY_ID`/
+    /// `AWS_SECRET_ACCESS_KEY` variables.
+    pub s3: Option<S3Config>,
+    pub url_preview: UrlPreviewConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailSize {
+    pub width: u32,
+    pub height: u32,
+    pub method: ThumbnailMethod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThumbnailMethod {
+    Crop,
+    Scale,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// The service's URL, e.g. `https://s3.eu-west-1.amazonaws.com` or `http://127.0.0.1:9000`;
+    /// unset = AWS.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Prepended to every object key, so a bucket can be shared.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UrlPreviewConfig {
+    pub enabled: bool,
+    /// Largest page or image fetched for a preview.
+    pub max_bytes: u64,
+    pub timeout_secs: u64,
+    /// How long a preview is served from the cache.
+    pub cache_secs: u64,
+    /// Addresses never fetched (previews may not be used to reach the server's own network).
+    pub ip_range_denylist: Vec<ipnet::IpNet>,
+    /// Addresses fetched even though the denylist covers them.
+    pub ip_range_allowlist: Vec<ipnet::IpNet>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        let size = |width, height, method| ThumbnailSize { width, height, method };
+        Self {
+            max_upload_bytes: 50 * 1024 * 1024,
+            max_bytes_per_user: 0,
+            max_image_pixels: 32_000_000,
+            serve_unauthenticated: false,
+            unused_upload_expiry_secs: 24 * 60 * 60,
+            max_pending_uploads: 5,
+            thumbnail_sizes: vec![
+                size(32, 32, ThumbnailMethod::Crop),
+                size(96, 96, ThumbnailMethod::Crop),
+                size(320, 240, ThumbnailMethod::Scale),
+                size(640, 480, ThumbnailMethod::Scale),
+                size(800, 600, ThumbnailMethod::Scale),
+            ],
+            path: None,
+            s3: None,
+            url_preview: UrlPreviewConfig::default(),
+        }
+    }
+}
+
+/// Loopback, private, link-local, carrier-grade NAT, multicast and documentation ranges: the
+/// addresses a server fetching URLs on a user's behalf must not reach by default.
+pub const DEFAULT_IP_DENYLIST: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "64:ff9b::/96",
+    "100::/64",
+    "2001:db8::/32",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+];
+
+impl Default for UrlPreviewConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: 10 * 1024 * 1024,
+            timeout_secs: 10,
+            cache_secs: 60 * 60,
+            ip_range_denylist: DEFAULT_IP_DENYLIST
+                .iter()
+                .map(|range| range.parse().expect("the default ranges parse"))
+                .collect(),
+            ip_range_allowlist: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,6 +326,7 @@ impl Default for Config {
             rooms: RoomsConfig::default(),
             sync: SyncConfig::default(),
             presence: PresenceConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -322,6 +468,25 @@ impl Config {
                     self.rooms.default_room_version
                 ),
             );
+        }
+        if self.media.max_upload_bytes == 0 {
+            return fail("media.max_upload_bytes", "must be at least 1".into());
+        }
+        if let Some(size) = self.media.thumbnail_sizes.iter().find(|size| size.width == 0 || size.height == 0) {
+            return fail(
+                "media.thumbnail_sizes",
+                format!("{}x{} is not a size", size.width, size.height),
+            );
+        }
+        if let Some(s3) = &self.media.s3 {
+            if s3.bucket.is_empty() {
+                return fail("media.s3.bucket", "must name the bucket".into());
+            }
+            if let Some(endpoint) = &s3.endpoint
+                && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+            {
+                return fail("media.s3.endpoint", format!("`{endpoint}` must be an http:// or https:// URL"));
+            }
         }
         if let Some(server) = &self.well_known.server
             && <&ServerName>::try_from(server.as_str()).is_err()

@@ -39,6 +39,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0004_e2ee.sql"),
         postgres: include_str!("../../migrations/postgres/0004_e2ee.sql"),
     },
+    Migration {
+        version: 5,
+        name: "media",
+        sqlite: include_str!("../../migrations/sqlite/0005_media.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_media.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -10,6 +10,7 @@ mod devices;
 mod directory;
 mod e2ee;
 mod key_backup;
+mod media;
 mod migrate;
 mod profiles;
 mod registration;
@@ -35,6 +36,7 @@ pub use self::{
         ToDeviceRow, ToDeviceSent, UploadedKey,
     },
     key_backup::{BackupKeyRow, BackupVersion},
+    media::{Completion, MediaRow, NewMedia, Reservation, ThumbnailRow},
     migrate::{MigrationError, SCHEMA_VERSION},
     registration::RegistrationToken,
     rooms::{EventRow, NewEventRow, RelationRow, StateMap},
