@@ -121,6 +121,8 @@ struct Report {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // Built together with Hearth, reqwest has no default TLS provider (Hearth installs ring's).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let registration = match &args.shared_secret {
         Some(secret) => Registration::SharedSecret(secret.clone()),
         None => Registration::Open,

@@ -190,6 +190,11 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/client/v1/media/download/{server_name}/{media_id}/{file_name}",
             get(media::download),
         )
+        // matrix-nio asks with an empty file name (a trailing slash).
+        .route(
+            "/_matrix/client/v1/media/download/{server_name}/{media_id}/",
+            get(media::download),
+        )
         .route(
             "/_matrix/client/v1/media/thumbnail/{server_name}/{media_id}",
             get(media::thumbnail),

@@ -69,6 +69,10 @@ pub fn make(
     if pixels > max_pixels {
         return Err(ThumbnailError::TooLarge);
     }
+    // JPEG decoders fill in a cut-off image with grey; a thumbnail of it would be wrong.
+    if format == ImageFormat::Jpeg && !has_jpeg_end(bytes) {
+        return Err(ThumbnailError::Unsupported("the JPEG image is truncated".to_owned()));
+    }
     let Some((out_width, out_height)) = target_dimensions(width, height, size) else {
         return Ok(None);
     };
@@ -105,6 +109,13 @@ pub fn make(
         width: resized.width(),
         height: resized.height(),
     }))
+}
+
+/// Whether a JPEG has its end-of-image marker, allowing for up to 4 KiB of trailing padding
+/// (some cameras add it).
+fn has_jpeg_end(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|pair| pair == [0xFF, 0xD9])
 }
 
 fn limits(max_pixels: u64) -> Limits {

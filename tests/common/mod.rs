@@ -48,6 +48,40 @@ pub async fn fresh_database_url(dir: &std::path::Path) -> String {
     }
 }
 
+/// Which media store this run tests: `HEARTH_TEST_MEDIA=local` (the default) or `s3`, on the
+/// S3-compatible server at `HEARTH_TEST_S3_ENDPOINT` (default `http://127.0.0.1:9100`); each
+/// server gets a fresh bucket.
+pub fn media_backend() -> String {
+    std::env::var("HEARTH_TEST_MEDIA").unwrap_or_else(|_| "local".to_owned())
+}
+
+async fn fresh_media_store(config: &mut Config) {
+    match media_backend().as_str() {
+        "local" => {}
+        "s3" => {
+            let endpoint =
+                std::env::var("HEARTH_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9100".to_owned());
+            let bucket = format!("hearth-test-{}", uuid::Uuid::new_v4().simple());
+            // The S3 server must be up: a requested backend is never silently skipped.
+            let response = reqwest::Client::new()
+                .put(format!("{endpoint}/{bucket}"))
+                .send()
+                .await
+                .expect("HEARTH_TEST_MEDIA=s3 but the S3 server is unreachable");
+            assert!(response.status().is_success(), "create bucket: {}", response.status());
+            config.media.s3 = Some(hearth::config::S3Config {
+                endpoint: Some(endpoint),
+                bucket,
+                region: Some("us-east-1".to_owned()),
+                access_key_id: Some("hearth-test".to_owned()),
+                secret_access_key: Some("hearth-test-secret".to_owned()),
+                prefix: "media".to_owned(),
+            });
+        }
+        other => panic!("HEARTH_TEST_MEDIA must be local or s3, not {other}"),
+    }
+}
+
 /// A config for tests: loopback, a random port, generous rate limits.
 pub fn test_config() -> Config {
     let mut config = Config {
@@ -77,10 +111,13 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        // Hearth's reqwest is built without a default TLS provider; tests' clients share it.
+        hearth::outbound::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config();
         config.data_dir = dir.path().to_owned();
         config.database.url = Some(fresh_database_url(dir.path()).await);
+        fresh_media_store(&mut config).await;
         adjust(&mut config);
         config.validate().expect("test config is valid");
         Self::launch(config, dir).await
