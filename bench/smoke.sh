@@ -18,6 +18,7 @@ done
 "$bench" --base "http://127.0.0.1:$port" --shared-secret smoke --server-pid "$pid" \
     --users 6 --rates 20,max --seconds 2 --senders 4 --members 8 --repeats 3 \
     --connections 50 --rooms 3 --room-members 3 --history 150 --to-device 10 --one-time-keys 50 --claimers 4 \
+    --media-mib 2 --media-rounds 2 --media-parallel 2 \
     --parallel 8
 # Recipients on Hearth's WebSocket transport.
 "$bench" --base "http://127.0.0.1:$port" --shared-secret smoke --server-pid "$pid" --prefix ws \

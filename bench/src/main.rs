@@ -9,10 +9,12 @@
 //! recipient's sync), `throughput` (concurrent senders as fast as acknowledged), `fanout`
 //! (one message to a room where every member syncs), `connections` (idle long-polls held and
 //! the server's memory per connection), `initial-sync` (first `/sync` and sliding sync of a
-//! user in many rooms), `history` (`/messages` back through a long room). With
+//! user in many rooms), `history` (`/messages` back through a long room), `e2ee` (to-device
+//! latency, one-time key claims), `media` (upload and download throughput of a large file). With
 //! `--server-pid`, the server's RSS and CPU time are read from /proc around each scenario.
 
 mod client;
+mod media;
 mod scenarios;
 mod stats;
 
@@ -34,6 +36,7 @@ enum Scenario {
     InitialSync,
     History,
     E2ee,
+    Media,
 }
 
 #[derive(Debug, Parser)]
@@ -94,6 +97,15 @@ struct Args {
     /// E2EE: concurrent claimers.
     #[arg(long, default_value_t = 32)]
     claimers: usize,
+    /// Media: size of the file uploaded and downloaded, in MiB.
+    #[arg(long, default_value_t = 50)]
+    media_mib: usize,
+    /// Media: uploads (each downloaded once).
+    #[arg(long, default_value_t = 5)]
+    media_rounds: usize,
+    /// Media: downloads at once in the parallel round.
+    #[arg(long, default_value_t = 4)]
+    media_parallel: usize,
     /// Requests in flight while setting up (registration, joins).
     #[arg(long, default_value_t = 32)]
     parallel: usize,
@@ -116,6 +128,7 @@ struct Report {
     initial_sync: Option<scenarios::InitialSyncResult>,
     history: Option<scenarios::HistoryResult>,
     e2ee: Option<scenarios::E2eeResult>,
+    media: Option<media::MediaResult>,
 }
 
 #[tokio::main]
@@ -237,6 +250,20 @@ async fn main() -> Result<()> {
             result.one_time_keys, result.claimers, result.claims_per_second, result.duplicates
         ));
         report.e2ee = Some(result);
+    }
+    if wants(Scenario::Media) {
+        let users = scenarios::register_many(&server, &format!("{prefix}-media-"), 1, args.parallel).await?;
+        let result = media::media(
+            &server,
+            &users[0],
+            args.media_mib,
+            args.media_rounds,
+            args.media_parallel,
+            args.server_pid,
+        )
+        .await?;
+        log(format!("media        {}", result.row()));
+        report.media = Some(result);
     }
     if wants(Scenario::Connections) {
         let users = scenarios::register_many(

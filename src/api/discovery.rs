@@ -41,6 +41,8 @@ pub async fn versions(
         ("io.hearth.websocket".to_owned(), true),
         ("org.matrix.e2e_cross_signing".to_owned(), true),
         ("org.matrix.msc3814".to_owned(), true),
+        // Authenticated media (v1.11): clients that gate /_matrix/client/v1/media on it.
+        ("org.matrix.msc3916.stable".to_owned(), true),
     ]);
     Ok(response)
 }

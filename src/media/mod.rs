@@ -66,6 +66,7 @@ impl Media {
         let spool_dir = local_root.join("spool");
         std::fs::create_dir_all(&spool_dir)
             .with_context(|| format!("cannot create the media spool directory {}", spool_dir.display()))?;
+        remove_stale_spool_files(&spool_dir);
         let store = match &media.s3 {
             Some(s3) => BlobStore::s3(s3).context("cannot set up the S3 media store")?,
             None => BlobStore::local(local_root.join("blobs"))
@@ -358,6 +359,21 @@ impl Media {
                 tracing::warn!("an image decoder panicked");
                 Err(cannot_thumbnail("Cannot thumbnail this image".to_owned()))
             }
+        }
+    }
+}
+
+/// Deletes spooled uploads a crash left behind. Only files older than a day go: the directory
+/// may be shared with other workers that are receiving uploads right now.
+fn remove_stale_spool_files(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|metadata| metadata.modified())
+            .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age > Duration::from_secs(24 * 60 * 60)));
+        if stale && let Err(error) = std::fs::remove_file(entry.path()) {
+            tracing::warn!(%error, path = %entry.path().display(), "cannot remove a stale spooled upload");
         }
     }
 }

@@ -187,13 +187,23 @@ impl BlobStore {
         Ok(Some(Bytes::from(bytes)))
     }
 
-    /// Checks that the store answers (at start-up, so a wrong bucket or key fails early).
+    /// Checks that the store takes writes (at start-up, so a wrong bucket, endpoint or key
+    /// fails there, not at the first upload).
     pub async fn check(&self) -> io::Result<()> {
         match self {
             Self::Local { root } => tokio::fs::metadata(root).await.map(drop),
-            Self::S3 { store, prefix } => exists(store.as_ref(), &Self::object_path(prefix, "check"))
-                .await
-                .map(drop),
+            Self::S3 { store, prefix } => {
+                let path = if prefix.is_empty() {
+                    ObjectPath::from("hearth-store-check")
+                } else {
+                    ObjectPath::from(format!("{prefix}/hearth-store-check"))
+                };
+                store
+                    .put(&path, PutPayload::from_static(b"Hearth writes media here"))
+                    .await
+                    .map(drop)
+                    .map_err(io::Error::other)
+            }
         }
     }
 }
