@@ -89,7 +89,11 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let permitted: Vec<SocketAddr> = resolved.iter().copied().filter(|addr| policy.permits(addr.ip())).collect();
+            let permitted: Vec<SocketAddr> = resolved
+                .iter()
+                .copied()
+                .filter(|addr| policy.permits(addr.ip()))
+                .collect();
             if permitted.is_empty() && !resolved.is_empty() {
                 return Err(Box::new(Refused(format!(
                     "{host} resolves to an address the server does not fetch from"
@@ -146,7 +150,15 @@ mod tests {
     #[test]
     fn private_and_loopback_addresses_are_denied_by_default() {
         let policy = default_policy();
-        for ip in ["127.0.0.1", "10.1.2.3", "192.168.1.1", "169.254.169.254", "::1", "fe80::1", "::ffff:127.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "169.254.169.254",
+            "::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(!policy.permits(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["93.184.216.34", "2606:2800:220:1::1"] {
@@ -165,7 +177,12 @@ mod tests {
     #[test]
     fn literal_addresses_and_other_schemes_are_checked_in_the_url() {
         let policy = default_policy();
-        for url in ["http://127.0.0.1/", "http://[::1]:8008/", "file:///etc/passwd", "http://0x7f000001/"] {
+        for url in [
+            "http://127.0.0.1/",
+            "http://[::1]:8008/",
+            "file:///etc/passwd",
+            "http://0x7f000001/",
+        ] {
             assert!(policy.check_url(&Url::parse(url).unwrap()).is_err(), "{url}");
         }
         assert!(policy.check_url(&Url::parse("https://example.org/").unwrap()).is_ok());

@@ -45,13 +45,7 @@ pub struct Services {
 
 impl AppState {
     /// `positions`: where each stream stands at start-up (see [`crate::sync::starting_positions`]).
-    pub fn new(
-        config: Config,
-        storage: Storage,
-        signing_key: ServerKey,
-        positions: StreamToken,
-        media: Media,
-    ) -> Self {
+    pub fn new(config: Config, storage: Storage, signing_key: ServerKey, positions: StreamToken, media: Media) -> Self {
         let rate_limits = RateLimits {
             login: RateLimiter::new(config.rate_limits.login),
             registration: RateLimiter::new(config.rate_limits.registration),

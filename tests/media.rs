@@ -128,7 +128,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &byte in bytes {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -170,7 +174,12 @@ async fn files_round_trip_byte_for_byte_with_safe_headers() {
         assert_eq!(headers[header::CONTENT_TYPE], content_type);
         assert_eq!(headers[header::CONTENT_LENGTH], bytes.len().to_string().as_str());
         assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
-        assert!(headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().starts_with("sandbox"));
+        assert!(
+            headers[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .starts_with("sandbox")
+        );
         assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
         assert_eq!(headers[header::ACCEPT_RANGES], "bytes");
         let body = response.bytes().await.unwrap();
@@ -295,9 +304,8 @@ async fn uploads_need_a_token_and_respect_the_limits() {
     let (status, body) = upload(&server, Some(&alice.access_token), random_bytes(10_001), None, None).await;
     assert_error(&(status, body.clone()), StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE");
     // Without a Content-Length (chunked), the limit still holds as the bytes arrive.
-    let chunks = futures_util::stream::iter(
-        (0..11).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(random_bytes(1000)))),
-    );
+    let chunks =
+        futures_util::stream::iter((0..11).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(random_bytes(1000)))));
     let response = server
         .http
         .post(format!("{}/_matrix/media/v3/upload", server.base))
@@ -308,7 +316,14 @@ async fn uploads_need_a_token_and_respect_the_limits() {
         .unwrap();
     let (status, body) = error_of(response).await;
     assert_error(&(status, body.clone()), StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE");
-    let (status, body) = upload(&server, Some(&alice.access_token), b"x".to_vec(), Some("nonsense"), None).await;
+    let (status, body) = upload(
+        &server,
+        Some(&alice.access_token),
+        b"x".to_vec(),
+        Some("nonsense"),
+        None,
+    )
+    .await;
     assert_error(&(status, body.clone()), StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     let (status, body) = upload(
         &server,
@@ -326,7 +341,9 @@ async fn uploads_need_a_token_and_respect_the_limits() {
     assert_error(&(status, body.clone()), StatusCode::FORBIDDEN, "M_FORBIDDEN");
     upload_ok(&server, &alice.access_token, random_bytes(5_000), "text/plain").await;
 
-    let (status, body) = server.get("/_matrix/client/v1/media/config", Some(&alice.access_token)).await;
+    let (status, body) = server
+        .get("/_matrix/client/v1/media/config", Some(&alice.access_token))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["m.upload.size"], 10_000);
     let (status, body) = server.get("/_matrix/client/v1/media/config", None).await;
@@ -352,27 +369,15 @@ async fn downloads_need_a_token_and_a_valid_existing_id() {
     )
     .await;
     assert_error(&(status, body.clone()), StatusCode::NOT_FOUND, "M_NOT_FOUND");
-    let (status, body) = error_of(
-        get_media(
-            &server,
-            token,
-            "/_matrix/client/v1/media/download/other.example/abc",
-        )
-        .await,
-    )
-    .await;
+    let (status, body) =
+        error_of(get_media(&server, token, "/_matrix/client/v1/media/download/other.example/abc").await).await;
     assert_error(&(status, body.clone()), StatusCode::NOT_FOUND, "M_NOT_FOUND");
     for bad in ["localhost/..%2F..%2Fetc", "localhost/a.b", "not a server/abc"] {
-        let (status, body) = error_of(
-            get_media(&server, token, &format!("/_matrix/client/v1/media/download/{bad}")).await,
-        )
-        .await;
+        let (status, body) =
+            error_of(get_media(&server, token, &format!("/_matrix/client/v1/media/download/{bad}")).await).await;
         assert_error(&(status, body.clone()), StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     }
-    let (status, body) = error_of(
-        get_media(&server, token, &format!("{path}?timeout_ms=soon")).await,
-    )
-    .await;
+    let (status, body) = error_of(get_media(&server, token, &format!("{path}?timeout_ms=soon")).await).await;
     assert_error(&(status, body.clone()), StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 
     // The deprecated unauthenticated endpoints are off by default.
@@ -403,7 +408,10 @@ async fn unauthenticated_endpoints_can_be_switched_on() {
     let response = get_media(
         &server,
         None,
-        &format!("/_matrix/media/v3/thumbnail/{}?width=32&height=32&method=crop", mxc_path(&mxc)),
+        &format!(
+            "/_matrix/media/v3/thumbnail/{}?width=32&height=32&method=crop",
+            mxc_path(&mxc)
+        ),
     )
     .await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -417,7 +425,11 @@ async fn async_uploads_reserve_an_id_for_one_upload() {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let (status, body) = server
-        .post("/_matrix/media/v1/create", Some(&alice.access_token), serde_json::json!({}))
+        .post(
+            "/_matrix/media/v1/create",
+            Some(&alice.access_token),
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let mxc = body["content_uri"].as_str().unwrap().to_owned();
@@ -426,11 +438,13 @@ async fn async_uploads_reserve_an_id_for_one_upload() {
     let download = format!("/_matrix/client/v1/media/download/{path}");
 
     // Not uploaded yet: a short wait ends in 504 M_NOT_YET_UPLOADED.
-    let (status, body) = error_of(
-        get_media(&server, Some(&bob.access_token), &format!("{download}?timeout_ms=100")).await,
-    )
-    .await;
-    assert_error(&(status, body.clone()), StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED");
+    let (status, body) =
+        error_of(get_media(&server, Some(&bob.access_token), &format!("{download}?timeout_ms=100")).await).await;
+    assert_error(
+        &(status, body.clone()),
+        StatusCode::GATEWAY_TIMEOUT,
+        "M_NOT_YET_UPLOADED",
+    );
 
     // Bob may not fill alice's ID.
     let put = |token: String, bytes: Vec<u8>| {
@@ -439,7 +453,10 @@ async fn async_uploads_reserve_an_id_for_one_upload() {
         async move {
             let response = server
                 .http
-                .put(format!("{}/_matrix/media/v3/upload/{path}?filename=note.txt", server.base))
+                .put(format!(
+                    "{}/_matrix/media/v3/upload/{path}?filename=note.txt",
+                    server.base
+                ))
                 .bearer_auth(token)
                 .header(header::CONTENT_TYPE, "text/plain")
                 .body(bytes)
@@ -472,20 +489,38 @@ async fn async_uploads_reserve_an_id_for_one_upload() {
 
     // One upload per ID.
     let (status, body) = put(alice.access_token.clone(), b"again".to_vec()).await;
-    assert_error(&(status, body.clone()), StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA");
+    assert_error(
+        &(status, body.clone()),
+        StatusCode::CONFLICT,
+        "M_CANNOT_OVERWRITE_MEDIA",
+    );
 
     // At most two unused IDs at once.
     for _ in 0..2 {
         let (status, _) = server
-            .post("/_matrix/media/v1/create", Some(&alice.access_token), serde_json::json!({}))
+            .post(
+                "/_matrix/media/v1/create",
+                Some(&alice.access_token),
+                serde_json::json!({}),
+            )
             .await;
         assert_eq!(status, StatusCode::OK);
     }
     let (status, body) = server
-        .post("/_matrix/media/v1/create", Some(&alice.access_token), serde_json::json!({}))
+        .post(
+            "/_matrix/media/v1/create",
+            Some(&alice.access_token),
+            serde_json::json!({}),
+        )
         .await;
-    assert_error(&(status, body.clone()), StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
-    let (status, body) = server.post("/_matrix/media/v1/create", None, serde_json::json!({})).await;
+    assert_error(
+        &(status, body.clone()),
+        StatusCode::TOO_MANY_REQUESTS,
+        "M_LIMIT_EXCEEDED",
+    );
+    let (status, body) = server
+        .post("/_matrix/media/v1/create", None, serde_json::json!({}))
+        .await;
     assert_error(&(status, body.clone()), StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
 
     // Unknown IDs, and IDs of other servers.
@@ -506,7 +541,11 @@ async fn unused_upload_ids_expire() {
     let server = TestServer::start_with(|config| config.media.unused_upload_expiry_secs = 1).await;
     let alice = server.register("alice").await;
     let (_, body) = server
-        .post("/_matrix/media/v1/create", Some(&alice.access_token), serde_json::json!({}))
+        .post(
+            "/_matrix/media/v1/create",
+            Some(&alice.access_token),
+            serde_json::json!({}),
+        )
         .await;
     let path = mxc_path(body["content_uri"].as_str().unwrap()).to_owned();
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -627,7 +666,13 @@ async fn bad_images_get_an_error_and_the_server_carries_on() {
     let (status, body) = error_of(thumbnail(&server, token, &bomb, query).await).await;
     assert_error(&(status, body.clone()), StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE");
     // Just past the configured limit is refused too, before decoding.
-    let big = upload_ok(&server, token, encode(&photo(2001, 2000), ImageFormat::Png), "image/png").await;
+    let big = upload_ok(
+        &server,
+        token,
+        encode(&photo(2001, 2000), ImageFormat::Png),
+        "image/png",
+    )
+    .await;
     let (status, body) = error_of(thumbnail(&server, token, &big, query).await).await;
     assert_error(&(status, body.clone()), StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE");
 

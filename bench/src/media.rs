@@ -38,11 +38,9 @@ impl MediaResult {
             sorted.get(sorted.len() / 2).copied().unwrap_or_default()
         };
         let rss = match (self.before, self.after) {
-            (Some(before), Some(after)) => format!(
-                "; server RSS {} → {} MiB",
-                before.rss_kib / 1024,
-                after.rss_kib / 1024
-            ),
+            (Some(before), Some(after)) => {
+                format!("; server RSS {} → {} MiB", before.rss_kib / 1024, after.rss_kib / 1024)
+            }
             _ => String::new(),
         };
         format!(

@@ -21,8 +21,8 @@ use crate::{
     config::ThumbnailMethod,
     error::{ApiError, ApiResult},
     media::check_media_id,
-    storage::{NewMedia, Reservation, now_ms},
     state::AppState,
+    storage::{NewMedia, Reservation, now_ms},
 };
 
 /// `Content-Security-Policy` on every media response (the spec's recommendation).
@@ -107,7 +107,10 @@ pub async fn upload(
 ) -> ApiResult<Json<Value>> {
     let (content_type, filename) = upload_metadata(&state, &headers, query.as_deref()).await?;
     let user = sender.user_id.as_str();
-    state.media.check_quota(&state.storage, user, declared_length(&headers)).await?;
+    state
+        .media
+        .check_quota(&state.storage, user, declared_length(&headers))
+        .await?;
     let spooled = state.media.spool(body).await?;
     let origin = state.config.server_name.as_str();
     let media_id = state
@@ -162,7 +165,9 @@ pub async fn upload_to(
     body: Body,
 ) -> ApiResult<Json<Value>> {
     if path.server_name != state.config.server_name.as_str() {
-        return Err(ApiError::not_found("Media IDs of other servers cannot be uploaded to here"));
+        return Err(ApiError::not_found(
+            "Media IDs of other servers cannot be uploaded to here",
+        ));
     }
     let user = sender.user_id.as_str();
     // Refused before the body is read: wrong user, unknown, expired or already used IDs.
@@ -172,7 +177,10 @@ pub async fn upload_to(
         .await?;
     crate::media::reservation_error(outcome)?;
     let (content_type, filename) = upload_metadata(&state, &headers, query.as_deref()).await?;
-    state.media.check_quota(&state.storage, user, declared_length(&headers)).await?;
+    state
+        .media
+        .check_quota(&state.storage, user, declared_length(&headers))
+        .await?;
     let spooled = state.media.spool(body).await?;
     state
         .media
@@ -414,10 +422,9 @@ async fn serve_blob(state: &AppState, blob: Blob<'_>, headers: &HeaderMap) -> Ap
                     format!("The range is outside the content ({} bytes)", blob.size),
                 )
                 .into_response();
-                response.headers_mut().insert(
-                    header::CONTENT_RANGE,
-                    header_value(&format!("bytes */{}", blob.size)),
-                );
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_RANGE, header_value(&format!("bytes */{}", blob.size)));
                 return Ok(response);
             }
         },
@@ -590,7 +597,10 @@ mod tests {
     #[test]
     fn dispositions() {
         assert_eq!(content_disposition("image/png", None), "inline");
-        assert_eq!(content_disposition("text/html", Some("a.html")), "attachment; filename=\"a.html\"");
+        assert_eq!(
+            content_disposition("text/html", Some("a.html")),
+            "attachment; filename=\"a.html\""
+        );
         assert_eq!(
             content_disposition("text/plain; charset=utf-8", Some("say \"hi\".txt")),
             "inline; filename=\"say \\\"hi\\\".txt\""

@@ -177,7 +177,10 @@ pub fn router(state: AppState) -> Router {
         .route("/_matrix/media/v3/upload", post(media::upload))
         .route("/_matrix/media/r0/upload", post(media::upload))
         .route("/_matrix/media/v1/create", post(media::create))
-        .route("/_matrix/media/v3/upload/{server_name}/{media_id}", put(media::upload_to))
+        .route(
+            "/_matrix/media/v3/upload/{server_name}/{media_id}",
+            put(media::upload_to),
+        )
         .route("/_matrix/client/v1/media/config", get(media::config))
         .route("/_matrix/media/v3/config", get(media::config))
         .route("/_matrix/client/v1/media/preview_url", get(media::preview_url))
@@ -211,12 +214,18 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/media/v3/thumbnail/{server_name}/{media_id}",
             get(media::legacy_thumbnail),
         )
-        .route("/_matrix/media/r0/download/{server_name}/{media_id}", get(media::legacy_download))
+        .route(
+            "/_matrix/media/r0/download/{server_name}/{media_id}",
+            get(media::legacy_download),
+        )
         .route(
             "/_matrix/media/r0/download/{server_name}/{media_id}/{file_name}",
             get(media::legacy_download),
         )
-        .route("/_matrix/media/r0/thumbnail/{server_name}/{media_id}", get(media::legacy_thumbnail))
+        .route(
+            "/_matrix/media/r0/thumbnail/{server_name}/{media_id}",
+            get(media::legacy_thumbnail),
+        )
         // Push rules (read-only until rule editing lands)
         .ruma(push::all)
         // User directory

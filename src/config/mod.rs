@@ -472,7 +472,12 @@ impl Config {
         if self.media.max_upload_bytes == 0 {
             return fail("media.max_upload_bytes", "must be at least 1".into());
         }
-        if let Some(size) = self.media.thumbnail_sizes.iter().find(|size| size.width == 0 || size.height == 0) {
+        if let Some(size) = self
+            .media
+            .thumbnail_sizes
+            .iter()
+            .find(|size| size.width == 0 || size.height == 0)
+        {
             return fail(
                 "media.thumbnail_sizes",
                 format!("{}x{} is not a size", size.width, size.height),
@@ -485,7 +490,10 @@ impl Config {
             if let Some(endpoint) = &s3.endpoint
                 && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
             {
-                return fail("media.s3.endpoint", format!("`{endpoint}` must be an http:// or https:// URL"));
+                return fail(
+                    "media.s3.endpoint",
+                    format!("`{endpoint}` must be an http:// or https:// URL"),
+                );
             }
         }
         if let Some(server) = &self.well_known.server

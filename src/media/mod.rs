@@ -243,7 +243,11 @@ impl Media {
         if !thumbnailable.contains(&content_type.as_str()) {
             return Err(cannot_thumbnail(format!(
                 "Thumbnails are made of JPEG, PNG, GIF and WebP images, not of {}",
-                if content_type.is_empty() { "untyped content" } else { &content_type }
+                if content_type.is_empty() {
+                    "untyped content"
+                } else {
+                    &content_type
+                }
             )));
         }
         let original = Served {
@@ -371,7 +375,11 @@ fn remove_stale_spool_files(dir: &std::path::Path) {
         let stale = entry
             .metadata()
             .and_then(|metadata| metadata.modified())
-            .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age > Duration::from_secs(24 * 60 * 60)));
+            .is_ok_and(|modified| {
+                modified
+                    .elapsed()
+                    .is_ok_and(|age| age > Duration::from_secs(24 * 60 * 60))
+            });
         if stale && let Err(error) = std::fs::remove_file(entry.path()) {
             tracing::warn!(%error, path = %entry.path().display(), "cannot remove a stale spooled upload");
         }

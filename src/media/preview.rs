@@ -292,7 +292,9 @@ fn parse_attributes(text: &str) -> BTreeMap<String, String> {
             if i < bytes.len() && (bytes[i] == b'"' || bytes[i] == b'\'') {
                 let quote = bytes[i];
                 let start = i + 1;
-                let end = text[start..].find(char::from(quote)).map_or(text.len(), |end| start + end);
+                let end = text[start..]
+                    .find(char::from(quote))
+                    .map_or(text.len(), |end| start + end);
                 value = decode_entities(&text[start..end]);
                 i = end + 1;
             } else {
@@ -386,7 +388,15 @@ mod tests {
     fn the_title_fills_in_and_garbage_does_not_panic() {
         let og = parse_html("<html><title>Only a title &#x263a; &#9731;</title>");
         assert_eq!(og["og:title"], "Only a title ☺ ☃");
-        for garbage in ["<", "<meta", "<meta content=\"unterminated", "<title>", "&", "<<>>", "<meta =x>"] {
+        for garbage in [
+            "<",
+            "<meta",
+            "<meta content=\"unterminated",
+            "<title>",
+            "&",
+            "<<>>",
+            "<meta =x>",
+        ] {
             parse_html(garbage);
         }
     }

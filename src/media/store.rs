@@ -23,7 +23,10 @@ const READ_BUFFER: usize = 256 * 1024;
 pub enum BlobStore {
     /// Under `root`, as `ab/cd/abcd…` (two levels of fan-out keep directories small).
     Local { root: PathBuf },
-    S3 { store: Box<dyn ObjectStore>, prefix: String },
+    S3 {
+        store: Box<dyn ObjectStore>,
+        prefix: String,
+    },
 }
 
 impl BlobStore {
@@ -94,7 +97,10 @@ impl BlobStore {
                 if size <= PART_BYTES as u64 {
                     let mut bytes = Vec::with_capacity(size as usize);
                     source.read_to_end(&mut bytes).await?;
-                    store.put(&path, PutPayload::from(bytes)).await.map_err(io::Error::other)?;
+                    store
+                        .put(&path, PutPayload::from(bytes))
+                        .await
+                        .map_err(io::Error::other)?;
                     return Ok(());
                 }
                 let upload = store.put_multipart(&path).await.map_err(io::Error::other)?;
@@ -135,7 +141,10 @@ impl BlobStore {
             }
             Self::S3 { store, prefix } => {
                 let path = Self::object_path(prefix, sha256);
-                store.put(&path, PutPayload::from(bytes)).await.map_err(io::Error::other)?;
+                store
+                    .put(&path, PutPayload::from(bytes))
+                    .await
+                    .map_err(io::Error::other)?;
                 Ok(())
             }
         }

@@ -48,7 +48,12 @@ pub fn probe(bytes: &[u8]) -> Result<(ImageFormat, u32, u32), ThumbnailError> {
         .map_err(|error| ThumbnailError::Unsupported(error.to_string()))?;
     let format = reader
         .format()
-        .filter(|format| matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Gif | ImageFormat::WebP))
+        .filter(|format| {
+            matches!(
+                format,
+                ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Gif | ImageFormat::WebP
+            )
+        })
         .ok_or_else(|| ThumbnailError::Unsupported("not a JPEG, PNG, GIF or WebP image".to_owned()))?;
     let (width, height) = reader
         .into_dimensions()
@@ -77,10 +82,11 @@ pub fn make(
         return Ok(None);
     };
     let limits = limits(max_pixels);
-    if animated && matches!(format, ImageFormat::Gif | ImageFormat::WebP) {
-        if let Some(thumbnail) = animated_thumbnail(bytes, format, size, (out_width, out_height), pixels, max_pixels)? {
-            return Ok(Some(thumbnail));
-        }
+    if animated
+        && matches!(format, ImageFormat::Gif | ImageFormat::WebP)
+        && let Some(thumbnail) = animated_thumbnail(bytes, format, size, (out_width, out_height), pixels, max_pixels)?
+    {
+        return Ok(Some(thumbnail));
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(limits);

@@ -62,8 +62,7 @@ pub enum Completion {
     AlreadyUploaded,
 }
 
-const MEDIA_COLUMNS: &str =
-    "origin, media_id, uploader, content_type, filename, size, sha256, created_ts, expires_ts";
+const MEDIA_COLUMNS: &str = "origin, media_id, uploader, content_type, filename, size, sha256, created_ts, expires_ts";
 
 impl Storage {
     pub async fn media(&self, origin: &str, media_id: &str) -> Result<Option<MediaRow>, StorageError> {
@@ -113,13 +112,12 @@ impl Storage {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM media WHERE uploader = $1 AND sha256 IS NULL AND expires_ts > $2",
-        )
-        .bind(uploader)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM media WHERE uploader = $1 AND sha256 IS NULL AND expires_ts > $2")
+                .bind(uploader)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
         if pending >= max_pending {
             return Ok(Reservation::TooManyPending(pending));
         }
@@ -153,7 +151,11 @@ impl Storage {
         let uploader = media.uploader.unwrap_or_default();
         let mut tx = self.begin_write().await?;
         // SQLite's write transaction already excludes other writers; PostgreSQL locks the row.
-        let lock = if self.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+        let lock = if self.backend == Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
         let row: Option<MediaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {MEDIA_COLUMNS} FROM media WHERE origin = $1 AND media_id = $2{lock}"
         )))
