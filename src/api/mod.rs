@@ -291,6 +291,8 @@ fn cors() -> CorsLayer {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             header::DATE,
+            // Media players seek with it.
+            header::RANGE,
         ])
         .max_age(Duration::from_secs(24 * 60 * 60))
 }

@@ -112,7 +112,8 @@ impl Media {
         let mut size = 0u64;
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| ApiError::bad_json("The upload was cut off"))?;
+            let chunk = chunk
+                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "The upload was cut off"))?;
             size += chunk.len() as u64;
             if size > limit {
                 return Err(too_large(limit));
@@ -121,7 +122,11 @@ impl Media {
             file.write_all(&chunk).await.map_err(internal)?;
         }
         file.flush().await.map_err(internal)?;
-        file.into_inner().sync_data().await.map_err(internal)?;
+        if matches!(self.store, BlobStore::Local { .. }) {
+            // The file becomes the stored blob by a rename: its bytes must be on disk before
+            // the database says the media exists.
+            file.into_inner().sync_data().await.map_err(internal)?;
+        }
         Ok(Spooled {
             file: path,
             sha256: hex::encode(hasher.finalize()),
@@ -239,8 +244,9 @@ impl Media {
     ) -> ApiResult<Served> {
         let sha256 = media.sha256.clone().expect("served media has bytes");
         let content_type = media.content_type.clone().unwrap_or_default();
+        let base_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         let thumbnailable = ["image/jpeg", "image/png", "image/gif", "image/webp"];
-        if !thumbnailable.contains(&content_type.as_str()) {
+        if !thumbnailable.contains(&base_type.as_str()) {
             return Err(cannot_thumbnail(format!(
                 "Thumbnails are made of JPEG, PNG, GIF and WebP images, not of {}",
                 if content_type.is_empty() {
@@ -277,10 +283,11 @@ impl Media {
                 size: row.size,
             });
         }
-        let bytes = self.read_for_decoding(&sha256).await?;
         let max_pixels = self.config.max_image_pixels;
         let made = self
-            .decode(move || thumbnail::make(&bytes, size, animated, max_pixels))
+            .decode_blob(&sha256, move |bytes| {
+                thumbnail::make(&bytes, size, animated, max_pixels)
+            })
             .await?;
         let served = match made {
             Some(made) => {
@@ -319,33 +326,42 @@ impl Media {
 
     /// Checks that a blob is an image within the pixel limit.
     async fn probe(&self, sha256: &str) -> ApiResult<(u32, u32)> {
-        let bytes = self.read_for_decoding(sha256).await?;
         let max_pixels = self.config.max_image_pixels;
-        self.decode(move || {
-            let (_, width, height) = thumbnail::probe(&bytes)?;
-            if u64::from(width) * u64::from(height) > max_pixels {
-                return Err(ThumbnailError::TooLarge);
-            }
-            Ok((width, height))
-        })
-        .await
+        self.decode_blob(sha256, move |bytes| probe_within(&bytes, max_pixels))
+            .await
     }
 
-    async fn read_for_decoding(&self, sha256: &str) -> ApiResult<Bytes> {
-        self.store
+    /// Reads a blob and runs image work on it, a bounded number at a time (the permit is
+    /// taken before the read, so waiting requests do not hold whole files in memory).
+    async fn decode_blob<T: Send + 'static>(
+        &self,
+        sha256: &str,
+        work: impl FnOnce(Bytes) -> Result<T, ThumbnailError> + Send + 'static,
+    ) -> ApiResult<T> {
+        let _permit = self.decoding.acquire().await.map_err(internal)?;
+        let bytes = self
+            .store
             .read(sha256, self.config.max_upload_bytes)
             .await
             .map_err(internal)?
-            .ok_or_else(|| too_large(self.config.max_upload_bytes))
+            .ok_or_else(|| too_large(self.config.max_upload_bytes))?;
+        self.run_decoder(move || work(bytes)).await
     }
 
-    /// Runs image work on the blocking pool, a bounded number at a time. A panic in a decoder
-    /// is an error for this request only.
+    /// Runs image work on bytes already in memory, a bounded number at a time.
     async fn decode<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, ThumbnailError> + Send + 'static,
     ) -> ApiResult<T> {
         let _permit = self.decoding.acquire().await.map_err(internal)?;
+        self.run_decoder(work).await
+    }
+
+    /// Image work on the blocking pool; a panic in a decoder is an error for this request only.
+    async fn run_decoder<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, ThumbnailError> + Send + 'static,
+    ) -> ApiResult<T> {
         match tokio::task::spawn_blocking(work).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(ThumbnailError::TooLarge)) => Err(ApiError::new(
@@ -365,6 +381,15 @@ impl Media {
             }
         }
     }
+}
+
+/// An image's dimensions, if it is one we read and within the pixel limit.
+pub fn probe_within(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), ThumbnailError> {
+    let (_, width, height) = thumbnail::probe(bytes)?;
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(ThumbnailError::TooLarge);
+    }
+    Ok((width, height))
 }
 
 /// Deletes spooled uploads a crash left behind. Only files older than a day go: the directory

@@ -12,7 +12,7 @@ use ruma::api::error::ErrorKind;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Media, internal, thumbnail};
+use super::{Media, internal, probe_within};
 use crate::{
     error::{ApiError, ApiResult},
     outbound::{AddressPolicy, refusal},
@@ -45,7 +45,10 @@ impl Media {
                 og.extend(image);
             }
         } else if content_type.starts_with("text/html") || content_type.starts_with("application/xhtml") {
-            let properties = parse_html(&String::from_utf8_lossy(&body));
+            // Up to `max_bytes` of markup: parsed on the blocking pool, off the request workers.
+            let properties = tokio::task::spawn_blocking(move || parse_html(&String::from_utf8_lossy(&body)))
+                .await
+                .map_err(internal)?;
             let image_url = properties
                 .get("og:image")
                 .and_then(|image| url.join(image).ok())
@@ -141,14 +144,7 @@ impl Media {
         let probed = {
             let bytes = bytes.clone();
             let max_pixels = self.config.max_image_pixels;
-            self.decode(move || {
-                let (_, width, height) = thumbnail::probe(&bytes)?;
-                if u64::from(width) * u64::from(height) > max_pixels {
-                    return Err(thumbnail::ThumbnailError::TooLarge);
-                }
-                Ok((width, height))
-            })
-            .await
+            self.decode(move || probe_within(&bytes, max_pixels)).await
         };
         let Ok((width, height)) = probed else {
             return Ok(None);
