@@ -640,6 +640,13 @@ async fn animated_thumbnails_when_asked() {
     // Not asked for: a still image.
     let response = thumbnail(&server, token, &mxc, "width=320&height=240").await;
     assert_eq!(response.headers()[header::CONTENT_TYPE], "image/png");
+    // Even when the animation is smaller than the thumbnail: its first frame, at its size.
+    let small = upload_ok(&server, token, animated_gif(40, 30, 3), "image/gif").await;
+    let response = thumbnail(&server, token, &small, "width=96&height=96&method=crop").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "image/png");
+    let image = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!((image.width(), image.height()), (40, 30));
     let (status, body) = error_of(thumbnail(&server, token, &mxc, "width=32&height=32&animated=maybe").await).await;
     assert_error(&(status, body.clone()), StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 }
@@ -702,20 +709,43 @@ async fn bad_images_get_an_error_and_the_server_carries_on() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-/// A web server inside the test: `/page` (Open Graph tags and an image), `/cat.png`,
-/// `/redirect` (to an address the default policy denies), `/big` and `/slow`.
+/// A web server inside the test, on every local address: `/page` (Open Graph tags and an
+/// image), `/cat.png`, `/redirect` (to an address the default policy denies), `/sneaky` (whose
+/// `og:image` is at such an address: `/inner.png` on 127.0.0.2), `/big` and `/slow`.
 struct Site {
     base: String,
     page_hits: Arc<AtomicUsize>,
+    inner_hits: Arc<AtomicUsize>,
 }
 
 async fn start_site() -> Site {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let hits = Arc::new(AtomicUsize::new(0));
     let page_hits = hits.clone();
+    let inner = Arc::new(AtomicUsize::new(0));
+    let inner_hits = inner.clone();
     let cat = encode(&photo(640, 480), ImageFormat::Png);
+    let inner_cat = cat.clone();
     let app = Router::new()
+        .route(
+            "/sneaky",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "text/html")],
+                    format!(r#"<meta property="og:title" content="Sneaky"><meta property="og:image" content="http://127.0.0.2:{port}/inner.png">"#),
+                )
+            }),
+        )
+        .route(
+            "/inner.png",
+            get(move || {
+                inner.fetch_add(1, Ordering::SeqCst);
+                let cat = inner_cat.clone();
+                async move { ([(header::CONTENT_TYPE, "image/png")], cat) }
+            }),
+        )
         .route(
             "/page",
             get(move || {
@@ -764,6 +794,7 @@ async fn start_site() -> Site {
     Site {
         base: format!("http://{addr}"),
         page_hits,
+        inner_hits,
     }
 }
 
@@ -812,6 +843,16 @@ async fn url_previews_read_open_graph_and_keep_the_image() {
     // A redirect to a denied address is refused.
     let (status, body) = preview(&server, token, &format!("{}/redirect", site.base)).await;
     assert_error(&(status, body.clone()), StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    // So is an og:image at one: the page previews without it, and it is never fetched.
+    let (status, body) = preview(&server, token, &format!("{}/sneaky", site.base)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["og:title"], "Sneaky");
+    assert!(body.get("og:image").is_none(), "{body}");
+    assert_eq!(site.inner_hits.load(Ordering::SeqCst), 0);
+    // Over-long URLs are refused before anything is fetched.
+    let long = format!("{}/page?{}", site.base, "a".repeat(3000));
+    let (status, body) = preview(&server, token, &long).await;
+    assert_error(&(status, body.clone()), StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     // Too large, too slow, unreachable: 502.
     let (status, body) = preview(&server, token, &format!("{}/big", site.base)).await;
     assert_error(&(status, body.clone()), StatusCode::BAD_GATEWAY, "M_TOO_LARGE");

@@ -338,14 +338,14 @@ impl Media {
         sha256: &str,
         work: impl FnOnce(Bytes) -> Result<T, ThumbnailError> + Send + 'static,
     ) -> ApiResult<T> {
-        let _permit = self.decoding.acquire().await.map_err(internal)?;
+        let permit = self.decoding.clone().acquire_owned().await.map_err(internal)?;
         let bytes = self
             .store
             .read(sha256, self.config.max_upload_bytes)
             .await
             .map_err(internal)?
             .ok_or_else(|| too_large(self.config.max_upload_bytes))?;
-        self.run_decoder(move || work(bytes)).await
+        self.run_decoder(permit, move || work(bytes)).await
     }
 
     /// Runs image work on bytes already in memory, a bounded number at a time.
@@ -353,15 +353,22 @@ impl Media {
         &self,
         work: impl FnOnce() -> Result<T, ThumbnailError> + Send + 'static,
     ) -> ApiResult<T> {
-        let _permit = self.decoding.acquire().await.map_err(internal)?;
-        self.run_decoder(work).await
+        let permit = self.decoding.clone().acquire_owned().await.map_err(internal)?;
+        self.run_decoder(permit, work).await
     }
 
     /// Image work on the blocking pool; a panic in a decoder is an error for this request only.
+    /// The permit goes with the work: a client that hangs up does not free its slot while
+    /// the decoder still runs.
     async fn run_decoder<T: Send + 'static>(
         &self,
+        permit: tokio::sync::OwnedSemaphorePermit,
         work: impl FnOnce() -> Result<T, ThumbnailError> + Send + 'static,
     ) -> ApiResult<T> {
+        let work = move || {
+            let _permit = permit;
+            work()
+        };
         match tokio::task::spawn_blocking(work).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(ThumbnailError::TooLarge)) => Err(ApiError::new(

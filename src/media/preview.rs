@@ -23,6 +23,8 @@ use crate::{
 const MAX_PROPERTIES: usize = 50;
 /// Longest value kept of one property.
 const MAX_VALUE_CHARS: usize = 2_000;
+/// Longest URL previewed (it is the cache's key; PostgreSQL indexes keys of at most ~2.7 KB).
+const MAX_URL_BYTES: usize = 2_000;
 
 impl Media {
     /// The preview of `url` (the Open Graph object the spec describes).
@@ -30,15 +32,17 @@ impl Media {
         let Some(client) = &self.previews else {
             return Err(ApiError::forbidden("URL previews are disabled on this server"));
         };
+        if url.len() > MAX_URL_BYTES {
+            return Err(ApiError::invalid_param(format!(
+                "URLs longer than {MAX_URL_BYTES} bytes are not previewed"
+            )));
+        }
         let mut url = Url::parse(url).map_err(|error| ApiError::invalid_param(format!("Invalid URL: {error}")))?;
         url.set_fragment(None);
-        self.address_policy()
-            .check_url(&url)
-            .map_err(|refused| ApiError::forbidden(refused.0))?;
         if let Some(cached) = storage.url_preview(url.as_str()).await? {
             return serde_json::from_str(&cached).map_err(internal);
         }
-        let (content_type, body) = self.fetch(client, &url).await?;
+        let (content_type, body, final_url) = self.fetch(client, &url).await?;
         let mut og = Map::new();
         if content_type.starts_with("image/") {
             if let Some(image) = self.keep_image(storage, origin, &content_type, body).await? {
@@ -51,7 +55,8 @@ impl Media {
                 .map_err(internal)?;
             let image_url = properties
                 .get("og:image")
-                .and_then(|image| url.join(image).ok())
+                // Relative to where the page was found, after any redirects.
+                .and_then(|image| final_url.join(image).ok())
                 .filter(|image| matches!(image.scheme(), "http" | "https"));
             for (key, value) in properties {
                 if key != "og:image" && !key.starts_with("og:image:") {
@@ -61,7 +66,7 @@ impl Media {
             if let Some(image_url) = image_url {
                 // A page whose image cannot be fetched still has a preview.
                 match self.fetch(client, &image_url).await {
-                    Ok((image_type, image)) if image_type.starts_with("image/") => {
+                    Ok((image_type, image, _)) if image_type.starts_with("image/") => {
                         if let Some(image) = self.keep_image(storage, origin, &image_type, image).await? {
                             og.extend(image);
                         }
@@ -86,8 +91,14 @@ impl Media {
         }
     }
 
-    /// GETs `url`, reading at most `max_bytes`; returns the content type (lowercase) and body.
-    async fn fetch(&self, client: &reqwest::Client, url: &Url) -> ApiResult<(String, Bytes)> {
+    /// GETs `url`, reading at most `max_bytes`; returns the content type (lowercase), the body
+    /// and the URL it came from (after redirects). Every URL fetched is checked against the
+    /// address policy first: the page's, and the `og:image` the page names (a literal address
+    /// never reaches the guarded resolver).
+    async fn fetch(&self, client: &reqwest::Client, url: &Url) -> ApiResult<(String, Bytes, Url)> {
+        self.address_policy()
+            .check_url(url)
+            .map_err(|refused| ApiError::forbidden(refused.0))?;
         let limit = self.config.url_preview.max_bytes;
         let failed = |error: reqwest::Error| match refusal(&error) {
             Some(refused) => ApiError::forbidden(refused.0.clone()),
@@ -113,6 +124,7 @@ impl Media {
         if response.content_length().is_some_and(|length| length > limit) {
             return Err(content_too_large(limit));
         }
+        let final_url = response.url().clone();
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)
@@ -129,7 +141,7 @@ impl Media {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok((content_type, Bytes::from(body)))
+        Ok((content_type, Bytes::from(body), final_url))
     }
 
     /// Stores a fetched image as local media; its preview fields, or `None` if it is not an

@@ -106,17 +106,28 @@ impl BlobStore {
                 let upload = store.put_multipart(&path).await.map_err(io::Error::other)?;
                 let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
                 let mut buffer = vec![0; READ_BUFFER];
-                loop {
-                    let read = source.read(&mut buffer).await?;
-                    if read == 0 {
-                        break;
+                let written: io::Result<()> = async {
+                    loop {
+                        let read = source.read(&mut buffer).await?;
+                        if read == 0 {
+                            return Ok(());
+                        }
+                        // At most two parts in flight: bounded memory, and still overlapped.
+                        writer.wait_for_capacity(2).await.map_err(io::Error::other)?;
+                        writer.write(&buffer[..read]);
                     }
-                    // At most two parts in flight: bounded memory, and still overlapped.
-                    writer.wait_for_capacity(2).await.map_err(io::Error::other)?;
-                    writer.write(&buffer[..read]);
                 }
-                writer.finish().await.map_err(io::Error::other)?;
-                Ok(())
+                .await;
+                match written {
+                    Ok(()) => writer.finish().await.map(drop).map_err(io::Error::other),
+                    Err(error) => {
+                        // The parts already sent would otherwise stay in the bucket (and be billed).
+                        if let Err(abort) = writer.abort().await {
+                            tracing::warn!(error = %abort, "could not abort a failed multipart upload");
+                        }
+                        Err(error)
+                    }
+                }
             }
         }
     }

@@ -78,8 +78,13 @@ pub fn make(
     if format == ImageFormat::Jpeg && !has_jpeg_end(bytes) {
         return Err(ThumbnailError::Unsupported("the JPEG image is truncated".to_owned()));
     }
-    let Some((out_width, out_height)) = target_dimensions(width, height, size) else {
-        return Ok(None);
+    let still_of_animation = !animated && matches!(format, ImageFormat::Gif | ImageFormat::WebP);
+    let (out_width, out_height) = match target_dimensions(width, height, size) {
+        Some(dimensions) => dimensions,
+        // A small GIF or WebP may be animated, which a client that did not ask for animation
+        // must not get: its first frame, at its own size, is the thumbnail.
+        None if still_of_animation => (width, height),
+        None => return Ok(None),
     };
     let limits = limits(max_pixels);
     if animated
