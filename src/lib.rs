@@ -13,6 +13,7 @@ pub mod listener;
 pub mod media;
 pub mod metrics;
 pub mod outbound;
+pub mod push;
 pub mod ratelimit;
 pub mod rooms;
 pub mod server;

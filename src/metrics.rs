@@ -30,6 +30,13 @@ pub struct Metrics {
     /// Clients waiting for news: `/sync` and sliding sync long-polls and WebSocket pushers.
     pub sync_waiters: Gauge,
     pub websockets: Gauge,
+    /// Notifications push gateways took, and attempts that failed.
+    pub pushes_sent: Counter,
+    pub push_failures: Counter,
+    /// Time to evaluate one event's push rules for all its room's local members.
+    pub push_evaluation_seconds: Histogram,
+    /// Members' rule sets run (one per event and member).
+    pub push_rule_evaluations: Counter,
 }
 
 impl Metrics {
@@ -45,6 +52,32 @@ impl Metrics {
         let db_connections_idle = Gauge::default();
         let sync_waiters = Gauge::default();
         let websockets = Gauge::default();
+        let pushes_sent = Counter::default();
+        let push_failures = Counter::default();
+        let push_evaluation_seconds = Histogram::new([
+            0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+        ]);
+        let push_rule_evaluations = Counter::default();
+        registry.register(
+            "push_evaluation_seconds",
+            "Time to evaluate one event for every local member of its room",
+            push_evaluation_seconds.clone(),
+        );
+        registry.register(
+            "push_rule_evaluations",
+            "Rule sets run: one per event and member",
+            push_rule_evaluations.clone(),
+        );
+        registry.register(
+            "pushes_sent",
+            "Notifications push gateways accepted",
+            pushes_sent.clone(),
+        );
+        registry.register(
+            "push_failures",
+            "Attempts to reach a push gateway that failed (each retry counts)",
+            push_failures.clone(),
+        );
         registry.register(
             "sync_waiters",
             "Connections waiting for news (long-polls and WebSockets)",
@@ -79,6 +112,10 @@ impl Metrics {
             db_connections_idle,
             sync_waiters,
             websockets,
+            pushes_sent,
+            push_failures,
+            push_evaluation_seconds,
+            push_rule_evaluations,
         }
     }
 

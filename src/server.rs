@@ -55,6 +55,9 @@ impl Server {
             .restore(&state)
             .await
             .map_err(|_| anyhow::anyhow!("cannot read stored presence"))?;
+        crate::push::Push::start(&state)
+            .await
+            .map_err(|_| anyhow::anyhow!("cannot start push evaluation and pushers"))?;
         Ok(Self { state, listener })
     }
 

@@ -10,6 +10,7 @@ use crate::{
     config::Config,
     media::Media,
     metrics::Metrics,
+    push::Push,
     ratelimit::{RateLimiter, RateLimits},
     rooms::{RoomLocks, persister::Persister},
     storage::Storage,
@@ -41,6 +42,8 @@ pub struct Services {
     pub deliveries: Deliveries,
     /// The media repository.
     pub media: Media,
+    /// Push rules, their evaluation and pushers.
+    pub push: Push,
 }
 
 impl AppState {
@@ -51,6 +54,7 @@ impl AppState {
             registration: RateLimiter::new(config.rate_limits.registration),
         };
         let persister_storage = storage.clone();
+        let push = Push::new(&config.push);
         let caches = Caches::default();
         caches.member_event_at(positions.events());
         Self(Arc::new(Services {
@@ -67,6 +71,7 @@ impl AppState {
             presence: Arc::default(),
             sliding: Connections::default(),
             deliveries: Deliveries::default(),
+            push,
             media,
         }))
     }

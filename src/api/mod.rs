@@ -226,8 +226,19 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/media/r0/thumbnail/{server_name}/{media_id}",
             get(media::legacy_thumbnail),
         )
-        // Push rules (read-only until rule editing lands)
+        // Push rules, pushers, notifications
         .ruma(push::all)
+        .ruma(push::global)
+        .ruma(push::get_rule)
+        .ruma(push::set_rule)
+        .ruma(push::delete_rule)
+        .ruma(push::get_enabled)
+        .ruma(push::set_enabled)
+        .ruma(push::get_actions)
+        .ruma(push::set_actions)
+        .ruma_raw(push::get_pushers)
+        .ruma(push::set_pusher)
+        .ruma_raw(push::notifications)
         // User directory
         .ruma(user_directory::search)
         // Server keys (federation)

@@ -30,6 +30,7 @@ const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("HEARTH_MEDIA_S3_BUCKET", "media.s3.bucket"),
     ("HEARTH_MEDIA_S3_REGION", "media.s3.region"),
     ("HEARTH_MEDIA_S3_PREFIX", "media.s3.prefix"),
+    ("HEARTH_PUSH_IP_RANGE_ALLOWLIST", "push.ip_range_allowlist"),
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +52,37 @@ pub struct Config {
     pub sync: SyncConfig,
     pub presence: PresenceConfig,
     pub media: MediaConfig,
+    pub push: PushConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// How long one request to a push gateway may take.
+    pub timeout_secs: u64,
+    /// A notification a gateway has failed to take for this long is dropped, and the pusher
+    /// moves on to the next.
+    pub give_up_after_secs: u64,
+    /// `counts.unread` in pushes: rooms with unread notifications (true, as Synapse does) or
+    /// unread notifications in all rooms (false).
+    pub group_unread_count_by_room: bool,
+    /// Addresses push gateways may not be at (users choose the gateway URL).
+    pub ip_range_denylist: Vec<ipnet::IpNet>,
+    /// Addresses allowed even though the denylist covers them, e.g. `["10.0.0.5/32"]` for a
+    /// gateway on the local network (environment: `HEARTH_PUSH_IP_RANGE_ALLOWLIST`).
+    pub ip_range_allowlist: Vec<ipnet::IpNet>,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 10,
+            give_up_after_secs: 24 * 60 * 60,
+            group_unread_count_by_room: true,
+            ip_range_denylist: default_ip_denylist(),
+            ip_range_allowlist: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,13 +216,18 @@ impl Default for UrlPreviewConfig {
             max_bytes: 10 * 1024 * 1024,
             timeout_secs: 10,
             cache_secs: 60 * 60,
-            ip_range_denylist: DEFAULT_IP_DENYLIST
-                .iter()
-                .map(|range| range.parse().expect("the default ranges parse"))
-                .collect(),
+            ip_range_denylist: default_ip_denylist(),
             ip_range_allowlist: Vec::new(),
         }
     }
+}
+
+/// [`DEFAULT_IP_DENYLIST`], parsed.
+pub fn default_ip_denylist() -> Vec<ipnet::IpNet> {
+    DEFAULT_IP_DENYLIST
+        .iter()
+        .map(|range| range.parse().expect("the default ranges parse"))
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -327,6 +364,7 @@ impl Default for Config {
             sync: SyncConfig::default(),
             presence: PresenceConfig::default(),
             media: MediaConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -468,6 +506,9 @@ impl Config {
                     self.rooms.default_room_version
                 ),
             );
+        }
+        if self.push.timeout_secs == 0 {
+            return fail("push.timeout_secs", "must be at least 1".into());
         }
         if self.media.max_upload_bytes == 0 {
             return fail("media.max_upload_bytes", "must be at least 1".into());

@@ -291,6 +291,7 @@ pub async fn append_event(
                 stream_ordering,
                 std::iter::once(room_id.as_str()).chain(subject.as_deref()),
             );
+            state.push.event_written();
             drop(room_lock);
         })
     };

@@ -90,11 +90,12 @@ impl Storage {
         Ok(())
     }
 
-    /// Deletes the device, every access and refresh token it holds and its encryption keys
-    /// and messages. The caller records the change on the `device_lists` stream.
+    /// Deletes the device, every access and refresh token it holds, its encryption keys
+    /// and messages, and its pushers. The caller records the change on the `device_lists` stream.
     pub async fn delete_device(tx: &mut Tx, user_id: &str, device_id: &str) -> Result<(), StorageError> {
         Self::delete_device_tokens(tx, user_id, device_id).await?;
         Self::delete_device_e2ee(tx, user_id, Some(device_id), None).await?;
+        Self::delete_device_pushers(tx, user_id, Some(device_id), None).await?;
         sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
             .bind(user_id)
             .bind(device_id)
@@ -107,6 +108,7 @@ impl Storage {
     /// messages).
     pub async fn delete_devices_except(tx: &mut Tx, user_id: &str, keep: Option<&str>) -> Result<(), StorageError> {
         Self::delete_device_e2ee(tx, user_id, None, keep).await?;
+        Self::delete_device_pushers(tx, user_id, None, keep).await?;
         let statements: [&'static str; 3] = match keep {
             Some(_) => [
                 "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",

@@ -45,6 +45,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0005_media.sql"),
         postgres: include_str!("../../migrations/postgres/0005_media.sql"),
     },
+    Migration {
+        version: 6,
+        name: "push",
+        sqlite: include_str!("../../migrations/sqlite/0006_push.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_push.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -13,6 +13,7 @@ mod key_backup;
 mod media;
 mod migrate;
 mod profiles;
+mod push;
 mod registration;
 mod rooms;
 mod state;
@@ -38,6 +39,7 @@ pub use self::{
     key_backup::{BackupKeyRow, BackupVersion},
     media::{Completion, MediaRow, NewMedia, Reservation, ThumbnailRow},
     migrate::{MigrationError, SCHEMA_VERSION},
+    push::{NewPushAction, PushActionRow, PusherRow, UnreadCount},
     registration::RegistrationToken,
     rooms::{EventRow, NewEventRow, RelationRow, StateMap},
     sync::{MembershipRow, NewReceipt, PresenceRow, ReceiptRow, RoomActivity, RoomSummary},

@@ -64,6 +64,7 @@ pub async fn set_account_data(
         state
             .caches
             .account_data_changed(user_id.as_str(), &room_id, &data_type);
+        state.push.account_data_changed(user_id.as_str(), &room_id, &data_type);
         state
             .notifier
             .advance(Stream::AccountData, position, [user_id.as_str()]);

@@ -176,6 +176,18 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
         }
     }
 
+    // A first sync always carries the push rules, stored or not (clients read them from here).
+    if since.is_none()
+        && event_allowed(&filter.account_data, crate::push::PUSH_RULES, None)
+        && !global_account_data
+            .iter()
+            .any(|event| event["type"] == crate::push::PUSH_RULES)
+    {
+        let rules = crate::push::rules(state, &sender.user_id).await?;
+        global_account_data
+            .push(json!({ "type": crate::push::PUSH_RULES, "content": crate::push::rules_content(&rules) }));
+    }
+
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut knock = Map::new();
@@ -310,6 +322,21 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
                 leave.insert(room_id.to_owned(), Value::Object(entry));
             }
             _ => {}
+        }
+    }
+
+    // Unread counts of the joined rooms shown, once evaluation has caught up with them.
+    if !join.is_empty() {
+        let by_thread = filter.room.timeline.unread_thread_notifications;
+        let rooms: Vec<&str> = join.keys().map(String::as_str).collect();
+        let counts = crate::push::unread_counts(state, &sender.user_id, &rooms, now.events(), by_thread).await?;
+        for (room_id, entry) in join.iter_mut() {
+            let Value::Object(entry) = entry else { continue };
+            entry.insert("unread_notifications".into(), counts.room(room_id).to_json());
+            if by_thread {
+                let threads = counts.threads_json(room_id).unwrap_or_else(|| json!({}));
+                entry.insert("unread_thread_notifications".into(), threads);
+            }
         }
     }
 

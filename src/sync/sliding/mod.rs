@@ -242,6 +242,23 @@ async fn compute(
         }
     }
 
+    // Unread counts of the joined rooms sent, once evaluation has caught up with them.
+    let joined: Vec<&str> = rooms
+        .keys()
+        .map(String::as_str)
+        .filter(|room_id| by_id.get(room_id).is_some_and(|room| room.membership == "join"))
+        .collect();
+    if !joined.is_empty() {
+        let counts = crate::push::unread_counts(state, &sender.user_id, &joined, now.events(), false).await?;
+        let joined: Vec<String> = joined.into_iter().map(str::to_owned).collect();
+        for room_id in joined {
+            if let Some(Value::Object(result)) = rooms.get_mut(&room_id) {
+                let room_counts = counts.room(&room_id);
+                result.insert("notification_count".into(), Value::from(room_counts.notifications));
+                result.insert("highlight_count".into(), Value::from(room_counts.highlights));
+            }
+        }
+    }
     if state.config.sync.delivery_receipts && !delivered.is_empty() {
         record_delivery(state, &sender.user_id, delivered);
     }

@@ -1,0 +1,351 @@
+//! Delivery to push gateways (the Push Gateway API, `POST {url}` with `/_matrix/push/v1/notify`).
+//!
+//! Each pusher has its own task, so a slow or dead gateway delays nobody else. A task sends
+//! the user's notifications in order, after the pusher's `last_stream_ordering`, and moves it
+//! forward only once the gateway took the notification: pending pushes survive a restart.
+//! Failures are retried with exponential backoff (1 s doubling to 10 min); a notification
+//! still failing after `push.give_up_after_secs` is dropped. A pushkey the gateway rejects
+//! removes the pusher. A notification already read when its turn comes is skipped.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+
+use crate::{
+    config::PushConfig,
+    error::{ApiError, ApiResult},
+    outbound::{AddressPolicy, guarded_client, refusal},
+    state::AppState,
+    storage::{PushActionRow, PusherRow, now_ms},
+};
+
+/// The path every pusher URL must end in.
+pub const NOTIFY_PATH: &str = "/_matrix/push/v1/notify";
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// Notifications read per round from the database.
+const BATCH: i64 = 20;
+
+type PusherKey = (String, String, String);
+
+/// The running pushers: one task each, woken when their user has new notifications.
+pub struct Gateways {
+    client: reqwest::Client,
+    policy: AddressPolicy,
+    running: Mutex<HashMap<PusherKey, Arc<Notify>>>,
+}
+
+impl Gateways {
+    pub fn new(config: &PushConfig) -> Self {
+        let policy = AddressPolicy {
+            denylist: config.ip_range_denylist.clone(),
+            allowlist: config.ip_range_allowlist.clone(),
+        };
+        Self {
+            client: guarded_client(policy.clone(), Duration::from_secs(config.timeout_secs)),
+            policy,
+            running: Mutex::default(),
+        }
+    }
+
+    /// Checks a pusher URL: `http(s)`, ending in the notify path, not at a denied address.
+    pub fn check_url(&self, url: &str) -> ApiResult<()> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|error| ApiError::invalid_param(format!("data.url is not a URL: {error}")))?;
+        if !parsed.path().ends_with(NOTIFY_PATH) {
+            return Err(ApiError::invalid_param(format!("data.url must end in {NOTIFY_PATH}")));
+        }
+        self.policy
+            .check_url(&parsed)
+            .map_err(|refused| ApiError::invalid_param(format!("data.url: {refused}")))
+    }
+
+    /// Wakes the pushers of these users.
+    pub fn wake(&self, users: &HashSet<String>) {
+        if users.is_empty() {
+            return;
+        }
+        let running = self.running.lock().expect("pushers lock");
+        for ((user, _, _), wake) in running.iter() {
+            if users.contains(user) {
+                wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Starts a task for every stored pusher (at server start).
+pub async fn start_all(state: &AppState) -> ApiResult<()> {
+    for pusher in state.storage.pushers(None).await? {
+        ensure_running(state, &pusher);
+    }
+    Ok(())
+}
+
+/// Starts the pusher's task unless it runs already; wakes it either way.
+pub fn ensure_running(state: &AppState, pusher: &PusherRow) {
+    let key = (pusher.user_id.clone(), pusher.app_id.clone(), pusher.pushkey.clone());
+    let mut running = state.push.gateways.running.lock().expect("pushers lock");
+    if let Some(wake) = running.get(&key) {
+        wake.notify_one();
+        return;
+    }
+    let wake = Arc::new(Notify::new());
+    running.insert(key.clone(), wake.clone());
+    tokio::spawn(run_pusher(state.clone(), key, wake));
+}
+
+/// One pusher's loop. Ends when the pusher is gone (deleted, rejected, its device logged out).
+async fn run_pusher(state: AppState, key: PusherKey, wake: Arc<Notify>) {
+    let (user_id, app_id, pushkey) = &key;
+    loop {
+        let woken = wake.notified();
+        let pusher = match state.storage.pusher(user_id, app_id, pushkey).await {
+            Ok(Some(pusher)) => pusher,
+            Ok(None) => break,
+            Err(_) => {
+                tokio::time::sleep(FIRST_BACKOFF).await;
+                continue;
+            }
+        };
+        match deliver_pending(&state, &pusher).await {
+            Ok(Progress::Idle) => woken.await,
+            Ok(Progress::More) => {}
+            Ok(Progress::Removed) => break,
+            Err(_) => tokio::time::sleep(FIRST_BACKOFF).await,
+        }
+    }
+    state.push.gateways.running.lock().expect("pushers lock").remove(&key);
+    tracing::debug!(user_id, app_id, "pusher stopped");
+}
+
+enum Progress {
+    /// Nothing left to send.
+    Idle,
+    /// A batch went out; there may be more.
+    More,
+    /// The pusher was removed.
+    Removed,
+}
+
+/// Sends the pusher's pending notifications, one batch.
+async fn deliver_pending(state: &AppState, pusher: &PusherRow) -> ApiResult<Progress> {
+    let pending = state
+        .storage
+        .notifications_after(&pusher.user_id, pusher.last_stream_ordering, BATCH)
+        .await?;
+    if pending.is_empty() {
+        return Ok(Progress::Idle);
+    }
+    let mut failing_since = pusher.failing_since;
+    for (notification, read) in pending {
+        if !read {
+            match send_with_retries(state, pusher, &notification, &mut failing_since).await? {
+                Sent::Delivered | Sent::GaveUp => {}
+                Sent::Rejected => {
+                    tracing::info!(
+                        user_id = pusher.user_id,
+                        app_id = pusher.app_id,
+                        "the push gateway rejected the pushkey; pusher removed"
+                    );
+                    state
+                        .storage
+                        .delete_pusher(&pusher.user_id, &pusher.app_id, &pusher.pushkey)
+                        .await?;
+                    return Ok(Progress::Removed);
+                }
+                Sent::PusherGone => return Ok(Progress::Removed),
+            }
+        }
+        state
+            .storage
+            .update_pusher_progress(pusher, notification.stream_ordering, failing_since)
+            .await?;
+    }
+    Ok(Progress::More)
+}
+
+enum Sent {
+    Delivered,
+    /// Failing for longer than `give_up_after_secs`: dropped.
+    GaveUp,
+    Rejected,
+    /// The pusher was deleted while we retried.
+    PusherGone,
+}
+
+/// Sends one notification until the gateway takes it, rejects the pushkey, or the pusher has
+/// failed for too long.
+async fn send_with_retries(
+    state: &AppState,
+    pusher: &PusherRow,
+    notification: &PushActionRow,
+    failing_since: &mut Option<i64>,
+) -> ApiResult<Sent> {
+    let body = notification_body(state, pusher, notification).await?;
+    let give_up_after = (state.config.push.give_up_after_secs as i64).saturating_mul(1000);
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match post(state, pusher, &body).await {
+            Ok(rejected) => {
+                if failing_since.take().is_some() {
+                    tracing::info!(
+                        user_id = pusher.user_id,
+                        app_id = pusher.app_id,
+                        "push gateway reachable again"
+                    );
+                }
+                state.metrics.pushes_sent.inc();
+                return Ok(if rejected { Sent::Rejected } else { Sent::Delivered });
+            }
+            Err(reason) => {
+                let since = *failing_since.get_or_insert_with(now_ms);
+                state.metrics.push_failures.inc();
+                if now_ms() - since >= give_up_after {
+                    tracing::warn!(user_id = pusher.user_id, app_id = pusher.app_id, %reason, "dropping a notification the push gateway would not take");
+                    return Ok(Sent::GaveUp);
+                }
+                tracing::debug!(user_id = pusher.user_id, app_id = pusher.app_id, %reason, ?backoff, "push failed; retrying");
+                state
+                    .storage
+                    .update_pusher_progress(pusher, pusher.last_stream_ordering, Some(since))
+                    .await?;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                if state
+                    .storage
+                    .pusher(&pusher.user_id, &pusher.app_id, &pusher.pushkey)
+                    .await?
+                    .is_none_or(|now| now.data != pusher.data)
+                {
+                    // Deleted, or pointed elsewhere: the new settings start over.
+                    return Ok(Sent::PusherGone);
+                }
+            }
+        }
+    }
+}
+
+/// POSTs the notification; Ok(true) when the gateway rejected this pusher's pushkey.
+async fn post(state: &AppState, pusher: &PusherRow, body: &Value) -> Result<bool, String> {
+    let data: Value = serde_json::from_str(&pusher.data).unwrap_or_default();
+    let url = data["url"].as_str().ok_or("the pusher has no URL")?;
+    let response = state
+        .push
+        .gateways
+        .client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|error| match refusal(&error) {
+            Some(refused) => refused.to_string(),
+            None => error.without_url().to_string(),
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("the gateway answered HTTP {}", status.as_u16()));
+    }
+    let answer: Value = response.json().await.unwrap_or_default();
+    let rejected = answer["rejected"]
+        .as_array()
+        .is_some_and(|keys| keys.iter().any(|key| key.as_str() == Some(pusher.pushkey.as_str())));
+    Ok(rejected)
+}
+
+/// The `notification` the Push Gateway API describes, for this pusher.
+async fn notification_body(state: &AppState, pusher: &PusherRow, notification: &PushActionRow) -> ApiResult<Value> {
+    let data: Map<String, Value> = serde_json::from_str(&pusher.data).unwrap_or_default();
+    let actions: Vec<Value> = serde_json::from_str(&notification.actions).unwrap_or_default();
+    let mut tweaks = Map::new();
+    for action in &actions {
+        if let Some(tweak) = action.get("set_tweak").and_then(Value::as_str) {
+            // `highlight` without a value means true.
+            let value = action.get("value").cloned().unwrap_or(Value::Bool(true));
+            tweaks.insert(tweak.to_owned(), value);
+        }
+    }
+    let device_data: Map<String, Value> = data
+        .iter()
+        .filter(|(key, _)| *key != "url")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let device = json!({
+        "app_id": pusher.app_id,
+        "pushkey": pusher.pushkey,
+        "pushkey_ts": pusher.created_ts / 1000,
+        "data": device_data,
+        "tweaks": tweaks,
+    });
+    let unread = unread_badge(state, &pusher.user_id).await?;
+    let event = state.storage.event(&notification.event_id).await?;
+    let high = tweaks.contains_key("sound")
+        || tweaks.get("highlight").is_some_and(|v| v.as_bool() == Some(true))
+        || event
+            .as_ref()
+            .is_some_and(|event| event.event_type == "m.room.encrypted");
+    let mut body = json!({
+        "event_id": notification.event_id,
+        "room_id": notification.room_id,
+        "prio": if high { "high" } else { "low" },
+        "counts": { "unread": unread },
+        "devices": [device],
+    });
+    if data.get("format").and_then(Value::as_str) == Some("event_id_only") {
+        return Ok(json!({ "notification": body }));
+    }
+    if let Some(event) = event {
+        let pdu: Value = serde_json::from_str(&event.json).unwrap_or_default();
+        body["type"] = Value::from(event.event_type.as_str());
+        body["sender"] = Value::from(event.sender.as_str());
+        if event.redacted_by.is_none() {
+            body["content"] = pdu["content"].clone();
+        }
+        if event.event_type == "m.room.member" {
+            body["user_is_target"] = Value::Bool(event.state_key.as_deref() == Some(pusher.user_id.as_str()));
+        }
+        let sender_name = state
+            .storage
+            .current_state_event(&notification.room_id, "m.room.member", &event.sender)
+            .await?
+            .and_then(|member| crate::rooms::access::content_field(&member.json, "displayname"));
+        if let Some(name) = sender_name {
+            body["sender_display_name"] = Value::from(name);
+        }
+        let room_name = state
+            .storage
+            .current_state_event(&notification.room_id, "m.room.name", "")
+            .await?
+            .and_then(|name| crate::rooms::access::content_field(&name.json, "name"));
+        if let Some(name) = room_name.filter(|name| !name.is_empty()) {
+            body["room_name"] = Value::from(name);
+        }
+        let alias = state
+            .storage
+            .current_state_event(&notification.room_id, "m.room.canonical_alias", "")
+            .await?
+            .and_then(|alias| crate::rooms::access::content_field(&alias.json, "alias"));
+        if let Some(alias) = alias {
+            body["room_alias"] = Value::from(alias);
+        }
+    }
+    Ok(json!({ "notification": body }))
+}
+
+/// `counts.unread`: rooms with unread notifications (or all unread notifications).
+async fn unread_badge(state: &AppState, user_id: &str) -> ApiResult<i64> {
+    let rows = state.storage.unread_counts(user_id, None).await?;
+    Ok(if state.config.push.group_unread_count_by_room {
+        rows.iter()
+            .map(|row| row.room_id.as_str())
+            .collect::<HashSet<_>>()
+            .len() as i64
+    } else {
+        rows.iter().map(|row| row.notifications).sum()
+    })
+}
