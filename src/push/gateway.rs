@@ -28,6 +28,8 @@ use crate::{
 pub const NOTIFY_PATH: &str = "/_matrix/push/v1/notify";
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// The largest gateway answer read.
+const MAX_ANSWER: usize = 64 * 1024;
 /// Notifications read per round from the database.
 const BATCH: i64 = 20;
 
@@ -240,7 +242,8 @@ async fn post(state: &AppState, pusher: &PusherRow, body: &Value) -> Result<bool
         .gateways
         .client
         .post(url)
-        .json(body)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
         .send()
         .await
         .map_err(|error| match refusal(&error) {
@@ -251,7 +254,16 @@ async fn post(state: &AppState, pusher: &PusherRow, body: &Value) -> Result<bool
     if !status.is_success() {
         return Err(format!("the gateway answered HTTP {}", status.as_u16()));
     }
-    let answer: Value = response.json().await.unwrap_or_default();
+    // The answer is small; users choose the gateway, so read at most MAX_ANSWER of it.
+    let mut response = response;
+    let mut bytes = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if bytes.len() + chunk.len() > MAX_ANSWER {
+            return Err("the gateway's answer is too large".to_owned());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or_default();
     let rejected = answer["rejected"]
         .as_array()
         .is_some_and(|keys| keys.iter().any(|key| key.as_str() == Some(pusher.pushkey.as_str())));
