@@ -10,11 +10,13 @@
 //! (one message to a room where every member syncs), `connections` (idle long-polls held and
 //! the server's memory per connection), `initial-sync` (first `/sync` and sliding sync of a
 //! user in many rooms), `history` (`/messages` back through a long room), `e2ee` (to-device
-//! latency, one-time key claims), `media` (upload and download throughput of a large file). With
+//! latency, one-time key claims), `media` (upload and download throughput of a large file),
+//! `push` (send → push gateway latency in a large room, and push rule evaluation cost). With
 //! `--server-pid`, the server's RSS and CPU time are read from /proc around each scenario.
 
 mod client;
 mod media;
+mod push;
 mod scenarios;
 mod stats;
 
@@ -37,6 +39,7 @@ enum Scenario {
     History,
     E2ee,
     Media,
+    Push,
 }
 
 #[derive(Debug, Parser)]
@@ -106,6 +109,12 @@ struct Args {
     /// Media: downloads at once in the parallel round.
     #[arg(long, default_value_t = 4)]
     media_parallel: usize,
+    /// Push: room members (one of them has a pusher).
+    #[arg(long, default_value_t = 500)]
+    push_members: usize,
+    /// Push: messages sent, one at a time.
+    #[arg(long, default_value_t = 50)]
+    push_messages: usize,
     /// Requests in flight while setting up (registration, joins).
     #[arg(long, default_value_t = 32)]
     parallel: usize,
@@ -129,6 +138,7 @@ struct Report {
     history: Option<scenarios::HistoryResult>,
     e2ee: Option<scenarios::E2eeResult>,
     media: Option<media::MediaResult>,
+    push: Option<push::PushResult>,
 }
 
 #[tokio::main]
@@ -264,6 +274,13 @@ async fn main() -> Result<()> {
         .await?;
         log(format!("media        {}", result.row()));
         report.media = Some(result);
+    }
+    if wants(Scenario::Push) {
+        let users =
+            scenarios::register_many(&server, &format!("{prefix}-push-"), args.push_members.max(2), args.parallel).await?;
+        let result = push::push(&server, &users, args.push_messages, args.parallel).await?;
+        log(format!("push         {}", result.row()));
+        report.push = Some(result);
     }
     if wants(Scenario::Connections) {
         let users = scenarios::register_many(

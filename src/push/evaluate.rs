@@ -165,17 +165,22 @@ async fn evaluate_event(
     let member_count = UInt::try_from(room.joined.len() as u64).unwrap_or(UInt::MAX);
     let thread_id = thread_of(&pdu);
     let evaluated = targets.len();
+    // One context for the room, its user fields changed per member.
+    let Ok(sender) = UserId::parse(event.sender.as_str()) else {
+        return Ok(0);
+    };
+    let mut context = PushConditionRoomCtx::new(room_id, member_count, sender, String::new());
+    if let Some(power_levels) = &room.power_levels {
+        context = context.with_power_levels(power_levels.clone());
+    }
     for target in targets {
         let Some(data) = users.get(target) else { continue };
         if data.ignored.contains(&event.sender) {
             continue;
         }
         let Ok(user_id) = UserId::parse(target) else { continue };
-        let display_name = room.joined.get(target).cloned().unwrap_or_default();
-        let mut context = PushConditionRoomCtx::new(room_id.clone(), member_count, user_id, display_name);
-        if let Some(power_levels) = &room.power_levels {
-            context = context.with_power_levels(power_levels.clone());
-        }
+        context.user_id = user_id;
+        context.user_display_name = room.joined.get(target).cloned().unwrap_or_default();
         let mut matched: &[Action] = &[];
         for rule in &data.rules {
             if rule.applies(&flattened, &context).await {

@@ -10,6 +10,9 @@ use crate::storage::EventRow;
 /// Bind parameters per `IN (...)` list at most (far below either database's limit).
 const IN_CHUNK: usize = 500;
 
+/// Push action rows per multi-row INSERT (8 parameters each).
+const ACTION_ROWS_PER_INSERT: usize = 100;
+
 /// What a member's push rules said about an event: it notifies.
 #[derive(Debug, Clone)]
 pub struct NewPushAction {
@@ -158,22 +161,43 @@ impl Storage {
     /// `evaluated`, in one transaction (so a restart evaluates each event exactly once).
     pub async fn store_push_actions(&self, actions: &[NewPushAction], evaluated: i64) -> Result<(), StorageError> {
         let mut tx = self.begin_write().await?;
-        for action in actions {
-            sqlx::query(
+        // Many rows per statement: a message in a 500-member room is hundreds of rows.
+        for chunk in actions.chunks(ACTION_ROWS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = i * 8;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5,
+                        p + 6,
+                        p + 7,
+                        p + 8
+                    )
+                })
+                .collect();
+            let sql = format!(
                 "INSERT INTO event_push_actions
                  (user_id, stream_ordering, room_id, event_id, thread_id, actions, highlight, ts)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, stream_ordering) DO NOTHING",
-            )
-            .bind(&action.user_id)
-            .bind(action.stream_ordering)
-            .bind(&action.room_id)
-            .bind(&action.event_id)
-            .bind(&action.thread_id)
-            .bind(&action.actions)
-            .bind(i64::from(action.highlight))
-            .bind(action.ts)
-            .execute(&mut *tx)
-            .await?;
+                 VALUES {} ON CONFLICT (user_id, stream_ordering) DO NOTHING",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for action in chunk {
+                query = query
+                    .bind(&action.user_id)
+                    .bind(action.stream_ordering)
+                    .bind(&action.room_id)
+                    .bind(&action.event_id)
+                    .bind(&action.thread_id)
+                    .bind(&action.actions)
+                    .bind(i64::from(action.highlight))
+                    .bind(action.ts);
+            }
+            query.execute(&mut *tx).await?;
         }
         sqlx::query("UPDATE push_progress SET position = $1 WHERE name = 'evaluated' AND position < $1")
             .bind(evaluated)
