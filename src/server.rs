@@ -100,6 +100,7 @@ impl Server {
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         housekeeping.abort();
         presence.abort();
+        state.push.stop();
         // The flusher writes the deliveries still pending, then ends.
         state.deliveries.finish();
         let _ = deliveries.await;

@@ -689,4 +689,21 @@ async fn sliding_sync_shows_counts() {
         body["rooms"][&group]
     );
     assert_eq!(body["rooms"][&group]["highlight_count"], 1);
+    // Her read receipt alone brings the room again, with its counts cleared.
+    let pos = body["pos"].as_str().unwrap().to_owned();
+    let last = body["rooms"][&group]["timeline"].as_array().unwrap().last().unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    receipt(&server, &alice, &group, "m.read", &last, json!({})).await;
+    let (status, body) = server
+        .post(
+            &format!("/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?pos={pos}&timeout=0"),
+            alice.token(),
+            json!({ "lists": { "all": { "ranges": [[0, 10]], "timeline_limit": 1 } } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rooms"][&group]["notification_count"], 0, "{body}");
+    assert_eq!(body["rooms"][&group]["highlight_count"], 0);
 }

@@ -276,8 +276,13 @@ async fn main() -> Result<()> {
         report.media = Some(result);
     }
     if wants(Scenario::Push) {
-        let users =
-            scenarios::register_many(&server, &format!("{prefix}-push-"), args.push_members.max(2), args.parallel).await?;
+        let users = scenarios::register_many(
+            &server,
+            &format!("{prefix}-push-"),
+            args.push_members.max(2),
+            args.parallel,
+        )
+        .await?;
         let result = push::push(&server, &users, args.push_messages, args.parallel).await?;
         log(format!("push         {}", result.row()));
         report.push = Some(result);

@@ -14,7 +14,7 @@ use std::{
 };
 
 use serde_json::{Map, Value, json};
-use tokio::sync::Notify;
+use tokio::{sync::Notify, task::AbortHandle};
 
 use crate::{
     config::PushConfig,
@@ -35,11 +35,17 @@ const BATCH: i64 = 20;
 
 type PusherKey = (String, String, String);
 
+/// A pusher's task: how to wake it and how to stop it.
+struct Running {
+    wake: Arc<Notify>,
+    task: AbortHandle,
+}
+
 /// The running pushers: one task each, woken when their user has new notifications.
 pub struct Gateways {
     client: reqwest::Client,
     policy: AddressPolicy,
-    running: Mutex<HashMap<PusherKey, Arc<Notify>>>,
+    running: Mutex<HashMap<PusherKey, Running>>,
 }
 
 impl Gateways {
@@ -73,10 +79,18 @@ impl Gateways {
             return;
         }
         let running = self.running.lock().expect("pushers lock");
-        for ((user, _, _), wake) in running.iter() {
+        for ((user, _, _), pusher) in running.iter() {
             if users.contains(user) {
-                wake.notify_one();
+                pusher.wake.notify_one();
             }
+        }
+    }
+
+    /// Stops every pusher (at shutdown). A notification being sent is sent again after the
+    /// restart (the gateway API allows duplicates; losing one it does not).
+    pub fn stop(&self) {
+        for (_, pusher) in self.running.lock().expect("pushers lock").drain() {
+            pusher.task.abort();
         }
     }
 }
@@ -93,13 +107,14 @@ pub async fn start_all(state: &AppState) -> ApiResult<()> {
 pub fn ensure_running(state: &AppState, pusher: &PusherRow) {
     let key = (pusher.user_id.clone(), pusher.app_id.clone(), pusher.pushkey.clone());
     let mut running = state.push.gateways.running.lock().expect("pushers lock");
-    if let Some(wake) = running.get(&key) {
-        wake.notify_one();
+    if let Some(pusher) = running.get(&key) {
+        pusher.wake.notify_one();
         return;
     }
     let wake = Arc::new(Notify::new());
-    running.insert(key.clone(), wake.clone());
-    tokio::spawn(run_pusher(state.clone(), key, wake));
+    // Spawned under the lock: the task's own removal of its entry waits until it is in.
+    let task = tokio::spawn(run_pusher(state.clone(), key.clone(), wake.clone())).abort_handle();
+    running.insert(key, Running { wake, task });
 }
 
 /// One pusher's loop. Ends when the pusher is gone (deleted, rejected, its device logged out).
@@ -349,9 +364,12 @@ async fn notification_body(state: &AppState, pusher: &PusherRow, notification: &
     Ok(json!({ "notification": body }))
 }
 
-/// `counts.unread`: rooms with unread notifications (or all unread notifications).
+/// `counts.unread`: joined rooms with unread notifications (or all their unread notifications).
 async fn unread_badge(state: &AppState, user_id: &str) -> ApiResult<i64> {
-    let rows = state.storage.unread_counts(user_id, None).await?;
+    // Rooms the user left keep their rows (for /notifications); they do not count.
+    let joined = state.storage.rooms_with_membership(user_id, "join").await?;
+    let joined: Vec<&str> = joined.iter().map(String::as_str).collect();
+    let rows = state.storage.unread_counts(user_id, Some(&joined)).await?;
     Ok(if state.config.push.group_unread_count_by_room {
         rows.iter()
             .map(|row| row.room_id.as_str())

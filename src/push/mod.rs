@@ -53,6 +53,7 @@ pub struct Push {
     /// The last event position evaluated.
     evaluated: watch::Sender<i64>,
     pub gateways: gateway::Gateways,
+    evaluator: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Push {
@@ -64,6 +65,7 @@ impl Push {
             events_written: Notify::new(),
             evaluated: watch::Sender::new(0),
             gateways: gateway::Gateways::new(config),
+            evaluator: Mutex::default(),
         }
     }
 
@@ -71,8 +73,18 @@ impl Push {
     pub async fn start(state: &AppState) -> ApiResult<()> {
         let evaluated = state.storage.push_evaluated().await?;
         state.push.evaluated.send_replace(evaluated);
-        tokio::spawn(evaluate::run(state.clone(), evaluated));
+        let evaluator = tokio::spawn(evaluate::run(state.clone(), evaluated)).abort_handle();
+        *state.push.evaluator.lock().expect("evaluator lock") = Some(evaluator);
         gateway::start_all(state).await
+    }
+
+    /// Stops evaluation and the pushers (at shutdown). What is not done yet is picked up at
+    /// the next start: progress is stored with each step.
+    pub fn stop(&self) {
+        if let Some(evaluator) = self.evaluator.lock().expect("evaluator lock").take() {
+            evaluator.abort();
+        }
+        self.gateways.stop();
     }
 
     /// An event was written: evaluation has work.

@@ -242,6 +242,27 @@ async fn compute(
         }
     }
 
+    // A room whose counts the user's own read receipts changed is sent again, with its
+    // counts, even with nothing else new (the client's badge must clear).
+    if let Some(since) = since {
+        let (after, until) = (
+            since.get(crate::sync::Stream::Receipts),
+            now.get(crate::sync::Stream::Receipts),
+        );
+        if until > after {
+            for receipt in storage.receipts_since(user_id, after, until).await? {
+                let own_read = receipt.user_id == user_id
+                    && (receipt.receipt_type == "m.read" || receipt.receipt_type == "m.read.private");
+                if own_read
+                    && matched.contains_key(&receipt.room_id)
+                    && next.rooms.contains_key(&receipt.room_id)
+                    && !rooms.contains_key(&receipt.room_id)
+                {
+                    rooms.insert(receipt.room_id.clone(), json!({}));
+                }
+            }
+        }
+    }
     // Unread counts of the joined rooms sent, once evaluation has caught up with them.
     let joined: Vec<&str> = rooms
         .keys()
