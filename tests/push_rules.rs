@@ -474,6 +474,38 @@ async fn default_rules_decide_counts_and_receipts_clear_them() {
 }
 
 #[tokio::test]
+async fn counts_start_at_the_join_and_survive_profile_changes() {
+    let server = TestServer::start().await;
+    let (alice, bob, group, _) = group_and_dm(&server).await;
+    let text = json!({ "msgtype": "m.text", "body": "one" });
+    send(&server, &bob, &group, "m.room.message", text.clone()).await;
+    send(&server, &bob, &group, "m.room.message", text.clone()).await;
+    // A new display name writes a new member event; it is not a join, and reads nothing.
+    let (status, _) = server
+        .put(
+            &format!("{V3}/profile/{}/displayname", enc(&alice.user_id)),
+            alice.token(),
+            json!({ "displayname": "Alice L." }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let body = sync(&server, &alice, "").await;
+    assert_eq!(counts(&body, &group), (2, 0));
+    // Leaving and joining again starts over: what came before is not unread.
+    let (status, _) = server
+        .post(&format!("{V3}/rooms/{group}/leave"), alice.token(), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    send(&server, &bob, &group, "m.room.message", text.clone()).await;
+    assert_eq!(join(&server, &alice, &group).await.0, StatusCode::OK);
+    let body = sync(&server, &alice, "").await;
+    assert_eq!(counts(&body, &group), (0, 0));
+    send(&server, &bob, &group, "m.room.message", text).await;
+    let body = sync(&server, &alice, "").await;
+    assert_eq!(counts(&body, &group), (1, 0));
+}
+
+#[tokio::test]
 async fn thread_counts_apart_when_asked_and_threaded_receipts() {
     let server = TestServer::start().await;
     let (alice, bob, group, _) = group_and_dm(&server).await;

@@ -20,6 +20,15 @@ CREATE TABLE event_push_actions (
 );
 CREATE INDEX event_push_actions_room ON event_push_actions (user_id, room_id, stream_ordering);
 
+-- Where each local user last joined each room (a join, not a profile change): without a read
+-- receipt, only what came after it is unread.
+CREATE TABLE push_room_joins (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    PRIMARY KEY (user_id, room_id)
+);
+
 -- Evaluation follows the events stream; it has evaluated every event up to `position`.
 CREATE TABLE push_progress (
     name TEXT PRIMARY KEY,

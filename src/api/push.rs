@@ -248,7 +248,10 @@ pub async fn set_pusher(
                 last_stream_ordering: start,
                 failing_since: None,
             };
-            state.storage.set_pusher(&row, post.append).await?;
+            let taken_over = state.storage.set_pusher(&row, post.append).await?;
+            // The pushers removed for other users: their tasks see it and stop.
+            let users = taken_over.into_iter().map(|(user, _, _)| user).collect();
+            state.push.gateways.wake(&users);
             let stored = state
                 .storage
                 .pusher(&row.user_id, &row.app_id, &row.pushkey)

@@ -42,6 +42,14 @@ struct RoomContext {
     creators: Vec<OwnedUserId>,
 }
 
+/// What a batch of events gave: notifications, and the joins that start members' counts
+/// (user, room, position).
+#[derive(Default)]
+struct Evaluated {
+    actions: Vec<NewPushAction>,
+    joins: Vec<(String, String, i64)>,
+}
+
 /// Runs forever: evaluates each event written after `evaluated`.
 pub async fn run(state: AppState, mut evaluated: i64) {
     let mut rooms: HashMap<String, RoomContext> = HashMap::new();
@@ -80,18 +88,21 @@ async fn evaluate_batch(
         Some(last) if events.len() as i64 == BATCH => last.stream_ordering,
         _ => until,
     };
-    let mut actions = Vec::new();
+    let mut batch = Evaluated::default();
     for event in &events {
         let started = Instant::now();
-        let members = evaluate_event(state, rooms, event, &mut actions).await?;
+        let members = evaluate_event(state, rooms, event, &mut batch).await?;
         state
             .metrics
             .push_evaluation_seconds
             .observe(started.elapsed().as_secs_f64());
         state.metrics.push_rule_evaluations.inc_by(members as u64);
     }
-    state.storage.store_push_actions(&actions, done).await?;
-    let users = actions.into_iter().map(|action| action.user_id).collect();
+    state
+        .storage
+        .store_push_actions(&batch.actions, &batch.joins, done)
+        .await?;
+    let users = batch.actions.into_iter().map(|action| action.user_id).collect();
     Ok((done, users))
 }
 
@@ -101,13 +112,13 @@ async fn evaluate_event(
     state: &AppState,
     rooms: &mut HashMap<String, RoomContext>,
     event: &EventRow,
-    actions: &mut Vec<NewPushAction>,
+    batch: &mut Evaluated,
 ) -> ApiResult<usize> {
     if !rooms.contains_key(&event.room_id) {
         if rooms.len() >= MAX_ROOMS {
             rooms.clear();
         }
-        let Some(context) = load_room(state, &event.room_id).await? else {
+        let Some(context) = load_room(state, event).await? else {
             return Ok(0);
         };
         rooms.insert(event.room_id.clone(), context);
@@ -123,6 +134,22 @@ async fn evaluate_event(
                 Some("join") => {
                     let name = content["displayname"].as_str().unwrap_or_default().to_owned();
                     room.joined.insert(member.to_owned(), name);
+                    // A join that is not just a profile change starts the member's unread
+                    // counts (until their first read receipt).
+                    let rejoin = match &event.replaces_state {
+                        None => true,
+                        Some(previous) => state.storage.event(previous).await?.is_none_or(|previous| {
+                            crate::rooms::access::content_field(&previous.json, "membership").as_deref() != Some("join")
+                        }),
+                    };
+                    let local = member
+                        .split_once(':')
+                        .is_some_and(|(_, server)| server == state.config.server_name.as_str());
+                    if rejoin && local {
+                        batch
+                            .joins
+                            .push((member.to_owned(), event.room_id.clone(), event.stream_ordering));
+                    }
                 }
                 membership => {
                     room.joined.remove(member);
@@ -138,7 +165,8 @@ async fn evaluate_event(
         _ => {}
     }
     let server_name = state.config.server_name.as_str();
-    let is_local = |user: &str| user.rsplit_once(':').is_some_and(|(_, server)| server == server_name);
+    // The server name follows the first colon (it may hold a port).
+    let is_local = |user: &str| user.split_once(':').is_some_and(|(_, server)| server == server_name);
     let mut targets: Vec<&str> = room
         .joined
         .keys()
@@ -191,7 +219,7 @@ async fn evaluate_event(
         if !matched.iter().any(Action::should_notify) {
             continue;
         }
-        actions.push(NewPushAction {
+        batch.actions.push(NewPushAction {
             user_id: target.to_owned(),
             stream_ordering: event.stream_ordering,
             room_id: event.room_id.clone(),
@@ -214,42 +242,55 @@ pub fn thread_of(pdu: &Value) -> String {
     }
 }
 
-/// Reads the room's current members, power levels and version.
-async fn load_room(state: &AppState, room_id: &str) -> ApiResult<Option<RoomContext>> {
+/// Reads the room's members, power levels and version as of `event` (the state after it; the
+/// evaluator may be behind the room, and someone who joined later must not be notified of
+/// what came before).
+async fn load_room(state: &AppState, event: &EventRow) -> ApiResult<Option<RoomContext>> {
+    let room_id = event.room_id.as_str();
     let Some(version) = state.caches.room_version(&state.storage, room_id).await? else {
         return Ok(None);
     };
     let Ok(version) = RoomVersionId::try_from(version.as_ref()) else {
         return Ok(None);
     };
+    let state_map = match state.storage.state_group_after(&event.event_id).await? {
+        Some(group) => state.storage.state_group(group).await?,
+        None => state.storage.current_state(room_id).await?,
+    };
+    let wanted: Vec<String> = state_map
+        .iter()
+        .filter(|((kind, key), _)| {
+            kind == "m.room.member" || (key.is_empty() && (kind == "m.room.create" || kind == "m.room.power_levels"))
+        })
+        .map(|(_, event_id)| event_id.clone())
+        .collect();
     let mut joined = HashMap::new();
-    for member in state.storage.member_events(room_id).await? {
-        let pdu: Value = serde_json::from_str(&member.json).unwrap_or_default();
-        if pdu["content"]["membership"] == "join"
-            && let Some(user) = member.state_key
-        {
-            let name = pdu["content"]["displayname"].as_str().unwrap_or_default().to_owned();
-            joined.insert(user, name);
-        }
-    }
-    let create = state.storage.current_state_event(room_id, "m.room.create", "").await?;
     let mut creators = Vec::new();
-    if let Some(create) = create {
-        let pdu: Value = serde_json::from_str(&create.json).unwrap_or_default();
-        creators.extend(UserId::parse(create.sender.as_str()).ok());
-        if let Some(more) = pdu["content"]["additional_creators"].as_array() {
-            creators.extend(
-                more.iter()
-                    .filter_map(Value::as_str)
-                    .filter_map(|u| UserId::parse(u).ok()),
-            );
+    let mut power_levels = None;
+    for row in state.storage.events(&wanted).await? {
+        let pdu: Value = serde_json::from_str(&row.json).unwrap_or_default();
+        match row.event_type.as_str() {
+            "m.room.member" => {
+                if pdu["content"]["membership"] == "join"
+                    && let Some(user) = row.state_key
+                {
+                    let name = pdu["content"]["displayname"].as_str().unwrap_or_default().to_owned();
+                    joined.insert(user, name);
+                }
+            }
+            "m.room.create" => {
+                creators.extend(UserId::parse(row.sender.as_str()).ok());
+                if let Some(more) = pdu["content"]["additional_creators"].as_array() {
+                    creators.extend(
+                        more.iter()
+                            .filter_map(Value::as_str)
+                            .filter_map(|u| UserId::parse(u).ok()),
+                    );
+                }
+            }
+            _ => power_levels = Some(pdu),
         }
     }
-    let power_levels = state
-        .storage
-        .current_state_event(room_id, "m.room.power_levels", "")
-        .await?
-        .and_then(|event| serde_json::from_str::<Value>(&event.json).ok());
     let power_levels = power_levels_context(&version, &creators, power_levels.as_ref().map(|pdu| &pdu["content"]));
     Ok(Some(RoomContext {
         joined,

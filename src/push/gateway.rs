@@ -137,8 +137,18 @@ async fn run_pusher(state: AppState, key: PusherKey, wake: Arc<Notify>) {
             Err(_) => tokio::time::sleep(FIRST_BACKOFF).await,
         }
     }
-    state.push.gateways.running.lock().expect("pushers lock").remove(&key);
+    {
+        let mut running = state.push.gateways.running.lock().expect("pushers lock");
+        // Only this task's own entry (a new one may have replaced it).
+        if running.get(&key).is_some_and(|entry| Arc::ptr_eq(&entry.wake, &wake)) {
+            running.remove(&key);
+        }
+    }
     tracing::debug!(user_id, app_id, "pusher stopped");
+    // Set again while this task was deciding to stop: ensure_running only woke this task.
+    if let Ok(Some(pusher)) = state.storage.pusher(user_id, app_id, pushkey).await {
+        ensure_running(&state, &pusher);
+    }
 }
 
 enum Progress {
@@ -176,7 +186,8 @@ async fn deliver_pending(state: &AppState, pusher: &PusherRow) -> ApiResult<Prog
                         .await?;
                     return Ok(Progress::Removed);
                 }
-                Sent::PusherGone => return Ok(Progress::Removed),
+                // Reloaded by the caller: gone, or to go on with its new settings.
+                Sent::Changed => return Ok(Progress::More),
             }
         }
         state
@@ -192,8 +203,8 @@ enum Sent {
     /// Failing for longer than `give_up_after_secs`: dropped.
     GaveUp,
     Rejected,
-    /// The pusher was deleted while we retried.
-    PusherGone,
+    /// The pusher was deleted or changed while we retried.
+    Changed,
 }
 
 /// Sends one notification until the gateway takes it, rejects the pushkey, or the pusher has
@@ -204,10 +215,11 @@ async fn send_with_retries(
     notification: &PushActionRow,
     failing_since: &mut Option<i64>,
 ) -> ApiResult<Sent> {
-    let body = notification_body(state, pusher, notification).await?;
     let give_up_after = (state.config.push.give_up_after_secs as i64).saturating_mul(1000);
     let mut backoff = FIRST_BACKOFF;
     loop {
+        // Built for each attempt: after a long outage the counts are today's.
+        let body = notification_body(state, pusher, notification).await?;
         match post(state, pusher, &body).await {
             Ok(rejected) => {
                 if failing_since.take().is_some() {
@@ -228,10 +240,7 @@ async fn send_with_retries(
                     return Ok(Sent::GaveUp);
                 }
                 tracing::debug!(user_id = pusher.user_id, app_id = pusher.app_id, %reason, ?backoff, "push failed; retrying");
-                state
-                    .storage
-                    .update_pusher_progress(pusher, pusher.last_stream_ordering, Some(since))
-                    .await?;
+                state.storage.set_pusher_failing_since(pusher, Some(since)).await?;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 if state
@@ -241,7 +250,7 @@ async fn send_with_retries(
                     .is_none_or(|now| now.data != pusher.data)
                 {
                     // Deleted, or pointed elsewhere: the new settings start over.
-                    return Ok(Sent::PusherGone);
+                    return Ok(Sent::Changed);
                 }
             }
         }

@@ -87,11 +87,10 @@ const RECEIPT_AT: &str = "(SELECT MAX(r.event_stream_ordering) FROM receipts r
      WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.event_sender = ''
        AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id IN ('', a.thread_id))";
 
-/// Where the user's current membership of the room (a join) is: without a receipt, what came
-/// before it is not unread (as Synapse counts; an invite is not an unread message).
-const JOINED_AT: &str = "(SELECT e.stream_ordering FROM current_state_events c JOIN events e ON e.event_id = c.event_id
-     WHERE c.room_id = a.room_id AND c.event_type = 'm.room.member' AND c.state_key = a.user_id
-       AND c.membership = 'join')";
+/// Where the user last joined the room (not counting profile changes): without a receipt,
+/// what came before it is not unread (as Synapse counts; an invite is not an unread message).
+const JOINED_AT: &str = "(SELECT j.stream_ordering FROM push_room_joins j
+     WHERE j.user_id = a.user_id AND j.room_id = a.room_id)";
 
 /// What counts as read for unread counts and `/notifications`.
 fn read_up_to() -> String {
@@ -157,10 +156,27 @@ impl Storage {
         Ok(rows)
     }
 
-    /// Stores the actions of a batch of events and moves the evaluator's progress to
-    /// `evaluated`, in one transaction (so a restart evaluates each event exactly once).
-    pub async fn store_push_actions(&self, actions: &[NewPushAction], evaluated: i64) -> Result<(), StorageError> {
+    /// Stores the actions of a batch of events and the joins in it, and moves the evaluator's
+    /// progress to `evaluated`, in one transaction (so a restart evaluates each event exactly
+    /// once).
+    pub async fn store_push_actions(
+        &self,
+        actions: &[NewPushAction],
+        joins: &[(String, String, i64)],
+        evaluated: i64,
+    ) -> Result<(), StorageError> {
         let mut tx = self.begin_write().await?;
+        for (user_id, room_id, position) in joins {
+            sqlx::query(
+                "INSERT INTO push_room_joins (user_id, room_id, stream_ordering) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, room_id) DO UPDATE SET stream_ordering = excluded.stream_ordering",
+            )
+            .bind(user_id)
+            .bind(room_id)
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
+        }
         // Many rows per statement: a message in a 500-member room is hundreds of rows.
         for chunk in actions.chunks(ACTION_ROWS_PER_INSERT) {
             let rows: Vec<String> = (0..chunk.len())
@@ -274,7 +290,7 @@ impl Storage {
     ) -> Result<Vec<(PushActionRow, bool)>, StorageError> {
         let sql = format!(
             "SELECT a.stream_ordering, a.room_id, a.event_id, a.thread_id, a.actions, a.highlight, a.ts,
-                    CASE WHEN a.stream_ordering <= {read} THEN 1 ELSE 0 END AS is_read
+                    CAST(CASE WHEN a.stream_ordering <= {read} THEN 1 ELSE 0 END AS BIGINT) AS is_read
              FROM event_push_actions a
              WHERE a.user_id = $1 AND {condition} LIMIT $3"
         );
@@ -433,6 +449,18 @@ impl Storage {
         .bind(&pusher.pushkey)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Records when the pusher's deliveries started failing (None: they succeed again).
+    pub async fn set_pusher_failing_since(&self, pusher: &PusherRow, since: Option<i64>) -> Result<(), StorageError> {
+        sqlx::query("UPDATE pushers SET failing_since = $1 WHERE user_id = $2 AND app_id = $3 AND pushkey = $4")
+            .bind(since)
+            .bind(&pusher.user_id)
+            .bind(&pusher.app_id)
+            .bind(&pusher.pushkey)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
