@@ -67,6 +67,17 @@ async fn the_predefined_push_rules_are_served() {
     let body = sync(&server, &alice, "").await;
     let events = body["account_data"]["events"].as_array().unwrap();
     assert!(events.iter().any(|event| event["type"] == "m.push_rules"), "{body}");
+    // So does sliding sync's account data extension.
+    let (status, body) = server
+        .post(
+            "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+            alice.token(),
+            json!({ "extensions": { "account_data": { "enabled": true } } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let global = body["extensions"]["account_data"]["global"].as_array().unwrap();
+    assert!(global.iter().any(|event| event["type"] == "m.push_rules"), "{body}");
 
     assert_error(
         &server.get(&format!("{V3}/pushrules/"), None).await,

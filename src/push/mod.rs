@@ -266,6 +266,16 @@ pub async fn edit_rules<T>(
     Ok(result)
 }
 
+/// For a first sync: adds the user's push rules to the global account data events unless
+/// they are there already (they are only stored once edited; clients read them from here).
+pub async fn add_initial_rules(state: &AppState, user_id: &UserId, global: &mut Vec<Value>) -> ApiResult<()> {
+    if !global.iter().any(|event| event["type"] == PUSH_RULES) {
+        let rules = rules(state, user_id).await?;
+        global.push(json!({ "type": PUSH_RULES, "content": rules_content(&rules) }));
+    }
+    Ok(())
+}
+
 /// Unread counts of one room, as sync shows them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {

@@ -177,15 +177,8 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
     }
 
     // A first sync always carries the push rules, stored or not (clients read them from here).
-    if since.is_none()
-        && event_allowed(&filter.account_data, crate::push::PUSH_RULES, None)
-        && !global_account_data
-            .iter()
-            .any(|event| event["type"] == crate::push::PUSH_RULES)
-    {
-        let rules = crate::push::rules(state, &sender.user_id).await?;
-        global_account_data
-            .push(json!({ "type": crate::push::PUSH_RULES, "content": crate::push::rules_content(&rules) }));
+    if since.is_none() && event_allowed(&filter.account_data, crate::push::PUSH_RULES, None) {
+        crate::push::add_initial_rules(state, &sender.user_id, &mut global_account_data).await?;
     }
 
     let mut join = Map::new();

@@ -128,6 +128,9 @@ pub(super) async fn extensions(
                 }
             }
         }
+        if since.is_none() {
+            crate::push::add_initial_rules(state, &sender.user_id, &mut global).await?;
+        }
         out.insert("account_data".into(), json!({ "global": global, "rooms": per_room }));
     }
     if let Some(config) = ext.receipts.as_ref().filter(|c| ExtensionConfig::on(Some(c))) {
