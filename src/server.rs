@@ -147,6 +147,16 @@ async fn housekeeping(state: AppState) {
             Ok(expired) => tracing::debug!(expired, "expired UIA sessions"),
             Err(error) => tracing::warn!(%error, "could not expire UIA sessions"),
         }
+        let keep = Duration::from_secs(state.config.push.keep_notifications_days.saturating_mul(86_400));
+        match state
+            .storage
+            .prune_push_actions(now_ms() - keep.as_millis() as i64)
+            .await
+        {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "pruned old notifications"),
+            Err(error) => tracing::warn!(%error, "could not prune old notifications"),
+        }
     }
 }
 

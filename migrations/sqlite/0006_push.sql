@@ -19,6 +19,8 @@ CREATE TABLE event_push_actions (
     PRIMARY KEY (user_id, stream_ordering)
 );
 CREATE INDEX event_push_actions_room ON event_push_actions (user_id, room_id, stream_ordering);
+-- For pruning rows past `push.keep_notifications_days`.
+CREATE INDEX event_push_actions_ts ON event_push_actions (ts);
 
 -- Where each local user last joined each room (a join, not a profile change): without a read
 -- receipt, only what came after it is unread.

@@ -231,8 +231,9 @@ pub async fn set_pusher(
             };
             state.push.gateways.check_url(&http.url)?;
             let data = serde_json::to_string(&http).map_err(|_| ApiError::internal())?;
-            // A new pusher starts with what happens from now on.
-            let start = state.storage.last_push_action(sender.user_id.as_str()).await?;
+            // A new pusher starts with what happens from now on: events written after this
+            // point (whether or not their evaluation has finished).
+            let start = state.notifier.position(crate::sync::Stream::Events);
             let row = PusherRow {
                 user_id: sender.user_id.to_string(),
                 app_id,

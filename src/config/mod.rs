@@ -66,6 +66,9 @@ pub struct PushConfig {
     /// `counts.unread` in pushes: rooms with unread notifications (true, as Synapse does) or
     /// unread notifications in all rooms (false).
     pub group_unread_count_by_room: bool,
+    /// Notifications older than this are deleted: from `/notifications`, and from unread
+    /// counts if still unread.
+    pub keep_notifications_days: u64,
     /// Addresses push gateways may not be at (users choose the gateway URL).
     pub ip_range_denylist: Vec<ipnet::IpNet>,
     /// Addresses allowed even though the denylist covers them, e.g. `["10.0.0.5/32"]` for a
@@ -79,6 +82,7 @@ impl Default for PushConfig {
             timeout_secs: 10,
             give_up_after_secs: 24 * 60 * 60,
             group_unread_count_by_room: true,
+            keep_notifications_days: 90,
             ip_range_denylist: default_ip_denylist(),
             ip_range_allowlist: Vec::new(),
         }
@@ -506,6 +510,9 @@ impl Config {
                     self.rooms.default_room_version
                 ),
             );
+        }
+        if self.push.keep_notifications_days == 0 || self.push.keep_notifications_days > 36_500 {
+            return fail("push.keep_notifications_days", "must be between 1 and 36500".into());
         }
         if self.push.timeout_secs == 0 {
             return fail("push.timeout_secs", "must be at least 1".into());

@@ -331,16 +331,6 @@ impl Storage {
             .await
     }
 
-    /// The newest push action position of the user (where a new pusher starts from).
-    pub async fn last_push_action(&self, user_id: &str) -> Result<i64, StorageError> {
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(stream_ordering) FROM event_push_actions WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(last.unwrap_or(0))
-    }
-
     /// Every pusher of the user, or of every user when `user_id` is None.
     pub async fn pushers(&self, user_id: Option<&str>) -> Result<Vec<PusherRow>, StorageError> {
         let rows = match user_id {
@@ -450,6 +440,15 @@ impl Storage {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Deletes notifications older than `before` (ms); returns how many.
+    pub async fn prune_push_actions(&self, before: i64) -> Result<u64, StorageError> {
+        let result = sqlx::query("DELETE FROM event_push_actions WHERE ts < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
     }
 
     /// Records when the pusher's deliveries started failing (None: they succeed again).
