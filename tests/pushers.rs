@@ -206,6 +206,32 @@ async fn notifications_reach_the_gateway_in_the_documented_shape() {
 }
 
 #[tokio::test]
+async fn reading_sends_a_badge_update() {
+    let gateway = Gateway::start().await;
+    let server = start_server().await;
+    let (alice, bob, room) = dm(&server).await;
+    let (status, _) = set_pusher(&server, &alice, pusher(&gateway.url, "key", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let event_id = say(&server, &bob, &room, "1", "hello").await;
+    let received = gateway.wait_for(1, 10).await;
+    assert_eq!(received[0]["notification"]["counts"]["unread"], 1);
+    let (status, _) = server
+        .post(
+            &format!("{V3}/rooms/{room}/receipt/m.read/{}", common::rooms::enc(&event_id)),
+            alice.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let received = gateway.wait_for(2, 10).await;
+    assert_eq!(received.len(), 2, "{received:?}");
+    let badge = &received[1]["notification"];
+    assert_eq!(badge["counts"]["unread"], 0, "{badge}");
+    assert!(badge.get("event_id").is_none(), "counts only: {badge}");
+    assert_eq!(badge["devices"][0]["pushkey"], "key");
+}
+
+#[tokio::test]
 async fn a_rejected_pushkey_removes_the_pusher() {
     let gateway = Gateway::start().await;
     let server = start_server().await;

@@ -9,7 +9,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -35,9 +38,11 @@ const BATCH: i64 = 20;
 
 type PusherKey = (String, String, String);
 
-/// A pusher's task: how to wake it and how to stop it.
+/// A pusher's task: how to wake it, whether it owes the phone a badge update, and how to
+/// stop it.
 struct Running {
     wake: Arc<Notify>,
+    badge: Arc<AtomicBool>,
     task: AbortHandle,
 }
 
@@ -86,6 +91,18 @@ impl Gateways {
         }
     }
 
+    /// The user read something: their phones' badges should drop. Each pusher sends a
+    /// counts-only notification once it has nothing else pending (as Synapse does).
+    pub fn badge_changed(&self, user_id: &str) {
+        let running = self.running.lock().expect("pushers lock");
+        for ((user, _, _), pusher) in running.iter() {
+            if user == user_id {
+                pusher.badge.store(true, Ordering::SeqCst);
+                pusher.wake.notify_one();
+            }
+        }
+    }
+
     /// Stops every pusher (at shutdown). A notification being sent is sent again after the
     /// restart (the gateway API allows duplicates; losing one it does not).
     pub fn stop(&self) {
@@ -112,13 +129,14 @@ pub fn ensure_running(state: &AppState, pusher: &PusherRow) {
         return;
     }
     let wake = Arc::new(Notify::new());
+    let badge = Arc::new(AtomicBool::new(false));
     // Spawned under the lock: the task's own removal of its entry waits until it is in.
-    let task = tokio::spawn(run_pusher(state.clone(), key.clone(), wake.clone())).abort_handle();
-    running.insert(key, Running { wake, task });
+    let task = tokio::spawn(run_pusher(state.clone(), key.clone(), wake.clone(), badge.clone())).abort_handle();
+    running.insert(key, Running { wake, badge, task });
 }
 
 /// One pusher's loop. Ends when the pusher is gone (deleted, rejected, its device logged out).
-async fn run_pusher(state: AppState, key: PusherKey, wake: Arc<Notify>) {
+async fn run_pusher(state: AppState, key: PusherKey, wake: Arc<Notify>, badge: Arc<AtomicBool>) {
     let (user_id, app_id, pushkey) = &key;
     loop {
         let woken = wake.notified();
@@ -131,7 +149,12 @@ async fn run_pusher(state: AppState, key: PusherKey, wake: Arc<Notify>) {
             }
         };
         match deliver_pending(&state, &pusher).await {
-            Ok(Progress::Idle) => woken.await,
+            Ok(Progress::Idle) => {
+                if badge.swap(false, Ordering::SeqCst) {
+                    send_badge(&state, &pusher).await;
+                }
+                woken.await;
+            }
             Ok(Progress::More) => {}
             Ok(Progress::Removed) => break,
             Err(_) => tokio::time::sleep(FIRST_BACKOFF).await,
@@ -257,6 +280,44 @@ async fn send_with_retries(
     }
 }
 
+/// A counts-only notification (the user read something elsewhere), tried once: the next
+/// one carries the count anyway.
+async fn send_badge(state: &AppState, pusher: &PusherRow) {
+    let unread = match unread_badge(state, &pusher.user_id).await {
+        Ok(unread) => unread,
+        Err(_) => return,
+    };
+    let body = json!({
+        "notification": {
+            "prio": "high",
+            "counts": { "unread": unread },
+            "devices": [device(pusher, Map::new())],
+        }
+    });
+    match post(state, pusher, &body).await {
+        Ok(_) => {
+            state.metrics.pushes_sent.inc();
+        }
+        Err(reason) => {
+            state.metrics.push_failures.inc();
+            tracing::debug!(user_id = pusher.user_id, app_id = pusher.app_id, %reason, "badge update not sent");
+        }
+    }
+}
+
+/// The `devices` entry for this pusher: its data without the URL, and the tweaks.
+fn device(pusher: &PusherRow, tweaks: Map<String, Value>) -> Value {
+    let data: Map<String, Value> = serde_json::from_str(&pusher.data).unwrap_or_default();
+    let device_data: Map<String, Value> = data.into_iter().filter(|(key, _)| key != "url").collect();
+    json!({
+        "app_id": pusher.app_id,
+        "pushkey": pusher.pushkey,
+        "pushkey_ts": pusher.created_ts / 1000,
+        "data": device_data,
+        "tweaks": tweaks,
+    })
+}
+
 /// POSTs the notification; Ok(true) when the gateway rejected this pusher's pushkey.
 async fn post(state: &AppState, pusher: &PusherRow, body: &Value) -> Result<bool, String> {
     let data: Value = serde_json::from_str(&pusher.data).unwrap_or_default();
@@ -306,18 +367,6 @@ async fn notification_body(state: &AppState, pusher: &PusherRow, notification: &
             tweaks.insert(tweak.to_owned(), value);
         }
     }
-    let device_data: Map<String, Value> = data
-        .iter()
-        .filter(|(key, _)| *key != "url")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let device = json!({
-        "app_id": pusher.app_id,
-        "pushkey": pusher.pushkey,
-        "pushkey_ts": pusher.created_ts / 1000,
-        "data": device_data,
-        "tweaks": tweaks,
-    });
     let unread = unread_badge(state, &pusher.user_id).await?;
     let event = state.storage.event(&notification.event_id).await?;
     let high = tweaks.contains_key("sound")
@@ -325,6 +374,7 @@ async fn notification_body(state: &AppState, pusher: &PusherRow, notification: &
         || event
             .as_ref()
             .is_some_and(|event| event.event_type == "m.room.encrypted");
+    let device = device(pusher, tweaks);
     let mut body = json!({
         "event_id": notification.event_id,
         "room_id": notification.room_id,

@@ -49,6 +49,10 @@ pub async fn set_receipt(
             room_id.as_str()
         };
         state.notifier.advance(Stream::Receipts, position, [key]);
+        if receipt_type == "m.read" || receipt_type == "m.read.private" {
+            // Counts dropped: the user's phones update their badges.
+            state.push.gateways.badge_changed(user_id.as_str());
+        }
     }
     state.presence.active(state, user_id).await?;
     Ok(())
