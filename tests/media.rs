@@ -623,6 +623,54 @@ async fn thumbnails_come_in_the_usual_sizes_for_every_image_type() {
     assert_eq!(response.bytes().await.unwrap().as_ref(), small.as_slice());
 }
 
+/// Inserts an EXIF APP1 segment with this orientation (6: rotate 90° clockwise) after a
+/// JPEG's start-of-image marker, as phone cameras write it.
+fn with_exif_orientation(jpeg: &[u8], orientation: u8) -> Vec<u8> {
+    let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08".to_vec();
+    tiff.extend_from_slice(&[0x00, 0x01]); // one IFD entry
+    tiff.extend_from_slice(&[
+        0x01,
+        0x12,
+        0x00,
+        0x03,
+        0x00,
+        0x00,
+        0x00,
+        0x01,
+        0x00,
+        orientation,
+        0x00,
+        0x00,
+    ]);
+    tiff.extend_from_slice(&[0x00, 0x00, 0x00, 0x00]); // no next IFD
+    let mut app1 = b"Exif\x00\x00".to_vec();
+    app1.extend_from_slice(&tiff);
+    let length = (app1.len() + 2) as u16;
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[tokio::test]
+async fn thumbnails_follow_the_exif_orientation() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let token = alice.access_token.as_str();
+    // Stored 400×200, to be shown turned a quarter: upright it is 200×400.
+    let sideways = with_exif_orientation(&encode(&photo(400, 200), ImageFormat::Jpeg), 6);
+    let mxc = upload_ok(&server, token, sideways, "image/jpeg").await;
+    let response = thumbnail(&server, token, &mxc, "width=320&height=240&method=scale").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let image = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!((image.width(), image.height()), (120, 240));
+    let response = thumbnail(&server, token, &mxc, "width=96&height=96&method=crop").await;
+    let image = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!((image.width(), image.height()), (96, 96));
+}
+
 #[tokio::test]
 async fn animated_thumbnails_when_asked() {
     let server = TestServer::start().await;

@@ -7,7 +7,7 @@ use std::io::Cursor;
 
 use image::{
     AnimationDecoder, DynamicImage, Frame, ImageDecoder, ImageFormat, ImageReader, Limits, codecs::gif::GifDecoder,
-    codecs::webp::WebPDecoder, imageops::FilterType,
+    codecs::webp::WebPDecoder, imageops::FilterType, metadata::Orientation,
 };
 
 use crate::config::{ThumbnailMethod, ThumbnailSize};
@@ -93,11 +93,20 @@ pub fn make(
     {
         return Ok(Some(thumbnail));
     }
+    let unsupported = |error: image::ImageError| ThumbnailError::Unsupported(error.to_string());
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(limits);
-    let image = reader
-        .decode()
-        .map_err(|error| ThumbnailError::Unsupported(error.to_string()))?;
+    let mut decoder = reader.into_decoder().map_err(unsupported)?;
+    // Phone cameras store photos sideways with an EXIF orientation: thumbnails come upright.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(unsupported)?;
+    let (mut out_width, mut out_height) = (out_width, out_height);
+    if orientation != Orientation::NoTransforms {
+        image.apply_orientation(orientation);
+        // A quarter turn swaps width and height; never upscale.
+        (out_width, out_height) =
+            target_dimensions(image.width(), image.height(), size).unwrap_or((image.width(), image.height()));
+    }
     let resized = resize(&image, size.method, out_width, out_height);
     let mut out = Cursor::new(Vec::new());
     // JPEG stays JPEG (photos); everything else becomes PNG, which keeps transparency.
