@@ -173,6 +173,15 @@ async fn cors_preflight_is_answered_for_browser_clients() {
         .await
         .unwrap();
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    // Web clients may read a download's file name and range.
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("content-disposition") && exposed.contains("content-range"),
+        "{exposed}"
+    );
 }
 
 #[tokio::test]

@@ -305,5 +305,7 @@ fn cors() -> CorsLayer {
             // Media players seek with it.
             header::RANGE,
         ])
+        // Web clients read the file name and the part they got.
+        .expose_headers([header::CONTENT_DISPOSITION, header::CONTENT_RANGE])
         .max_age(Duration::from_secs(24 * 60 * 60))
 }
