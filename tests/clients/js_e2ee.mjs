@@ -20,85 +20,21 @@
 // target/js-e2ee/node_modules). HEARTH_TEST_BASE_URL=http://127.0.0.1:PORT runs against a
 // server that is already running instead of starting the binary.
 
-import { spawn } from "node:child_process";
 import nodeCrypto from "node:crypto";
-import fs from "node:fs";
-import net from "node:net";
-import os from "node:os";
-import path from "node:path";
-import { pathToFileURL } from "node:url";
 
-const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..");
-const modules = path.resolve(process.env.JS_E2EE_MODULES ?? path.join(repo, "target", "js-e2ee", "node_modules"));
-const load = file => import(pathToFileURL(path.join(modules, "matrix-js-sdk", "lib", file)).href);
+import { WAIT_MS, check, loadSdk as load, say, startServer, waitFor } from "./js_harness.mjs";
+
 const sdk = await load("index.js");
 const { CrossSigningKey, CryptoEvent, VerificationPhase, VerifierEvent } = await load("crypto-api/index.js");
 const { RustBackupManager } = await load("rust-crypto/backup.js");
 
-// The SDK (and the crypto's tracing) logs everything down to debug level on the console,
-// including expected decryption failures; keep only its errors (JS_E2EE_LOG=1 keeps all).
-// This test's own lines go to stdout directly.
-if (!process.env.JS_E2EE_LOG) for (const level of ["log", "info", "debug", "trace", "warn"]) console[level] = () => {};
-const say = line => process.stdout.write(`${line}\n`);
 // The backup loop waits a random 0-10 s before uploading, to spread clients' load; a test
 // need not wait for that.
 RustBackupManager.maxBackupLoopStartDelayMillis = 0;
 
-const WAIT_MS = 20000;
 const started = Date.now();
 
-const check = (condition, what, detail = "") => {
-  if (!condition) throw new Error(`${what}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
-  say(`ok - ${what}`);
-};
-
-/** Polls `probe` until it returns something truthy (returned) or WAIT_MS have passed (throws). */
-async function waitFor(what, probe, ms = WAIT_MS) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms / 1000} s`);
-    await new Promise(resolve => setTimeout(resolve, 100));
-  }
-}
-
-async function startServer() {
-  if (process.env.HEARTH_TEST_BASE_URL) return { base: process.env.HEARTH_TEST_BASE_URL.replace(/\/$/, ""), stop: async () => {} };
-  const binary = process.argv[2];
-  if (!binary) throw new Error("usage: node tests/clients/js_e2ee.mjs path/to/hearth (or set HEARTH_TEST_BASE_URL)");
-  const port = await new Promise(resolve => {
-    const server = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "hearth-js-e2ee-"));
-  const hearth = spawn(binary, ["serve"], {
-    env: { ...process.env, HEARTH_LISTEN: `127.0.0.1:${port}`, HEARTH_DATA_DIR: dataDir, HEARTH_LOG: "warn" },
-    stdio: "inherit",
-  });
-  const exited = new Promise(resolve => hearth.on("exit", (code, signal) => resolve({ code, signal })));
-  const base = `http://127.0.0.1:${port}`;
-  await waitFor("hearth becomes healthy", async () => {
-    try {
-      return (await fetch(`${base}/health`)).ok;
-    } catch {
-      return false;
-    }
-  }, 30000);
-  return {
-    base,
-    stop: async () => {
-      hearth.kill("SIGTERM");
-      const { code } = await exited;
-      fs.rmSync(dataDir, { recursive: true, force: true });
-      check(code === 0, `hearth exited cleanly on SIGTERM (code ${code})`);
-    },
-  };
-}
-
-const { base, stop } = await startServer();
+const { base, stop } = await startServer("js_e2ee.mjs");
 const clients = [];
 let failure = null;
 

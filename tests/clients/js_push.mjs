@@ -12,44 +12,11 @@
 // Needs the SDK installed by .ci/run in target/js-e2ee (or JS_E2EE_MODULES). The server is
 // started with HEARTH_PUSH_IP_RANGE_ALLOWLIST so it may reach the gateway on loopback.
 
-import { spawn } from "node:child_process";
-import fs from "node:fs";
 import http from "node:http";
-import net from "node:net";
-import os from "node:os";
-import path from "node:path";
-import { pathToFileURL } from "node:url";
 
-const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..");
-const modules = path.resolve(process.env.JS_E2EE_MODULES ?? path.join(repo, "target", "js-e2ee", "node_modules"));
-const sdk = await import(pathToFileURL(path.join(modules, "matrix-js-sdk", "lib", "index.js")).href);
+import { check, loadSdk, say, startServer, waitFor } from "./js_harness.mjs";
 
-if (!process.env.JS_E2EE_LOG) for (const level of ["log", "info", "debug", "trace", "warn"]) console[level] = () => {};
-const say = line => process.stdout.write(`${line}\n`);
-const WAIT_MS = 20000;
-
-const check = (condition, what, detail = "") => {
-  if (!condition) throw new Error(`${what}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
-  say(`ok - ${what}`);
-};
-
-async function waitFor(what, probe, ms = WAIT_MS) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms / 1000} s`);
-    await new Promise(resolve => setTimeout(resolve, 100));
-  }
-}
-
-const freePort = () =>
-  new Promise(resolve => {
-    const server = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
+const sdk = await loadSdk("index.js");
 
 // The push gateway: records every notification, answers that it took it.
 const received = [];
@@ -70,42 +37,7 @@ const gateway = http.createServer((request, response) => {
 await new Promise(resolve => gateway.listen(0, "127.0.0.1", resolve));
 const gatewayUrl = `http://127.0.0.1:${gateway.address().port}/_matrix/push/v1/notify`;
 
-async function startServer() {
-  const binary = process.argv[2];
-  if (!binary) throw new Error("usage: node tests/clients/js_push.mjs path/to/hearth");
-  const port = await freePort();
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "hearth-js-push-"));
-  const hearth = spawn(binary, ["serve"], {
-    env: {
-      ...process.env,
-      HEARTH_LISTEN: `127.0.0.1:${port}`,
-      HEARTH_DATA_DIR: dataDir,
-      HEARTH_LOG: "warn",
-      HEARTH_PUSH_IP_RANGE_ALLOWLIST: '["127.0.0.1/32"]',
-    },
-    stdio: "inherit",
-  });
-  const exited = new Promise(resolve => hearth.on("exit", code => resolve(code)));
-  const base = `http://127.0.0.1:${port}`;
-  await waitFor("hearth becomes healthy", async () => {
-    try {
-      return (await fetch(`${base}/health`)).ok;
-    } catch {
-      return false;
-    }
-  }, 30000);
-  return {
-    base,
-    stop: async () => {
-      hearth.kill("SIGTERM");
-      const code = await exited;
-      fs.rmSync(dataDir, { recursive: true, force: true });
-      check(code === 0, `hearth exited cleanly on SIGTERM (code ${code})`);
-    },
-  };
-}
-
-const { base, stop } = await startServer();
+const { base, stop } = await startServer("js_push.mjs", { HEARTH_PUSH_IP_RANGE_ALLOWLIST: '["127.0.0.1/32"]' });
 const clients = [];
 let failure = null;
 
