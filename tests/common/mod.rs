@@ -9,6 +9,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod keys;
+pub mod media;
 pub mod rooms;
 
 use std::net::SocketAddr;
