@@ -384,6 +384,29 @@ async fn bad_pushers_are_refused() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(pushers_of(&server, &alice).await.is_empty(), "nothing was stored");
+    // At most 32 pushers per user; updating one of them is still fine.
+    let public = "https://push.example.org/_matrix/push/v1/notify";
+    for i in 0..32 {
+        let (status, _) = set_pusher(&server, &alice, pusher(public, &format!("key{i}"), None)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_error(
+        &set_pusher(&server, &alice, pusher(public, "one-too-many", None)).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    let (status, _) = set_pusher(&server, &alice, pusher(public, "key3", Some("event_id_only"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(pushers_of(&server, &alice).await.len(), 32);
+    for i in 0..32 {
+        let (status, _) = set_pusher(
+            &server,
+            &alice,
+            json!({ "kind": null, "app_id": "org.example.app", "pushkey": format!("key{i}") }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
     assert_error(
         &server
             .post(

@@ -198,6 +198,8 @@ pub async fn get_pushers(state: AppState, request: Ruma<get_pushers::v3::Request
 /// Longest `app_id` and `pushkey` the spec allows (64 and 512 bytes).
 const MAX_APP_ID: usize = 64;
 const MAX_PUSHKEY: usize = 512;
+/// Pushers one user may have.
+const MAX_PUSHERS_PER_USER: usize = 32;
 
 /// `POST /_matrix/client/v3/pushers/set`
 pub async fn set_pusher(
@@ -230,6 +232,15 @@ pub async fn set_pusher(
                 return Err(ApiError::invalid_param("Only pushers of kind http are supported"));
             };
             state.push.gateways.check_url(&http.url)?;
+            // Each pusher is a POST per notification to a URL the user chose: a cap keeps one
+            // account from turning a busy room into a flood at someone else's server.
+            let existing = state.storage.pushers(Some(sender.user_id.as_str())).await?;
+            let is_new = !existing.iter().any(|p| p.app_id == app_id && p.pushkey == pushkey);
+            if is_new && existing.len() >= MAX_PUSHERS_PER_USER {
+                return Err(ApiError::forbidden(format!(
+                    "At most {MAX_PUSHERS_PER_USER} pushers per user; remove one first"
+                )));
+            }
             let data = serde_json::to_string(&http).map_err(|_| ApiError::internal())?;
             // A new pusher starts with what happens from now on: events written after this
             // point (whether or not their evaluation has finished).

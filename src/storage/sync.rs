@@ -371,6 +371,21 @@ impl Storage {
             .await?)
     }
 
+    /// Rooms where the user moved their own read receipt (`m.read` or `m.read.private`) in
+    /// (`after`, `until`]: their unread counts there changed.
+    pub async fn rooms_read_since(&self, user_id: &str, after: i64, until: i64) -> Result<Vec<String>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT room_id FROM receipts
+             WHERE stream_position > $2 AND stream_position <= $3 AND user_id = $1
+               AND receipt_type IN ('m.read', 'm.read.private') AND event_sender = ''",
+        )
+        .bind(user_id)
+        .bind(after)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The user's latest receipt of a kind in a room (any thread).
     pub async fn own_receipts(&self, room_id: &str, user_id: &str) -> Result<Vec<ReceiptRow>, StorageError> {
         Ok(sqlx::query_as(

@@ -250,15 +250,10 @@ async fn compute(
             now.get(crate::sync::Stream::Receipts),
         );
         if until > after {
-            for receipt in storage.receipts_since(user_id, after, until).await? {
-                let own_read = receipt.user_id == user_id
-                    && (receipt.receipt_type == "m.read" || receipt.receipt_type == "m.read.private");
-                if own_read
-                    && matched.contains_key(&receipt.room_id)
-                    && next.rooms.contains_key(&receipt.room_id)
-                    && !rooms.contains_key(&receipt.room_id)
+            for room_id in storage.rooms_read_since(user_id, after, until).await? {
+                if matched.contains_key(&room_id) && next.rooms.contains_key(&room_id) && !rooms.contains_key(&room_id)
                 {
-                    rooms.insert(receipt.room_id.clone(), json!({}));
+                    rooms.insert(room_id, json!({}));
                 }
             }
         }
