@@ -11,7 +11,7 @@ use ruma::{
         get_pushrule_enabled, get_pushrules_all, get_pushrules_global_scope, set_pusher, set_pushrule,
         set_pushrule_actions, set_pushrule_enabled,
     },
-    push::{InsertPushRuleError, RemovePushRuleError, RuleNotFoundError},
+    push::{AnyPushRule, InsertPushRuleError, RemovePushRuleError, RuleKind, RuleNotFoundError},
 };
 use serde_json::{Value, json};
 
@@ -51,12 +51,15 @@ pub async fn get_rule(
     state: AppState,
     request: Ruma<get_pushrule::v3::Request>,
 ) -> ApiResult<get_pushrule::v3::Response> {
-    let sender = request.sender()?;
-    let rules = push::rules(&state, &sender.user_id).await?;
-    let rule = rules
-        .get(request.body.kind.clone(), &request.body.rule_id)
-        .ok_or_else(push::rule_not_found)?;
+    let rule = one_rule(&state, &request, request.body.kind.clone(), &request.body.rule_id).await?;
     Ok(get_pushrule::v3::Response::new(rule.into()))
+}
+
+/// The rule a `GET …/{kind}/{ruleId}[/…]` names (404 if none).
+async fn one_rule<Req>(state: &AppState, request: &Ruma<Req>, kind: RuleKind, rule_id: &str) -> ApiResult<AnyPushRule> {
+    let rules = push::rules(state, &request.sender()?.user_id).await?;
+    let rule = rules.get(kind, rule_id).ok_or_else(push::rule_not_found)?;
+    Ok(rule.to_owned())
 }
 
 /// `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
@@ -110,11 +113,7 @@ pub async fn get_enabled(
     state: AppState,
     request: Ruma<get_pushrule_enabled::v3::Request>,
 ) -> ApiResult<get_pushrule_enabled::v3::Response> {
-    let sender = request.sender()?;
-    let rules = push::rules(&state, &sender.user_id).await?;
-    let rule = rules
-        .get(request.body.kind.clone(), &request.body.rule_id)
-        .ok_or_else(push::rule_not_found)?;
+    let rule = one_rule(&state, &request, request.body.kind.clone(), &request.body.rule_id).await?;
     Ok(get_pushrule_enabled::v3::Response::new(rule.enabled()))
 }
 
@@ -139,11 +138,7 @@ pub async fn get_actions(
     state: AppState,
     request: Ruma<get_pushrule_actions::v3::Request>,
 ) -> ApiResult<get_pushrule_actions::v3::Response> {
-    let sender = request.sender()?;
-    let rules = push::rules(&state, &sender.user_id).await?;
-    let rule = rules
-        .get(request.body.kind.clone(), &request.body.rule_id)
-        .ok_or_else(push::rule_not_found)?;
+    let rule = one_rule(&state, &request, request.body.kind.clone(), &request.body.rule_id).await?;
     Ok(get_pushrule_actions::v3::Response::new(rule.actions().to_vec()))
 }
 

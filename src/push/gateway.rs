@@ -8,7 +8,7 @@
 //! removes the pusher. A notification already read when its turn comes is skipped.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -50,7 +50,8 @@ struct Running {
 pub struct Gateways {
     client: reqwest::Client,
     policy: AddressPolicy,
-    running: Mutex<HashMap<PusherKey, Running>>,
+    /// Ordered by user first, so one user's pushers are found without a scan of all.
+    running: Mutex<BTreeMap<PusherKey, Running>>,
 }
 
 impl Gateways {
@@ -84,8 +85,8 @@ impl Gateways {
             return;
         }
         let running = self.running.lock().expect("pushers lock");
-        for ((user, _, _), pusher) in running.iter() {
-            if users.contains(user) {
+        for user in users {
+            for pusher in pushers_of(&running, user) {
                 pusher.wake.notify_one();
             }
         }
@@ -95,21 +96,28 @@ impl Gateways {
     /// counts-only notification once it has nothing else pending (as Synapse does).
     pub fn badge_changed(&self, user_id: &str) {
         let running = self.running.lock().expect("pushers lock");
-        for ((user, _, _), pusher) in running.iter() {
-            if user == user_id {
-                pusher.badge.store(true, Ordering::SeqCst);
-                pusher.wake.notify_one();
-            }
+        for pusher in pushers_of(&running, user_id) {
+            pusher.badge.store(true, Ordering::SeqCst);
+            pusher.wake.notify_one();
         }
     }
 
     /// Stops every pusher (at shutdown). A notification being sent is sent again after the
     /// restart (the gateway API allows duplicates; losing one it does not).
     pub fn stop(&self) {
-        for (_, pusher) in self.running.lock().expect("pushers lock").drain() {
+        for (_, pusher) in std::mem::take(&mut *self.running.lock().expect("pushers lock")) {
             pusher.task.abort();
         }
     }
+}
+
+/// The running pushers of one user.
+fn pushers_of<'a>(running: &'a BTreeMap<PusherKey, Running>, user_id: &str) -> impl Iterator<Item = &'a Running> {
+    let from = (user_id.to_owned(), String::new(), String::new());
+    running
+        .range(from..)
+        .take_while(move |((user, _, _), _)| user == user_id)
+        .map(|(_, pusher)| pusher)
 }
 
 /// Starts a task for every stored pusher (at server start).
