@@ -160,6 +160,61 @@ async fn the_public_directory_lists_published_rooms_and_searches_them() {
 }
 
 #[tokio::test]
+async fn the_public_directory_filters_by_room_type() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({ "visibility": "public", "name": "Chat" })).await;
+    let space = create_room(
+        &server,
+        &alice,
+        json!({ "visibility": "public", "name": "Space", "creation_content": { "type": "m.space" } }),
+    )
+    .await;
+    let search = |room_types: serde_json::Value| {
+        let server = &server;
+        let alice = &alice;
+        async move {
+            let (status, body) = server
+                .post(
+                    &format!("{V3}/publicRooms"),
+                    alice.token(),
+                    json!({ "filter": { "room_types": room_types } }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let mut ids: Vec<String> = body["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["room_id"].as_str().unwrap().to_owned())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(search(json!(["m.space"])).await, [space.clone()]);
+    // `null` stands for rooms without a type.
+    assert_eq!(search(json!([null])).await, [room.clone()]);
+    let mut both = vec![room.clone(), space.clone()];
+    both.sort();
+    assert_eq!(search(json!([null, "m.space"])).await, both);
+    assert_eq!(search(json!([])).await, both);
+    assert!(search(json!(["org.example.unknown"])).await.is_empty());
+    // A type that is not a string or null is malformed.
+    assert_error(
+        &server
+            .post(
+                &format!("{V3}/publicRooms"),
+                alice.token(),
+                json!({ "filter": { "room_types": [7] } }),
+            )
+            .await,
+        StatusCode::BAD_REQUEST,
+        "M_BAD_JSON",
+    );
+}
+
+#[tokio::test]
 async fn reports_need_a_visible_event() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;

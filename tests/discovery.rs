@@ -6,8 +6,25 @@ use common::{TestServer, assert_error};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+/// The first backticked cell of each table row in the section of docs/versions.md headed
+/// `heading`.
+fn documented(heading: &str) -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/versions.md");
+    let text = std::fs::read_to_string(path).expect("docs/versions.md exists");
+    let section = text
+        .split("\n## ")
+        .find(|s| s.starts_with(heading))
+        .unwrap_or_else(|| panic!("docs/versions.md has a section `## {heading}`"));
+    section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[tokio::test]
-async fn versions_lists_only_supported_versions() {
+async fn versions_lists_exactly_what_the_docs_say_is_advertised() {
     let server = TestServer::start().await;
     let (status, body) = server.get("/_matrix/client/versions", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -17,8 +34,30 @@ async fn versions_lists_only_supported_versions() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(versions, hearth::api::SUPPORTED_VERSIONS);
-    assert!(body["unstable_features"].is_object());
+    // No silent additions, no stale docs: the same list, in the same order.
+    assert_eq!(versions, documented("Advertised spec versions"));
+    // Clients that compare versions (ruma) treat a listed version as covering all earlier
+    // ones, so the list has no holes.
+    for (index, version) in versions.iter().enumerate() {
+        assert_eq!(*version, format!("v1.{}", index + 1));
+    }
+    // Clients switch on authenticated media at v1.11 and server-side threads at v1.4.
+    assert!(versions.contains(&"v1.11") && versions.contains(&"v1.4"));
+
+    let features = body["unstable_features"].as_object().unwrap();
+    assert!(features.values().all(|on| on == true), "{features:?}");
+    let mut listed: Vec<&str> = features.keys().map(String::as_str).collect();
+    listed.sort_unstable();
+    let mut expected = documented("unstable_features");
+    expected.sort_unstable();
+    assert_eq!(listed, expected);
+    for flag in [
+        "org.matrix.msc3440.stable",
+        "org.matrix.msc3916.stable",
+        "org.matrix.simplified_msc3575",
+    ] {
+        assert_eq!(features[flag], true, "{flag}");
+    }
 }
 
 #[tokio::test]

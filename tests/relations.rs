@@ -157,6 +157,64 @@ async fn edits_threads_and_reactions_are_related_and_bundled() {
 }
 
 #[tokio::test]
+async fn relations_paginate_from_sync_tokens() {
+    let server = TestServer::start().await;
+    let (alice, bob, room) = setup(&server).await;
+    let root = send(
+        &server,
+        &alice,
+        &room,
+        "m.room.message",
+        "r",
+        json!({ "msgtype": "m.text", "body": "root" }),
+    )
+    .await;
+    let thread = |n: usize| json!({ "msgtype": "m.text", "body": format!("reply {n}"), "m.relates_to": { "rel_type": "m.thread", "event_id": root } });
+    let early = send(&server, &bob, &room, "m.room.message", "t1", thread(1)).await;
+    // A `/sync` `next_batch` and a sliding sync `pos` taken here separate the replies.
+    let (_, synced) = server.get(&format!("{V3}/sync"), bob.token()).await;
+    let next_batch = synced["next_batch"].as_str().unwrap().to_owned();
+    let (_, sliding) = server
+        .post(
+            "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+            bob.token(),
+            json!({ "lists": {} }),
+        )
+        .await;
+    let pos = sliding["pos"].as_str().unwrap().to_owned();
+    let late = send(&server, &bob, &room, "m.room.message", "t2", thread(2)).await;
+    for token in [&next_batch, &pos] {
+        for (dir, expected) in [("b", &early), ("f", &late)] {
+            let (status, page) = server
+                .get(
+                    &format!("{V1}/rooms/{}/relations/{root}?dir={dir}&from={token}", room.id),
+                    bob.token(),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let ids: Vec<&str> = page["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["event_id"].as_str().unwrap())
+                .collect();
+            assert_eq!(ids, [expected.as_str()], "dir={dir} from={token}");
+        }
+    }
+    // Its own tokens, page by page, in both directions.
+    for (dir, order) in [("f", [&early, &late]), ("b", [&late, &early])] {
+        let path = format!("{V1}/rooms/{}/relations/{root}?dir={dir}&limit=1", room.id);
+        let (_, first) = server.get(&path, bob.token()).await;
+        assert_eq!(first["chunk"][0]["event_id"], order[0].as_str(), "dir={dir}");
+        let next = first["next_batch"].as_str().unwrap();
+        let (_, second) = server.get(&format!("{path}&from={next}"), bob.token()).await;
+        assert_eq!(second["chunk"][0]["event_id"], order[1].as_str(), "dir={dir}");
+        assert_eq!(second["chunk"].as_array().unwrap().len(), 1);
+        assert!(second.get("next_batch").is_none(), "dir={dir}: {second}");
+    }
+}
+
+#[tokio::test]
 async fn relations_are_private_to_the_room() {
     let server = TestServer::start().await;
     let (alice, _bob, room) = setup(&server).await;

@@ -276,10 +276,87 @@ async fn invites_show_stripped_state_and_filters_select_them() {
             .iter()
             .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Party")
     );
+    // Clients (matrix-rust-sdk, as Synapse sends it) read `invite_state`: the same events.
+    assert_eq!(invite["invite_state"], invite["stripped_state"]);
+    assert!(stripped.iter().any(|e| e["type"] == "m.room.member"
+        && e["state_key"] == bob.user_id.as_str()
+        && e["content"]["membership"] == "invite"));
     assert!(
         invite.get("timeline").is_none(),
         "an invitee sees no timeline: {invite}"
     );
+}
+
+#[tokio::test]
+async fn knocks_carry_stripped_state_under_both_names() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({ "name": "Club", "initial_state": [{ "type": "m.room.join_rules", "content": { "join_rule": "knock" } }] }),
+    )
+    .await;
+    let (status, _) = server
+        .post(&format!("{V3}/knock/{room}"), bob.token(), json!({ "reason": "hi" }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let body = sliding(
+        &server,
+        &bob,
+        "",
+        json!({ "lists": { "all": { "ranges": [[0, 9]], "required_state": [], "timeline_limit": 1 } } }),
+    )
+    .await;
+    let knock = &body["rooms"][&room];
+    assert_eq!(knock["membership"], "knock");
+    let stripped = knock["invite_state"].as_array().expect("invite_state");
+    assert_eq!(knock["invite_state"], knock["stripped_state"]);
+    // The client tells a knock from an invite by the user's own membership in it.
+    assert!(stripped.iter().any(|e| e["type"] == "m.room.member"
+        && e["state_key"] == bob.user_id.as_str()
+        && e["content"]["membership"] == "knock"));
+}
+
+#[tokio::test]
+async fn a_rejected_invite_carries_the_users_own_leave() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice, json!({ "name": "Party", "topic": "secret plans" })).await;
+    server
+        .post(
+            &format!("{V3}/rooms/{room}/invite"),
+            alice.token(),
+            json!({ "user_id": bob.user_id }),
+        )
+        .await;
+    let request = json!({
+        "conn_id": "main",
+        "lists": { "all": { "range": [0, 9], "required_state": [["m.room.member", "$ME"]], "timeline_limit": 5 } },
+    });
+    let first = sliding(&server, &bob, "", request.clone()).await;
+    assert_eq!(first["rooms"][&room]["membership"], "invite");
+    let (status, _) = server
+        .post(&format!("{V3}/rooms/{room}/leave"), bob.token(), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let pos = first["pos"].as_str().unwrap();
+    let next = sliding(&server, &bob, &format!("?pos={pos}"), request).await;
+    let result = &next["rooms"][&room];
+    assert_eq!(result["membership"], "leave", "{next}");
+    // Without stripped state or a member event, clients would file the room as joined.
+    let state = result["required_state"].as_array().expect("required_state");
+    assert_eq!(state.len(), 1, "{result}");
+    assert_eq!(state[0]["type"], "m.room.member");
+    assert_eq!(state[0]["state_key"], bob.user_id.as_str());
+    assert_eq!(state[0]["content"]["membership"], "leave");
+    assert!(
+        result.get("invite_state").is_none() && result.get("timeline").is_none(),
+        "{result}"
+    );
+    assert!(!next.to_string().contains("secret plans"), "{result}");
 }
 
 #[tokio::test]
@@ -406,7 +483,7 @@ async fn widening_required_state_sends_state_the_client_never_had() {
 }
 
 #[tokio::test]
-async fn a_room_banned_from_before_joining_shows_only_the_membership() {
+async fn a_room_banned_from_before_joining_shows_only_the_ban() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let mallory = server.register("mallory").await;
@@ -431,8 +508,10 @@ async fn a_room_banned_from_before_joining_shows_only_the_membership() {
     let result = &body["rooms"][&room];
     assert_eq!(result["membership"], "ban");
     assert!(!body.to_string().contains("secret plans"), "{result}");
-    assert!(
-        result.get("required_state").is_none() && result.get("timeline").is_none(),
-        "{result}"
-    );
+    // Only the ban itself, which clients read the membership from.
+    let state = result["required_state"].as_array().expect("required_state");
+    assert_eq!(state.len(), 1, "{result}");
+    assert_eq!(state[0]["type"], "m.room.member");
+    assert_eq!(state[0]["content"]["membership"], "ban");
+    assert!(result.get("timeline").is_none(), "{result}");
 }

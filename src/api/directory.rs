@@ -12,7 +12,7 @@ use ruma::{
         },
         error::ErrorKind,
     },
-    directory::PublicRoomsChunk,
+    directory::{PublicRoomsChunk, RoomTypeFilter},
 };
 use serde_json::{Value, json};
 
@@ -232,6 +232,7 @@ async fn public_rooms(
     limit: Option<UInt>,
     since: Option<&str>,
     search: Option<&str>,
+    room_types: &[RoomTypeFilter],
 ) -> ApiResult<(Vec<PublicRoomsChunk>, Option<String>, Option<String>, usize)> {
     let offset = match since {
         Some(token) => token
@@ -257,7 +258,12 @@ async fn public_rooms(
             .flatten()
             .any(|text| text.to_lowercase().contains(term.as_str()))
         });
-        if matches {
+        // `room_types` (v1.4): any of the listed types, `null` for rooms without one.
+        let type_matches = room_types.is_empty()
+            || room_types
+                .iter()
+                .any(|wanted| wanted.as_str() == chunk.room_type.as_ref().map(|t| t.as_str()));
+        if matches && type_matches {
             all.push(chunk);
         }
     }
@@ -283,7 +289,7 @@ pub async fn list_public(
             "Directories of other servers need federation (not supported yet)",
         ));
     }
-    let (chunk, next, prev, total) = public_rooms(&state, body.limit, body.since.as_deref(), None).await?;
+    let (chunk, next, prev, total) = public_rooms(&state, body.limit, body.since.as_deref(), None, &[]).await?;
     let mut response = get_public_rooms::v3::Response::new(chunk);
     response.next_batch = next;
     response.prev_batch = prev;
@@ -307,7 +313,14 @@ pub async fn search_public(
         ));
     }
     let search = body.filter.generic_search_term.as_deref();
-    let (chunk, next, prev, total) = public_rooms(&state, body.limit, body.since.as_deref(), search).await?;
+    let (chunk, next, prev, total) = public_rooms(
+        &state,
+        body.limit,
+        body.since.as_deref(),
+        search,
+        &body.filter.room_types,
+    )
+    .await?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     response.chunk = chunk;
     response.next_batch = next;

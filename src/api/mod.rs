@@ -42,7 +42,7 @@ use tower_http::{
 };
 use tracing::info_span;
 
-pub use self::discovery::SUPPORTED_VERSIONS;
+pub use self::discovery::{SUPPORTED_VERSIONS, UNSTABLE_FEATURES};
 use self::ruma::RumaRouter;
 use crate::state::AppState;
 

@@ -79,17 +79,17 @@ async fn relating_events(
     }
     let start = match from {
         Some(token) => {
-            let position: i64 = token
-                .strip_prefix('s')
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| ApiError::invalid_param("Invalid from token"))?;
+            // Our own `s<N>` tokens, and (as the spec allows) a `/sync` `next_batch` or a
+            // sliding sync `pos`.
+            let position = super::rooms::parse_token(token)?;
             found
                 .iter()
                 .position(|r| {
+                    // Tokens are gaps, as in `/messages`: `s<N>` lies just before N.
                     if dir == Direction::Backward {
                         r.stream_ordering < position
                     } else {
-                        r.stream_ordering > position
+                        r.stream_ordering >= position
                     }
                 })
                 .unwrap_or(found.len())
@@ -103,8 +103,11 @@ async fn relating_events(
         .take(limit)
         .map(|r| r.event_id.clone())
         .collect();
-    let next_batch =
-        (start.saturating_add(limit) < found.len()).then(|| format!("s{}", found[start + limit - 1].stream_ordering));
+    // The gap after the page's last event, in the direction of travel.
+    let next_batch = (start.saturating_add(limit) < found.len()).then(|| {
+        let last = found[start + limit - 1].stream_ordering;
+        format!("s{}", if dir == Direction::Backward { last } else { last + 1 })
+    });
     let mut rows = state.storage.events(&page).await?;
     rows.sort_by_key(|row| page.iter().position(|id| id == &row.event_id));
     let version = state

@@ -338,10 +338,12 @@ async fn room_result(
         if room.membership == "invite" && facts.ignored.contains(&event.sender) {
             return Ok(None);
         }
-        result.insert(
-            "stripped_state".into(),
-            json!(stripped_state(state, room_id, &event).await?),
-        );
+        // MSC4186 calls it `stripped_state`; Synapse, and the clients written against it
+        // (matrix-rust-sdk, so Element X), read `invite_state`, for knocks as well: without it
+        // they take the room for a joined one. Both go out.
+        let stripped = json!(stripped_state(state, room_id, &event).await?);
+        result.insert("invite_state".into(), stripped.clone());
+        result.insert("stripped_state".into(), stripped);
         result.insert("bump_stamp".into(), Value::from(room.membership_ordering));
         return Ok(Some(Value::Object(result)));
     }
@@ -354,9 +356,20 @@ async fn room_result(
     };
     let parsed_room_id = RoomId::parse(room_id).map_err(|_| ApiError::internal())?;
     let access = read_access(state, &parsed_room_id, &sender.user_id).await?;
+    let version = state
+        .caches
+        .room_version(storage, room_id)
+        .await?
+        .ok_or_else(ApiError::internal)?;
+    let device = sender.device_id.as_str();
     if !access.ever_joined() {
-        // Banned, or an invite withdrawn, before ever joining: the membership, nothing more.
+        // An invite rejected or withdrawn, or a ban, before ever joining: the user's own
+        // membership event and nothing more of the room. Clients read the membership from it
+        // (matrix-rust-sdk would otherwise file the former invite as a joined room).
         result.insert("bump_stamp".into(), Value::from(room.membership_ordering));
+        let own = storage.events(std::slice::from_ref(&room.membership_event_id)).await?;
+        let own = render_events(state, &own, &version, &sender.user_id, device).await?;
+        result.insert("required_state".into(), Value::Array(own));
         return Ok(Some(Value::Object(result)));
     }
     let timeline = if combined.timeline_limit > 0 {
@@ -407,12 +420,6 @@ async fn room_result(
             wanted.insert(key.clone(), id.clone());
         }
     }
-    let version = state
-        .caches
-        .room_version(storage, room_id)
-        .await?
-        .ok_or_else(ApiError::internal)?;
-    let device = sender.device_id.as_str();
     let state_rows = storage.events(&wanted.values().cloned().collect::<Vec<_>>()).await?;
     let required_state = render_events(state, &state_rows, &version, &sender.user_id, device).await?;
 
@@ -476,7 +483,9 @@ async fn room_result(
         result.insert("prev_batch".into(), Value::from(format!("s{}", timeline.start)));
         result.insert("num_live".into(), Value::from(live));
         if window.expanded {
+            // MSC4186's name, and the one Synapse sends and matrix-rust-sdk reads.
             result.insert("expanded_timeline".into(), Value::Bool(true));
+            result.insert("unstable_expanded_timeline".into(), Value::Bool(true));
         }
         if let Some(bump) = timeline
             .rows
