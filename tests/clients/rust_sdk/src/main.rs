@@ -278,14 +278,23 @@ async fn watch_room_list(sync: &SyncService) -> Result<watch::Receiver<Vec<(Owne
 /// Waits until `timeline` holds a message with `body` from someone else, and returns whether
 /// it arrived encrypted (and was decrypted).
 async fn receive_message(timeline: &Timeline, body: &str, who: &str) -> Result<bool> {
-    wait_for(&format!("{who} reads \"{body}\""), || async {
+    let found = wait_for(&format!("{who} reads \"{body}\""), || async {
         Ok(timeline.items().await.iter().find_map(|item| {
             let event = item.as_event()?;
             let message = event.content().as_message()?;
             (message.body() == body && !event.is_own()).then(|| event.encryption_info().is_some())
         }))
     })
-    .await
+    .await;
+    if found.is_err() {
+        // What the timeline holds instead (undecryptable events show here).
+        for item in timeline.items().await.iter() {
+            if let Some(event) = item.as_event() {
+                say(&format!("# {who}'s timeline: {} {:?}", event.sender(), event.content()));
+            }
+        }
+    }
+    found
 }
 
 async fn create_room(
@@ -446,13 +455,14 @@ async fn main() -> Result<()> {
         .await?;
     receive_message(&alice_timeline, "still there?", "Alice").await?;
     let state_of = |room_id: &RoomId| alice.client.get_room(room_id).map(|room| room.state());
+    let (rejected_state, knock_state) = (state_of(&rejected), state_of(&knockable));
     check(
-        state_of(&rejected) == Some(RoomState::Left),
-        "after further syncs the rejected invite is still left",
+        rejected_state == Some(RoomState::Left),
+        &format!("after further syncs the rejected invite is still left ({rejected_state:?})"),
     )?;
     check(
-        state_of(&knockable) == Some(RoomState::Knocked),
-        "and the knock still knocked",
+        knock_state == Some(RoomState::Knocked),
+        &format!("and the knock still knocked ({knock_state:?})"),
     )?;
     alice
         .in_room_list(&rejected, None, "the rejected invite stays out of the room list")
