@@ -264,6 +264,68 @@ async fn reports_need_a_visible_event() {
 }
 
 #[tokio::test]
+async fn users_can_be_reported_without_revealing_who_exists() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let mallory = server.register("mallory").await;
+    for path in [
+        format!("{V3}/users/{}/report", mallory.user_id),
+        format!(
+            "/_matrix/client/unstable/org.matrix.msc4260/users/{}/report",
+            mallory.user_id
+        ),
+    ] {
+        let (status, body) = server.post(&path, alice.token(), json!({ "reason": "spam" })).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(body, json!({}));
+    }
+    // The reason may be blank.
+    let path = format!("{V3}/users/{}/report", mallory.user_id);
+    assert_eq!(
+        server.post(&path, alice.token(), json!({ "reason": "" })).await.0,
+        StatusCode::OK
+    );
+    // Unknown and remote users get the same answer as real ones.
+    for user in ["@nobody:localhost", "@someone:elsewhere.example"] {
+        let (status, _) = server
+            .post(
+                &format!("{V3}/users/{user}/report"),
+                alice.token(),
+                json!({ "reason": "x" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{user}");
+    }
+    // Malformed input and missing authentication.
+    assert_error(
+        &server.post(&path, alice.token(), json!({})).await,
+        StatusCode::BAD_REQUEST,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &server
+            .post(
+                &format!("{V3}/users/not-a-user/report"),
+                alice.token(),
+                json!({ "reason": "x" }),
+            )
+            .await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+    assert_error(
+        &server.raw(Method::POST, &path, alice.token(), b"{".to_vec()).await,
+        StatusCode::BAD_REQUEST,
+        "M_NOT_JSON",
+    );
+    assert_error(
+        &server.post(&path, None, json!({ "reason": "x" })).await,
+        StatusCode::UNAUTHORIZED,
+        "M_MISSING_TOKEN",
+    );
+}
+
+#[tokio::test]
 async fn room_account_data_and_tags_are_per_user_and_room() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;

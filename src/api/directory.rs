@@ -8,6 +8,7 @@ use ruma::{
         client::{
             alias::{create_alias, delete_alias, get_alias},
             directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
+            reporting::report_user,
             room::{Visibility, aliases, report_content, report_room},
         },
         error::ErrorKind,
@@ -369,4 +370,24 @@ pub async fn report_whole_room(
         )
         .await?;
     Ok(report_room::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/users/{userId}/report` (v1.14): stored for administrators when the
+/// user is one of ours and exists. Otherwise the answer is the same 200, stored nothing: the
+/// spec lets a server conceal whether a user exists, and reports of remote users wait for
+/// federation.
+pub async fn report_user(
+    state: AppState,
+    request: Ruma<report_user::v3::Request>,
+) -> ApiResult<report_user::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let target = body.user_id.as_str();
+    if body.user_id.server_name() == state.config.server_name && state.storage.user(target).await?.is_some() {
+        state
+            .storage
+            .insert_user_report(target, sender.user_id.as_str(), &body.reason)
+            .await?;
+    }
+    Ok(report_user::v3::Response::new())
 }

@@ -117,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .ruma(directory::search_public)
         .ruma(directory::report_event)
         .ruma(directory::report_whole_room)
+        .ruma(directory::report_user)
         // Membership
         .ruma(membership::join_by_id)
         .ruma(membership::join_by_id_or_alias)

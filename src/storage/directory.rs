@@ -111,6 +111,29 @@ impl Storage {
         tx.commit().await?;
         Ok(())
     }
+
+    pub async fn insert_user_report(
+        &self,
+        target_user_id: &str,
+        reporter: &str,
+        reason: &str,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        let id = Self::next_stream_position(&mut tx, "reports").await?;
+        sqlx::query(
+            "INSERT INTO user_reports (id, target_user_id, reporter, reason, received_ts)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(target_user_id)
+        .bind(reporter)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 impl Storage {

@@ -51,6 +51,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_push.sql"),
         postgres: include_str!("../../migrations/postgres/0006_push.sql"),
     },
+    Migration {
+        version: 7,
+        name: "user_reports",
+        sqlite: include_str!("../../migrations/sqlite/0007_user_reports.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_user_reports.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.
