@@ -8,7 +8,8 @@
 // - Threads: at start-up the SDK asks `doesServerSupportThread()`; with server-side support it
 //   sends thread replies as `m.thread` (not the pre-standard `io.element.thread`), and lists
 //   threads with `/_matrix/client/v1/rooms/{roomId}/threads`, each root carrying its thread
-//   summary. Element's thread panel is `room.fetchRoomThreads()`.
+//   summary. Element's thread panel is `room.fetchRoomThreads()`. With v1.4 the SDK also asks
+//   for unread counts per thread and sends read receipts with a `thread_id`.
 //
 //   node tests/clients/js_media_threads.mjs target/debug/hearth
 //
@@ -20,6 +21,7 @@ import { check, loadSdk, say, startServer, waitFor } from "./js_harness.mjs";
 
 const sdk = await loadSdk("index.js");
 const { Thread, THREAD_RELATION_TYPE, FeatureSupport } = await loadSdk("models/thread.js");
+const { Feature, ServerSupport } = await loadSdk("feature.js");
 
 const { base, stop } = await startServer("js_media_threads.mjs");
 const clients = [];
@@ -171,6 +173,18 @@ try {
     return found && found.length === 1 && found.events.some(event => event.getId() === reply.event_id) ? found : null;
   });
   check(thread.rootEvent?.getId() === root.event_id, "the thread hangs off the root");
+
+  // Per-thread unread counts: with v1.4 the SDK asks its sync filter for them and reads them.
+  check(alice.canSupport.get(Feature.ThreadUnreadNotifications) === ServerSupport.Stable, "the SDK turns on per-thread unread counts");
+  const threadCount = () => aliceRoom.getThreadUnreadNotificationCount(root.event_id, sdk.NotificationCountType.Total) ?? 0;
+  await waitFor("alice's client counts bob's reply as unread in its thread", () => threadCount() === 1);
+  say("ok - alice's client counts bob's reply as unread in its thread");
+  // Element's read receipt in a thread carries the thread's ID, and clears that thread only.
+  const replyEvent = await waitFor("alice's client has the reply", () => aliceRoom.findEventById(reply.event_id));
+  await alice.sendReadReceipt(replyEvent);
+  await bob.sendTextMessage(roomId, "back in the main timeline");
+  await waitFor("the threaded receipt clears the thread's count", () => threadCount() === 0);
+  say("ok - the threaded read receipt cleared the thread's count");
   say("ok - threads and pictures work through the SDK's own logic");
 } catch (error) {
   failure = error;
