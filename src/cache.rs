@@ -282,6 +282,13 @@ impl Caches {
         });
     }
 
+    /// Drops what the user forgetting a room makes stale (their room list).
+    pub fn room_forgotten(&self, user_id: &str) {
+        self.invalidate(|| {
+            self.memberships.remove(user_id);
+        });
+    }
+
     /// Records that a membership event committed at `position` (or, at start, that any may
     /// have up to it).
     pub fn member_event_at(&self, position: i64) {

@@ -611,3 +611,61 @@ async fn a_user_banned_before_joining_sees_nothing_of_the_room() {
     let body = sync(&server, &mallory, &format!("filter={include}")).await;
     assert!(!body.to_string().contains("secret plans"));
 }
+
+#[tokio::test]
+async fn a_forgotten_room_leaves_sync_until_the_next_membership() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let forget = format!("{V3}/rooms/{room}/forget");
+    // Only a room the user has left can be forgotten.
+    assert_error(
+        &server.post(&forget, bob.token(), json!({})).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    join(&server, &bob, &room).await;
+    assert_error(
+        &server.post(&forget, bob.token(), json!({})).await,
+        StatusCode::BAD_REQUEST,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &server.post(&forget, None, json!({})).await,
+        StatusCode::UNAUTHORIZED,
+        "M_MISSING_TOKEN",
+    );
+    server
+        .post(&format!("{V3}/rooms/{room}/leave"), bob.token(), json!({}))
+        .await;
+    let include = query_value(&json!({ "room": { "include_leave": true } }).to_string());
+    let left = |body: &Value| body["rooms"]["leave"].get(&room).is_some();
+    assert!(left(&sync(&server, &bob, &format!("filter={include}")).await));
+    let (status, body) = server.post(&forget, bob.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Gone from sync, even for a filter that asks for left rooms, and from sliding sync.
+    let body = sync(&server, &bob, &format!("filter={include}")).await;
+    assert!(!left(&body), "{body}");
+    let (_, sliding) = server
+        .post(
+            "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+            bob.token(),
+            json!({ "lists": { "all": { "range": [0, 9], "required_state": [], "timeline_limit": 1 } } }),
+        )
+        .await;
+    assert!(sliding["rooms"].get(&room).is_none(), "{sliding}");
+    // Forgetting twice is fine.
+    assert_eq!(server.post(&forget, bob.token(), json!({})).await.0, StatusCode::OK);
+    // A new membership brings the room back.
+    let since = body["next_batch"].as_str().unwrap();
+    server
+        .post(
+            &format!("{V3}/rooms/{room}/invite"),
+            alice.token(),
+            json!({ "user_id": bob.user_id }),
+        )
+        .await;
+    let body = sync(&server, &bob, &format!("since={since}&timeout=5000")).await;
+    assert!(body["rooms"]["invite"].get(&room).is_some(), "{body}");
+}

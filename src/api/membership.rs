@@ -184,18 +184,23 @@ pub async fn leave(state: AppState, request: Ruma<leave_room::v3::Request>) -> A
     Ok(leave_room::v3::Response::new())
 }
 
-/// `POST /_matrix/client/v3/rooms/{roomId}/forget`: nothing to forget until the user has left.
+/// `POST /_matrix/client/v3/rooms/{roomId}/forget`: once the user has left (or been banned),
+/// sync stops sending the room, even with `include_leave`, until their membership changes again.
 pub async fn forget(state: AppState, request: Ruma<forget_room::v3::Request>) -> ApiResult<forget_room::v3::Response> {
     let sender = request.sender()?;
-    let current = state
-        .storage
-        .membership(request.body.room_id.as_str(), sender.user_id.as_str())
-        .await?;
-    match current.as_deref() {
-        Some("join" | "invite" | "knock") => Err(ApiError::bad_json("Leave the room before forgetting it")),
-        None => Err(ApiError::not_found("You were never in this room")),
-        Some(_) => Ok(forget_room::v3::Response::new()),
+    let (room_id, user_id) = (request.body.room_id.as_str(), sender.user_id.as_str());
+    let still_in = || ApiError::bad_json("Leave the room before forgetting it");
+    match state.storage.membership(room_id, user_id).await?.as_deref() {
+        Some("join" | "invite" | "knock") => return Err(still_in()),
+        None => return Err(ApiError::not_found("You were never in this room")),
+        Some(_) => {}
     }
+    // Recorded only if the membership is still a leave or a ban (not rejoined meanwhile).
+    if !state.storage.forget_room(room_id, user_id).await? {
+        return Err(still_in());
+    }
+    state.caches.room_forgotten(user_id);
+    Ok(forget_room::v3::Response::new())
 }
 
 async fn act_on(

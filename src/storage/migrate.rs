@@ -57,6 +57,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0007_user_reports.sql"),
         postgres: include_str!("../../migrations/postgres/0007_user_reports.sql"),
     },
+    Migration {
+        version: 8,
+        name: "forgotten_rooms",
+        sqlite: include_str!("../../migrations/sqlite/0008_forgotten_rooms.sql"),
+        postgres: include_str!("../../migrations/postgres/0008_forgotten_rooms.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

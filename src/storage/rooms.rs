@@ -202,6 +202,27 @@ impl Storage {
         .await?)
     }
 
+    /// Records that the user forgot the room at their current membership, if that is a leave
+    /// or a ban. Returns whether it was (false: joined, invited, knocking or never there).
+    pub async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<bool, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let forgotten = sqlx::query(
+            "INSERT INTO forgotten_rooms (user_id, room_id, membership_event_id)
+             SELECT state_key, room_id, event_id FROM current_state_events
+             WHERE room_id = $1 AND event_type = 'm.room.member' AND state_key = $2
+               AND membership IN ('leave', 'ban')
+             ON CONFLICT (user_id, room_id) DO UPDATE SET membership_event_id = excluded.membership_event_id",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        tx.commit().await?;
+        Ok(forgotten)
+    }
+
     /// Rooms where the user's current membership is `membership`.
     pub async fn rooms_with_membership(&self, user_id: &str, membership: &str) -> Result<Vec<String>, StorageError> {
         Ok(sqlx::query_scalar(

@@ -146,12 +146,15 @@ impl Storage {
         )
     }
 
-    /// Every room the user has a membership in, with the membership event's position.
+    /// Every room the user has a membership in and has not forgotten, with the membership
+    /// event's position.
     pub async fn user_memberships(&self, user_id: &str) -> Result<Vec<MembershipRow>, StorageError> {
         Ok(sqlx::query_as(
             "SELECT c.room_id, c.membership, c.event_id, e.stream_ordering
              FROM current_state_events c JOIN events e ON e.event_id = c.event_id
-             WHERE c.event_type = 'm.room.member' AND c.state_key = $1 AND c.membership IS NOT NULL",
+             WHERE c.event_type = 'm.room.member' AND c.state_key = $1 AND c.membership IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM forgotten_rooms f
+                               WHERE f.user_id = $1 AND f.room_id = c.room_id AND f.membership_event_id = c.event_id)",
         )
         .bind(user_id)
         .fetch_all(&self.pool)
@@ -215,7 +218,9 @@ impl Storage {
                        AND x.event_type IN ('m.room.create', 'm.room.message', 'm.room.encrypted', 'm.sticker',
                                             'm.call.invite', 'm.poll.start', 'm.beacon_info')) AS bump_ordering
              FROM current_state_events c JOIN events e ON e.event_id = c.event_id
-             WHERE c.event_type = 'm.room.member' AND c.state_key = $1 AND c.membership IS NOT NULL",
+             WHERE c.event_type = 'm.room.member' AND c.state_key = $1 AND c.membership IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM forgotten_rooms f
+                               WHERE f.user_id = $1 AND f.room_id = c.room_id AND f.membership_event_id = c.event_id)",
         )
         .bind(user_id)
         .bind(until)
