@@ -199,12 +199,13 @@ impl Caches {
             .membership_history(room_id, user_id)
             .await?
             .into_iter()
-            .map(|(stream_ordering, json)| {
+            .map(|(stream_ordering, event_id, json)| {
                 let pdu: Value = serde_json::from_str(&json).unwrap_or_default();
                 MembershipEvent {
                     stream_ordering,
                     membership: pdu["content"]["membership"].as_str().unwrap_or_default().to_owned(),
-                    event_id: pdu["event_id"].as_str().unwrap_or_default().to_owned(),
+                    // From the column: PDUs of room versions 3 and later carry no `event_id`.
+                    event_id,
                 }
             })
             .collect();

@@ -201,6 +201,24 @@ async fn relations_paginate_from_sync_tokens() {
             assert_eq!(ids, [expected.as_str()], "dir={dir} from={token}");
         }
     }
+    // `to` stops at a token: from the newest back to it, or from the oldest up to it.
+    for (dir, expected) in [("b", &late), ("f", &early)] {
+        let (status, page) = server
+            .get(
+                &format!("{V1}/rooms/{}/relations/{root}?dir={dir}&to={next_batch}", room.id),
+                bob.token(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let ids: Vec<&str> = page["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [expected.as_str()], "dir={dir} to={next_batch}");
+        assert!(page.get("next_batch").is_none(), "{page}");
+    }
     // Its own tokens, page by page, in both directions.
     for (dir, order) in [("f", [&early, &late]), ("b", [&late, &early])] {
         let path = format!("{V1}/rooms/{}/relations/{root}?dir={dir}&limit=1", room.id);

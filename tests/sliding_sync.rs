@@ -495,6 +495,22 @@ async fn a_room_banned_from_before_joining_shows_only_the_ban() {
             json!({ "user_id": mallory.user_id }),
         )
         .await;
+    // A thread hung off the ban is still the room's business, not the banned user's.
+    let (_, ban) = server
+        .get(
+            &format!("{V3}/rooms/{room}/state/m.room.member/{}?format=event", mallory.user_id),
+            alice.token(),
+        )
+        .await;
+    let ban_id = ban["event_id"].as_str().expect("the ban event").to_owned();
+    let (status, _) = server
+        .put(
+            &format!("{V3}/rooms/{room}/send/m.room.message/t1"),
+            alice.token(),
+            json!({ "msgtype": "m.text", "body": "more secret plans", "m.relates_to": { "rel_type": "m.thread", "event_id": ban_id } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     let body = sliding(
         &server,
         &mallory,

@@ -372,22 +372,18 @@ pub async fn report_whole_room(
     Ok(report_room::v3::Response::new())
 }
 
-/// `POST /_matrix/client/v3/users/{userId}/report` (v1.14): stored for administrators when the
-/// user is one of ours and exists. Otherwise the answer is the same 200, stored nothing: the
-/// spec lets a server conceal whether a user exists, and reports of remote users wait for
-/// federation.
+/// `POST /_matrix/client/v3/users/{userId}/report` (v1.14): stored for administrators, whoever
+/// the user is. Every well-formed user ID, local or remote, known or not, gets the same 200 after
+/// the same write, so reports do not tell who exists (the spec allows concealing it).
 pub async fn report_user(
     state: AppState,
     request: Ruma<report_user::v3::Request>,
 ) -> ApiResult<report_user::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    let target = body.user_id.as_str();
-    if body.user_id.server_name() == state.config.server_name && state.storage.user(target).await?.is_some() {
-        state
-            .storage
-            .insert_user_report(target, sender.user_id.as_str(), &body.reason)
-            .await?;
-    }
+    state
+        .storage
+        .insert_user_report(body.user_id.as_str(), sender.user_id.as_str(), &body.reason)
+        .await?;
     Ok(report_user::v3::Response::new())
 }

@@ -4,12 +4,15 @@ use std::collections::BTreeMap;
 
 use ruma::{
     OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId, RoomId,
-    api::client::{
-        knock::knock_room,
-        membership::{
-            ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
-            joined_members, joined_rooms, kick_user, leave_room, unban_user,
+    api::{
+        client::{
+            knock::knock_room,
+            membership::{
+                ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
+                joined_members, joined_rooms, kick_user, leave_room, unban_user,
+            },
         },
+        error::ErrorKind,
     },
 };
 use serde_json::Value;
@@ -189,7 +192,14 @@ pub async fn leave(state: AppState, request: Ruma<leave_room::v3::Request>) -> A
 pub async fn forget(state: AppState, request: Ruma<forget_room::v3::Request>) -> ApiResult<forget_room::v3::Response> {
     let sender = request.sender()?;
     let (room_id, user_id) = (request.body.room_id.as_str(), sender.user_id.as_str());
-    let still_in = || ApiError::bad_json("Leave the room before forgetting it");
+    // The spec's (and Synapse's) answer: 400 `M_UNKNOWN`.
+    let still_in = || {
+        ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            ErrorKind::Unknown,
+            "Leave the room before forgetting it",
+        )
+    };
     match state.storage.membership(room_id, user_id).await?.as_deref() {
         Some("join" | "invite" | "knock") => return Err(still_in()),
         None => return Err(ApiError::not_found("You were never in this room")),

@@ -43,7 +43,7 @@ async fn relating_events(
     event_id: &str,
     rel_type: Option<&str>,
     event_type: Option<&str>,
-    from: Option<&str>,
+    (from, to): (Option<&str>, Option<&str>),
     dir: Direction,
     limit: Option<u64>,
     recurse: bool,
@@ -96,6 +96,24 @@ async fn relating_events(
         }
         None => 0,
     };
+    // `to`, a token of the same kind, is where the client already has events: stop there.
+    let end = match to {
+        Some(token) => {
+            let position = super::rooms::parse_token(token)?;
+            found
+                .iter()
+                .position(|r| {
+                    if dir == Direction::Backward {
+                        r.stream_ordering < position
+                    } else {
+                        r.stream_ordering >= position
+                    }
+                })
+                .unwrap_or(found.len())
+        }
+        None => found.len(),
+    };
+    found.truncate(end.max(start));
     let limit = limit.unwrap_or(50).clamp(1, 1000) as usize;
     let page: Vec<String> = found
         .iter()
@@ -149,7 +167,7 @@ pub async fn all(
         b.event_id.as_str(),
         None,
         None,
-        b.from.as_deref(),
+        (b.from.as_deref(), b.to.as_deref()),
         b.dir,
         limit,
         b.recurse,
@@ -177,7 +195,7 @@ pub async fn by_type(
         b.event_id.as_str(),
         Some(&rel_type),
         None,
-        b.from.as_deref(),
+        (b.from.as_deref(), b.to.as_deref()),
         b.dir,
         limit,
         b.recurse,
@@ -205,7 +223,7 @@ pub async fn by_type_and_event_type(
         b.event_id.as_str(),
         Some(&rel_type),
         Some(&event_type),
-        b.from.as_deref(),
+        (b.from.as_deref(), b.to.as_deref()),
         b.dir,
         limit,
         b.recurse,

@@ -91,6 +91,18 @@ pub async fn read_access(state: &AppState, room_id: &RoomId, user_id: &UserId) -
     if history.is_empty() && !world_readable_now {
         return Err(ApiError::forbidden("You are not a member of this room"));
     }
+    // A former member who forgot the room no longer reads its history (spec, `/forget`).
+    if let Some(last) = history
+        .last()
+        .filter(|m| matches!(m.membership.as_str(), "leave" | "ban"))
+        && !world_readable_now
+        && storage
+            .forgotten_at(room_id.as_str(), user_id.as_str())
+            .await?
+            .is_some_and(|event_id| event_id == last.event_id)
+    {
+        return Err(ApiError::forbidden("You have forgotten this room"));
+    }
     Ok(ReadAccess {
         history,
         world_readable_now,

@@ -165,10 +165,15 @@ impl Storage {
         .await?)
     }
 
-    /// Every membership event of a user in a room, in order: (stream position, PDU JSON).
-    pub async fn membership_history(&self, room_id: &str, user_id: &str) -> Result<Vec<(i64, String)>, StorageError> {
+    /// Every membership event of a user in a room, in order: (stream position, event ID, PDU
+    /// JSON).
+    pub async fn membership_history(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<(i64, String, String)>, StorageError> {
         Ok(sqlx::query_as(
-            "SELECT stream_ordering, json FROM events
+            "SELECT stream_ordering, event_id, json FROM events
              WHERE room_id = $1 AND event_type = 'm.room.member' AND state_key = $2 AND rejected_reason IS NULL
              ORDER BY stream_ordering",
         )
@@ -221,6 +226,17 @@ impl Storage {
             > 0;
         tx.commit().await?;
         Ok(forgotten)
+    }
+
+    /// The membership event at which the user forgot the room, if they did.
+    pub async fn forgotten_at(&self, room_id: &str, user_id: &str) -> Result<Option<String>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT membership_event_id FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
+                .bind(user_id)
+                .bind(room_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Rooms where the user's current membership is `membership`.

@@ -185,6 +185,11 @@ try {
   await bob.sendTextMessage(roomId, "back in the main timeline");
   await waitFor("the threaded receipt clears the thread's count", () => threadCount() === 0);
   say("ok - the threaded read receipt cleared the thread's count");
+  // ...and only the thread's: bob's picture and his last message stay unread in the main
+  // timeline (an unthreaded receipt on the reply would have cleared the picture too).
+  const mainCount = () => aliceRoom.getRoomUnreadNotificationCount(sdk.NotificationCountType.Total);
+  await waitFor("the main timeline keeps its two unread messages", () => mainCount() === 2);
+  say("ok - the main timeline keeps its two unread messages");
   say("ok - threads and pictures work through the SDK's own logic");
 } catch (error) {
   failure = error;

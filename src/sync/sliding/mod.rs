@@ -368,7 +368,14 @@ async fn room_result(
         // (matrix-rust-sdk would otherwise file the former invite as a joined room).
         result.insert("bump_stamp".into(), Value::from(room.membership_ordering));
         let own = storage.events(std::slice::from_ref(&room.membership_event_id)).await?;
-        let own = render_events(state, &own, &version, &sender.user_id, device).await?;
+        let mut own = render_events(state, &own, &version, &sender.user_id, device).await?;
+        // Bundled relations would be events of a room the user never saw (say, a thread
+        // replying to their ban): the event alone.
+        for event in &mut own {
+            if let Some(unsigned) = event.get_mut("unsigned").and_then(Value::as_object_mut) {
+                unsigned.remove("m.relations");
+            }
+        }
         result.insert("required_state".into(), Value::Array(own));
         return Ok(Some(Value::Object(result)));
     }
@@ -483,7 +490,7 @@ async fn room_result(
         result.insert("prev_batch".into(), Value::from(format!("s{}", timeline.start)));
         result.insert("num_live".into(), Value::from(live));
         if window.expanded {
-            // MSC4186's name, and the one Synapse sends and matrix-rust-sdk reads.
+            // MSC4186's name, and the unstable one Synapse sends.
             result.insert("expanded_timeline".into(), Value::Bool(true));
             result.insert("unstable_expanded_timeline".into(), Value::Bool(true));
         }
