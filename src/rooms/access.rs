@@ -79,9 +79,31 @@ impl ReadAccess {
     }
 }
 
-/// 404 for rooms we do not know, 403 for rooms the user has never been in (unless
-/// world-readable).
+/// 404 for rooms we do not know, 403 for rooms the user has never been in or has forgotten
+/// (unless world-readable).
 pub async fn read_access(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<ReadAccess> {
+    let access = membership_access(state, room_id, user_id).await?;
+    // A former member who forgot the room no longer reads its history (spec, `/forget`).
+    if let Some(last) = access
+        .history
+        .last()
+        .filter(|m| matches!(m.membership.as_str(), "leave" | "ban"))
+        && !access.world_readable_now
+        && state
+            .storage
+            .forgotten_at(room_id.as_str(), user_id.as_str())
+            .await?
+            .is_some_and(|event_id| event_id == last.event_id)
+    {
+        return Err(ApiError::forbidden("You have forgotten this room"));
+    }
+    Ok(access)
+}
+
+/// [`read_access`] without the forgotten check, for sync: it works from the room list it read
+/// at the start (which leaves forgotten rooms out), and a room forgotten while a response is
+/// being made goes out once more rather than failing the whole response.
+pub async fn membership_access(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<ReadAccess> {
     require_room(state, room_id.as_str()).await?;
     let (storage, caches) = (&state.storage, &state.caches);
     let world_readable_now = world_readable(state, room_id).await?;
@@ -90,18 +112,6 @@ pub async fn read_access(state: &AppState, room_id: &RoomId, user_id: &UserId) -
         .await?;
     if history.is_empty() && !world_readable_now {
         return Err(ApiError::forbidden("You are not a member of this room"));
-    }
-    // A former member who forgot the room no longer reads its history (spec, `/forget`).
-    if let Some(last) = history
-        .last()
-        .filter(|m| matches!(m.membership.as_str(), "leave" | "ban"))
-        && !world_readable_now
-        && storage
-            .forgotten_at(room_id.as_str(), user_id.as_str())
-            .await?
-            .is_some_and(|event_id| event_id == last.event_id)
-    {
-        return Err(ApiError::forbidden("You have forgotten this room"));
     }
     Ok(ReadAccess {
         history,

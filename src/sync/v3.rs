@@ -26,7 +26,7 @@ use crate::{
     e2ee::{TO_DEVICE_PER_SYNC, sync_e2ee},
     error::{ApiError, ApiResult},
     rooms::{
-        access::{ReadAccess, read_access},
+        access::{ReadAccess, membership_access},
         client_event::render_events,
     },
     state::AppState,
@@ -449,7 +449,7 @@ async fn room_body(
     let storage = &state.storage;
     let room_filter = &filter.room;
     let room_id = RoomId::parse(window.room_id).map_err(|_| ApiError::internal())?;
-    let access = read_access(state, &room_id, &sender.user_id).await?;
+    let access = membership_access(state, &room_id, &sender.user_id).await?;
     let limit = timeline_limit(&room_filter.timeline);
     let window_scan = scan_timeline(
         state,

@@ -33,7 +33,7 @@ use super::v3::{Delivered, delivered_messages, record_delivery, scan_timeline, s
 use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
-    rooms::{access::read_access, client_event::render_events},
+    rooms::{access::membership_access, client_event::render_events},
     state::AppState,
     storage::{EventRow, RoomActivity, StateMap},
 };
@@ -355,7 +355,7 @@ async fn room_result(
         room.membership_ordering.min(window.until)
     };
     let parsed_room_id = RoomId::parse(room_id).map_err(|_| ApiError::internal())?;
-    let access = read_access(state, &parsed_room_id, &sender.user_id).await?;
+    let access = membership_access(state, &parsed_room_id, &sender.user_id).await?;
     let version = state
         .caches
         .room_version(storage, room_id)

@@ -370,6 +370,19 @@ async fn main() -> Result<()> {
             .filter(|m| *m.membership() == matrix_sdk::ruma::events::room::member::MembershipState::Join))
     })
     .await?;
+    // Each client must know the other's device before it can share a room key with it. The
+    // keys are uploaded by each client's first encryption sync; whoever looked too early
+    // learns of them from `device_lists.changed`, which the server must send.
+    for (who, other) in [(&alice, &bob), (&bob, &alice)] {
+        let (user, device) = (
+            other.user_id(),
+            other.client.device_id().context("a device")?.to_owned(),
+        );
+        wait_for(&format!("{} has {user}'s device keys", who.user_id()), || async {
+            Ok(who.client.encryption().get_device(&user, &device).await?.map(|_| ()))
+        })
+        .await?;
+    }
     alice_timeline
         .send(RoomMessageEventContent::text_plain("Hi Bob, from Element X").into())
         .await?;
