@@ -7,7 +7,8 @@
 //!   invite, she accepts it, and encrypted messages go both ways;
 //! - Bob sends an encrypted image; Alice downloads and decrypts it through the authenticated
 //!   media endpoints, which the SDK picks from the versions `/versions` lists;
-//! - a second invite is rejected, and leaves the list as a left room (not a joined one);
+//! - a second invite is declined in the SDK (which also forgets the room), a third on another
+//!   client: each leaves the list, and the third reaches the SDK as a left room, not a joined one;
 //! - Alice knocks on a room and the SDK files it as knocked;
 //! - Alice leaves the DM, and it leaves her room list.
 //!
