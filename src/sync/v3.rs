@@ -399,6 +399,15 @@ pub(super) async fn memberships_at(state: &AppState, user_id: &str, until: i64) 
         }
         let history = caches.membership_history(storage, &membership.room_id, user_id).await?;
         match history.iter().rev().find(|event| event.stream_ordering <= until) {
+            // A leave the user forgot stays forgotten, though a newer membership (past this
+            // response) brought the room back into the list.
+            Some(event)
+                if matches!(event.membership.as_str(), "leave" | "ban")
+                    && storage.forgotten_at(&membership.room_id, user_id).await?.as_deref()
+                        == Some(event.event_id.as_str()) =>
+            {
+                membership.membership.clear();
+            }
             Some(event) => {
                 membership.membership.clone_from(&event.membership);
                 membership.stream_ordering = event.stream_ordering;
