@@ -77,42 +77,25 @@ async fn relating_events(
     if dir == Direction::Backward {
         found.reverse();
     }
-    let start = match from {
-        Some(token) => {
-            // Our own `s<N>` tokens, and (as the spec allows) a `/sync` `next_batch` or a
-            // sliding sync `pos`.
-            let position = super::rooms::parse_token(token)?;
-            found
-                .iter()
-                .position(|r| {
-                    // Tokens are gaps, as in `/messages`: `s<N>` lies just before N.
-                    if dir == Direction::Backward {
-                        r.stream_ordering < position
-                    } else {
-                        r.stream_ordering >= position
-                    }
-                })
-                .unwrap_or(found.len())
-        }
-        None => 0,
+    // Tokens are gaps, as in `/messages` (`s<N>` lies just before N): our own, and (as the spec
+    // allows) a `/sync` `next_batch` or a sliding sync `pos`. The index of the first event past
+    // the gap, in the direction of travel.
+    let past = |token: &str| -> ApiResult<usize> {
+        let position = super::rooms::parse_token(token)?;
+        Ok(found
+            .iter()
+            .position(|r| {
+                if dir == Direction::Backward {
+                    r.stream_ordering < position
+                } else {
+                    r.stream_ordering >= position
+                }
+            })
+            .unwrap_or(found.len()))
     };
-    // `to`, a token of the same kind, is where the client already has events: stop there.
-    let end = match to {
-        Some(token) => {
-            let position = super::rooms::parse_token(token)?;
-            found
-                .iter()
-                .position(|r| {
-                    if dir == Direction::Backward {
-                        r.stream_ordering < position
-                    } else {
-                        r.stream_ordering >= position
-                    }
-                })
-                .unwrap_or(found.len())
-        }
-        None => found.len(),
-    };
+    let start = from.map(past).transpose()?.unwrap_or(0);
+    // `to` is where the client already has events: stop there.
+    let end = to.map(past).transpose()?.unwrap_or(found.len());
     found.truncate(end.max(start));
     let limit = limit.unwrap_or(50).clamp(1, 1000) as usize;
     let page: Vec<String> = found

@@ -1,6 +1,7 @@
 // Shared by the matrix-js-sdk tests: loading the SDK installed by .ci/run, TAP-style checks,
-// polling, and running a real `hearth` binary (a free loopback port, a fresh data directory,
-// a clean SIGTERM at the end). HEARTH_TEST_BASE_URL=http://127.0.0.1:PORT points a test at a
+// polling, registering users and starting clients, and running a real `hearth` binary (a free
+// loopback port, a fresh data directory, a clean SIGTERM at the end).
+// HEARTH_TEST_BASE_URL=http://127.0.0.1:PORT points a test at a
 // server that is already running instead.
 
 import { spawn } from "node:child_process";
@@ -80,4 +81,38 @@ export async function startServer(script, env = {}) {
       check(code === 0, `hearth exited cleanly on SIGTERM (code ${code})`);
     },
   };
+}
+
+/** Registers `username` on `base` with the dummy stage; returns the credentials. */
+export async function register(base, username, password = "a long test password") {
+  const response = await fetch(`${base}/_matrix/client/v3/register`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username, password, auth: { type: "m.login.dummy" } }),
+  });
+  const json = await response.json();
+  if (!response.ok) throw new Error(`register ${username}: ${JSON.stringify(json)}`);
+  return json;
+}
+
+/**
+ * Starts a matrix-js-sdk client for `credentials` with `startOptions` and waits for its first
+ * sync (rejects if sync fails).
+ */
+export async function startSession(sdk, base, credentials, label, startOptions) {
+  const client = sdk.createClient({
+    baseUrl: base,
+    userId: credentials.user_id,
+    deviceId: credentials.device_id,
+    accessToken: credentials.access_token,
+  });
+  const prepared = new Promise((resolve, reject) => {
+    client.on(sdk.ClientEvent.Sync, (state, _previous, data) => {
+      if (state === "PREPARED") resolve();
+      if (state === "ERROR") reject(new Error(`${label}: sync failed: ${data?.error}`));
+    });
+  });
+  await client.startClient(startOptions);
+  await prepared;
+  return client;
 }

@@ -17,7 +17,7 @@
 
 import zlib from "node:zlib";
 
-import { check, loadSdk, say, startServer, waitFor } from "./js_harness.mjs";
+import { check, loadSdk, register as registerUser, say, startServer, startSession, waitFor } from "./js_harness.mjs";
 
 const sdk = await loadSdk("index.js");
 const { Thread, THREAD_RELATION_TYPE, FeatureSupport } = await loadSdk("models/thread.js");
@@ -27,34 +27,12 @@ const { base, stop } = await startServer("js_media_threads.mjs");
 const clients = [];
 let failure = null;
 
-async function register(username) {
-  const response = await fetch(`${base}/_matrix/client/v3/register`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username, password: "a long test password", auth: { type: "m.login.dummy" } }),
-  });
-  const json = await response.json();
-  if (!response.ok) throw new Error(`register ${username}: ${JSON.stringify(json)}`);
-  return json;
-}
+const register = username => registerUser(base, username);
 
 /** A client started as Element Web starts one: thread support on, a first sync awaited. */
 async function session(credentials, label) {
-  const client = sdk.createClient({
-    baseUrl: base,
-    userId: credentials.user_id,
-    deviceId: credentials.device_id,
-    accessToken: credentials.access_token,
-  });
+  const client = await startSession(sdk, base, credentials, label, { initialSyncLimit: 20, threadSupport: true });
   clients.push(client);
-  const prepared = new Promise((resolve, reject) => {
-    client.on(sdk.ClientEvent.Sync, (state, _previous, data) => {
-      if (state === "PREPARED") resolve();
-      if (state === "ERROR") reject(new Error(`${label}: sync failed: ${data?.error}`));
-    });
-  });
-  await client.startClient({ initialSyncLimit: 20, threadSupport: true });
-  await prepared;
   return client;
 }
 

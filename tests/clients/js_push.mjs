@@ -14,7 +14,7 @@
 
 import http from "node:http";
 
-import { check, loadSdk, say, startServer, waitFor } from "./js_harness.mjs";
+import { check, loadSdk, register as registerUser, say, startServer, startSession, waitFor } from "./js_harness.mjs";
 
 const sdk = await loadSdk("index.js");
 
@@ -41,33 +41,11 @@ const { base, stop } = await startServer("js_push.mjs", { HEARTH_PUSH_IP_RANGE_A
 const clients = [];
 let failure = null;
 
-async function register(username) {
-  const response = await fetch(`${base}/_matrix/client/v3/register`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username, password: "a long test password", auth: { type: "m.login.dummy" } }),
-  });
-  const json = await response.json();
-  if (!response.ok) throw new Error(`register ${username}: ${JSON.stringify(json)}`);
-  return json;
-}
+const register = username => registerUser(base, username);
 
 async function session(credentials, label) {
-  const client = sdk.createClient({
-    baseUrl: base,
-    userId: credentials.user_id,
-    deviceId: credentials.device_id,
-    accessToken: credentials.access_token,
-  });
+  const client = await startSession(sdk, base, credentials, label, { initialSyncLimit: 10 });
   clients.push(client);
-  const prepared = new Promise((resolve, reject) => {
-    client.on(sdk.ClientEvent.Sync, (state, _previous, data) => {
-      if (state === "PREPARED") resolve();
-      if (state === "ERROR") reject(new Error(`${label}: sync failed: ${data?.error}`));
-    });
-  });
-  await client.startClient({ initialSyncLimit: 10 });
-  await prepared;
   return client;
 }
 
