@@ -74,6 +74,9 @@ pub async fn register_account(state: &AppState, registration: Registration<'_>) 
     };
     tx.commit().await?;
     tracing::info!(%user_id, admin = registration.is_admin, guest = registration.is_guest, "registered account");
+    if let Some(position) = session.as_ref().and_then(|session| session.device_list_change) {
+        e2ee::device_lists_changed(state, registration.user_id, position).await?;
+    }
     Ok(session)
 }
 
@@ -163,6 +166,10 @@ pub async fn start_session(state: &AppState, request: SessionRequest<'_>) -> Api
     tx.commit().await?;
     // Reusing a device ID revokes its old tokens: their open WebSockets re-check and close.
     state.notifier.wake([user_id.as_str()]);
+    if let Some(position) = session.device_list_change {
+        let user_id = UserId::parse(user_id).map_err(|_| ApiError::internal())?;
+        e2ee::device_lists_changed(state, &user_id, position).await?;
+    }
     Ok(session)
 }
 

@@ -46,6 +46,9 @@ pub struct NewSession {
     pub refresh_token: Option<String>,
     /// Lifetime of the access token; only tokens issued with a refresh token expire.
     pub expires_in: Option<Duration>,
+    /// The `device_lists` position at which a new device was recorded (None: an existing
+    /// device was reused). The caller announces it once the transaction commits.
+    pub device_list_change: Option<i64>,
 }
 
 /// What a new session is for.
@@ -78,11 +81,16 @@ pub async fn create_session(tx: &mut Tx, request: SessionRequest<'_>) -> ApiResu
         Some(id) => id.to_owned(),
         None => random_string(10).to_uppercase(),
     };
-    Storage::upsert_device(tx, request.user_id, &device_id, request.display_name, request.ip).await?;
+    let created = Storage::upsert_device(tx, request.user_id, &device_id, request.display_name, request.ip).await?;
     // A login reusing a device ID replaces that device's session.
     Storage::delete_device_tokens(tx, request.user_id, &device_id).await?;
     let lifetime = request.with_refresh_token.then_some(request.refreshable_lifetime);
-    issue_tokens(tx, request.user_id, &device_id, lifetime, None).await
+    let mut session = issue_tokens(tx, request.user_id, &device_id, lifetime, None).await?;
+    // A new device must reach everyone who encrypts for this user (as Synapse announces it).
+    if created {
+        session.device_list_change = Some(Storage::record_device_list_change(tx, request.user_id).await?);
+    }
+    Ok(session)
 }
 
 /// Issues an access token, and a refresh token when `refreshable_lifetime` is set (the access
@@ -115,6 +123,7 @@ async fn issue_tokens(
         access_token,
         refresh_token,
         expires_in: refreshable_lifetime,
+        device_list_change: None,
     })
 }
 

@@ -1,50 +1,53 @@
 //! Devices: `GET /devices`, `GET/PUT/DELETE /devices/{deviceId}`, `POST /delete_devices`.
 
-use ruma::{
-    MilliSecondsSinceUnixEpoch, UInt,
-    api::client::device::{self as ruma_device, delete_device, delete_devices, get_device, get_devices, update_device},
-};
+use axum::Json;
+use ruma::api::client::device::{delete_device, delete_devices, get_device, get_devices, update_device};
+use serde_json::{Value, json};
 
 use super::{account::password_uia, ruma::Ruma};
 use crate::{
     accounts::{self, uia::authorize},
     error::{ApiError, ApiResult},
     state::AppState,
-    storage::Device,
+    storage::{Device, Storage},
 };
 
 /// Longest device display name accepted (as Synapse).
 const MAX_DISPLAY_NAME_CHARS: usize = 100;
 
-fn to_ruma(device: Device) -> ruma_device::Device {
-    let mut out = ruma_device::Device::new(device.device_id.into());
-    out.display_name = device.display_name;
-    out.last_seen_ip = device.last_seen_ip;
-    out.last_seen_ts = device
-        .last_seen_ts
-        .and_then(|ts| UInt::try_from(ts).ok())
-        .map(MilliSecondsSinceUnixEpoch);
+/// A device as the spec's `Device` object. Built by hand: ruma's type writes `null` for an
+/// unnamed device, and clients (matrix-nio) crash on a `null` where the spec has a string.
+fn device_json(device: Device) -> Value {
+    let mut out = json!({ "device_id": device.device_id });
+    if let Some(name) = device.display_name {
+        out["display_name"] = Value::from(name);
+    }
+    if let Some(ip) = device.last_seen_ip {
+        out["last_seen_ip"] = Value::from(ip);
+    }
+    if let Some(ts) = device.last_seen_ts {
+        out["last_seen_ts"] = Value::from(ts);
+    }
     out
 }
 
 /// `GET /_matrix/client/v3/devices`
-pub async fn list(state: AppState, request: Ruma<get_devices::v3::Request>) -> ApiResult<get_devices::v3::Response> {
+pub async fn list(state: AppState, request: Ruma<get_devices::v3::Request>) -> ApiResult<Json<Value>> {
     let sender = request.sender()?;
     let devices = state.storage.devices(sender.user_id.as_str()).await?;
-    Ok(get_devices::v3::Response::new(
-        devices.into_iter().map(to_ruma).collect(),
-    ))
+    let devices: Vec<Value> = devices.into_iter().map(device_json).collect();
+    Ok(Json(json!({ "devices": devices })))
 }
 
 /// `GET /_matrix/client/v3/devices/{deviceId}`
-pub async fn get(state: AppState, request: Ruma<get_device::v3::Request>) -> ApiResult<get_device::v3::Response> {
+pub async fn get(state: AppState, request: Ruma<get_device::v3::Request>) -> ApiResult<Json<Value>> {
     let sender = request.sender()?;
     let device = state
         .storage
         .device(sender.user_id.as_str(), request.body.device_id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("No such device"))?;
-    Ok(get_device::v3::Response::new(to_ruma(device)))
+    Ok(Json(device_json(device)))
 }
 
 /// `PUT /_matrix/client/v3/devices/{deviceId}`
@@ -59,13 +62,15 @@ pub async fn update(
             "Device display name must be at most {MAX_DISPLAY_NAME_CHARS} characters"
         )));
     }
-    let updated = state
-        .storage
-        .set_device_display_name(sender.user_id.as_str(), request.body.device_id.as_str(), name)
-        .await?;
-    if !updated {
+    let user_id = sender.user_id.as_str();
+    let mut tx = state.storage.begin_write().await?;
+    if !Storage::set_device_display_name(&mut tx, user_id, request.body.device_id.as_str(), name).await? {
         return Err(ApiError::not_found("No such device"));
     }
+    // The name is part of the device keys others download: they must fetch them again.
+    let position = Storage::record_device_list_change(&mut tx, user_id).await?;
+    tx.commit().await?;
+    crate::e2ee::device_lists_changed(&state, &sender.user_id, position).await?;
     Ok(update_device::v3::Response::new())
 }
 

@@ -72,8 +72,8 @@ pub fn router(state: AppState) -> Router {
         .ruma(account::deactivate)
         .ruma(account::third_party_ids)
         // Devices
-        .ruma(devices::list)
-        .ruma(devices::get)
+        .ruma_raw(devices::list)
+        .ruma_raw(devices::get)
         .ruma(devices::update)
         .ruma(devices::delete)
         .ruma(devices::delete_many)

@@ -277,8 +277,9 @@ pub async fn query(
                 continue;
             };
             merge_signatures(&mut key, &row.device_id, &signatures, owner, viewer.as_str());
-            if let Some(object) = key.as_object_mut() {
-                object.insert("unsigned".into(), json!({ "device_display_name": row.display_name }));
+            // The spec's `device_display_name` is a string: omitted, never null, when unnamed.
+            if let (Some(object), Some(name)) = (key.as_object_mut(), row.display_name) {
+                object.insert("unsigned".into(), json!({ "device_display_name": name }));
             }
             devices.insert(row.device_id, key);
         }

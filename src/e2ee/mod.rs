@@ -45,37 +45,52 @@ pub async fn device_list_changes(
     from: &StreamToken,
     to: &StreamToken,
 ) -> ApiResult<(BTreeSet<String>, BTreeSet<String>)> {
-    let storage = &state.storage;
     let mut changed: BTreeSet<String> = BTreeSet::new();
-    let mut left: BTreeSet<String> = BTreeSet::new();
     let (after, until) = (from.get(Stream::DeviceLists), to.get(Stream::DeviceLists));
     if until > after {
-        changed.extend(storage.device_list_changes(viewer, after, until).await?);
+        changed.extend(state.storage.device_list_changes(viewer, after, until).await?);
     }
-    if to.events() > from.events() && state.caches.member_events_after(from.events()) {
-        let mut candidates: BTreeSet<String> = BTreeSet::new();
-        for (room_id, target) in storage.member_changes(viewer, from.events(), to.events()).await? {
-            if target == viewer {
-                // The viewer joined or left: everyone in the room may have come or gone.
-                candidates.extend(storage.joined_members(&room_id).await?);
-            } else {
-                candidates.insert(target);
-            }
-        }
-        candidates.remove(viewer);
-        if !candidates.is_empty() {
-            let sharing: HashSet<String> = storage.users_sharing_a_room(viewer).await?.into_iter().collect();
-            for candidate in candidates {
-                if sharing.contains(&candidate) {
-                    changed.insert(candidate);
-                } else {
-                    changed.remove(&candidate);
-                    left.insert(candidate);
-                }
-            }
-        }
-    }
+    let (sharing, left) = sharing_changes(state, viewer, from.events(), to.events()).await?;
+    changed.extend(sharing);
+    changed.retain(|user| !left.contains(user));
     Ok((changed, left))
+}
+
+/// Users whose sharing of a room with the viewer may have changed between two event positions
+/// (someone joined or left a room of the viewer's, or the viewer joined or left one): those who
+/// share a room with the viewer now, and those who share none.
+pub async fn sharing_changes(
+    state: &AppState,
+    viewer: &str,
+    from: i64,
+    to: i64,
+) -> ApiResult<(BTreeSet<String>, BTreeSet<String>)> {
+    let storage = &state.storage;
+    let (mut sharing_now, mut sharing_none) = (BTreeSet::new(), BTreeSet::new());
+    if to <= from || !state.caches.member_events_after(from) {
+        return Ok((sharing_now, sharing_none));
+    }
+    let mut candidates: BTreeSet<String> = BTreeSet::new();
+    for (room_id, target) in storage.member_changes(viewer, from, to).await? {
+        if target == viewer {
+            // The viewer joined or left: everyone in the room may have come or gone.
+            candidates.extend(storage.joined_members(&room_id).await?);
+        } else {
+            candidates.insert(target);
+        }
+    }
+    candidates.remove(viewer);
+    if !candidates.is_empty() {
+        let sharing: HashSet<String> = storage.users_sharing_a_room(viewer).await?.into_iter().collect();
+        for candidate in candidates {
+            if sharing.contains(&candidate) {
+                sharing_now.insert(candidate);
+            } else {
+                sharing_none.insert(candidate);
+            }
+        }
+    }
+    Ok((sharing_now, sharing_none))
 }
 
 /// The encryption parts of one sync response for a device.

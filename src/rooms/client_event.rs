@@ -56,6 +56,23 @@ pub fn client_event(row: &EventRow, room_version: &str, unsigned: Unsigned) -> V
     event
 }
 
+/// An event in federation format (a filter's `event_format: federation`): the PDU as stored
+/// (its content redacted if a redaction applies), with its event ID and the `unsigned` data of
+/// its client rendering.
+pub fn federation_event(row: &EventRow, room_version: &str, client: &Value) -> Value {
+    let mut pdu: Map<String, Value> = serde_json::from_str(&row.json).unwrap_or_default();
+    if row.redacted_by.is_some() {
+        let content = pdu.remove("content").unwrap_or_else(|| json!({}));
+        pdu.insert(
+            "content".into(),
+            redacted_content(&row.event_type, content, room_version),
+        );
+    }
+    pdu.insert("event_id".into(), Value::from(row.event_id.as_str()));
+    pdu.insert("unsigned".into(), client["unsigned"].clone());
+    Value::Object(pdu)
+}
+
 /// The content left after redaction, per the room version's rules.
 fn redacted_content(event_type: &str, content: Value, room_version: &str) -> Value {
     let Ok((_, rules)) = room_version_rules(room_version) else {

@@ -42,8 +42,13 @@ impl Storage {
         device_id: &str,
         display_name: Option<&str>,
         ip: Option<&str>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let now = now_ms();
+        let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .fetch_optional(&mut **tx)
+            .await?;
         sqlx::query(
             "INSERT INTO devices (user_id, device_id, display_name, created_ts, last_seen_ts, last_seen_ip)
              VALUES ($1, $2, $3, $4, $4, $5)
@@ -59,12 +64,12 @@ impl Storage {
         .bind(ip)
         .execute(&mut **tx)
         .await?;
-        Ok(())
+        Ok(existed.is_none())
     }
 
     /// Sets the display name; false if the user has no such device.
     pub async fn set_device_display_name(
-        &self,
+        tx: &mut Tx,
         user_id: &str,
         device_id: &str,
         display_name: Option<&str>,
@@ -73,7 +78,7 @@ impl Storage {
             .bind(user_id)
             .bind(device_id)
             .bind(display_name)
-            .execute(&self.pool)
+            .execute(&mut **tx)
             .await?;
         Ok(updated.rows_affected() == 1)
     }

@@ -98,14 +98,14 @@ pub fn room_allowed(filter: &RoomFilter, section: &RoomEventFilter, room_id: &st
     allowed(&filter.rooms, &filter.not_rooms) && allowed(&section.rooms, &section.not_rooms)
 }
 
-/// The timeline limit a filter asks for, within bounds.
+/// The timeline limit a filter asks for, within bounds (0 is allowed: state without events).
 pub fn timeline_limit(filter: &RoomEventFilter) -> usize {
     filter
         .limit
         .map_or(DEFAULT_TIMELINE_LIMIT, |limit| {
             usize::try_from(u64::from(limit)).unwrap_or(MAX_TIMELINE_LIMIT)
         })
-        .clamp(1, MAX_TIMELINE_LIMIT)
+        .min(MAX_TIMELINE_LIMIT)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::{
 
 use ruma::{
     OwnedRoomId, RoomId, UserId,
-    api::client::filter::{FilterDefinition, LazyLoadOptions, RoomEventFilter},
+    api::client::filter::{EventFormat, FilterDefinition, LazyLoadOptions, RoomEventFilter},
 };
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -27,7 +27,7 @@ use crate::{
     error::{ApiError, ApiResult},
     rooms::{
         access::{ReadAccess, membership_access},
-        client_event::render_events,
+        client_event::{federation_event, render_events},
     },
     state::AppState,
     storage::{EventRow, MembershipRow, ReceiptRow, StateMap},
@@ -252,14 +252,15 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
                 }
                 if since.is_none() || changed || body.members_changed {
                     let summary = storage.room_summary(room_id, user_id).await?;
-                    entry.insert(
-                        "summary".into(),
-                        json!({
-                            "m.heroes": summary.heroes,
-                            "m.joined_member_count": summary.joined,
-                            "m.invited_member_count": summary.invited,
-                        }),
-                    );
+                    let mut fields = json!({
+                        "m.joined_member_count": summary.joined,
+                        "m.invited_member_count": summary.invited,
+                    });
+                    // Heroes name a room that has no name of its own (spec: only then).
+                    if !has_name_or_alias(state, room_id).await? {
+                        fields["m.heroes"] = json!(summary.heroes);
+                    }
+                    entry.insert("summary".into(), fields);
                 }
                 entry
                     .entry("timeline")
@@ -295,9 +296,15 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
                 if !wanted || !room_allowed(&filter.room, &filter.room.timeline, room_id) {
                     continue;
                 }
+                // Joined and left since the token: the client never saw the room, so its
+                // whole state (as of the leave) comes with it.
+                let after = match since {
+                    Some(since) if joined_at(state, room_id, user_id, since.events()).await? => Some(since.events()),
+                    _ => None,
+                };
                 let room = RoomWindow {
                     room_id,
-                    after: since.map(|s| s.events()),
+                    after,
                     until: membership.stream_ordering,
                     since_events: since.map(|s| s.events()),
                     full_state: request.full_state,
@@ -343,6 +350,22 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
                 continue;
             }
             presence.push(json!({ "type": "m.presence", "sender": row.user_id, "content": presence_content(&row) }));
+        }
+    }
+    // Users who newly share a room with the viewer: their presence, though it did not change.
+    if state.config.presence.enabled
+        && let Some(since) = since
+    {
+        let (sharing, _) = crate::e2ee::sharing_changes(state, user_id, since.events(), now.events()).await?;
+        for user in sharing {
+            let already = presence.iter().any(|event| event["sender"] == user.as_str());
+            if already || ignored.contains(&user) || !event_allowed(&filter.presence, "m.presence", Some(&user)) {
+                continue;
+            }
+            if let Some(row) = storage.presence(&user).await? {
+                presence
+                    .push(json!({ "type": "m.presence", "sender": row.user_id, "content": presence_content(&row) }));
+            }
         }
     }
 
@@ -477,33 +500,28 @@ async fn room_body(
         rows: timeline_rows,
         limited,
         start,
+        complete: window_scan_complete,
+        saw_state,
     } = window_scan;
 
-    // State: everything up to the timeline's start for a fresh view of the room, or for a
-    // limited incremental window what changed between the token and the timeline's start.
+    // State: what the client needs, with the timeline, to hold the room's state at the window's
+    // end (for a fresh view all of it, else what changed since the token). Someone who was
+    // never in the room (banned or uninvited before joining) sees no state.
     let fresh = window.after.is_none() || window.full_state;
     let mut state_map = StateMap::new();
-    // Someone who was never in the room (banned or uninvited before joining) sees no state.
-    if (fresh || limited) && access.ever_joined() {
-        let at_start = state_before(state, window.room_id, start).await?;
-        match (fresh, window.since_events) {
-            (false, Some(since)) => {
-                let at_since = state_before(state, window.room_id, since + 1).await?;
-                state_map = at_start
-                    .into_iter()
-                    .filter(|(key, id)| at_since.get(key) != Some(id))
-                    .collect();
-            }
-            _ => state_map = at_start,
-        }
+    if (fresh || !window_scan_complete || saw_state) && access.ever_joined() {
+        state_map = state_delta(state, window, start, &timeline_rows, fresh).await?;
     }
     let lazy = !room_filter.state.lazy_load_options.is_disabled();
     if lazy {
-        // Members only for the timeline's senders (and the user), as of the timeline's start.
+        // Members for the timeline's senders (and the user), as of the timeline's start; a
+        // fresh view holds no others, an incremental one also every member change in the gap
+        // (leaves included: the client must drop those members).
         let mut senders: HashSet<&str> = timeline_rows.iter().map(|row| row.sender.as_str()).collect();
         senders.insert(sender.user_id.as_str());
-        state_map.retain(|(kind, key), _| kind != "m.room.member" || senders.contains(key.as_str()));
-        if !fresh {
+        if fresh {
+            state_map.retain(|(kind, key), _| kind != "m.room.member" || senders.contains(key.as_str()));
+        } else {
             for member in senders {
                 let key = ("m.room.member".to_owned(), member.to_owned());
                 if !state_map.contains_key(&key)
@@ -564,8 +582,15 @@ async fn room_body(
             .map(|row| row.event_id.clone());
         state.caches.members_sent(user_id, device_id, window.until, members);
     }
-    let timeline = render_events(state, &timeline_rows, &version, &sender.user_id, device_id).await?;
-    let state_events = render_events(state, &state_rows, &version, &sender.user_id, device_id).await?;
+    let mut timeline = render_events(state, &timeline_rows, &version, &sender.user_id, device_id).await?;
+    let mut state_events = render_events(state, &state_rows, &version, &sender.user_id, device_id).await?;
+    if filter.event_format == EventFormat::Federation {
+        for (rows, events) in [(&timeline_rows, &mut timeline), (&state_rows, &mut state_events)] {
+            for (row, event) in rows.iter().zip(events.iter_mut()) {
+                *event = federation_event(row, &version, event);
+            }
+        }
+    }
     let members_changed = timeline_rows
         .iter()
         .chain(&state_rows)
@@ -589,18 +614,72 @@ async fn room_body(
     })
 }
 
+/// The state section of a room window: per state key, the value at the window's end, unless
+/// the timeline itself carries that last change (then the value at the timeline's start, which
+/// the timeline brings up to date). State changed by events the timeline does not show (the
+/// filter dropped them, or the user could not see them: say, members who joined while the user
+/// was away) therefore still reaches the client. Incrementally, what the client had at its token
+/// is left out; so are the timeline's own events.
+async fn state_delta(
+    state: &AppState,
+    window: &RoomWindow<'_>,
+    start: i64,
+    timeline: &[EventRow],
+    fresh: bool,
+) -> ApiResult<StateMap> {
+    let room_id = window.room_id;
+    let at_end = state_before(state, room_id, window.until + 1).await?;
+    let in_timeline: HashSet<&str> = timeline.iter().map(|row| row.event_id.as_str()).collect();
+    // Needed only for state keys the timeline changes.
+    let at_start = if !timeline.iter().any(|row| row.state_key.is_some()) {
+        None
+    } else {
+        Some(state_before(state, room_id, start).await?)
+    };
+    let at_since = match (fresh, window.since_events) {
+        (false, Some(since)) if since + 1 == start => at_start.clone(),
+        (false, Some(since)) => Some(state_before(state, room_id, since + 1).await?),
+        _ => None,
+    };
+    let mut delta = StateMap::new();
+    for (key, id) in at_end {
+        let id = if in_timeline.contains(id.as_str()) {
+            match at_start.as_ref().and_then(|at_start| at_start.get(&key)) {
+                Some(before) => before.clone(),
+                None => continue,
+            }
+        } else {
+            id
+        };
+        let known = at_since
+            .as_ref()
+            .is_some_and(|at_since| at_since.get(&key) == Some(&id));
+        if !known && !in_timeline.contains(id.as_str()) {
+            delta.insert(key, id);
+        }
+    }
+    Ok(delta)
+}
+
 /// The newest events of a room in (`after`, `until`] that the user may see and `wanted`
 /// keeps, up to `limit`, oldest first.
 pub struct Timeline {
     pub rows: Vec<EventRow>,
-    /// More events in the window than were returned.
+    /// Events the user may see and the filter wants were left out (as Synapse: events the
+    /// filter drops do not make a timeline limited).
     pub limited: bool,
-    /// The gap before the oldest event looked at: where `/messages` continues backwards.
+    /// Where `/messages` continues backwards: the oldest returned event, or past the window's
+    /// end when none was returned.
     pub start: i64,
+    /// Whether the scan looked at every event of the window (else it stopped early).
+    pub complete: bool,
+    /// Some event the scan looked at, returned or not, was a state event.
+    pub saw_state: bool,
 }
 
-/// Reads newest first, page by page until `limit` events pass: a filter that drops most
-/// events must not leave the timeline short, nor make one sync scan a whole room.
+/// Reads newest first, page by page until `limit` events pass, and one more to learn whether
+/// the timeline is limited: a filter that drops most events must not leave the timeline short,
+/// nor make one sync scan a whole room.
 pub async fn scan_timeline(
     state: &AppState,
     access: &ReadAccess,
@@ -612,8 +691,8 @@ pub async fn scan_timeline(
 ) -> ApiResult<Timeline> {
     let page_size = i64::try_from(limit).unwrap_or(100) + 1;
     let scan_limit = limit * 20 + 100;
-    let (mut kept, mut scanned, mut cursor, mut limited) = (Vec::new(), 0, until, false);
-    let mut oldest_scanned = None;
+    let (mut kept, mut scanned, mut cursor) = (Vec::new(), 0, until);
+    let (mut limited, mut complete, mut saw_state) = (false, true, false);
     'scan: loop {
         let page = state
             .storage
@@ -621,14 +700,19 @@ pub async fn scan_timeline(
             .await?;
         let exhausted = page.len() < usize::try_from(page_size).unwrap_or(usize::MAX);
         for row in page {
-            if kept.len() == limit || scanned == scan_limit {
-                limited = true;
+            if scanned == scan_limit {
+                // Too many events to look at: assume some wanted ones are among the rest.
+                (limited, complete) = (true, false);
                 break 'scan;
             }
             scanned += 1;
             cursor = row.stream_ordering - 1;
-            oldest_scanned = Some(row.stream_ordering);
+            saw_state |= row.state_key.is_some();
             if visible(access, &row) && wanted(&row) {
+                if kept.len() == limit {
+                    (limited, complete) = (true, false);
+                    break 'scan;
+                }
                 kept.push(row);
             }
         }
@@ -638,9 +722,11 @@ pub async fn scan_timeline(
     }
     kept.reverse();
     Ok(Timeline {
+        start: kept.first().map_or(until + 1, |row| row.stream_ordering),
         rows: kept,
         limited,
-        start: oldest_scanned.unwrap_or(until + 1),
+        complete,
+        saw_state,
     })
 }
 
@@ -730,6 +816,31 @@ pub(super) fn delivered_messages(rows: &[EventRow], viewer: &str) -> Vec<Deliver
             sender: row.sender.clone(),
         })
         .collect()
+}
+
+/// Whether the room has a non-empty `m.room.name` or `m.room.canonical_alias`.
+async fn has_name_or_alias(state: &AppState, room_id: &str) -> ApiResult<bool> {
+    let keys = [
+        ("m.room.name".to_owned(), String::new()),
+        ("m.room.canonical_alias".to_owned(), String::new()),
+    ];
+    let ids: Vec<String> = state
+        .storage
+        .current_state_entries(room_id, &keys)
+        .await?
+        .into_values()
+        .collect();
+    Ok(state.storage.events(&ids).await?.iter().any(|row| {
+        let Ok(pdu) = serde_json::from_str::<Value>(&row.json) else {
+            return false;
+        };
+        let field = if row.event_type == "m.room.name" {
+            "name"
+        } else {
+            "alias"
+        };
+        pdu["content"][field].as_str().is_some_and(|value| !value.is_empty()) && row.redacted_by.is_none()
+    }))
 }
 
 /// Whether the user was joined to the room at event position `position`.
