@@ -1,6 +1,8 @@
 //! Rooms: `POST /createRoom`, sending events and state, reading state and single events,
 //! history (`/messages`), and redaction.
 
+use std::collections::HashSet;
+
 use http::StatusCode;
 use ruma::api::client::filter::UrlFilter;
 use ruma::{
@@ -267,7 +269,16 @@ pub async fn get_event(
 ) -> ApiResult<get_room_event::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    let (_, row) = visible_event(&state, &body.room_id, &sender.user_id, body.event_id.as_str()).await?;
+    // An event of a room the user may not read is as unknown as one that does not exist
+    // (as Synapse): 404, not 403, so the answer tells nothing about the room.
+    let (_, row) = visible_event(&state, &body.room_id, &sender.user_id, body.event_id.as_str())
+        .await
+        .map_err(|error| match error {
+            ApiError::Matrix { status, .. } if status == StatusCode::FORBIDDEN => {
+                ApiError::not_found("Event not found")
+            }
+            other => other,
+        })?;
     let version = room_version_of(&state, &body.room_id).await?;
     let event = render(&state, std::slice::from_ref(&row), &version, sender)
         .await?
@@ -342,12 +353,6 @@ pub async fn messages(
         }
         scanned += page.len() as u64;
         for row in page {
-            // The next page starts in the gap beyond this event.
-            cursor = if backwards {
-                row.stream_ordering
-            } else {
-                row.stream_ordering + 1
-            };
             let past_to = to.is_some_and(|to| {
                 if backwards {
                     row.stream_ordering < to
@@ -360,6 +365,12 @@ pub async fn messages(
                 exhausted = true;
                 break;
             }
+            // The next page starts in the gap beyond this event.
+            cursor = if backwards {
+                row.stream_ordering
+            } else {
+                row.stream_ordering + 1
+            };
             if !access.allows(row.stream_ordering, &row.history_visibility) {
                 continue;
             }
@@ -396,7 +407,10 @@ pub async fn messages(
     let events = render(&state, &chunk, &version, sender).await?;
     let mut response = get_message_events::v3::Response::new();
     response.start = format!("s{from}");
-    response.end = (!exhausted).then(|| format!("s{cursor}"));
+    // Backwards, no `end` once the room's start (or the user's view of it) is reached: nothing
+    // more will ever come. Forwards there is always an `end`: newer events may still arrive,
+    // and the client continues from there (as Synapse).
+    response.end = (!exhausted || !backwards).then(|| format!("s{cursor}"));
     response.chunk = events.iter().map(raw).collect::<ApiResult<_>>()?;
     if !filter.lazy_load_options.is_disabled() {
         // Lazy-loading members: the current member events of the page's senders.
@@ -509,7 +523,16 @@ pub async fn context(state: AppState, request: Ruma<get_context::v3::Request>) -
             .ok_or_else(ApiError::internal)?;
         state.storage.state_group(group).await?.into_values().collect()
     };
-    let state_rows = state.storage.events(&state_ids).await?;
+    let mut state_rows = state.storage.events(&state_ids).await?;
+    if !body.filter.lazy_load_options.is_disabled() {
+        // Lazy-loading members: only those who sent the returned events (and the user).
+        let mut senders: HashSet<&str> = before.iter().chain(&after).map(|e| e.sender.as_str()).collect();
+        senders.insert(row.sender.as_str());
+        senders.insert(sender.user_id.as_str());
+        state_rows.retain(|event| {
+            event.event_type != "m.room.member" || event.state_key.as_deref().is_some_and(|key| senders.contains(key))
+        });
+    }
     response.state = render(&state, &state_rows, &version, sender)
         .await?
         .iter()
