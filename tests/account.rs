@@ -87,7 +87,8 @@ async fn password_stage_must_name_the_logged_in_user() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     server.register("bob").await;
-    // Bob's correct password does not authorise Alice's change.
+    // Bob's correct password does not authorise Alice's change: a 403 (as Synapse), not
+    // another round of authentication.
     let (status, body) = server
         .post(
             PASSWORD_PATH,
@@ -95,7 +96,7 @@ async fn password_stage_must_name_the_logged_in_user() {
             json!({ "new_password": "n", "auth": password_auth("@bob:localhost", None) }),
         )
         .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["errcode"], "M_FORBIDDEN");
     assert_error(
         &server.post(PASSWORD_PATH, None, json!({ "new_password": "n" })).await,

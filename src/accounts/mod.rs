@@ -26,6 +26,9 @@ use crate::{
 pub struct Registration<'a> {
     pub user_id: &'a UserId,
     pub password: Option<&'a str>,
+    /// A hash made earlier of a password already checked against the policy (a registration
+    /// whose UIA session remembered it); used when `password` is None.
+    pub password_hash: Option<&'a str>,
     pub is_admin: bool,
     pub is_guest: bool,
     pub user_type: Option<&'a str>,
@@ -45,12 +48,12 @@ pub async fn register_account(state: &AppState, registration: Registration<'_>) 
             check_password_policy(state, password)?;
             Some(hash_password(password).await?)
         }
-        None => None,
+        None => registration.password_hash.map(str::to_owned),
     };
     let user_id = registration.user_id.as_str();
     let mut tx = state.storage.begin_write().await?;
     if let Some(session_id) = registration.uia_session {
-        let token = consume_uia(&mut tx, session_id).await?;
+        let token = consume_uia_with_result(&mut tx, session_id, Some(user_id)).await?;
         if let Some(token) = token {
             Storage::complete_registration_token(&mut tx, &token).await?;
         }
@@ -83,7 +86,12 @@ pub async fn register_account(state: &AppState, registration: Registration<'_>) 
 /// Consumes a completed UIA session in the operation's transaction; refuses if another request
 /// already used it. Returns the registration token the session reserved, if any.
 pub(crate) async fn consume_uia(tx: &mut Tx, session_id: &str) -> ApiResult<Option<String>> {
-    Storage::consume_uia_session(tx, session_id)
+    consume_uia_with_result(tx, session_id, None).await
+}
+
+/// [`consume_uia`], recording what the operation produced for a retry of the same session.
+async fn consume_uia_with_result(tx: &mut Tx, session_id: &str, result: Option<&str>) -> ApiResult<Option<String>> {
+    Storage::consume_uia_session(tx, session_id, result)
         .await?
         .ok_or_else(|| ApiError::forbidden("This authentication session has already been used"))
 }

@@ -16,6 +16,8 @@ use ruma::{
     },
 };
 
+use serde_json::{Map, Value};
+
 use super::{password::verify_password, tokens::random_string};
 use crate::{
     error::{ApiError, ApiResult},
@@ -29,6 +31,12 @@ use crate::{
 #[derive(Debug)]
 pub struct CompletedUia {
     pub session_id: String,
+    /// The operation's parameters: those remembered from earlier requests of the session,
+    /// overlaid with this request's.
+    pub params: Map<String, Value>,
+    /// Set when the session already authorised its operation, which produced this (a retried
+    /// registration: the user ID it made). The caller answers as it did the first time.
+    pub result: Option<String>,
 }
 
 /// What the caller is authenticating for.
@@ -44,13 +52,22 @@ pub struct UiaRequest<'a> {
 }
 
 pub async fn authorize(state: &AppState, request: &UiaRequest<'_>, auth: Option<&AuthData>) -> ApiResult<CompletedUia> {
+    authorize_with_params(state, request, auth, Map::new()).await
+}
+
+/// [`authorize`] for an operation whose parameters the session remembers: `params` (this
+/// request's, fields it omits left out) are merged over those of earlier requests and stored.
+pub async fn authorize_with_params(
+    state: &AppState,
+    request: &UiaRequest<'_>,
+    auth: Option<&AuthData>,
+    params: Map<String, Value>,
+) -> ApiResult<CompletedUia> {
     let storage = &state.storage;
+    let unknown = || ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "Unknown UIA session ID");
     let session = match auth.and_then(AuthData::session) {
         Some(id) => {
-            let session = storage
-                .uia_session(id)
-                .await?
-                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "Unknown UIA session ID"))?;
+            let session = storage.uia_session(id).await?.ok_or_else(unknown)?;
             if session.purpose != request.purpose || session.user_id.as_deref() != request.user_id.map(UserId::as_str) {
                 return Err(ApiError::forbidden(
                     "The requested operation changed during user-interactive authentication",
@@ -60,6 +77,32 @@ pub async fn authorize(state: &AppState, request: &UiaRequest<'_>, auth: Option<
         }
         None => new_session(storage, request).await?,
     };
+    let mut merged: Map<String, Value> = session
+        .params
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default();
+    if session.consumed_ts.is_some() {
+        // Used already: a retry of an operation that reported what it made gets that again
+        // (a registration whose response was lost); anything else is over.
+        return match session.result {
+            Some(result) => Ok(CompletedUia {
+                session_id: session.session_id,
+                params: merged,
+                result: Some(result),
+            }),
+            None => Err(unknown()),
+        };
+    }
+    if !params.is_empty() {
+        let before = merged.clone();
+        merged.extend(params);
+        if merged != before {
+            storage
+                .set_uia_params(&session.session_id, &Value::Object(merged.clone()).to_string())
+                .await?;
+        }
+    }
     let mut completed: Vec<AuthType> = serde_json::from_str::<Vec<String>>(&session.completed)
         .unwrap_or_default()
         .iter()
@@ -100,6 +143,8 @@ pub async fn authorize(state: &AppState, request: &UiaRequest<'_>, auth: Option<
     {
         Ok(CompletedUia {
             session_id: session.session_id,
+            params: merged,
+            result: None,
         })
     } else {
         Err(progress(request, &session, &completed, None))
@@ -132,21 +177,30 @@ async fn check_stage(
                     "No account to check a password for",
                 )));
             };
-            let names_the_user = match &password.identifier {
-                UserIdentifier::Matrix(id) => {
-                    id.user == user_id.as_str() || id.user.eq_ignore_ascii_case(user_id.localpart())
-                }
-                _ => false,
+            let named = match &password.identifier {
+                UserIdentifier::Matrix(id) => match UserId::parse(id.user.as_str()) {
+                    Ok(full) => Some(full.to_string()),
+                    Err(_) => UserId::parse(format!("@{}:{}", id.user.to_lowercase(), user_id.server_name()))
+                        .ok()
+                        .map(|id| id.to_string()),
+                },
+                _ => None,
             };
-            let hash = storage
-                .user(user_id.as_str())
-                .await?
-                .and_then(|user| user.password_hash);
-            if names_the_user && verify_password(hash, &password.password).await {
-                Ok(())
-            } else {
-                Err(stage_error(ErrorKind::Forbidden, "Invalid password"))
+            let Some(named) = named else {
+                return Ok(Err(stage_error(ErrorKind::Forbidden, "Invalid password")));
+            };
+            let hash = storage.user(&named).await?.and_then(|user| user.password_hash);
+            if !verify_password(hash, &password.password).await {
+                return Ok(Err(stage_error(ErrorKind::Forbidden, "Invalid password")));
             }
+            if named != user_id.as_str() {
+                // Someone else's valid credentials do not authorise this user's operation
+                // (as Synapse): a hard 403, not another round of authentication.
+                return Err(ApiError::forbidden(
+                    "The authenticated user is not the one making the request",
+                ));
+            }
+            Ok(())
         }
         AuthData::RegistrationToken(token) => match session.registration_token.as_deref() {
             Some(held) if held == token.token => Ok(()),
@@ -179,6 +233,8 @@ fn progress(
     let mut info = UiaaInfo::new(request.flows.clone());
     info.completed = completed.to_vec();
     info.session = Some(session.session_id.clone());
+    // Always present (the spec requires it), empty when no stage takes parameters.
+    info.params = serde_json::value::to_raw_value(&serde_json::json!({})).ok();
     info.auth_error = error.map(Box::new);
     ApiError::Uiaa(Box::new(info))
 }

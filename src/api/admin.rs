@@ -95,6 +95,7 @@ pub async fn register_with_shared_secret(
     let registration = Registration {
         user_id: &user_id,
         password: Some(&body.password),
+        password_hash: None,
         is_admin: body.admin,
         is_guest: false,
         user_type: body.user_type.as_deref(),

@@ -2,20 +2,25 @@
 //! validity check.
 
 use http::StatusCode;
+use ruma::OwnedUserId;
 use ruma::api::{
     client::{
         account::{check_registration_token_validity, get_username_availability, register},
-        uiaa::{AuthFlow, AuthType},
+        uiaa::{AuthData, AuthFlow, AuthType},
     },
     error::ErrorKind,
 };
+use serde_json::{Map, Value};
 
 use super::ruma::Ruma;
 use crate::{
     accounts::{
-        Registration, available_user_id, generate_user_id, register_account,
-        sessions::{SessionRequest, check_device_id},
-        uia::{UiaRequest, authorize},
+        Registration, available_user_id, check_password_policy, generate_user_id,
+        password::hash_password,
+        register_account,
+        sessions::{NewSession, SessionRequest, check_device_id},
+        start_session,
+        uia::{UiaRequest, authorize_with_params},
     },
     config::RegistrationMode,
     error::{ApiError, ApiResult},
@@ -47,11 +52,28 @@ pub async fn register(state: AppState, request: Ruma<register::v3::Request>) -> 
     };
     state.rate_limits.registration.check_available(&ip)?;
     check_device_id(body.device_id.as_deref().map(|d| d.as_str()))?;
-    // A username that cannot be had is reported before any authentication, as Synapse does.
-    let requested = match (&body.username, is_guest) {
-        (Some(username), false) => Some(available_user_id(&state, username).await?),
-        _ => None,
+    // A username that cannot be had is reported before any authentication, as Synapse does;
+    // not to a retry of a session that already registered it.
+    let registered = match body.auth.as_ref().and_then(AuthData::session) {
+        Some(id) => state.storage.uia_session(id).await?.and_then(|session| session.result),
+        None => None,
     };
+    match (&body.username, is_guest, &registered) {
+        (Some(username), false, None) => {
+            available_user_id(&state, username).await?;
+        }
+        (Some(username), false, Some(registered)) => {
+            let asked = crate::accounts::username::user_id_for_new_account(username, &state.config.server_name)?;
+            if asked.as_str() != registered {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorKind::Unknown,
+                    "A different user ID has already been registered for this session",
+                ));
+            }
+        }
+        _ => {}
+    }
     let uia = if is_guest {
         None
     } else {
@@ -62,11 +84,67 @@ pub async fn register(state: AppState, request: Ruma<register::v3::Request>) -> 
             user_id: None,
             client_ip: request.client_ip,
         };
-        Some(authorize(&state, &uia, body.auth.as_ref()).await?)
+        let params = remembered_params(&state, &body).await?;
+        Some(authorize_with_params(&state, &uia, body.auth.as_ref(), params).await?)
     };
-    if !is_guest && body.password.is_none() {
+    // What the session remembers from earlier requests fills what this one left out.
+    let remembered = |key: &str| {
+        uia.as_ref()
+            .and_then(|uia| uia.params.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let inhibit_login = body.inhibit_login
+        || uia
+            .as_ref()
+            .is_some_and(|uia| uia.params.get("inhibit_login") == Some(&Value::Bool(true)));
+    let device_id = body
+        .device_id
+        .as_ref()
+        .map(ToString::to_string)
+        .or_else(|| remembered("device_id"));
+    let device_name = body
+        .initial_device_display_name
+        .clone()
+        .or_else(|| remembered("initial_device_display_name"));
+    let session_base = SessionRequest {
+        user_id: "",
+        device_id: device_id.as_deref(),
+        display_name: device_name.as_deref(),
+        with_refresh_token: body.refresh_token,
+        ip: Some(&ip),
+        refreshable_lifetime: state.refreshable_token_lifetime(),
+    };
+
+    // A retry of a registration that succeeded (its response lost): the same account, logged
+    // in again (as Synapse).
+    if let Some(registered) = uia.as_ref().and_then(|uia| uia.result.clone()) {
+        let user_id = OwnedUserId::try_from(registered).map_err(|_| ApiError::internal())?;
+        let session = if inhibit_login {
+            None
+        } else {
+            Some(
+                start_session(
+                    &state,
+                    SessionRequest {
+                        user_id: user_id.as_str(),
+                        ..session_base
+                    },
+                )
+                .await?,
+            )
+        };
+        return Ok(response(user_id, session));
+    }
+
+    let password_hash = remembered("password_hash");
+    if !is_guest && body.password.is_none() && password_hash.is_none() {
         return Err(ApiError::missing_param("A password is required to register"));
     }
+    let requested = match (body.username.clone().or_else(|| remembered("username")), is_guest) {
+        (Some(username), false) => Some(available_user_id(&state, &username).await?),
+        _ => None,
+    };
     state.rate_limits.registration.check(&ip)?;
 
     let mut attempts = 0;
@@ -75,35 +153,22 @@ pub async fn register(state: AppState, request: Ruma<register::v3::Request>) -> 
             Some(user_id) => user_id.clone(),
             None => generate_user_id(&state).await?,
         };
-        let session = (!body.inhibit_login).then(|| SessionRequest {
-            user_id: user_id.as_str(),
-            device_id: body.device_id.as_deref().map(|d| d.as_str()),
-            display_name: body.initial_device_display_name.as_deref(),
-            with_refresh_token: body.refresh_token,
-            ip: Some(&ip),
-            refreshable_lifetime: state.refreshable_token_lifetime(),
-        });
         let registration = Registration {
             user_id: &user_id,
             password: body.password.as_deref(),
+            password_hash: password_hash.as_deref(),
             is_admin: false,
             is_guest,
             user_type: None,
             display_name: None,
             uia_session: uia.as_ref().map(|c| c.session_id.as_str()),
-            session,
+            session: (!inhibit_login).then_some(SessionRequest {
+                user_id: user_id.as_str(),
+                ..session_base
+            }),
         };
         match register_account(&state, registration).await {
-            Ok(session) => {
-                let mut response = register::v3::Response::new(user_id.clone());
-                if let Some(session) = session {
-                    response.access_token = Some(session.access_token);
-                    response.device_id = Some(session.device_id);
-                    response.refresh_token = session.refresh_token;
-                    response.expires_in = session.expires_in;
-                }
-                return Ok(response);
-            }
+            Ok(session) => return Ok(response(user_id.clone(), session)),
             // A generated ID taken by a concurrent registration: pick the next one.
             Err(error)
                 if requested.is_none()
@@ -115,6 +180,41 @@ pub async fn register(state: AppState, request: Ruma<register::v3::Request>) -> 
             Err(error) => return Err(error),
         }
     }
+}
+
+/// The parameters of this request a registration's UIA session remembers for later ones:
+/// the username, the device, `inhibit_login`, and the password, checked and hashed (a
+/// password is never stored as given).
+async fn remembered_params(state: &AppState, body: &register::v3::Request) -> ApiResult<Map<String, Value>> {
+    let mut params = Map::new();
+    if let Some(username) = &body.username {
+        params.insert("username".into(), Value::from(username.as_str()));
+    }
+    if let Some(device_id) = &body.device_id {
+        params.insert("device_id".into(), Value::from(device_id.as_str()));
+    }
+    if let Some(name) = &body.initial_device_display_name {
+        params.insert("initial_device_display_name".into(), Value::from(name.as_str()));
+    }
+    if body.inhibit_login {
+        params.insert("inhibit_login".into(), Value::Bool(true));
+    }
+    if let Some(password) = &body.password {
+        check_password_policy(state, password)?;
+        params.insert("password_hash".into(), Value::from(hash_password(password).await?));
+    }
+    Ok(params)
+}
+
+fn response(user_id: OwnedUserId, session: Option<NewSession>) -> register::v3::Response {
+    let mut response = register::v3::Response::new(user_id);
+    if let Some(session) = session {
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+        response.refresh_token = session.refresh_token;
+        response.expires_in = session.expires_in;
+    }
+    response
 }
 
 /// `GET /_matrix/client/v3/register/available`

@@ -63,6 +63,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0008_forgotten_rooms.sql"),
         postgres: include_str!("../../migrations/postgres/0008_forgotten_rooms.sql"),
     },
+    Migration {
+        version: 9,
+        name: "uia_session_data",
+        sqlite: include_str!("../../migrations/sqlite/0009_uia_session_data.sql"),
+        postgres: include_str!("../../migrations/postgres/0009_uia_session_data.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -14,6 +14,13 @@ pub struct UiaSession {
     /// The registration token a registration session validated (it holds one pending use).
     pub registration_token: Option<String>,
     pub created_ts: i64,
+    /// The operation's parameters as the client gave them (JSON object), remembered so that
+    /// later requests may omit them.
+    pub params: Option<String>,
+    /// When the session authorised its operation (it cannot authorise another).
+    pub consumed_ts: Option<i64>,
+    /// What the operation produced (for a registration, the user ID), so a retry gets it again.
+    pub result: Option<String>,
 }
 
 impl Storage {
@@ -43,6 +50,15 @@ impl Storage {
             .await?)
     }
 
+    pub async fn set_uia_params(&self, session_id: &str, params: &str) -> Result<(), StorageError> {
+        sqlx::query("UPDATE uia_sessions SET params = $2 WHERE session_id = $1")
+            .bind(session_id)
+            .bind(params)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_uia_completed(&self, session_id: &str, completed: &str) -> Result<(), StorageError> {
         sqlx::query("UPDATE uia_sessions SET completed = $2 WHERE session_id = $1")
             .bind(session_id)
@@ -52,15 +68,24 @@ impl Storage {
         Ok(())
     }
 
-    /// Consumes a completed session inside the transaction of the operation it authorised.
-    /// `None` if it is gone (another request used it first, or it expired): the operation must
-    /// not happen. Otherwise the registration token whose use the session reserved, if any.
-    pub async fn consume_uia_session(tx: &mut Tx, session_id: &str) -> Result<Option<Option<String>>, StorageError> {
-        let row: Option<(Option<String>,)> =
-            sqlx::query_as("DELETE FROM uia_sessions WHERE session_id = $1 RETURNING registration_token")
-                .bind(session_id)
-                .fetch_optional(&mut **tx)
-                .await?;
+    /// Consumes a completed session inside the transaction of the operation it authorised,
+    /// recording what the operation produced. `None` if it was consumed already (another
+    /// request used it first) or is gone (expired): the operation must not happen. Otherwise
+    /// the registration token whose use the session reserved, if any.
+    pub async fn consume_uia_session(
+        tx: &mut Tx,
+        session_id: &str,
+        result: Option<&str>,
+    ) -> Result<Option<Option<String>>, StorageError> {
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "UPDATE uia_sessions SET consumed_ts = $2, result = $3
+             WHERE session_id = $1 AND consumed_ts IS NULL RETURNING registration_token",
+        )
+        .bind(session_id)
+        .bind(now_ms())
+        .bind(result)
+        .fetch_optional(&mut **tx)
+        .await?;
         Ok(row.map(|(token,)| token))
     }
 
@@ -68,13 +93,17 @@ impl Storage {
     /// they held. Returns how many were removed.
     pub async fn expire_uia_sessions(&self, cutoff_ts: i64) -> Result<u64, StorageError> {
         let mut tx = self.begin_write().await?;
-        let expired: Vec<(String, Option<String>)> =
-            sqlx::query_as("DELETE FROM uia_sessions WHERE created_ts < $1 RETURNING session_id, registration_token")
-                .bind(cutoff_ts)
-                .fetch_all(&mut *tx)
-                .await?;
-        for token in expired.iter().filter_map(|(_, token)| token.as_deref()) {
-            Self::release_registration_token(&mut tx, token).await?;
+        let expired: Vec<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+            "DELETE FROM uia_sessions WHERE created_ts < $1 RETURNING session_id, registration_token, consumed_ts",
+        )
+        .bind(cutoff_ts)
+        .fetch_all(&mut *tx)
+        .await?;
+        // A consumed session's token use was spent by its registration; only unused ones return.
+        for (_, token, consumed) in &expired {
+            if let (Some(token), None) = (token, consumed) {
+                Self::release_registration_token(&mut tx, token).await?;
+            }
         }
         tx.commit().await?;
         Ok(expired.len() as u64)
