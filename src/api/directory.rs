@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::ruma::Ruma;
 use crate::{
+    accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::access::{content_field, power_levels, require_joined, require_room, state_event_level, visible_event},
     state::AppState,
@@ -111,7 +112,7 @@ pub async fn delete(
         .await?
         .ok_or_else(|| ApiError::not_found("Room alias not found"))?;
     if creator != sender.user_id.as_str() && !sender.is_admin {
-        let room_id = OwnedRoomId::try_from(room_id).map_err(|_| ApiError::internal())?;
+        let room_id = OwnedRoomId::try_from(room_id.as_str()).map_err(|_| ApiError::internal())?;
         let (own, _) = power_levels(&state, &room_id, &sender.user_id, "state_default").await?;
         let needed = state_event_level(&state, &room_id, "m.room.canonical_alias").await?;
         if own < needed {
@@ -119,7 +120,52 @@ pub async fn delete(
         }
     }
     state.storage.delete_alias(alias.as_str()).await?;
+    drop_from_canonical_alias(&state, sender, &room_id, alias.as_str()).await?;
     Ok(delete_alias::v3::Response::new())
+}
+
+/// A deleted alias leaves the room's `m.room.canonical_alias` too (as Synapse), sent by the
+/// user who deleted it; if they may not change that event, it stays as it is.
+async fn drop_from_canonical_alias(state: &AppState, sender: &Sender, room_id: &str, alias: &str) -> ApiResult<()> {
+    let key = ("m.room.canonical_alias".to_owned(), String::new());
+    let Some(event_id) = state
+        .storage
+        .current_state_entries(room_id, std::slice::from_ref(&key))
+        .await?
+        .into_values()
+        .next()
+    else {
+        return Ok(());
+    };
+    let Some(row) = state.storage.event(&event_id).await? else {
+        return Ok(());
+    };
+    let pdu: Value = serde_json::from_str(&row.json).unwrap_or_default();
+    let Some(mut content) = pdu["content"].as_object().cloned() else {
+        return Ok(());
+    };
+    let mut changed = false;
+    if content.get("alias").and_then(Value::as_str) == Some(alias) {
+        content.remove("alias");
+        changed = true;
+    }
+    if let Some(Value::Array(alt)) = content.get_mut("alt_aliases") {
+        let before = alt.len();
+        alt.retain(|other| other.as_str() != Some(alias));
+        changed |= alt.len() != before;
+    }
+    if !changed {
+        return Ok(());
+    }
+    let room_id = OwnedRoomId::try_from(room_id).map_err(|_| ApiError::internal())?;
+    match crate::rooms::send::send_state(state, sender, &room_id, &key.0, "", content).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.status() == StatusCode::FORBIDDEN => {
+            tracing::info!(%room_id, alias, "alias deleted; its remover may not update the canonical alias");
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/aliases`

@@ -129,7 +129,7 @@ pub fn router(state: AppState) -> Router {
         .ruma(membership::ban)
         .ruma(membership::unban)
         .ruma(membership::members)
-        .ruma(membership::joined)
+        .ruma_raw(membership::joined)
         .ruma(membership::rooms_joined)
         // Sync, filters, typing, receipts, presence
         .ruma_raw(sync::sync)

@@ -43,6 +43,9 @@ pub struct Ruma<Req> {
     /// The authenticated user, when the request carried a valid access token.
     pub sender: Option<Sender>,
     pub client_ip: IpAddr,
+    /// The body as sent, for the few endpoints that keep fields ruma's types drop (extra keys
+    /// of a `/join` body go into the member event).
+    pub raw_body: Bytes,
 }
 
 impl<Req> Ruma<Req> {
@@ -102,7 +105,8 @@ where
         };
         let client_ip = client_ip(&parts, state);
         let sender = authenticate(&parts, state, Req::Authentication::TOKEN).await?;
-        let body = read_body(body, state.config.limits.max_request_body_bytes).await?;
+        let raw_body = read_body(body, state.config.limits.max_request_body_bytes).await?;
+        let body = raw_body.clone();
         let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         // A trailing empty parameter (`/state/{type}/` for the empty state key) is routed
         // without it; ruma still expects it.
@@ -118,6 +122,9 @@ where
         } else {
             &body
         };
+        let template = Req::PATH_BUILDER.all_paths().next().unwrap_or_default();
+        let lenient = lenient_body(template, body);
+        let body = lenient.as_deref().unwrap_or(body);
         let request = http::Request::from_parts(parts, body);
         // ruma's parsers are not panic-free on every malformed input (a login body without
         // `type` once indexed a missing key); a panic here is a bad request, not a crash.
@@ -135,8 +142,25 @@ where
             body,
             sender,
             client_ip,
+            raw_body,
         })
     }
+}
+
+/// Bodies where ruma's types are stricter than the spec (and Synapse): what the spec makes
+/// optional is filled in with Synapse's default before ruma parses. `PUT /typing` with
+/// `typing: true` may leave out `timeout` (30 s).
+fn lenient_body(path_template: &str, body: &[u8]) -> Option<Vec<u8>> {
+    if !path_template.ends_with("/typing/{user_id}") {
+        return None;
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object_mut()?;
+    if object.get("typing") != Some(&serde_json::Value::Bool(true)) || object.contains_key("timeout") {
+        return None;
+    }
+    object.insert("timeout".into(), serde_json::Value::from(30_000));
+    serde_json::to_vec(&value).ok()
 }
 
 /// Finds the access token: the `Authorization: Bearer` header, or the `access_token` query

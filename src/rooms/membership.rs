@@ -2,7 +2,7 @@
 //! event through the pipeline; the authorization rules decide whether it is allowed.
 
 use ruma::{RoomId, UserId};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::pipeline::{Appended, EventDraft, append_event};
 use crate::{
@@ -43,6 +43,27 @@ pub async fn change_membership(
     change: Change,
     reason: Option<&str>,
 ) -> ApiResult<Appended> {
+    let mut extra = Map::new();
+    if let Some(reason) = reason {
+        extra.insert("reason".into(), Value::from(reason));
+    }
+    change_membership_with(state, room_id, sender, target, change, extra).await
+}
+
+/// Member event fields only the server sets.
+const SERVER_SET_MEMBER_FIELDS: &[&str] = &["membership", "join_authorised_via_users_server", "third_party_signed"];
+
+/// [`change_membership`] with fields of the client's own for the member event (the body of a
+/// `/join`: a reason, a per-room display name, anything else, as Synapse copies it); they win
+/// over the profile's display name and avatar.
+pub async fn change_membership_with(
+    state: &AppState,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    change: Change,
+    extra: Map<String, Value>,
+) -> ApiResult<Appended> {
     let current = state.storage.membership(room_id.as_str(), target.as_str()).await?;
     match (change, current.as_deref()) {
         (Change::Kick, Some("join" | "invite" | "knock")) | (Change::Unban, Some("ban")) => {}
@@ -57,9 +78,6 @@ pub async fn change_membership(
         _ => {}
     }
     let mut content = json!({ "membership": change.membership() });
-    if let Some(reason) = reason {
-        content["reason"] = Value::from(reason);
-    }
     if let Change::Invite { is_direct: true } = change {
         content["is_direct"] = Value::from(true);
     }
@@ -72,6 +90,11 @@ pub async fn change_membership(
             if let Some(value) = profile.get(field).filter(|v| v.is_string()) {
                 content[field] = value.clone();
             }
+        }
+    }
+    for (key, value) in extra {
+        if !SERVER_SET_MEMBER_FIELDS.contains(&key.as_str()) {
+            content[key] = value;
         }
     }
     if change == Change::Join

@@ -2,7 +2,8 @@
 //! idempotent per device and transaction ID, and state events, with the checks the REST
 //! endpoints promise.
 
-use ruma::{OwnedEventId, RoomId};
+use http::StatusCode;
+use ruma::{OwnedEventId, RoomAliasId, RoomId, api::error::ErrorKind};
 use serde_json::{Map, Value};
 
 use super::pipeline::{EventDraft, Transaction, append_event};
@@ -72,7 +73,61 @@ pub async fn send_state(
             ));
         }
     }
+    if event_type == "m.room.canonical_alias" {
+        check_canonical_alias(state, room_id, &content).await?;
+    }
+    // The same state again, by the same member, is no new event: the client gets the one in
+    // place (as Synapse), and the room no extra event.
+    if let Some(existing) = state
+        .storage
+        .current_state_entries(room_id.as_str(), &[(event_type.to_owned(), state_key.to_owned())])
+        .await?
+        .into_values()
+        .next()
+        && let Some(row) = state.storage.event(&existing).await?
+        && row.sender == sender.user_id.as_str()
+        && row.redacted_by.is_none()
+        && serde_json::from_str::<Value>(&row.json).is_ok_and(|pdu| pdu["content"] == Value::Object(content.clone()))
+        && state
+            .storage
+            .membership(room_id.as_str(), sender.user_id.as_str())
+            .await?
+            .as_deref()
+            == Some("join")
+    {
+        return OwnedEventId::try_from(existing).map_err(|_| ApiError::internal());
+    }
     let draft = EventDraft::state(event_type, state_key, Value::Object(content));
     let appended = append_event(state, room_id, &sender.user_id, draft, None).await?;
     Ok(appended.event_id)
+}
+
+/// `m.room.canonical_alias` names only valid aliases that point to this room (spec: 400
+/// `M_BAD_ALIAS` otherwise). Aliases of other servers cannot be checked without federation
+/// and are refused.
+async fn check_canonical_alias(state: &AppState, room_id: &RoomId, content: &Map<String, Value>) -> ApiResult<()> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::BadAlias, message);
+    let mut aliases: Vec<&Value> = Vec::new();
+    if let Some(alias) = content.get("alias") {
+        aliases.push(alias);
+    }
+    match content.get("alt_aliases") {
+        None => {}
+        Some(Value::Array(alt)) => aliases.extend(alt),
+        Some(_) => return Err(ApiError::bad_json("alt_aliases must be a list of aliases")),
+    }
+    for alias in aliases {
+        let Some(alias) = alias.as_str() else {
+            return Err(ApiError::bad_json("Aliases must be strings"));
+        };
+        let parsed = RoomAliasId::parse(alias).map_err(|_| bad(format!("{alias} is not a valid room alias")))?;
+        if parsed.server_name() != state.config.server_name {
+            return Err(bad(format!("{alias} is on another server and cannot be checked")));
+        }
+        match state.storage.alias(alias).await? {
+            Some((target, _)) if target == room_id.as_str() => {}
+            _ => return Err(bad(format!("{alias} does not point to this room"))),
+        }
+    }
+    Ok(())
 }

@@ -87,14 +87,9 @@ pub async fn upgrade_room(
     creation_content.insert("predecessor".into(), predecessor);
 
     let mut initial_state = Vec::new();
-    let mut join_rule = String::from("invite");
     for event_type in CARRIED_STATE {
         if let Some(row) = storage.current_state_event(old_room.as_str(), event_type, "").await? {
-            let content = content_of(&row.json);
-            if *event_type == "m.room.join_rules" {
-                join_rule = content["join_rule"].as_str().unwrap_or("invite").to_owned();
-            }
-            initial_state.push(((*event_type).to_owned(), String::new(), content));
+            initial_state.push(((*event_type).to_owned(), String::new(), content_of(&row.json)));
         }
     }
     // The power levels move over; in v12 rooms creators are implicit and must not be listed.
@@ -109,11 +104,10 @@ pub async fn upgrade_room(
     }
     let spec = RoomSpec {
         version: new_version,
-        preset: if join_rule == "public" {
-            Preset::PublicChat
-        } else {
-            Preset::PrivateChat
-        },
+        // As Synapse: the private_chat preset, whose join rule the carried one replaces, and
+        // whose `m.room.guest_access` (can_join) stands when the old room had none; clients
+        // wait for that event after an upgrade.
+        preset: Preset::PrivateChat,
         creation_content,
         power_level_override: new_levels,
         initial_state,

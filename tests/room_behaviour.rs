@@ -1,0 +1,240 @@
+//! Room behaviour clients rely on: canonical aliases that are checked and follow deleted
+//! aliases, typing without a timeout, identical state sent twice, `/join` bodies, room upgrades
+//! with guest access, and the shape of `/joined_members`.
+
+mod common;
+
+use common::{
+    Session, TestServer, assert_error,
+    rooms::{V3, create_room, join, query_value},
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn state_event(server: &TestServer, who: &Session, room: &str, kind: &str) -> (StatusCode, Value) {
+    server
+        .get(&format!("{V3}/rooms/{room}/state/{kind}/"), who.token())
+        .await
+}
+
+async fn put_alias(server: &TestServer, who: &Session, alias: &str, room: &str) {
+    let (status, body) = server
+        .put(
+            &format!("{V3}/directory/room/{}", query_value(alias)),
+            who.token(),
+            json!({ "room_id": room }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn canonical_aliases_are_checked_and_follow_deleted_aliases() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let other = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob, &room).await;
+    put_alias(&server, &alice, "#main:localhost", &room).await;
+    put_alias(&server, &alice, "#alt:localhost", &room).await;
+    put_alias(&server, &alice, "#elsewhere:localhost", &other).await;
+    let path = format!("{V3}/rooms/{room}/state/m.room.canonical_alias/");
+    for bad in [
+        json!({ "alias": "not an alias" }),
+        json!({ "alias": "#missing:localhost" }),
+        json!({ "alias": "#elsewhere:localhost" }),
+        json!({ "alias": "#main:localhost", "alt_aliases": ["#missing:localhost"] }),
+        json!({ "alt_aliases": ["#remote:other.example"] }),
+    ] {
+        assert_error(
+            &server.put(&path, alice.token(), bad.clone()).await,
+            StatusCode::BAD_REQUEST,
+            "M_BAD_ALIAS",
+        );
+    }
+    let (status, _) = server
+        .put(&path, alice.token(), json!({ "alt_aliases": "#main:localhost" }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Nothing of that was stored.
+    assert_eq!(
+        state_event(&server, &alice, &room, "m.room.canonical_alias").await.0,
+        StatusCode::NOT_FOUND
+    );
+    // Valid aliases pointing here are accepted; a non-member may not set them.
+    let good = json!({ "alias": "#main:localhost", "alt_aliases": ["#alt:localhost"] });
+    let (status, body) = server.put(&path, alice.token(), good.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let carol = server.register("carol").await;
+    assert_error(
+        &server.put(&path, carol.token(), good).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+
+    // Deleting an alias takes it out of the canonical alias event.
+    let (status, _) = server
+        .request(
+            Method::DELETE,
+            &format!("{V3}/directory/room/{}", query_value("#alt:localhost")),
+            alice.token(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, content) = state_event(&server, &alice, &room, "m.room.canonical_alias").await;
+    assert_eq!(content, json!({ "alias": "#main:localhost", "alt_aliases": [] }));
+    let (status, _) = server
+        .request(
+            Method::DELETE,
+            &format!("{V3}/directory/room/{}", query_value("#main:localhost")),
+            alice.token(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, content) = state_event(&server, &alice, &room, "m.room.canonical_alias").await;
+    assert_eq!(content, json!({ "alt_aliases": [] }));
+}
+
+#[tokio::test]
+async fn typing_without_a_timeout_is_accepted() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let path = format!("{V3}/rooms/{room}/typing/{}", alice.user_id);
+    let (status, body) = server.put(&path, alice.token(), json!({ "typing": true })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = common::rooms::sync(&server, &alice, "").await;
+    let typing = common::rooms::room_events(&body, &room, "ephemeral");
+    assert_eq!(typing[0]["content"]["user_ids"], json!([alice.user_id]), "{body}");
+    let (status, _) = server.put(&path, alice.token(), json!({ "typing": false })).await;
+    assert_eq!(status, StatusCode::OK);
+    // Still a 400 for nonsense.
+    let (status, _) = server.put(&path, alice.token(), json!({ "typing": "yes" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = server
+        .put(&path, alice.token(), json!({ "typing": true, "timeout": "x" }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn identical_state_sent_twice_is_one_event() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    join(&server, &bob, &room).await;
+    let path = format!("{V3}/rooms/{room}/state/m.room.topic/");
+    let (_, first) = server.put(&path, alice.token(), json!({ "topic": "same" })).await;
+    let (_, second) = server.put(&path, alice.token(), json!({ "topic": "same" })).await;
+    assert_eq!(first["event_id"], second["event_id"]);
+    // Different content, or another sender, is a new event.
+    let (_, third) = server.put(&path, alice.token(), json!({ "topic": "changed" })).await;
+    assert_ne!(third["event_id"], first["event_id"]);
+    let (_, messages) = server
+        .get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=50"), alice.token())
+        .await;
+    let topics = messages["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.topic")
+        .count();
+    assert_eq!(topics, 2);
+    // Bob may not set the topic: still refused, even with identical content.
+    let levels = format!("{V3}/rooms/{room}/state/m.room.power_levels/");
+    let (_, mut power) = server.get(&levels, alice.token()).await;
+    power["events"]["m.room.topic"] = json!(50);
+    server.put(&levels, alice.token(), power).await;
+    assert_error(
+        &server.put(&path, bob.token(), json!({ "topic": "changed" })).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+}
+
+#[tokio::test]
+async fn join_body_fields_go_into_the_member_event() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let (status, body) = server
+        .post(
+            &format!("{V3}/join/{room}"),
+            bob.token(),
+            json!({ "displayname": "Bobby here", "reason": "hello", "org.example.extra": 1,
+                    "membership": "leave" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, member) = server
+        .get(
+            &format!("{V3}/rooms/{room}/state/m.room.member/{}", bob.user_id),
+            bob.token(),
+        )
+        .await;
+    assert_eq!(member["membership"], "join", "{member}");
+    assert_eq!(member["displayname"], "Bobby here");
+    assert_eq!(member["reason"], "hello");
+    assert_eq!(member["org.example.extra"], 1);
+    // A join with a body that is not an object is refused and changes nothing.
+    let carol = server.register("carol").await;
+    let (status, _) = server
+        .raw(
+            Method::POST,
+            &format!("{V3}/rooms/{room}/join"),
+            carol.token(),
+            b"[1]".to_vec(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, members) = server
+        .get(&format!("{V3}/rooms/{room}/joined_members"), alice.token())
+        .await;
+    assert!(members["joined"].get(&carol.user_id).is_none());
+}
+
+#[tokio::test]
+async fn an_upgraded_room_has_guest_access_and_joined_members_have_both_keys() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    for preset in ["public_chat", "private_chat"] {
+        let room = create_room(&server, &alice, json!({ "preset": preset })).await;
+        let (status, body) = server
+            .post(
+                &format!("{V3}/rooms/{room}/upgrade"),
+                alice.token(),
+                json!({ "new_version": "11" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let new_room = body["replacement_room"].as_str().unwrap();
+        let (status, access) = state_event(&server, &alice, new_room, "m.room.guest_access").await;
+        assert_eq!(status, StatusCode::OK, "{preset}: {access}");
+        assert!(access["guest_access"].is_string());
+        let (_, rules) = state_event(&server, &alice, new_room, "m.room.join_rules").await;
+        let expected = if preset == "public_chat" { "public" } else { "invite" };
+        assert_eq!(rules["join_rule"], expected, "{preset}");
+    }
+
+    let room = create_room(&server, &alice, json!({})).await;
+    let (status, body) = server
+        .get(&format!("{V3}/rooms/{room}/joined_members"), alice.token())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let me = &body["joined"][&alice.user_id];
+    assert_eq!(me["display_name"], "alice");
+    assert!(me.as_object().unwrap().contains_key("avatar_url"), "{me}");
+    let eve = server.register("eve").await;
+    assert_error(
+        &server
+            .get(&format!("{V3}/rooms/{room}/joined_members"), eve.token())
+            .await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+}
