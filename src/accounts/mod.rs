@@ -210,7 +210,8 @@ pub async fn change_password(
 }
 
 /// Deactivates the account for good: every device and token dies and it can never log in
-/// again. The user ID stays taken. With `erase`, the profile goes too.
+/// again. The user ID stays taken. With `erase`, the profile goes too, and their messages are
+/// served redacted to everyone who was not in the room when they were sent.
 pub async fn deactivate_account(state: &AppState, user_id: &UserId, erase: bool, uia_session: &str) -> ApiResult<()> {
     let mut tx = state.storage.begin_write().await?;
     consume_uia(&mut tx, uia_session).await?;
@@ -219,6 +220,7 @@ pub async fn deactivate_account(state: &AppState, user_id: &UserId, erase: bool,
     let change = Storage::record_device_list_change(&mut tx, user_id.as_str()).await?;
     if erase {
         Storage::clear_profile(&mut tx, user_id.as_str()).await?;
+        Storage::mark_erased(&mut tx, user_id.as_str()).await?;
     }
     tx.commit().await?;
     tracing::info!(%user_id, erase, "account deactivated");

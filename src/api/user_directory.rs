@@ -1,5 +1,6 @@
 //! `POST /_matrix/client/v3/user_directory/search`: users who share a room with the searcher,
-//! and users in public rooms, matched on user ID or display name.
+//! and users in public (publicly joinable or world-readable) rooms, matched on user ID or
+//! display name, as Synapse's directory with `search_all_users: false`.
 
 use ruma::{
     OwnedUserId,
@@ -19,7 +20,8 @@ pub async fn search(
     let sender = request.sender()?;
     let term = request.body.search_term.to_lowercase();
     let limit = u64::from(request.body.limit).clamp(1, MAX_RESULTS) as usize;
-    let public_rooms: Vec<String> = state
+    // Public as Synapse's directory counts it: anyone may join, or anyone may read.
+    let mut public_rooms: Vec<String> = state
         .storage
         .join_rules_of_all_rooms()
         .await?
@@ -27,6 +29,13 @@ pub async fn search(
         .filter(|(_, json)| content_field(json, "join_rule").as_deref() == Some("public"))
         .map(|(room, _)| room)
         .collect();
+    for (room, json) in state.storage.history_visibility_of_all_rooms().await? {
+        if content_field(&json, "history_visibility").as_deref() == Some("world_readable")
+            && !public_rooms.contains(&room)
+        {
+            public_rooms.push(room);
+        }
+    }
     let mut results = Vec::new();
     let mut limited = false;
     for user in state

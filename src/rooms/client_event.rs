@@ -169,8 +169,43 @@ pub async fn render_events(
             .map(|row| client_event(row, room_version, Unsigned::default()))
     };
 
+    let membership_at = |row: &EventRow| {
+        memberships
+            .get(row.room_id.as_str())
+            .and_then(|history| {
+                history
+                    .iter()
+                    .rev()
+                    .find(|membership| membership.stream_ordering <= row.stream_ordering)
+            })
+            .map_or("leave", |membership| membership.membership.as_str())
+    };
+    // Erased users' events reach only those who were in the room when they were sent: others
+    // get them redacted (as Synapse). Looked up only when the viewer was away for some event.
+    let mut away_senders: Vec<&str> = rows
+        .iter()
+        .filter(|row| row.sender != viewer.as_str() && membership_at(row) != "join")
+        .map(|row| row.sender.as_str())
+        .collect();
+    away_senders.sort_unstable();
+    away_senders.dedup();
+    let erased = if away_senders.is_empty() {
+        Default::default()
+    } else {
+        storage.erased_among(&away_senders).await?
+    };
+
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
+        let membership = membership_at(row);
+        if row.redacted_by.is_none() && membership != "join" && erased.contains(&row.sender) {
+            let mut erased_row = row.clone();
+            erased_row.redacted_by = Some(String::new());
+            let mut event = client_event(&erased_row, room_version, Unsigned::default());
+            event["unsigned"]["membership"] = Value::from(membership);
+            events.push(event);
+            continue;
+        }
         let transaction_id = transaction_ids.get(&row.event_id).cloned();
         let redacted_because = plain(&row.redacted_by);
         let mut event = client_event(
@@ -213,15 +248,6 @@ pub async fn render_events(
                 event["unsigned"]["m.relations"] = Value::Object(relations);
             }
         }
-        let membership = memberships
-            .get(row.room_id.as_str())
-            .and_then(|history| {
-                history
-                    .iter()
-                    .rev()
-                    .find(|membership| membership.stream_ordering <= row.stream_ordering)
-            })
-            .map_or("leave", |membership| membership.membership.as_str());
         event["unsigned"]["membership"] = Value::from(membership);
         events.push(event);
     }

@@ -137,13 +137,17 @@ impl Storage {
 }
 
 impl Storage {
-    /// Users joined to a room that `user_id` is joined to, or to one of `public_rooms`.
+    /// Users joined to one of `public_rooms`, and other users joined to a room that `user_id`
+    /// is joined to (as Synapse's directory: the searcher is not found through their own
+    /// private rooms). Deactivated users are left out.
     pub async fn visible_users(&self, user_id: &str, public_rooms: &[String]) -> Result<Vec<String>, StorageError> {
         let mut sql = String::from(
             "SELECT DISTINCT m.state_key FROM current_state_events m
-             WHERE m.event_type = 'm.room.member' AND m.membership = 'join' AND (
-                 m.room_id IN (SELECT room_id FROM current_state_events
-                               WHERE event_type = 'm.room.member' AND state_key = $1 AND membership = 'join')",
+             WHERE m.event_type = 'm.room.member' AND m.membership = 'join'
+               AND NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = m.state_key AND u.deactivated <> 0)
+               AND (
+                 (m.state_key <> $1 AND m.room_id IN (SELECT room_id FROM current_state_events
+                               WHERE event_type = 'm.room.member' AND state_key = $1 AND membership = 'join'))",
         );
         if !public_rooms.is_empty() {
             let placeholders: Vec<String> = (2..=public_rooms.len() + 1).map(|i| format!("${i}")).collect();
@@ -155,6 +159,16 @@ impl Storage {
             query = query.bind(room);
         }
         Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    /// Every room's current history visibility event: (room ID, PDU JSON).
+    pub async fn history_visibility_of_all_rooms(&self) -> Result<Vec<(String, String)>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT c.room_id, e.json FROM current_state_events c JOIN events e ON e.event_id = c.event_id
+             WHERE c.event_type = 'm.room.history_visibility'",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Every room's current join rules event: (room ID, PDU JSON).

@@ -69,6 +69,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0009_uia_session_data.sql"),
         postgres: include_str!("../../migrations/postgres/0009_uia_session_data.sql"),
     },
+    Migration {
+        version: 10,
+        name: "erased_users",
+        sqlite: include_str!("../../migrations/sqlite/0010_erased_users.sql"),
+        postgres: include_str!("../../migrations/postgres/0010_erased_users.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -60,4 +60,31 @@ impl Storage {
             .await?;
         Ok(())
     }
+
+    /// Marks the user erased: their events are served redacted to those who joined after them.
+    pub async fn mark_erased(tx: &mut super::Tx, user_id: &str) -> Result<(), StorageError> {
+        sqlx::query("INSERT INTO erased_users (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING")
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Which of these users are erased.
+    pub async fn erased_among(&self, user_ids: &[&str]) -> Result<std::collections::HashSet<String>, StorageError> {
+        let mut erased = std::collections::HashSet::new();
+        for chunk in user_ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT user_id FROM erased_users WHERE user_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            erased.extend(query.fetch_all(&self.pool).await?);
+        }
+        Ok(erased)
+    }
 }
