@@ -282,9 +282,27 @@ async fn bad_rule_edits_are_refused_and_change_nothing() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    // Unknown kinds, unknown rules.
+    // Unknown kinds, malformed paths (400, as Synapse: not 404 or 405), unknown rules.
     let (status, _) = put_rule(&server, &alice, "sideways/x", ok.clone()).await;
-    assert!(status.is_client_error());
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for path in [
+        "global/sideways/x",
+        "global/override/",
+        "global/override/x/colour",
+        "elsewhere/override/x",
+    ] {
+        for method in [Method::GET, Method::PUT, Method::DELETE] {
+            let body = (method == Method::PUT).then(|| ok.clone());
+            let result = server
+                .request(method.clone(), &format!("{V3}/pushrules/{path}"), alice.token(), body)
+                .await;
+            assert_eq!(result.0, StatusCode::BAD_REQUEST, "{method} {path}: {}", result.1);
+            assert!(result.1["errcode"].is_string(), "{}", result.1);
+        }
+    }
+    // A room rule's ID is the room's ID; another kind of ID is refused.
+    let (status, body) = put_rule(&server, &alice, "room/not-a-room", json!({ "actions": [] })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_error(
         &put_rule(&server, &alice, "override/nope/enabled", json!({ "enabled": true })).await,
         StatusCode::NOT_FOUND,

@@ -38,7 +38,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Unknown path: 404 `M_UNRECOGNIZED`.
-pub async fn unknown_endpoint() -> ApiError {
+pub async fn unknown_endpoint(uri: axum::http::Uri) -> ApiError {
+    // A malformed push rule path (unknown scope, kind or attribute, no rule ID) is a bad
+    // request, as Synapse answers it, not a missing endpoint.
+    if uri.path().starts_with("/_matrix/client/") && uri.path().contains("/pushrules/") {
+        return ApiError::unrecognized(StatusCode::BAD_REQUEST, "Unrecognized push rule path");
+    }
     ApiError::unrecognized(StatusCode::NOT_FOUND, "Unrecognized request")
 }
 

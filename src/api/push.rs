@@ -57,6 +57,7 @@ pub async fn get_rule(
 
 /// The rule a `GET …/{kind}/{ruleId}[/…]` names (404 if none).
 async fn one_rule<Req>(state: &AppState, request: &Ruma<Req>, kind: RuleKind, rule_id: &str) -> ApiResult<AnyPushRule> {
+    known_kind(&kind)?;
     let rules = push::rules(state, &request.sender()?.user_id).await?;
     let rule = rules.get(kind, rule_id).ok_or_else(push::rule_not_found)?;
     Ok(rule.to_owned())
@@ -95,6 +96,7 @@ pub async fn delete_rule(
 ) -> ApiResult<delete_pushrule::v3::Response> {
     let sender = request.sender()?;
     let (kind, rule_id) = (request.body.kind.clone(), request.body.rule_id.clone());
+    known_kind(&kind)?;
     push::edit_rules(&state, &sender.user_id, |rules| {
         rules.remove(kind, &rule_id).map_err(|error| match error {
             RemovePushRuleError::NotFound => push::rule_not_found(),
@@ -124,6 +126,7 @@ pub async fn set_enabled(
 ) -> ApiResult<set_pushrule_enabled::v3::Response> {
     let sender = request.sender()?.clone();
     let body = request.body;
+    known_kind(&body.kind)?;
     push::edit_rules(&state, &sender.user_id, |rules| {
         rules
             .set_enabled(body.kind, &body.rule_id, body.enabled)
@@ -149,6 +152,7 @@ pub async fn set_actions(
 ) -> ApiResult<set_pushrule_actions::v3::Response> {
     let sender = request.sender()?.clone();
     let body = request.body;
+    known_kind(&body.kind)?;
     push::edit_rules(&state, &sender.user_id, |rules| {
         rules
             .set_actions(body.kind, &body.rule_id, body.actions)
@@ -156,6 +160,17 @@ pub async fn set_actions(
     })
     .await?;
     Ok(set_pushrule_actions::v3::Response::new())
+}
+
+/// A kind the spec does not define is a bad request (400 `M_UNRECOGNIZED`, as Synapse).
+fn known_kind(kind: &RuleKind) -> ApiResult<()> {
+    match kind.as_str() {
+        "override" | "underride" | "sender" | "room" | "content" => Ok(()),
+        other => Err(ApiError::unrecognized(
+            http::StatusCode::BAD_REQUEST,
+            format!("Unknown push rule kind {other}"),
+        )),
+    }
 }
 
 fn not_found(_: RuleNotFoundError) -> ApiError {
