@@ -85,6 +85,9 @@ async fn notify(State(gateway): State<Gateway>, Json(body): Json<Value>) -> (Axu
             (AxumStatus::OK, Json(json!({ "rejected": keys })))
         }
         Mode::Accept => {
+            // What Hearth sends must be what the push gateway spec describes.
+            let violations = common::schema::push_notification_violations(&body);
+            assert!(violations.is_empty(), "push to the gateway: {violations:?} in {body}");
             gateway.received.lock().unwrap().push(body);
             (AxumStatus::OK, Json(json!({ "rejected": [] })))
         }

@@ -57,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/matrix/server", get(discovery::well_known_server))
         .ruma(discovery::capabilities)
         // Registration
-        .ruma(register::register)
+        .ruma_raw(register::register)
         .ruma(register::username_available)
         .ruma(register::registration_token_validity)
         // Sessions

@@ -1,6 +1,7 @@
 //! Registration: `POST /register`, `GET /register/available` and the registration token
 //! validity check.
 
+use axum::Json;
 use http::StatusCode;
 use ruma::OwnedUserId;
 use ruma::api::{
@@ -10,7 +11,7 @@ use ruma::api::{
     },
     error::ErrorKind,
 };
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::ruma::Ruma;
 use crate::{
@@ -32,7 +33,7 @@ use crate::{
 const GENERATED_ID_ATTEMPTS: usize = 5;
 
 /// `POST /_matrix/client/v3/register`
-pub async fn register(state: AppState, request: Ruma<register::v3::Request>) -> ApiResult<register::v3::Response> {
+pub async fn register(state: AppState, request: Ruma<register::v3::Request>) -> ApiResult<Json<Value>> {
     let ip = request.client_ip.to_string();
     let body = request.body;
     let is_guest = body.kind == register::RegistrationKind::Guest;
@@ -206,15 +207,22 @@ async fn remembered_params(state: &AppState, body: &register::v3::Request) -> Ap
     Ok(params)
 }
 
-fn response(user_id: OwnedUserId, session: Option<NewSession>) -> register::v3::Response {
-    let mut response = register::v3::Response::new(user_id);
+/// The answer: the user ID, and the new session unless login was inhibited. Built by hand:
+/// ruma's type writes `"device_id": null` for an inhibited login, where the spec has a string
+/// or nothing.
+fn response(user_id: OwnedUserId, session: Option<NewSession>) -> Json<Value> {
+    let mut response = json!({ "user_id": user_id });
     if let Some(session) = session {
-        response.access_token = Some(session.access_token);
-        response.device_id = Some(session.device_id);
-        response.refresh_token = session.refresh_token;
-        response.expires_in = session.expires_in;
+        response["access_token"] = Value::from(session.access_token);
+        response["device_id"] = Value::from(session.device_id.as_str());
+        if let Some(refresh_token) = session.refresh_token {
+            response["refresh_token"] = Value::from(refresh_token);
+        }
+        if let Some(expires_in) = session.expires_in {
+            response["expires_in_ms"] = Value::from(u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX));
+        }
     }
-    response
+    Json(response)
 }
 
 /// `GET /_matrix/client/v3/register/available`

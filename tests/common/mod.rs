@@ -11,6 +11,7 @@
 pub mod keys;
 pub mod media;
 pub mod rooms;
+pub mod schema;
 
 use std::net::SocketAddr;
 
@@ -177,6 +178,7 @@ impl TestServer {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        let method_name = method.to_string();
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -185,9 +187,7 @@ impl TestServer {
             request = request.json(&body);
         }
         let response = request.send().await.expect("request is sent");
-        let status = response.status();
-        let bytes = response.bytes().await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        checked(method_name, path, response).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -204,16 +204,13 @@ impl TestServer {
 
     /// Sends raw bytes as the body.
     pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+        let method_name = method.to_string();
         let mut request = self.http.request(method, format!("{}{path}", self.base)).body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.unwrap();
-        let status = response.status();
-        (
-            status,
-            serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null),
-        )
+        checked(method_name, path, response).await
     }
 
     /// Registers `username` through the dummy flow and returns its session.
@@ -259,6 +256,21 @@ impl TestServer {
         assert_eq!(status, StatusCode::OK, "{body}");
         Session::from_json(&body)
     }
+}
+
+/// Reads a response as JSON (Null when empty or not JSON) after checking it against the spec's
+/// schema for the endpoint and status ([`schema::check`]).
+async fn checked(method: String, path: &str, response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    let bytes = response.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    schema::check(&method, path, status.as_u16(), &body, is_json);
+    (status, body)
 }
 
 impl Drop for TestServer {
