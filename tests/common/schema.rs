@@ -47,10 +47,14 @@ struct Operation {
     file: PathBuf,
 }
 
+/// A compiled response schema (None: the status has no JSON body documented), by method,
+/// template and status.
+type Validators = HashMap<(String, String, u16), Arc<Option<jsonschema::Validator>>>;
+
 struct Spec {
     operations: Vec<Operation>,
     files: Mutex<HashMap<PathBuf, Arc<Value>>>,
-    validators: Mutex<HashMap<(String, String, u16), Arc<Option<jsonschema::Validator>>>>,
+    validators: Mutex<Validators>,
 }
 
 fn spec_root() -> PathBuf {
