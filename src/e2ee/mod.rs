@@ -45,16 +45,31 @@ pub async fn device_list_changes(
     from: &StreamToken,
     to: &StreamToken,
 ) -> ApiResult<(BTreeSet<String>, BTreeSet<String>)> {
+    let sharing = sharing_changes(state, viewer, from.events(), to.events()).await?;
+    device_list_changes_given(state, viewer, from, to, sharing).await
+}
+
+/// [`device_list_changes`] with the [`sharing_changes`] between the tokens already computed.
+async fn device_list_changes_given(
+    state: &AppState,
+    viewer: &str,
+    from: &StreamToken,
+    to: &StreamToken,
+    (sharing, left): Sharing,
+) -> ApiResult<(BTreeSet<String>, BTreeSet<String>)> {
     let mut changed: BTreeSet<String> = BTreeSet::new();
     let (after, until) = (from.get(Stream::DeviceLists), to.get(Stream::DeviceLists));
     if until > after {
         changed.extend(state.storage.device_list_changes(viewer, after, until).await?);
     }
-    let (sharing, left) = sharing_changes(state, viewer, from.events(), to.events()).await?;
     changed.extend(sharing);
     changed.retain(|user| !left.contains(user));
     Ok((changed, left))
 }
+
+/// Users who now share a room with a viewer, and users who share none, after membership
+/// changes ([`sharing_changes`]).
+pub type Sharing = (BTreeSet<String>, BTreeSet<String>);
 
 /// Users whose sharing of a room with the viewer may have changed between two event positions
 /// (someone joined or left a room of the viewer's, or the viewer joined or left one): those who
@@ -64,7 +79,7 @@ pub async fn sharing_changes(
     viewer: &str,
     from: i64,
     to: i64,
-) -> ApiResult<(BTreeSet<String>, BTreeSet<String>)> {
+) -> ApiResult<Sharing> {
     let storage = &state.storage;
     let (mut sharing_now, mut sharing_none) = (BTreeSet::new(), BTreeSet::new());
     if to <= from || !state.caches.member_events_after(from) {
@@ -119,7 +134,7 @@ impl SyncE2ee {
 /// Computes what a device gets: its to-device messages after `to_device.1`, having first
 /// deleted those up to `to_device.0` (default: up to `to_device.1`; the client presented a
 /// token past them, so it has them), the device list changes since `since`, and its key
-/// counts.
+/// counts. `sharing` holds the [`sharing_changes`] since `since` (empty without one).
 pub async fn sync_e2ee(
     state: &AppState,
     sender: &Sender,
@@ -127,6 +142,7 @@ pub async fn sync_e2ee(
     to_device: (Option<i64>, i64),
     now: &StreamToken,
     to_device_limit: i64,
+    sharing: Sharing,
 ) -> ApiResult<SyncE2ee> {
     let (acknowledged, after) = to_device;
     // Never past what the client holds: a token from the future must not delete messages
@@ -144,7 +160,7 @@ pub async fn sync_e2ee(
     )
     .await?;
     let (changed, left) = match since {
-        Some(since) => device_list_changes(state, sender.user_id.as_str(), since, now).await?,
+        Some(since) => device_list_changes_given(state, sender.user_id.as_str(), since, now, sharing).await?,
         None => Default::default(),
     };
     Ok(SyncE2ee {

@@ -352,17 +352,19 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
             presence.push(json!({ "type": "m.presence", "sender": row.user_id, "content": presence_content(&row) }));
         }
     }
-    // Users who newly share a room with the viewer: their presence, though it did not change.
-    if state.config.presence.enabled
-        && let Some(since) = since
-    {
-        let (sharing, _) = crate::e2ee::sharing_changes(state, user_id, since.events(), now.events()).await?;
-        for user in sharing {
+    // Users who newly share a room with the viewer (or no longer share one): their presence,
+    // though it did not change, and their device lists.
+    let sharing = match since {
+        Some(since) => crate::e2ee::sharing_changes(state, user_id, since.events(), now.events()).await?,
+        None => Default::default(),
+    };
+    if state.config.presence.enabled {
+        for user in &sharing.0 {
             let already = presence.iter().any(|event| event["sender"] == user.as_str());
-            if already || ignored.contains(&user) || !event_allowed(&filter.presence, "m.presence", Some(&user)) {
+            if already || ignored.contains(user) || !event_allowed(&filter.presence, "m.presence", Some(user)) {
                 continue;
             }
-            if let Some(row) = storage.presence(&user).await? {
+            if let Some(row) = storage.presence(user).await? {
                 presence
                     .push(json!({ "type": "m.presence", "sender": row.user_id, "content": presence_content(&row) }));
             }
@@ -376,6 +378,7 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
         (request.to_device_acknowledged, after(Stream::ToDevice)),
         &now,
         TO_DEVICE_PER_SYNC,
+        sharing,
     )
     .await?;
     let device_lists = e2ee.device_lists();
