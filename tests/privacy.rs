@@ -37,9 +37,19 @@ async fn an_erased_users_messages_are_hidden_from_later_joiners_only() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
-    join(&server, &bob, &room).await;
+    // Bob made the room; Alice is in it when he writes.
+    let room = create_room(&server, &bob, json!({ "preset": "public_chat" })).await;
+    join(&server, &alice, &room).await;
     send_text(&server, &bob, &room, "t1", "bob was here").await;
+    // Bob's state stays whole after the erasure: a room keeps its topic (and its encryption).
+    let (status, _) = server
+        .put(
+            &format!("{V3}/rooms/{room}/state/m.room.topic/"),
+            bob.token(),
+            json!({ "topic": "set by bob" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     // A plain deactivation hides nothing.
     let dan = server.register("dan").await;
     join(&server, &dan, &room).await;
@@ -65,6 +75,19 @@ async fn an_erased_users_messages_are_hidden_from_later_joiners_only() {
         .map(|e| &e["content"])
         .collect();
     assert!(texts.iter().all(|content| content.get("body").is_none()), "{texts:?}");
+    let topic = common::rooms::room_events(&body, &room, "state")
+        .iter()
+        .chain(common::rooms::room_events(&body, &room, "timeline"))
+        .find(|e| e["type"] == "m.room.topic")
+        .map(|e| e["content"]["topic"].clone());
+    assert_eq!(topic, Some(json!("set by bob")), "{body}");
+    // Nor does the federation format give the content away.
+    let federation = common::rooms::query_value(&json!({ "event_format": "federation" }).to_string());
+    let body = common::rooms::sync(&server, &carol, &format!("filter={federation}")).await;
+    let leaked = common::rooms::room_events(&body, &room, "timeline")
+        .iter()
+        .any(|e| e["content"]["body"] == "bob was here");
+    assert!(!leaked, "{body}");
     // And the profile is gone.
     let (status, _) = server
         .get(&format!("{V3}/profile/{}/displayname", bob.user_id), carol.token())

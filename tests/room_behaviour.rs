@@ -96,6 +96,35 @@ async fn canonical_aliases_are_checked_and_follow_deleted_aliases() {
     assert_eq!(status, StatusCode::OK);
     let (_, content) = state_event(&server, &alice, &room, "m.room.canonical_alias").await;
     assert_eq!(content, json!({ "alt_aliases": [] }));
+
+    // Bob made an alias that Alice listed; Bob deletes it but may not edit the canonical
+    // alias event: the deletion still succeeds, and the stale alias does not block Alice's
+    // later edits (only new aliases are checked).
+    put_alias(&server, &bob, "#bobs:localhost", &room).await;
+    let (status, body) = server
+        .put(&path, alice.token(), json!({ "alt_aliases": ["#bobs:localhost"] }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server
+        .request(
+            Method::DELETE,
+            &format!("{V3}/directory/room/{}", query_value("#bobs:localhost")),
+            bob.token(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, content) = state_event(&server, &alice, &room, "m.room.canonical_alias").await;
+    assert_eq!(content["alt_aliases"], json!(["#bobs:localhost"]));
+    put_alias(&server, &alice, "#again:localhost", &room).await;
+    let (status, body) = server
+        .put(
+            &path,
+            alice.token(),
+            json!({ "alias": "#again:localhost", "alt_aliases": ["#bobs:localhost"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]
@@ -181,6 +210,12 @@ async fn join_body_fields_go_into_the_member_event() {
     assert_eq!(member["displayname"], "Bobby here");
     assert_eq!(member["reason"], "hello");
     assert_eq!(member["org.example.extra"], 1);
+    // Fields with a meaning must have their type; the join does not happen.
+    let dan = server.register("dan").await;
+    let (status, body) = server
+        .post(&format!("{V3}/join/{room}"), dan.token(), json!({ "displayname": 5 }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // A join with a body that is not an object is refused and changes nothing.
     let carol = server.register("carol").await;
     let (status, _) = server
@@ -196,6 +231,7 @@ async fn join_body_fields_go_into_the_member_event() {
         .get(&format!("{V3}/rooms/{room}/joined_members"), alice.token())
         .await;
     assert!(members["joined"].get(&carol.user_id).is_none());
+    assert!(members["joined"].get(&dan.user_id).is_none());
 }
 
 #[tokio::test]

@@ -53,6 +53,7 @@ async fn a_registration_session_remembers_its_parameters_and_answers_a_retry_ali
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let session = first["session"].as_str().unwrap().to_owned();
     let auth = json!({ "auth": { "type": "m.login.dummy", "session": session } });
+    let auth_retry = auth.clone();
     let (status, done) = server.post(REGISTER, None, auth.clone()).await;
     assert_eq!(status, StatusCode::OK, "{done}");
     assert_eq!(done["user_id"], "@alice:localhost");
@@ -84,6 +85,17 @@ async fn a_registration_session_remembers_its_parameters_and_answers_a_retry_ali
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
     let (status, _) = server.get(&format!("{V3}/profile/@mallory:localhost"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A deactivated account is not logged in again by a retry.
+    let alice_token = retry["access_token"].as_str().unwrap().to_owned();
+    let path = format!("{V3}/account/deactivate");
+    let (_, challenge) = server.post(&path, Some(&alice_token), json!({})).await;
+    let auth = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" },
+                       "password": "pässwörd ünïcode 🔑", "session": challenge["session"] });
+    let (status, body) = server.post(&path, Some(&alice_token), json!({ "auth": auth })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server.post(REGISTER, None, auth_retry.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
     // inhibit_login remembered from the first request.
     let (_, first) = server
@@ -124,6 +136,13 @@ async fn someone_elses_credentials_are_a_403_and_delete_nothing() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["errcode"], "M_FORBIDDEN");
+    // A wrong password for Bob gets the very same answer: it tells nothing about his password.
+    let mut wrong = password_auth(&bob.user_id, challenge["session"].as_str());
+    wrong["password"] = json!("not bob's");
+    let (status, body) = server
+        .request(Method::DELETE, &path, alice.token(), Some(json!({ "auth": wrong })))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, _) = server.get(&format!("{V3}/account/whoami"), alice.token()).await;
     assert_eq!(status, StatusCode::OK, "the device survives");
     // Bob's device, by Alice with her own password: not hers to delete (404), Bob's survives.

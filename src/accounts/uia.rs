@@ -22,7 +22,7 @@ use super::{password::verify_password, tokens::random_string};
 use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
-    storage::{Storage, UiaSession},
+    storage::{Storage, UiaSession, now_ms},
 };
 
 /// A UIA session whose flow is complete. The operation it authorises must consume it
@@ -38,6 +38,9 @@ pub struct CompletedUia {
     /// registration: the user ID it made). The caller answers as it did the first time.
     pub result: Option<String>,
 }
+
+/// How long after a session authorised its operation a retry of it is answered alike.
+const RETRY_WINDOW_MS: i64 = 10 * 60 * 1000;
 
 /// What the caller is authenticating for.
 pub struct UiaRequest<'a> {
@@ -82,16 +85,18 @@ pub async fn authorize_with_params(
         .as_deref()
         .and_then(|json| serde_json::from_str(json).ok())
         .unwrap_or_default();
-    if session.consumed_ts.is_some() {
-        // Used already: a retry of an operation that reported what it made gets that again
-        // (a registration whose response was lost); anything else is over.
+    if let Some(consumed_ts) = session.consumed_ts {
+        // Used already: a retry, soon after, of an operation that reported what it made gets
+        // that again (a registration whose response was lost); anything else is over. The
+        // window keeps a leaked session ID from being a lasting way in.
+        let recent = now_ms() - consumed_ts <= RETRY_WINDOW_MS;
         return match session.result {
-            Some(result) => Ok(CompletedUia {
+            Some(result) if recent => Ok(CompletedUia {
                 session_id: session.session_id,
                 params: merged,
                 result: Some(result),
             }),
-            None => Err(unknown()),
+            _ => Err(unknown()),
         };
     }
     if !params.is_empty() {
@@ -189,16 +194,17 @@ async fn check_stage(
             let Some(named) = named else {
                 return Ok(Err(stage_error(ErrorKind::Forbidden, "Invalid password")));
             };
-            let hash = storage.user(&named).await?.and_then(|user| user.password_hash);
-            if !verify_password(hash, &password.password).await {
-                return Ok(Err(stage_error(ErrorKind::Forbidden, "Invalid password")));
-            }
             if named != user_id.as_str() {
-                // Someone else's valid credentials do not authorise this user's operation
-                // (as Synapse): a hard 403, not another round of authentication.
+                // Credentials of someone else never authorise this user's operation (as
+                // Synapse, a hard 403). Their password is not even checked: the answer must not
+                // tell whether it was right.
                 return Err(ApiError::forbidden(
                     "The authenticated user is not the one making the request",
                 ));
+            }
+            let hash = storage.user(&named).await?.and_then(|user| user.password_hash);
+            if !verify_password(hash, &password.password).await {
+                return Ok(Err(stage_error(ErrorKind::Forbidden, "Invalid password")));
             }
             Ok(())
         }

@@ -85,7 +85,7 @@ pub async fn register(state: AppState, request: Ruma<register::v3::Request>) -> 
             user_id: None,
             client_ip: request.client_ip,
         };
-        let params = remembered_params(&state, &body).await?;
+        let params = remembered_params(&state, &body, &ip).await?;
         Some(authorize_with_params(&state, &uia, body.auth.as_ref(), params).await?)
     };
     // What the session remembers from earlier requests fills what this one left out.
@@ -121,6 +121,21 @@ pub async fn register(state: AppState, request: Ruma<register::v3::Request>) -> 
     // in again (as Synapse).
     if let Some(registered) = uia.as_ref().and_then(|uia| uia.result.clone()) {
         let user_id = OwnedUserId::try_from(registered).map_err(|_| ApiError::internal())?;
+        state.rate_limits.registration.check(&ip)?;
+        if state
+            .storage
+            .user(user_id.as_str())
+            .await?
+            .is_none_or(|user| user.is_deactivated())
+        {
+            return Err(ApiError::forbidden("This account has been deactivated"));
+        }
+        // Only the device the first request named: a retry must not take over another one.
+        let remembered_device = remembered("device_id");
+        let session_base = SessionRequest {
+            device_id: remembered_device.as_deref(),
+            ..session_base
+        };
         let session = if inhibit_login {
             None
         } else {
@@ -186,7 +201,7 @@ pub async fn register(state: AppState, request: Ruma<register::v3::Request>) -> 
 /// The parameters of this request a registration's UIA session remembers for later ones:
 /// the username, the device, `inhibit_login`, and the password, checked and hashed (a
 /// password is never stored as given).
-async fn remembered_params(state: &AppState, body: &register::v3::Request) -> ApiResult<Map<String, Value>> {
+async fn remembered_params(state: &AppState, body: &register::v3::Request, ip: &str) -> ApiResult<Map<String, Value>> {
     let mut params = Map::new();
     if let Some(username) = &body.username {
         params.insert("username".into(), Value::from(username.as_str()));
@@ -200,8 +215,12 @@ async fn remembered_params(state: &AppState, body: &register::v3::Request) -> Ap
     if body.inhibit_login {
         params.insert("inhibit_login".into(), Value::Bool(true));
     }
-    if let Some(password) = &body.password {
+    // The password is remembered from the request that starts the session (the one without
+    // `auth`): later ones that carry it again use it as given, with no second hash. Hashing is
+    // deliberately costly, so starting sessions counts against the IP's login limit.
+    if let (Some(password), None) = (&body.password, &body.auth) {
         check_password_policy(state, password)?;
+        state.rate_limits.login.check(&format!("register:{ip}"))?;
         params.insert("password_hash".into(), Value::from(hash_password(password).await?));
     }
     Ok(params)

@@ -21,7 +21,7 @@ pub async fn search(
     let term = request.body.search_term.to_lowercase();
     let limit = u64::from(request.body.limit).clamp(1, MAX_RESULTS) as usize;
     // Public as Synapse's directory counts it: anyone may join, or anyone may read.
-    let mut public_rooms: Vec<String> = state
+    let mut public_rooms: std::collections::BTreeSet<String> = state
         .storage
         .join_rules_of_all_rooms()
         .await?
@@ -30,12 +30,11 @@ pub async fn search(
         .map(|(room, _)| room)
         .collect();
     for (room, json) in state.storage.history_visibility_of_all_rooms().await? {
-        if content_field(&json, "history_visibility").as_deref() == Some("world_readable")
-            && !public_rooms.contains(&room)
-        {
-            public_rooms.push(room);
+        if content_field(&json, "history_visibility").as_deref() == Some("world_readable") {
+            public_rooms.insert(room);
         }
     }
+    let public_rooms: Vec<String> = public_rooms.into_iter().collect();
     let mut results = Vec::new();
     let mut limited = false;
     for user in state

@@ -74,12 +74,7 @@ pub type Sharing = (BTreeSet<String>, BTreeSet<String>);
 /// Users whose sharing of a room with the viewer may have changed between two event positions
 /// (someone joined or left a room of the viewer's, or the viewer joined or left one): those who
 /// share a room with the viewer now, and those who share none.
-pub async fn sharing_changes(
-    state: &AppState,
-    viewer: &str,
-    from: i64,
-    to: i64,
-) -> ApiResult<Sharing> {
+pub async fn sharing_changes(state: &AppState, viewer: &str, from: i64, to: i64) -> ApiResult<Sharing> {
     let storage = &state.storage;
     let (mut sharing_now, mut sharing_none) = (BTreeSet::new(), BTreeSet::new());
     if to <= from || !state.caches.member_events_after(from) {

@@ -56,18 +56,13 @@ pub fn client_event(row: &EventRow, room_version: &str, unsigned: Unsigned) -> V
     event
 }
 
-/// An event in federation format (a filter's `event_format: federation`): the PDU as stored
-/// (its content redacted if a redaction applies), with its event ID and the `unsigned` data of
-/// its client rendering.
-pub fn federation_event(row: &EventRow, room_version: &str, client: &Value) -> Value {
+/// An event in federation format (a filter's `event_format: federation`): the PDU as stored,
+/// with the content, event ID and `unsigned` data of its client rendering (so a redaction or an
+/// erasure applies alike).
+pub fn federation_event(row: &EventRow, client: &Value) -> Value {
     let mut pdu: Map<String, Value> = serde_json::from_str(&row.json).unwrap_or_default();
-    if row.redacted_by.is_some() {
-        let content = pdu.remove("content").unwrap_or_else(|| json!({}));
-        pdu.insert(
-            "content".into(),
-            redacted_content(&row.event_type, content, room_version),
-        );
-    }
+    // The content as this viewer may see it (redacted or erased): the client rendering's.
+    pdu.insert("content".into(), client["content"].clone());
     pdu.insert("event_id".into(), Value::from(row.event_id.as_str()));
     pdu.insert("unsigned".into(), client["unsigned"].clone());
     Value::Object(pdu)
@@ -163,12 +158,6 @@ pub async fn render_events(
         .into_iter()
         .map(|row| (row.event_id.clone(), row))
         .collect();
-    let plain = |id: &Option<String>| {
-        id.as_ref()
-            .and_then(|id| bundled.get(id))
-            .map(|row| client_event(row, room_version, Unsigned::default()))
-    };
-
     let membership_at = |row: &EventRow| {
         memberships
             .get(row.room_id.as_str())
@@ -180,11 +169,16 @@ pub async fn render_events(
             })
             .map_or("leave", |membership| membership.membership.as_str())
     };
-    // Erased users' events reach only those who were in the room when they were sent: others
-    // get them redacted (as Synapse). Looked up only when the viewer was away for some event.
+    // Erased users' messages reach only those who were in the room when they were sent: others
+    // get them redacted (as Synapse). State stays whole: a room must not lose its encryption,
+    // name or rules because their sender was erased. Looked up only when the viewer was away
+    // for some event.
+    let away =
+        |row: &EventRow| row.state_key.is_none() && row.sender != viewer.as_str() && membership_at(row) != "join";
     let mut away_senders: Vec<&str> = rows
         .iter()
-        .filter(|row| row.sender != viewer.as_str() && membership_at(row) != "join")
+        .chain(bundled.values())
+        .filter(|row| away(row))
         .map(|row| row.sender.as_str())
         .collect();
     away_senders.sort_unstable();
@@ -194,14 +188,23 @@ pub async fn render_events(
     } else {
         storage.erased_among(&away_senders).await?
     };
+    let hidden = |row: &EventRow| row.redacted_by.is_none() && away(row) && erased.contains(&row.sender);
+    // An event as it stands, without what it relates to (bundled in another event's unsigned).
+    let plain_row = |row: &EventRow| {
+        if hidden(row) {
+            let mut erased_row = row.clone();
+            erased_row.redacted_by = Some(String::new());
+            return client_event(&erased_row, room_version, Unsigned::default());
+        }
+        client_event(row, room_version, Unsigned::default())
+    };
+    let plain = |id: &Option<String>| id.as_ref().and_then(|id| bundled.get(id)).map(plain_row);
 
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
         let membership = membership_at(row);
-        if row.redacted_by.is_none() && membership != "join" && erased.contains(&row.sender) {
-            let mut erased_row = row.clone();
-            erased_row.redacted_by = Some(String::new());
-            let mut event = client_event(&erased_row, room_version, Unsigned::default());
+        if hidden(row) {
+            let mut event = plain_row(row);
             event["unsigned"]["membership"] = Value::from(membership);
             events.push(event);
             continue;
@@ -217,7 +220,7 @@ pub async fn render_events(
             },
         );
         if let Some(previous) = row.replaces_state.as_ref().and_then(|id| bundled.get(id)) {
-            let previous_event = client_event(previous, room_version, Unsigned::default());
+            let previous_event = plain_row(previous);
             event["unsigned"]["prev_content"] = previous_event["content"].clone();
             event["unsigned"]["replaces_state"] = Value::from(previous.event_id.as_str());
             event["unsigned"]["prev_sender"] = Value::from(previous.sender.as_str());

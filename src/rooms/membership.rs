@@ -51,7 +51,12 @@ pub async fn change_membership(
 }
 
 /// Member event fields only the server sets.
-const SERVER_SET_MEMBER_FIELDS: &[&str] = &["membership", "join_authorised_via_users_server", "third_party_signed"];
+const SERVER_SET_MEMBER_FIELDS: &[&str] = &[
+    "membership",
+    "join_authorised_via_users_server",
+    "third_party_signed",
+    "third_party_invite",
+];
 
 /// [`change_membership`] with fields of the client's own for the member event (the body of a
 /// `/join`: a reason, a per-room display name, anything else, as Synapse copies it); they win
@@ -64,6 +69,11 @@ pub async fn change_membership_with(
     change: Change,
     extra: Map<String, Value>,
 ) -> ApiResult<Appended> {
+    for field in ["displayname", "avatar_url", "reason"] {
+        if extra.get(field).is_some_and(|value| !value.is_string()) {
+            return Err(ApiError::bad_json(format!("{field} must be a string")));
+        }
+    }
     let current = state.storage.membership(room_id.as_str(), target.as_str()).await?;
     match (change, current.as_deref()) {
         (Change::Kick, Some("join" | "invite" | "knock")) | (Change::Unban, Some("ban")) => {}

@@ -103,8 +103,8 @@ pub async fn send_state(
 }
 
 /// `m.room.canonical_alias` names only valid aliases that point to this room (spec: 400
-/// `M_BAD_ALIAS` otherwise). Aliases of other servers cannot be checked without federation
-/// and are refused.
+/// `M_BAD_ALIAS` otherwise); those the current event already names are not checked again.
+/// New aliases of other servers cannot be checked without federation and are refused.
 async fn check_canonical_alias(state: &AppState, room_id: &RoomId, content: &Map<String, Value>) -> ApiResult<()> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::BadAlias, message);
     let mut aliases: Vec<&Value> = Vec::new();
@@ -116,10 +116,31 @@ async fn check_canonical_alias(state: &AppState, room_id: &RoomId, content: &Map
         Some(Value::Array(alt)) => aliases.extend(alt),
         Some(_) => return Err(ApiError::bad_json("alt_aliases must be a list of aliases")),
     }
+    // Aliases the event already names stay as they are (as Synapse checks only new ones): a
+    // stale or remote one must not block every later edit, its own removal included.
+    let current: Vec<String> = match state
+        .storage
+        .current_state_event(room_id.as_str(), "m.room.canonical_alias", "")
+        .await?
+    {
+        Some(row) => {
+            let pdu: Value = serde_json::from_str(&row.json).unwrap_or_default();
+            let content = &pdu["content"];
+            std::iter::once(&content["alias"])
+                .chain(content["alt_aliases"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        }
+        None => Vec::new(),
+    };
     for alias in aliases {
         let Some(alias) = alias.as_str() else {
             return Err(ApiError::bad_json("Aliases must be strings"));
         };
+        if current.iter().any(|known| known == alias) {
+            continue;
+        }
         let parsed = RoomAliasId::parse(alias).map_err(|_| bad(format!("{alias} is not a valid room alias")))?;
         if parsed.server_name() != state.config.server_name {
             return Err(bad(format!("{alias} is on another server and cannot be checked")));

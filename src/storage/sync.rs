@@ -443,6 +443,25 @@ impl Storage {
         .await?)
     }
 
+    /// The stored presence of each of these users who has one.
+    pub async fn presence_of(&self, user_ids: &[&str]) -> Result<Vec<PresenceRow>, StorageError> {
+        let mut rows = Vec::new();
+        for chunk in user_ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT user_id, state, status_msg, last_active_ts, currently_active, stream_position
+                 FROM presence WHERE user_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            rows.extend(query.fetch_all(&self.pool).await?);
+        }
+        Ok(rows)
+    }
+
     /// Every stored presence that is not offline (for the timers that age it after a restart).
     pub async fn presence_not_offline(&self) -> Result<Vec<PresenceRow>, StorageError> {
         Ok(sqlx::query_as(

@@ -358,16 +358,20 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
         Some(since) => crate::e2ee::sharing_changes(state, user_id, since.events(), now.events()).await?,
         None => Default::default(),
     };
-    if state.config.presence.enabled {
-        for user in &sharing.0 {
-            let already = presence.iter().any(|event| event["sender"] == user.as_str());
-            if already || ignored.contains(user) || !event_allowed(&filter.presence, "m.presence", Some(user)) {
-                continue;
-            }
-            if let Some(row) = storage.presence(user).await? {
-                presence
-                    .push(json!({ "type": "m.presence", "sender": row.user_id, "content": presence_content(&row) }));
-            }
+    if state.config.presence.enabled && !sharing.0.is_empty() {
+        let already: HashSet<String> = presence
+            .iter()
+            .filter_map(|event| event["sender"].as_str().map(str::to_owned))
+            .collect();
+        let wanted: Vec<&str> = sharing
+            .0
+            .iter()
+            .filter(|user| !already.contains(*user) && !ignored.contains(*user))
+            .filter(|user| event_allowed(&filter.presence, "m.presence", Some(user)))
+            .map(String::as_str)
+            .collect();
+        for row in storage.presence_of(&wanted).await? {
+            presence.push(json!({ "type": "m.presence", "sender": row.user_id, "content": presence_content(&row) }));
         }
     }
 
@@ -505,6 +509,7 @@ async fn room_body(
         start,
         complete: window_scan_complete,
         saw_state,
+        window_state,
     } = window_scan;
 
     // State: what the client needs, with the timeline, to hold the room's state at the window's
@@ -512,8 +517,14 @@ async fn room_body(
     // never in the room (banned or uninvited before joining) sees no state.
     let fresh = window.after.is_none() || window.full_state;
     let mut state_map = StateMap::new();
-    if (fresh || !window_scan_complete || saw_state) && access.ever_joined() {
-        state_map = state_delta(state, window, start, &timeline_rows, fresh).await?;
+    if access.ever_joined() {
+        if fresh || !window_scan_complete {
+            state_map = state_delta(state, window, start, &timeline_rows, fresh).await?;
+        } else if saw_state {
+            // Every event since the token was looked at: the delta is in them, no state
+            // needs loading (a busy room's member events must not cost each sync its state).
+            state_map = window_delta(&window_state, start, &timeline_rows);
+        }
     }
     let lazy = !room_filter.state.lazy_load_options.is_disabled();
     if lazy {
@@ -590,7 +601,7 @@ async fn room_body(
     if filter.event_format == EventFormat::Federation {
         for (rows, events) in [(&timeline_rows, &mut timeline), (&state_rows, &mut state_events)] {
             for (row, event) in rows.iter().zip(events.iter_mut()) {
-                *event = federation_event(row, &version, event);
+                *event = federation_event(row, event);
             }
         }
     }
@@ -640,7 +651,7 @@ async fn state_delta(
         Some(state_before(state, room_id, start).await?)
     };
     let at_since = match (fresh, window.since_events) {
-        (false, Some(since)) if since + 1 == start => at_start.clone(),
+        (false, Some(since)) if since + 1 == start && at_start.is_some() => at_start.clone(),
         (false, Some(since)) => Some(state_before(state, room_id, since + 1).await?),
         _ => None,
     };
@@ -664,6 +675,37 @@ async fn state_delta(
     Ok(delta)
 }
 
+/// The state section of an incremental window whose every event was looked at: per state key
+/// the window changed, its last value, unless the timeline carries that change (then the last
+/// value before the timeline, if the window holds one the timeline does not show).
+fn window_delta(window_state: &[EventRow], start: i64, timeline: &[EventRow]) -> StateMap {
+    let in_timeline: HashSet<&str> = timeline.iter().map(|row| row.event_id.as_str()).collect();
+    let mut last: HashMap<(&str, &str), &EventRow> = HashMap::new();
+    let mut before_timeline: HashMap<(&str, &str), &EventRow> = HashMap::new();
+    for row in window_state {
+        let Some(state_key) = row.state_key.as_deref() else {
+            continue;
+        };
+        let key = (row.event_type.as_str(), state_key);
+        last.insert(key, row);
+        if row.stream_ordering < start && !in_timeline.contains(row.event_id.as_str()) {
+            before_timeline.insert(key, row);
+        }
+    }
+    let mut delta = StateMap::new();
+    for (key, row) in last {
+        let chosen = if in_timeline.contains(row.event_id.as_str()) {
+            before_timeline.get(&key).copied()
+        } else {
+            Some(row)
+        };
+        if let Some(row) = chosen {
+            delta.insert((key.0.to_owned(), key.1.to_owned()), row.event_id.clone());
+        }
+    }
+    delta
+}
+
 /// The newest events of a room in (`after`, `until`] that the user may see and `wanted`
 /// keeps, up to `limit`, oldest first.
 pub struct Timeline {
@@ -678,6 +720,9 @@ pub struct Timeline {
     pub complete: bool,
     /// Some event the scan looked at, returned or not, was a state event.
     pub saw_state: bool,
+    /// The state events the scan looked at, returned or not, oldest first (all of the window's
+    /// when `complete`).
+    pub window_state: Vec<EventRow>,
 }
 
 /// Reads newest first, page by page until `limit` events pass, and one more to learn whether
@@ -692,10 +737,13 @@ pub async fn scan_timeline(
     limit: usize,
     wanted: impl Fn(&EventRow) -> bool,
 ) -> ApiResult<Timeline> {
-    let page_size = i64::try_from(limit).unwrap_or(100) + 1;
+    // One more than the limit (to learn whether the timeline is limited), and not tiny: a
+    // `limit: 0` must not read the room one row per query.
+    let page_size = (i64::try_from(limit).unwrap_or(100) + 1).max(10);
     let scan_limit = limit * 20 + 100;
     let (mut kept, mut scanned, mut cursor) = (Vec::new(), 0, until);
     let (mut limited, mut complete, mut saw_state) = (false, true, false);
+    let mut window_state = Vec::new();
     'scan: loop {
         let page = state
             .storage
@@ -710,7 +758,10 @@ pub async fn scan_timeline(
             }
             scanned += 1;
             cursor = row.stream_ordering - 1;
-            saw_state |= row.state_key.is_some();
+            if row.state_key.is_some() {
+                saw_state = true;
+                window_state.push(row.clone());
+            }
             if visible(access, &row) && wanted(&row) {
                 if kept.len() == limit {
                     (limited, complete) = (true, false);
@@ -724,12 +775,14 @@ pub async fn scan_timeline(
         }
     }
     kept.reverse();
+    window_state.reverse();
     Ok(Timeline {
         start: kept.first().map_or(until + 1, |row| row.stream_ordering),
         rows: kept,
         limited,
         complete,
         saw_state,
+        window_state,
     })
 }
 
