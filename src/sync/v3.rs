@@ -519,7 +519,7 @@ async fn room_body(
     let mut state_map = StateMap::new();
     if access.ever_joined() {
         if fresh || !window_scan_complete {
-            state_map = state_delta(state, window, start, &timeline_rows, fresh).await?;
+            state_map = state_delta(state, window, start, &timeline_rows, &window_state, fresh).await?;
         } else if saw_state {
             // Every event since the token was looked at: the delta is in them, no state
             // needs loading (a busy room's member events must not cost each sync its state).
@@ -639,27 +639,34 @@ async fn state_delta(
     window: &RoomWindow<'_>,
     start: i64,
     timeline: &[EventRow],
+    window_state: &[EventRow],
     fresh: bool,
 ) -> ApiResult<StateMap> {
     let room_id = window.room_id;
     let at_end = state_before(state, room_id, window.until + 1).await?;
     let in_timeline: HashSet<&str> = timeline.iter().map(|row| row.event_id.as_str()).collect();
-    // Needed only for state keys the timeline changes.
-    let at_start = if !timeline.iter().any(|row| row.state_key.is_some()) {
-        None
-    } else {
-        Some(state_before(state, room_id, start).await?)
-    };
+    // The value at the timeline's start of a key the timeline changes is what the window's
+    // first change of it at or after the start replaced (the scan read every event from the
+    // window's end down past the start, so that change is among `window_state`): no second
+    // state map to load.
+    let mut at_start: HashMap<(&str, &str), Option<&str>> = HashMap::new();
+    for row in window_state.iter().filter(|row| row.stream_ordering >= start) {
+        let Some(state_key) = row.state_key.as_deref() else {
+            continue;
+        };
+        at_start
+            .entry((row.event_type.as_str(), state_key))
+            .or_insert(row.replaces_state.as_deref());
+    }
     let at_since = match (fresh, window.since_events) {
-        (false, Some(since)) if since + 1 == start && at_start.is_some() => at_start.clone(),
         (false, Some(since)) => Some(state_before(state, room_id, since + 1).await?),
         _ => None,
     };
     let mut delta = StateMap::new();
     for (key, id) in at_end {
         let id = if in_timeline.contains(id.as_str()) {
-            match at_start.as_ref().and_then(|at_start| at_start.get(&key)) {
-                Some(before) => before.clone(),
+            match at_start.get(&(key.0.as_str(), key.1.as_str())).copied().flatten() {
+                Some(before) => before.to_owned(),
                 None => continue,
             }
         } else {
@@ -739,7 +746,11 @@ pub async fn scan_timeline(
 ) -> ApiResult<Timeline> {
     // One more than the limit (to learn whether the timeline is limited), and not tiny: a
     // `limit: 0` must not read the room one row per query.
-    let page_size = (i64::try_from(limit).unwrap_or(100) + 1).max(10);
+    let page_size = if limit == 0 {
+        10
+    } else {
+        i64::try_from(limit).unwrap_or(100) + 1
+    };
     let scan_limit = limit * 20 + 100;
     let (mut kept, mut scanned, mut cursor) = (Vec::new(), 0, until);
     let (mut limited, mut complete, mut saw_state) = (false, true, false);
