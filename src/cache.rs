@@ -98,6 +98,8 @@ pub struct Caches {
     /// The member event in the room's current state, per (room, user).
     current_members: Cache<Pair, Option<String>>,
     sent_members: Cache<Pair, SentMembers>,
+    /// Users deactivated with erasure (few, and only ever more): read once, then kept whole.
+    erased: Mutex<Option<Arc<HashSet<String>>>>,
     /// The newest membership event's stream position, or later: a sync whose token is past it
     /// has no membership changes to look up for `device_lists`. Starts at the position the
     /// process started at, since earlier ones are not known without a scan.
@@ -119,6 +121,7 @@ impl Default for Caches {
             ignored: Cache::new(50_000),
             current_members: Cache::new(200_000),
             sent_members: Cache::new(10_000),
+            erased: Mutex::new(None),
             last_member_event: AtomicI64::new(i64::MAX),
             invalidation: Mutex::new(()),
             generation: AtomicU64::new(0),
@@ -258,6 +261,24 @@ impl Caches {
         );
         self.keep(generation, || self.ignored.insert(user_id.to_owned(), ignored.clone()));
         Ok(ignored)
+    }
+
+    /// Every erased user (see [`Storage::mark_erased`]).
+    pub async fn erased_users(&self, storage: &Storage) -> Result<Arc<HashSet<String>>, StorageError> {
+        if let Some(erased) = self.erased.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(erased);
+        }
+        let generation = self.generation();
+        let erased: Arc<HashSet<String>> = Arc::new(storage.erased_users().await?.into_iter().collect());
+        self.keep(generation, || {
+            *self.erased.lock().unwrap_or_else(|p| p.into_inner()) = Some(erased.clone());
+        });
+        Ok(erased)
+    }
+
+    /// A user was erased (after the commit): read the set again.
+    pub fn user_erased(&self) {
+        self.invalidate(|| *self.erased.lock().unwrap_or_else(|p| p.into_inner()) = None);
     }
 
     /// Drops what a newly committed event makes stale. `state_key` is the event's, for state

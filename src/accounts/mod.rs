@@ -223,6 +223,9 @@ pub async fn deactivate_account(state: &AppState, user_id: &UserId, erase: bool,
         Storage::mark_erased(&mut tx, user_id.as_str()).await?;
     }
     tx.commit().await?;
+    if erase {
+        state.caches.user_erased();
+    }
     tracing::info!(%user_id, erase, "account deactivated");
     // Open WebSockets check their session when woken, and close.
     state.notifier.wake([user_id.as_str()]);

@@ -175,18 +175,10 @@ pub async fn render_events(
     // for some event.
     let away =
         |row: &EventRow| row.state_key.is_none() && row.sender != viewer.as_str() && membership_at(row) != "join";
-    let mut away_senders: Vec<&str> = rows
-        .iter()
-        .chain(bundled.values())
-        .filter(|row| away(row))
-        .map(|row| row.sender.as_str())
-        .collect();
-    away_senders.sort_unstable();
-    away_senders.dedup();
-    let erased = if away_senders.is_empty() {
-        Default::default()
+    let erased = if rows.iter().chain(bundled.values()).any(|row| away(row)) {
+        caches.erased_users(storage).await?
     } else {
-        storage.erased_among(&away_senders).await?
+        Default::default()
     };
     let hidden = |row: &EventRow| row.redacted_by.is_none() && away(row) && erased.contains(&row.sender);
     // An event as it stands, without what it relates to (bundled in another event's unsigned).

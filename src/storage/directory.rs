@@ -161,6 +161,19 @@ impl Storage {
         Ok(query.fetch_all(&self.pool).await?)
     }
 
+    /// The room's current `m.room.name` and `m.room.canonical_alias` events, unredacted:
+    /// (type, PDU JSON). One query: the sync summary asks for every room it sends.
+    pub async fn name_and_alias_events(&self, room_id: &str) -> Result<Vec<(String, String)>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT c.event_type, e.json FROM current_state_events c JOIN events e ON e.event_id = c.event_id
+             WHERE c.room_id = $1 AND c.state_key = ''
+               AND c.event_type IN ('m.room.name', 'm.room.canonical_alias') AND e.redacted_by IS NULL",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Every room's current history visibility event: (room ID, PDU JSON).
     pub async fn history_visibility_of_all_rooms(&self) -> Result<Vec<(String, String)>, StorageError> {
         Ok(sqlx::query_as(

@@ -70,21 +70,10 @@ impl Storage {
         Ok(())
     }
 
-    /// Which of these users are erased.
-    pub async fn erased_among(&self, user_ids: &[&str]) -> Result<std::collections::HashSet<String>, StorageError> {
-        let mut erased = std::collections::HashSet::new();
-        for chunk in user_ids.chunks(500) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT user_id FROM erased_users WHERE user_id IN ({})",
-                placeholders.join(", ")
-            );
-            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            erased.extend(query.fetch_all(&self.pool).await?);
-        }
-        Ok(erased)
+    /// Every erased user.
+    pub async fn erased_users(&self) -> Result<Vec<String>, StorageError> {
+        Ok(sqlx::query_scalar("SELECT user_id FROM erased_users")
+            .fetch_all(&self.pool)
+            .await?)
     }
 }

@@ -26,7 +26,7 @@ use crate::{
     e2ee::{TO_DEVICE_PER_SYNC, sync_e2ee},
     error::{ApiError, ApiResult},
     rooms::{
-        access::{ReadAccess, membership_access},
+        access::{ReadAccess, content_field, membership_access},
         client_event::{federation_event, render_events},
     },
     state::AppState,
@@ -887,27 +887,15 @@ pub(super) fn delivered_messages(rows: &[EventRow], viewer: &str) -> Vec<Deliver
 
 /// Whether the room has a non-empty `m.room.name` or `m.room.canonical_alias`.
 async fn has_name_or_alias(state: &AppState, room_id: &str) -> ApiResult<bool> {
-    let keys = [
-        ("m.room.name".to_owned(), String::new()),
-        ("m.room.canonical_alias".to_owned(), String::new()),
-    ];
-    let ids: Vec<String> = state
+    Ok(state
         .storage
-        .current_state_entries(room_id, &keys)
+        .name_and_alias_events(room_id)
         .await?
-        .into_values()
-        .collect();
-    Ok(state.storage.events(&ids).await?.iter().any(|row| {
-        let Ok(pdu) = serde_json::from_str::<Value>(&row.json) else {
-            return false;
-        };
-        let field = if row.event_type == "m.room.name" {
-            "name"
-        } else {
-            "alias"
-        };
-        pdu["content"][field].as_str().is_some_and(|value| !value.is_empty()) && row.redacted_by.is_none()
-    }))
+        .iter()
+        .any(|(event_type, json)| {
+            let field = if event_type == "m.room.name" { "name" } else { "alias" };
+            content_field(json, field).is_some_and(|value| !value.is_empty())
+        }))
 }
 
 /// Whether the user was joined to the room at event position `position`.
