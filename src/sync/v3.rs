@@ -257,7 +257,11 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
                         "m.invited_member_count": summary.invited,
                     });
                     // Heroes name a room that has no name of its own (spec: only then).
-                    if !has_name_or_alias(state, room_id).await? {
+                    let named = match body.named {
+                        Some(named) => named,
+                        None => has_name_or_alias(state, room_id).await?,
+                    };
+                    if !named {
                         fields["m.heroes"] = json!(summary.heroes);
                     }
                     entry.insert("summary".into(), fields);
@@ -475,6 +479,8 @@ struct RoomBody {
     delivered: Vec<Delivered>,
     /// Member events changed (the summary is resent).
     members_changed: bool,
+    /// For a fresh view: whether the room has a name or canonical alias (None: not known).
+    named: Option<bool>,
 }
 
 /// A room's `timeline` and `state` for one window.
@@ -574,14 +580,12 @@ async fn room_body(
         .into_values()
         .filter(|id| !in_timeline.contains(id.as_str()))
         .collect();
-    let state_rows: Vec<EventRow> = storage
-        .events(&state_ids)
-        .await?
-        .into_iter()
-        .filter(|row| {
-            room_event_allowed(&room_filter.state, &row.event_type, &row.sender) && row.stream_ordering <= window.until
-        })
-        .collect();
+    let mut state_rows: Vec<EventRow> = storage.events(&state_ids).await?;
+    state_rows.retain(|row| row.stream_ordering <= window.until);
+    // A fresh view holds the whole state (before the filter): whether the room is named is in
+    // it, with no query for the summary.
+    let named = (fresh && access.ever_joined()).then(|| named_in(&state_rows, &timeline_rows));
+    state_rows.retain(|row| room_event_allowed(&room_filter.state, &row.event_type, &row.sender));
 
     let version = state
         .caches
@@ -625,6 +629,7 @@ async fn room_body(
         section,
         delivered,
         members_changed,
+        named,
     })
 }
 
@@ -883,6 +888,26 @@ pub(super) fn delivered_messages(rows: &[EventRow], viewer: &str) -> Vec<Deliver
             sender: row.sender.clone(),
         })
         .collect()
+}
+
+/// Whether the state rows, then the timeline applied over them, leave the room a non-empty
+/// name or canonical alias.
+fn named_in(state_rows: &[EventRow], timeline: &[EventRow]) -> bool {
+    let (mut name, mut alias) = (false, false);
+    for row in state_rows.iter().chain(timeline) {
+        let field = match (row.event_type.as_str(), row.state_key.as_deref()) {
+            ("m.room.name", Some("")) => "name",
+            ("m.room.canonical_alias", Some("")) => "alias",
+            _ => continue,
+        };
+        let set = row.redacted_by.is_none() && content_field(&row.json, field).is_some_and(|value| !value.is_empty());
+        if field == "name" {
+            name = set;
+        } else {
+            alias = set;
+        }
+    }
+    name || alias
 }
 
 /// Whether the room has a non-empty `m.room.name` or `m.room.canonical_alias`.
