@@ -175,7 +175,7 @@ pub async fn render_events(
     // for some event.
     let away =
         |row: &EventRow| row.state_key.is_none() && row.sender != viewer.as_str() && membership_at(row) != "join";
-    let erased = if rows.iter().chain(bundled.values()).any(|row| away(row)) {
+    let erased = if rows.iter().chain(bundled.values()).any(&away) {
         caches.erased_users(storage).await?
     } else {
         Default::default()
