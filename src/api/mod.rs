@@ -43,6 +43,7 @@ use tower_http::{
 use tracing::info_span;
 
 pub use self::discovery::{SUPPORTED_VERSIONS, UNSTABLE_FEATURES};
+pub use self::ops::json_has_nul;
 use self::ruma::RumaRouter;
 use crate::state::AppState;
 
@@ -271,6 +272,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(ops::method_not_allowed);
 
     matrix
+        // NUL is in no identifier; PostgreSQL cannot store it in text. Refused before any
+        // handler, so both databases answer alike.
+        .layer(middleware::from_fn(ops::refuse_nul_in_uri))
         // A bug that panics in a handler answers 500 M_UNKNOWN instead of dropping the
         // connection; the server keeps running either way.
         .layer(CatchPanicLayer::custom(|_| {

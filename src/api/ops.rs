@@ -47,6 +47,36 @@ pub async fn unknown_endpoint(uri: axum::http::Uri) -> ApiError {
     ApiError::unrecognized(StatusCode::NOT_FOUND, "Unrecognized request")
 }
 
+/// A percent-encoded NUL anywhere in the path or query (a state key, an event type, a
+/// transaction ID, a file name...): 400 `M_INVALID_PARAM`, before anything is looked up.
+pub async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let has_nul = |part: &str| {
+        part.as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+    };
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return ApiError::invalid_param("NUL characters are not allowed in paths or parameters").into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether a JSON body holds a NUL character in any string (key or value). Checked only when
+/// the raw text contains the escape at all, so ordinary bodies cost one scan.
+pub fn json_has_nul(body: &[u8]) -> bool {
+    fn walk(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(walk),
+            serde_json::Value::Object(map) => map.iter().any(|(key, value)| key.contains('\0') || walk(value)),
+            _ => false,
+        }
+    }
+    let escaped = body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"));
+    escaped && serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|value| walk(&value))
+}
+
 /// Known path, wrong method: 405 `M_UNRECOGNIZED`.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed for this endpoint")

@@ -266,6 +266,11 @@ async fn handle(state: &AppState, sender: &Sender, text: &str) -> String {
             return error_response(id, &error);
         }
     };
+    // As over HTTP: no NUL in any string (identifiers reach the database as text).
+    if crate::api::json_has_nul(text.as_bytes()) {
+        let error = ApiError::bad_json("NUL characters are not allowed in request frames");
+        return error_response(request.id, &error);
+    }
     match run(state, sender, &request).await {
         Ok(result) => json!({ "id": request.id, "result": result }).to_string(),
         Err(error) => error_response(request.id, &error),
