@@ -274,3 +274,36 @@ async fn an_upgraded_room_has_guest_access_and_joined_members_have_both_keys() {
         "M_FORBIDDEN",
     );
 }
+
+#[tokio::test]
+async fn concurrent_identical_room_creations_make_distinct_rooms() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    // Room version 12: the room ID is the create event's hash, so identical creations in one
+    // millisecond would share it.
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let (http, base, token) = (server.http.clone(), server.base.clone(), alice.access_token.clone());
+        tasks.push(tokio::spawn(async move {
+            let response = http
+                .post(format!("{base}{V3}/createRoom"))
+                .bearer_auth(token)
+                .json(&json!({ "room_version": "12" }))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }));
+    }
+    let mut rooms = std::collections::HashSet::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        rooms.insert(body["room_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(rooms.len(), 60);
+    let (_, joined) = server.get(&format!("{V3}/joined_rooms"), alice.token()).await;
+    assert_eq!(joined["joined_rooms"].as_array().unwrap().len(), 60);
+}

@@ -94,18 +94,38 @@ pub async fn create_room_event(
         .transpose()
         .map_err(|_| ApiError::internal())?;
     let draft = EventDraft::state("m.room.create", "", content);
-    let mut object = build_object(&draft, generated_room_id.as_deref(), sender, 1, &[], &[], &rules)?;
-    let event_id = finalize(&mut object, &rules, state)?;
-    let room_id = match generated_room_id {
-        Some(room_id) => room_id,
-        None => room_id_from_create_event_id(&event_id).map_err(|_| ApiError::internal())?,
+    // A hashed room ID is taken when an identical creation landed in the same millisecond:
+    // the event then moves a millisecond on, and gets another ID. Two creations always make
+    // two rooms.
+    let mut attempt = 0;
+    let (event_id, room_id, pdu, json, mut tx) = loop {
+        let mut object = build_object(&draft, generated_room_id.as_deref(), sender, 1, &[], &[], &rules)?;
+        if attempt > 0
+            && let Some(CanonicalJsonValue::Integer(ts)) = object.get("origin_server_ts").cloned()
+        {
+            let moved = i64::from(ts).saturating_add(attempt);
+            let moved = ruma::Int::new(moved).ok_or_else(ApiError::internal)?;
+            object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(moved));
+        }
+        let event_id = finalize(&mut object, &rules, state)?;
+        let room_id = match &generated_room_id {
+            Some(room_id) => room_id.clone(),
+            None => room_id_from_create_event_id(&event_id).map_err(|_| ApiError::internal())?,
+        };
+        let pdu = to_pdu(&event_id, &object)?;
+        check_state_independent_auth_rules(&rules.authorization, &pdu, |_| None::<PduEvent>)
+            .map_err(|reason| ApiError::bad_json(format!("Invalid m.room.create event: {reason}")))?;
+        let json = CanonicalJsonValue::Object(object).to_string();
+        let mut tx = state.storage.begin_write().await?;
+        if Storage::insert_room(&mut tx, room_id.as_str(), version.as_str(), sender.as_str()).await? {
+            break (event_id, room_id, pdu, json, tx);
+        }
+        drop(tx);
+        attempt += 1;
+        if attempt == 100 {
+            return Err(ApiError::internal());
+        }
     };
-    let pdu = to_pdu(&event_id, &object)?;
-    check_state_independent_auth_rules(&rules.authorization, &pdu, |_| None::<PduEvent>)
-        .map_err(|reason| ApiError::bad_json(format!("Invalid m.room.create event: {reason}")))?;
-    let json = CanonicalJsonValue::Object(object).to_string();
-    let mut tx = state.storage.begin_write().await?;
-    Storage::insert_room(&mut tx, room_id.as_str(), version.as_str(), sender.as_str()).await?;
     let row = NewEventRow {
         event_id: event_id.as_str(),
         room_id: room_id.as_str(),

@@ -111,15 +111,20 @@ impl Storage {
             .await?)
     }
 
-    pub async fn insert_room(tx: &mut Tx, room_id: &str, version: &str, creator: &str) -> Result<(), StorageError> {
-        sqlx::query("INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)")
-            .bind(room_id)
-            .bind(version)
-            .bind(creator)
-            .bind(now_ms())
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+    /// Records a new room; false if the room ID is taken (a room version 12 ID is the create
+    /// event's hash: two identical creations in one millisecond would share it).
+    pub async fn insert_room(tx: &mut Tx, room_id: &str, version: &str, creator: &str) -> Result<bool, StorageError> {
+        let inserted = sqlx::query(
+            "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (room_id) DO NOTHING",
+        )
+        .bind(room_id)
+        .bind(version)
+        .bind(creator)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
     }
 
     /// An accepted event by ID.
