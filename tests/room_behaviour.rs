@@ -307,3 +307,35 @@ async fn concurrent_identical_room_creations_make_distinct_rooms() {
     let (_, joined) = server.get(&format!("{V3}/joined_rooms"), alice.token()).await;
     assert_eq!(joined["joined_rooms"].as_array().unwrap().len(), 60);
 }
+
+#[tokio::test]
+async fn event_types_and_state_keys_over_255_bytes_are_refused() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let long = "x".repeat(256);
+    let just = "x".repeat(255);
+    for path in [
+        format!("{V3}/rooms/{room}/send/{long}/t1"),
+        format!("{V3}/rooms/{room}/state/org.example.s/{long}"),
+        format!("{V3}/rooms/{room}/state/{long}/"),
+    ] {
+        assert_error(
+            &server.put(&path, alice.token(), json!({})).await,
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+        );
+    }
+    let (status, body) = server
+        .put(
+            &format!("{V3}/rooms/{room}/state/org.example.s/{just}"),
+            alice.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server
+        .put(&format!("{V3}/rooms/{room}/send/{just}/t2"), alice.token(), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

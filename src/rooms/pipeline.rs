@@ -159,6 +159,28 @@ pub async fn create_room_event(
     ))
 }
 
+/// Longest event type and state key (spec, "Size limits": 255 bytes each).
+const MAX_IDENTIFIER_BYTES: usize = 255;
+
+/// The spec's size limits on an event's identifiers: 400 `M_INVALID_PARAM` past them.
+fn check_identifier_sizes(draft: &EventDraft) -> ApiResult<()> {
+    if draft.event_type.len() > MAX_IDENTIFIER_BYTES {
+        return Err(ApiError::invalid_param(format!(
+            "Event types are at most {MAX_IDENTIFIER_BYTES} bytes"
+        )));
+    }
+    if draft
+        .state_key
+        .as_ref()
+        .is_some_and(|key| key.len() > MAX_IDENTIFIER_BYTES)
+    {
+        return Err(ApiError::invalid_param(format!(
+            "State keys are at most {MAX_IDENTIFIER_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Appends a local user's event to a room. 404 if the room is unknown, 403 `M_FORBIDDEN`
 /// with the reason if the authorization rules refuse it, 413 if the PDU is too large.
 pub async fn append_event(
@@ -168,6 +190,7 @@ pub async fn append_event(
     draft: EventDraft,
     transaction: Option<Transaction<'_>>,
 ) -> ApiResult<Appended> {
+    check_identifier_sizes(&draft)?;
     let storage = &state.storage;
     let room_lock = state.room_locks.lock(room_id).await;
     // A retry racing the first send waits for the lock, then finds the first one's event.
