@@ -339,3 +339,39 @@ async fn event_types_and_state_keys_over_255_bytes_are_refused() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn an_alias_needs_a_localpart_and_a_send_needs_a_body() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    assert_error(
+        &server
+            .put(
+                &format!("{V3}/directory/room/{}", query_value("#:localhost")),
+                alice.token(),
+                json!({ "room_id": room }),
+            )
+            .await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+    let (status, _) = server
+        .get(
+            &format!("{V3}/directory/room/{}", query_value("#:localhost")),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // An empty body is no event content (Synapse: M_NOT_JSON).
+    let (status, body) = server
+        .raw(
+            Method::PUT,
+            &format!("{V3}/rooms/{room}/send/m.room.message/t1"),
+            alice.token(),
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errcode"], "M_NOT_JSON", "{body}");
+}

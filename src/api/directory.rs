@@ -31,6 +31,10 @@ fn local_alias(state: &AppState, alias: &OwnedRoomAliasId) -> ApiResult<()> {
             "Aliases of other servers cannot be managed here",
         ));
     }
+    // `#:server` parses, but names nothing (Synapse refuses it too).
+    if alias.alias().is_empty() {
+        return Err(ApiError::invalid_param("An alias needs a localpart"));
+    }
     Ok(())
 }
 

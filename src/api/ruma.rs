@@ -119,12 +119,16 @@ where
             .map_or(0, |path| path.matches('{').count());
         args.resize(expected.max(args.len()), "");
         // Clients send POSTs such as /join and /leave with no body at all; as Synapse does,
-        // an empty POST body reads as `{}`. (PUT bodies are the content itself and must exist.)
+        // an empty POST body reads as `{}`. PUT bodies are the content itself and must exist
+        // (Synapse: M_NOT_JSON).
         let body: &[u8] = if body.is_empty() && parts.method == http::Method::POST {
             b"{}"
         } else {
             &body
         };
+        if body.is_empty() && parts.method == http::Method::PUT {
+            return Err(ApiError::not_json("A PUT needs a JSON body"));
+        }
         let template = Req::PATH_BUILDER.all_paths().next().unwrap_or_default();
         let lenient = lenient_body(template, body);
         let body = lenient.as_deref().unwrap_or(body);
