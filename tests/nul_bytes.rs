@@ -109,3 +109,31 @@ async fn nul_in_identifiers_and_bodies_is_a_400_on_every_backend() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn deeply_nested_json_is_refused_and_what_is_accepted_reads_back() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let nested = |depth: usize| format!("{{\"a\":{}1{}}}", "[".repeat(depth - 1), "]".repeat(depth - 1));
+    let path = format!("{V3}/user/{}/account_data/org.example.deep", alice.user_id);
+    let (status, body) = server
+        .raw(Method::PUT, &path, alice.token(), nested(10_000).into_bytes())
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errcode"], "M_BAD_JSON");
+    let (status, body) = server
+        .raw(Method::PUT, &path, alice.token(), nested(150).into_bytes())
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Brackets inside strings are text, not nesting.
+    let text = json!({ "a": "[".repeat(500) });
+    let (status, body) = server.put(&path, alice.token(), text.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server
+        .raw(Method::PUT, &path, alice.token(), nested(50).into_bytes())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, stored) = server.get(&path, alice.token()).await;
+    let expected: serde_json::Value = serde_json::from_str(&nested(50)).unwrap();
+    assert_eq!(stored, expected, "stored whole and read back whole");
+}

@@ -22,9 +22,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for MatrixJson<T> {
     async fn from_request(request: Request, state: &AppState) -> ApiResult<Self> {
         let body = read_body(request.into_body(), state.config.limits.max_request_body_bytes).await?;
         let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
-        if super::ops::json_has_nul(body) {
-            return Err(ApiError::bad_json("NUL characters are not allowed in request bodies"));
-        }
+        super::ops::check_json_body(body)?;
         serde_json::from_slice(body)
             .map(Self)
             .map_err(|error| json_error(&error))

@@ -43,7 +43,7 @@ use tower_http::{
 use tracing::info_span;
 
 pub use self::discovery::{SUPPORTED_VERSIONS, UNSTABLE_FEATURES};
-pub use self::ops::json_has_nul;
+pub use self::ops::check_json_body;
 use self::ruma::RumaRouter;
 use crate::state::AppState;
 

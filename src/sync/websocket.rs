@@ -266,9 +266,9 @@ async fn handle(state: &AppState, sender: &Sender, text: &str) -> String {
             return error_response(id, &error);
         }
     };
-    // As over HTTP: no NUL in any string (identifiers reach the database as text).
-    if crate::api::json_has_nul(text.as_bytes()) {
-        let error = ApiError::bad_json("NUL characters are not allowed in request frames");
+    // As over HTTP: no NUL in any string (identifiers reach the database as text), no deep
+    // nesting.
+    if let Err(error) = crate::api::check_json_body(text.as_bytes()) {
         return error_response(request.id, &error);
     }
     match run(state, sender, &request).await {
