@@ -150,14 +150,57 @@ impl From<sqlx::Error> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
+        if is_unavailable(&error) {
+            // The database is away for a moment (a lost connection, a restart, a full pool):
+            // the client should retry, not give up.
+            tracing::warn!(%error, "database unavailable");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::Unknown,
+                "The database is briefly unavailable; retry shortly",
+            );
+        }
         tracing::error!(%error, "storage failure");
         Self::internal()
+    }
+}
+
+/// How long a client is asked to wait after a 503.
+const RETRY_AFTER_SECS: u64 = 2;
+
+/// Whether a storage failure is the database being out of reach rather than a bug: lost or
+/// refused connections, a pool that timed out, PostgreSQL's connection and shutdown errors
+/// (classes 08 and 57P, too many connections), SQLite busy or locked past its timeout.
+fn is_unavailable(error: &StorageError) -> bool {
+    let StorageError::Sqlx(error) = error else {
+        return false;
+    };
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "5" || code == "6"
+        }),
+        _ => false,
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
+            // A 503 tells the client when to retry, in the header and in the body.
+            Self::Matrix { status, kind, message } if status == StatusCode::SERVICE_UNAVAILABLE => {
+                let body = serde_json::json!({
+                    "errcode": kind.errcode().to_string(),
+                    "error": message,
+                    "retry_after_ms": RETRY_AFTER_SECS * 1000,
+                });
+                (
+                    status,
+                    [(http::header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())],
+                    axum::Json(body),
+                )
+                    .into_response()
+            }
             Self::Matrix { status, kind, message } => {
                 let error = RumaError::new(status, ErrorBody::Standard(StandardErrorBody::new(kind, message)));
                 match error.try_into_http_response::<Vec<u8>>() {
@@ -170,5 +213,32 @@ impl IntoResponse for ApiError {
             }
             Self::Uiaa(info) => (StatusCode::UNAUTHORIZED, axum::Json(info)).into_response(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_a_503_to_retry_and_a_bug_a_500() {
+        let lost = ApiError::from(StorageError::Sqlx(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        ))));
+        assert_eq!(lost.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            ApiError::from(StorageError::Sqlx(sqlx::Error::PoolTimedOut)).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let response = lost.into_response();
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "2");
+        assert_eq!(
+            ApiError::from(StorageError::Invariant("broken")).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            ApiError::from(StorageError::Sqlx(sqlx::Error::RowNotFound)).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }
