@@ -46,6 +46,15 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Whether `key`'s bucket is full (never used, or refilled since): takes nothing.
+    pub fn is_full(&self, key: &str) -> bool {
+        let buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        buckets.get(key).is_none_or(|bucket| {
+            let refill = bucket.updated.elapsed().as_secs_f64() * self.limit.per_second;
+            bucket.tokens + refill >= f64::from(self.limit.burst_count)
+        })
+    }
+
     fn refund(&self, key: &str) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(bucket) = buckets.get_mut(key) {

@@ -334,3 +334,48 @@ async fn empty_or_oversized_device_ids_are_refused() {
         assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     }
 }
+
+#[tokio::test]
+async fn guessing_from_elsewhere_does_not_lock_the_owner_out() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limits.login.burst_count = 3;
+        c.rate_limits.login.per_second = 0.001;
+        c.x_forwarded_for = true;
+    })
+    .await;
+    server.register("alice").await;
+    let login_from = |ip: &'static str, password: &'static str| {
+        let request = server
+            .http
+            .post(format!("{}/_matrix/client/v3/login", server.base))
+            .header("x-forwarded-for", ip)
+            .json(&json!({ "type": "m.login.password",
+                           "identifier": { "type": "m.id.user", "user": "alice" }, "password": password }));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    // Guesses from several addresses use up the account's failures.
+    for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+        assert_error(&login_from(ip, "wrong").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    }
+    // Any address that guessed is now held back, even with the right password...
+    let held = login_from("10.0.0.1", PASSWORD).await;
+    assert_error(&held, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
+    // ...but the owner, from an address that never failed, logs in.
+    let (status, body) = login_from("10.0.0.9", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A new address that guesses wrong is counted and then held back too.
+    assert_error(
+        &login_from("10.0.0.4", "wrong").await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &login_from("10.0.0.4", PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "M_LIMIT_EXCEEDED",
+    );
+}

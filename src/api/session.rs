@@ -61,8 +61,24 @@ pub async fn login(state: AppState, request: Ruma<login::v3::Request>) -> ApiRes
         (None, None) => return Err(ApiError::missing_param("No identifier given")),
     };
     let user_id = resolve_user(&state, &user)?;
-    state.rate_limits.login.check(user_id.as_str())?;
-    check_login_password(&state, &user_id, &password.password).await?;
+    // Guessing one account is slowed by counting its failures, not its attempts, and only
+    // against addresses that failed: the owner, with the right password from an address that
+    // did not guess, still gets in while someone else hammers the account.
+    let limits = &state.rate_limits.login;
+    let (failures, failures_here) = (format!("failed:{user_id}"), format!("failed:{user_id}:{ip}"));
+    if let Err(limited) = limits.check_available(&failures)
+        && !limits.is_full(&failures_here)
+    {
+        return Err(limited);
+    }
+    if let Err(error) = check_login_password(&state, &user_id, &password.password).await {
+        if error.status() == StatusCode::FORBIDDEN {
+            // Both are counted whatever their level: the failure happened.
+            let _ = limits.check(&failures);
+            let _ = limits.check(&failures_here);
+        }
+        return Err(error);
+    }
     let session = start_session(
         &state,
         SessionRequest {
