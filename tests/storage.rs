@@ -210,3 +210,21 @@ async fn rotating_the_signing_key_keeps_the_old_one_as_expired() {
         new
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_named_at_once() {
+    // A port nothing listens on: the error says the connection was refused, not that a pool
+    // timed out.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let error = Storage::connect(&format!("postgres://postgres@127.0.0.1:{port}/none"), 2)
+        .await
+        .err()
+        .expect("nothing listens there");
+    let text = error.to_string().to_lowercase();
+    assert!(text.contains("refused"), "{text}");
+    assert!(!text.contains("timed out"), "{text}");
+}

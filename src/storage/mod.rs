@@ -94,6 +94,12 @@ impl Storage {
                 })
             });
         }
+        if backend == Backend::Postgres {
+            // One plain connection first: an unreachable server or a refused login says so at
+            // once, instead of a pool timing out 30 seconds later with no cause.
+            use sqlx::Connection;
+            sqlx::AnyConnection::connect(url).await?.close().await?;
+        }
         let pool = options.connect(url).await?;
         let storage = Self { pool, backend };
         migrate::run(&storage).await?;
