@@ -48,7 +48,9 @@ const MAX_PAGE: u64 = 1000;
 fn object_of(raw: &RawValue, what: &str) -> ApiResult<Map<String, Value>> {
     match serde_json::from_str::<Value>(raw.get()) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(ApiError::bad_json(format!("{what} must be a JSON object"))),
+        Ok(_) => Err(ApiError::bad_json(format!("{what} must be a JSON object"))),
+        // Say what is wrong (a number out of range, say), not that it is no object.
+        Err(error) => Err(ApiError::bad_json(format!("{what} is not valid JSON: {error}"))),
     }
 }
 

@@ -1,6 +1,7 @@
-//! NUL characters, which PostgreSQL cannot store in text, are refused with the same 400 on
-//! both databases, before anything is stored: in every identifier of a path or query, and in
-//! any string of a JSON body.
+//! Malformed input gets a clear 400 and changes nothing, the same on both databases: NUL
+//! characters (which PostgreSQL cannot store in text) in every identifier of a path or query
+//! and in any string of a JSON body, JSON nested deeper than the bound, and numbers out of
+//! range.
 
 mod common;
 
@@ -136,4 +137,23 @@ async fn deeply_nested_json_is_refused_and_what_is_accepted_reads_back() {
     let (_, stored) = server.get(&path, alice.token()).await;
     let expected: serde_json::Value = serde_json::from_str(&nested(50)).unwrap();
     assert_eq!(stored, expected, "stored whole and read back whole");
+}
+
+#[tokio::test]
+async fn a_number_out_of_range_is_named_as_such() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let (status, body) = server
+        .raw(
+            Method::PUT,
+            &format!("{V3}/rooms/{room}/send/m.room.message/t1"),
+            alice.token(),
+            br#"{"msgtype": "m.text", "body": "x", "n": 1e400}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errcode"], "M_BAD_JSON");
+    let message = body["error"].as_str().unwrap();
+    assert!(!message.contains("must be a JSON object"), "{message}");
 }
