@@ -375,3 +375,37 @@ async fn an_alias_needs_a_localpart_and_a_send_needs_a_body() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["errcode"], "M_NOT_JSON", "{body}");
 }
+
+#[tokio::test]
+async fn a_refused_creation_leaves_no_room_behind() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let refused = [
+        json!({ "power_level_content_override": { "users": { alice.user_id.clone(): "a lot" } } }),
+        json!({ "power_level_content_override": { "ban": [] } }),
+        json!({ "initial_state": [
+            { "type": "m.room.member", "state_key": bob.user_id, "content": { "membership": "join" } }
+        ] }),
+        json!({ "initial_state": [
+            { "type": "org.example.s", "state_key": "k".repeat(256), "content": {} }
+        ] }),
+    ];
+    for body in refused {
+        let (status, response) = server
+            .post(&format!("{V3}/createRoom"), alice.token(), body.clone())
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {response}");
+    }
+    let (_, joined) = server.get(&format!("{V3}/joined_rooms"), alice.token()).await;
+    assert_eq!(joined["joined_rooms"], json!([]), "no half-built room");
+    // Numeric strings are levels in older room versions, and are accepted.
+    let (status, body) = server
+        .post(
+            &format!("{V3}/createRoom"),
+            alice.token(),
+            json!({ "room_version": "9", "power_level_content_override": { "events_default": "10" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

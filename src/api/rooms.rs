@@ -54,6 +54,30 @@ fn object_of(raw: &RawValue, what: &str) -> ApiResult<Map<String, Value>> {
     }
 }
 
+/// Every power level in `power_level_content_override` must be an integer (numeric strings
+/// too, as old room versions allow), in the ranges and maps the event has.
+fn check_power_level_override(levels: &Map<String, Value>) -> ApiResult<()> {
+    let level = |value: &Value| match value {
+        Value::Number(n) => n.is_i64(),
+        Value::String(text) => text.trim().parse::<i64>().is_ok(),
+        _ => false,
+    };
+    for (key, value) in levels {
+        let valid = match key.as_str() {
+            "users" | "events" => value.as_object().is_some_and(|map| map.values().all(level)),
+            "notifications" => value.as_object().is_some_and(|map| map.values().all(level)),
+            "ban" | "kick" | "redact" | "invite" | "events_default" | "state_default" | "users_default" => level(value),
+            _ => true,
+        };
+        if !valid {
+            return Err(ApiError::bad_json(format!(
+                "power_level_content_override: {key} must hold integer power levels"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `POST /_matrix/client/v3/createRoom`
 pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) -> ApiResult<create_room::v3::Response> {
     let sender = request.sender()?;
@@ -100,6 +124,8 @@ pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) ->
         Some(raw) => object_of(raw.json(), "power_level_content_override")?,
         None => Map::new(),
     };
+    // Checked before anything is made: a room must not be left half built by a bad value.
+    check_power_level_override(&power_level_override)?;
     let mut initial_state = Vec::new();
     for raw in &body.initial_state {
         let event = object_of(raw.json(), "initial_state entries")?;
@@ -108,6 +134,18 @@ pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) ->
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::bad_json("initial_state entry without type"))?;
         let state_key = event.get("state_key").and_then(Value::as_str).unwrap_or("");
+        // Membership goes through `invite` (and the creator's join); the create event and the
+        // power levels have their own fields.
+        if matches!(event_type, "m.room.member" | "m.room.create") {
+            return Err(ApiError::invalid_param(format!(
+                "initial_state may not hold {event_type} events"
+            )));
+        }
+        if event_type.len() > 255 || state_key.len() > 255 {
+            return Err(ApiError::invalid_param(
+                "initial_state event types and state keys are at most 255 bytes",
+            ));
+        }
         let content = event
             .get("content")
             .filter(|c| c.is_object())
