@@ -43,7 +43,7 @@ use tower_http::{
 use tracing::info_span;
 
 pub use self::discovery::{SUPPORTED_VERSIONS, UNSTABLE_FEATURES};
-pub use self::ops::check_json_body;
+pub use self::extract::check_json_body;
 use self::ruma::RumaRouter;
 use crate::state::AppState;
 

@@ -106,7 +106,7 @@ where
         let client_ip = client_ip(&parts, state);
         let sender = authenticate(&parts, state, Req::Authentication::TOKEN).await?;
         let raw_body = read_body(body, state.config.limits.max_request_body_bytes).await?;
-        super::ops::check_json_body(&raw_body)?;
+        super::extract::check_json_body(&raw_body)?;
         let body = raw_body.clone();
         let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         // A trailing empty parameter (`/state/{type}/` for the empty state key) is routed

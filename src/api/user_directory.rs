@@ -23,13 +23,13 @@ pub async fn search(
     // Public as Synapse's directory counts it: anyone may join, or anyone may read.
     let mut public_rooms: std::collections::BTreeSet<String> = state
         .storage
-        .join_rules_of_all_rooms()
+        .state_of_all_rooms("m.room.join_rules")
         .await?
         .into_iter()
         .filter(|(_, json)| content_field(json, "join_rule").as_deref() == Some("public"))
         .map(|(room, _)| room)
         .collect();
-    for (room, json) in state.storage.history_visibility_of_all_rooms().await? {
+    for (room, json) in state.storage.state_of_all_rooms("m.room.history_visibility").await? {
         if content_field(&json, "history_visibility").as_deref() == Some("world_readable") {
             public_rooms.insert(room);
         }

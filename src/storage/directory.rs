@@ -174,22 +174,13 @@ impl Storage {
         .await?)
     }
 
-    /// Every room's current history visibility event: (room ID, PDU JSON).
-    pub async fn history_visibility_of_all_rooms(&self) -> Result<Vec<(String, String)>, StorageError> {
+    /// Every room's current state event of one type (empty state key): (room ID, PDU JSON).
+    pub async fn state_of_all_rooms(&self, event_type: &str) -> Result<Vec<(String, String)>, StorageError> {
         Ok(sqlx::query_as(
             "SELECT c.room_id, e.json FROM current_state_events c JOIN events e ON e.event_id = c.event_id
-             WHERE c.event_type = 'm.room.history_visibility'",
+             WHERE c.event_type = $1 AND c.state_key = ''",
         )
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    /// Every room's current join rules event: (room ID, PDU JSON).
-    pub async fn join_rules_of_all_rooms(&self) -> Result<Vec<(String, String)>, StorageError> {
-        Ok(sqlx::query_as(
-            "SELECT c.room_id, e.json FROM current_state_events c JOIN events e ON e.event_id = c.event_id
-             WHERE c.event_type = 'm.room.join_rules'",
-        )
+        .bind(event_type)
         .fetch_all(&self.pool)
         .await?)
     }

@@ -12,6 +12,7 @@ pub mod token;
 pub mod typing;
 pub mod v3;
 pub mod websocket;
+pub mod window;
 
 use ruma::UserId;
 

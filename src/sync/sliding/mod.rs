@@ -29,7 +29,10 @@ use self::{
     filters::RoomFacts,
     request::{Combined, RequiredState},
 };
-use super::v3::{Delivered, delivered_messages, record_delivery, scan_timeline, state_before, stripped_state};
+use super::{
+    v3::{Delivered, delivered_messages, record_delivery, stripped_state},
+    window::{scan_timeline, state_before},
+};
 use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
