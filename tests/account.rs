@@ -1,8 +1,6 @@
 //! Password changes, deactivation and third-party IDs.
 
-mod common;
-
-use common::{PASSWORD, Session, TestServer, assert_error, password_auth};
+use crate::common::{PASSWORD, Session, TestServer, assert_error, password_auth};
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -1,8 +1,6 @@
 //! Global account data.
 
-mod common;
-
-use common::{TestServer, assert_error};
+use crate::common::{TestServer, assert_error};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

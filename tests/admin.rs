@@ -1,8 +1,6 @@
 //! The Synapse-compatible admin API: shared-secret registration and registration tokens.
 
-mod common;
-
-use common::{PASSWORD, SHARED_SECRET, TestServer, assert_error, shared_secret_mac};
+use crate::common::{PASSWORD, SHARED_SECRET, TestServer, assert_error, shared_secret_mac};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

@@ -1,11 +1,9 @@
 //! The cap on open client connections (`limits.max_connections`): past it, a new connection
 //! waits until one closes instead of being served at the database's expense.
 
-mod common;
-
 use std::time::Duration;
 
-use common::TestServer;
+use crate::common::TestServer;
 use reqwest::StatusCode;
 
 #[tokio::test]

@@ -1,9 +1,7 @@
 //! Dehydrated devices (MSC3814): stored with their keys, reachable by to-device messages,
 //! read back by a new login, replaced and deleted.
 
-mod common;
-
-use common::{
+use crate::common::{
     Session, TestServer, assert_error,
     keys::Device,
     rooms::{V3, sync},

@@ -3,9 +3,7 @@
 //! sync and `/keys/changes`, for room-mates and for the user's own other devices. And the keys
 //! served carry no `null`s and keep the signatures uploaded with them.
 
-mod common;
-
-use common::{
+use crate::common::{
     PASSWORD, Session, TestServer,
     keys::{CrossSigning, Device},
     password_auth,

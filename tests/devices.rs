@@ -1,8 +1,6 @@
 //! Devices: list, read, rename, delete (with user-interactive auth).
 
-mod common;
-
-use common::{PASSWORD, Session, TestServer, assert_error, password_auth};
+use crate::common::{PASSWORD, Session, TestServer, assert_error, password_auth};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

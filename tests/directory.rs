@@ -1,9 +1,7 @@
 //! Aliases, the public room directory, reports, room account data and tags, and profile
 //! changes reaching member events.
 
-mod common;
-
-use common::{
+use crate::common::{
     TestServer, assert_error,
     rooms::{V3, create_room},
 };

@@ -1,8 +1,6 @@
 //! Discovery, cross-cutting errors, CORS and the operations endpoints.
 
-mod common;
-
-use common::{TestServer, assert_error};
+use crate::common::{TestServer, assert_error};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

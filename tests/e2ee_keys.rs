@@ -1,11 +1,9 @@
 //! Encryption keys: upload, query, claim (with races and fallback keys), cross-signing,
 //! signatures, and `device_lists` in `/sync` and `/keys/changes`.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::{
+use crate::common::{
     PASSWORD, Session, TestServer, assert_error,
     keys::{CrossSigning, Device, Key},
     password_auth,

@@ -1,9 +1,9 @@
 //! Typing notices, receipts, read markers, presence and delivery receipts, as `/sync`
 //! carries them.
 
-mod common;
+use crate::common;
 
-use common::{
+use crate::common::{
     TestServer, assert_error,
     rooms::{V3, create_room, enc, join, room_events, send_text, sync},
 };

@@ -2,9 +2,9 @@
 //! that holds a room's whole history, lazy-loaded members of `/context`, and events of rooms
 //! the user cannot see.
 
-mod common;
+use crate::common;
 
-use common::{
+use crate::common::{
     TestServer,
     rooms::{V3, create_room, join, messages, query_value, room_events, send_text, sync},
 };

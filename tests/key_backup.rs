@@ -1,9 +1,7 @@
 //! Server-side key backup: versions, keys with `etag` and `count`, the rules for replacing a
 //! session's key, `M_WRONG_ROOM_KEYS_VERSION`, and one user never seeing another's backup.
 
-mod common;
-
-use common::{TestServer, assert_error, rooms::V3};
+use crate::common::{TestServer, assert_error, rooms::V3};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

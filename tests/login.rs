@@ -1,8 +1,8 @@
 //! Login, tokens, refresh, logout and whoami.
 
-mod common;
+use crate::common;
 
-use common::{PASSWORD, TestServer, assert_error};
+use crate::common::{PASSWORD, TestServer, assert_error};
 use reqwest::StatusCode;
 use serde_json::json;
 

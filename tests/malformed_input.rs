@@ -3,9 +3,7 @@
 //! and in any string of a JSON body, JSON nested deeper than the bound, and numbers out of
 //! range.
 
-mod common;
-
-use common::{
+use crate::common::{
     TestServer,
     rooms::{V3, create_room},
 };

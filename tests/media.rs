@@ -3,11 +3,9 @@
 //! previews are in `media_images.rs`. Runs on the media store `HEARTH_TEST_MEDIA` names (local
 //! disk or S3) and the database `HEARTH_TEST_DATABASE` names.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestServer, assert_error, media::*};
+use crate::common::{TestServer, assert_error, media::*};
 use image::ImageFormat;
 use reqwest::{StatusCode, header};
 

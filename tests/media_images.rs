@@ -3,8 +3,6 @@
 //! the media store `HEARTH_TEST_MEDIA` names (local disk or S3) and the database
 //! `HEARTH_TEST_DATABASE` names.
 
-mod common;
-
 use std::{
     io::Cursor,
     sync::{
@@ -14,8 +12,8 @@ use std::{
     time::Duration,
 };
 
+use crate::common::{TestServer, assert_error, media::*};
 use axum::{Router, response::IntoResponse, routing::get};
-use common::{TestServer, assert_error, media::*};
 use image::ImageFormat;
 use reqwest::{StatusCode, header};
 use serde_json::Value;

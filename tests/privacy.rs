@@ -2,9 +2,9 @@
 //! join later, and the user directory lists only people the searcher could meet (Synapse's
 //! rules with `search_all_users: false`).
 
-mod common;
+use crate::common;
 
-use common::{
+use crate::common::{
     Session, TestServer, password_auth,
     rooms::{V3, create_room, join, messages, send_text},
 };

@@ -1,8 +1,6 @@
 //! Profiles: display name, avatar URL, extended fields, and who may change them.
 
-mod common;
-
-use common::{TestServer, assert_error};
+use crate::common::{TestServer, assert_error};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

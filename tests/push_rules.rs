@@ -1,9 +1,9 @@
 //! Push rules: the predefined rules, editing them, what they make of events (notify,
 //! highlight, nothing), the unread counts in sync that follow, and `/notifications`.
 
-mod common;
+use crate::common;
 
-use common::{
+use crate::common::{
     Session, TestServer, assert_error,
     rooms::{V3, create_room, enc, join, sync},
 };

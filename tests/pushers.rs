@@ -2,18 +2,18 @@
 //! receives the notifications; rejected pushkeys remove the pusher; a gateway that is down is
 //! retried, also across a restart; pushers go with their device; SSRF refusals.
 
-mod common;
+use crate::common;
 
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use axum::{Json, Router, extract::State, http::StatusCode as AxumStatus, routing::post};
-use common::{
+use crate::common::{
     Session, TestServer, assert_error,
     rooms::{V3, create_room, join},
 };
+use axum::{Json, Router, extract::State, http::StatusCode as AxumStatus, routing::post};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

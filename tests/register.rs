@@ -1,9 +1,9 @@
 //! Registration: the dummy flow, user-interactive auth sessions, username rules, guests,
 //! registration tokens and rate limits.
 
-mod common;
+use crate::common;
 
-use common::{PASSWORD, TestServer, assert_error};
+use crate::common::{PASSWORD, TestServer, assert_error};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -1,8 +1,6 @@
 //! Relations, threads, bundled aggregations, context and timestamp lookup.
 
-mod common;
-
-use common::{Session, TestServer, assert_error};
+use crate::common::{Session, TestServer, assert_error};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -2,9 +2,9 @@
 //! aliases, typing without a timeout, identical state sent twice, `/join` bodies, room upgrades
 //! with guest access, and the shape of `/joined_members`.
 
-mod common;
+use crate::common;
 
-use common::{
+use crate::common::{
     Session, TestServer, assert_error,
     rooms::{V3, create_room, join, query_value},
 };

@@ -1,9 +1,7 @@
 //! Room rules: knocking, restricted joins, upgrades, history visibility, filters, and what
 //! generic endpoints must not let through.
 
-mod common;
-
-use common::{
+use crate::common::{
     TestServer, assert_error,
     rooms::{V3, create_room, join, messages, send_text},
 };

@@ -1,8 +1,6 @@
 //! Rooms: creation, sending, state, history, redaction, ordering.
 
-mod common;
-
-use common::{
+use crate::common::{
     TestServer, assert_error,
     rooms::{V3, create_room, enc, join, messages, send_text},
 };

@@ -3,9 +3,7 @@
 //! status, an error that is not a Matrix error, an unknown endpoint answering anything but
 //! "unrecognized". (Were it to accept everything, every other test would check nothing.)
 
-mod common;
-
-use common::schema::{check, push_notification_violations};
+use crate::common::schema::{check, push_notification_violations};
 use serde_json::{Value, json};
 
 fn rejects(method: &str, path: &str, status: u16, body: Value) {

@@ -1,9 +1,9 @@
 //! Simplified sliding sync (MSC4186): lists, ranges and ordering, required state with `$LAZY`
 //! and `$ME`, subscriptions, connection positions, and the extensions.
 
-mod common;
+use crate::common;
 
-use common::{
+use crate::common::{
     Session, TestServer, assert_error,
     rooms::{V3, create_room, enc, join, send_text},
 };

@@ -1,6 +1,6 @@
 //! The storage API against the backend `HEARTH_TEST_DATABASE` names (SQLite or PostgreSQL).
 
-mod common;
+use crate::common;
 
 use hearth::storage::{Backend, SCHEMA_VERSION, Storage};
 

@@ -1,11 +1,11 @@
 //! `/sync`: initial and incremental, long-poll, limited timelines, filters, membership
 //! sections, account data, ignored users and tokens across a restart.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     TestServer, assert_error,
     rooms::{V3, create_room, join, messages, query_value, room_events, send_text, sync},
 };

@@ -3,9 +3,7 @@
 //! `limited` under type filters, `timeline.limit: 0`, presence of new room-mates, the
 //! federation event format and when a summary names heroes.
 
-mod common;
-
-use common::{
+use crate::common::{
     Session, TestServer,
     rooms::{V3, create_room, join, query_value, room_events, send_text, sync},
 };

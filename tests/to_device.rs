@@ -1,9 +1,7 @@
 //! To-device messages: idempotent sends, `*` for every device, delivery through `/sync` and
 //! sliding sync exactly once across a lost response, and the per-device bound.
 
-mod common;
-
-use common::{
+use crate::common::{
     PASSWORD, Session, TestServer, assert_error,
     rooms::{V3, sync},
 };

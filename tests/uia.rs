@@ -2,9 +2,7 @@
 //! session remembers its first request's parameters and answers a retry with the account it
 //! made; non-ASCII passwords; someone else's credentials are a 403.
 
-mod common;
-
-use common::{PASSWORD, Session, TestServer, password_auth, rooms::V3};
+use crate::common::{PASSWORD, Session, TestServer, password_auth, rooms::V3};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

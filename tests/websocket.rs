@@ -1,11 +1,9 @@
 //! The WebSocket transport: updates pushed as they happen, requests answered by `id`,
 //! reconnecting with `since`, slow clients closed, bad requests refused.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     Session, TestServer, assert_error,
     rooms::{V3, create_room, enc, join, send_text},
 };
