@@ -95,6 +95,15 @@ impl ApiError {
         )
     }
 
+    /// The client stopped sending the request body (`limits.body_timeout_secs`).
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::Unknown,
+            "The request body stopped arriving".to_owned(),
+        )
+    }
+
     pub fn limit_exceeded(retry_after: Duration) -> Self {
         let mut data = LimitExceededErrorData::new();
         data.retry_after = Some(RetryAfter::Delay(retry_after));

@@ -1,16 +1,24 @@
 //! The TCP listener, with a cap on open connections so that clients can never take the file
 //! descriptors the database and the data directory need. Past the cap, new connections wait
 //! in the kernel's accept queue until one closes, instead of being accepted and starving
-//! SQLite (`unable to open database file`) or failing in `accept` with `EMFILE`.
+//! SQLite (`unable to open database file`) or failing in `accept` with `EMFILE`. A second,
+//! per-address cap keeps one host from taking all of them.
 
 use std::{
+    collections::HashMap,
+    future::Future,
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
+use tokio_util::task::TaskTracker;
+use tower_http::timeout::TimeoutBody;
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -155,9 +163,181 @@ impl AsyncWrite for CappedStream {
     }
 }
 
+/// What a connection may take: time for headers, for each piece of a body, and how many
+/// connections one address may hold.
+pub struct ConnectionLimits {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub per_address: Arc<PerAddressLimit>,
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` completes, then lets every open connection
+/// finish the request it is on (long-polls and WebSockets are woken by the caller) and returns.
+pub async fn serve(
+    mut listener: CappedListener,
+    router: axum::Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    use axum::serve::Listener as _;
+    use tower::Service as _;
+
+    let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let (closing, closing_seen) = tokio::sync::watch::channel(());
+    let connections = TaskTracker::new();
+    let limits = Arc::new(limits);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, address) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let Some(slot) = limits.per_address.admit(address.ip()) else {
+            tracing::debug!(%address, "too many connections from one address");
+            connections.spawn(refuse(stream));
+            continue;
+        };
+        // Small frames (WebSocket pushes, sync responses) go out at once: Nagle's algorithm
+        // with delayed ACKs would hold some back for 40 ms.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        let Ok(service) = make_service.call(address).await;
+        let limits = limits.clone();
+        let mut closing_seen = closing_seen.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let body_timeout = limits.body_timeout;
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let request = request.map(|body| axum::body::Body::new(TimeoutBody::new(body_timeout, body)));
+                tower::ServiceExt::oneshot(service.clone(), request)
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = closing_seen.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, %address, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing.send(());
+    connections.close();
+    connections.wait().await;
+}
+
+/// Answers a connection over its address's limit with a 429 and closes it.
+async fn refuse(mut stream: CappedStream) {
+    use tokio::io::AsyncWriteExt as _;
+    const BODY: &str =
+        r#"{"errcode":"M_LIMIT_EXCEEDED","error":"Too many connections from your address","retry_after_ms":5000}"#;
+    let response = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 5\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let write = async {
+        stream.inner.write_all(response.as_bytes()).await?;
+        stream.inner.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// Counts the connections open from each address. The map holds only addresses with a
+/// connection open, so it is never larger than the listener's cap.
+pub struct PerAddressLimit {
+    max: usize,
+    exempt: Vec<IpNet>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerAddressLimit {
+    /// `max` = 0: no limit.
+    pub fn new(max: usize, exempt: Vec<IpNet>) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            exempt,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for one more connection from `address`, or `None` when it has its fill.
+    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Option<AddressSlot> {
+        let address = canonical(address);
+        if self.max == 0 || self.exempt.iter().any(|net| net.contains(&address)) {
+            return Some(AddressSlot { limit: None, address });
+        }
+        let mut open = self.open.lock().expect("the connection map is never poisoned");
+        let count = open.entry(address).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            limit: Some(self.clone()),
+            address,
+        })
+    }
+}
+
+/// An IPv4 client reached over an IPv6 socket counts as its IPv4 address.
+fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        IpAddr::V4(_) => address,
+    }
+}
+
+/// One connection's place under its address's limit, given back when dropped.
+pub struct AddressSlot {
+    limit: Option<Arc<PerAddressLimit>>,
+    address: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let Some(limit) = &self.limit else { return };
+        let mut open = limit.open.lock().expect("the connection map is never poisoned");
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::connection_cap;
+    use super::{PerAddressLimit, connection_cap};
+
+    #[test]
+    fn an_address_gets_its_share_and_no_more() {
+        let limit = PerAddressLimit::new(2, vec!["10.0.0.0/8".parse().unwrap()]);
+        let a = "192.0.2.1".parse().unwrap();
+        let first = limit.admit(a).expect("first");
+        let _second = limit.admit(a).expect("second");
+        assert!(limit.admit(a).is_none());
+        // The same address over IPv6 is the same client.
+        assert!(limit.admit("::ffff:192.0.2.1".parse().unwrap()).is_none());
+        assert!(limit.admit("192.0.2.2".parse().unwrap()).is_some());
+        drop(first);
+        assert!(limit.admit(a).is_some());
+        // Exempt addresses are not counted at all.
+        let proxy = "10.1.2.3".parse().unwrap();
+        let slots: Vec<_> = (0..10).map(|_| limit.admit(proxy).expect("exempt")).collect();
+        drop(slots);
+        assert!(limit.open.lock().unwrap().get(&proxy).is_none());
+    }
 
     #[test]
     fn the_cap_leaves_descriptors_for_the_database() {

@@ -76,7 +76,6 @@ impl Server {
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let presence = tokio::spawn(age_presence(state.clone()));
         let deliveries = tokio::spawn(crate::sync::delivery::flush_deliveries(state.clone()));
-        let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let notifier = state.notifier.clone();
         let shutdown = async move {
             shutdown.await;
@@ -84,20 +83,28 @@ impl Server {
             notifier.close();
         };
         let file_limit = listener::raise_file_limit();
+        let config = &state.config.limits;
         let cap = listener::connection_cap(
-            state.config.limits.max_connections,
+            config.max_connections,
             file_limit,
             state.config.database.max_connections,
         );
         tracing::info!(?file_limit, max_connections = cap, "client connections capped");
-        // Small frames (WebSocket pushes, sync responses) go out at once: Nagle's algorithm
-        // with delayed ACKs would hold some back for 40 ms.
-        let listener = axum::serve::ListenerExt::tap_io(listener::CappedListener::new(listener, cap), |stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        let limits = listener::ConnectionLimits {
+            header_timeout: Duration::from_secs(config.header_timeout_secs),
+            body_timeout: Duration::from_secs(config.body_timeout_secs),
+            per_address: listener::PerAddressLimit::new(
+                config.max_connections_per_ip,
+                config.connection_limit_exempt.clone(),
+            ),
+        };
+        listener::serve(
+            listener::CappedListener::new(listener, cap),
+            api::router(state.clone()),
+            limits,
+            shutdown,
+        )
+        .await;
         housekeeping.abort();
         presence.abort();
         state.push.stop();

@@ -17,9 +17,9 @@ use tokio_tungstenite::{
 
 const PATH: &str = "/_matrix/client/unstable/io.hearth.websocket/stream";
 
-type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(server: &TestServer, who: &Session, query: &str) -> Socket {
+pub(crate) async fn connect(server: &TestServer, who: &Session, query: &str) -> Socket {
     let url = format!("ws://{}{PATH}?access_token={}&{query}", server.addr, who.access_token);
     let mut request = url.into_client_request().unwrap();
     request
@@ -54,7 +54,7 @@ async fn until(socket: &mut Socket, wanted: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
-async fn request(socket: &mut Socket, id: &str, method: &str, params: Value) -> Value {
+pub(crate) async fn request(socket: &mut Socket, id: &str, method: &str, params: Value) -> Value {
     let frame = json!({ "id": id, "method": method, "params": params });
     socket.send(Message::text(frame.to_string())).await.unwrap();
     until(socket, |frame| frame["id"] == id).await

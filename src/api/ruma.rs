@@ -230,8 +230,22 @@ pub async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::too_large(limit)),
+        Err(error) if is_body_timeout(error.as_ref()) => Err(ApiError::body_timeout()),
         Err(_) => Err(ApiError::bad_json("Could not read the request body")),
     }
+}
+
+/// Whether reading a body failed because the client stopped sending it
+/// (`limits.body_timeout_secs`); the error may come wrapped in axum's.
+pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Maps ruma's parse failure to the spec's error: unparseable JSON is `M_NOT_JSON`, JSON of

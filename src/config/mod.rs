@@ -267,6 +267,18 @@ pub struct LimitsConfig {
     /// To-device messages kept per device; beyond it the oldest are dropped, so a device that
     /// never syncs cannot grow the database without end.
     pub max_to_device_per_device: i64,
+    /// Connections open at once from one address (0 = no limit), so one host cannot take the
+    /// whole `max_connections`.
+    pub max_connections_per_ip: usize,
+    /// Addresses the per-address limit does not apply to: a reverse proxy in front of Hearth
+    /// brings every client through one address.
+    pub connection_limit_exempt: Vec<ipnet::IpNet>,
+    /// Seconds a client has to send a request's headers, counted from the connection's start or
+    /// the end of the previous response: it is also how long an idle keep-alive connection
+    /// stays open.
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may go without a byte arriving before the request fails (408).
+    pub body_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -409,6 +421,13 @@ impl Default for LimitsConfig {
             max_request_body_bytes: 1024 * 1024,
             max_connections: 0,
             max_to_device_per_device: 10_000,
+            max_connections_per_ip: 500,
+            connection_limit_exempt: vec![
+                "127.0.0.0/8".parse().expect("a valid network"),
+                "::1/128".parse().expect("a valid network"),
+            ],
+            header_timeout_secs: 30,
+            body_timeout_secs: 30,
         }
     }
 }
@@ -475,6 +494,12 @@ impl Config {
             return fail(
                 "database.url",
                 format!("`{url}` is neither sqlite://… nor postgres://…"),
+            );
+        }
+        if self.limits.header_timeout_secs == 0 || self.limits.body_timeout_secs == 0 {
+            return fail(
+                "limits.header_timeout_secs",
+                "timeouts must be at least 1 second".into(),
             );
         }
         if self.limits.max_request_body_bytes < 1024 {

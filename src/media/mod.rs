@@ -112,8 +112,13 @@ impl Media {
         let mut size = 0u64;
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk
-                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "The upload was cut off"))?;
+            let chunk = chunk.map_err(|error| {
+                if crate::api::ruma::is_body_timeout(&error) {
+                    ApiError::body_timeout()
+                } else {
+                    ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "The upload was cut off")
+                }
+            })?;
             size += chunk.len() as u64;
             if size > limit {
                 return Err(too_large(limit));
