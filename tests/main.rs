@@ -15,6 +15,7 @@ mod directory;
 mod discovery;
 mod e2ee_keys;
 mod ephemeral;
+mod guests;
 mod history;
 mod key_backup;
 mod login;

@@ -1,6 +1,7 @@
 //! Membership: join, invite, leave, forget, kick, ban, unban, and the member lists.
 
 use axum::Json;
+use http::StatusCode;
 use ruma::{
     OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId, RoomId,
     api::{
@@ -49,6 +50,13 @@ async fn join(state: &AppState, sender: &Sender, room_id: &RoomId, body: &[u8]) 
         == Some("join")
     {
         return Ok(room_id.to_owned());
+    }
+    if sender.is_guest && !crate::rooms::membership::guests_may_join(state, room_id).await? {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorKind::GuestAccessForbidden,
+            "Guests cannot join this room",
+        ));
     }
     // The body's fields (a reason, a per-room display name, ...) go into the member event.
     let extra: Map<String, Value> = serde_json::from_slice(body).unwrap_or_default();

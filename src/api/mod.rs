@@ -11,6 +11,7 @@ mod devices;
 mod directory;
 mod discovery;
 mod extract;
+mod guests;
 mod key_backup;
 mod keys;
 mod media;

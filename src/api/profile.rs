@@ -71,6 +71,7 @@ pub async fn set_field(
     let target = &request.body.user_id;
     sender.ensure_is(target, "profile")?;
     let field = request.body.value.field_name();
+    guests_keep_to_display_names(sender, field.as_str())?;
     let value = request.body.value.value().into_owned();
     if field.as_str().len() > MAX_FIELD_NAME_BYTES {
         return Err(ApiError::new(
@@ -113,6 +114,7 @@ pub async fn delete_field(
 ) -> ApiResult<delete_profile_field::v3::Response> {
     let sender = request.sender()?;
     sender.ensure_is(&request.body.user_id, "profile")?;
+    guests_keep_to_display_names(sender, request.body.field.as_str())?;
     state
         .storage
         .delete_profile_field(sender.user_id.as_str(), request.body.field.as_str())
@@ -121,4 +123,16 @@ pub async fn delete_field(
         propagate_profile(&state, &sender.user_id).await?;
     }
     Ok(delete_profile_field::v3::Response::new())
+}
+
+/// Of their profile, guests may change only the display name (spec, guest access).
+fn guests_keep_to_display_names(sender: &crate::accounts::sessions::Sender, field: &str) -> ApiResult<()> {
+    if sender.is_guest && field != "displayname" {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorKind::GuestAccessForbidden,
+            "Guest accounts may change only their display name",
+        ));
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use std::{
 use axum::{
     Router,
     body::Body,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request, State},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, RawPathParams, Request, State},
     response::{IntoResponse, Response},
     routing::{MethodFilter, on},
 };
@@ -190,9 +190,22 @@ pub async fn authenticate(parts: &Parts, state: &AppState, token_use: TokenUse) 
         return Ok(None);
     }
     match access_token(parts)? {
-        Some(token) => Ok(Some(
-            authenticate_access_token(&state.storage, &token, client_ip(parts, state)).await?,
-        )),
+        Some(token) => {
+            let sender = authenticate_access_token(&state.storage, &token, client_ip(parts, state)).await?;
+            // Endpoints open to everyone are open to guests too; of the others, guests get
+            // only those the spec (and Synapse) allow them.
+            if sender.is_guest && token_use == TokenUse::Required {
+                let template = parts.extensions.get::<MatchedPath>().map_or("", MatchedPath::as_str);
+                if !super::guests::may_call(&parts.method, template) {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        ruma::api::error::ErrorKind::GuestAccessForbidden,
+                        "Guest accounts cannot do this",
+                    ));
+                }
+            }
+            Ok(Some(sender))
+        }
         None if token_use == TokenUse::Required => Err(ApiError::missing_token()),
         None => Ok(None),
     }

@@ -50,6 +50,37 @@ pub async fn change_membership(
     change_membership_with(state, room_id, sender, target, change, extra).await
 }
 
+/// Whether the room lets guests in (`m.room.guest_access` is `can_join`).
+pub async fn guests_may_join(state: &AppState, room_id: &RoomId) -> ApiResult<bool> {
+    let Some(event) = state
+        .storage
+        .current_state_event(room_id.as_str(), "m.room.guest_access", "")
+        .await?
+    else {
+        return Ok(false);
+    };
+    let pdu: Value = serde_json::from_str(&event.json).map_err(|_| ApiError::internal())?;
+    Ok(pdu["content"]["guest_access"] == "can_join")
+}
+
+/// After `m.room.guest_access` changed: when guests may no longer join, the guests in the
+/// room leave it (the spec's server behaviour; each leaves on their own account, as Synapse
+/// does, so no power is needed).
+pub async fn remove_guests_if_closed(state: &AppState, room_id: &RoomId) -> ApiResult<()> {
+    if guests_may_join(state, room_id).await? {
+        return Ok(());
+    }
+    for guest in state.storage.joined_guests(room_id.as_str()).await? {
+        let Ok(guest) = ruma::OwnedUserId::try_from(guest) else {
+            continue;
+        };
+        if let Err(error) = change_membership(state, room_id, &guest, &guest, Change::Leave, None).await {
+            tracing::warn!(%room_id, user_id = %guest, ?error, "could not remove a guest from a room closed to guests");
+        }
+    }
+    Ok(())
+}
+
 /// Member event fields only the server sets.
 const SERVER_SET_MEMBER_FIELDS: &[&str] = &[
     "membership",

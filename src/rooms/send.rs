@@ -99,6 +99,9 @@ pub async fn send_state(
     }
     let draft = EventDraft::state(event_type, state_key, Value::Object(content));
     let appended = append_event(state, room_id, &sender.user_id, draft, None).await?;
+    if event_type == "m.room.guest_access" {
+        super::membership::remove_guests_if_closed(state, room_id).await?;
+    }
     Ok(appended.event_id)
 }
 

@@ -86,4 +86,16 @@ impl Storage {
             .fetch_one(&self.pool)
             .await?)
     }
+
+    /// The room's joined members who are guests of this server.
+    pub async fn joined_guests(&self, room_id: &str) -> Result<Vec<String>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT c.state_key FROM current_state_events c JOIN users u ON u.user_id = c.state_key
+             WHERE c.room_id = $1 AND c.event_type = 'm.room.member' AND c.membership = 'join'
+               AND u.is_guest <> 0",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
 }
