@@ -82,13 +82,8 @@ data_dir = "$dir"
 log = "warn"
 [registration]
 shared_secret = "bench"
-[rate_limits.login]
-per_second = 1000000.0
-burst_count = 1000000
-[rate_limits.registration]
-per_second = 1000000.0
-burst_count = 1000000
 TOML
+    cat bench/no-rate-limits.toml >> "$dir/hearth.toml"
     if [ "$backend" = postgres ]; then
         fresh_pg hearth_bench
         printf '[database]\nurl = "%s/hearth_bench"\n' "$POSTGRES" >> "$dir/hearth.toml"

@@ -9,7 +9,7 @@ data=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 HEARTH_LISTEN="127.0.0.1:$port" HEARTH_DATA_DIR="$data" HEARTH_LOG=warn \
     HEARTH_PUSH_IP_RANGE_ALLOWLIST='["127.0.0.1/32"]' \
-    HEARTH_REGISTRATION_SHARED_SECRET=smoke "$hearth" serve &
+    HEARTH_REGISTRATION_SHARED_SECRET=smoke "$hearth" serve --config "$(dirname "$0")/no-rate-limits.toml" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 100); do

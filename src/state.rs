@@ -11,7 +11,7 @@ use crate::{
     media::Media,
     metrics::Metrics,
     push::Push,
-    ratelimit::{RateLimiter, RateLimits},
+    ratelimit::RateLimits,
     rooms::{RoomLocks, persister::Persister},
     storage::Storage,
     sync::{Notifier, StreamToken, delivery::Deliveries, presence::Presence, sliding::Connections, typing::Typing},
@@ -49,10 +49,7 @@ pub struct Services {
 impl AppState {
     /// `positions`: where each stream stands at start-up (see [`crate::sync::starting_positions`]).
     pub fn new(config: Config, storage: Storage, signing_key: ServerKey, positions: StreamToken, media: Media) -> Self {
-        let rate_limits = RateLimits {
-            login: RateLimiter::new(config.rate_limits.login),
-            registration: RateLimiter::new(config.rate_limits.registration),
-        };
+        let rate_limits = RateLimits::new(&config.rate_limits);
         let persister_storage = storage.clone();
         let push = Push::new(&config.push);
         let caches = Caches::default();

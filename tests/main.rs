@@ -26,6 +26,7 @@ mod privacy;
 mod profile;
 mod push_rules;
 mod pushers;
+mod rate_limits;
 mod register;
 mod relations;
 mod room_behaviour;

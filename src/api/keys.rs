@@ -129,6 +129,7 @@ pub async fn send_to_device(
     request: Ruma<send_event_to_device::v3::Request>,
 ) -> ApiResult<send_event_to_device::v3::Response> {
     let sender = request.sender()?;
+    state.rate_limits.check_user(&state.rate_limits.to_device, sender)?;
     e2ee::to_device::send(&state, sender, &request.body).await?;
     Ok(send_event_to_device::v3::Response::new())
 }

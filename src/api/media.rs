@@ -105,6 +105,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {
+    state.rate_limits.check_user(&state.rate_limits.media_upload, &sender)?;
     let (content_type, filename) = upload_metadata(&state, &headers, query.as_deref()).await?;
     let user = sender.user_id.as_str();
     state
@@ -129,6 +130,7 @@ pub async fn upload(
 
 /// `POST /_matrix/media/v1/create`: reserves a media ID to upload to later.
 pub async fn create(State(state): State<AppState>, Authed(sender): Authed) -> ApiResult<Json<Value>> {
+    state.rate_limits.check_user(&state.rate_limits.media_upload, &sender)?;
     let origin = state.config.server_name.as_str();
     let media_id = crate::media::Media::new_media_id();
     let expires = now_ms() + (state.media.config.unused_upload_expiry_secs * 1000) as i64;
@@ -564,9 +566,10 @@ pub async fn config(State(state): State<AppState>, _: Authed) -> Json<Value> {
 /// `GET /_matrix/client/v1/media/preview_url?url=…` (and the deprecated `/_matrix/media/v3/`).
 pub async fn preview_url(
     State(state): State<AppState>,
-    _: Authed,
+    Authed(sender): Authed,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
+    state.rate_limits.check_user(&state.rate_limits.preview_url, &sender)?;
     let url = query_param(query.as_deref(), "url").ok_or_else(|| ApiError::missing_param("`url` is required"))?;
     let preview = state
         .media

@@ -58,6 +58,7 @@ async fn join(state: &AppState, sender: &Sender, room_id: &RoomId, body: &[u8]) 
             "Guests cannot join this room",
         ));
     }
+    state.rate_limits.check_user(&state.rate_limits.joins, sender)?;
     // The body's fields (a reason, a per-room display name, ...) go into the member event.
     let extra: Map<String, Value> = serde_json::from_slice(body).unwrap_or_default();
     change_membership_with(state, room_id, &sender.user_id, &sender.user_id, Change::Join, extra).await?;
@@ -160,6 +161,7 @@ pub async fn invite(state: AppState, request: Ruma<invite_user::v3::Request>) ->
     if state.storage.user(user_id.as_str()).await?.is_none() {
         return Err(ApiError::not_found("No such user"));
     }
+    state.rate_limits.check_invite(sender, user_id.as_str())?;
     let change = Change::Invite { is_direct: false };
     change_membership(
         &state,

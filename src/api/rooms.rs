@@ -153,6 +153,11 @@ pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) ->
             .ok_or_else(|| ApiError::bad_json("initial_state entry without content"))?;
         initial_state.push((event_type.to_owned(), state_key.to_owned(), content));
     }
+    let limits = &state.rate_limits;
+    limits.check_user(&limits.room_creation, sender)?;
+    for invitee in &body.invite {
+        limits.check_invite(sender, invitee.as_str())?;
+    }
     let spec = RoomSpec {
         version,
         preset,
@@ -501,6 +506,9 @@ pub async fn redact(
         endpoint: "redact",
         txn_id: body.txn_id.as_str(),
     };
+    if let Some(event_id) = send::limit_sends(&state, sender, &body.room_id, Some(&transaction)).await? {
+        return Ok(redact_event::v3::Response::new(event_id));
+    }
     let appended = append_event(&state, &body.room_id, &sender.user_id, draft, Some(transaction)).await?;
     Ok(redact_event::v3::Response::new(appended.event_id))
 }

@@ -286,6 +286,24 @@ pub struct LimitsConfig {
 pub struct RateLimitsConfig {
     pub login: RateLimit,
     pub registration: RateLimit,
+    /// Events sent (messages, state, redactions), per user.
+    pub message: RateLimit,
+    /// Rooms created, per user.
+    pub room_creation: RateLimit,
+    /// Invites sent, per inviting user.
+    pub invites: RateLimit,
+    /// Invites received, per invited user (so many senders cannot flood one victim).
+    pub invites_received: RateLimit,
+    /// Rooms joined, per user.
+    pub joins: RateLimit,
+    /// Media uploads (and `create` of async uploads), per user.
+    pub media_upload: RateLimit,
+    /// `sendToDevice` requests, per user.
+    pub to_device: RateLimit,
+    /// URL previews, per user (each may fetch a page from the internet).
+    pub preview_url: RateLimit,
+    /// Users none of these per-user limits apply to (server admins never have them).
+    pub exempt_users: Vec<String>,
 }
 
 /// A token bucket: `per_second` tokens refill, up to `burst_count`.
@@ -443,6 +461,41 @@ impl Default for RateLimitsConfig {
                 per_second: 0.17,
                 burst_count: 3,
             },
+            // The per-user defaults are Synapse's where a chat user never meets them, and
+            // looser where Synapse's are felt (its rc_message is 0.2/s with a burst of 10).
+            message: RateLimit {
+                per_second: 1.0,
+                burst_count: 30,
+            },
+            room_creation: RateLimit {
+                per_second: 0.016,
+                burst_count: 10,
+            },
+            invites: RateLimit {
+                per_second: 0.3,
+                burst_count: 10,
+            },
+            invites_received: RateLimit {
+                per_second: 0.003,
+                burst_count: 5,
+            },
+            joins: RateLimit {
+                per_second: 0.1,
+                burst_count: 10,
+            },
+            media_upload: RateLimit {
+                per_second: 10.0,
+                burst_count: 50,
+            },
+            to_device: RateLimit {
+                per_second: 10.0,
+                burst_count: 100,
+            },
+            preview_url: RateLimit {
+                per_second: 1.0,
+                burst_count: 30,
+            },
+            exempt_users: Vec::new(),
         }
     }
 }
@@ -505,9 +558,18 @@ impl Config {
         if self.limits.max_request_body_bytes < 1024 {
             return fail("limits.max_request_body_bytes", "must be at least 1024".into());
         }
+        let limits = &self.rate_limits;
         for (key, limit) in [
-            ("rate_limits.login", self.rate_limits.login),
-            ("rate_limits.registration", self.rate_limits.registration),
+            ("rate_limits.login", limits.login),
+            ("rate_limits.registration", limits.registration),
+            ("rate_limits.message", limits.message),
+            ("rate_limits.room_creation", limits.room_creation),
+            ("rate_limits.invites", limits.invites),
+            ("rate_limits.invites_received", limits.invites_received),
+            ("rate_limits.joins", limits.joins),
+            ("rate_limits.media_upload", limits.media_upload),
+            ("rate_limits.to_device", limits.to_device),
+            ("rate_limits.preview_url", limits.preview_url),
         ] {
             if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst_count == 0 {
                 return fail(key, "per_second must be > 0 and burst_count at least 1".into());

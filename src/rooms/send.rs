@@ -24,20 +24,57 @@ pub async fn send_message(
     endpoint: &'static str,
     txn_id: &str,
 ) -> ApiResult<OwnedEventId> {
+    let transaction = Transaction {
+        device_id: sender.device_id.as_str(),
+        endpoint,
+        txn_id,
+    };
+    if let Some(event_id) = limit_sends(state, sender, room_id, Some(&transaction)).await? {
+        return Ok(event_id);
+    }
     let draft = EventDraft {
         event_type: event_type.to_owned(),
         state_key: None,
         content: Value::Object(content),
         redacts: None,
     };
-    let transaction = Transaction {
-        device_id: sender.device_id.as_str(),
-        endpoint,
-        txn_id,
-    };
     let appended = append_event(state, room_id, &sender.user_id, draft, Some(transaction)).await?;
     state.presence.active(state, &sender.user_id).await?;
     Ok(appended.event_id)
+}
+
+/// Takes a token from the sender's `rate_limits.message` bucket. Over the limit, the retry
+/// of a transaction that already went through still gets its event (`Some`): only then is
+/// the database asked.
+pub async fn limit_sends(
+    state: &AppState,
+    sender: &Sender,
+    room_id: &RoomId,
+    transaction: Option<&Transaction<'_>>,
+) -> ApiResult<Option<OwnedEventId>> {
+    let limits = &state.rate_limits;
+    let Err(limited) = limits.check_user(&limits.message, sender) else {
+        return Ok(None);
+    };
+    let Some(txn) = transaction else {
+        return Err(limited);
+    };
+    let earlier = state
+        .storage
+        .event_for_transaction(
+            sender.user_id.as_str(),
+            txn.device_id,
+            room_id.as_str(),
+            txn.endpoint,
+            txn.txn_id,
+        )
+        .await?;
+    match earlier {
+        Some(event_id) => Ok(Some(
+            OwnedEventId::try_from(event_id).map_err(|_| ApiError::internal())?,
+        )),
+        None => Err(limited),
+    }
 }
 
 /// Sends a state event (`PUT /rooms/{roomId}/state/{eventType}/{stateKey}`). Membership
@@ -97,6 +134,7 @@ pub async fn send_state(
     {
         return OwnedEventId::try_from(existing).map_err(|_| ApiError::internal());
     }
+    limit_sends(state, sender, room_id, None).await?;
     let draft = EventDraft::state(event_type, state_key, Value::Object(content));
     let appended = append_event(state, room_id, &sender.user_id, draft, None).await?;
     if event_type == "m.room.guest_access" {

@@ -36,7 +36,8 @@ def running_hearth(binary: str):
     with tempfile.TemporaryDirectory() as data_dir:
         port = free_port()
         env = dict(os.environ, HEARTH_LISTEN=f"127.0.0.1:{port}", HEARTH_DATA_DIR=data_dir, HEARTH_LOG="warn")
-        server = subprocess.Popen([binary, "serve"], env=env)
+        config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nio-server.toml")
+        server = subprocess.Popen([binary, "serve", "--config", config], env=env)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 30

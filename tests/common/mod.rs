@@ -91,8 +91,26 @@ pub fn test_config() -> Config {
         ..Config::default()
     };
     config.registration.shared_secret = Some(SHARED_SECRET.to_owned());
-    config.rate_limits.login.burst_count = 1000;
-    config.rate_limits.registration.burst_count = 1000;
+    // Tests send, join and create quickly; the rate limit tests set their own limits.
+    let generous = hearth::config::RateLimit {
+        per_second: 1000.0,
+        burst_count: 1000,
+    };
+    let limits = &mut config.rate_limits;
+    for limit in [
+        &mut limits.message,
+        &mut limits.room_creation,
+        &mut limits.invites,
+        &mut limits.invites_received,
+        &mut limits.joins,
+        &mut limits.media_upload,
+        &mut limits.to_device,
+        &mut limits.preview_url,
+    ] {
+        *limit = generous;
+    }
+    limits.login.burst_count = 1000;
+    limits.registration.burst_count = 1000;
     config.log = "warn".to_owned();
     config
 }
