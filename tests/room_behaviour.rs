@@ -409,3 +409,79 @@ async fn a_refused_creation_leaves_no_room_behind() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn a_creation_the_auth_rules_refuse_midway_makes_nothing_at_all() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    // In a v10 room the creator may lower her own level in the power levels event; the next
+    // event (the join rules, state_default 50) is then refused by the auth rules, after the
+    // create event, her join and the power levels were built: none of them may be kept, nor
+    // the alias, the directory entry or the invite that came with the request.
+    let body = json!({
+        "room_version": "10",
+        "preset": "public_chat",
+        "visibility": "public",
+        "room_alias_name": "halfbuilt",
+        "invite": [bob.user_id],
+        "power_level_content_override": { "users": { alice.user_id.clone(): 0 } },
+    });
+    let (status, response) = server.post(&format!("{V3}/createRoom"), alice.token(), body).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{response}");
+    assert_eq!(response["errcode"], "M_FORBIDDEN");
+    let (_, joined) = server.get(&format!("{V3}/joined_rooms"), alice.token()).await;
+    assert_eq!(joined["joined_rooms"], json!([]), "no half-built room");
+    let (status, _) = server
+        .get(
+            &format!("{V3}/directory/room/{}", query_value("#halfbuilt:localhost")),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no alias");
+    let (_, public) = server.get(&format!("{V3}/publicRooms"), alice.token()).await;
+    assert_eq!(public["chunk"], json!([]), "no directory entry");
+    let synced = server.get(&format!("{V3}/sync"), bob.token()).await.1;
+    assert!(
+        synced["rooms"]["invite"]
+            .as_object()
+            .is_none_or(|rooms| rooms.is_empty()),
+        "no invite: {synced}"
+    );
+    // An invitee who does not exist is refused before anything is made, too.
+    let (status, _) = server
+        .post(
+            &format!("{V3}/createRoom"),
+            alice.token(),
+            json!({ "invite": ["@nobody:localhost"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, joined) = server.get(&format!("{V3}/joined_rooms"), alice.token()).await;
+    assert_eq!(joined["joined_rooms"], json!([]));
+
+    // The same request without the bad override makes the whole room, alias and all.
+    let body = json!({
+        "room_version": "10",
+        "preset": "public_chat",
+        "visibility": "public",
+        "room_alias_name": "wholebuilt",
+        "invite": [bob.user_id],
+        "name": "Whole",
+    });
+    let (status, response) = server.post(&format!("{V3}/createRoom"), alice.token(), body).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    let room = response["room_id"].as_str().unwrap();
+    let (_, alias) = server
+        .get(
+            &format!("{V3}/directory/room/{}", query_value("#wholebuilt:localhost")),
+            None,
+        )
+        .await;
+    assert_eq!(alias["room_id"], room);
+    let (_, public) = server.get(&format!("{V3}/publicRooms"), alice.token()).await;
+    assert_eq!(public["chunk"][0]["room_id"], room);
+    assert_eq!(public["chunk"][0]["canonical_alias"], "#wholebuilt:localhost");
+    let synced = server.get(&format!("{V3}/sync"), bob.token()).await.1;
+    assert!(synced["rooms"]["invite"][room].is_object(), "{synced}");
+}

@@ -38,13 +38,8 @@ fn local_alias(state: &AppState, alias: &OwnedRoomAliasId) -> ApiResult<()> {
     Ok(())
 }
 
-/// Creates `alias` for a room the user is joined to (used by createRoom too).
-pub async fn add_alias(
-    state: &AppState,
-    user_id: &UserId,
-    alias: &OwnedRoomAliasId,
-    room_id: &RoomId,
-) -> ApiResult<()> {
+/// Creates `alias` for a room the user is joined to.
+async fn add_alias(state: &AppState, user_id: &UserId, alias: &OwnedRoomAliasId, room_id: &RoomId) -> ApiResult<()> {
     local_alias(state, alias)?;
     if state
         .storage
@@ -213,8 +208,8 @@ pub async fn set_visibility(
     Ok(set_room_visibility::v3::Response::new())
 }
 
-/// Publishes or unpublishes a room (used by createRoom with `visibility: public` too).
-pub async fn publish(state: &AppState, user_id: &UserId, room_id: &RoomId, published: bool) -> ApiResult<()> {
+/// Publishes or unpublishes a room.
+async fn publish(state: &AppState, user_id: &UserId, room_id: &RoomId, published: bool) -> ApiResult<()> {
     require_room(state, room_id.as_str()).await?;
     let (own, _) = power_levels(state, room_id, user_id, "state_default").await?;
     let needed = state_event_level(state, room_id, "m.room.canonical_alias").await?;

@@ -22,10 +22,7 @@ use ruma::{
 };
 use serde_json::{Map, Value, value::RawValue};
 
-use super::{
-    directory::{add_alias, publish},
-    ruma::Ruma,
-};
+use super::ruma::Ruma;
 use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
@@ -153,6 +150,17 @@ pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) ->
             .ok_or_else(|| ApiError::bad_json("initial_state entry without content"))?;
         initial_state.push((event_type.to_owned(), state_key.to_owned(), content));
     }
+    // Invitees are checked as /invite checks them, before anything is made.
+    for invitee in &body.invite {
+        if invitee.server_name() != state.config.server_name {
+            return Err(ApiError::forbidden(
+                "Inviting users of other servers needs federation, not supported yet",
+            ));
+        }
+        if state.storage.user(invitee.as_str()).await?.is_none() {
+            return Err(ApiError::not_found(format!("No such user: {invitee}")));
+        }
+    }
     let limits = &state.rate_limits;
     limits.check_user(&limits.room_creation, sender)?;
     for invitee in &body.invite {
@@ -168,16 +176,10 @@ pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) ->
         topic: body.topic.clone(),
         invite: body.invite.clone(),
         is_direct: body.is_direct,
+        alias,
+        publish: body.visibility == Visibility::Public,
     };
     let room_id = create_room_with(&state, &sender.user_id, spec).await?;
-    if let Some(alias) = alias {
-        add_alias(&state, &sender.user_id, &alias, &room_id).await?;
-        let draft = EventDraft::state("m.room.canonical_alias", "", serde_json::json!({ "alias": alias }));
-        append_event(&state, &room_id, &sender.user_id, draft, None).await?;
-    }
-    if body.visibility == Visibility::Public {
-        publish(&state, &sender.user_id, &room_id, true).await?;
-    }
     Ok(create_room::v3::Response::new(room_id))
 }
 

@@ -81,6 +81,26 @@ pub async fn remove_guests_if_closed(state: &AppState, room_id: &RoomId) -> ApiR
     Ok(())
 }
 
+/// The content of `target`'s member event for `change`: the membership, and for a join,
+/// invite or knock of a local user their display name and avatar, which travel with it.
+pub async fn member_content(state: &AppState, change: Change, target: &UserId) -> ApiResult<Value> {
+    let mut content = json!({ "membership": change.membership() });
+    if let Change::Invite { is_direct: true } = change {
+        content["is_direct"] = Value::from(true);
+    }
+    if matches!(change, Change::Join | Change::Invite { .. } | Change::Knock)
+        && target.server_name() == state.config.server_name
+    {
+        let profile = state.storage.profile(target.as_str()).await?;
+        for field in ["displayname", "avatar_url"] {
+            if let Some(value) = profile.get(field).filter(|v| v.is_string()) {
+                content[field] = value.clone();
+            }
+        }
+    }
+    Ok(content)
+}
+
 /// Member event fields only the server sets.
 const SERVER_SET_MEMBER_FIELDS: &[&str] = &[
     "membership",
@@ -118,21 +138,7 @@ pub async fn change_membership_with(
         }
         _ => {}
     }
-    let mut content = json!({ "membership": change.membership() });
-    if let Change::Invite { is_direct: true } = change {
-        content["is_direct"] = Value::from(true);
-    }
-    // The member's own display name and avatar travel with their membership.
-    if matches!(change, Change::Join | Change::Invite { .. } | Change::Knock)
-        && target.server_name() == state.config.server_name
-    {
-        let profile = state.storage.profile(target.as_str()).await?;
-        for field in ["displayname", "avatar_url"] {
-            if let Some(value) = profile.get(field).filter(|v| v.is_string()) {
-                content[field] = value.clone();
-            }
-        }
-    }
+    let mut content = member_content(state, change, target).await?;
     for (key, value) in extra {
         if !SERVER_SET_MEMBER_FIELDS.contains(&key.as_str()) {
             content[key] = value;

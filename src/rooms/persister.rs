@@ -151,7 +151,7 @@ async fn write(storage: &Storage, events: &[&NewEvent]) -> Result<Vec<i64>, Stor
     let mut tx = storage.begin_write().await?;
     let mut positions = Vec::with_capacity(events.len());
     for event in events {
-        positions.push(Storage::persist_event(&mut tx, &event.row()).await?);
+        positions.push(Storage::persist_event(&mut tx, &event.row()).await?.position);
         if let Some(redacted) = &event.redacts {
             Storage::mark_redacted(&mut tx, &event.room_id, redacted, &event.event_id).await?;
         }

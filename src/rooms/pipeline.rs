@@ -7,24 +7,23 @@ use std::collections::HashMap;
 
 use hearth_federation::{
     finalize_pdu,
-    pdu::{PduError, PduEvent, event_references, room_id_from_create_event_id},
+    pdu::{PduError, PduEvent, event_references},
 };
 use http::StatusCode;
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, RoomVersionId, UserId,
     api::error::ErrorKind,
     events::TimelineEventType,
-    room_version_rules::{RoomIdFormatVersion, RoomVersionRules},
+    room_version_rules::RoomVersionRules,
     state_res::{auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules},
 };
 use serde_json::{Value, value::RawValue};
 
 use super::{access::power_levels, persister::NewEvent};
 use crate::{
-    accounts::tokens::random_string,
     error::{ApiError, ApiResult},
     state::AppState,
-    storage::{EventRow, NewEventRow, StateMap, Storage, now_ms},
+    storage::{EventRow, StateMap, now_ms},
     sync::Stream,
 };
 
@@ -71,7 +70,7 @@ pub fn room_version_rules(version: &str) -> ApiResult<(RoomVersionId, RoomVersio
     Ok((id, rules))
 }
 
-fn unsupported_version(version: &str) -> ApiError {
+pub(super) fn unsupported_version(version: &str) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         ErrorKind::UnsupportedRoomVersion,
@@ -79,91 +78,11 @@ fn unsupported_version(version: &str) -> ApiError {
     )
 }
 
-/// Creates a room with its `m.room.create` event and returns the room ID. In room versions
-/// with hash room IDs (v12) the ID is derived from the create event; before that it is random.
-pub async fn create_room_event(
-    state: &AppState,
-    version: &RoomVersionId,
-    sender: &UserId,
-    content: Value,
-) -> ApiResult<(OwnedRoomId, Appended)> {
-    let rules = version.rules().ok_or_else(|| unsupported_version(version.as_str()))?;
-    let hash_room_id = rules.room_id_format == RoomIdFormatVersion::V2;
-    let generated_room_id = (!hash_room_id)
-        .then(|| OwnedRoomId::try_from(format!("!{}:{}", random_string(18), state.config.server_name)))
-        .transpose()
-        .map_err(|_| ApiError::internal())?;
-    let draft = EventDraft::state("m.room.create", "", content);
-    // A hashed room ID is taken when an identical creation landed in the same millisecond:
-    // the event then moves a millisecond on, and gets another ID. Two creations always make
-    // two rooms.
-    let mut attempt = 0;
-    let (event_id, room_id, pdu, json, mut tx) = loop {
-        let mut object = build_object(&draft, generated_room_id.as_deref(), sender, 1, &[], &[], &rules)?;
-        if attempt > 0
-            && let Some(CanonicalJsonValue::Integer(ts)) = object.get("origin_server_ts").cloned()
-        {
-            let moved = i64::from(ts).saturating_add(attempt);
-            let moved = ruma::Int::new(moved).ok_or_else(ApiError::internal)?;
-            object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(moved));
-        }
-        let event_id = finalize(&mut object, &rules, state)?;
-        let room_id = match &generated_room_id {
-            Some(room_id) => room_id.clone(),
-            None => room_id_from_create_event_id(&event_id).map_err(|_| ApiError::internal())?,
-        };
-        let pdu = to_pdu(&event_id, &object)?;
-        check_state_independent_auth_rules(&rules.authorization, &pdu, |_| None::<PduEvent>)
-            .map_err(|reason| ApiError::bad_json(format!("Invalid m.room.create event: {reason}")))?;
-        let json = CanonicalJsonValue::Object(object).to_string();
-        let mut tx = state.storage.begin_write().await?;
-        if Storage::insert_room(&mut tx, room_id.as_str(), version.as_str(), sender.as_str()).await? {
-            break (event_id, room_id, pdu, json, tx);
-        }
-        drop(tx);
-        attempt += 1;
-        if attempt == 100 {
-            return Err(ApiError::internal());
-        }
-    };
-    let row = NewEventRow {
-        event_id: event_id.as_str(),
-        room_id: room_id.as_str(),
-        depth: 1,
-        event_type: "m.room.create",
-        state_key: Some(""),
-        sender: sender.as_str(),
-        origin_server_ts: pdu.origin_server_ts.0.into(),
-        json: &json,
-        prev_events: &[],
-        state_before: None,
-        membership: None,
-        transaction: None,
-        relation: None,
-        history_visibility: "shared",
-    };
-    let stream_ordering = Storage::persist_event(&mut tx, &row).await?;
-    tx.commit().await?;
-    state
-        .caches
-        .event_persisted(room_id.as_str(), "m.room.create", Some(""), false);
-    state
-        .notifier
-        .advance(Stream::Events, stream_ordering, [room_id.as_str()]);
-    Ok((
-        room_id,
-        Appended {
-            event_id,
-            stream_ordering,
-        },
-    ))
-}
-
 /// Longest event type and state key (spec, "Size limits": 255 bytes each).
 const MAX_IDENTIFIER_BYTES: usize = 255;
 
 /// The spec's size limits on an event's identifiers: 400 `M_INVALID_PARAM` past them.
-fn check_identifier_sizes(draft: &EventDraft) -> ApiResult<()> {
+pub(super) fn check_identifier_sizes(draft: &EventDraft) -> ApiResult<()> {
     if draft.event_type.len() > MAX_IDENTIFIER_BYTES {
         return Err(ApiError::invalid_param(format!(
             "Event types are at most {MAX_IDENTIFIER_BYTES} bytes"
@@ -413,7 +332,7 @@ fn state_pdus(current: &StateMap, loaded: &HashMap<OwnedEventId, PduEvent>) -> H
         .collect()
 }
 
-fn build_object(
+pub(super) fn build_object(
     draft: &EventDraft,
     room_id: Option<&RoomId>,
     sender: &UserId,
@@ -464,7 +383,11 @@ fn build_object(
     Ok(object)
 }
 
-fn finalize(object: &mut CanonicalJsonObject, rules: &RoomVersionRules, state: &AppState) -> ApiResult<OwnedEventId> {
+pub(super) fn finalize(
+    object: &mut CanonicalJsonObject,
+    rules: &RoomVersionRules,
+    state: &AppState,
+) -> ApiResult<OwnedEventId> {
     finalize_pdu(object, rules, &state.config.server_name, &state.signing_key).map_err(|error| match error {
         PduError::TooLarge => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -478,7 +401,7 @@ fn finalize(object: &mut CanonicalJsonObject, rules: &RoomVersionRules, state: &
     })
 }
 
-fn to_pdu(event_id: &OwnedEventId, object: &CanonicalJsonObject) -> ApiResult<PduEvent> {
+pub(super) fn to_pdu(event_id: &OwnedEventId, object: &CanonicalJsonObject) -> ApiResult<PduEvent> {
     let json = CanonicalJsonValue::Object(object.clone()).to_string();
     PduEvent::from_json(event_id.clone(), &json, false).map_err(|_| ApiError::internal())
 }

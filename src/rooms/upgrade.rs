@@ -115,6 +115,8 @@ pub async fn upgrade_room(
         topic: None,
         invite: Vec::new(),
         is_direct: false,
+        alias: None,
+        publish: false,
     };
     let new_room = create_room(state, sender, spec).await?;
 

@@ -1,10 +1,18 @@
 //! `room_aliases`, `room_directory` and `event_reports`.
 
-use super::{Storage, StorageError, now_ms};
+use super::{Storage, StorageError, Tx, now_ms};
 
 impl Storage {
     /// Creates an alias; false if it is taken.
     pub async fn insert_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<bool, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let inserted = Self::insert_alias_in(&mut tx, alias, room_id, creator).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// [`insert_alias`](Self::insert_alias) within a transaction (a room's creation).
+    pub async fn insert_alias_in(tx: &mut Tx, alias: &str, room_id: &str, creator: &str) -> Result<bool, StorageError> {
         let inserted = sqlx::query(
             "INSERT INTO room_aliases (room_alias, room_id, creator, created_ts) VALUES ($1, $2, $3, $4)
              ON CONFLICT (room_alias) DO NOTHING",
@@ -13,7 +21,7 @@ impl Storage {
         .bind(room_id)
         .bind(creator)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut **tx)
         .await?;
         Ok(inserted.rows_affected() == 1)
     }
@@ -46,18 +54,26 @@ impl Storage {
     }
 
     pub async fn set_published(&self, room_id: &str, published: bool) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        Self::set_published_in(&mut tx, room_id, published).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`set_published`](Self::set_published) within a transaction (a room's creation).
+    pub async fn set_published_in(tx: &mut Tx, room_id: &str, published: bool) -> Result<(), StorageError> {
         if published {
             sqlx::query(
                 "INSERT INTO room_directory (room_id, published_ts) VALUES ($1, $2) ON CONFLICT (room_id) DO NOTHING",
             )
             .bind(room_id)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&mut **tx)
             .await?;
         } else {
             sqlx::query("DELETE FROM room_directory WHERE room_id = $1")
                 .bind(room_id)
-                .execute(&self.pool)
+                .execute(&mut **tx)
                 .await?;
         }
         Ok(())

@@ -29,6 +29,13 @@ pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, dept
                              origin_server_ts, json, redacted_by, replaces_state, \
                              history_visibility";
 
+/// Where a written event landed: its stream position and the state group after it.
+#[derive(Debug, Clone, Copy)]
+pub struct Persisted {
+    pub position: i64,
+    pub state_group: i64,
+}
+
 /// (event type, state key) → event ID.
 pub type StateMap = BTreeMap<(String, String), String>;
 
@@ -419,7 +426,7 @@ impl Storage {
     ///
     /// Positions are handed out inside the transaction from a counter row that stays locked
     /// until commit, so positions become visible in order: no reader sees N+1 before N.
-    pub async fn persist_event(tx: &mut Tx, event: &NewEventRow<'_>) -> Result<i64, StorageError> {
+    pub async fn persist_event(tx: &mut Tx, event: &NewEventRow<'_>) -> Result<Persisted, StorageError> {
         let position = Self::next_stream_position(tx, "events").await?;
         let replaces_state: Option<String> = match event.state_key {
             Some(state_key) => sqlx::query_scalar(
@@ -525,7 +532,10 @@ impl Storage {
             .execute(&mut **tx)
             .await?;
         }
-        Ok(position)
+        Ok(Persisted {
+            position,
+            state_group: state_after,
+        })
     }
 
     /// Marks an event redacted by `redaction_id` (it is then served redacted).
