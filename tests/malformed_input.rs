@@ -1,10 +1,10 @@
 //! Malformed input gets a clear 400 and changes nothing, the same on both databases: NUL
 //! characters (which PostgreSQL cannot store in text) in every identifier of a path or query
 //! and in any string of a JSON body, JSON nested deeper than the bound, and numbers out of
-//! range.
+//! range, and URIs past the length limit.
 
 use crate::common::{
-    TestServer,
+    TestServer, assert_error,
     rooms::{V3, create_room},
 };
 use reqwest::{Method, StatusCode};
@@ -154,4 +154,27 @@ async fn a_number_out_of_range_is_named_as_such() {
     assert_eq!(body["errcode"], "M_BAD_JSON");
     let message = body["error"].as_str().unwrap();
     assert!(!message.contains("must be a JSON object"), "{message}");
+}
+
+#[tokio::test]
+async fn an_overlong_uri_gets_a_matrix_414() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let long = "a".repeat(20_000);
+    let result = server
+        .get(&format!("{V3}/user/{}/filter/{long}", alice.user_id), alice.token())
+        .await;
+    assert_error(&result, StatusCode::URI_TOO_LONG, "M_TOO_LARGE");
+    // Unauthenticated and in the query, the same.
+    let result = server.get(&format!("/_matrix/client/versions?x={long}"), None).await;
+    assert_error(&result, StatusCode::URI_TOO_LONG, "M_TOO_LARGE");
+    // A long but reasonable one (an inline filter, say) is served.
+    let filter = format!(r#"{{"room":{{"timeline":{{"not_types":["{}"]}}}}}}"#, "x".repeat(4000));
+    let (status, _) = server
+        .get(
+            &format!("{V3}/sync?filter={}", crate::common::rooms::query_value(&filter)),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -275,7 +275,7 @@ pub fn router(state: AppState) -> Router {
     matrix
         // NUL is in no identifier; PostgreSQL cannot store it in text. Refused before any
         // handler, so both databases answer alike.
-        .layer(middleware::from_fn(ops::refuse_nul_in_uri))
+        .layer(middleware::from_fn(ops::check_uri))
         // A bug that panics in a handler answers 500 M_UNKNOWN instead of dropping the
         // connection; the server keeps running either way.
         .layer(CatchPanicLayer::custom(|_| {

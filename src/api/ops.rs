@@ -8,6 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::StatusCode;
+use ruma::api::error::ErrorKind;
 
 use crate::{
     error::ApiError,
@@ -47,10 +48,25 @@ pub async fn unknown_endpoint(uri: axum::http::Uri) -> ApiError {
     ApiError::unrecognized(StatusCode::NOT_FOUND, "Unrecognized request")
 }
 
-/// A percent-encoded NUL anywhere in the path or query (a state key, an event type, a
-/// transaction ID, a file name...): 400 `M_INVALID_PARAM`, before anything is looked up.
-pub async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {
+/// Longest request URI (path and query) served, as Synapse's (Twisted's) line limit. Past it:
+/// 414 with a Matrix error. (URIs past 65534 bytes never get here: hyper answers those with a
+/// bare 414 itself.)
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+
+/// A URI past [`MAX_URI_BYTES`]: 414 `M_TOO_LARGE`. A percent-encoded NUL anywhere in the path
+/// or query (a state key, an event type, a transaction ID, a file name...): 400
+/// `M_INVALID_PARAM`. Both before anything is looked up.
+pub async fn check_uri(request: Request, next: Next) -> Response {
     let uri = request.uri();
+    let length = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if length > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            ErrorKind::TooLarge,
+            format!("The request URI is longer than {MAX_URI_BYTES} bytes"),
+        )
+        .into_response();
+    }
     let has_nul = |part: &str| {
         part.as_bytes()
             .windows(3)
