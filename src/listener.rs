@@ -101,6 +101,7 @@ impl axum::serve::Listener for CappedListener {
                     let stream = CappedStream {
                         inner: stream,
                         _permit: permit,
+                        _address_slot: None,
                     };
                     return (stream, address);
                 }
@@ -119,10 +120,11 @@ impl axum::serve::Listener for CappedListener {
     }
 }
 
-/// A client connection; its slot under the cap frees when it is dropped.
+/// A client connection; its slots under the caps free when it is dropped.
 pub struct CappedStream {
     inner: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _address_slot: Option<AddressSlot>,
 }
 
 impl CappedStream {
@@ -192,11 +194,14 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
+        let mut stream = stream;
         let Some(slot) = limits.per_address.admit(address.ip()) else {
             tracing::debug!(%address, "too many connections from one address");
             connections.spawn(refuse(stream));
             continue;
         };
+        // The slot travels with the socket, into a WebSocket after an upgrade too.
+        stream._address_slot = Some(slot);
         // Small frames (WebSocket pushes, sync responses) go out at once: Nagle's algorithm
         // with delayed ACKs would hold some back for 40 ms.
         if let Err(error) = stream.set_nodelay(true) {
@@ -206,7 +211,6 @@ pub async fn serve(
         let limits = limits.clone();
         let mut closing_seen = closing_seen.clone();
         connections.spawn(async move {
-            let _slot = slot;
             let body_timeout = limits.body_timeout;
             let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let request = request.map(|body| axum::body::Body::new(TimeoutBody::new(body_timeout, body)));

@@ -216,3 +216,28 @@ async fn a_body_that_stops_arriving_gets_408() {
     assert!(received.contains("M_UNKNOWN"), "{received}");
     assert!(after >= Duration::from_millis(800), "{after:?}");
 }
+
+#[tokio::test]
+async fn a_websocket_keeps_its_place_under_the_per_address_limit() {
+    let server = TestServer::start_with(|config| {
+        config.limits.max_connections_per_ip = 2;
+        config.limits.connection_limit_exempt = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let alice = server.register("alice").await;
+    // A WebSocket from 127.0.0.2: after the upgrade it is still one of that address's two.
+    let url = format!(
+        "ws://{}/_matrix/client/unstable/io.hearth.websocket/stream?access_token={}",
+        server.addr, alice.access_token
+    );
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "m.json".parse().unwrap());
+    let tcp = raw_connection(&server, [127, 0, 0, 2]).await;
+    let (_socket, _) = tokio_tungstenite::client_async(request, tcp).await.expect("upgraded");
+    let _second = raw_connection(&server, [127, 0, 0, 2]).await;
+    let mut third = raw_connection(&server, [127, 0, 0, 2]).await;
+    let (received, _) = until_closed(&mut third, Duration::from_secs(5)).await;
+    assert!(received.starts_with("HTTP/1.1 429"), "{received}");
+}

@@ -203,6 +203,7 @@ pub async fn change_password(
     tx.commit().await?;
     tracing::info!(%user_id, log_out_other_devices, "password changed");
     state.notifier.wake([user_id.as_str()]);
+    state.push.gateways.pushers_changed(user_id.as_str());
     if let Some(position) = change {
         e2ee::device_lists_changed(state, user_id, position).await?;
     }
@@ -229,6 +230,7 @@ pub async fn deactivate_account(state: &AppState, user_id: &UserId, erase: bool,
     tracing::info!(%user_id, erase, "account deactivated");
     // Open WebSockets check their session when woken, and close.
     state.notifier.wake([user_id.as_str()]);
+    state.push.gateways.pushers_changed(user_id.as_str());
     e2ee::device_lists_changed(state, user_id, change).await?;
     Ok(())
 }
@@ -250,6 +252,7 @@ pub async fn delete_devices(
     let change = Storage::record_device_list_change(&mut tx, user_id.as_str()).await?;
     tx.commit().await?;
     state.notifier.wake([user_id.as_str()]);
+    state.push.gateways.pushers_changed(user_id.as_str());
     e2ee::device_lists_changed(state, user_id, change).await?;
     Ok(())
 }
@@ -261,6 +264,7 @@ pub async fn log_out_everywhere(state: &AppState, user_id: &UserId) -> ApiResult
     let change = Storage::record_device_list_change(&mut tx, user_id.as_str()).await?;
     tx.commit().await?;
     state.notifier.wake([user_id.as_str()]);
+    state.push.gateways.pushers_changed(user_id.as_str());
     e2ee::device_lists_changed(state, user_id, change).await?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! previews. Uploads and downloads stream: these handlers are hand-written rather than ruma's
 //! typed ones, which would hold whole files in memory.
 
-use std::{ops::Range, time::Duration};
+use std::time::Duration;
 
 use axum::{
     Json,
@@ -21,6 +21,7 @@ use crate::{
     config::ThumbnailMethod,
     error::{ApiError, ApiResult},
     media::check_media_id,
+    media::range::{RangeRequest, parse_range},
     state::AppState,
     storage::{NewMedia, Reservation, now_ms},
 };
@@ -482,50 +483,6 @@ fn header_value(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum RangeRequest {
-    /// No usable range (absent, malformed, or several): the whole file, as RFC 9110 allows.
-    Whole,
-    Part(Range<u64>),
-    Unsatisfiable,
-}
-
-/// `bytes=a-b`, `bytes=a-` and `bytes=-n` (RFC 9110 §14.1.2), for a file of `size` bytes.
-fn parse_range(value: &str, size: u64) -> RangeRequest {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return RangeRequest::Whole;
-    };
-    if spec.contains(',') {
-        return RangeRequest::Whole;
-    }
-    let Some((start, end)) = spec.trim().split_once('-') else {
-        return RangeRequest::Whole;
-    };
-    let parse = |text: &str| text.trim().parse::<u64>().ok();
-    let range = match (start.trim().is_empty(), end.trim().is_empty()) {
-        // The last n bytes.
-        (true, false) => match parse(end) {
-            Some(0) => return RangeRequest::Unsatisfiable,
-            Some(suffix) => size.saturating_sub(suffix)..size,
-            None => return RangeRequest::Whole,
-        },
-        (false, true) => match parse(start) {
-            Some(start) => start..size,
-            None => return RangeRequest::Whole,
-        },
-        (false, false) => match (parse(start), parse(end)) {
-            (Some(start), Some(end)) if start <= end => start..(end + 1).min(size),
-            _ => return RangeRequest::Whole,
-        },
-        (true, true) => return RangeRequest::Whole,
-    };
-    if range.start >= size {
-        RangeRequest::Unsatisfiable
-    } else {
-        RangeRequest::Part(range)
-    }
-}
-
 /// `inline` for the spec's inline-safe types, `attachment` for the rest, with the file name
 /// escaped per RFC 6266: a quoted ASCII `filename`, and `filename*` (UTF-8, percent-encoded)
 /// whenever the name is not plain ASCII.
@@ -581,21 +538,6 @@ pub async fn preview_url(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-99", 1000), RangeRequest::Part(0..100));
-        assert_eq!(parse_range("bytes=900-", 1000), RangeRequest::Part(900..1000));
-        assert_eq!(parse_range("bytes=-100", 1000), RangeRequest::Part(900..1000));
-        assert_eq!(parse_range("bytes=-5000", 1000), RangeRequest::Part(0..1000));
-        assert_eq!(parse_range("bytes=500-5000", 1000), RangeRequest::Part(500..1000));
-        assert_eq!(parse_range("bytes=1000-", 1000), RangeRequest::Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-", 0), RangeRequest::Unsatisfiable);
-        assert_eq!(parse_range("bytes=5-1", 1000), RangeRequest::Whole);
-        assert_eq!(parse_range("bytes=0-1,5-6", 1000), RangeRequest::Whole);
-        assert_eq!(parse_range("items=0-1", 1000), RangeRequest::Whole);
-        assert_eq!(parse_range("bytes=x-y", 1000), RangeRequest::Whole);
-    }
 
     #[test]
     fn dispositions() {

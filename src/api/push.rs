@@ -224,6 +224,7 @@ pub async fn set_pusher(
                 .storage
                 .delete_pusher(sender.user_id.as_str(), &ids.app_id, &ids.pushkey)
                 .await?;
+            state.push.gateways.pushers_changed(sender.user_id.as_str());
         }
         set_pusher::v3::PusherAction::Post(post) => {
             let pusher = post.pusher;

@@ -6,6 +6,7 @@
 //! store) or copied in parts (S3) into the store: a 50 MiB upload never sits in memory.
 
 pub mod preview;
+pub mod range;
 pub mod store;
 pub mod thumbnail;
 

@@ -92,6 +92,15 @@ impl Gateways {
         }
     }
 
+    /// The user's pushers may be gone (deleted, their device logged out): their tasks look,
+    /// and those whose pusher is gone end.
+    pub fn pushers_changed(&self, user_id: &str) {
+        let running = self.running.lock().expect("pushers lock");
+        for pusher in pushers_of(&running, user_id) {
+            pusher.wake.notify_one();
+        }
+    }
+
     /// The user read something: their phones' badges should drop. Each pusher sends a
     /// counts-only notification once it has nothing else pending (as Synapse does).
     pub fn badge_changed(&self, user_id: &str) {

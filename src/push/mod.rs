@@ -31,6 +31,8 @@ use crate::{
 pub const PUSH_RULES: &str = "m.push_rules";
 const IGNORED_USERS: &str = "m.ignored_user_list";
 
+/// Users whose push rules are kept built; past it the cache starts again.
+const MAX_CACHED_USERS: usize = 10_000;
 /// Longest a reader waits for evaluation to catch up before showing counts as they are.
 const EVALUATION_WAIT: Duration = Duration::from_secs(2);
 
@@ -145,7 +147,8 @@ impl Push {
         }
         let mut cache = self.users.lock().expect("push cache lock");
         let cacheable = self.generation.load(Ordering::SeqCst) == generation;
-        if cache.len() > 100_000 {
+        // A user's rules are ~10 KiB built: this bounds the cache near 100 MiB.
+        if cache.len() > MAX_CACHED_USERS {
             cache.clear();
         }
         for user in missing {

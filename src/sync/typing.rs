@@ -16,9 +16,21 @@ use super::{notifier::Notifier, token::Stream};
 /// The longest a typing notice lasts without being renewed.
 pub const MAX_TYPING: Duration = Duration::from_secs(120);
 
+/// Rooms with nobody typing are kept (their position tells syncing clients that typing
+/// stopped) until there are this many rooms; then they are swept.
+const SWEEP_ABOVE: usize = 10_000;
+
 #[derive(Default)]
 pub struct Typing {
-    rooms: Mutex<HashMap<OwnedRoomId, RoomTyping>>,
+    rooms: Mutex<Rooms>,
+}
+
+#[derive(Default)]
+struct Rooms {
+    by_id: HashMap<OwnedRoomId, RoomTyping>,
+    /// The newest position of a room swept away: a client that synced before it may have
+    /// missed that typing stopped in any room not listed, so it is told "nobody" for those.
+    swept: i64,
 }
 
 #[derive(Default)]
@@ -41,7 +53,18 @@ impl Typing {
     ) {
         let changed = {
             let mut rooms = self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let room = rooms.entry(room_id.to_owned()).or_default();
+            if rooms.by_id.len() >= SWEEP_ABOVE {
+                let Rooms { by_id, swept } = &mut *rooms;
+                by_id.retain(|_, room| {
+                    let idle = room.users.is_empty() && room.timers.is_empty();
+                    if idle {
+                        *swept = (*swept).max(room.position);
+                    }
+                    !idle
+                });
+                by_id.shrink_to_fit();
+            }
+            let room = rooms.by_id.entry(room_id.to_owned()).or_default();
             let changed = match timeout {
                 Some(timeout) => {
                     let expiry = Instant::now() + timeout.min(MAX_TYPING);
@@ -54,7 +77,7 @@ impl Typing {
             }
             let start_timer = timeout.is_some() && room.timers.insert(user_id.to_owned());
             if room.users.is_empty() && room.timers.is_empty() && !changed {
-                rooms.remove(room_id);
+                rooms.by_id.remove(room_id);
             }
             (changed, start_timer)
         };
@@ -81,7 +104,7 @@ impl Typing {
     fn expire(&self, notifier: &Notifier, room_id: &RoomId, user_id: &UserId) -> Option<Instant> {
         let expired = {
             let mut rooms = self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let room = rooms.get_mut(room_id)?;
+            let room = rooms.by_id.get_mut(room_id)?;
             let Some(expiry) = room.users.get(user_id).copied() else {
                 room.timers.remove(user_id);
                 return None;
@@ -104,7 +127,9 @@ impl Typing {
     /// `until` belongs to the next response (whose token covers it), not this one.
     pub fn changed_between(&self, room_id: &str, since: i64, until: i64) -> Option<Vec<OwnedUserId>> {
         let rooms = self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let room = rooms.get(room_id)?;
+        let Some(room) = rooms.by_id.get(room_id) else {
+            return (rooms.swept > since && rooms.swept <= until).then(Vec::new);
+        };
         (room.position > since && room.position <= until).then(|| {
             let mut users: Vec<OwnedUserId> = room.users.keys().cloned().collect();
             users.sort();

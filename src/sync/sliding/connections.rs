@@ -18,6 +18,8 @@ use crate::{
 
 /// Connections (`conn_id`s) one device may hold; the least recently used goes first.
 const MAX_CONNECTIONS_PER_DEVICE: usize = 10;
+/// Connections kept across all users; past it the least recently used are dropped.
+const MAX_CONNECTIONS: usize = 10_000;
 /// Connections unused for this long are forgotten (the client gets `M_UNKNOWN_POS`).
 const CONNECTION_IDLE: Duration = Duration::from_secs(60 * 60);
 
@@ -76,8 +78,16 @@ impl Connections {
     /// from are dropped (the client has processed it, so it will never go back further).
     pub(super) fn store(&self, key: (String, String, String), used: Option<&str>, pos: String, state: ConnState) {
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if inner.len() > 10_000 {
+        if inner.len() >= MAX_CONNECTIONS {
             inner.retain(|_, c| c.last_used.elapsed() < CONNECTION_IDLE);
+        }
+        if inner.len() >= MAX_CONNECTIONS {
+            // Still full of live ones: the least recently used tenth goes (their clients get
+            // M_UNKNOWN_POS and start again), so the sweep is paid once per thousand.
+            let mut by_use: Vec<Instant> = inner.values().map(|c| c.last_used).collect();
+            by_use.sort_unstable();
+            let cutoff = by_use[MAX_CONNECTIONS / 10];
+            inner.retain(|_, c| c.last_used > cutoff);
         }
         if !inner.contains_key(&key) {
             let device: Vec<(&(String, String, String), Instant)> = inner

@@ -56,12 +56,21 @@ const BUMP_TYPES: &[&str] = &[
     "m.beacon_info",
 ];
 
+/// Longest `conn_id` accepted.
+const MAX_CONN_ID_BYTES: usize = 255;
+
 /// Serves one request: computes the answer, and when it continues a connection and has
 /// nothing new, waits up to `timeout` for a change.
 pub async fn sliding_sync(state: &AppState, sender: &Sender, request: SlidingRequest) -> ApiResult<Value> {
     if request.lists.len() > MAX_LISTS || request.room_subscriptions.len() > MAX_SUBSCRIPTIONS {
         return Err(ApiError::invalid_param(format!(
             "At most {MAX_LISTS} lists and {MAX_SUBSCRIPTIONS} room subscriptions"
+        )));
+    }
+    // The server keeps state per conn_id: a name, not a payload.
+    if request.conn_id.as_ref().is_some_and(|id| id.len() > MAX_CONN_ID_BYTES) {
+        return Err(ApiError::invalid_param(format!(
+            "conn_id is at most {MAX_CONN_ID_BYTES} bytes"
         )));
     }
     let key = (
