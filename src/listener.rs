@@ -165,6 +165,12 @@ impl AsyncWrite for CappedStream {
     }
 }
 
+/// Probes after 60 s of silence, every 15 s, 4 times: a dead peer is dropped after ~2 min.
+const KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(Duration::from_secs(60))
+    .with_interval(Duration::from_secs(15))
+    .with_retries(4);
+
 /// What a connection may take: time for headers, for each piece of a body, and how many
 /// connections one address may hold.
 pub struct ConnectionLimits {
@@ -206,6 +212,11 @@ pub async fn serve(
         // with delayed ACKs would hold some back for 40 ms.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        // A peer that vanished without closing (a phone out of coverage) is noticed within
+        // about two minutes even while its long-poll or WebSocket has nothing to send.
+        if let Err(error) = socket2::SockRef::from(&stream.inner).set_tcp_keepalive(&KEEPALIVE) {
+            tracing::debug!(%error, "could not set TCP keepalive");
         }
         let Ok(service) = make_service.call(address).await;
         let limits = limits.clone();
