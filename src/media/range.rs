@@ -35,7 +35,7 @@ pub fn parse_range(value: &str, size: u64) -> RangeRequest {
             None => return RangeRequest::Whole,
         },
         (false, false) => match (parse(start), parse(end)) {
-            (Some(start), Some(end)) if start <= end => start..(end + 1).min(size),
+            (Some(start), Some(end)) if start <= end => start..end.saturating_add(1).min(size),
             _ => return RangeRequest::Whole,
         },
         (true, true) => return RangeRequest::Whole,
@@ -64,5 +64,11 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 1000), RangeRequest::Whole);
         assert_eq!(parse_range("items=0-1", 1000), RangeRequest::Whole);
         assert_eq!(parse_range("bytes=x-y", 1000), RangeRequest::Whole);
+        // Found by the `range` fuzz target: the last position a u64 holds overflowed `end + 1`
+        // (a panic in debug builds, an empty range in release).
+        assert_eq!(
+            parse_range("bytes=0-18446744073709551615", 1000),
+            RangeRequest::Part(0..1000)
+        );
     }
 }
