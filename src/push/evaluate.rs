@@ -124,7 +124,13 @@ async fn evaluate_event(
         rooms.insert(event.room_id.clone(), context);
     }
     let room = rooms.get_mut(&event.room_id).expect("inserted above");
-    let pdu: Value = serde_json::from_str(&event.json).unwrap_or_default();
+    // ruma's FlattenedJson panics on JSON serde_json cannot hold (a number out of range):
+    // an event that does not parse here is not evaluated (found by the push_condition fuzz
+    // target; stored events are canonical JSON, so this is a guard, not a path).
+    let Ok(pdu) = serde_json::from_str::<Value>(&event.json) else {
+        tracing::warn!(event_id = %event.event_id, "an event that is not JSON was not evaluated for push");
+        return Ok(0);
+    };
     // Membership and power levels as of this event (the state after it).
     let mut invitee = None;
     match (event.event_type.as_str(), event.state_key.as_deref()) {
