@@ -159,7 +159,7 @@ impl From<sqlx::Error> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
-        if is_unavailable(&error) {
+        if error.is_unavailable() {
             // The database is away for a moment (a lost connection, a restart, a full pool):
             // the client should retry, not give up.
             tracing::warn!(%error, "database unavailable");
@@ -176,22 +176,6 @@ impl From<StorageError> for ApiError {
 
 /// How long a client is asked to wait after a 503.
 const RETRY_AFTER_SECS: u64 = 2;
-
-/// Whether a storage failure is the database being out of reach rather than a bug: lost or
-/// refused connections, a pool that timed out, PostgreSQL's connection and shutdown errors
-/// (classes 08 and 57P, too many connections), SQLite busy or locked past its timeout.
-fn is_unavailable(error: &StorageError) -> bool {
-    let StorageError::Sqlx(error) = error else {
-        return false;
-    };
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
-            code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "5" || code == "6"
-        }),
-        _ => false,
-    }
-}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -32,7 +32,7 @@ impl Server {
                 .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
         }
         let url = config.database_url();
-        let storage = Storage::connect(&url, config.database.max_connections)
+        let storage = connect(&config, &url)
             .await
             .with_context(|| format!("cannot open the database ({})", redact_url(&url)))?;
         let listener = TcpListener::bind(config.listen)
@@ -175,6 +175,26 @@ async fn age_presence(state: AppState) {
         state.presence.tick(&state).await;
     }
 }
+
+/// Opens the database; one that is out of reach is tried again every 2 s for
+/// `database.connect_wait_secs`, saying why each time.
+async fn connect(config: &Config, url: &str) -> Result<Storage, crate::storage::StorageError> {
+    let wait = Duration::from_secs(config.database.connect_wait_secs);
+    let started = std::time::Instant::now();
+    loop {
+        match Storage::connect(url, config.database.max_connections).await {
+            Err(error) if error.is_unavailable() && started.elapsed() < wait => {
+                let left = wait.saturating_sub(started.elapsed()).as_secs();
+                tracing::warn!(%error, "the database does not answer; trying again in 2 s ({left} s left)");
+                tokio::time::sleep(CONNECT_RETRY).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Between tries at a database that does not answer at start.
+const CONNECT_RETRY: Duration = Duration::from_secs(2);
 
 /// The database URL without its password, for messages.
 fn redact_url(url: &str) -> String {

@@ -228,3 +228,71 @@ async fn an_unreachable_postgres_is_named_at_once() {
     assert!(text.contains("refused"), "{text}");
     assert!(!text.contains("timed out"), "{text}");
 }
+
+/// A port nothing listens on (yet).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A test config for a server on `database_url`, waiting `wait_secs` for it at start.
+fn waiting_config(database_url: String, wait_secs: u64, dir: &std::path::Path) -> hearth::config::Config {
+    let mut config = common::test_config();
+    config.data_dir = dir.to_owned();
+    config.database.url = Some(database_url);
+    config.database.connect_wait_secs = wait_secs;
+    config
+}
+
+#[tokio::test]
+async fn a_database_that_stays_down_fails_the_start_after_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{}/none", free_port());
+    let started = std::time::Instant::now();
+    let error = hearth::server::Server::bind(waiting_config(url, 3, dir.path()))
+        .await
+        .err()
+        .expect("nothing listens there");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(2500),
+        "it tried again"
+    );
+    let text = format!("{error:#}").to_lowercase();
+    assert!(text.contains("refused"), "{text}");
+}
+
+#[tokio::test]
+async fn a_database_that_comes_up_during_the_wait_is_used() {
+    // PostgreSQL only: the database appears (a forwarder to it opens on the port) while
+    // Hearth is waiting for it.
+    if common::backend() != "postgres" {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let real = url::Url::parse(&common::fresh_database_url(dir.path()).await).unwrap();
+    let target = format!("{}:{}", real.host_str().unwrap(), real.port().unwrap_or(5432));
+    let port = free_port();
+    let mut waiting = real.clone();
+    waiting.set_port(Some(port)).unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        while let Ok((mut client, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    let started = std::time::Instant::now();
+    let server = hearth::server::Server::bind(waiting_config(waiting.to_string(), 30, dir.path()))
+        .await
+        .expect("the database came up in time");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    assert_eq!(server.state().storage.backend(), Backend::Postgres);
+}

@@ -1,7 +1,12 @@
 //! Sessions: what a login, a registration or a refresh hands out (a device, an access token
 //! and perhaps a refresh token), and turning a presented access token back into a user.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    collections::HashSet,
+    net::IpAddr,
+    sync::{LazyLock, Mutex},
+    time::Duration,
+};
 
 use ruma::{OwnedDeviceId, OwnedUserId};
 
@@ -146,6 +151,9 @@ pub async fn refresh_session(storage: &Storage, refresh_token: &str, lifetime: D
     Ok(session)
 }
 
+/// Devices whose "last seen" write is under way.
+static TOUCHING: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
+
 /// Resolves an access token to its user and device.
 ///
 /// Expired tokens get `soft_logout: true` (the client may refresh or log in again keeping its
@@ -169,13 +177,25 @@ pub async fn authenticate_access_token(storage: &Storage, token: &str, ip: IpAdd
         .last_seen_ts
         .is_none_or(|seen| now - seen > LAST_SEEN_RESOLUTION_MS)
     {
-        // Off the request path: the device list's "last seen" may lag a moment.
-        let (storage, user_id, device_id) = (storage.clone(), info.user_id.clone(), info.device_id.clone());
-        tokio::spawn(async move {
-            if let Err(error) = storage.touch_device(&user_id, &device_id, &ip.to_string()).await {
-                tracing::warn!(%error, "could not record device last-seen");
-            }
-        });
+        // Off the request path: the device list's "last seen" may lag a moment. One write per
+        // device at a time: requests arriving while it is under way do not pile up more.
+        let key = format!("{}\n{}", info.user_id, info.device_id);
+        let first = TOUCHING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key.clone());
+        if first {
+            let (storage, user_id, device_id) = (storage.clone(), info.user_id.clone(), info.device_id.clone());
+            tokio::spawn(async move {
+                if let Err(error) = storage.touch_device(&user_id, &device_id, &ip.to_string()).await {
+                    tracing::warn!(%error, "could not record device last-seen");
+                }
+                TOUCHING
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .remove(&key);
+            });
+        }
     }
     let user_id = OwnedUserId::try_from(info.user_id).map_err(|_| ApiError::internal())?;
     Ok(Sender {

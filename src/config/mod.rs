@@ -239,6 +239,9 @@ pub fn default_ip_denylist() -> Vec<ipnet::IpNet> {
 pub struct DatabaseConfig {
     pub url: Option<String>,
     pub max_connections: u32,
+    /// At start, how long to keep trying a database that does not answer (a server starting
+    /// beside Hearth); 0: fail at once with the cause.
+    pub connect_wait_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -408,6 +411,7 @@ impl Default for DatabaseConfig {
         Self {
             url: None,
             max_connections: 16,
+            connect_wait_secs: 0,
         }
     }
 }

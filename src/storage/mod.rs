@@ -156,3 +156,23 @@ pub enum StorageError {
     #[error("storage invariant broken: {0}")]
     Invariant(&'static str),
 }
+
+impl StorageError {
+    /// Whether a storage failure is the database being out of reach rather than a bug: lost or
+    /// refused connections, a pool that timed out, PostgreSQL's connection and shutdown errors
+    /// (classes 08 and 57P, too many connections), SQLite busy or locked past its timeout.
+    pub fn is_unavailable(&self) -> bool {
+        let Self::Sqlx(error) = self else {
+            return false;
+        };
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => {
+                true
+            }
+            sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+                code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "5" || code == "6"
+            }),
+            _ => false,
+        }
+    }
+}
