@@ -175,6 +175,9 @@ const KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
 /// connections one address may hold.
 pub struct ConnectionLimits {
     pub header_timeout: Duration,
+    /// The header (and idle keep-alive) timeout of exempt addresses: a reverse proxy keeps
+    /// idle connections in a pool, and must never find one closed under it.
+    pub exempt_header_timeout: Duration,
     pub body_timeout: Duration,
     pub per_address: Arc<PerAddressLimit>,
 }
@@ -206,6 +209,11 @@ pub async fn serve(
             connections.spawn(refuse(stream));
             continue;
         };
+        let header_timeout = if slot.exempt {
+            limits.exempt_header_timeout
+        } else {
+            limits.header_timeout
+        };
         // The slot travels with the socket, into a WebSocket after an upgrade too.
         stream._address_slot = Some(slot);
         // Small frames (WebSocket pushes, sync responses) go out at once: Nagle's algorithm
@@ -229,7 +237,7 @@ pub async fn serve(
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             let mut connection = std::pin::pin!(connection);
@@ -248,8 +256,17 @@ pub async fn serve(
     drop(listener);
     let _ = closing.send(());
     connections.close();
-    connections.wait().await;
+    // A client that stopped reading a response must not hold the shutdown open.
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still open at shutdown were dropped"
+        );
+    }
 }
+
+/// How long shutdown waits for open connections to finish their requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Answers a connection over its address's limit with a 429 and closes it.
 async fn refuse(mut stream: CappedStream) {
@@ -262,7 +279,12 @@ async fn refuse(mut stream: CappedStream) {
     );
     let write = async {
         stream.inner.write_all(response.as_bytes()).await?;
-        stream.inner.shutdown().await
+        stream.inner.shutdown().await?;
+        // Read what the client sent before closing: unread bytes would make the kernel reset
+        // the connection, and the reset can overtake the answer.
+        let mut sink = [0u8; 1024];
+        while tokio::io::AsyncReadExt::read(&mut stream.inner, &mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
@@ -288,8 +310,19 @@ impl PerAddressLimit {
     /// A slot for one more connection from `address`, or `None` when it has its fill.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Option<AddressSlot> {
         let address = canonical(address);
-        if self.max == 0 || self.exempt.iter().any(|net| net.contains(&address)) {
-            return Some(AddressSlot { limit: None, address });
+        if self.exempt.iter().any(|net| net.contains(&address)) {
+            return Some(AddressSlot {
+                limit: None,
+                address,
+                exempt: true,
+            });
+        }
+        if self.max == 0 {
+            return Some(AddressSlot {
+                limit: None,
+                address,
+                exempt: false,
+            });
         }
         let mut open = self.open.lock().expect("the connection map is never poisoned");
         let count = open.entry(address).or_default();
@@ -300,14 +333,19 @@ impl PerAddressLimit {
         Some(AddressSlot {
             limit: Some(self.clone()),
             address,
+            exempt: false,
         })
     }
 }
 
-/// An IPv4 client reached over an IPv6 socket counts as its IPv4 address.
+/// An IPv4 client reached over an IPv6 socket counts as its IPv4 address; an IPv6 client as
+/// its /64 (one host usually has a whole /64 to pick addresses from).
 fn canonical(address: IpAddr) -> IpAddr {
     match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
         IpAddr::V4(_) => address,
     }
 }
@@ -316,6 +354,8 @@ fn canonical(address: IpAddr) -> IpAddr {
 pub struct AddressSlot {
     limit: Option<Arc<PerAddressLimit>>,
     address: IpAddr,
+    /// From an exempt address (a reverse proxy).
+    exempt: bool,
 }
 
 impl Drop for AddressSlot {
@@ -347,6 +387,11 @@ mod tests {
         assert!(limit.admit("192.0.2.2".parse().unwrap()).is_some());
         drop(first);
         assert!(limit.admit(a).is_some());
+        // One IPv6 /64 is one host.
+        let _v6 = limit.admit("2001:db8::1".parse().unwrap()).expect("first");
+        let _v6b = limit.admit("2001:db8::2".parse().unwrap()).expect("second");
+        assert!(limit.admit("2001:db8::ffff:1".parse().unwrap()).is_none());
+        assert!(limit.admit("2001:db8:0:1::1".parse().unwrap()).is_some());
         // Exempt addresses are not counted at all.
         let proxy = "10.1.2.3".parse().unwrap();
         let slots: Vec<_> = (0..10).map(|_| limit.admit(proxy).expect("exempt")).collect();

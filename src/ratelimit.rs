@@ -153,6 +153,8 @@ impl RateLimits {
         if self.is_exempt(sender) {
             return Ok(());
         }
+        // Nothing is taken from the sender when the invitee's bucket refuses.
+        self.invites_received.check_available(invitee)?;
         self.invites.check(sender.user_id.as_str())?;
         self.invites_received.check(invitee)
     }

@@ -90,13 +90,17 @@ impl Server {
             state.config.database.max_connections,
         );
         tracing::info!(?file_limit, max_connections = cap, "client connections capped");
+        // One address never gets more than a quarter of all connections.
+        let per_address = match config.max_connections_per_ip {
+            0 => 0,
+            configured => configured.min((cap / 4).max(1)),
+        };
+        tracing::info!(max_connections_per_ip = per_address, "connections per address capped");
         let limits = listener::ConnectionLimits {
             header_timeout: Duration::from_secs(config.header_timeout_secs),
+            exempt_header_timeout: Duration::from_secs(config.exempt_idle_timeout_secs),
             body_timeout: Duration::from_secs(config.body_timeout_secs),
-            per_address: listener::PerAddressLimit::new(
-                config.max_connections_per_ip,
-                config.connection_limit_exempt.clone(),
-            ),
+            per_address: listener::PerAddressLimit::new(per_address, config.connection_limit_exempt.clone()),
         };
         listener::serve(
             listener::CappedListener::new(listener, cap),

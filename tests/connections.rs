@@ -58,7 +58,11 @@ async fn until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> (
 
 #[tokio::test]
 async fn a_client_that_dribbles_headers_is_closed_while_others_are_served() {
-    let server = TestServer::start_with(|config| config.limits.header_timeout_secs = 2).await;
+    let server = TestServer::start_with(|config| {
+        config.limits.header_timeout_secs = 2;
+        config.limits.connection_limit_exempt = Vec::new();
+    })
+    .await;
     // Ten connections send a request's headers one byte every 300 ms: without a deadline
     // each would hold its connection for as long as it likes.
     let mut dribblers = Vec::new();
@@ -102,7 +106,20 @@ async fn a_client_that_dribbles_headers_is_closed_while_others_are_served() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     use tokio::io::AsyncWriteExt;
-    let server = TestServer::start_with(|config| config.limits.header_timeout_secs = 1).await;
+    let server = TestServer::start_with(|config| {
+        config.limits.header_timeout_secs = 1;
+        config.limits.exempt_idle_timeout_secs = 5;
+        config.limits.connection_limit_exempt = vec!["127.0.0.3/32".parse().unwrap()];
+    })
+    .await;
+    // A reverse proxy (an exempt address) keeps its idle connections longer: its pool must
+    // not meet one closed under it.
+    let mut proxy = raw_connection(&server, [127, 0, 0, 3]).await;
+    proxy
+        .write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let proxy_closed = tokio::spawn(async move { until_closed(&mut proxy, Duration::from_secs(10)).await });
     let mut stream = raw_connection(&server, [127, 0, 0, 1]).await;
     stream
         .write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -113,6 +130,13 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let (received, after) = until_closed(&mut stream, Duration::from_secs(8)).await;
     assert!(received.starts_with("HTTP/1.1 200"), "{received}");
     assert!(after >= Duration::from_millis(800), "closed at once: {after:?}");
+    assert!(after < Duration::from_secs(4), "{after:?}");
+    let (received, after) = proxy_closed.await.unwrap();
+    assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    assert!(
+        after >= Duration::from_secs(4),
+        "the proxy's connection closed after {after:?}"
+    );
 }
 
 #[tokio::test]
@@ -202,7 +226,11 @@ async fn one_address_cannot_take_every_connection() {
 #[tokio::test]
 async fn a_body_that_stops_arriving_gets_408() {
     use tokio::io::AsyncWriteExt;
-    let server = TestServer::start_with(|config| config.limits.body_timeout_secs = 1).await;
+    let server = TestServer::start_with(|config| {
+        config.limits.body_timeout_secs = 1;
+        config.limits.connection_limit_exempt = Vec::new();
+    })
+    .await;
     let mut stream = raw_connection(&server, [127, 0, 0, 1]).await;
     // A login whose body promises 100 bytes and sends 10.
     stream

@@ -38,6 +38,7 @@ async fn guests_cannot_make_rooms_invite_upload_push_alias_or_report() {
     )
     .await;
     let guest = guest(&server).await;
+    server.register("carol").await;
     assert_eq!(join(&server, &guest, &room).await.0, StatusCode::OK);
     let (_, sent) = send_text(&server, &alice, &room, "t1", "hello").await;
     let event = sent["event_id"].as_str().unwrap();
@@ -76,6 +77,16 @@ async fn guests_cannot_make_rooms_invite_upload_push_alias_or_report() {
             json!({ "avatar_url": "mxc://localhost/abc" }),
         ),
         (Method::GET, format!("{V3}/pushrules/"), json!({})),
+        // An invite sent as a member state event is an invite all the same.
+        (
+            Method::PUT,
+            format!(
+                "{V3}/rooms/{}/state/m.room.member/{}",
+                enc(&room),
+                enc("@carol:localhost")
+            ),
+            json!({ "membership": "invite" }),
+        ),
         (Method::GET, format!("{V3}/joined_rooms"), json!({})),
     ];
     for (method, path, body) in forbidden {

@@ -173,6 +173,17 @@ async fn one_user_cannot_be_flooded_with_invites_from_many() {
         )
         .await;
     assert_limited(&result);
+    // And for an invite sent as a member state event.
+    let sender = server.register("stateful").await;
+    let room = create_room(&server, &sender, json!({})).await;
+    let result = server
+        .put(
+            &format!("{V3}/rooms/{}/state/m.room.member/{}", enc(&room), enc(&victim.user_id)),
+            sender.token(),
+            json!({ "membership": "invite" }),
+        )
+        .await;
+    assert_limited(&result);
 }
 
 #[tokio::test]

@@ -26,6 +26,12 @@ const ALLOWED: &[(Method, &str)] = &[
     (Method::GET, "media/download/*/*/*"),
     (Method::GET, "media/thumbnail/*/*"),
     (Method::GET, "media/config"),
+    (Method::GET, "rooms/*/relations/*"),
+    (Method::GET, "rooms/*/relations/*/*"),
+    (Method::GET, "rooms/*/relations/*/*/*"),
+    (Method::GET, "rooms/*/threads"),
+    // The room directory (its GET needs no token at all).
+    (Method::POST, "publicRooms"),
     // Taking part in rooms (the join itself checks `m.room.guest_access`).
     (Method::POST, "rooms/*/join"),
     (Method::POST, "join/*"),
@@ -60,18 +66,25 @@ const ALLOWED: &[(Method, &str)] = &[
 /// Whether a guest may call `method` on the route `template` (axum's matched path, such as
 /// `/_matrix/client/v3/rooms/{room_id}/join`).
 pub fn may_call(method: &Method, template: &str) -> bool {
-    let Some(rest) = template.strip_prefix("/_matrix/client/") else {
+    // The legacy media paths (`/_matrix/media/v3/config`) are the client ones under `media/`.
+    let (prefix, rest) = if let Some(rest) = template.strip_prefix("/_matrix/client/") {
+        ("", rest)
+    } else if let Some(rest) = template.strip_prefix("/_matrix/media/") {
+        ("media/", rest)
+    } else {
         return false;
     };
     let Some((_version, rest)) = rest.split_once('/') else {
         return false;
     };
-    let mut shape = String::with_capacity(rest.len());
+    let mut shape = String::from(prefix);
     for (index, segment) in rest.split('/').enumerate() {
         if index > 0 {
             shape.push('/');
         }
-        shape.push_str(if segment.starts_with('{') { "*" } else { segment });
+        // A trailing `/` is an empty parameter (`/state/m.room.topic/`: the empty state key).
+        let parameter = segment.starts_with('{') || segment.is_empty();
+        shape.push_str(if parameter { "*" } else { segment });
     }
     ALLOWED
         .iter()
@@ -106,6 +119,16 @@ mod tests {
             "/_matrix/client/v3/directory/room/{room_alias}"
         ));
         assert!(!may_call(&Method::POST, "/_matrix/media/v3/upload"));
+        assert!(may_call(&Method::GET, "/_matrix/media/v3/config"));
+        assert!(may_call(
+            &Method::GET,
+            "/_matrix/client/v3/rooms/{room_id}/state/{event_type}/"
+        ));
+        assert!(may_call(
+            &Method::PUT,
+            "/_matrix/client/v3/rooms/{room_id}/state/{event_type}/"
+        ));
+        assert!(may_call(&Method::POST, "/_matrix/client/v3/publicRooms"));
         assert!(!may_call(
             &Method::DELETE,
             "/_matrix/client/v3/rooms/{room_id}/state/{event_type}"

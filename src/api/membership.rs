@@ -62,6 +62,10 @@ async fn join(state: &AppState, sender: &Sender, room_id: &RoomId, body: &[u8]) 
     // The body's fields (a reason, a per-room display name, ...) go into the member event.
     let extra: Map<String, Value> = serde_json::from_slice(body).unwrap_or_default();
     change_membership_with(state, room_id, &sender.user_id, &sender.user_id, Change::Join, extra).await?;
+    // The room may have closed to guests between the check above and the join.
+    if sender.is_guest {
+        crate::rooms::membership::remove_guests_if_closed(state, room_id).await?;
+    }
     Ok(room_id.to_owned())
 }
 

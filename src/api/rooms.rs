@@ -86,6 +86,9 @@ pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) ->
     }
     let alias = match &body.room_alias_name {
         Some(name) => {
+            if name.is_empty() {
+                return Err(ApiError::invalid_param("room_alias_name needs a localpart"));
+            }
             let alias = OwnedRoomAliasId::try_from(format!("#{name}:{}", state.config.server_name))
                 .map_err(|_| ApiError::invalid_param("room_alias_name is not a valid alias localpart"))?;
             if state.storage.alias(alias.as_str()).await?.is_some() {
@@ -618,6 +621,8 @@ pub async fn upgrade(
 ) -> ApiResult<upgrade_room::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
+    // An upgrade makes a room.
+    state.rate_limits.check_user(&state.rate_limits.room_creation, sender)?;
     let new_room = upgrade_room_to(&state, &body.room_id, &sender.user_id, body.new_version.clone()).await?;
     Ok(upgrade_room::v3::Response::new(new_room))
 }

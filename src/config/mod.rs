@@ -280,6 +280,9 @@ pub struct LimitsConfig {
     /// the end of the previous response: it is also how long an idle keep-alive connection
     /// stays open.
     pub header_timeout_secs: u64,
+    /// The same for the exempt addresses (a reverse proxy, whose pool keeps idle connections
+    /// for a minute or two and must not find one closed under it).
+    pub exempt_idle_timeout_secs: u64,
     /// Seconds a request body may go without a byte arriving before the request fails (408).
     pub body_timeout_secs: u64,
 }
@@ -449,6 +452,7 @@ impl Default for LimitsConfig {
                 "::1/128".parse().expect("a valid network"),
             ],
             header_timeout_secs: 30,
+            exempt_idle_timeout_secs: 600,
             body_timeout_secs: 30,
         }
     }
@@ -553,7 +557,10 @@ impl Config {
                 format!("`{url}` is neither sqlite://… nor postgres://…"),
             );
         }
-        if self.limits.header_timeout_secs == 0 || self.limits.body_timeout_secs == 0 {
+        if self.limits.header_timeout_secs == 0
+            || self.limits.body_timeout_secs == 0
+            || self.limits.exempt_idle_timeout_secs == 0
+        {
             return fail(
                 "limits.header_timeout_secs",
                 "timeouts must be at least 1 second".into(),

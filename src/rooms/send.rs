@@ -109,6 +109,18 @@ pub async fn send_state(
                 "Inviting users of other servers needs federation, not supported yet",
             ));
         }
+        // An invite sent as a state event is an invite: the same guest rule and limits as
+        // /invite.
+        if membership == "invite" && current.as_deref() != Some("invite") {
+            if sender.is_guest {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorKind::GuestAccessForbidden,
+                    "Guest accounts cannot invite",
+                ));
+            }
+            state.rate_limits.check_invite(sender, state_key)?;
+        }
     }
     if event_type == "m.room.canonical_alias" {
         check_canonical_alias(state, room_id, &content).await?;

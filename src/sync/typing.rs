@@ -77,7 +77,10 @@ impl Typing {
             }
             let start_timer = timeout.is_some() && room.timers.insert(user_id.to_owned());
             if room.users.is_empty() && room.timers.is_empty() && !changed {
+                // Clients that synced before its last change still learn typing stopped.
+                let position = room.position;
                 rooms.by_id.remove(room_id);
+                rooms.swept = rooms.swept.max(position);
             }
             (changed, start_timer)
         };
@@ -135,5 +138,33 @@ impl Typing {
             users.sort();
             users
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::token::StreamToken;
+
+    #[tokio::test]
+    async fn a_client_behind_a_removed_room_still_learns_typing_stopped() {
+        let typing = Arc::new(Typing::default());
+        let notifier = Arc::new(Notifier::new(StreamToken::default()));
+        let room: OwnedRoomId = "!r:x".try_into().unwrap();
+        let alice: OwnedUserId = "@alice:x".try_into().unwrap();
+        typing.set(&notifier, &room, &alice, Some(Duration::from_secs(30)));
+        let started = notifier.position(Stream::Typing);
+        typing.set(&notifier, &room, &alice, None);
+        let stopped = notifier.position(Stream::Typing);
+        // The expiry timer has nothing left to do; a redundant "stopped" then drops the room.
+        typing.expire(&notifier, &room, &alice);
+        typing.set(&notifier, &room, &alice, None);
+        // A client that saw alice typing is told nobody types now.
+        assert_eq!(
+            typing.changed_between(room.as_str(), started, stopped),
+            Some(Vec::new())
+        );
+        // One that already saw the stop is told nothing.
+        assert_eq!(typing.changed_between(room.as_str(), stopped, stopped), None);
     }
 }
