@@ -41,6 +41,20 @@ async fn raw_connection(server: &TestServer, from: [u8; 4]) -> tokio::net::TcpSt
     socket.connect(server.addr).await.unwrap()
 }
 
+/// The status of `GET /versions` from another loopback address.
+async fn versions_from(server: &TestServer, from: [u8; 4]) -> StatusCode {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap();
+    client
+        .get(format!("{}/_matrix/client/versions", server.base))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// Waits for the server to close `stream`, returning what it sent first and how long it took.
 async fn until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> (String, Duration) {
     use tokio::io::AsyncReadExt;
@@ -182,45 +196,18 @@ async fn one_address_cannot_take_every_connection() {
 
     // Other addresses are served, and an exempt one (a reverse proxy) has no limit.
     for from in [[127, 0, 0, 2], [127, 0, 0, 3]] {
-        let client = reqwest::Client::builder()
-            .local_address(std::net::IpAddr::from(from))
-            .build()
-            .unwrap();
-        let response = client
-            .get(format!("{}/_matrix/client/versions", server.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(versions_from(&server, from).await, StatusCode::OK);
     }
     let mut exempt = Vec::new();
     for _ in 0..5 {
         exempt.push(raw_connection(&server, [127, 0, 0, 3]).await);
     }
-    let client = reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
-        .build()
-        .unwrap();
-    let response = client
-        .get(format!("{}/_matrix/client/versions", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(versions_from(&server, [127, 0, 0, 3]).await, StatusCode::OK);
 
     // When one of the first address's connections closes, it may open another.
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let client = reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from([127, 0, 0, 1]))
-        .build()
-        .unwrap();
-    let response = client
-        .get(format!("{}/_matrix/client/versions", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(versions_from(&server, [127, 0, 0, 1]).await, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -52,15 +52,14 @@ pub async fn change_membership(
 
 /// Whether the room lets guests in (`m.room.guest_access` is `can_join`).
 pub async fn guests_may_join(state: &AppState, room_id: &RoomId) -> ApiResult<bool> {
-    let Some(event) = state
+    let event = state
         .storage
         .current_state_event(room_id.as_str(), "m.room.guest_access", "")
-        .await?
-    else {
-        return Ok(false);
-    };
-    let pdu: Value = serde_json::from_str(&event.json).map_err(|_| ApiError::internal())?;
-    Ok(pdu["content"]["guest_access"] == "can_join")
+        .await?;
+    Ok(event
+        .and_then(|row| super::access::content_field(&row.json, "guest_access"))
+        .as_deref()
+        == Some("can_join"))
 }
 
 /// After `m.room.guest_access` changed: when guests may no longer join, the guests in the
