@@ -3,11 +3,13 @@
 //! Start with [`server::run`], which wires configuration, storage and the HTTP router, and
 //! with [`api::router`], the table of every endpoint.
 
+pub mod account_data;
 pub mod accounts;
 pub mod api;
 pub mod cache;
 pub mod config;
 pub mod e2ee;
+pub mod ephemeral;
 pub mod error;
 pub mod listener;
 pub mod media;
@@ -20,4 +22,5 @@ pub mod server;
 pub mod signing;
 pub mod state;
 pub mod storage;
+pub mod streams;
 pub mod sync;

@@ -40,7 +40,7 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let signing_key = load_or_create_signing_key(&storage).await?;
         log_startup(&config, &listener, storage.backend());
-        let positions = crate::sync::starting_positions(&storage)
+        let positions = crate::streams::starting_positions(&storage)
             .await
             .map_err(|_| anyhow::anyhow!("cannot read stream positions"))?;
         let media = Media::new(&config)?;
@@ -75,7 +75,7 @@ impl Server {
         let Self { state, listener } = self;
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let presence = tokio::spawn(age_presence(state.clone()));
-        let deliveries = tokio::spawn(crate::sync::delivery::flush_deliveries(state.clone()));
+        let deliveries = tokio::spawn(crate::ephemeral::delivery::flush_deliveries(state.clone()));
         let notifier = state.notifier.clone();
         let shutdown = async move {
             shutdown.await;

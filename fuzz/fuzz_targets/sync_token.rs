@@ -2,7 +2,7 @@
 //! a token that prints and reads back to itself.
 #![no_main]
 
-use hearth::sync::token::StreamToken;
+use hearth::streams::token::StreamToken;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

@@ -18,10 +18,10 @@ use serde_json::{Map, Value, json, value::RawValue};
 
 use super::ruma::Ruma;
 use crate::{
+    account_data::set_account_data,
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     state::AppState,
-    sync::set_account_data,
 };
 
 /// Types the server manages itself and clients may not write through these endpoints (spec).

@@ -18,7 +18,7 @@ use crate::{
     e2ee::{self, TO_DEVICE_PER_SYNC, keys},
     error::{ApiError, ApiResult},
     state::AppState,
-    sync::token::Stream,
+    streams::token::Stream,
 };
 
 fn none_found() -> ApiError {

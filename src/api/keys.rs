@@ -18,7 +18,7 @@ use crate::{
     e2ee::{self, keys},
     error::{ApiError, ApiResult},
     state::AppState,
-    sync::token::StreamToken,
+    streams::token::StreamToken,
 };
 
 /// `POST /_matrix/client/v3/keys/upload`

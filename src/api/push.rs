@@ -255,7 +255,7 @@ pub async fn set_pusher(
             let data = serde_json::to_string(&http).map_err(|_| ApiError::internal())?;
             // A new pusher starts with what happens from now on: events written after this
             // point (whether or not their evaluation has finished).
-            let start = state.notifier.position(crate::sync::Stream::Events);
+            let start = state.notifier.position(crate::streams::Stream::Events);
             let row = PusherRow {
                 user_id: sender.user_id.to_string(),
                 app_id,
@@ -309,7 +309,7 @@ pub async fn notifications(state: AppState, request: Ruma<get_notifications::v3:
     // Everything written so far has been evaluated (or nearly): include it.
     state
         .push
-        .caught_up(state.notifier.position(crate::sync::Stream::Events))
+        .caught_up(state.notifier.position(crate::streams::Stream::Events))
         .await;
     let page = state
         .storage

@@ -28,13 +28,15 @@ use super::{
     ruma::Ruma,
 };
 use crate::{
-    error::{ApiError, ApiResult},
-    state::AppState,
-    sync::{
-        StreamToken,
-        filter::{parse, resolve},
+    ephemeral::{
         presence::presence_content,
         receipts::{set_fully_read, set_receipt},
+    },
+    error::{ApiError, ApiResult},
+    state::AppState,
+    streams::StreamToken,
+    sync::{
+        filter::{parse, resolve},
         sliding::{SlidingRequest, sliding_sync},
         v3::{SyncRequest, sync as run_sync},
         websocket,
@@ -319,7 +321,7 @@ pub async fn websocket(
         since,
         filter,
         full_state,
-        to_device_acknowledged: Some(since.map_or(0, |s| s.get(crate::sync::token::Stream::ToDevice))),
+        to_device_acknowledged: Some(since.map_or(0, |s| s.get(crate::streams::token::Stream::ToDevice))),
     };
     let limit = state.config.limits.max_request_body_bytes;
     Ok(upgrade

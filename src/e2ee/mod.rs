@@ -18,7 +18,7 @@ use crate::{
     accounts::sessions::Sender,
     error::ApiResult,
     state::AppState,
-    sync::token::{Stream, StreamToken},
+    streams::token::{Stream, StreamToken},
 };
 
 /// Most to-device messages in one sync response; the rest come with the next one.

@@ -9,7 +9,7 @@ use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
     storage::OutgoingToDevice,
-    sync::token::Stream,
+    streams::token::Stream,
 };
 
 /// Queues the messages of one `/sendToDevice` request and wakes the recipients' syncs. A

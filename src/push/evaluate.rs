@@ -25,7 +25,7 @@ use crate::{
     error::ApiResult,
     state::AppState,
     storage::{EventRow, NewPushAction},
-    sync::Stream,
+    streams::Stream,
 };
 
 /// Events evaluated per batch (and per transaction) at most.

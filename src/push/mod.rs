@@ -265,7 +265,7 @@ pub async fn edit_rules<T>(
     let mut ruleset = rules(state, user_id).await?;
     let result = edit(&mut ruleset)?;
     let content = rules_content(&ruleset).to_string();
-    crate::sync::set_account_data(state, user_id, "", PUSH_RULES, &content).await?;
+    crate::account_data::set_account_data(state, user_id, "", PUSH_RULES, &content).await?;
     Ok(result)
 }
 

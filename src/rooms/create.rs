@@ -25,7 +25,7 @@ use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
     storage::{NewEventRow, Storage},
-    sync::Stream,
+    streams::Stream,
 };
 
 /// The presets of the spec.

@@ -24,7 +24,7 @@ use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
     storage::{EventRow, StateMap, now_ms},
-    sync::Stream,
+    streams::Stream,
 };
 
 /// An event a local user wants to add to a room.

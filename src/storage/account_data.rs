@@ -3,7 +3,7 @@
 
 use sqlx::FromRow;
 
-use super::{Storage, StorageError, Tx};
+use super::{Storage, StorageError};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct AccountDataEntry {
@@ -68,16 +68,6 @@ impl Storage {
         .bind(user_id)
         .bind(since)
         .fetch_all(&self.pool)
-        .await?)
-    }
-
-    /// Hands out the next position on a server-wide stream, inside the writer's transaction.
-    pub(super) async fn next_stream_position(tx: &mut Tx, stream: &str) -> Result<i64, StorageError> {
-        Ok(sqlx::query_scalar(
-            "UPDATE stream_positions SET position = position + 1 WHERE stream = $1 RETURNING position",
-        )
-        .bind(stream)
-        .fetch_one(&mut **tx)
         .await?)
     }
 }

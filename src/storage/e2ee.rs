@@ -516,12 +516,7 @@ impl Storage {
         }
         if !deliveries.is_empty() {
             let count = i64::try_from(deliveries.len()).map_err(|_| StorageError::Invariant("too many messages"))?;
-            let last: i64 = sqlx::query_scalar(
-                "UPDATE stream_positions SET position = position + $1 WHERE stream = 'to_device' RETURNING position",
-            )
-            .bind(count)
-            .fetch_one(&mut *tx)
-            .await?;
+            let last = Self::reserve_stream_positions(&mut tx, "to_device", count).await?;
             for (offset, (user_id, device_id, content)) in (0..).zip(&deliveries) {
                 sqlx::query(
                     "INSERT INTO to_device_messages (stream_position, user_id, device_id, sender, event_type, content)

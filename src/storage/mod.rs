@@ -12,6 +12,7 @@ mod e2ee;
 mod key_backup;
 mod media;
 mod migrate;
+mod positions;
 mod profiles;
 mod push;
 mod registration;

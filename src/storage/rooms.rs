@@ -367,15 +367,6 @@ impl Storage {
         .await?)
     }
 
-    /// The highest stream position handed out so far.
-    pub async fn current_event_position(&self) -> Result<i64, StorageError> {
-        Ok(
-            sqlx::query_scalar("SELECT position FROM stream_positions WHERE stream = 'events'")
-                .fetch_one(&self.pool)
-                .await?,
-        )
-    }
-
     /// The event a device already sent with this transaction ID to this room's `endpoint`.
     pub async fn event_for_transaction(
         &self,

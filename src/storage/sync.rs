@@ -99,13 +99,6 @@ pub struct RoomActivity {
 }
 
 impl Storage {
-    /// The last position of every stream kept in the database, by `stream_positions` name.
-    pub async fn stream_positions(&self) -> Result<Vec<(String, i64)>, StorageError> {
-        Ok(sqlx::query_as("SELECT stream, position FROM stream_positions")
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
     /// Stores a filter and returns its ID (counting up per user). Two uploads racing for the
     /// same ID: the loser takes the next.
     pub async fn create_filter(&self, user_id: &str, json: &str) -> Result<i64, StorageError> {
@@ -292,12 +285,7 @@ impl Storage {
         // each upsert's "is it newer" test sees the latest rows. Positions of receipts left
         // unchanged become gaps, which no reader minds: streams are read as ranges.
         let count = i64::try_from(chosen.len()).map_err(|_| StorageError::Invariant("too many receipts"))?;
-        let last: i64 = sqlx::query_scalar(
-            "UPDATE stream_positions SET position = position + $1 WHERE stream = 'receipts' RETURNING position",
-        )
-        .bind(count)
-        .fetch_one(&mut *tx)
-        .await?;
+        let last = Self::reserve_stream_positions(&mut tx, "receipts", count).await?;
         let first = last - count + 1;
         let mut changed = false;
         for (chunk_index, chunk) in chosen.chunks(RECEIPTS_PER_STATEMENT).enumerate() {

@@ -18,13 +18,12 @@ use tokio::time::Instant;
 
 use super::{
     filter::{event_allowed, room_allowed, room_event_allowed, timeline_limit},
-    presence::presence_content,
-    token::{Stream, StreamToken},
     window::{RoomWindow, Timeline, scan_timeline, state_delta, window_delta},
 };
 use crate::{
     accounts::sessions::Sender,
     e2ee::{TO_DEVICE_PER_SYNC, sync_e2ee},
+    ephemeral::presence::presence_content,
     error::{ApiError, ApiResult},
     rooms::{
         access::{content_field, membership_access},
@@ -32,6 +31,7 @@ use crate::{
     },
     state::AppState,
     storage::{EventRow, MembershipRow, ReceiptRow, StateMap},
+    streams::{Stream, StreamToken},
 };
 
 /// State sent in an invite or knock, so the client can show the room before joining.

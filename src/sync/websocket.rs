@@ -18,13 +18,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, mpsc};
 
-use super::{
-    presence::SyncGuard,
-    receipts::{set_fully_read, set_receipt},
-    v3::{SyncRequest, compute, initial_keys},
-};
+use super::v3::{SyncRequest, compute, initial_keys};
 use crate::{
     accounts::{sessions::Sender, tokens::hash_token},
+    ephemeral::{
+        presence::SyncGuard,
+        receipts::{set_fully_read, set_receipt},
+    },
     error::{ApiError, ApiResult},
     rooms::{access::require_member, send},
     state::AppState,

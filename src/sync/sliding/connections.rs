@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::request::RequiredState;
 use crate::{
     error::{ApiError, ApiResult},
-    sync::token::StreamToken,
+    streams::token::StreamToken,
 };
 
 /// Connections (`conn_id`s) one device may hold; the least recently used goes first.

@@ -11,10 +11,8 @@ use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
     storage::RoomActivity,
-    sync::{
-        token::{Stream, StreamToken},
-        v3::receipt_event,
-    },
+    streams::{Stream, StreamToken},
+    sync::v3::receipt_event,
 };
 
 /// The rooms an extension covers: those it names, or those of the lists it names, or (by

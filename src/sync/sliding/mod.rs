@@ -258,8 +258,8 @@ async fn compute(
     // counts, even with nothing else new (the client's badge must clear).
     if let Some(since) = since {
         let (after, until) = (
-            since.get(crate::sync::Stream::Receipts),
-            now.get(crate::sync::Stream::Receipts),
+            since.get(crate::streams::Stream::Receipts),
+            now.get(crate::streams::Stream::Receipts),
         );
         if until > after {
             for room_id in storage.rooms_read_since(user_id, after, until).await? {

@@ -14,7 +14,7 @@ use ruma::{OwnedUserId, UserId};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::token::Stream;
+use crate::streams::Stream;
 use crate::{
     error::ApiResult,
     state::AppState,

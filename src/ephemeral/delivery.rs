@@ -7,7 +7,8 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use tokio::sync::Notify;
 
-use super::{DELIVERED, token::Stream};
+use super::DELIVERED;
+use crate::streams::Stream;
 use crate::{
     state::AppState,
     storage::{NewReceipt, now_ms},

@@ -5,7 +5,7 @@
 use ruma::{RoomId, UserId};
 use serde_json::json;
 
-use super::token::Stream;
+use crate::streams::Stream;
 use crate::{
     error::{ApiError, ApiResult},
     rooms::access::{require_member, visible_event},
@@ -63,5 +63,5 @@ pub async fn set_fully_read(state: &AppState, room_id: &RoomId, user_id: &UserId
     require_member(state, room_id, user_id).await?;
     visible_event(state, room_id, user_id, event_id).await?;
     let content = json!({ "event_id": event_id }).to_string();
-    super::set_account_data(state, user_id, room_id.as_str(), "m.fully_read", &content).await
+    crate::account_data::set_account_data(state, user_id, room_id.as_str(), "m.fully_read", &content).await
 }

@@ -11,7 +11,7 @@ use std::{
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::time::Instant;
 
-use super::{notifier::Notifier, token::Stream};
+use crate::streams::{Notifier, Stream};
 
 /// The longest a typing notice lasts without being renewed.
 pub const MAX_TYPING: Duration = Duration::from_secs(120);
@@ -144,7 +144,7 @@ impl Typing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::token::StreamToken;
+    use crate::streams::token::StreamToken;
 
     #[tokio::test]
     async fn a_client_behind_a_removed_room_still_learns_typing_stopped() {
