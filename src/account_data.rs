@@ -5,14 +5,14 @@
 use ruma::UserId;
 
 use crate::{
+    base::{Base, Change},
     error::{ApiError, ApiResult},
-    state::AppState,
     streams::Stream,
 };
 
 /// Stores account data (`room_id` `""` for global) and wakes the user's clients.
 pub async fn set_account_data(
-    state: &AppState,
+    state: &Base,
     user_id: &UserId,
     room_id: &str,
     data_type: &str,
@@ -30,7 +30,11 @@ pub async fn set_account_data(
         state
             .caches
             .account_data_changed(user_id.as_str(), &room_id, &data_type);
-        state.push.account_data_changed(user_id.as_str(), &room_id, &data_type);
+        state.publish(Change::AccountData {
+            user_id: user_id.as_str(),
+            room_id: &room_id,
+            data_type: &data_type,
+        });
         state
             .notifier
             .advance(Stream::AccountData, position, [user_id.as_str()]);

@@ -26,7 +26,7 @@ use quick_cache::{Equivalent, sync::Cache};
 use serde_json::Value;
 
 use crate::{
-    rooms::access::content_field,
+    json::content_field,
     storage::{MembershipRow, Storage, StorageError},
 };
 

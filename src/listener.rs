@@ -371,6 +371,19 @@ impl Drop for AddressSlot {
     }
 }
 
+/// Whether reading a body failed because the client stopped sending it
+/// (`limits.body_timeout_secs`); the error may come wrapped in axum's.
+pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::{PerAddressLimit, connection_cap};

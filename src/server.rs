@@ -8,11 +8,12 @@ use tokio::net::TcpListener;
 
 use crate::{
     api,
+    api::state::AppState,
     config::{Config, RegistrationMode},
     listener,
     media::Media,
+    services::Services,
     signing::load_or_create_signing_key,
-    state::AppState,
     storage::{Storage, now_ms},
 };
 
@@ -49,13 +50,15 @@ impl Server {
             .check()
             .await
             .context("the media store does not answer (check media.s3 or media.path)")?;
-        let state = AppState::new(config, storage, signing_key, positions, media);
+        let state = AppState::new(Services::new(config, storage, signing_key, positions, media));
         state
             .presence
             .restore(&state)
             .await
             .map_err(|_| anyhow::anyhow!("cannot read stored presence"))?;
-        crate::push::Push::start(&state)
+        state
+            .push
+            .start()
             .await
             .map_err(|_| anyhow::anyhow!("cannot start push evaluation and pushers"))?;
         Ok(Self { state, listener })
@@ -75,7 +78,10 @@ impl Server {
         let Self { state, listener } = self;
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let presence = tokio::spawn(age_presence(state.clone()));
-        let deliveries = tokio::spawn(crate::ephemeral::delivery::flush_deliveries(state.clone()));
+        let deliveries = tokio::spawn(crate::ephemeral::delivery::flush_deliveries(
+            state.base.clone(),
+            state.deliveries.clone(),
+        ));
         let notifier = state.notifier.clone();
         let shutdown = async move {
             shutdown.await;

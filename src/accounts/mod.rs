@@ -14,12 +14,13 @@ use serde_json::Value;
 use self::{
     password::{MAX_PASSWORD_BYTES, hash_password, verify_password},
     sessions::{NewSession, SessionRequest, create_session},
+    uia::{consume_uia, consume_uia_with_result},
 };
 use crate::{
+    base::{Base, Change},
     e2ee,
     error::{ApiError, ApiResult},
-    state::AppState,
-    storage::{NewUser, Storage, Tx, User},
+    storage::{NewUser, Storage, User},
 };
 
 /// A new account.
@@ -42,7 +43,7 @@ pub struct Registration<'a> {
 /// Creates the account, its profile and (unless inhibited) its first session; `M_USER_IN_USE`
 /// if the ID is taken. The account, the end of its UIA session, the registration token use
 /// and the session commit together or not at all.
-pub async fn register_account(state: &AppState, registration: Registration<'_>) -> ApiResult<Option<NewSession>> {
+pub async fn register_account(state: &Base, registration: Registration<'_>) -> ApiResult<Option<NewSession>> {
     let hash = match registration.password {
         Some(password) => {
             check_password_policy(state, password)?;
@@ -83,21 +84,8 @@ pub async fn register_account(state: &AppState, registration: Registration<'_>) 
     Ok(session)
 }
 
-/// Consumes a completed UIA session in the operation's transaction; refuses if another request
-/// already used it. Returns the registration token the session reserved, if any.
-pub(crate) async fn consume_uia(tx: &mut Tx, session_id: &str) -> ApiResult<Option<String>> {
-    consume_uia_with_result(tx, session_id, None).await
-}
-
-/// [`consume_uia`], recording what the operation produced for a retry of the same session.
-async fn consume_uia_with_result(tx: &mut Tx, session_id: &str, result: Option<&str>) -> ApiResult<Option<String>> {
-    Storage::consume_uia_session(tx, session_id, result)
-        .await?
-        .ok_or_else(|| ApiError::forbidden("This authentication session has already been used"))
-}
-
 /// The user ID a requested username would get, if it is valid and free.
-pub async fn available_user_id(state: &AppState, username: &str) -> ApiResult<OwnedUserId> {
+pub async fn available_user_id(state: &Base, username: &str) -> ApiResult<OwnedUserId> {
     let user_id = username::user_id_for_new_account(username, &state.config.server_name)?;
     if state.storage.user(user_id.as_str()).await?.is_some() {
         return Err(user_in_use());
@@ -109,7 +97,7 @@ pub fn user_in_use() -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken")
 }
 
-pub fn check_password_policy(state: &AppState, password: &str) -> ApiResult<()> {
+pub fn check_password_policy(state: &Base, password: &str) -> ApiResult<()> {
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -130,7 +118,7 @@ pub fn check_password_policy(state: &AppState, password: &str) -> ApiResult<()> 
 
 /// A fresh numeric localpart (as Synapse hands out for registrations without a username).
 /// Another registration may take it first; the caller retries on `M_USER_IN_USE`.
-pub async fn generate_user_id(state: &AppState) -> ApiResult<OwnedUserId> {
+pub async fn generate_user_id(state: &Base) -> ApiResult<OwnedUserId> {
     let mut candidate = state.storage.count_users().await? + 1;
     loop {
         let user_id =
@@ -144,7 +132,7 @@ pub async fn generate_user_id(state: &AppState) -> ApiResult<OwnedUserId> {
 
 /// Checks a password login. Unknown users and wrong passwords get the same answer; only
 /// someone who knows the password learns that an account is deactivated.
-pub async fn check_login_password(state: &AppState, user_id: &UserId, password: &str) -> ApiResult<User> {
+pub async fn check_login_password(state: &Base, user_id: &UserId, password: &str) -> ApiResult<User> {
     let invalid = || ApiError::forbidden("Invalid username or password");
     let user = if user_id.server_name() == state.config.server_name {
         state.storage.user(user_id.as_str()).await?
@@ -167,7 +155,7 @@ pub async fn check_login_password(state: &AppState, user_id: &UserId, password: 
 }
 
 /// Starts a session for a user who just proved who they are.
-pub async fn start_session(state: &AppState, request: SessionRequest<'_>) -> ApiResult<NewSession> {
+pub async fn start_session(state: &Base, request: SessionRequest<'_>) -> ApiResult<NewSession> {
     let mut tx = state.storage.begin_write().await?;
     let user_id = request.user_id.to_string();
     let session = create_session(&mut tx, request).await?;
@@ -183,7 +171,7 @@ pub async fn start_session(state: &AppState, request: SessionRequest<'_>) -> Api
 
 /// Sets a new password; with `log_out_other_devices`, every other device is deleted too.
 pub async fn change_password(
-    state: &AppState,
+    state: &Base,
     user_id: &UserId,
     new_password: &str,
     keep_device: Option<&str>,
@@ -203,7 +191,9 @@ pub async fn change_password(
     tx.commit().await?;
     tracing::info!(%user_id, log_out_other_devices, "password changed");
     state.notifier.wake([user_id.as_str()]);
-    state.push.gateways.pushers_changed(user_id.as_str());
+    state.publish(Change::Pushers {
+        user_id: user_id.as_str(),
+    });
     if let Some(position) = change {
         e2ee::device_lists_changed(state, user_id, position).await?;
     }
@@ -213,7 +203,7 @@ pub async fn change_password(
 /// Deactivates the account for good: every device and token dies and it can never log in
 /// again. The user ID stays taken. With `erase`, the profile goes too, and their messages are
 /// served redacted to everyone who was not in the room when they were sent.
-pub async fn deactivate_account(state: &AppState, user_id: &UserId, erase: bool, uia_session: &str) -> ApiResult<()> {
+pub async fn deactivate_account(state: &Base, user_id: &UserId, erase: bool, uia_session: &str) -> ApiResult<()> {
     let mut tx = state.storage.begin_write().await?;
     consume_uia(&mut tx, uia_session).await?;
     Storage::deactivate_user(&mut tx, user_id.as_str()).await?;
@@ -230,14 +220,16 @@ pub async fn deactivate_account(state: &AppState, user_id: &UserId, erase: bool,
     tracing::info!(%user_id, erase, "account deactivated");
     // Open WebSockets check their session when woken, and close.
     state.notifier.wake([user_id.as_str()]);
-    state.push.gateways.pushers_changed(user_id.as_str());
+    state.publish(Change::Pushers {
+        user_id: user_id.as_str(),
+    });
     e2ee::device_lists_changed(state, user_id, change).await?;
     Ok(())
 }
 
 /// Deletes devices (and their tokens), consuming the UIA session that authorised it, if any.
 pub async fn delete_devices(
-    state: &AppState,
+    state: &Base,
     user_id: &UserId,
     device_ids: &[&str],
     uia_session: Option<&str>,
@@ -252,19 +244,23 @@ pub async fn delete_devices(
     let change = Storage::record_device_list_change(&mut tx, user_id.as_str()).await?;
     tx.commit().await?;
     state.notifier.wake([user_id.as_str()]);
-    state.push.gateways.pushers_changed(user_id.as_str());
+    state.publish(Change::Pushers {
+        user_id: user_id.as_str(),
+    });
     e2ee::device_lists_changed(state, user_id, change).await?;
     Ok(())
 }
 
 /// Deletes every device of the user, and with them every token.
-pub async fn log_out_everywhere(state: &AppState, user_id: &UserId) -> ApiResult<()> {
+pub async fn log_out_everywhere(state: &Base, user_id: &UserId) -> ApiResult<()> {
     let mut tx = state.storage.begin_write().await?;
     Storage::delete_devices_except(&mut tx, user_id.as_str(), None).await?;
     let change = Storage::record_device_list_change(&mut tx, user_id.as_str()).await?;
     tx.commit().await?;
     state.notifier.wake([user_id.as_str()]);
-    state.push.gateways.pushers_changed(user_id.as_str());
+    state.publish(Change::Pushers {
+        user_id: user_id.as_str(),
+    });
     e2ee::device_lists_changed(state, user_id, change).await?;
     Ok(())
 }

@@ -20,9 +20,9 @@ use serde_json::{Map, Value};
 
 use super::{password::verify_password, tokens::random_string};
 use crate::{
+    base::Base,
     error::{ApiError, ApiResult},
-    state::AppState,
-    storage::{Storage, UiaSession, now_ms},
+    storage::{Storage, Tx, UiaSession, now_ms},
 };
 
 /// A UIA session whose flow is complete. The operation it authorises must consume it
@@ -54,14 +54,14 @@ pub struct UiaRequest<'a> {
     pub client_ip: IpAddr,
 }
 
-pub async fn authorize(state: &AppState, request: &UiaRequest<'_>, auth: Option<&AuthData>) -> ApiResult<CompletedUia> {
+pub async fn authorize(state: &Base, request: &UiaRequest<'_>, auth: Option<&AuthData>) -> ApiResult<CompletedUia> {
     authorize_with_params(state, request, auth, Map::new()).await
 }
 
 /// [`authorize`] for an operation whose parameters the session remembers: `params` (this
 /// request's, fields it omits left out) are merged over those of earlier requests and stored.
 pub async fn authorize_with_params(
-    state: &AppState,
+    state: &Base,
     request: &UiaRequest<'_>,
     auth: Option<&AuthData>,
     params: Map<String, Value>,
@@ -243,4 +243,21 @@ fn progress(
     info.params = serde_json::value::to_raw_value(&serde_json::json!({})).ok();
     info.auth_error = error.map(Box::new);
     ApiError::Uiaa(Box::new(info))
+}
+
+/// Consumes a completed UIA session in the operation's transaction; refuses if another request
+/// already used it. Returns the registration token the session reserved, if any.
+pub async fn consume_uia(tx: &mut Tx, session_id: &str) -> ApiResult<Option<String>> {
+    consume_uia_with_result(tx, session_id, None).await
+}
+
+/// [`consume_uia`], recording what the operation produced for a retry of the same session.
+pub(crate) async fn consume_uia_with_result(
+    tx: &mut Tx,
+    session_id: &str,
+    result: Option<&str>,
+) -> ApiResult<Option<String>> {
+    Storage::consume_uia_session(tx, session_id, result)
+        .await?
+        .ok_or_else(|| ApiError::forbidden("This authentication session has already been used"))
 }

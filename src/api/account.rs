@@ -7,6 +7,7 @@ use ruma::api::client::{
 };
 
 use super::ruma::Ruma;
+use super::state::AppState;
 use crate::{
     accounts::{
         self,
@@ -14,7 +15,6 @@ use crate::{
         uia::{UiaRequest, authorize},
     },
     error::{ApiError, ApiResult},
-    state::AppState,
 };
 
 /// The flows for operations that re-check the password of a logged-in user. `purpose` names

@@ -17,11 +17,11 @@ use ruma::{
 use serde_json::{Map, Value, json, value::RawValue};
 
 use super::ruma::Ruma;
+use super::state::AppState;
 use crate::{
     account_data::set_account_data,
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
-    state::AppState,
 };
 
 /// Types the server manages itself and clients may not write through these endpoints (spec).

@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use sha1::Sha1;
 
 use super::extract::{Admin, MatrixJson, PathParam, query_param};
+use super::state::AppState;
 use crate::{
     accounts::{Registration, available_user_id, register_account, sessions::SessionRequest, tokens::random_string},
     error::{ApiError, ApiResult},
-    state::AppState,
     storage::now_ms,
 };
 

@@ -13,11 +13,11 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::ruma::Ruma;
+use super::state::AppState;
 use crate::{
     accounts::sessions::Sender,
     e2ee::{self, TO_DEVICE_PER_SYNC, keys},
     error::{ApiError, ApiResult},
-    state::AppState,
     streams::token::Stream,
 };
 

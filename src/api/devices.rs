@@ -4,11 +4,11 @@ use axum::Json;
 use ruma::api::client::device::{delete_device, delete_devices, get_device, get_devices, update_device};
 use serde_json::{Value, json};
 
+use super::state::AppState;
 use super::{account::password_uia, ruma::Ruma};
 use crate::{
     accounts::{self, uia::authorize},
     error::{ApiError, ApiResult},
-    state::AppState,
     storage::{Device, Storage},
 };
 

@@ -18,11 +18,11 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::ruma::Ruma;
+use super::state::AppState;
 use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::access::{content_field, power_levels, require_joined, require_room, state_event_level, visible_event},
-    state::AppState,
 };
 
 fn local_alias(state: &AppState, alias: &OwnedRoomAliasId) -> ApiResult<()> {

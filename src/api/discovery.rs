@@ -13,10 +13,8 @@ use ruma::api::client::discovery::{
 use serde_json::{Value, json};
 
 use super::ruma::Ruma;
-use crate::{
-    error::{ApiError, ApiResult},
-    state::AppState,
-};
+use super::state::AppState;
+use crate::error::{ApiError, ApiResult};
 
 /// The spec versions `/versions` lists. Clients switch features on by these (matrix-js-sdk:
 /// threads at v1.4, authenticated media at v1.11; ruma-based clients pick stable endpoint paths

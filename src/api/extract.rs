@@ -6,11 +6,16 @@ use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use super::ruma::{TokenUse, authenticate, json_error, read_body};
+pub use super::auth::query_param;
+use super::state::AppState;
+use super::{
+    auth::{TokenUse, authenticate},
+    ruma::{json_error, read_body},
+};
+pub use crate::json::check_json_body;
 use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
-    state::AppState,
 };
 
 /// A JSON body: `M_NOT_JSON` if it does not parse, `M_BAD_JSON` if it has the wrong shape,
@@ -77,73 +82,4 @@ impl FromRequestParts<AppState> for PathParam {
             .map(Self)
             .ok_or_else(|| ApiError::invalid_param("Missing path parameter"))
     }
-}
-
-/// One query parameter by name, decoded (`None` when absent).
-pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.into_owned())
-}
-
-/// Whether a JSON body holds a NUL character in any string (key or value). Checked only when
-/// the raw text contains the escape at all, so ordinary bodies cost one scan.
-pub fn json_has_nul(body: &[u8]) -> bool {
-    fn walk(value: &serde_json::Value) -> bool {
-        match value {
-            serde_json::Value::String(text) => text.contains('\0'),
-            serde_json::Value::Array(items) => items.iter().any(walk),
-            serde_json::Value::Object(map) => map.iter().any(|(key, value)| key.contains('\0') || walk(value)),
-            _ => false,
-        }
-    }
-    let escaped = body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"));
-    escaped && serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|value| walk(&value))
-}
-
-/// Deepest nesting of arrays and objects a JSON body may have: below serde_json's own limit
-/// (128), so whatever is accepted and stored can always be read back.
-pub const MAX_JSON_DEPTH: usize = 100;
-
-/// Whether a JSON text nests arrays and objects deeper than [`MAX_JSON_DEPTH`] (one linear
-/// scan; brackets inside strings do not count).
-pub fn json_too_deep(body: &[u8]) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &byte in body {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_JSON_DEPTH {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
-}
-
-/// The checks every JSON body gets before it is parsed or stored: no NUL in any string, no
-/// nesting past [`MAX_JSON_DEPTH`].
-pub fn check_json_body(body: &[u8]) -> ApiResult<()> {
-    if json_too_deep(body) {
-        return Err(ApiError::bad_json(format!(
-            "JSON may nest at most {MAX_JSON_DEPTH} levels deep"
-        )));
-    }
-    if json_has_nul(body) {
-        return Err(ApiError::bad_json("NUL characters are not allowed in JSON strings"));
-    }
-    Ok(())
 }

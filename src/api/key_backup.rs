@@ -22,9 +22,9 @@ use ruma::{
 use serde_json::{Map, Value, json};
 
 use super::ruma::Ruma;
+use super::state::AppState;
 use crate::{
     error::{ApiError, ApiResult},
-    state::AppState,
     storage::{BackupKeyRow, BackupVersion},
 };
 

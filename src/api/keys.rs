@@ -12,12 +12,12 @@ use ruma::{
 };
 use serde_json::Value;
 
+use super::state::AppState;
 use super::{account::password_uia, ruma::Ruma};
 use crate::{
     accounts::uia::authorize,
     e2ee::{self, keys},
     error::{ApiError, ApiResult},
-    state::AppState,
     streams::token::StreamToken,
 };
 

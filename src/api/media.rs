@@ -17,12 +17,12 @@ use ruma::api::error::ErrorKind;
 use serde_json::{Value, json};
 
 use super::extract::{Authed, query_param};
+use super::state::AppState;
 use crate::{
     config::ThumbnailMethod,
     error::{ApiError, ApiResult},
     media::check_media_id,
     media::range::{RangeRequest, parse_range},
-    state::AppState,
     storage::{NewMedia, Reservation, now_ms},
 };
 

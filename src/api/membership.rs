@@ -18,6 +18,7 @@ use ruma::{
 use serde_json::{Map, Value, json};
 
 use super::ruma::Ruma;
+use super::state::AppState;
 use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
@@ -26,7 +27,6 @@ use crate::{
         client_event::{Unsigned, client_event},
         membership::{Change, change_membership, change_membership_with},
     },
-    state::AppState,
     storage::{EventRow, StateMap},
 };
 

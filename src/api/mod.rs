@@ -6,10 +6,12 @@
 mod account;
 mod account_data;
 mod admin;
+pub mod auth;
 mod dehydrated_device;
 mod devices;
 mod directory;
 mod discovery;
+mod errors;
 mod extract;
 mod guests;
 mod key_backup;
@@ -25,6 +27,7 @@ mod rooms;
 pub mod ruma;
 mod server_keys;
 mod session;
+pub mod state;
 mod sync;
 mod user_directory;
 
@@ -46,7 +49,7 @@ use tracing::info_span;
 pub use self::discovery::{SUPPORTED_VERSIONS, UNSTABLE_FEATURES};
 pub use self::extract::check_json_body;
 use self::ruma::RumaRouter;
-use crate::state::AppState;
+use self::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -10,10 +10,10 @@ use axum::{
 use http::StatusCode;
 use ruma::api::error::ErrorKind;
 
+use super::state::AppState;
 use crate::{
     error::ApiError,
     metrics::{EndpointLabels, RequestLabels},
-    state::AppState,
 };
 
 /// `GET /health`: 200 `OK` while the database answers, 503 otherwise.

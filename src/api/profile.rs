@@ -13,11 +13,9 @@ use ruma::{
 use serde_json::Value;
 
 use super::ruma::Ruma;
+use super::state::AppState;
+use crate::error::{ApiError, ApiResult};
 use crate::rooms::membership::propagate_profile;
-use crate::{
-    error::{ApiError, ApiResult},
-    state::AppState,
-};
 
 /// Longest display name accepted (as Synapse).
 const MAX_DISPLAYNAME_CHARS: usize = 256;

@@ -16,11 +16,11 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::ruma::Ruma;
+use super::state::AppState;
 use crate::{
     error::{ApiError, ApiResult},
-    push::{self, gateway},
+    push,
     rooms::client_event::{Unsigned, client_event},
-    state::AppState,
     storage::{PusherRow, now_ms},
 };
 
@@ -77,15 +77,17 @@ pub async fn set_rule(
     if rule_id.contains('/') || rule_id.contains('\\') {
         return Err(ApiError::invalid_param("Rule IDs cannot contain '/' or '\\'"));
     }
-    push::edit_rules(&state, &sender.user_id, |rules| {
-        rules
-            .insert(body.rule, body.after.as_deref(), body.before.as_deref())
-            .map_err(|error| match error {
-                InsertPushRuleError::UnknownRuleId => push::rule_not_found(),
-                error => ApiError::invalid_param(error.to_string()),
-            })
-    })
-    .await?;
+    state
+        .push
+        .edit_rules(&sender.user_id, |rules| {
+            rules
+                .insert(body.rule, body.after.as_deref(), body.before.as_deref())
+                .map_err(|error| match error {
+                    InsertPushRuleError::UnknownRuleId => push::rule_not_found(),
+                    error => ApiError::invalid_param(error.to_string()),
+                })
+        })
+        .await?;
     Ok(set_pushrule::v3::Response::new())
 }
 
@@ -97,16 +99,18 @@ pub async fn delete_rule(
     let sender = request.sender()?;
     let (kind, rule_id) = (request.body.kind.clone(), request.body.rule_id.clone());
     known_kind(&kind)?;
-    push::edit_rules(&state, &sender.user_id, |rules| {
-        rules.remove(kind, &rule_id).map_err(|error| match error {
-            RemovePushRuleError::NotFound => push::rule_not_found(),
-            RemovePushRuleError::ServerDefault => {
-                ApiError::forbidden("The server's predefined rules cannot be deleted")
-            }
-            error => ApiError::invalid_param(error.to_string()),
+    state
+        .push
+        .edit_rules(&sender.user_id, |rules| {
+            rules.remove(kind, &rule_id).map_err(|error| match error {
+                RemovePushRuleError::NotFound => push::rule_not_found(),
+                RemovePushRuleError::ServerDefault => {
+                    ApiError::forbidden("The server's predefined rules cannot be deleted")
+                }
+                error => ApiError::invalid_param(error.to_string()),
+            })
         })
-    })
-    .await?;
+        .await?;
     Ok(delete_pushrule::v3::Response::new())
 }
 
@@ -127,12 +131,14 @@ pub async fn set_enabled(
     let sender = request.sender()?.clone();
     let body = request.body;
     known_kind(&body.kind)?;
-    push::edit_rules(&state, &sender.user_id, |rules| {
-        rules
-            .set_enabled(body.kind, &body.rule_id, body.enabled)
-            .map_err(not_found)
-    })
-    .await?;
+    state
+        .push
+        .edit_rules(&sender.user_id, |rules| {
+            rules
+                .set_enabled(body.kind, &body.rule_id, body.enabled)
+                .map_err(not_found)
+        })
+        .await?;
     Ok(set_pushrule_enabled::v3::Response::new())
 }
 
@@ -153,12 +159,14 @@ pub async fn set_actions(
     let sender = request.sender()?.clone();
     let body = request.body;
     known_kind(&body.kind)?;
-    push::edit_rules(&state, &sender.user_id, |rules| {
-        rules
-            .set_actions(body.kind, &body.rule_id, body.actions)
-            .map_err(not_found)
-    })
-    .await?;
+    state
+        .push
+        .edit_rules(&sender.user_id, |rules| {
+            rules
+                .set_actions(body.kind, &body.rule_id, body.actions)
+                .map_err(not_found)
+        })
+        .await?;
     Ok(set_pushrule_actions::v3::Response::new())
 }
 
@@ -280,7 +288,7 @@ pub async fn set_pusher(
                 .pusher(&row.user_id, &row.app_id, &row.pushkey)
                 .await?
                 .ok_or_else(ApiError::internal)?;
-            gateway::ensure_running(&state, &stored);
+            state.push.gateways.ensure_running(&stored);
         }
         _ => return Err(ApiError::invalid_param("Unknown pusher action")),
     }

@@ -14,6 +14,7 @@ use ruma::api::{
 use serde_json::{Map, Value, json};
 
 use super::ruma::Ruma;
+use super::state::AppState;
 use crate::{
     accounts::{
         Registration, available_user_id, check_password_policy, generate_user_id,
@@ -25,7 +26,6 @@ use crate::{
     },
     config::RegistrationMode,
     error::{ApiError, ApiResult},
-    state::AppState,
     storage::now_ms,
 };
 

@@ -18,11 +18,11 @@ use ruma::{
 use serde_json::{Value, value::RawValue};
 
 use super::ruma::Ruma;
+use super::state::AppState;
 use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::{access::read_access, client_event::render_events},
-    state::AppState,
 };
 
 /// How deep `recurse=true` follows relations of relations (the spec lets servers choose).

@@ -23,6 +23,7 @@ use ruma::{
 use serde_json::{Map, Value, value::RawValue};
 
 use super::ruma::Ruma;
+use super::state::AppState;
 use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
@@ -34,7 +35,6 @@ use crate::{
         send,
         upgrade::upgrade_room as upgrade_room_to,
     },
-    state::AppState,
     storage::{EventRow, StateMap},
 };
 
@@ -206,6 +206,7 @@ pub async fn send_message(
         body.txn_id.as_str(),
     )
     .await?;
+    state.presence.active(&state, &sender.user_id).await?;
     Ok(send_message_event::v3::Response::new(event_id))
 }
 

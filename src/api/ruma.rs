@@ -6,35 +6,31 @@
 //! and turns ruma's parse errors into the Matrix errors the spec names (`M_NOT_JSON`,
 //! `M_BAD_JSON`, ...). Handlers see only well-formed requests.
 
-use std::{
-    future::Future,
-    net::{IpAddr, SocketAddr},
-};
+use std::{future::Future, net::IpAddr};
 
 use axum::{
     Router,
     body::Body,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, RawPathParams, Request, State},
+    extract::{FromRequest, FromRequestParts, RawPathParams, Request, State},
     response::{IntoResponse, Response},
     routing::{MethodFilter, on},
 };
 use bytes::Bytes;
-use http::{StatusCode, request::Parts};
+use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use ruma::api::{
     IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
-    auth_scheme::{
-        AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken, NoAuthentication,
-    },
     error::{DeserializationError, FromHttpRequestError},
     path_builder::PathBuilder,
 };
 
-use super::extract::query_param;
-use crate::{
-    accounts::sessions::{Sender, authenticate_access_token},
-    error::{ApiError, ApiResult},
+use super::{
+    auth::{AuthPolicy, authenticate, client_ip},
     state::AppState,
+};
+use crate::{
+    accounts::sessions::Sender,
+    error::{ApiError, ApiResult},
 };
 
 /// A parsed request, with who sent it.
@@ -53,38 +49,6 @@ impl<Req> Ruma<Req> {
     pub fn sender(&self) -> ApiResult<&Sender> {
         self.sender.as_ref().ok_or_else(ApiError::missing_token)
     }
-}
-
-/// Whether an endpoint wants an access token, derived from ruma's auth scheme for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenUse {
-    Required,
-    Optional,
-    Ignored,
-}
-
-pub trait AuthPolicy {
-    const TOKEN: TokenUse;
-}
-
-impl AuthPolicy for AccessToken {
-    const TOKEN: TokenUse = TokenUse::Required;
-}
-impl AuthPolicy for AccessTokenOptional {
-    const TOKEN: TokenUse = TokenUse::Optional;
-}
-impl AuthPolicy for NoAuthentication {
-    const TOKEN: TokenUse = TokenUse::Ignored;
-}
-impl AuthPolicy for NoAccessToken {
-    const TOKEN: TokenUse = TokenUse::Ignored;
-}
-// Application services are not supported yet: their tokens are never valid user tokens.
-impl AuthPolicy for AppserviceToken {
-    const TOKEN: TokenUse = TokenUse::Required;
-}
-impl AuthPolicy for AppserviceTokenOptional {
-    const TOKEN: TokenUse = TokenUse::Ignored;
 }
 
 impl<Req> FromRequest<AppState> for Ruma<Req>
@@ -106,7 +70,7 @@ where
         let client_ip = client_ip(&parts, state);
         let sender = authenticate(&parts, state, Req::Authentication::TOKEN).await?;
         let raw_body = read_body(body, state.config.limits.max_request_body_bytes).await?;
-        super::extract::check_json_body(&raw_body)?;
+        crate::json::check_json_body(&raw_body)?;
         let body = raw_body.clone();
         let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         // A trailing empty parameter (`/state/{type}/` for the empty state key) is routed
@@ -168,97 +132,14 @@ fn lenient_body(path_template: &str, body: &[u8]) -> Option<Vec<u8>> {
     serde_json::to_vec(&value).ok()
 }
 
-/// Finds the access token: the `Authorization: Bearer` header, or the `access_token` query
-/// parameter (deprecated since Matrix 1.11, still allowed by the spec).
-pub fn access_token(parts: &Parts) -> ApiResult<Option<String>> {
-    if let Some(header) = parts.headers.get(http::header::AUTHORIZATION) {
-        let value = header.to_str().map_err(|_| ApiError::missing_token())?;
-        return match value.strip_prefix("Bearer ") {
-            Some(token) => Ok(Some(token.trim().to_owned())),
-            None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ruma::api::error::ErrorKind::MissingToken,
-                "The Authorization header must use the Bearer scheme",
-            )),
-        };
-    }
-    Ok(query_param(parts.uri.query(), "access_token"))
-}
-
-pub async fn authenticate(parts: &Parts, state: &AppState, token_use: TokenUse) -> ApiResult<Option<Sender>> {
-    if token_use == TokenUse::Ignored {
-        return Ok(None);
-    }
-    match access_token(parts)? {
-        Some(token) => {
-            let sender = authenticate_access_token(&state.storage, &token, client_ip(parts, state)).await?;
-            // Endpoints open to everyone are open to guests too; of the others, guests get
-            // only those the spec (and Synapse) allow them.
-            if sender.is_guest && token_use == TokenUse::Required {
-                let template = parts.extensions.get::<MatchedPath>().map_or("", MatchedPath::as_str);
-                if !super::guests::may_call(&parts.method, template) {
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        ruma::api::error::ErrorKind::GuestAccessForbidden,
-                        "Guest accounts cannot do this",
-                    ));
-                }
-            }
-            Ok(Some(sender))
-        }
-        None if token_use == TokenUse::Required => Err(ApiError::missing_token()),
-        None => Ok(None),
-    }
-}
-
-pub fn client_ip(parts: &Parts, state: &AppState) -> IpAddr {
-    let forwarded = state
-        .config
-        .x_forwarded_for
-        .then(|| {
-            parts
-                .headers
-                .get("x-forwarded-for")?
-                .to_str()
-                .ok()?
-                // The last entry is the one our proxy appended; earlier ones are whatever the
-                // client sent, and would let it choose its rate-limit key.
-                .rsplit(',')
-                .next()?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .flatten();
-    forwarded.unwrap_or_else(|| {
-        parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::from([127, 0, 0, 1]), |info| info.0.ip())
-    })
-}
-
 /// Reads the whole body, refusing (413 `M_TOO_LARGE`) past `limit` bytes.
 pub async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::too_large(limit)),
-        Err(error) if is_body_timeout(error.as_ref()) => Err(ApiError::body_timeout()),
+        Err(error) if crate::listener::is_body_timeout(error.as_ref()) => Err(ApiError::body_timeout()),
         Err(_) => Err(ApiError::bad_json("Could not read the request body")),
     }
-}
-
-/// Whether reading a body failed because the client stopped sending it
-/// (`limits.body_timeout_secs`); the error may come wrapped in axum's.
-pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(error) = source {
-        if error.is::<tower_http::timeout::TimeoutError>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
 }
 
 /// Maps ruma's parse failure to the spec's error: unparseable JSON is `M_NOT_JSON`, JSON of

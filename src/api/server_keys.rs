@@ -8,9 +8,9 @@ use hearth_federation::keys::{OldKey, server_key_document};
 use ruma::{MilliSecondsSinceUnixEpoch, UInt};
 use serde_json::Value;
 
+use super::state::AppState;
 use crate::{
     error::{ApiError, ApiResult},
-    state::AppState,
     storage::now_ms,
 };
 

@@ -19,6 +19,7 @@ use ruma::{
 };
 
 use super::ruma::Ruma;
+use super::state::AppState;
 use crate::{
     accounts::{
         check_login_password, delete_devices, log_out_everywhere,
@@ -26,7 +27,6 @@ use crate::{
         start_session,
     },
     error::{ApiError, ApiResult},
-    state::AppState,
 };
 
 /// `GET /_matrix/client/v3/login`

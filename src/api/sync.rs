@@ -23,6 +23,7 @@ use ruma::{
 };
 use serde_json::Value;
 
+use super::state::AppState;
 use super::{
     extract::{Authed, MatrixJson, query_param},
     ruma::Ruma,
@@ -33,7 +34,6 @@ use crate::{
         receipts::{set_fully_read, set_receipt},
     },
     error::{ApiError, ApiResult},
-    state::AppState,
     streams::StreamToken,
     sync::{
         filter::{parse, resolve},
@@ -148,6 +148,7 @@ pub async fn receipt(
                 thread,
             )
             .await?;
+            state.presence.active(&state, &sender.user_id).await?;
         }
         "m.fully_read" if thread.is_empty() => {
             set_fully_read(&state, &body.room_id, &sender.user_id, body.event_id.as_str()).await?;
@@ -176,6 +177,9 @@ pub async fn read_markers(
     }
     if let Some(event_id) = &body.private_read_receipt {
         set_receipt(&state, &body.room_id, user_id, "m.read.private", event_id.as_str(), "").await?;
+    }
+    if body.read_receipt.is_some() || body.private_read_receipt.is_some() {
+        state.presence.active(&state, user_id).await?;
     }
     Ok(set_read_marker::v3::Response::new())
 }
@@ -263,7 +267,7 @@ pub async fn sliding(
         ));
     }
     let _syncing = state.presence.syncing(&state, &sender.user_id, &set_presence).await?;
-    Ok(Json(sliding_sync(&state, &sender, request).await?))
+    Ok(Json(sliding_sync(&state, &state.sliding, &sender, request).await?))
 }
 
 /// Bytes each WebSocket reserves for reading at first.
@@ -331,7 +335,7 @@ pub async fn websocket(
         .read_buffer_size(WEBSOCKET_READ_BUFFER)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| websocket::serve(state, sender, token, request, presence, socket))
+        .on_upgrade(move |socket| websocket::serve(state.services.clone(), sender, token, request, presence, socket))
         .into_response())
 }
 

@@ -9,7 +9,7 @@ use ruma::{
 use serde_json::Value;
 
 use super::ruma::Ruma;
-use crate::{error::ApiResult, rooms::access::content_field, state::AppState};
+use crate::{api::state::AppState, error::ApiResult, rooms::access::content_field};
 
 const MAX_RESULTS: u64 = 100;
 

@@ -20,8 +20,8 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     accounts::sessions::Sender,
+    base::Base,
     error::{ApiError, ApiResult},
-    state::AppState,
     storage::{CrossSigningKeyRow, KeyUpload, NewSignature, SignatureRow, UploadedKey},
 };
 
@@ -148,7 +148,7 @@ pub struct CheckedUpload {
 
 /// Checks a `/keys/upload` body for `sender`'s device (nothing is stored).
 pub async fn check_upload(
-    state: &AppState,
+    state: &Base,
     sender: &Sender,
     device_keys: Option<&ruma::serde::Raw<ruma::encryption::DeviceKeys>>,
     one_time_keys: &BTreeMap<ruma::OwnedOneTimeKeyId, ruma::serde::Raw<ruma::encryption::OneTimeKey>>,
@@ -184,11 +184,7 @@ pub async fn check_upload(
 
 /// Stores a checked upload in one transaction and announces changed device keys. Returns the
 /// device's one-time key counts.
-pub async fn store_upload(
-    state: &AppState,
-    sender: &Sender,
-    upload: &CheckedUpload,
-) -> ApiResult<BTreeMap<String, i64>> {
+pub async fn store_upload(state: &Base, sender: &Sender, upload: &CheckedUpload) -> ApiResult<BTreeMap<String, i64>> {
     let storage = &state.storage;
     let (user_id, device_id) = (sender.user_id.as_str(), sender.device_id.as_str());
     match storage
@@ -248,7 +244,7 @@ fn merge_signatures(key: &mut Value, target_key_id: &str, signatures: &[Signatur
 /// `/keys/query` for local users (remote users get a failure for their server until
 /// federation queries land behind this same function).
 pub async fn query(
-    state: &AppState,
+    state: &Base,
     viewer: &UserId,
     requested: &BTreeMap<ruma::OwnedUserId, Vec<ruma::OwnedDeviceId>>,
 ) -> ApiResult<Value> {
@@ -309,7 +305,7 @@ pub async fn query(
 
 /// `/keys/claim`: one key per device asked for, each one-time key to one claimer only.
 pub async fn claim(
-    state: &AppState,
+    state: &Base,
     requested: &BTreeMap<ruma::OwnedUserId, BTreeMap<ruma::OwnedDeviceId, ruma::OneTimeKeyAlgorithm>>,
 ) -> ApiResult<Value> {
     let mut claimed = Map::new();
@@ -417,7 +413,7 @@ pub fn check_cross_signing_keys(
 
 /// `/keys/signatures/upload`: verifies each signature against the key it claims to be made
 /// with and stores the good ones. Returns the failures map.
-pub async fn upload_signatures(state: &AppState, sender: &Sender, body: &Value) -> ApiResult<Value> {
+pub async fn upload_signatures(state: &Base, sender: &Sender, body: &Value) -> ApiResult<Value> {
     let storage = &state.storage;
     let signer = sender.user_id.as_str();
     let body = body
@@ -538,7 +534,7 @@ pub async fn upload_signatures(state: &AppState, sender: &Sender, body: &Value) 
 /// Stores checked cross-signing keys (consuming the UIA session that allowed it, if any) and
 /// announces the change.
 pub async fn store_cross_signing_keys(
-    state: &AppState,
+    state: &Base,
     user_id: &UserId,
     keys: &[CheckedCrossSigningKey],
     uia_session: Option<&str>,
@@ -546,7 +542,7 @@ pub async fn store_cross_signing_keys(
     let mut tx = state.storage.begin_write().await?;
     match uia_session {
         Some(session) => {
-            crate::accounts::consume_uia(&mut tx, session).await?;
+            crate::accounts::uia::consume_uia(&mut tx, session).await?;
         }
         None => {
             // Allowed without auth because the user had no master key: make sure that still

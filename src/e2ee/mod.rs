@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use crate::{
     accounts::sessions::Sender,
+    base::Base,
     error::ApiResult,
-    state::AppState,
     streams::token::{Stream, StreamToken},
 };
 
@@ -26,13 +26,13 @@ pub const TO_DEVICE_PER_SYNC: i64 = 100;
 
 /// Announces that the user's devices or keys changed at `position` on the `device_lists`
 /// stream: every waiting sync of the user and of everyone sharing a room with them wakes.
-pub async fn device_lists_changed(state: &AppState, user_id: &UserId, position: i64) -> ApiResult<()> {
+pub async fn device_lists_changed(state: &Base, user_id: &UserId, position: i64) -> ApiResult<()> {
     // The position first, with no await before it: the change is committed and must become
     // visible even if what follows fails or the client hangs up.
     state
         .notifier
         .advance(Stream::DeviceLists, position, [user_id.as_str()]);
-    let keys = crate::sync::v3::initial_keys(state, user_id).await?;
+    let keys = state.listen_keys(user_id).await?;
     state.notifier.wake(keys.iter().map(String::as_str));
     Ok(())
 }
@@ -40,7 +40,7 @@ pub async fn device_lists_changed(state: &AppState, user_id: &UserId, position: 
 /// `device_lists` between two tokens: users whose keys changed and who share a room with the
 /// viewer (or are the viewer), users who newly share a room, and users who share none now.
 pub async fn device_list_changes(
-    state: &AppState,
+    state: &Base,
     viewer: &str,
     from: &StreamToken,
     to: &StreamToken,
@@ -51,7 +51,7 @@ pub async fn device_list_changes(
 
 /// [`device_list_changes`] with the [`sharing_changes`] between the tokens already computed.
 async fn device_list_changes_given(
-    state: &AppState,
+    state: &Base,
     viewer: &str,
     from: &StreamToken,
     to: &StreamToken,
@@ -74,7 +74,7 @@ pub type Sharing = (BTreeSet<String>, BTreeSet<String>);
 /// Users whose sharing of a room with the viewer may have changed between two event positions
 /// (someone joined or left a room of the viewer's, or the viewer joined or left one): those who
 /// share a room with the viewer now, and those who share none.
-pub async fn sharing_changes(state: &AppState, viewer: &str, from: i64, to: i64) -> ApiResult<Sharing> {
+pub async fn sharing_changes(state: &Base, viewer: &str, from: i64, to: i64) -> ApiResult<Sharing> {
     let storage = &state.storage;
     let (mut sharing_now, mut sharing_none) = (BTreeSet::new(), BTreeSet::new());
     if to <= from || !state.caches.member_events_after(from) {
@@ -131,7 +131,7 @@ impl SyncE2ee {
 /// token past them, so it has them), the device list changes since `since`, and its key
 /// counts. `sharing` holds the [`sharing_changes`] since `since` (empty without one).
 pub async fn sync_e2ee(
-    state: &AppState,
+    state: &Base,
     sender: &Sender,
     since: Option<&StreamToken>,
     to_device: (Option<i64>, i64),
@@ -172,7 +172,7 @@ pub async fn sync_e2ee(
 /// reads up to `limit` in (`after`, `until`]. Returns them and the position to resume after:
 /// the last one returned if more may wait, else `until`.
 pub async fn to_device_batch(
-    state: &AppState,
+    state: &Base,
     sender: &Sender,
     delete_upto: i64,
     after: i64,
@@ -209,7 +209,7 @@ pub async fn to_device_batch(
 /// The device's unclaimed one-time keys per algorithm, its unused fallback key types, and
 /// whether messages at or below `acknowledged` wait to be deleted.
 pub async fn key_counts(
-    state: &AppState,
+    state: &Base,
     sender: &Sender,
     acknowledged: i64,
 ) -> ApiResult<(BTreeMap<String, i64>, Vec<String>, bool)> {

@@ -6,15 +6,15 @@ use ruma::{OwnedDeviceId, OwnedUserId, api::client::to_device::send_event_to_dev
 
 use crate::{
     accounts::sessions::Sender,
+    base::Base,
     error::{ApiError, ApiResult},
-    state::AppState,
     storage::OutgoingToDevice,
     streams::token::Stream,
 };
 
 /// Queues the messages of one `/sendToDevice` request and wakes the recipients' syncs. A
 /// repeated transaction ID sends nothing again.
-pub async fn send(state: &AppState, sender: &Sender, request: &send_event_to_device::v3::Request) -> ApiResult<()> {
+pub async fn send(state: &Base, sender: &Sender, request: &send_event_to_device::v3::Request) -> ApiResult<()> {
     let mut messages = Vec::new();
     for (user_id, devices) in &request.messages {
         if user_id.server_name() != state.config.server_name {

@@ -3,14 +3,18 @@
 //! every few milliseconds and wakes the senders. A message to a 500-member room thus costs a
 //! handful of writes, not 499 write transactions competing with sends for the database.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::sync::Notify;
 
 use super::DELIVERED;
 use crate::streams::Stream;
 use crate::{
-    state::AppState,
+    base::Base,
     storage::{NewReceipt, now_ms},
 };
 
@@ -40,7 +44,7 @@ impl Deliveries {
     }
 
     /// Writes whatever is pending, in one transaction, and wakes the senders.
-    async fn flush(&self, state: &AppState) {
+    async fn flush(&self, state: &Base) {
         let batch: Vec<_> = {
             let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             pending.drain().collect()
@@ -82,13 +86,13 @@ impl Deliveries {
 
 /// The flusher: runs for the life of the server; once the server is stopping, it writes
 /// what is pending and ends (see [`Deliveries::finish`]).
-pub async fn flush_deliveries(state: AppState) {
+pub async fn flush_deliveries(state: Base, deliveries: Arc<Deliveries>) {
     loop {
-        state.deliveries.wake.notified().await;
+        deliveries.wake.notified().await;
         if !state.notifier.is_closing() {
             tokio::time::sleep(GATHER).await;
         }
-        state.deliveries.flush(&state).await;
+        deliveries.flush(&state).await;
         if state.notifier.is_closing() {
             return;
         }
@@ -102,7 +106,7 @@ impl Deliveries {
     }
 
     /// Writes what was recorded after the flusher ended (by requests still draining).
-    pub async fn flush_remaining(&self, state: &AppState) {
+    pub async fn flush_remaining(&self, state: &Base) {
         self.flush(state).await;
     }
 }

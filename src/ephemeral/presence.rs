@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use crate::streams::Stream;
 use crate::{
+    base::Base,
     error::ApiResult,
-    state::AppState,
     storage::{PresenceRow, now_ms},
 };
 
@@ -77,7 +77,7 @@ struct Change {
 impl Presence {
     /// Picks up users stored as present, so a restart ages them out instead of leaving them
     /// online for ever.
-    pub async fn restore(&self, state: &AppState) -> ApiResult<()> {
+    pub async fn restore(&self, state: &Base) -> ApiResult<()> {
         let rows = state.storage.presence_not_offline().await?;
         let mut users = self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for row in rows {
@@ -92,7 +92,7 @@ impl Presence {
     /// leaves presence alone).
     pub async fn syncing(
         self: &Arc<Self>,
-        state: &AppState,
+        state: &Base,
         user_id: &UserId,
         set_presence: &str,
     ) -> ApiResult<Option<SyncGuard>> {
@@ -150,7 +150,7 @@ impl Presence {
     }
 
     /// The user did something (sent an event, a receipt, typed): they are online and active.
-    pub async fn active(&self, state: &AppState, user_id: &UserId) -> ApiResult<()> {
+    pub async fn active(&self, state: &Base, user_id: &UserId) -> ApiResult<()> {
         if !state.config.presence.enabled {
             return Ok(());
         }
@@ -187,7 +187,7 @@ impl Presence {
     /// `PUT /presence/{userId}/status`.
     pub async fn set(
         &self,
-        state: &AppState,
+        state: &Base,
         user_id: &UserId,
         presence: &str,
         status_msg: Option<String>,
@@ -217,19 +217,13 @@ impl Presence {
         .await
     }
 
-    async fn write(&self, state: &AppState, user_id: &UserId, change: Change) -> ApiResult<()> {
+    async fn write(&self, state: &Base, user_id: &UserId, change: Change) -> ApiResult<()> {
         self.write_if(state, user_id, change, None).await
     }
 
     /// Stores a change, unless `expected` is given and the user's state moved away from it
     /// in the meantime (a timer's decision must not undo activity that just happened).
-    async fn write_if(
-        &self,
-        state: &AppState,
-        user_id: &UserId,
-        change: Change,
-        expected: Option<&str>,
-    ) -> ApiResult<()> {
+    async fn write_if(&self, state: &Base, user_id: &UserId, change: Change, expected: Option<&str>) -> ApiResult<()> {
         if let Some(expected) = expected {
             let users = self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if users.get(user_id).is_some_and(|tracked| tracked.state != expected) {
@@ -263,7 +257,7 @@ impl Presence {
     }
 
     /// Ages everyone: idle users become `unavailable`, users who stopped syncing `offline`.
-    pub async fn tick(&self, state: &AppState) {
+    pub async fn tick(&self, state: &Base) {
         let config = &state.config.presence;
         let idle_ms = i64::try_from(config.idle_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let offline_after = Duration::from_secs(config.offline_timeout_secs);

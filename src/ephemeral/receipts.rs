@@ -7,16 +7,16 @@ use serde_json::json;
 
 use crate::streams::Stream;
 use crate::{
+    base::{Base, Change},
     error::{ApiError, ApiResult},
     rooms::access::{require_member, visible_event},
-    state::AppState,
     storage::{NewReceipt, now_ms},
 };
 
 /// Stores the user's receipt of `receipt_type` on `event_id` (thread `""` for unthreaded,
 /// `main`, or a thread root). A receipt older than the user's current one changes nothing.
 pub async fn set_receipt(
-    state: &AppState,
+    state: &Base,
     room_id: &RoomId,
     user_id: &UserId,
     receipt_type: &str,
@@ -51,15 +51,16 @@ pub async fn set_receipt(
         state.notifier.advance(Stream::Receipts, position, [key]);
         if receipt_type == "m.read" || receipt_type == "m.read.private" {
             // Counts dropped: the user's phones update their badges.
-            state.push.gateways.badge_changed(user_id.as_str());
+            state.publish(Change::ReadReceipt {
+                user_id: user_id.as_str(),
+            });
         }
     }
-    state.presence.active(state, user_id).await?;
     Ok(())
 }
 
 /// Moves the user's `m.fully_read` marker (room account data) to `event_id`.
-pub async fn set_fully_read(state: &AppState, room_id: &RoomId, user_id: &UserId, event_id: &str) -> ApiResult<()> {
+pub async fn set_fully_read(state: &Base, room_id: &RoomId, user_id: &UserId, event_id: &str) -> ApiResult<()> {
     require_member(state, room_id, user_id).await?;
     visible_event(state, room_id, user_id, event_id).await?;
     let content = json!({ "event_id": event_id }).to_string();

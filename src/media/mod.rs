@@ -114,7 +114,7 @@ impl Media {
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|error| {
-                if crate::api::ruma::is_body_timeout(&error) {
+                if crate::listener::is_body_timeout(&error) {
                     ApiError::body_timeout()
                 } else {
                     ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "The upload was cut off")

@@ -10,6 +10,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -21,9 +22,10 @@ use ruma::{
 };
 use serde_json::{Value, value::RawValue};
 
+use super::Push;
 use crate::{
+    base::Base,
     error::ApiResult,
-    state::AppState,
     storage::{EventRow, NewPushAction},
     streams::Stream,
 };
@@ -51,20 +53,21 @@ struct Evaluated {
 }
 
 /// Runs forever: evaluates each event written after `evaluated`.
-pub async fn run(state: AppState, mut evaluated: i64) {
+pub async fn run(push: Arc<Push>, mut evaluated: i64) {
+    let state = push.base.clone();
     let mut rooms: HashMap<String, RoomContext> = HashMap::new();
     loop {
-        let written = state.push.events_written.notified();
+        let written = push.events_written.notified();
         let until = state.notifier.position(Stream::Events);
         if until <= evaluated {
             written.await;
             continue;
         }
-        match evaluate_batch(&state, &mut rooms, evaluated, until).await {
+        match evaluate_batch(&state, &push, &mut rooms, evaluated, until).await {
             Ok((done, users)) => {
                 evaluated = done;
-                state.push.evaluated.send_replace(done);
-                state.push.gateways.wake(&users);
+                push.evaluated.send_replace(done);
+                push.gateways.wake(&users);
             }
             Err(_) => {
                 // Already logged; the database may be back in a moment.
@@ -78,7 +81,8 @@ pub async fn run(state: AppState, mut evaluated: i64) {
 /// Evaluates the events after `after` (up to `until`, at most a batch) and stores the
 /// results. Returns the position evaluated up to and the users with new notifications.
 async fn evaluate_batch(
-    state: &AppState,
+    state: &Base,
+    push: &Push,
     rooms: &mut HashMap<String, RoomContext>,
     after: i64,
     until: i64,
@@ -91,7 +95,7 @@ async fn evaluate_batch(
     let mut batch = Evaluated::default();
     for event in &events {
         let started = Instant::now();
-        let members = evaluate_event(state, rooms, event, &mut batch).await?;
+        let members = evaluate_event(state, push, rooms, event, &mut batch).await?;
         state
             .metrics
             .push_evaluation_seconds
@@ -109,7 +113,8 @@ async fn evaluate_batch(
 /// Evaluates one event for every local member it may concern, adding the notifying ones.
 /// Returns how many members' rules it ran.
 async fn evaluate_event(
-    state: &AppState,
+    state: &Base,
+    push: &Push,
     rooms: &mut HashMap<String, RoomContext>,
     event: &EventRow,
     batch: &mut Evaluated,
@@ -188,7 +193,7 @@ async fn evaluate_event(
     if targets.is_empty() {
         return Ok(0);
     }
-    let users = state.push.users_data(&state.storage, &targets).await?;
+    let users = push.users_data(&state.storage, &targets).await?;
     let Ok(raw) = RawValue::from_string(event.json.clone()) else {
         return Ok(0);
     };
@@ -251,7 +256,7 @@ pub fn thread_of(pdu: &Value) -> String {
 /// Reads the room's members, power levels and version as of `event` (the state after it; the
 /// evaluator may be behind the room, and someone who joined later must not be notified of
 /// what came before).
-async fn load_room(state: &AppState, event: &EventRow) -> ApiResult<Option<RoomContext>> {
+async fn load_room(state: &Base, event: &EventRow) -> ApiResult<Option<RoomContext>> {
     let room_id = event.room_id.as_str();
     let Some(version) = state.caches.room_version(&state.storage, room_id).await? else {
         return Ok(None);

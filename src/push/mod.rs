@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
 use crate::{
+    base::{Base, Change, Subscriber},
     error::{ApiError, ApiResult},
-    state::AppState,
     storage::{Storage, UnreadCount},
 };
 
@@ -45,6 +45,7 @@ pub struct UserPushData {
 
 /// The push service: caches, the evaluator's progress and the pushers' tasks.
 pub struct Push {
+    base: Base,
     users: Mutex<HashMap<String, Arc<UserPushData>>>,
     /// Bumped by every invalidation: a load that raced one is not cached.
     generation: AtomicU64,
@@ -59,25 +60,26 @@ pub struct Push {
 }
 
 impl Push {
-    pub fn new(config: &crate::config::PushConfig) -> Self {
+    pub fn new(base: &Base) -> Self {
         Self {
+            base: base.clone(),
             users: Mutex::default(),
             generation: AtomicU64::new(0),
             edits: tokio::sync::Mutex::default(),
             events_written: Notify::new(),
             evaluated: watch::Sender::new(0),
-            gateways: gateway::Gateways::new(config),
+            gateways: gateway::Gateways::new(base, &base.config.push),
             evaluator: Mutex::default(),
         }
     }
 
     /// Starts the evaluator and the pushers (at server start).
-    pub async fn start(state: &AppState) -> ApiResult<()> {
-        let evaluated = state.storage.push_evaluated().await?;
-        state.push.evaluated.send_replace(evaluated);
-        let evaluator = tokio::spawn(evaluate::run(state.clone(), evaluated)).abort_handle();
-        *state.push.evaluator.lock().expect("evaluator lock") = Some(evaluator);
-        gateway::start_all(state).await
+    pub async fn start(self: &Arc<Self>) -> ApiResult<()> {
+        let evaluated = self.base.storage.push_evaluated().await?;
+        self.evaluated.send_replace(evaluated);
+        let evaluator = tokio::spawn(evaluate::run(self.clone(), evaluated)).abort_handle();
+        *self.evaluator.lock().expect("evaluator lock") = Some(evaluator);
+        self.gateways.start_all().await
     }
 
     /// Stops evaluation and the pushers (at shutdown). What is not done yet is picked up at
@@ -92,6 +94,38 @@ impl Push {
     /// An event was written: evaluation has work.
     pub fn event_written(&self) {
         self.events_written.notify_one();
+    }
+
+    /// Changes the user's push rules with `edit` and stores them (as `m.push_rules` account
+    /// data, which reaches the user's clients through sync). An error from `edit` changes
+    /// nothing.
+    pub async fn edit_rules<T>(
+        &self,
+        user_id: &UserId,
+        edit: impl FnOnce(&mut Ruleset) -> ApiResult<T>,
+    ) -> ApiResult<T> {
+        let _one_at_a_time = self.edits.lock().await;
+        let mut ruleset = rules(&self.base, user_id).await?;
+        let result = edit(&mut ruleset)?;
+        let content = rules_content(&ruleset).to_string();
+        crate::account_data::set_account_data(&self.base, user_id, "", PUSH_RULES, &content).await?;
+        Ok(result)
+    }
+
+    /// The user's unread counts in these rooms, once evaluation has caught up with `position`.
+    pub async fn unread_counts(
+        &self,
+        user_id: &UserId,
+        rooms: &[&str],
+        position: i64,
+        by_thread: bool,
+    ) -> ApiResult<RoomCounts> {
+        if rooms.is_empty() {
+            return Ok(RoomCounts::default());
+        }
+        self.caught_up(position).await;
+        let rows = self.base.storage.unread_counts(user_id.as_str(), Some(rooms)).await?;
+        Ok(RoomCounts::from_rows(rows, by_thread))
     }
 
     /// Waits until every event up to `position` is evaluated (or [`EVALUATION_WAIT`] passes),
@@ -249,29 +283,14 @@ pub fn rules_content(rules: &Ruleset) -> Value {
 }
 
 /// The user's push rules.
-pub async fn rules(state: &AppState, user_id: &UserId) -> ApiResult<Ruleset> {
+pub async fn rules(state: &Base, user_id: &UserId) -> ApiResult<Ruleset> {
     let stored = state.storage.account_data(user_id.as_str(), "", PUSH_RULES).await?;
     Ok(rules_from_content(user_id, stored.as_deref()))
 }
 
-/// Changes the user's push rules with `edit` and stores them (as `m.push_rules` account data,
-/// which reaches the user's clients through sync). An error from `edit` changes nothing.
-pub async fn edit_rules<T>(
-    state: &AppState,
-    user_id: &UserId,
-    edit: impl FnOnce(&mut Ruleset) -> ApiResult<T>,
-) -> ApiResult<T> {
-    let _one_at_a_time = state.push.edits.lock().await;
-    let mut ruleset = rules(state, user_id).await?;
-    let result = edit(&mut ruleset)?;
-    let content = rules_content(&ruleset).to_string();
-    crate::account_data::set_account_data(state, user_id, "", PUSH_RULES, &content).await?;
-    Ok(result)
-}
-
 /// For a first sync: adds the user's push rules to the global account data events unless
 /// they are there already (they are only stored once edited; clients read them from here).
-pub async fn add_initial_rules(state: &AppState, user_id: &UserId, global: &mut Vec<Value>) -> ApiResult<()> {
+pub async fn add_initial_rules(state: &Base, user_id: &UserId, global: &mut Vec<Value>) -> ApiResult<()> {
     if !global.iter().any(|event| event["type"] == PUSH_RULES) {
         let rules = rules(state, user_id).await?;
         global.push(json!({ "type": PUSH_RULES, "content": rules_content(&rules) }));
@@ -339,20 +358,21 @@ impl RoomCounts {
     }
 }
 
-/// The user's unread counts in these rooms, once evaluation has caught up with `position`.
-pub async fn unread_counts(
-    state: &AppState,
-    user_id: &UserId,
-    rooms: &[&str],
-    position: i64,
-    by_thread: bool,
-) -> ApiResult<RoomCounts> {
-    if rooms.is_empty() {
-        return Ok(RoomCounts::default());
+/// Push follows committed changes: events to evaluate, rules to reload, pushers to restart,
+/// badges to update.
+impl Subscriber for Push {
+    fn published(&self, change: Change<'_>) {
+        match change {
+            Change::Event { .. } => self.event_written(),
+            Change::AccountData {
+                user_id,
+                room_id,
+                data_type,
+            } => self.account_data_changed(user_id, room_id, data_type),
+            Change::Pushers { user_id } => self.gateways.pushers_changed(user_id),
+            Change::ReadReceipt { user_id } => self.gateways.badge_changed(user_id),
+        }
     }
-    state.push.caught_up(position).await;
-    let rows = state.storage.unread_counts(user_id.as_str(), Some(rooms)).await?;
-    Ok(RoomCounts::from_rows(rows, by_thread))
 }
 
 /// A rule ID or kind in a path that names nothing.

@@ -12,11 +12,16 @@ use std::sync::Arc;
 use ruma::{RoomId, UserId};
 use serde_json::Value;
 
-use super::pipeline::room_version_rules;
+pub use crate::json::content_field;
+
+use super::{
+    error::{EventError, EventResult},
+    version::room_version_rules,
+};
 use crate::{
+    base::Base,
     cache::MembershipEvent,
     error::{ApiError, ApiResult},
-    state::AppState,
     storage::EventRow,
 };
 
@@ -81,7 +86,7 @@ impl ReadAccess {
 
 /// 404 for rooms we do not know, 403 for rooms the user has never been in or has forgotten
 /// (unless world-readable).
-pub async fn read_access(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<ReadAccess> {
+pub async fn read_access(state: &Base, room_id: &RoomId, user_id: &UserId) -> ApiResult<ReadAccess> {
     let access = membership_access(state, room_id, user_id).await?;
     // A former member who forgot the room no longer reads its history (spec, `/forget`).
     if let Some(last) = access
@@ -103,7 +108,7 @@ pub async fn read_access(state: &AppState, room_id: &RoomId, user_id: &UserId) -
 /// [`read_access`] without the forgotten check, for sync: it works from the room list it read
 /// at the start (which leaves forgotten rooms out), and a room forgotten while a response is
 /// being made goes out once more rather than failing the whole response.
-pub async fn membership_access(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<ReadAccess> {
+pub async fn membership_access(state: &Base, room_id: &RoomId, user_id: &UserId) -> ApiResult<ReadAccess> {
     require_room(state, room_id.as_str()).await?;
     let (storage, caches) = (&state.storage, &state.caches);
     let world_readable_now = world_readable(state, room_id).await?;
@@ -122,7 +127,7 @@ pub async fn membership_access(state: &AppState, room_id: &RoomId, user_id: &Use
 /// An event of the room the user may read, with their access to the room: 404 if the event
 /// is unknown, in another room, or hidden from them by history visibility.
 pub async fn visible_event(
-    state: &AppState,
+    state: &Base,
     room_id: &RoomId,
     user_id: &UserId,
     event_id: &str,
@@ -138,7 +143,7 @@ pub async fn visible_event(
 }
 
 /// 404 `M_NOT_FOUND` unless the room is known here.
-pub async fn require_room(state: &AppState, room_id: &str) -> ApiResult<()> {
+pub async fn require_room(state: &Base, room_id: &str) -> ApiResult<()> {
     match state.caches.room_version(&state.storage, room_id).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found("Unknown room")),
@@ -146,7 +151,7 @@ pub async fn require_room(state: &AppState, room_id: &str) -> ApiResult<()> {
 }
 
 /// 403 unless the user is joined to the room now (or the room is world-readable).
-pub async fn require_joined(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<()> {
+pub async fn require_joined(state: &Base, room_id: &RoomId, user_id: &UserId) -> ApiResult<()> {
     require_room(state, room_id.as_str()).await?;
     let joined = state
         .storage
@@ -162,7 +167,7 @@ pub async fn require_joined(state: &AppState, room_id: &RoomId, user_id: &UserId
 
 /// 403 unless the user is joined to the room now, world-readable or not (for acting in it:
 /// typing, receipts).
-pub async fn require_member(state: &AppState, room_id: &RoomId, user_id: &UserId) -> ApiResult<()> {
+pub async fn require_member(state: &Base, room_id: &RoomId, user_id: &UserId) -> ApiResult<()> {
     match state
         .storage
         .membership(room_id.as_str(), user_id.as_str())
@@ -177,28 +182,22 @@ pub async fn require_member(state: &AppState, room_id: &RoomId, user_id: &UserId
     }
 }
 
-async fn world_readable(state: &AppState, room_id: &RoomId) -> ApiResult<bool> {
+async fn world_readable(state: &Base, room_id: &RoomId) -> ApiResult<bool> {
     Ok(state.caches.world_readable(&state.storage, room_id.as_str()).await?)
-}
-
-/// A string field of a stored PDU's content.
-pub fn content_field(pdu_json: &str, field: &str) -> Option<String> {
-    let pdu: Value = serde_json::from_str(pdu_json).ok()?;
-    pdu.get("content")?.get(field)?.as_str().map(str::to_owned)
 }
 
 /// The user's power level in the room, and the level an action needs (`redact`, `kick`…).
 /// Creators in v12 rooms have infinite power (`i64::MAX`).
-pub async fn power_levels(state: &AppState, room_id: &RoomId, user_id: &UserId, action: &str) -> ApiResult<(i64, i64)> {
+pub async fn power_levels(state: &Base, room_id: &RoomId, user_id: &UserId, action: &str) -> EventResult<(i64, i64)> {
     let storage = &state.storage;
     let create = storage
         .current_state_event(room_id.as_str(), "m.room.create", "")
         .await?
-        .ok_or_else(ApiError::internal)?;
+        .ok_or(EventError::UnknownRoom)?;
     let version = storage
         .room_version(room_id.as_str())
         .await?
-        .ok_or_else(ApiError::internal)?;
+        .ok_or(EventError::UnknownRoom)?;
     let (_, rules) = room_version_rules(&version)?;
     let create_pdu: Value = serde_json::from_str(&create.json).unwrap_or_default();
     let is_creator = create.sender == user_id.as_str()
@@ -230,7 +229,7 @@ pub async fn power_levels(state: &AppState, room_id: &RoomId, user_id: &UserId, 
 
 /// The power level needed to send a state event of `event_type` (its entry in the power levels'
 /// `events`, else `state_default`, else 50; 0 in a room without power levels).
-pub async fn state_event_level(state: &AppState, room_id: &RoomId, event_type: &str) -> ApiResult<i64> {
+pub async fn state_event_level(state: &Base, room_id: &RoomId, event_type: &str) -> ApiResult<i64> {
     let Some(levels) = state
         .storage
         .current_state_event(room_id.as_str(), "m.room.power_levels", "")

@@ -9,9 +9,9 @@ use serde_json::{Map, Value, json};
 
 use super::pipeline::room_version_rules;
 use crate::{
+    base::Base,
     cache::MembershipEvent,
     error::ApiResult,
-    state::AppState,
     storage::{EventRow, now_ms},
 };
 
@@ -84,7 +84,7 @@ fn redacted_content(event_type: &str, content: Value, room_version: &str) -> Val
 /// for the sending device, and the bundled aggregations of relations (`m.replace`: the latest
 /// edit; `m.thread`: latest reply, count and participation; `m.reference`: the references).
 pub async fn render_events(
-    state: &AppState,
+    state: &Base,
     rows: &[EventRow],
     room_version: &str,
     viewer: &UserId,

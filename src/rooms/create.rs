@@ -18,14 +18,13 @@ use serde_json::{Map, Value, json, value::RawValue};
 
 use super::{
     membership::{Change, member_content},
-    pipeline::{EventDraft, build_object, check_identifier_sizes, finalize, to_pdu},
+    pipeline::{EventDraft, build_object, check_identifier_sizes, finalize, published::announce, to_pdu},
 };
 use crate::{
     accounts::tokens::random_string,
+    base::Base,
     error::{ApiError, ApiResult},
-    state::AppState,
-    storage::{NewEventRow, Storage},
-    streams::Stream,
+    storage::{EventWrites, NewEvent, Storage},
 };
 
 /// The presets of the spec.
@@ -60,7 +59,7 @@ pub struct RoomSpec {
 /// its create event a millisecond on, this many times at most.
 const MAX_ID_ATTEMPTS: i64 = 100;
 
-pub async fn create_room(state: &AppState, creator: &UserId, spec: RoomSpec) -> ApiResult<OwnedRoomId> {
+pub async fn create_room(state: &Base, creator: &UserId, spec: RoomSpec) -> ApiResult<OwnedRoomId> {
     let rules = spec.version.rules().ok_or_else(ApiError::internal)?;
     let drafts = drafts(state, creator, &spec, &rules).await?;
     for attempt in 0..MAX_ID_ATTEMPTS {
@@ -75,7 +74,7 @@ pub async fn create_room(state: &AppState, creator: &UserId, spec: RoomSpec) -> 
 
 /// The events after the create event, as (sender, draft), in the spec's order.
 async fn drafts(
-    state: &AppState,
+    state: &Base,
     creator: &UserId,
     spec: &RoomSpec,
     rules: &RoomVersionRules,
@@ -237,7 +236,7 @@ impl Chain {
 
 /// Builds every event of the room; `attempt` moves the create event's timestamp on.
 fn build(
-    state: &AppState,
+    state: &Base,
     creator: &UserId,
     spec: &RoomSpec,
     rules: &RoomVersionRules,
@@ -309,7 +308,7 @@ fn build(
 /// The `m.room.create` event and the room ID: random before v12, the create event's hash
 /// from v12.
 fn build_create(
-    state: &AppState,
+    state: &Base,
     creator: &UserId,
     spec: &RoomSpec,
     rules: &RoomVersionRules,
@@ -357,7 +356,7 @@ fn build_create(
 
 /// Writes the room in one transaction and announces it. `None` when its (hashed) ID is
 /// taken by an identical creation a moment ago.
-async fn persist(state: &AppState, creator: &UserId, spec: &RoomSpec, room: NewRoom) -> ApiResult<Option<OwnedRoomId>> {
+async fn persist(state: &Base, creator: &UserId, spec: &RoomSpec, room: NewRoom) -> ApiResult<Option<OwnedRoomId>> {
     let NewRoom { room_id, events } = room;
     let mut tx = state.storage.begin_write().await?;
     if !Storage::insert_room(&mut tx, room_id.as_str(), spec.version.as_str(), creator.as_str()).await? {
@@ -369,21 +368,24 @@ async fn persist(state: &AppState, creator: &UserId, spec: &RoomSpec, room: NewR
         let membership = (event.draft.event_type == "m.room.member")
             .then(|| event.draft.content.get("membership").and_then(Value::as_str))
             .flatten();
-        let row = NewEventRow {
-            event_id: event.event_id.as_str(),
-            room_id: room_id.as_str(),
+        let row = NewEvent {
+            event_id: event.event_id.to_string(),
+            room_id: room_id.to_string(),
             depth: event.depth,
-            event_type: &event.draft.event_type,
-            state_key: event.draft.state_key.as_deref(),
-            sender: event.sender.as_str(),
+            event_type: event.draft.event_type.clone(),
+            state_key: event.draft.state_key.clone(),
+            sender: event.sender.to_string(),
             origin_server_ts: event.origin_server_ts,
-            json: &event.json,
-            prev_events: &event.prev_events,
+            json: event.json.clone(),
+            prev_events: event.prev_events.clone(),
             state_before: state_group,
-            membership,
+            membership: membership.map(str::to_owned),
             transaction: None,
             relation: None,
-            history_visibility: &event.history_visibility,
+            history_visibility: event.history_visibility.clone(),
+            redacts: None,
+            writes: EventWrites::ALL,
+            rejected_reason: None,
         };
         let persisted = Storage::persist_event(&mut tx, &row).await?;
         state_group = Some(persisted.state_group);
@@ -403,22 +405,17 @@ async fn persist(state: &AppState, creator: &UserId, spec: &RoomSpec, room: NewR
     }
     tx.commit().await?;
 
-    for event in &events {
-        state.caches.event_persisted(
-            room_id.as_str(),
-            &event.draft.event_type,
-            event.draft.state_key.as_deref(),
-            false,
-        );
-    }
-    state.caches.member_event_at(last_position);
     // The room's members and its invitees (not members yet) hear of it.
-    let invitees = spec.invite.iter().map(|user| user.as_str());
-    state.notifier.advance(
-        Stream::Events,
-        last_position,
-        [room_id.as_str(), creator.as_str()].into_iter().chain(invitees),
-    );
-    state.push.event_written();
+    let subjects = std::iter::once(creator.as_str()).chain(spec.invite.iter().map(|user| user.as_str()));
+    announce(state, room_id.as_str(), last_position, subjects, |caches| {
+        for event in &events {
+            caches.event_persisted(
+                room_id.as_str(),
+                &event.draft.event_type,
+                event.draft.state_key.as_deref(),
+                false,
+            );
+        }
+    });
     Ok(Some(room_id))
 }

@@ -6,8 +6,8 @@ use serde_json::{Map, Value, json};
 
 use super::pipeline::{Appended, EventDraft, append_event};
 use crate::{
+    base::Base,
     error::{ApiError, ApiResult},
-    state::AppState,
 };
 
 /// What a membership change does.
@@ -36,7 +36,7 @@ impl Change {
 
 /// Applies a membership change by `sender` to `target` (the same user for join, leave, knock).
 pub async fn change_membership(
-    state: &AppState,
+    state: &Base,
     room_id: &RoomId,
     sender: &UserId,
     target: &UserId,
@@ -51,7 +51,7 @@ pub async fn change_membership(
 }
 
 /// Whether the room lets guests in (`m.room.guest_access` is `can_join`).
-pub async fn guests_may_join(state: &AppState, room_id: &RoomId) -> ApiResult<bool> {
+pub async fn guests_may_join(state: &Base, room_id: &RoomId) -> ApiResult<bool> {
     let event = state
         .storage
         .current_state_event(room_id.as_str(), "m.room.guest_access", "")
@@ -65,7 +65,7 @@ pub async fn guests_may_join(state: &AppState, room_id: &RoomId) -> ApiResult<bo
 /// After `m.room.guest_access` changed: when guests may no longer join, the guests in the
 /// room leave it (the spec's server behaviour; each leaves on their own account, as Synapse
 /// does, so no power is needed).
-pub async fn remove_guests_if_closed(state: &AppState, room_id: &RoomId) -> ApiResult<()> {
+pub async fn remove_guests_if_closed(state: &Base, room_id: &RoomId) -> ApiResult<()> {
     if guests_may_join(state, room_id).await? {
         return Ok(());
     }
@@ -82,7 +82,7 @@ pub async fn remove_guests_if_closed(state: &AppState, room_id: &RoomId) -> ApiR
 
 /// The content of `target`'s member event for `change`: the membership, and for a join,
 /// invite or knock of a local user their display name and avatar, which travel with it.
-pub async fn member_content(state: &AppState, change: Change, target: &UserId) -> ApiResult<Value> {
+pub async fn member_content(state: &Base, change: Change, target: &UserId) -> ApiResult<Value> {
     let mut content = json!({ "membership": change.membership() });
     if let Change::Invite { is_direct: true } = change {
         content["is_direct"] = Value::from(true);
@@ -112,7 +112,7 @@ const SERVER_SET_MEMBER_FIELDS: &[&str] = &[
 /// `/join`: a reason, a per-room display name, anything else, as Synapse copies it); they win
 /// over the profile's display name and avatar.
 pub async fn change_membership_with(
-    state: &AppState,
+    state: &Base,
     room_id: &RoomId,
     sender: &UserId,
     target: &UserId,
@@ -150,14 +150,14 @@ pub async fn change_membership_with(
         content["join_authorised_via_users_server"] = Value::from(authoriser);
     }
     let draft = EventDraft::state("m.room.member", target.as_str(), content);
-    append_event(state, room_id, sender, draft, None).await
+    Ok(append_event(state, room_id, sender, draft, None).await?)
 }
 
 /// For a join to a `restricted` (or `knock_restricted`) room by an uninvited user: checks that
 /// the user is in one of the rooms the join rules allow, and names a local member with the
 /// power to invite who vouches for the join (`join_authorised_via_users_server`). `None` when
 /// the room's join rule is not restricted.
-async fn restricted_join_authoriser(state: &AppState, room_id: &RoomId, user: &UserId) -> ApiResult<Option<String>> {
+async fn restricted_join_authoriser(state: &Base, room_id: &RoomId, user: &UserId) -> ApiResult<Option<String>> {
     let Some(rules) = state
         .storage
         .current_state_event(room_id.as_str(), "m.room.join_rules", "")
@@ -216,7 +216,7 @@ async fn restricted_join_authoriser(state: &AppState, room_id: &RoomId, user: &U
 /// After a profile change, re-sends the user's join event in every room they are in, carrying
 /// the new display name and avatar (as the spec asks and clients expect). A room that refuses
 /// the update (the user lost the right to change their membership) is skipped, not fatal.
-pub async fn propagate_profile(state: &AppState, user_id: &UserId) -> ApiResult<()> {
+pub async fn propagate_profile(state: &Base, user_id: &UserId) -> ApiResult<()> {
     let profile = state.storage.profile(user_id.as_str()).await?;
     for room in state.storage.rooms_with_membership(user_id.as_str(), "join").await? {
         let Ok(room_id) = ruma::OwnedRoomId::try_from(room) else {

@@ -4,11 +4,15 @@
 pub mod access;
 pub mod client_event;
 pub mod create;
+pub mod error;
 pub mod membership;
 pub mod persister;
 pub mod pipeline;
 pub mod send;
 pub mod upgrade;
+pub mod version;
+
+pub use self::error::EventError;
 
 use std::{
     collections::HashMap,

@@ -12,62 +12,11 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{
-    error::{ApiError, ApiResult},
-    storage::{NewEventRow, Storage, StorageError},
-};
+use super::error::{EventError, EventResult};
+use crate::storage::{NewEvent, Storage, StorageError};
 
 /// Events written per transaction at most.
 const MAX_BATCH: usize = 256;
-
-/// An event to write, owned (it crosses to the writer task).
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub event_id: String,
-    pub room_id: String,
-    pub depth: i64,
-    pub event_type: String,
-    pub state_key: Option<String>,
-    pub sender: String,
-    pub origin_server_ts: i64,
-    pub json: String,
-    pub prev_events: Vec<String>,
-    pub state_before: Option<i64>,
-    pub membership: Option<String>,
-    /// (device, endpoint, txn ID) of the sender's request.
-    pub transaction: Option<(String, &'static str, String)>,
-    pub relation: Option<(String, String)>,
-    pub history_visibility: String,
-    /// For a redaction: the event it redacts, marked redacted in the same transaction.
-    pub redacts: Option<String>,
-}
-
-impl NewEvent {
-    fn row(&self) -> NewEventRow<'_> {
-        NewEventRow {
-            event_id: &self.event_id,
-            room_id: &self.room_id,
-            depth: self.depth,
-            event_type: &self.event_type,
-            state_key: self.state_key.as_deref(),
-            sender: &self.sender,
-            origin_server_ts: self.origin_server_ts,
-            json: &self.json,
-            prev_events: &self.prev_events,
-            state_before: self.state_before,
-            membership: self.membership.as_deref(),
-            transaction: self
-                .transaction
-                .as_ref()
-                .map(|(device, endpoint, txn)| (self.sender.as_str(), device.as_str(), *endpoint, txn.as_str())),
-            relation: self
-                .relation
-                .as_ref()
-                .map(|(target, kind)| (target.as_str(), kind.as_str())),
-            history_visibility: &self.history_visibility,
-        }
-    }
-}
 
 /// Runs once the event is committed, with its position, before the sender hears back.
 pub type AfterCommit = Box<dyn FnOnce(i64) + Send>;
@@ -93,7 +42,7 @@ impl Persister {
 
     /// Writes the event (in some batch), runs `after_commit`, and returns its stream position.
     /// Once the event is handed over it is written even if this future is dropped.
-    pub async fn persist(&self, event: NewEvent, after_commit: AfterCommit) -> ApiResult<i64> {
+    pub async fn persist(&self, event: NewEvent, after_commit: AfterCommit) -> EventResult<i64> {
         let (done, result) = oneshot::channel();
         let job = Job {
             event,
@@ -105,9 +54,9 @@ impl Persister {
     }
 }
 
-fn stopped() -> ApiError {
+fn stopped() -> EventError {
     tracing::error!("the event writer has stopped");
-    ApiError::internal()
+    EventError::Internal("the event writer has stopped")
 }
 
 async fn write_batches(storage: Storage, mut receiver: mpsc::Receiver<Job>) {
@@ -151,10 +100,7 @@ async fn write(storage: &Storage, events: &[&NewEvent]) -> Result<Vec<i64>, Stor
     let mut tx = storage.begin_write().await?;
     let mut positions = Vec::with_capacity(events.len());
     for event in events {
-        positions.push(Storage::persist_event(&mut tx, &event.row()).await?.position);
-        if let Some(redacted) = &event.redacts {
-            Storage::mark_redacted(&mut tx, &event.room_id, redacted, &event.event_id).await?;
-        }
+        positions.push(Storage::persist_event(&mut tx, event).await?.position);
     }
     tx.commit().await?;
     Ok(positions)

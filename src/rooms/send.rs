@@ -9,14 +9,14 @@ use serde_json::{Map, Value};
 use super::pipeline::{EventDraft, Transaction, append_event};
 use crate::{
     accounts::sessions::Sender,
+    base::Base,
     error::{ApiError, ApiResult},
-    state::AppState,
 };
 
 /// Sends a message event (`PUT /rooms/{roomId}/send/{eventType}/{txnId}`). Transaction IDs
 /// are scoped per `endpoint` (`send` for REST, `ws_send` for the WebSocket).
 pub async fn send_message(
-    state: &AppState,
+    state: &Base,
     sender: &Sender,
     room_id: &RoomId,
     event_type: &str,
@@ -39,7 +39,6 @@ pub async fn send_message(
         redacts: None,
     };
     let appended = append_event(state, room_id, &sender.user_id, draft, Some(transaction)).await?;
-    state.presence.active(state, &sender.user_id).await?;
     Ok(appended.event_id)
 }
 
@@ -47,7 +46,7 @@ pub async fn send_message(
 /// of a transaction that already went through still gets its event (`Some`): only then is
 /// the database asked.
 pub async fn limit_sends(
-    state: &AppState,
+    state: &Base,
     sender: &Sender,
     room_id: &RoomId,
     transaction: Option<&Transaction<'_>>,
@@ -80,7 +79,7 @@ pub async fn limit_sends(
 /// Sends a state event (`PUT /rooms/{roomId}/state/{eventType}/{stateKey}`). Membership
 /// changes other than updating one's own join go through the membership endpoints.
 pub async fn send_state(
-    state: &AppState,
+    state: &Base,
     sender: &Sender,
     room_id: &RoomId,
     event_type: &str,
@@ -158,7 +157,7 @@ pub async fn send_state(
 /// `m.room.canonical_alias` names only valid aliases that point to this room (spec: 400
 /// `M_BAD_ALIAS` otherwise); those the current event already names are not checked again.
 /// New aliases of other servers cannot be checked without federation and are refused.
-async fn check_canonical_alias(state: &AppState, room_id: &RoomId, content: &Map<String, Value>) -> ApiResult<()> {
+async fn check_canonical_alias(state: &Base, room_id: &RoomId, content: &Map<String, Value>) -> ApiResult<()> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::BadAlias, message);
     let mut aliases: Vec<&Value> = Vec::new();
     if let Some(alias) = content.get("alias") {

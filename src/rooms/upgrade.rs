@@ -11,8 +11,8 @@ use super::{
     pipeline::{EventDraft, append_event, room_version_rules},
 };
 use crate::{
+    base::Base,
     error::{ApiError, ApiResult},
-    state::AppState,
 };
 
 /// State carried from the old room to the new one (as Synapse does).
@@ -36,7 +36,7 @@ fn content_of(json: &str) -> Value {
 }
 
 pub async fn upgrade_room(
-    state: &AppState,
+    state: &Base,
     old_room: &RoomId,
     sender: &UserId,
     new_version: RoomVersionId,

@@ -42,7 +42,7 @@ pub use self::{
     migrate::{MigrationError, SCHEMA_VERSION},
     push::{NewPushAction, PushActionRow, PusherRow, UnreadCount},
     registration::RegistrationToken,
-    rooms::{EventRow, NewEventRow, Persisted, RelationRow, StateMap},
+    rooms::{EventRow, EventWrites, NewEvent, Persisted, RelationRow, StateMap},
     sync::{MembershipRow, NewReceipt, PresenceRow, ReceiptRow, RoomActivity, RoomSummary},
     tokens::{AccessTokenInfo, RefreshTokenInfo},
     uia::UiaSession,

@@ -39,27 +39,59 @@ pub struct Persisted {
 /// (event type, state key) → event ID.
 pub type StateMap = BTreeMap<(String, String), String>;
 
-/// Everything persisted with one event, in one transaction.
-pub struct NewEventRow<'a> {
-    pub event_id: &'a str,
-    pub room_id: &'a str,
+/// An event to persist, with everything written with it in one transaction. The one shape an
+/// event is written in, local or remote, whatever its kind; [`EventRow`] is how it reads back.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub room_id: String,
     pub depth: i64,
-    pub event_type: &'a str,
-    pub state_key: Option<&'a str>,
-    pub sender: &'a str,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub sender: String,
     pub origin_server_ts: i64,
-    pub json: &'a str,
-    pub prev_events: &'a [String],
+    pub json: String,
+    pub prev_events: Vec<String>,
     /// The state group holding the state before this event (None for a room's first event).
     pub state_before: Option<i64>,
     /// The membership in a member event's content, copied into current state.
-    pub membership: Option<&'a str>,
-    /// (user, device, endpoint, txn ID) of a client request, for idempotent retries.
-    pub transaction: Option<(&'a str, &'a str, &'a str, &'a str)>,
+    pub membership: Option<String>,
+    /// (device, endpoint, txn ID) of the sender's client request, for idempotent retries.
+    pub transaction: Option<(String, &'static str, String)>,
     /// (event it relates to, relation type) from the content's `m.relates_to`.
-    pub relation: Option<(&'a str, &'a str)>,
+    pub relation: Option<(String, String)>,
     /// The room's history visibility when the event is sent.
-    pub history_visibility: &'a str,
+    pub history_visibility: String,
+    /// For a redaction: the event it redacts, marked redacted in the same transaction.
+    pub redacts: Option<String>,
+    /// What the event's kind lets it change (see `rooms::pipeline::context::EventKind`).
+    pub writes: EventWrites,
+    /// Why the event was rejected: it is stored (so it is not fetched again) but never
+    /// served, never state and never an extremity.
+    pub rejected_reason: Option<String>,
+}
+
+/// What persisting one event changes besides its own row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventWrites {
+    /// Its `prev_events` edges (it is part of the DAG).
+    pub edges: bool,
+    /// For a state event, a new state group after it (else the state after is the state before).
+    pub state_group: bool,
+    /// It becomes a forward extremity, replacing its `prev_events`.
+    pub extremity: bool,
+    /// A state event updates the room's current state.
+    pub current_state: bool,
+}
+
+impl EventWrites {
+    /// Everything: a new event at the room's head.
+    pub const ALL: Self = Self {
+        edges: true,
+        state_group: true,
+        extremity: true,
+        current_state: true,
+    };
 }
 
 /// An event relating to another, with what aggregations need.
@@ -411,114 +443,132 @@ impl Storage {
         Ok(query.fetch_all(&self.pool).await?)
     }
 
-    /// Persists an accepted event with everything that goes with it: its row at the next
+    /// Persists an event with everything its kind's [`EventWrites`] allow: its row at the next
     /// stream position, its DAG edges, the forward extremities, the state after it, current
-    /// state, and the transaction ID. Returns the stream position.
+    /// state, its relation, the transaction ID, and for a redaction the mark on the redacted
+    /// event. Returns the stream position and the state group after it.
     ///
     /// Positions are handed out inside the transaction from a counter row that stays locked
     /// until commit, so positions become visible in order: no reader sees N+1 before N.
-    pub async fn persist_event(tx: &mut Tx, event: &NewEventRow<'_>) -> Result<Persisted, StorageError> {
+    pub async fn persist_event(tx: &mut Tx, event: &NewEvent) -> Result<Persisted, StorageError> {
+        let writes = event.writes;
         let position = Self::next_stream_position(tx, "events").await?;
-        let replaces_state: Option<String> = match event.state_key {
-            Some(state_key) => sqlx::query_scalar(
+        let room_id = event.room_id.as_str();
+        let event_id = event.event_id.as_str();
+        let replaces_state: Option<String> = match event.state_key.as_deref() {
+            Some(state_key) if writes.current_state => sqlx::query_scalar(
                 "SELECT event_id FROM current_state_events WHERE room_id = $1 AND event_type = $2 AND state_key = $3",
             )
-            .bind(event.room_id)
-            .bind(event.event_type)
+            .bind(room_id)
+            .bind(&event.event_type)
             .bind(state_key)
             .fetch_optional(&mut **tx)
             .await?,
-            None => None,
+            _ => None,
         };
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender,
-                                 origin_server_ts, json, replaces_state, history_visibility)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                 origin_server_ts, json, replaces_state, history_visibility, rejected_reason)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(position)
-        .bind(event.event_id)
-        .bind(event.room_id)
+        .bind(event_id)
+        .bind(room_id)
         .bind(event.depth)
-        .bind(event.event_type)
-        .bind(event.state_key)
-        .bind(event.sender)
+        .bind(&event.event_type)
+        .bind(event.state_key.as_deref())
+        .bind(&event.sender)
         .bind(event.origin_server_ts)
-        .bind(event.json)
+        .bind(&event.json)
         .bind(&replaces_state)
-        .bind(event.history_visibility)
+        .bind(&event.history_visibility)
+        .bind(event.rejected_reason.as_deref())
         .execute(&mut **tx)
         .await?;
-        for prev in event.prev_events {
-            sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)")
-                .bind(event.event_id)
-                .bind(prev)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2")
-                .bind(event.room_id)
-                .bind(prev)
+        if writes.edges {
+            for prev in &event.prev_events {
+                sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)")
+                    .bind(event_id)
+                    .bind(prev)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        if writes.extremity {
+            for prev in &event.prev_events {
+                sqlx::query("DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2")
+                    .bind(room_id)
+                    .bind(prev)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            sqlx::query("INSERT INTO event_forward_extremities (room_id, event_id) VALUES ($1, $2)")
+                .bind(room_id)
+                .bind(event_id)
                 .execute(&mut **tx)
                 .await?;
         }
-        sqlx::query("INSERT INTO event_forward_extremities (room_id, event_id) VALUES ($1, $2)")
-            .bind(event.room_id)
-            .bind(event.event_id)
-            .execute(&mut **tx)
-            .await?;
 
-        let state_after = match (event.state_key, event.state_before) {
-            (Some(state_key), before) => {
+        let state_after = match (event.state_key.as_deref(), event.state_before) {
+            (Some(state_key), before) if writes.state_group => {
                 let group = Self::new_state_group(tx, event, state_key, before).await?;
-                sqlx::query(
-                    "INSERT INTO current_state_events (room_id, event_type, state_key, event_id, membership)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (room_id, event_type, state_key)
-                     DO UPDATE SET event_id = excluded.event_id, membership = excluded.membership",
-                )
-                .bind(event.room_id)
-                .bind(event.event_type)
-                .bind(state_key)
-                .bind(event.event_id)
-                .bind(event.membership)
-                .execute(&mut **tx)
-                .await?;
+                if writes.current_state {
+                    sqlx::query(
+                        "INSERT INTO current_state_events (room_id, event_type, state_key, event_id, membership)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (room_id, event_type, state_key)
+                         DO UPDATE SET event_id = excluded.event_id, membership = excluded.membership",
+                    )
+                    .bind(room_id)
+                    .bind(&event.event_type)
+                    .bind(state_key)
+                    .bind(event_id)
+                    .bind(event.membership.as_deref())
+                    .execute(&mut **tx)
+                    .await?;
+                }
                 group
             }
-            (None, Some(before)) => before,
-            (None, None) => {
+            (_, Some(before)) => before,
+            (_, None) => {
                 return Err(StorageError::Invariant("a room's first event must be a state event"));
             }
         };
         sqlx::query("INSERT INTO event_state_groups (event_id, state_group) VALUES ($1, $2)")
-            .bind(event.event_id)
+            .bind(event_id)
             .bind(state_after)
             .execute(&mut **tx)
             .await?;
-        if let Some((relates_to, rel_type)) = event.relation {
-            // Only relations within the room count: an event of another room cannot edit,
-            // thread or annotate this one's.
-            sqlx::query(
-                "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id)
-                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM events WHERE event_id = $2 AND room_id = $4)",
-            )
-            .bind(event.event_id)
-            .bind(relates_to)
-            .bind(rel_type)
-            .bind(event.room_id)
-            .execute(&mut **tx)
-            .await?;
+        if event.rejected_reason.is_none() {
+            if let Some((relates_to, rel_type)) = &event.relation {
+                // Only relations within the room count: an event of another room cannot edit,
+                // thread or annotate this one's.
+                sqlx::query(
+                    "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id)
+                     SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM events WHERE event_id = $2 AND room_id = $4)",
+                )
+                .bind(event_id)
+                .bind(relates_to)
+                .bind(rel_type)
+                .bind(room_id)
+                .execute(&mut **tx)
+                .await?;
+            }
+            if let Some(redacted) = &event.redacts {
+                Self::mark_redacted(tx, room_id, redacted, event_id).await?;
+            }
         }
-        if let Some((user_id, device_id, endpoint, txn_id)) = event.transaction {
+        if let Some((device_id, endpoint, txn_id)) = &event.transaction {
             sqlx::query(
                 "INSERT INTO event_txn_ids (user_id, device_id, room_id, endpoint, txn_id, event_id, created_ts)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
-            .bind(user_id)
+            .bind(&event.sender)
             .bind(device_id)
-            .bind(event.room_id)
-            .bind(endpoint)
+            .bind(room_id)
+            .bind(*endpoint)
             .bind(txn_id)
-            .bind(event.event_id)
+            .bind(event_id)
             .bind(now_ms())
             .execute(&mut **tx)
             .await?;

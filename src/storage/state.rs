@@ -5,7 +5,7 @@ use sqlx::AssertSqlSafe;
 
 use super::{
     Storage, StorageError, Tx,
-    rooms::{EventRow, MAX_DELTA_CHAIN, NewEventRow, StateMap, prefixed_event_columns},
+    rooms::{EventRow, MAX_DELTA_CHAIN, NewEvent, StateMap, prefixed_event_columns},
 };
 
 impl Storage {
@@ -115,7 +115,7 @@ impl Storage {
     /// full snapshot when the delta chain is long.
     pub(super) async fn new_state_group(
         tx: &mut Tx,
-        event: &NewEventRow<'_>,
+        event: &NewEvent,
         state_key: &str,
         before: Option<i64>,
     ) -> Result<i64, StorageError> {
@@ -137,7 +137,7 @@ impl Storage {
         };
         sqlx::query("INSERT INTO state_groups (id, room_id, prev_group, delta_chain) VALUES ($1, $2, $3, $4)")
             .bind(id)
-            .bind(event.room_id)
+            .bind(&event.room_id)
             .bind(prev_group)
             .bind(delta_chain)
             .execute(&mut **tx)
@@ -151,7 +151,7 @@ impl Storage {
                  SELECT $1, event_type, state_key, event_id FROM current_state_events WHERE room_id = $2",
             )
             .bind(id)
-            .bind(event.room_id)
+            .bind(&event.room_id)
             .execute(&mut **tx)
             .await?;
         }
@@ -160,9 +160,9 @@ impl Storage {
              ON CONFLICT (state_group, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
         )
         .bind(id)
-        .bind(event.event_type)
+        .bind(&event.event_type)
         .bind(state_key)
-        .bind(event.event_id)
+        .bind(&event.event_id)
         .execute(&mut **tx)
         .await?;
         Ok(id)

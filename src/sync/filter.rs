@@ -5,7 +5,7 @@ use ruma::api::client::filter::{Filter, FilterDefinition, RoomEventFilter, RoomF
 
 use crate::{
     error::{ApiError, ApiResult},
-    state::AppState,
+    services::Services,
 };
 
 /// Timeline events per room when the filter does not say.
@@ -14,7 +14,7 @@ pub const DEFAULT_TIMELINE_LIMIT: usize = 10;
 pub const MAX_TIMELINE_LIMIT: usize = 100;
 
 /// Reads the `filter` parameter of `/sync`: a filter ID, or a filter as JSON.
-pub async fn resolve(state: &AppState, user_id: &str, filter: Option<&str>) -> ApiResult<FilterDefinition> {
+pub async fn resolve(state: &Services, user_id: &str, filter: Option<&str>) -> ApiResult<FilterDefinition> {
     let Some(filter) = filter else {
         return Ok(FilterDefinition::default());
     };

@@ -29,7 +29,7 @@ use crate::{
         access::{content_field, membership_access},
         client_event::{federation_event, render_events},
     },
-    state::AppState,
+    services::Services,
     storage::{EventRow, MembershipRow, ReceiptRow, StateMap},
     streams::{Stream, StreamToken},
 };
@@ -70,13 +70,13 @@ pub struct SyncResult {
 /// Serves `/sync`: computes the response, and if an incremental sync has nothing to say,
 /// waits (up to `timeout`) for the notifier to report a change that concerns the user.
 pub async fn sync(
-    state: &AppState,
+    state: &Services,
     sender: &Sender,
     request: &SyncRequest,
     timeout: Duration,
 ) -> ApiResult<SyncResult> {
     let deadline = Instant::now() + timeout;
-    let mut keys = initial_keys(state, &sender.user_id).await?;
+    let mut keys = state.listen_keys(&sender.user_id).await?;
     loop {
         // Listen before reading positions: a change committed after this point wakes us even
         // if it lands while the response is being computed.
@@ -105,22 +105,8 @@ pub async fn sync(
     }
 }
 
-/// The notifier keys of a user: themselves and every room they are in.
-pub async fn initial_keys(state: &AppState, user_id: &UserId) -> ApiResult<Vec<String>> {
-    let mut keys: Vec<String> = state
-        .caches
-        .user_memberships(&state.storage, user_id.as_str())
-        .await?
-        .iter()
-        .filter(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock"))
-        .map(|m| m.room_id.clone())
-        .collect();
-    keys.push(user_id.to_string());
-    Ok(keys)
-}
-
 /// Computes one response, without waiting.
-pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -> ApiResult<SyncResult> {
+pub async fn compute(state: &Services, sender: &Sender, request: &SyncRequest) -> ApiResult<SyncResult> {
     let now = state.notifier.current();
     let since = request.since.map(|since| since.clamp_to(&now));
     let user_id = sender.user_id.as_str();
@@ -334,7 +320,10 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
     if !join.is_empty() {
         let by_thread = filter.room.timeline.unread_thread_notifications;
         let rooms: Vec<&str> = join.keys().map(String::as_str).collect();
-        let counts = crate::push::unread_counts(state, &sender.user_id, &rooms, now.events(), by_thread).await?;
+        let counts = state
+            .push
+            .unread_counts(&sender.user_id, &rooms, now.events(), by_thread)
+            .await?;
         for (room_id, entry) in join.iter_mut() {
             let Value::Object(entry) = entry else { continue };
             entry.insert("unread_notifications".into(), counts.room(room_id).to_json());
@@ -425,7 +414,7 @@ pub async fn compute(state: &AppState, sender: &Sender, request: &SyncRequest) -
 
 /// The user's membership in every room as of event position `until`: a membership event
 /// committed after the token was read belongs to the next sync.
-pub(super) async fn memberships_at(state: &AppState, user_id: &str, until: i64) -> ApiResult<Vec<MembershipRow>> {
+pub(super) async fn memberships_at(state: &Services, user_id: &str, until: i64) -> ApiResult<Vec<MembershipRow>> {
     let (storage, caches) = (&state.storage, &state.caches);
     let mut memberships = Vec::clone(&*caches.user_memberships(storage, user_id).await?);
     for membership in &mut memberships {
@@ -457,7 +446,7 @@ pub(super) async fn memberships_at(state: &AppState, user_id: &str, until: i64) 
 }
 
 /// Users whose events the user does not want to see (`m.ignored_user_list`).
-pub async fn ignored_users(state: &AppState, user_id: &str) -> ApiResult<Arc<HashSet<String>>> {
+pub async fn ignored_users(state: &Services, user_id: &str) -> ApiResult<Arc<HashSet<String>>> {
     Ok(state.caches.ignored_users(&state.storage, user_id).await?)
 }
 
@@ -473,7 +462,7 @@ struct RoomBody {
 
 /// A room's `timeline` and `state` for one window.
 async fn room_body(
-    state: &AppState,
+    state: &Services,
     sender: &Sender,
     filter: &FilterDefinition,
     window: &RoomWindow<'_>,
@@ -624,7 +613,7 @@ async fn room_body(
 /// The stripped state of a room for an invite or knock: a few descriptive events and the
 /// membership event itself.
 pub(super) async fn stripped_state(
-    state: &AppState,
+    state: &Services,
     room_id: &str,
     membership_event: &EventRow,
 ) -> ApiResult<Vec<Value>> {
@@ -715,7 +704,7 @@ fn named_in(state_rows: &[EventRow], timeline: &[EventRow]) -> bool {
 }
 
 /// Whether the room has a non-empty `m.room.name` or `m.room.canonical_alias`.
-async fn has_name_or_alias(state: &AppState, room_id: &str) -> ApiResult<bool> {
+async fn has_name_or_alias(state: &Services, room_id: &str) -> ApiResult<bool> {
     Ok(state
         .storage
         .name_and_alias_events(room_id)
@@ -728,7 +717,7 @@ async fn has_name_or_alias(state: &AppState, room_id: &str) -> ApiResult<bool> {
 }
 
 /// Whether the user was joined to the room at event position `position`.
-async fn joined_at(state: &AppState, room_id: &str, user_id: &str, position: i64) -> ApiResult<bool> {
+async fn joined_at(state: &Services, room_id: &str, user_id: &str, position: i64) -> ApiResult<bool> {
     let history = state
         .caches
         .membership_history(&state.storage, room_id, user_id)
@@ -742,7 +731,7 @@ async fn joined_at(state: &AppState, room_id: &str, user_id: &str, position: i64
 
 /// Records, off the response path, that the user's device now holds these events (written in
 /// batches by [`super::delivery`], which tells their senders).
-pub(super) fn record_delivery(state: &AppState, user_id: &UserId, delivered: Vec<(String, Delivered)>) {
+pub(super) fn record_delivery(state: &Services, user_id: &UserId, delivered: Vec<(String, Delivered)>) {
     for (room_id, event) in delivered {
         state.deliveries.record(
             user_id.as_str(),

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, mpsc};
 
-use super::v3::{SyncRequest, compute, initial_keys};
+use super::v3::{SyncRequest, compute};
 use crate::{
     accounts::{sessions::Sender, tokens::hash_token},
     ephemeral::{
@@ -27,7 +27,7 @@ use crate::{
     },
     error::{ApiError, ApiResult},
     rooms::{access::require_member, send},
-    state::AppState,
+    services::Services,
     storage::now_ms,
 };
 
@@ -39,7 +39,7 @@ const SESSION_ENDED: &str = "Access token no longer valid";
 
 /// Whether the socket's access token still works (not logged out, deleted, or expired),
 /// without touching the device's last-seen record.
-async fn session_valid(state: &AppState, access_token: &str) -> bool {
+async fn session_valid(state: &Services, access_token: &str) -> bool {
     match state.storage.access_token(&hash_token(access_token)).await {
         Ok(Some(info)) => info.expires_ts.is_none_or(|expires| expires > now_ms()),
         Ok(None) => false,
@@ -65,7 +65,7 @@ enum Outgoing {
 
 /// Serves one upgraded socket until either side closes.
 pub async fn serve(
-    state: AppState,
+    state: Services,
     sender: Sender,
     access_token: String,
     request: SyncRequest,
@@ -201,8 +201,8 @@ async fn close(sink: &mut (impl SinkExt<Message> + Unpin), code: u16, reason: &'
 }
 
 /// Pushes every update as it happens, from `request.since` on.
-async fn push_updates(state: AppState, sender: Sender, access_token: String, mut request: SyncRequest, queue: Queue) {
-    let mut keys = match initial_keys(&state, &sender.user_id).await {
+async fn push_updates(state: Services, sender: Sender, access_token: String, mut request: SyncRequest, queue: Queue) {
+    let mut keys = match state.listen_keys(&sender.user_id).await {
         Ok(keys) => keys,
         Err(_) => return queue.close(close_code::ERROR, "Server error").await,
     };
@@ -251,7 +251,7 @@ async fn push_updates(state: AppState, sender: Sender, access_token: String, mut
 }
 
 /// Answers one request frame.
-async fn handle(state: &AppState, sender: &Sender, text: &str) -> String {
+async fn handle(state: &Services, sender: &Sender, text: &str) -> String {
     let request: Request = match serde_json::from_str(text) {
         Ok(request) => request,
         Err(error) => {
@@ -268,7 +268,7 @@ async fn handle(state: &AppState, sender: &Sender, text: &str) -> String {
     };
     // As over HTTP: no NUL in any string (identifiers reach the database as text), no deep
     // nesting.
-    if let Err(error) = crate::api::check_json_body(text.as_bytes()) {
+    if let Err(error) = crate::json::check_json_body(text.as_bytes()) {
         return error_response(request.id, &error);
     }
     match run(state, sender, &request).await {
@@ -306,7 +306,7 @@ fn content_param(params: &Value) -> ApiResult<Map<String, Value>> {
         .ok_or_else(|| ApiError::bad_json("content must be a JSON object"))
 }
 
-async fn run(state: &AppState, sender: &Sender, request: &Request) -> ApiResult<Value> {
+async fn run(state: &Services, sender: &Sender, request: &Request) -> ApiResult<Value> {
     let params = &request.params;
     match request.method.as_str() {
         "ping" => Ok(json!({})),
@@ -328,6 +328,7 @@ async fn run(state: &AppState, sender: &Sender, request: &Request) -> ApiResult<
                 &txn_id,
             )
             .await?;
+            state.presence.active(state, &sender.user_id).await?;
             Ok(json!({ "event_id": event_id }))
         }
         "state" => {
@@ -378,6 +379,7 @@ async fn run(state: &AppState, sender: &Sender, request: &Request) -> ApiResult<
             match receipt_type {
                 "m.read" | "m.read.private" => {
                     set_receipt(state, &room_id, &sender.user_id, receipt_type, event_id, thread_id).await?;
+                    state.presence.active(state, &sender.user_id).await?;
                 }
                 "m.fully_read" => set_fully_read(state, &room_id, &sender.user_id, event_id).await?,
                 other => return Err(ApiError::invalid_param(format!("Unknown receipt type {other}"))),

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use crate::{
     error::ApiResult,
     rooms::access::ReadAccess,
-    state::AppState,
+    services::Services,
     storage::{EventRow, StateMap},
 };
 
@@ -32,7 +32,7 @@ pub(super) struct RoomWindow<'a> {
 /// was away) therefore still reaches the client. Incrementally, what the client had at its token
 /// is left out; so are the timeline's own events.
 pub(super) async fn state_delta(
-    state: &AppState,
+    state: &Services,
     window: &RoomWindow<'_>,
     start: i64,
     timeline: &[EventRow],
@@ -133,7 +133,7 @@ pub struct Timeline {
 /// the timeline is limited: a filter that drops most events must not leave the timeline short,
 /// nor make one sync scan a whole room.
 pub async fn scan_timeline(
-    state: &AppState,
+    state: &Services,
     access: &ReadAccess,
     room_id: &str,
     after: i64,
@@ -199,7 +199,7 @@ fn visible(access: &ReadAccess, row: &EventRow) -> bool {
 }
 
 /// The room's state just before stream position `position` (empty before the room began).
-pub(super) async fn state_before(state: &AppState, room_id: &str, position: i64) -> ApiResult<StateMap> {
+pub(super) async fn state_before(state: &Services, room_id: &str, position: i64) -> ApiResult<StateMap> {
     let Some(event_id) = state.storage.event_at_or_before(room_id, position - 1).await? else {
         return Ok(StateMap::new());
     };

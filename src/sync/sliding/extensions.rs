@@ -9,7 +9,7 @@ use crate::{
     accounts::sessions::Sender,
     e2ee::{TO_DEVICE_PER_SYNC, device_list_changes, key_counts, to_device_batch},
     error::{ApiError, ApiResult},
-    state::AppState,
+    services::Services,
     storage::RoomActivity,
     streams::{Stream, StreamToken},
     sync::v3::receipt_event,
@@ -40,7 +40,7 @@ fn extension_rooms<'a>(
 }
 
 pub(super) async fn extensions(
-    state: &AppState,
+    state: &Services,
     sender: &Sender,
     request: &SlidingRequest,
     since: Option<StreamToken>,

@@ -9,7 +9,7 @@ use std::{
 use serde_json::Value;
 
 use super::request::ListFilters;
-use crate::{error::ApiResult, state::AppState, storage::RoomActivity, sync::v3::ignored_users};
+use crate::{error::ApiResult, services::Services, storage::RoomActivity, sync::v3::ignored_users};
 
 pub(super) struct RoomFacts {
     /// Users the user ignores (`m.ignored_user_list`).
@@ -22,7 +22,7 @@ pub(super) struct RoomFacts {
 }
 
 impl RoomFacts {
-    pub(super) async fn load(state: &AppState, user_id: &str, activity: &[RoomActivity]) -> ApiResult<Self> {
+    pub(super) async fn load(state: &Services, user_id: &str, activity: &[RoomActivity]) -> ApiResult<Self> {
         let storage = &state.storage;
         let direct: HashSet<String> = storage
             .account_data(user_id, "", "m.direct")
@@ -137,7 +137,7 @@ impl RoomFacts {
 }
 
 /// Rooms a space lists as children (`m.space.child` with a `via`).
-async fn space_children_of(state: &AppState, space: &str) -> ApiResult<HashSet<String>> {
+async fn space_children_of(state: &Services, space: &str) -> ApiResult<HashSet<String>> {
     let current = state.storage.current_state(space).await?;
     let ids: Vec<String> = current
         .iter()

@@ -37,7 +37,7 @@ use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::{access::membership_access, client_event::render_events},
-    state::AppState,
+    services::Services,
     storage::{EventRow, RoomActivity, StateMap},
 };
 
@@ -61,7 +61,12 @@ const MAX_CONN_ID_BYTES: usize = 255;
 
 /// Serves one request: computes the answer, and when it continues a connection and has
 /// nothing new, waits up to `timeout` for a change.
-pub async fn sliding_sync(state: &AppState, sender: &Sender, request: SlidingRequest) -> ApiResult<Value> {
+pub async fn sliding_sync(
+    state: &Services,
+    connections: &Connections,
+    sender: &Sender,
+    request: SlidingRequest,
+) -> ApiResult<Value> {
     if request.lists.len() > MAX_LISTS || request.room_subscriptions.len() > MAX_SUBSCRIPTIONS {
         return Err(ApiError::invalid_param(format!(
             "At most {MAX_LISTS} lists and {MAX_SUBSCRIPTIONS} room subscriptions"
@@ -78,10 +83,10 @@ pub async fn sliding_sync(state: &AppState, sender: &Sender, request: SlidingReq
         sender.device_id.to_string(),
         request.conn_id.clone().unwrap_or_default(),
     );
-    let previous = state.sliding.load(&key, request.pos.as_deref())?;
+    let previous = connections.load(&key, request.pos.as_deref())?;
     let timeout = Duration::from_millis(request.timeout.unwrap_or(0).min(state.config.sync.max_timeout_ms));
     let deadline = Instant::now() + timeout;
-    let mut keys = super::v3::initial_keys(state, &sender.user_id).await?;
+    let mut keys = state.listen_keys(&sender.user_id).await?;
     loop {
         let listener = state.notifier.listen(keys);
         // Boxed: a parked long-poll then holds a pointer, not the whole computation's state.
@@ -92,7 +97,7 @@ pub async fn sliding_sync(state: &AppState, sender: &Sender, request: SlidingReq
             let pos = format!("{}.{}", next_state.token, POS_SEQUENCE.fetch_add(1, Ordering::Relaxed));
             let mut body = body;
             body["pos"] = Value::from(pos.as_str());
-            state.sliding.store(key, request.pos.as_deref(), pos, next_state);
+            connections.store(key, request.pos.as_deref(), pos, next_state);
             return Ok(body);
         }
         keys = next_keys;
@@ -106,7 +111,7 @@ pub async fn sliding_sync(state: &AppState, sender: &Sender, request: SlidingReq
 type Computed = (Value, ConnState, bool, Vec<String>);
 
 async fn compute(
-    state: &AppState,
+    state: &Services,
     sender: &Sender,
     request: &SlidingRequest,
     previous: Option<&ConnState>,
@@ -277,7 +282,10 @@ async fn compute(
         .filter(|room_id| by_id.get(room_id).is_some_and(|room| room.membership == "join"))
         .collect();
     if !joined.is_empty() {
-        let counts = crate::push::unread_counts(state, &sender.user_id, &joined, now.events(), false).await?;
+        let counts = state
+            .push
+            .unread_counts(&sender.user_id, &joined, now.events(), false)
+            .await?;
         let joined: Vec<String> = joined.into_iter().map(str::to_owned).collect();
         for room_id in joined {
             if let Some(Value::Object(result)) = rooms.get_mut(&room_id) {
@@ -325,7 +333,7 @@ struct RoomWindow {
 }
 
 async fn room_result(
-    state: &AppState,
+    state: &Services,
     sender: &Sender,
     room: &RoomActivity,
     combined: &Combined,
@@ -525,7 +533,7 @@ async fn room_result(
 }
 
 /// Heroes with the display name and avatar of their member events.
-async fn heroes(state: &AppState, room_id: &str, users: &[String]) -> ApiResult<Value> {
+async fn heroes(state: &Services, room_id: &str, users: &[String]) -> ApiResult<Value> {
     let keys: Vec<(String, String)> = users.iter().map(|u| ("m.room.member".to_owned(), u.clone())).collect();
     let ids: Vec<String> = state
         .storage

@@ -1,0 +1,127 @@
+//! Who is calling: the access token (header or query), the client's address, and whether the
+//! endpoint lets this caller in (guests get only what the spec allows them). Every extractor
+//! ([`super::ruma::Ruma`], [`super::extract`]) authenticates through here; federation's
+//! X-Matrix and appservice tokens will join it.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, MatchedPath};
+use http::{StatusCode, request::Parts};
+use ruma::api::auth_scheme::{
+    AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken, NoAuthentication,
+};
+
+use super::state::AppState;
+use crate::{
+    accounts::sessions::{Sender, authenticate_access_token},
+    error::{ApiError, ApiResult},
+};
+
+/// Whether an endpoint wants an access token, derived from ruma's auth scheme for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    Required,
+    Optional,
+    Ignored,
+}
+
+pub trait AuthPolicy {
+    const TOKEN: TokenUse;
+}
+
+impl AuthPolicy for AccessToken {
+    const TOKEN: TokenUse = TokenUse::Required;
+}
+impl AuthPolicy for AccessTokenOptional {
+    const TOKEN: TokenUse = TokenUse::Optional;
+}
+impl AuthPolicy for NoAuthentication {
+    const TOKEN: TokenUse = TokenUse::Ignored;
+}
+impl AuthPolicy for NoAccessToken {
+    const TOKEN: TokenUse = TokenUse::Ignored;
+}
+// Application services are not supported yet: their tokens are never valid user tokens.
+impl AuthPolicy for AppserviceToken {
+    const TOKEN: TokenUse = TokenUse::Required;
+}
+impl AuthPolicy for AppserviceTokenOptional {
+    const TOKEN: TokenUse = TokenUse::Ignored;
+}
+
+/// One query parameter by name, decoded (`None` when absent).
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Finds the access token: the `Authorization: Bearer` header, or the `access_token` query
+/// parameter (deprecated since Matrix 1.11, still allowed by the spec).
+pub fn access_token(parts: &Parts) -> ApiResult<Option<String>> {
+    if let Some(header) = parts.headers.get(http::header::AUTHORIZATION) {
+        let value = header.to_str().map_err(|_| ApiError::missing_token())?;
+        return match value.strip_prefix("Bearer ") {
+            Some(token) => Ok(Some(token.trim().to_owned())),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ruma::api::error::ErrorKind::MissingToken,
+                "The Authorization header must use the Bearer scheme",
+            )),
+        };
+    }
+    Ok(query_param(parts.uri.query(), "access_token"))
+}
+
+pub async fn authenticate(parts: &Parts, state: &AppState, token_use: TokenUse) -> ApiResult<Option<Sender>> {
+    if token_use == TokenUse::Ignored {
+        return Ok(None);
+    }
+    match access_token(parts)? {
+        Some(token) => {
+            let sender = authenticate_access_token(&state.storage, &token, client_ip(parts, state)).await?;
+            // Endpoints open to everyone are open to guests too; of the others, guests get
+            // only those the spec (and Synapse) allow them.
+            if sender.is_guest && token_use == TokenUse::Required {
+                let template = parts.extensions.get::<MatchedPath>().map_or("", MatchedPath::as_str);
+                if !super::guests::may_call(&parts.method, template) {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        ruma::api::error::ErrorKind::GuestAccessForbidden,
+                        "Guest accounts cannot do this",
+                    ));
+                }
+            }
+            Ok(Some(sender))
+        }
+        None if token_use == TokenUse::Required => Err(ApiError::missing_token()),
+        None => Ok(None),
+    }
+}
+
+pub fn client_ip(parts: &Parts, state: &AppState) -> IpAddr {
+    let forwarded = state
+        .config
+        .x_forwarded_for
+        .then(|| {
+            parts
+                .headers
+                .get("x-forwarded-for")?
+                .to_str()
+                .ok()?
+                // The last entry is the one our proxy appended; earlier ones are whatever the
+                // client sent, and would let it choose its rate-limit key.
+                .rsplit(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .flatten();
+    forwarded.unwrap_or_else(|| {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([127, 0, 0, 1]), |info| info.0.ip())
+    })
+}

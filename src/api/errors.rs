@@ -1,0 +1,35 @@
+//! Domain errors become Matrix errors here, and only here: the areas below the API say what
+//! went wrong in their own terms (a rejected PDU is a per-event result for federation, not an
+//! HTTP status).
+
+use http::StatusCode;
+use ruma::api::error::ErrorKind;
+
+use crate::{error::ApiError, rooms::EventError};
+
+impl From<EventError> for ApiError {
+    fn from(error: EventError) -> Self {
+        match error {
+            EventError::UnknownRoom => ApiError::not_found("Unknown room"),
+            EventError::UnsupportedVersion(version) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::UnsupportedRoomVersion,
+                format!("Room version {version} is not supported"),
+            ),
+            EventError::InvalidParam(reason) => ApiError::invalid_param(reason),
+            EventError::BadContent(reason) => ApiError::bad_json(reason),
+            EventError::Forbidden(reason) => ApiError::forbidden(reason),
+            EventError::NotFound(reason) => ApiError::not_found(reason),
+            EventError::TooLarge => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorKind::TooLarge,
+                "Event is larger than 65536 bytes",
+            ),
+            EventError::Storage(error) => error.into(),
+            EventError::Internal(what) => {
+                tracing::error!(what, "event pipeline invariant broken");
+                ApiError::internal()
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The handles every area shares: configuration, storage, caches, the notifier, the event
+//! writer and room locks, limits, the signing key, metrics, and the subscribers told of every
+//! committed change. Areas (rooms, accounts, E2EE, ephemeral, push, media) take a `&Base`, not
+//! the whole set of services: nothing here knows the areas above it, so the dependency arrows
+//! point one way (see docs/architecture.md).
+
+use std::{
+    ops::Deref,
+    sync::{Arc, RwLock, Weak},
+    time::Duration,
+};
+
+use hearth_federation::ServerKey;
+
+use crate::{
+    cache::Caches,
+    config::Config,
+    metrics::Metrics,
+    ratelimit::RateLimits,
+    rooms::{RoomLocks, persister::Persister},
+    storage::Storage,
+    streams::{Notifier, StreamToken},
+};
+
+/// A committed change, told to every [`Subscriber`] after the caches and the notifier have
+/// it. Subscribers run on the writer's path: they must only note the change and return (wake
+/// a task, drop a cache entry), never wait.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// An event was persisted at `stream_ordering` (its room's lock still held).
+    Event { room_id: &'a str, stream_ordering: i64 },
+    /// A user's account data changed (`room_id` `""` for global data).
+    AccountData {
+        user_id: &'a str,
+        room_id: &'a str,
+        data_type: &'a str,
+    },
+    /// A user's pushers changed (added, removed, or gone with their device).
+    Pushers { user_id: &'a str },
+    /// A user's read receipt moved (their unread counts dropped).
+    ReadReceipt { user_id: &'a str },
+}
+
+/// Something that follows committed changes: push today; federation senders and
+/// appservice queues will hang off the same list.
+pub trait Subscriber: Send + Sync {
+    fn published(&self, change: Change<'_>);
+}
+
+#[derive(Clone)]
+pub struct Base(Arc<Handles>);
+
+pub struct Handles {
+    pub config: Config,
+    pub storage: Storage,
+    pub metrics: Metrics,
+    pub rate_limits: RateLimits,
+    /// The key this server signs events and federation requests with.
+    pub signing_key: ServerKey,
+    pub room_locks: RoomLocks,
+    /// Writes events, many per transaction under load.
+    pub persister: Persister,
+    /// What syncs and sends read again and again (see [`crate::cache`]).
+    pub caches: Caches,
+    /// Stream positions, and the wake-ups of waiting clients.
+    pub notifier: Arc<Notifier>,
+    /// Weak: a subscriber (push) may hold a `Base` itself.
+    subscribers: RwLock<Vec<Weak<dyn Subscriber>>>,
+}
+
+impl Base {
+    /// `positions`: where each stream stands at start-up (see
+    /// [`crate::streams::starting_positions`]).
+    pub fn new(config: Config, storage: Storage, signing_key: ServerKey, positions: StreamToken) -> Self {
+        let rate_limits = RateLimits::new(&config.rate_limits);
+        let caches = Caches::default();
+        caches.member_event_at(positions.events());
+        Self(Arc::new(Handles {
+            rate_limits,
+            metrics: Metrics::new(),
+            signing_key,
+            room_locks: RoomLocks::default(),
+            persister: Persister::start(storage.clone()),
+            caches,
+            notifier: Arc::new(Notifier::new(positions)),
+            subscribers: RwLock::default(),
+            config,
+            storage,
+        }))
+    }
+
+    /// Adds a subscriber to every change committed from now on.
+    pub fn subscribe(&self, subscriber: Weak<dyn Subscriber>) {
+        self.subscribers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(subscriber);
+    }
+
+    /// Tells every subscriber of a committed change.
+    pub fn publish(&self, change: Change<'_>) {
+        let subscribers = self.subscribers.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for subscriber in subscribers.iter().filter_map(Weak::upgrade) {
+            subscriber.published(change);
+        }
+    }
+
+    /// The notifier keys of a user: themselves and every room they are joined to, invited to
+    /// or knocking on.
+    pub async fn listen_keys(&self, user_id: &ruma::UserId) -> Result<Vec<String>, crate::storage::StorageError> {
+        let mut keys: Vec<String> = self
+            .caches
+            .user_memberships(&self.storage, user_id.as_str())
+            .await?
+            .iter()
+            .filter(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock"))
+            .map(|m| m.room_id.clone())
+            .collect();
+        keys.push(user_id.to_string());
+        Ok(keys)
+    }
+
+    /// Lifetime of access tokens issued with a refresh token.
+    pub fn refreshable_token_lifetime(&self) -> Duration {
+        Duration::from_secs(self.config.auth.refreshable_access_token_lifetime_secs)
+    }
+}
+
+impl Deref for Base {
+    type Target = Handles;
+
+    fn deref(&self) -> &Handles {
+        &self.0
+    }
+}

@@ -1,0 +1,52 @@
+//! What can go wrong with one room event, as the rooms area says it. The API turns it into a
+//! Matrix error (`api/errors.rs`); federation will turn it into a per-PDU result instead.
+
+use crate::storage::StorageError;
+
+#[derive(Debug)]
+pub enum EventError {
+    /// The room is not known here.
+    UnknownRoom,
+    /// The room's version is not one this server implements.
+    UnsupportedVersion(String),
+    /// An identifier (type, state key) past the spec's limits.
+    InvalidParam(String),
+    /// Content that cannot be an event's (not an object, not canonical JSON, bad fields).
+    BadContent(String),
+    /// The authorization rules (or a server-side check such as redaction power) refuse it.
+    Forbidden(String),
+    /// Something the event names is not there (the event a redaction redacts).
+    NotFound(String),
+    /// The PDU is larger than 65,536 bytes.
+    TooLarge,
+    /// The database failed.
+    Storage(StorageError),
+    /// A state this server should never be in (logged where found).
+    Internal(&'static str),
+}
+
+impl From<StorageError> for EventError {
+    fn from(error: StorageError) -> Self {
+        Self::Storage(error)
+    }
+}
+
+impl std::fmt::Display for EventError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownRoom => write!(f, "Unknown room"),
+            Self::UnsupportedVersion(version) => write!(f, "Room version {version} is not supported"),
+            Self::InvalidParam(reason)
+            | Self::BadContent(reason)
+            | Self::Forbidden(reason)
+            | Self::NotFound(reason) => {
+                write!(f, "{reason}")
+            }
+            Self::TooLarge => write!(f, "Event is larger than 65536 bytes"),
+            Self::Storage(error) => write!(f, "storage: {error}"),
+            Self::Internal(what) => write!(f, "internal: {what}"),
+        }
+    }
+}
+
+pub type EventResult<T> = Result<T, EventError>;

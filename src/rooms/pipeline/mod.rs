@@ -1,0 +1,126 @@
+//! The event pipeline: every room event goes through the same steps, each in its own file.
+//!
+//! - [`context`]: the event's kind, its place in the DAG and the state before it (for a local
+//!   event, the room's head; for a remote one, resolved from its `prev_events`);
+//! - [`build`]: a local draft becomes a hashed and signed PDU (remote events arrive built);
+//! - [`check`]: what the auth rules do not cover (sizes, redaction targets; for remote PDUs,
+//!   hashes and signatures);
+//! - [`authorise`]: the room version's auth rules against the state before it;
+//! - [`persist`]: written with what its kind allows, in a group commit;
+//! - [`published`]: after the commit, caches, waiting clients and subscribers hear of it.
+//!
+//! Local events take them in the order context → build → check → authorise → persist →
+//! published, under the room's lock. Errors are [`EventError`]s: the API turns them into
+//! Matrix errors, federation will turn them into per-PDU results.
+
+pub mod authorise;
+pub mod build;
+pub mod check;
+pub mod context;
+pub mod persist;
+pub mod published;
+
+use ruma::{OwnedEventId, RoomId, UserId};
+
+pub use self::{
+    build::{EventDraft, Transaction, build_object, finalize, parse_object, to_pdu},
+    check::check_identifier_sizes,
+    context::{EventContext, EventKind},
+};
+use super::error::{EventError, EventResult};
+pub use super::version::{room_version_rules, unsupported_version};
+use crate::base::Base;
+
+/// An event that made it into the room.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub event_id: OwnedEventId,
+    pub stream_ordering: i64,
+}
+
+/// Appends a local user's event to a room. Unknown room, refusal by the auth rules (with the
+/// reason), an oversized PDU: each is its own [`EventError`].
+pub async fn append_event(
+    state: &Base,
+    room_id: &RoomId,
+    sender: &UserId,
+    draft: EventDraft,
+    transaction: Option<Transaction<'_>>,
+) -> EventResult<Appended> {
+    check_identifier_sizes(&draft)?;
+    let storage = &state.storage;
+    let room_lock = state.room_locks.lock(room_id).await;
+    // A retry racing the first send waits for the lock, then finds the first one's event.
+    if let Some(txn) = &transaction
+        && let Some(event_id) = storage
+            .event_for_transaction(
+                sender.as_str(),
+                txn.device_id,
+                room_id.as_str(),
+                txn.endpoint,
+                txn.txn_id,
+            )
+            .await?
+    {
+        let stream_ordering = storage.event(&event_id).await?.map_or(0, |row| row.stream_ordering);
+        let event_id = OwnedEventId::try_from(event_id).map_err(|_| EventError::Internal("a stored event ID"))?;
+        return Ok(Appended {
+            event_id,
+            stream_ordering,
+        });
+    }
+    let mut draft = draft;
+    if draft.event_type == "m.room.redaction" {
+        check::check_redaction(state, room_id, sender, &mut draft).await?;
+    }
+    let version = state
+        .caches
+        .room_version(storage, room_id.as_str())
+        .await?
+        .ok_or(EventError::UnknownRoom)?;
+    let (_, rules) = room_version_rules(&version)?;
+
+    let auth_types = context::auth_types(&draft, sender, &rules)?;
+    let context = context::local_context(state, room_id, &auth_types).await?;
+    let references = |ids: &[String]| -> EventResult<Vec<(String, ruma::CanonicalJsonObject)>> {
+        ids.iter()
+            .map(|id| {
+                let row = context
+                    .loaded
+                    .get(id)
+                    .ok_or(EventError::Internal("an auth or prev event"))?;
+                Ok((id.clone(), parse_object(&row.json)?))
+            })
+            .collect()
+    };
+    let prev_refs = references(&context.prev_events)?;
+    let auth_refs = references(&context.auth_ids(&auth_types))?;
+    let mut object = build_object(
+        &draft,
+        Some(room_id),
+        sender,
+        context.depth,
+        &prev_refs,
+        &auth_refs,
+        &rules,
+    )?;
+    let event_id = finalize(&mut object, &rules, state)?;
+    let pdu = to_pdu(&event_id, &object)?;
+    authorise::authorise(&rules, &pdu, &context)?;
+    let stream_ordering = persist::persist(
+        state,
+        context,
+        room_id,
+        &pdu,
+        object,
+        &draft,
+        transaction.as_ref(),
+        room_lock,
+    )
+    .await?;
+    tracing::debug!(%room_id, %event_id, stream_ordering, "persisted event");
+    Ok(Appended {
+        event_id,
+        stream_ordering,
+    })
+}
