@@ -12,8 +12,14 @@ use std::{
 use crate::{
     accounts::sessions::Sender,
     config::{RateLimit, RateLimitsConfig},
-    error::ApiError,
 };
+
+/// Over the limit: try again after `retry_after` (the API answers 429 `M_LIMIT_EXCEEDED`
+/// with `retry_after_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    pub retry_after: Duration,
+}
 
 pub struct RateLimiter {
     limit: RateLimit,
@@ -49,13 +55,13 @@ impl RateLimiter {
 
     /// Takes one token from `key`'s bucket, or says how long until one is available
     /// (429 `M_LIMIT_EXCEEDED` with `retry_after_ms`).
-    pub fn check(&self, key: &str) -> Result<(), ApiError> {
+    pub fn check(&self, key: &str) -> Result<(), Limited> {
         self.check_at(key, Instant::now())
     }
 
     /// Like [`check`](Self::check), but takes no token: for refusing early a request that
     /// will only be counted once it succeeds.
-    pub fn check_available(&self, key: &str) -> Result<(), ApiError> {
+    pub fn check_available(&self, key: &str) -> Result<(), Limited> {
         self.check_at(key, Instant::now())?;
         self.refund(key);
         Ok(())
@@ -77,7 +83,7 @@ impl RateLimiter {
         }
     }
 
-    fn check_at(&self, key: &str, now: Instant) -> Result<(), ApiError> {
+    fn check_at(&self, key: &str, now: Instant) -> Result<(), Limited> {
         let burst = f64::from(self.limit.burst_count);
         let rate = self.limit.per_second;
         let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -99,9 +105,9 @@ impl RateLimiter {
             Ok(())
         } else {
             let wait = (1.0 - bucket.tokens) / rate;
-            Err(ApiError::limit_exceeded(
-                Duration::from_secs_f64(wait).max(Duration::from_millis(1)),
-            ))
+            Err(Limited {
+                retry_after: Duration::from_secs_f64(wait).max(Duration::from_millis(1)),
+            })
         }
     }
 }
@@ -140,7 +146,7 @@ impl RateLimits {
 
     /// Takes one token from `sender`'s bucket in `limiter`; admins and exempt users pass
     /// without.
-    pub fn check_user(&self, limiter: &RateLimiter, sender: &Sender) -> Result<(), ApiError> {
+    pub fn check_user(&self, limiter: &RateLimiter, sender: &Sender) -> Result<(), Limited> {
         if self.is_exempt(sender) {
             return Ok(());
         }
@@ -149,7 +155,7 @@ impl RateLimits {
 
     /// An invite from `sender` to `invitee`: counts against the sender's `invites` and the
     /// invitee's `invites_received` (unless the sender is exempt).
-    pub fn check_invite(&self, sender: &Sender, invitee: &str) -> Result<(), ApiError> {
+    pub fn check_invite(&self, sender: &Sender, invitee: &str) -> Result<(), Limited> {
         if self.is_exempt(sender) {
             return Ok(());
         }

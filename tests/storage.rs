@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use hearth::storage::{Backend, SCHEMA_VERSION, Storage};
+use hearth::storage::{Backend, EventWrites, NewEvent, SCHEMA_VERSION, Storage};
 
 async fn fresh() -> (Storage, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -295,4 +295,97 @@ async fn a_database_that_comes_up_during_the_wait_is_used() {
         .expect("the database came up in time");
     assert!(started.elapsed() >= std::time::Duration::from_secs(2));
     assert_eq!(server.state().storage.backend(), Backend::Postgres);
+}
+
+/// A state event of room `!r:x` as storage sees it, written with `writes`.
+fn state_event(id: &str, event_type: &str, prev: &[&str], before: Option<i64>, writes: EventWrites) -> NewEvent {
+    NewEvent {
+        event_id: id.to_owned(),
+        room_id: "!r:x".to_owned(),
+        depth: prev.len() as i64 + 1,
+        event_type: event_type.to_owned(),
+        state_key: Some(String::new()),
+        sender: "@a:x".to_owned(),
+        origin_server_ts: 1,
+        json: format!(r#"{{"type":"{event_type}","content":{{}}}}"#),
+        prev_events: prev.iter().map(|p| (*p).to_owned()).collect(),
+        state_before: before,
+        membership: None,
+        transaction: None,
+        relation: None,
+        history_visibility: "shared".to_owned(),
+        redacts: None,
+        writes,
+        rejected_reason: None,
+    }
+}
+
+#[tokio::test]
+async fn events_change_only_what_their_kind_allows() {
+    let (storage, _, _dir) = fresh().await;
+    let mut tx = storage.begin_write().await.unwrap();
+    assert!(Storage::insert_room(&mut tx, "!r:x", "12", "@a:x").await.unwrap());
+    let create = Storage::persist_event(
+        &mut tx,
+        &state_event("$create", "m.room.create", &[], None, EventWrites::ALL),
+    )
+    .await
+    .unwrap();
+    // Kept in the DAG and its state, but not at the head nor in current state (a soft-failed
+    // or backfilled event).
+    let aside = EventWrites {
+        edges: true,
+        state_group: true,
+        extremity: false,
+        current_state: false,
+    };
+    let kept = Storage::persist_event(
+        &mut tx,
+        &state_event("$topic", "m.room.topic", &["$create"], Some(create.state_group), aside),
+    )
+    .await
+    .unwrap();
+    // Rejected: stored, nothing else.
+    let nothing = EventWrites {
+        edges: false,
+        state_group: false,
+        extremity: false,
+        current_state: false,
+    };
+    let mut rejected = state_event("$name", "m.room.name", &["$create"], Some(create.state_group), nothing);
+    rejected.rejected_reason = Some("auth".to_owned());
+    let refused = Storage::persist_event(&mut tx, &rejected).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert_ne!(
+        kept.state_group, create.state_group,
+        "a state group after the kept event"
+    );
+    assert_eq!(
+        refused.state_group, create.state_group,
+        "a rejected event changes no state"
+    );
+    let heads: Vec<String> = storage
+        .forward_extremities("!r:x")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(heads, ["$create"]);
+    for state_type in ["m.room.topic", "m.room.name"] {
+        assert!(
+            storage
+                .current_state_event("!r:x", state_type, "")
+                .await
+                .unwrap()
+                .is_none(),
+            "{state_type} must not be current state"
+        );
+    }
+    assert!(storage.event("$topic").await.unwrap().is_some());
+    assert!(
+        storage.event("$name").await.unwrap().is_none(),
+        "rejected events are never served"
+    );
 }

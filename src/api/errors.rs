@@ -5,7 +5,7 @@
 use http::StatusCode;
 use ruma::api::error::ErrorKind;
 
-use crate::{error::ApiError, rooms::EventError};
+use crate::{error::ApiError, ratelimit::Limited, rooms::EventError};
 
 impl From<EventError> for ApiError {
     fn from(error: EventError) -> Self {
@@ -25,11 +25,27 @@ impl From<EventError> for ApiError {
                 ErrorKind::TooLarge,
                 "Event is larger than 65536 bytes",
             ),
+            EventError::GuestForbidden(reason) => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorKind::GuestAccessForbidden, reason)
+            }
+            EventError::BadAlias(reason) => ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::BadAlias, reason),
+            EventError::AliasInUse => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::RoomInUse,
+                "Room alias already taken",
+            ),
+            EventError::LimitExceeded(limited) => limited.into(),
             EventError::Storage(error) => error.into(),
             EventError::Internal(what) => {
                 tracing::error!(what, "event pipeline invariant broken");
                 ApiError::internal()
             }
         }
+    }
+}
+
+impl From<Limited> for ApiError {
+    fn from(limited: Limited) -> Self {
+        ApiError::limit_exceeded(limited.retry_after)
     }
 }

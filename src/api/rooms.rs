@@ -225,7 +225,7 @@ pub async fn send_state(
 
 /// Renders events for the requesting user and device.
 async fn render(state: &AppState, rows: &[EventRow], version: &str, sender: &Sender) -> ApiResult<Vec<Value>> {
-    render_events(state, rows, version, &sender.user_id, sender.device_id.as_str()).await
+    Ok(render_events(state, rows, version, &sender.user_id, sender.device_id.as_str()).await?)
 }
 
 fn raw<T>(value: &Value) -> ApiResult<Raw<T>> {
@@ -325,10 +325,8 @@ pub async fn get_event(
     let (_, row) = visible_event(&state, &body.room_id, &sender.user_id, body.event_id.as_str())
         .await
         .map_err(|error| match error {
-            ApiError::Matrix { status, .. } if status == StatusCode::FORBIDDEN => {
-                ApiError::not_found("Event not found")
-            }
-            other => other,
+            crate::rooms::EventError::Forbidden(_) => ApiError::not_found("Event not found"),
+            other => other.into(),
         })?;
     let version = room_version_of(&state, &body.room_id).await?;
     let event = render(&state, std::slice::from_ref(&row), &version, sender)

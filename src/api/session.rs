@@ -69,7 +69,7 @@ pub async fn login(state: AppState, request: Ruma<login::v3::Request>) -> ApiRes
     if let Err(limited) = limits.check_available(&failures)
         && !limits.is_full(&failures_here)
     {
-        return Err(limited);
+        return Err(limited.into());
     }
     if let Err(error) = check_login_password(&state, &user_id, &password.password).await {
         if error.status() == StatusCode::FORBIDDEN {

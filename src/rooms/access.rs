@@ -18,12 +18,7 @@ use super::{
     error::{EventError, EventResult},
     version::room_version_rules,
 };
-use crate::{
-    base::Base,
-    cache::MembershipEvent,
-    error::{ApiError, ApiResult},
-    storage::EventRow,
-};
+use crate::{base::Base, cache::MembershipEvent, storage::EventRow};
 
 /// What a user may read of one room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +81,7 @@ impl ReadAccess {
 
 /// 404 for rooms we do not know, 403 for rooms the user has never been in or has forgotten
 /// (unless world-readable).
-pub async fn read_access(state: &Base, room_id: &RoomId, user_id: &UserId) -> ApiResult<ReadAccess> {
+pub async fn read_access(state: &Base, room_id: &RoomId, user_id: &UserId) -> EventResult<ReadAccess> {
     let access = membership_access(state, room_id, user_id).await?;
     // A former member who forgot the room no longer reads its history (spec, `/forget`).
     if let Some(last) = access
@@ -100,7 +95,7 @@ pub async fn read_access(state: &Base, room_id: &RoomId, user_id: &UserId) -> Ap
             .await?
             .is_some_and(|event_id| event_id == last.event_id)
     {
-        return Err(ApiError::forbidden("You have forgotten this room"));
+        return Err(EventError::forbidden("You have forgotten this room"));
     }
     Ok(access)
 }
@@ -108,7 +103,7 @@ pub async fn read_access(state: &Base, room_id: &RoomId, user_id: &UserId) -> Ap
 /// [`read_access`] without the forgotten check, for sync: it works from the room list it read
 /// at the start (which leaves forgotten rooms out), and a room forgotten while a response is
 /// being made goes out once more rather than failing the whole response.
-pub async fn membership_access(state: &Base, room_id: &RoomId, user_id: &UserId) -> ApiResult<ReadAccess> {
+pub async fn membership_access(state: &Base, room_id: &RoomId, user_id: &UserId) -> EventResult<ReadAccess> {
     require_room(state, room_id.as_str()).await?;
     let (storage, caches) = (&state.storage, &state.caches);
     let world_readable_now = world_readable(state, room_id).await?;
@@ -116,7 +111,7 @@ pub async fn membership_access(state: &Base, room_id: &RoomId, user_id: &UserId)
         .membership_history(storage, room_id.as_str(), user_id.as_str())
         .await?;
     if history.is_empty() && !world_readable_now {
-        return Err(ApiError::forbidden("You are not a member of this room"));
+        return Err(EventError::forbidden("You are not a member of this room"));
     }
     Ok(ReadAccess {
         history,
@@ -131,27 +126,27 @@ pub async fn visible_event(
     room_id: &RoomId,
     user_id: &UserId,
     event_id: &str,
-) -> ApiResult<(ReadAccess, EventRow)> {
+) -> EventResult<(ReadAccess, EventRow)> {
     let access = read_access(state, room_id, user_id).await?;
     let row = state
         .storage
         .event(event_id)
         .await?
         .filter(|row| row.room_id == room_id.as_str() && access.allows(row.stream_ordering, &row.history_visibility))
-        .ok_or_else(|| ApiError::not_found("Event not found"))?;
+        .ok_or_else(|| EventError::not_found("Event not found"))?;
     Ok((access, row))
 }
 
 /// 404 `M_NOT_FOUND` unless the room is known here.
-pub async fn require_room(state: &Base, room_id: &str) -> ApiResult<()> {
+pub async fn require_room(state: &Base, room_id: &str) -> EventResult<()> {
     match state.caches.room_version(&state.storage, room_id).await? {
         Some(_) => Ok(()),
-        None => Err(ApiError::not_found("Unknown room")),
+        None => Err(EventError::not_found("Unknown room")),
     }
 }
 
 /// 403 unless the user is joined to the room now (or the room is world-readable).
-pub async fn require_joined(state: &Base, room_id: &RoomId, user_id: &UserId) -> ApiResult<()> {
+pub async fn require_joined(state: &Base, room_id: &RoomId, user_id: &UserId) -> EventResult<()> {
     require_room(state, room_id.as_str()).await?;
     let joined = state
         .storage
@@ -162,12 +157,12 @@ pub async fn require_joined(state: &Base, room_id: &RoomId, user_id: &UserId) ->
     if joined || world_readable(state, room_id).await? {
         return Ok(());
     }
-    Err(ApiError::forbidden("You are not a member of this room"))
+    Err(EventError::forbidden("You are not a member of this room"))
 }
 
 /// 403 unless the user is joined to the room now, world-readable or not (for acting in it:
 /// typing, receipts).
-pub async fn require_member(state: &Base, room_id: &RoomId, user_id: &UserId) -> ApiResult<()> {
+pub async fn require_member(state: &Base, room_id: &RoomId, user_id: &UserId) -> EventResult<()> {
     match state
         .storage
         .membership(room_id.as_str(), user_id.as_str())
@@ -177,12 +172,12 @@ pub async fn require_member(state: &Base, room_id: &RoomId, user_id: &UserId) ->
         Some("join") => Ok(()),
         _ => {
             require_room(state, room_id.as_str()).await?;
-            Err(ApiError::forbidden("You are not a member of this room"))
+            Err(EventError::forbidden("You are not a member of this room"))
         }
     }
 }
 
-async fn world_readable(state: &Base, room_id: &RoomId) -> ApiResult<bool> {
+async fn world_readable(state: &Base, room_id: &RoomId) -> EventResult<bool> {
     Ok(state.caches.world_readable(&state.storage, room_id.as_str()).await?)
 }
 
@@ -229,7 +224,7 @@ pub async fn power_levels(state: &Base, room_id: &RoomId, user_id: &UserId, acti
 
 /// The power level needed to send a state event of `event_type` (its entry in the power levels'
 /// `events`, else `state_default`, else 50; 0 in a room without power levels).
-pub async fn state_event_level(state: &Base, room_id: &RoomId, event_type: &str) -> ApiResult<i64> {
+pub async fn state_event_level(state: &Base, room_id: &RoomId, event_type: &str) -> EventResult<i64> {
     let Some(levels) = state
         .storage
         .current_state_event(room_id.as_str(), "m.room.power_levels", "")

@@ -7,11 +7,11 @@ use std::{collections::HashMap, sync::Arc};
 use ruma::{CanonicalJsonValue, UserId, canonical_json::redact_content_in_place};
 use serde_json::{Map, Value, json};
 
+use super::error::EventResult;
 use super::pipeline::room_version_rules;
 use crate::{
     base::Base,
     cache::MembershipEvent,
-    error::ApiResult,
     storage::{EventRow, now_ms},
 };
 
@@ -89,7 +89,7 @@ pub async fn render_events(
     room_version: &str,
     viewer: &UserId,
     device_id: &str,
-) -> ApiResult<Vec<Value>> {
+) -> EventResult<Vec<Value>> {
     let (storage, caches) = (&state.storage, &state.caches);
     // The viewer's membership over time, for `unsigned.membership` (their membership at each
     // event), and the relations to the events, per room (relations never cross rooms). A

@@ -16,6 +16,7 @@ use ruma::{
 };
 use serde_json::{Map, Value, json, value::RawValue};
 
+use super::error::{EventError, EventResult};
 use super::{
     membership::{Change, member_content},
     pipeline::{EventDraft, build_object, check_identifier_sizes, finalize, published::announce, to_pdu},
@@ -23,8 +24,7 @@ use super::{
 use crate::{
     accounts::tokens::random_string,
     base::Base,
-    error::{ApiError, ApiResult},
-    storage::{EventWrites, NewEvent, Storage},
+    storage::{EventWrites, NewEvent, Storage, StorageError},
 };
 
 /// The presets of the spec.
@@ -59,8 +59,8 @@ pub struct RoomSpec {
 /// its create event a millisecond on, this many times at most.
 const MAX_ID_ATTEMPTS: i64 = 100;
 
-pub async fn create_room(state: &Base, creator: &UserId, spec: RoomSpec) -> ApiResult<OwnedRoomId> {
-    let rules = spec.version.rules().ok_or_else(ApiError::internal)?;
+pub async fn create_room(state: &Base, creator: &UserId, spec: RoomSpec) -> EventResult<OwnedRoomId> {
+    let rules = spec.version.rules().ok_or_else(EventError::internal)?;
     let drafts = drafts(state, creator, &spec, &rules).await?;
     for attempt in 0..MAX_ID_ATTEMPTS {
         let room = build(state, creator, &spec, &rules, &drafts, attempt)?;
@@ -69,7 +69,7 @@ pub async fn create_room(state: &Base, creator: &UserId, spec: RoomSpec) -> ApiR
             return Ok(room_id);
         }
     }
-    Err(ApiError::internal())
+    Err(EventError::internal())
 }
 
 /// The events after the create event, as (sender, draft), in the spec's order.
@@ -78,7 +78,7 @@ async fn drafts(
     creator: &UserId,
     spec: &RoomSpec,
     rules: &RoomVersionRules,
-) -> ApiResult<Vec<(OwnedUserId, EventDraft)>> {
+) -> EventResult<Vec<(OwnedUserId, EventDraft)>> {
     let mut events = Vec::new();
     let join = member_content(state, Change::Join, creator).await?;
     events.push(EventDraft::state("m.room.member", creator.as_str(), join));
@@ -242,7 +242,7 @@ fn build(
     rules: &RoomVersionRules,
     drafts: &[(OwnedUserId, EventDraft)],
     attempt: i64,
-) -> ApiResult<NewRoom> {
+) -> EventResult<NewRoom> {
     let mut chain = Chain::default();
     let (room_id, create_object, create) = build_create(state, creator, spec, rules, attempt)?;
     let create_pdu = to_pdu(&create.event_id, &create_object)?;
@@ -250,7 +250,7 @@ fn build(
     for (sender, draft) in drafts {
         let draft = draft.clone();
         check_identifier_sizes(&draft)?;
-        let content = RawValue::from_string(draft.content.to_string()).map_err(|_| ApiError::internal())?;
+        let content = RawValue::from_string(draft.content.to_string()).map_err(|_| EventError::internal())?;
         let auth_types = auth_types_for_event(
             &TimelineEventType::from(draft.event_type.as_str()),
             sender,
@@ -258,12 +258,12 @@ fn build(
             &content,
             &rules.authorization,
         )
-        .map_err(|reason| ApiError::bad_json(format!("Invalid event content: {reason}")))?;
+        .map_err(|reason| EventError::bad_json(format!("Invalid event content: {reason}")))?;
         let auth_ids: Vec<OwnedEventId> = auth_types
             .iter()
             .filter_map(|(kind, key)| chain.state.get(&(kind.to_string(), key.clone())).cloned())
             .collect();
-        let previous = chain.events.last().ok_or_else(ApiError::internal)?;
+        let previous = chain.events.last().ok_or_else(EventError::internal)?;
         let prev_ids = vec![previous.event_id.clone()];
         let depth = previous.depth + 1;
         let mut object = build_object(
@@ -285,7 +285,7 @@ fn build(
                 })
             })
             .map_err(|reason| {
-                ApiError::forbidden(format!("Not allowed ({} in the new room): {reason}", draft.event_type))
+                EventError::forbidden(format!("Not allowed ({} in the new room): {reason}", draft.event_type))
             })?;
         let built = BuiltEvent {
             event_id,
@@ -313,7 +313,7 @@ fn build_create(
     spec: &RoomSpec,
     rules: &RoomVersionRules,
     attempt: i64,
-) -> ApiResult<(OwnedRoomId, CanonicalJsonObject, BuiltEvent)> {
+) -> EventResult<(OwnedRoomId, CanonicalJsonObject, BuiltEvent)> {
     let mut content = spec.creation_content.clone();
     // The create event's `creator` field exists up to v10; from v11 the sender is the creator.
     if !rules.authorization.use_room_create_sender {
@@ -324,23 +324,23 @@ fn build_create(
     let random_room_id = (!hash_room_id)
         .then(|| OwnedRoomId::try_from(format!("!{}:{}", random_string(18), state.config.server_name)))
         .transpose()
-        .map_err(|_| ApiError::internal())?;
+        .map_err(|_| EventError::internal())?;
     let draft = EventDraft::state("m.room.create", "", Value::Object(content));
     let mut object = build_object(&draft, random_room_id.as_deref(), creator, 1, &[], &[], rules)?;
     if attempt > 0
         && let Some(CanonicalJsonValue::Integer(ts)) = object.get("origin_server_ts").cloned()
     {
-        let moved = ruma::Int::new(i64::from(ts).saturating_add(attempt)).ok_or_else(ApiError::internal)?;
+        let moved = ruma::Int::new(i64::from(ts).saturating_add(attempt)).ok_or_else(EventError::internal)?;
         object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(moved));
     }
     let event_id = finalize(&mut object, rules, state)?;
     let room_id = match random_room_id {
         Some(room_id) => room_id,
-        None => room_id_from_create_event_id(&event_id).map_err(|_| ApiError::internal())?,
+        None => room_id_from_create_event_id(&event_id).map_err(|_| EventError::internal())?,
     };
     let pdu = to_pdu(&event_id, &object)?;
     check_state_independent_auth_rules(&rules.authorization, &pdu, |_| None::<PduEvent>)
-        .map_err(|reason| ApiError::bad_json(format!("Invalid m.room.create event: {reason}")))?;
+        .map_err(|reason| EventError::bad_json(format!("Invalid m.room.create event: {reason}")))?;
     let built = BuiltEvent {
         event_id,
         sender: creator.to_owned(),
@@ -356,7 +356,7 @@ fn build_create(
 
 /// Writes the room in one transaction and announces it. `None` when its (hashed) ID is
 /// taken by an identical creation a moment ago.
-async fn persist(state: &Base, creator: &UserId, spec: &RoomSpec, room: NewRoom) -> ApiResult<Option<OwnedRoomId>> {
+async fn persist(state: &Base, creator: &UserId, spec: &RoomSpec, room: NewRoom) -> EventResult<Option<OwnedRoomId>> {
     let NewRoom { room_id, events } = room;
     let mut tx = state.storage.begin_write().await?;
     if !Storage::insert_room(&mut tx, room_id.as_str(), spec.version.as_str(), creator.as_str()).await? {
@@ -394,16 +394,12 @@ async fn persist(state: &Base, creator: &UserId, spec: &RoomSpec, room: NewRoom)
     if let Some(alias) = &spec.alias
         && !Storage::insert_alias_in(&mut tx, alias.as_str(), room_id.as_str(), creator.as_str()).await?
     {
-        return Err(ApiError::new(
-            http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::RoomInUse,
-            "Room alias already taken",
-        ));
+        return Err(EventError::AliasInUse);
     }
     if spec.publish {
         Storage::set_published_in(&mut tx, room_id.as_str(), true).await?;
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(StorageError::from)?;
 
     // The room's members and its invitees (not members yet) hear of it.
     let subjects = std::iter::once(creator.as_str()).chain(spec.invite.iter().map(|user| user.as_str()));

@@ -1,7 +1,7 @@
 //! What can go wrong with one room event, as the rooms area says it. The API turns it into a
 //! Matrix error (`api/errors.rs`); federation will turn it into a per-PDU result instead.
 
-use crate::storage::StorageError;
+use crate::{ratelimit::Limited, storage::StorageError};
 
 #[derive(Debug)]
 pub enum EventError {
@@ -19,10 +19,46 @@ pub enum EventError {
     NotFound(String),
     /// The PDU is larger than 65,536 bytes.
     TooLarge,
+    /// Guests may not do this (the room does not let guests in, or guests never may).
+    GuestForbidden(String),
+    /// A canonical alias that is malformed or does not point to the room.
+    BadAlias(String),
+    /// The alias asked for is taken.
+    AliasInUse,
+    /// The user's rate limit for this action is spent.
+    LimitExceeded(Limited),
     /// The database failed.
     Storage(StorageError),
     /// A state this server should never be in (logged where found).
     Internal(&'static str),
+}
+
+impl EventError {
+    pub fn forbidden(reason: impl Into<String>) -> Self {
+        Self::Forbidden(reason.into())
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound(what.into())
+    }
+
+    pub fn bad_json(reason: impl Into<String>) -> Self {
+        Self::BadContent(reason.into())
+    }
+
+    pub fn invalid_param(reason: impl Into<String>) -> Self {
+        Self::InvalidParam(reason.into())
+    }
+
+    pub fn internal() -> Self {
+        Self::Internal("unexpected state")
+    }
+}
+
+impl From<Limited> for EventError {
+    fn from(limited: Limited) -> Self {
+        Self::LimitExceeded(limited)
+    }
 }
 
 impl From<StorageError> for EventError {
@@ -39,9 +75,11 @@ impl std::fmt::Display for EventError {
             Self::InvalidParam(reason)
             | Self::BadContent(reason)
             | Self::Forbidden(reason)
-            | Self::NotFound(reason) => {
-                write!(f, "{reason}")
-            }
+            | Self::NotFound(reason)
+            | Self::GuestForbidden(reason)
+            | Self::BadAlias(reason) => write!(f, "{reason}"),
+            Self::AliasInUse => write!(f, "Room alias already taken"),
+            Self::LimitExceeded(limited) => write!(f, "Too many requests; retry after {:?}", limited.retry_after),
             Self::TooLarge => write!(f, "Event is larger than 65536 bytes"),
             Self::Storage(error) => write!(f, "storage: {error}"),
             Self::Internal(what) => write!(f, "internal: {what}"),

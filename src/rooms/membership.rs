@@ -4,11 +4,9 @@
 use ruma::{RoomId, UserId};
 use serde_json::{Map, Value, json};
 
+use super::error::{EventError, EventResult};
 use super::pipeline::{Appended, EventDraft, append_event};
-use crate::{
-    base::Base,
-    error::{ApiError, ApiResult},
-};
+use crate::base::Base;
 
 /// What a membership change does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +40,7 @@ pub async fn change_membership(
     target: &UserId,
     change: Change,
     reason: Option<&str>,
-) -> ApiResult<Appended> {
+) -> EventResult<Appended> {
     let mut extra = Map::new();
     if let Some(reason) = reason {
         extra.insert("reason".into(), Value::from(reason));
@@ -51,7 +49,7 @@ pub async fn change_membership(
 }
 
 /// Whether the room lets guests in (`m.room.guest_access` is `can_join`).
-pub async fn guests_may_join(state: &Base, room_id: &RoomId) -> ApiResult<bool> {
+pub async fn guests_may_join(state: &Base, room_id: &RoomId) -> EventResult<bool> {
     let event = state
         .storage
         .current_state_event(room_id.as_str(), "m.room.guest_access", "")
@@ -65,7 +63,7 @@ pub async fn guests_may_join(state: &Base, room_id: &RoomId) -> ApiResult<bool> 
 /// After `m.room.guest_access` changed: when guests may no longer join, the guests in the
 /// room leave it (the spec's server behaviour; each leaves on their own account, as Synapse
 /// does, so no power is needed).
-pub async fn remove_guests_if_closed(state: &Base, room_id: &RoomId) -> ApiResult<()> {
+pub async fn remove_guests_if_closed(state: &Base, room_id: &RoomId) -> EventResult<()> {
     if guests_may_join(state, room_id).await? {
         return Ok(());
     }
@@ -82,7 +80,7 @@ pub async fn remove_guests_if_closed(state: &Base, room_id: &RoomId) -> ApiResul
 
 /// The content of `target`'s member event for `change`: the membership, and for a join,
 /// invite or knock of a local user their display name and avatar, which travel with it.
-pub async fn member_content(state: &Base, change: Change, target: &UserId) -> ApiResult<Value> {
+pub async fn member_content(state: &Base, change: Change, target: &UserId) -> EventResult<Value> {
     let mut content = json!({ "membership": change.membership() });
     if let Change::Invite { is_direct: true } = change {
         content["is_direct"] = Value::from(true);
@@ -118,22 +116,22 @@ pub async fn change_membership_with(
     target: &UserId,
     change: Change,
     extra: Map<String, Value>,
-) -> ApiResult<Appended> {
+) -> EventResult<Appended> {
     for field in ["displayname", "avatar_url", "reason"] {
         if extra.get(field).is_some_and(|value| !value.is_string()) {
-            return Err(ApiError::bad_json(format!("{field} must be a string")));
+            return Err(EventError::bad_json(format!("{field} must be a string")));
         }
     }
     let current = state.storage.membership(room_id.as_str(), target.as_str()).await?;
     match (change, current.as_deref()) {
         (Change::Kick, Some("join" | "invite" | "knock")) | (Change::Unban, Some("ban")) => {}
-        (Change::Kick, _) => return Err(ApiError::forbidden("The user is not in the room")),
-        (Change::Unban, _) => return Err(ApiError::forbidden("The user is not banned")),
+        (Change::Kick, _) => return Err(EventError::forbidden("The user is not in the room")),
+        (Change::Unban, _) => return Err(EventError::forbidden("The user is not banned")),
         (Change::Invite { .. }, Some("join")) => {
-            return Err(ApiError::forbidden("The user is already in the room"));
+            return Err(EventError::forbidden("The user is already in the room"));
         }
         (Change::Invite { .. }, Some("ban")) => {
-            return Err(ApiError::forbidden("The user is banned from the room"));
+            return Err(EventError::forbidden("The user is banned from the room"));
         }
         _ => {}
     }
@@ -157,7 +155,7 @@ pub async fn change_membership_with(
 /// the user is in one of the rooms the join rules allow, and names a local member with the
 /// power to invite who vouches for the join (`join_authorised_via_users_server`). `None` when
 /// the room's join rule is not restricted.
-async fn restricted_join_authoriser(state: &Base, room_id: &RoomId, user: &UserId) -> ApiResult<Option<String>> {
+async fn restricted_join_authoriser(state: &Base, room_id: &RoomId, user: &UserId) -> EventResult<Option<String>> {
     let Some(rules) = state
         .storage
         .current_state_event(room_id.as_str(), "m.room.join_rules", "")
@@ -188,7 +186,7 @@ async fn restricted_join_authoriser(state: &Base, room_id: &RoomId, user: &UserI
         }
     }
     if !qualifies {
-        return Err(ApiError::forbidden(
+        return Err(EventError::forbidden(
             "You are not a member of any room this room's join rules allow",
         ));
     }
@@ -210,13 +208,13 @@ async fn restricted_join_authoriser(state: &Base, room_id: &RoomId, user: &UserI
             return Ok(Some(candidate.to_string()));
         }
     }
-    Err(ApiError::forbidden("No member of this room can authorise your join"))
+    Err(EventError::forbidden("No member of this room can authorise your join"))
 }
 
 /// After a profile change, re-sends the user's join event in every room they are in, carrying
 /// the new display name and avatar (as the spec asks and clients expect). A room that refuses
 /// the update (the user lost the right to change their membership) is skipped, not fatal.
-pub async fn propagate_profile(state: &Base, user_id: &UserId) -> ApiResult<()> {
+pub async fn propagate_profile(state: &Base, user_id: &UserId) -> EventResult<()> {
     let profile = state.storage.profile(user_id.as_str()).await?;
     for room in state.storage.rooms_with_membership(user_id.as_str(), "join").await? {
         let Ok(room_id) = ruma::OwnedRoomId::try_from(room) else {

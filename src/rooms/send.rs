@@ -2,16 +2,12 @@
 //! idempotent per device and transaction ID, and state events, with the checks the REST
 //! endpoints promise.
 
-use http::StatusCode;
-use ruma::{OwnedEventId, RoomAliasId, RoomId, api::error::ErrorKind};
+use ruma::{OwnedEventId, RoomAliasId, RoomId};
 use serde_json::{Map, Value};
 
+use super::error::{EventError, EventResult};
 use super::pipeline::{EventDraft, Transaction, append_event};
-use crate::{
-    accounts::sessions::Sender,
-    base::Base,
-    error::{ApiError, ApiResult},
-};
+use crate::{accounts::sessions::Sender, base::Base};
 
 /// Sends a message event (`PUT /rooms/{roomId}/send/{eventType}/{txnId}`). Transaction IDs
 /// are scoped per `endpoint` (`send` for REST, `ws_send` for the WebSocket).
@@ -23,7 +19,7 @@ pub async fn send_message(
     content: Map<String, Value>,
     endpoint: &'static str,
     txn_id: &str,
-) -> ApiResult<OwnedEventId> {
+) -> EventResult<OwnedEventId> {
     let transaction = Transaction {
         device_id: sender.device_id.as_str(),
         endpoint,
@@ -50,13 +46,13 @@ pub async fn limit_sends(
     sender: &Sender,
     room_id: &RoomId,
     transaction: Option<&Transaction<'_>>,
-) -> ApiResult<Option<OwnedEventId>> {
+) -> EventResult<Option<OwnedEventId>> {
     let limits = &state.rate_limits;
     let Err(limited) = limits.check_user(&limits.message, sender) else {
         return Ok(None);
     };
     let Some(txn) = transaction else {
-        return Err(limited);
+        return Err(limited.into());
     };
     let earlier = state
         .storage
@@ -70,9 +66,9 @@ pub async fn limit_sends(
         .await?;
     match earlier {
         Some(event_id) => Ok(Some(
-            OwnedEventId::try_from(event_id).map_err(|_| ApiError::internal())?,
+            OwnedEventId::try_from(event_id).map_err(|_| EventError::internal())?,
         )),
-        None => Err(limited),
+        None => Err(limited.into()),
     }
 }
 
@@ -85,15 +81,15 @@ pub async fn send_state(
     event_type: &str,
     state_key: &str,
     content: Map<String, Value>,
-) -> ApiResult<OwnedEventId> {
+) -> EventResult<OwnedEventId> {
     if event_type == "m.room.member" {
         // Membership goes through /join, /invite, /leave…, which check what it means.
         let Some(membership) = content.get("membership").and_then(Value::as_str) else {
-            return Err(ApiError::bad_json("m.room.member content needs a membership"));
+            return Err(EventError::bad_json("m.room.member content needs a membership"));
         };
         // Vouching for restricted joins is the server's job, never the client's.
         if content.contains_key("join_authorised_via_users_server") {
-            return Err(ApiError::forbidden(
+            return Err(EventError::forbidden(
                 "join_authorised_via_users_server is set by the server",
             ));
         }
@@ -101,10 +97,10 @@ pub async fn send_state(
         // still update their own join event (a per-room display name, say).
         let current = state.storage.membership(room_id.as_str(), state_key).await?;
         if membership == "join" && current.as_deref() != Some("join") {
-            return Err(ApiError::forbidden("Use /join to join a room"));
+            return Err(EventError::forbidden("Use /join to join a room"));
         }
         if membership == "invite" && !state_key.ends_with(&format!(":{}", state.config.server_name)) {
-            return Err(ApiError::forbidden(
+            return Err(EventError::forbidden(
                 "Inviting users of other servers needs federation, not supported yet",
             ));
         }
@@ -112,11 +108,7 @@ pub async fn send_state(
         // /invite.
         if membership == "invite" && current.as_deref() != Some("invite") {
             if sender.is_guest {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    ErrorKind::GuestAccessForbidden,
-                    "Guest accounts cannot invite",
-                ));
+                return Err(EventError::GuestForbidden("Guest accounts cannot invite".to_owned()));
             }
             state.rate_limits.check_invite(sender, state_key)?;
         }
@@ -143,7 +135,7 @@ pub async fn send_state(
             .as_deref()
             == Some("join")
     {
-        return OwnedEventId::try_from(existing).map_err(|_| ApiError::internal());
+        return OwnedEventId::try_from(existing).map_err(|_| EventError::internal());
     }
     limit_sends(state, sender, room_id, None).await?;
     let draft = EventDraft::state(event_type, state_key, Value::Object(content));
@@ -157,8 +149,8 @@ pub async fn send_state(
 /// `m.room.canonical_alias` names only valid aliases that point to this room (spec: 400
 /// `M_BAD_ALIAS` otherwise); those the current event already names are not checked again.
 /// New aliases of other servers cannot be checked without federation and are refused.
-async fn check_canonical_alias(state: &Base, room_id: &RoomId, content: &Map<String, Value>) -> ApiResult<()> {
-    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::BadAlias, message);
+async fn check_canonical_alias(state: &Base, room_id: &RoomId, content: &Map<String, Value>) -> EventResult<()> {
+    let bad = EventError::BadAlias;
     let mut aliases: Vec<&Value> = Vec::new();
     if let Some(alias) = content.get("alias") {
         aliases.push(alias);
@@ -166,7 +158,7 @@ async fn check_canonical_alias(state: &Base, room_id: &RoomId, content: &Map<Str
     match content.get("alt_aliases") {
         None => {}
         Some(Value::Array(alt)) => aliases.extend(alt),
-        Some(_) => return Err(ApiError::bad_json("alt_aliases must be a list of aliases")),
+        Some(_) => return Err(EventError::bad_json("alt_aliases must be a list of aliases")),
     }
     // Aliases the event already names stay as they are (as Synapse checks only new ones): a
     // stale or remote one must not block every later edit, its own removal included.
@@ -188,7 +180,7 @@ async fn check_canonical_alias(state: &Base, room_id: &RoomId, content: &Map<Str
     };
     for alias in aliases {
         let Some(alias) = alias.as_str() else {
-            return Err(ApiError::bad_json("Aliases must be strings"));
+            return Err(EventError::bad_json("Aliases must be strings"));
         };
         if current.iter().any(|known| known == alias) {
             continue;

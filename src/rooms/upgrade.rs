@@ -5,15 +5,13 @@
 use ruma::{OwnedRoomId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
+use super::error::{EventError, EventResult};
 use super::{
     access::{power_levels, state_event_level},
     create::{Preset, RoomSpec, create_room},
     pipeline::{EventDraft, append_event, room_version_rules},
 };
-use crate::{
-    base::Base,
-    error::{ApiError, ApiResult},
-};
+use crate::base::Base;
 
 /// State carried from the old room to the new one (as Synapse does).
 const CARRIED_STATE: &[&str] = &[
@@ -40,14 +38,14 @@ pub async fn upgrade_room(
     old_room: &RoomId,
     sender: &UserId,
     new_version: RoomVersionId,
-) -> ApiResult<OwnedRoomId> {
+) -> EventResult<OwnedRoomId> {
     let storage = &state.storage;
     let new_rules = room_version_rules(new_version.as_str())?.1;
     if storage.room_version(old_room.as_str()).await?.is_none() {
-        return Err(ApiError::not_found("Unknown room"));
+        return Err(EventError::not_found("Unknown room"));
     }
     if storage.membership(old_room.as_str(), sender.as_str()).await?.as_deref() != Some("join") {
-        return Err(ApiError::forbidden("You are not in this room"));
+        return Err(EventError::forbidden("You are not in this room"));
     }
     let levels_row = storage
         .current_state_event(old_room.as_str(), "m.room.power_levels", "")
@@ -62,7 +60,7 @@ pub async fn upgrade_room(
     for event_type in ["m.room.tombstone", "m.room.power_levels"] {
         let needed = state_event_level(state, old_room, event_type).await?;
         if own < needed {
-            return Err(ApiError::forbidden(format!(
+            return Err(EventError::forbidden(format!(
                 "Upgrading needs power level {needed} for {event_type}; you have {own}"
             )));
         }
@@ -71,7 +69,7 @@ pub async fn upgrade_room(
     let old_create = storage
         .current_state_event(old_room.as_str(), "m.room.create", "")
         .await?
-        .ok_or_else(ApiError::internal)?;
+        .ok_or_else(EventError::internal)?;
     let old_create_content = content_of(&old_create.json);
     let mut creation_content = Map::new();
     for key in ["type", "m.federate"] {
