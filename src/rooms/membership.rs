@@ -148,7 +148,7 @@ pub async fn change_membership_with(
         content["join_authorised_via_users_server"] = Value::from(authoriser);
     }
     let draft = EventDraft::state("m.room.member", target.as_str(), content);
-    Ok(append_event(state, room_id, sender, draft, None).await?)
+    append_event(state, room_id, sender, draft, None).await
 }
 
 /// For a join to a `restricted` (or `knock_restricted`) room by an uninvited user: checks that
