@@ -34,6 +34,15 @@ impl From<EventError> for ApiError {
                 ErrorKind::RoomInUse,
                 "Room alias already taken",
             ),
+            EventError::AliasExists => {
+                ApiError::new(StatusCode::CONFLICT, ErrorKind::Unknown, "Room alias already exists")
+            }
+            // The spec's (and Synapse's) answer: 400 `M_UNKNOWN`.
+            EventError::StillInRoom => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::Unknown,
+                "Leave the room before forgetting it",
+            ),
             EventError::LimitExceeded(limited) => limited.into(),
             EventError::Storage(error) => error.into(),
             EventError::Internal(what) => {

@@ -3,33 +3,14 @@
 //!
 //! Every endpoint is listed in [`router`], next to the handler that serves it.
 
-mod account;
-mod account_data;
-mod admin;
 pub mod auth;
-mod dehydrated_device;
-mod devices;
-mod directory;
-mod discovery;
+pub mod client;
 mod errors;
 mod extract;
-mod guests;
-mod key_backup;
-mod keys;
-mod media;
-mod membership;
+pub mod federation;
 mod ops;
-mod profile;
-mod push;
-mod register;
-mod relations;
-mod rooms;
 pub mod ruma;
-mod server_keys;
-mod session;
 pub mod state;
-mod sync;
-mod user_directory;
 
 use std::time::Duration;
 
@@ -46,10 +27,17 @@ use tower_http::{
 };
 use tracing::info_span;
 
-pub use self::discovery::{SUPPORTED_VERSIONS, UNSTABLE_FEATURES};
+pub use self::client::discovery::{SUPPORTED_VERSIONS, UNSTABLE_FEATURES};
 pub use self::extract::check_json_body;
-use self::ruma::RumaRouter;
 use self::state::AppState;
+use self::{
+    client::{
+        account, account_data, admin, dehydrated_device, devices, directory, discovery, key_backup, keys, media,
+        membership, profile, push, register, relations, rooms, session, sync, user_directory,
+    },
+    federation::keys as server_keys,
+    ruma::RumaRouter,
+};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -23,8 +23,12 @@ pub enum EventError {
     GuestForbidden(String),
     /// A canonical alias that is malformed or does not point to the room.
     BadAlias(String),
-    /// The alias asked for is taken.
+    /// The alias asked for is taken (room creation).
     AliasInUse,
+    /// The alias to create exists already (the directory API: 409).
+    AliasExists,
+    /// Forgetting a room the user has not left.
+    StillInRoom,
     /// The user's rate limit for this action is spent.
     LimitExceeded(Limited),
     /// The database failed.
@@ -79,6 +83,8 @@ impl std::fmt::Display for EventError {
             | Self::GuestForbidden(reason)
             | Self::BadAlias(reason) => write!(f, "{reason}"),
             Self::AliasInUse => write!(f, "Room alias already taken"),
+            Self::AliasExists => write!(f, "Room alias already exists"),
+            Self::StillInRoom => write!(f, "Leave the room before forgetting it"),
             Self::LimitExceeded(limited) => write!(f, "Too many requests; retry after {:?}", limited.retry_after),
             Self::TooLarge => write!(f, "Event is larger than 65536 bytes"),
             Self::Storage(error) => write!(f, "storage: {error}"),

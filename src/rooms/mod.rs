@@ -4,7 +4,9 @@
 pub mod access;
 pub mod client_event;
 pub mod create;
+pub mod directory;
 pub mod error;
+pub mod joins;
 pub mod membership;
 pub mod persister;
 pub mod pipeline;

@@ -8,7 +8,7 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::ruma::Ruma;
+use crate::api::ruma::Ruma;
 use crate::{api::state::AppState, error::ApiResult, rooms::access::content_field};
 
 const MAX_RESULTS: u64 = 100;

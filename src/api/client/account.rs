@@ -6,8 +6,8 @@ use ruma::api::client::{
     uiaa::{AuthFlow, AuthType},
 };
 
-use super::ruma::Ruma;
-use super::state::AppState;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::{
     accounts::{
         self,

@@ -4,8 +4,9 @@ use axum::Json;
 use ruma::api::client::device::{delete_device, delete_devices, get_device, get_devices, update_device};
 use serde_json::{Value, json};
 
-use super::state::AppState;
-use super::{account::password_uia, ruma::Ruma};
+use super::account::password_uia;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::{
     accounts::{self, uia::authorize},
     error::{ApiError, ApiResult},

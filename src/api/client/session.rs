@@ -18,8 +18,8 @@ use ruma::{
     },
 };
 
-use super::ruma::Ruma;
-use super::state::AppState;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::{
     accounts::{
         check_login_password, delete_devices, log_out_everywhere,

@@ -12,8 +12,9 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::state::AppState;
-use super::{account::password_uia, ruma::Ruma};
+use super::account::password_uia;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::{
     accounts::uia::authorize,
     e2ee::{self, keys},

@@ -21,8 +21,8 @@ use ruma::{
 };
 use serde_json::{Map, Value, json};
 
-use super::ruma::Ruma;
-use super::state::AppState;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::{
     error::{ApiError, ApiResult},
     storage::{BackupKeyRow, BackupVersion},

@@ -1,73 +1,31 @@
 //! Membership: join, invite, leave, forget, kick, ban, unban, and the member lists.
 
 use axum::Json;
-use http::StatusCode;
 use ruma::{
-    OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId, RoomId,
-    api::{
-        client::{
-            knock::knock_room,
-            membership::{
-                ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
-                joined_members, joined_rooms, kick_user, leave_room, unban_user,
-            },
+    OwnedRoomId, OwnedUserId, RoomId,
+    api::client::{
+        knock::knock_room,
+        membership::{
+            ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
+            joined_members, joined_rooms, kick_user, leave_room, unban_user,
         },
-        error::ErrorKind,
     },
 };
 use serde_json::{Map, Value, json};
 
-use super::ruma::Ruma;
-use super::state::AppState;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},
     rooms::{
         access::{read_access, require_joined},
         client_event::{Unsigned, client_event},
-        membership::{Change, change_membership, change_membership_with},
+        joins,
+        membership::{Change, change_membership},
     },
     storage::{EventRow, StateMap},
 };
-
-async fn join(state: &AppState, sender: &Sender, room_id: &RoomId, body: &[u8]) -> ApiResult<OwnedRoomId> {
-    if state
-        .caches
-        .room_version(&state.storage, room_id.as_str())
-        .await?
-        .is_none()
-    {
-        // Joining through other servers needs federation, which Hearth does not speak yet.
-        return Err(ApiError::not_found(
-            "Unknown room (joining rooms on other servers is not supported yet)",
-        ));
-    }
-    if state
-        .storage
-        .membership(room_id.as_str(), sender.user_id.as_str())
-        .await?
-        .as_deref()
-        == Some("join")
-    {
-        return Ok(room_id.to_owned());
-    }
-    if sender.is_guest && !crate::rooms::membership::guests_may_join(state, room_id).await? {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorKind::GuestAccessForbidden,
-            "Guests cannot join this room",
-        ));
-    }
-    state.rate_limits.check_user(&state.rate_limits.joins, sender)?;
-    // The body's fields (a reason, a per-room display name, ...) go into the member event.
-    let extra: Map<String, Value> = serde_json::from_slice(body).unwrap_or_default();
-    change_membership_with(state, room_id, &sender.user_id, &sender.user_id, Change::Join, extra).await?;
-    // The room may have closed to guests between the check above and the join.
-    if sender.is_guest {
-        crate::rooms::membership::remove_guests_if_closed(state, room_id).await?;
-    }
-    Ok(room_id.to_owned())
-}
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/join`
 pub async fn join_by_id(
@@ -75,7 +33,7 @@ pub async fn join_by_id(
     request: Ruma<join_room_by_id::v3::Request>,
 ) -> ApiResult<join_room_by_id::v3::Response> {
     let sender = request.sender()?;
-    let room_id = join(&state, sender, &request.body.room_id, &request.raw_body).await?;
+    let room_id = joins::join(&state, sender, &request.body.room_id, extra_fields(&request.raw_body)).await?;
     Ok(join_room_by_id::v3::Response::new(room_id))
 }
 
@@ -85,65 +43,21 @@ pub async fn join_by_id_or_alias(
     request: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
     let sender = request.sender()?;
-    let room_id = resolve_room(&state, &request.body.room_id_or_alias).await?;
-    let room_id = join(&state, sender, &room_id, &request.raw_body).await?;
+    let room_id = joins::resolve_room(&state, &request.body.room_id_or_alias).await?;
+    let room_id = joins::join(&state, sender, &room_id, extra_fields(&request.raw_body)).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
 
-/// A room ID, or a local alias resolved to one.
-async fn resolve_room(state: &AppState, room: &OwnedRoomOrAliasId) -> ApiResult<OwnedRoomId> {
-    match OwnedRoomId::try_from(room.clone()) {
-        Ok(room_id) => Ok(room_id),
-        Err(alias) => {
-            if alias.server_name() != state.config.server_name {
-                return Err(ApiError::not_found(
-                    "Rooms behind other servers' aliases need federation (not supported yet)",
-                ));
-            }
-            let (room_id, _) = state
-                .storage
-                .alias(alias.as_str())
-                .await?
-                .ok_or_else(|| ApiError::not_found("Room alias not found"))?;
-            OwnedRoomId::try_from(room_id).map_err(|_| ApiError::internal())
-        }
-    }
+/// The body's fields (a reason, a per-room display name, ...): they go into the member event.
+fn extra_fields(body: &[u8]) -> Map<String, Value> {
+    serde_json::from_slice(body).unwrap_or_default()
 }
 
 /// `POST /_matrix/client/v3/knock/{roomIdOrAlias}` (room versions 7 and later)
 pub async fn knock(state: AppState, request: Ruma<knock_room::v3::Request>) -> ApiResult<knock_room::v3::Response> {
     let sender = request.sender()?;
-    let room_id = resolve_room(&state, &request.body.room_id_or_alias).await?;
-    if state
-        .caches
-        .room_version(&state.storage, room_id.as_str())
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::not_found(
-            "Unknown room (knocking on rooms of other servers is not supported yet)",
-        ));
-    }
-    if matches!(
-        state
-            .storage
-            .membership(room_id.as_str(), sender.user_id.as_str())
-            .await?
-            .as_deref(),
-        Some("join" | "invite")
-    ) {
-        return Err(ApiError::forbidden("You are already in (or invited to) this room"));
-    }
-    let reason = request.body.reason.as_deref();
-    change_membership(
-        &state,
-        &room_id,
-        &sender.user_id,
-        &sender.user_id,
-        Change::Knock,
-        reason,
-    )
-    .await?;
+    let room_id = joins::resolve_room(&state, &request.body.room_id_or_alias).await?;
+    joins::knock(&state, sender, &room_id, request.body.reason.as_deref()).await?;
     Ok(knock_room::v3::Response::new(room_id))
 }
 
@@ -156,23 +70,11 @@ pub async fn invite(state: AppState, request: Ruma<invite_user::v3::Request>) ->
             "Third-party invites are not supported: this server uses no identity server",
         ));
     };
-    let user_id = &invitee.user_id;
-    if user_id.server_name() != state.config.server_name {
-        return Err(ApiError::forbidden(
-            "Inviting users of other servers needs federation, not supported yet",
-        ));
-    }
-    if state.storage.user(user_id.as_str()).await?.is_none() {
-        return Err(ApiError::not_found("No such user"));
-    }
-    state.rate_limits.check_invite(sender, user_id.as_str())?;
-    let change = Change::Invite { is_direct: false };
-    change_membership(
+    joins::invite(
         &state,
+        sender,
         &body.room_id,
-        &sender.user_id,
-        user_id,
-        change,
+        &invitee.user_id,
         invitee.reason.as_deref(),
     )
     .await?;
@@ -183,22 +85,7 @@ pub async fn invite(state: AppState, request: Ruma<invite_user::v3::Request>) ->
 pub async fn leave(state: AppState, request: Ruma<leave_room::v3::Request>) -> ApiResult<leave_room::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    let current = state
-        .storage
-        .membership(body.room_id.as_str(), sender.user_id.as_str())
-        .await?;
-    if !matches!(current.as_deref(), Some("join" | "invite" | "knock")) {
-        return Err(ApiError::forbidden("You are not in this room"));
-    }
-    change_membership(
-        &state,
-        &body.room_id,
-        &sender.user_id,
-        &sender.user_id,
-        Change::Leave,
-        body.reason.as_deref(),
-    )
-    .await?;
+    joins::leave(&state, &sender.user_id, &body.room_id, body.reason.as_deref()).await?;
     Ok(leave_room::v3::Response::new())
 }
 
@@ -206,25 +93,7 @@ pub async fn leave(state: AppState, request: Ruma<leave_room::v3::Request>) -> A
 /// sync stops sending the room, even with `include_leave`, until their membership changes again.
 pub async fn forget(state: AppState, request: Ruma<forget_room::v3::Request>) -> ApiResult<forget_room::v3::Response> {
     let sender = request.sender()?;
-    let (room_id, user_id) = (request.body.room_id.as_str(), sender.user_id.as_str());
-    // The spec's (and Synapse's) answer: 400 `M_UNKNOWN`.
-    let still_in = || {
-        ApiError::new(
-            http::StatusCode::BAD_REQUEST,
-            ErrorKind::Unknown,
-            "Leave the room before forgetting it",
-        )
-    };
-    match state.storage.membership(room_id, user_id).await?.as_deref() {
-        Some("join" | "invite" | "knock") => return Err(still_in()),
-        None => return Err(ApiError::not_found("You were never in this room")),
-        Some(_) => {}
-    }
-    // Recorded only if the membership is still a leave or a ban (not rejoined meanwhile).
-    if !state.storage.forget_room(room_id, user_id).await? {
-        return Err(still_in());
-    }
-    state.caches.room_forgotten(user_id);
+    joins::forget(&state, &sender.user_id, &request.body.room_id).await?;
     Ok(forget_room::v3::Response::new())
 }
 

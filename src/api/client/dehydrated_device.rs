@@ -12,8 +12,8 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::ruma::Ruma;
-use super::state::AppState;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::{
     accounts::sessions::Sender,
     e2ee::{self, TO_DEVICE_PER_SYNC, keys},

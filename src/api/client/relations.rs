@@ -17,8 +17,8 @@ use ruma::{
 };
 use serde_json::{Value, value::RawValue};
 
-use super::ruma::Ruma;
-use super::state::AppState;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},

@@ -13,8 +13,8 @@ use ruma::api::{
 };
 use serde_json::{Map, Value, json};
 
-use super::ruma::Ruma;
-use super::state::AppState;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::{
     accounts::{
         Registration, available_user_id, check_password_policy, generate_user_id,

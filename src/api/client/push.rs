@@ -15,8 +15,8 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::ruma::Ruma;
-use super::state::AppState;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::{
     error::{ApiError, ApiResult},
     push,

@@ -8,7 +8,7 @@ use hearth_federation::keys::{OldKey, server_key_document};
 use ruma::{MilliSecondsSinceUnixEpoch, UInt};
 use serde_json::Value;
 
-use super::state::AppState;
+use crate::api::state::AppState;
 use crate::{
     error::{ApiError, ApiResult},
     storage::now_ms,

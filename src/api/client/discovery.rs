@@ -12,8 +12,8 @@ use ruma::api::client::discovery::{
 };
 use serde_json::{Value, json};
 
-use super::ruma::Ruma;
-use super::state::AppState;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::error::{ApiError, ApiResult};
 
 /// The spec versions `/versions` lists. Clients switch features on by these (matrix-js-sdk:

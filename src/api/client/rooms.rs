@@ -22,8 +22,8 @@ use ruma::{
 };
 use serde_json::{Map, Value, value::RawValue};
 
-use super::ruma::Ruma;
-use super::state::AppState;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::{
     accounts::sessions::Sender,
     error::{ApiError, ApiResult},

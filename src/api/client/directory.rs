@@ -1,68 +1,27 @@
 //! Room aliases (`/directory/room/{alias}`, `/rooms/{roomId}/aliases`), the public room
 //! directory (`/directory/list/room/{roomId}`, `/publicRooms`), and reports.
 
-use http::StatusCode;
 use ruma::{
-    OwnedRoomAliasId, OwnedRoomId, RoomId, UInt, UserId,
-    api::{
-        client::{
-            alias::{create_alias, delete_alias, get_alias},
-            directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
-            reporting::report_user,
-            room::{Visibility, aliases, report_content, report_room},
-        },
-        error::ErrorKind,
+    OwnedRoomId, UInt,
+    api::client::{
+        alias::{create_alias, delete_alias, get_alias},
+        directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
+        reporting::report_user,
+        room::{Visibility, aliases, report_content, report_room},
     },
     directory::{PublicRoomsChunk, RoomTypeFilter},
 };
 use serde_json::{Value, json};
 
-use super::ruma::Ruma;
-use super::state::AppState;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::{
-    accounts::sessions::Sender,
     error::{ApiError, ApiResult},
-    rooms::access::{content_field, power_levels, require_joined, require_room, state_event_level, visible_event},
+    rooms::{
+        access::{content_field, require_joined, require_room, visible_event},
+        directory,
+    },
 };
-
-fn local_alias(state: &AppState, alias: &OwnedRoomAliasId) -> ApiResult<()> {
-    if alias.server_name() != state.config.server_name {
-        return Err(ApiError::invalid_param(
-            "Aliases of other servers cannot be managed here",
-        ));
-    }
-    // `#:server` parses, but names nothing (Synapse refuses it too).
-    if alias.alias().is_empty() {
-        return Err(ApiError::invalid_param("An alias needs a localpart"));
-    }
-    Ok(())
-}
-
-/// Creates `alias` for a room the user is joined to.
-async fn add_alias(state: &AppState, user_id: &UserId, alias: &OwnedRoomAliasId, room_id: &RoomId) -> ApiResult<()> {
-    local_alias(state, alias)?;
-    if state
-        .storage
-        .membership(room_id.as_str(), user_id.as_str())
-        .await?
-        .as_deref()
-        != Some("join")
-    {
-        return Err(ApiError::forbidden("You must be in the room to give it an alias"));
-    }
-    if !state
-        .storage
-        .insert_alias(alias.as_str(), room_id.as_str(), user_id.as_str())
-        .await?
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorKind::Unknown,
-            "Room alias already exists",
-        ));
-    }
-    Ok(())
-}
 
 /// `PUT /_matrix/client/v3/directory/room/{roomAlias}`
 pub async fn create(
@@ -72,7 +31,7 @@ pub async fn create(
     let sender = request.sender()?;
     let body = &request.body;
     require_room(&state, body.room_id.as_str()).await?;
-    add_alias(&state, &sender.user_id, &body.room_alias, &body.room_id).await?;
+    directory::add_alias(&state, &sender.user_id, &body.room_alias, &body.room_id).await?;
     Ok(create_alias::v3::Response::new())
 }
 
@@ -103,66 +62,8 @@ pub async fn delete(
     request: Ruma<delete_alias::v3::Request>,
 ) -> ApiResult<delete_alias::v3::Response> {
     let sender = request.sender()?;
-    let alias = &request.body.room_alias;
-    local_alias(&state, alias)?;
-    let (room_id, creator) = state
-        .storage
-        .alias(alias.as_str())
-        .await?
-        .ok_or_else(|| ApiError::not_found("Room alias not found"))?;
-    if creator != sender.user_id.as_str() && !sender.is_admin {
-        let room_id = OwnedRoomId::try_from(room_id.as_str()).map_err(|_| ApiError::internal())?;
-        let (own, _) = power_levels(&state, &room_id, &sender.user_id, "state_default").await?;
-        let needed = state_event_level(&state, &room_id, "m.room.canonical_alias").await?;
-        if own < needed {
-            return Err(ApiError::forbidden("You cannot delete this alias"));
-        }
-    }
-    state.storage.delete_alias(alias.as_str()).await?;
-    drop_from_canonical_alias(&state, sender, &room_id, alias.as_str()).await?;
+    directory::delete_alias(&state, sender, &request.body.room_alias).await?;
     Ok(delete_alias::v3::Response::new())
-}
-
-/// A deleted alias leaves the room's `m.room.canonical_alias` too (as Synapse), sent by the
-/// user who deleted it; if that fails (they may not change that event), it stays as it is.
-async fn drop_from_canonical_alias(state: &AppState, sender: &Sender, room_id: &str, alias: &str) -> ApiResult<()> {
-    let key = ("m.room.canonical_alias".to_owned(), String::new());
-    let Some(event_id) = state
-        .storage
-        .current_state_entries(room_id, std::slice::from_ref(&key))
-        .await?
-        .into_values()
-        .next()
-    else {
-        return Ok(());
-    };
-    let Some(row) = state.storage.event(&event_id).await? else {
-        return Ok(());
-    };
-    let pdu: Value = serde_json::from_str(&row.json).unwrap_or_default();
-    let Some(mut content) = pdu["content"].as_object().cloned() else {
-        return Ok(());
-    };
-    let mut changed = false;
-    if content.get("alias").and_then(Value::as_str) == Some(alias) {
-        content.remove("alias");
-        changed = true;
-    }
-    if let Some(Value::Array(alt)) = content.get_mut("alt_aliases") {
-        let before = alt.len();
-        alt.retain(|other| other.as_str() != Some(alias));
-        changed |= alt.len() != before;
-    }
-    if !changed {
-        return Ok(());
-    }
-    let room_id = OwnedRoomId::try_from(room_id).map_err(|_| ApiError::internal())?;
-    // The alias is gone already: failing to update the event (no power to, say) must not
-    // turn the deletion into an error.
-    if let Err(error) = crate::rooms::send::send_state(state, sender, &room_id, &key.0, "", content).await {
-        tracing::info!(%room_id, alias, error = ?error, "alias deleted; the canonical alias event could not follow");
-    }
-    Ok(())
 }
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/aliases`
@@ -198,7 +99,7 @@ pub async fn set_visibility(
 ) -> ApiResult<set_room_visibility::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    publish(
+    directory::publish(
         &state,
         &sender.user_id,
         &body.room_id,
@@ -206,27 +107,6 @@ pub async fn set_visibility(
     )
     .await?;
     Ok(set_room_visibility::v3::Response::new())
-}
-
-/// Publishes or unpublishes a room.
-async fn publish(state: &AppState, user_id: &UserId, room_id: &RoomId, published: bool) -> ApiResult<()> {
-    require_room(state, room_id.as_str()).await?;
-    let (own, _) = power_levels(state, room_id, user_id, "state_default").await?;
-    let needed = state_event_level(state, room_id, "m.room.canonical_alias").await?;
-    if own < needed
-        || state
-            .storage
-            .membership(room_id.as_str(), user_id.as_str())
-            .await?
-            .as_deref()
-            != Some("join")
-    {
-        return Err(ApiError::forbidden(
-            "Only room moderators may change the room's directory listing",
-        ));
-    }
-    state.storage.set_published(room_id.as_str(), published).await?;
-    Ok(())
 }
 
 /// The directory entry of a room, from its current state.

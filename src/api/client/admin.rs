@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha1::Sha1;
 
-use super::extract::{Admin, MatrixJson, PathParam, query_param};
-use super::state::AppState;
+use crate::api::extract::{Admin, MatrixJson, PathParam, query_param};
+use crate::api::state::AppState;
 use crate::{
     accounts::{Registration, available_user_id, register_account, sessions::SessionRequest, tokens::random_string},
     error::{ApiError, ApiResult},

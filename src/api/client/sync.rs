@@ -23,8 +23,8 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::state::AppState;
-use super::{
+use crate::api::state::AppState;
+use crate::api::{
     extract::{Authed, MatrixJson, query_param},
     ruma::Ruma,
 };

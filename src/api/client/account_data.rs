@@ -16,8 +16,8 @@ use ruma::{
 };
 use serde_json::{Map, Value, json, value::RawValue};
 
-use super::ruma::Ruma;
-use super::state::AppState;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::{
     account_data::set_account_data,
     accounts::sessions::Sender,

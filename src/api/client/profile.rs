@@ -12,8 +12,8 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::ruma::Ruma;
-use super::state::AppState;
+use crate::api::ruma::Ruma;
+use crate::api::state::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::rooms::membership::propagate_profile;
 

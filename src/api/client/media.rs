@@ -16,8 +16,8 @@ use http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use ruma::api::error::ErrorKind;
 use serde_json::{Value, json};
 
-use super::extract::{Authed, query_param};
-use super::state::AppState;
+use crate::api::extract::{Authed, query_param};
+use crate::api::state::AppState;
 use crate::{
     config::ThumbnailMethod,
     error::{ApiError, ApiResult},

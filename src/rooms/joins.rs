@@ -1,0 +1,149 @@
+//! What a user asks of their own membership, with the checks that come before the membership
+//! event: joining (by ID or alias, guests only where the room lets them in, rate-limited),
+//! knocking, inviting, leaving and forgetting. The client API calls these; federation's
+//! make_join/send_join and invites will share them for remote users.
+
+use ruma::{OwnedRoomId, OwnedRoomOrAliasId, RoomId, UserId};
+use serde_json::{Map, Value};
+
+use super::{
+    error::{EventError, EventResult},
+    membership::{Change, change_membership, change_membership_with, guests_may_join, remove_guests_if_closed},
+};
+use crate::{accounts::sessions::Sender, base::Base};
+
+/// Joins the sender to a room of this server. `extra`: fields of the request body (a reason,
+/// a per-room display name, ...) copied into the member event. Joining again is a no-op.
+pub async fn join(
+    state: &Base,
+    sender: &Sender,
+    room_id: &RoomId,
+    extra: Map<String, Value>,
+) -> EventResult<OwnedRoomId> {
+    if state
+        .caches
+        .room_version(&state.storage, room_id.as_str())
+        .await?
+        .is_none()
+    {
+        // Joining through other servers needs federation, which Hearth does not speak yet.
+        return Err(EventError::not_found(
+            "Unknown room (joining rooms on other servers is not supported yet)",
+        ));
+    }
+    if state
+        .storage
+        .membership(room_id.as_str(), sender.user_id.as_str())
+        .await?
+        .as_deref()
+        == Some("join")
+    {
+        return Ok(room_id.to_owned());
+    }
+    if sender.is_guest && !guests_may_join(state, room_id).await? {
+        return Err(EventError::GuestForbidden("Guests cannot join this room".to_owned()));
+    }
+    state.rate_limits.check_user(&state.rate_limits.joins, sender)?;
+    change_membership_with(state, room_id, &sender.user_id, &sender.user_id, Change::Join, extra).await?;
+    // The room may have closed to guests between the check above and the join.
+    if sender.is_guest {
+        remove_guests_if_closed(state, room_id).await?;
+    }
+    Ok(room_id.to_owned())
+}
+
+/// A room ID, or a local alias resolved to one.
+pub async fn resolve_room(state: &Base, room: &OwnedRoomOrAliasId) -> EventResult<OwnedRoomId> {
+    match OwnedRoomId::try_from(room.clone()) {
+        Ok(room_id) => Ok(room_id),
+        Err(alias) => {
+            if alias.server_name() != state.config.server_name {
+                return Err(EventError::not_found(
+                    "Rooms behind other servers' aliases need federation (not supported yet)",
+                ));
+            }
+            let (room_id, _) = state
+                .storage
+                .alias(alias.as_str())
+                .await?
+                .ok_or_else(|| EventError::not_found("Room alias not found"))?;
+            OwnedRoomId::try_from(room_id).map_err(|_| EventError::internal())
+        }
+    }
+}
+
+/// Knocks on a room of this server (room versions 7 and later).
+pub async fn knock(state: &Base, sender: &Sender, room_id: &RoomId, reason: Option<&str>) -> EventResult<()> {
+    if state
+        .caches
+        .room_version(&state.storage, room_id.as_str())
+        .await?
+        .is_none()
+    {
+        return Err(EventError::not_found(
+            "Unknown room (knocking on rooms of other servers is not supported yet)",
+        ));
+    }
+    if matches!(
+        state
+            .storage
+            .membership(room_id.as_str(), sender.user_id.as_str())
+            .await?
+            .as_deref(),
+        Some("join" | "invite")
+    ) {
+        return Err(EventError::forbidden("You are already in (or invited to) this room"));
+    }
+    change_membership(state, room_id, &sender.user_id, &sender.user_id, Change::Knock, reason).await?;
+    Ok(())
+}
+
+/// Invites a local user (rate-limited for the sender and the invitee).
+pub async fn invite(
+    state: &Base,
+    sender: &Sender,
+    room_id: &RoomId,
+    invitee: &UserId,
+    reason: Option<&str>,
+) -> EventResult<()> {
+    if invitee.server_name() != state.config.server_name {
+        return Err(EventError::forbidden(
+            "Inviting users of other servers needs federation, not supported yet",
+        ));
+    }
+    if state.storage.user(invitee.as_str()).await?.is_none() {
+        return Err(EventError::not_found("No such user"));
+    }
+    state.rate_limits.check_invite(sender, invitee.as_str())?;
+    let change = Change::Invite { is_direct: false };
+    change_membership(state, room_id, &sender.user_id, invitee, change, reason).await?;
+    Ok(())
+}
+
+/// Leaves a room the user is in, invited to or knocking on (rejecting an invite, withdrawing
+/// a knock).
+pub async fn leave(state: &Base, user_id: &UserId, room_id: &RoomId, reason: Option<&str>) -> EventResult<()> {
+    let current = state.storage.membership(room_id.as_str(), user_id.as_str()).await?;
+    if !matches!(current.as_deref(), Some("join" | "invite" | "knock")) {
+        return Err(EventError::forbidden("You are not in this room"));
+    }
+    change_membership(state, room_id, user_id, user_id, Change::Leave, reason).await?;
+    Ok(())
+}
+
+/// Forgets a room the user has left (or been banned from): sync stops sending it, even with
+/// `include_leave`, until their membership changes again.
+pub async fn forget(state: &Base, user_id: &UserId, room_id: &RoomId) -> EventResult<()> {
+    let (room_id, user_id) = (room_id.as_str(), user_id.as_str());
+    match state.storage.membership(room_id, user_id).await?.as_deref() {
+        Some("join" | "invite" | "knock") => return Err(EventError::StillInRoom),
+        None => return Err(EventError::not_found("You were never in this room")),
+        Some(_) => {}
+    }
+    // Recorded only if the membership is still a leave or a ban (not rejoined meanwhile).
+    if !state.storage.forget_room(room_id, user_id).await? {
+        return Err(EventError::StillInRoom);
+    }
+    state.caches.room_forgotten(user_id);
+    Ok(())
+}
