@@ -33,6 +33,7 @@ mod room_behaviour;
 mod room_rules;
 mod rooms;
 mod schema_check;
+mod servers;
 mod sliding_sync;
 mod storage;
 mod sync;

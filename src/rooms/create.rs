@@ -275,7 +275,7 @@ fn build(
             &chain.references(&auth_ids),
             rules,
         )?;
-        let event_id = finalize(&mut object, rules, state)?;
+        let event_id = finalize(&mut object, rules, &state.config.server_name, &state.signing_key)?;
         let pdu = to_pdu(&event_id, &object)?;
         check_state_independent_auth_rules(&rules.authorization, &pdu, |id| chain.pdus.get(id).cloned())
             .and_then(|()| {
@@ -333,7 +333,7 @@ fn build_create(
         let moved = ruma::Int::new(i64::from(ts).saturating_add(attempt)).ok_or_else(EventError::internal)?;
         object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(moved));
     }
-    let event_id = finalize(&mut object, rules, state)?;
+    let event_id = finalize(&mut object, rules, &state.config.server_name, &state.signing_key)?;
     let room_id = match random_room_id {
         Some(room_id) => room_id,
         None => room_id_from_create_event_id(&event_id).map_err(|_| EventError::internal())?,

@@ -143,6 +143,26 @@ impl TestServer {
         Self::launch(config, dir).await
     }
 
+    /// Two servers side by side, each with its own name, signing key, database and loopback
+    /// address (`hearth-a.test` on 127.0.0.2, `hearth-b.test` on 127.0.0.3): what federation
+    /// tests start from. `adjust` sees each config with its server's index (0 or 1).
+    pub async fn start_pair(adjust: impl Fn(usize, &mut Config)) -> (Self, Self) {
+        let start = |index: usize| {
+            let adjust = &adjust;
+            Self::start_with(move |config| {
+                config.server_name =
+                    ruma::OwnedServerName::try_from(["hearth-a.test", "hearth-b.test"][index]).unwrap();
+                config.listen = format!("127.0.0.{}:0", index + 2).parse().unwrap();
+                adjust(index, config);
+            })
+        };
+        (start(0).await, start(1).await)
+    }
+
+    pub fn server_name(&self) -> &str {
+        self.config.server_name.as_str()
+    }
+
     /// Stops the server and starts it again on the same database (on a new port).
     pub async fn restart(mut self) -> Self {
         self.shutdown_and_wait().await;

@@ -3,16 +3,16 @@
 //! they arrive built.
 
 use hearth_federation::{
-    finalize_pdu,
+    ServerKey, finalize_pdu,
     pdu::{PduError, PduEvent, event_references},
 };
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, UserId, room_version_rules::RoomVersionRules,
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, ServerName, UserId,
+    room_version_rules::RoomVersionRules,
 };
 use serde_json::Value;
 
 use crate::{
-    base::Base,
     rooms::error::{EventError, EventResult},
     storage::now_ms,
 };
@@ -100,8 +100,13 @@ pub fn build_object(
 }
 
 /// Hashes and signs the object with this server's key; returns the event ID.
-pub fn finalize(object: &mut CanonicalJsonObject, rules: &RoomVersionRules, state: &Base) -> EventResult<OwnedEventId> {
-    finalize_pdu(object, rules, &state.config.server_name, &state.signing_key).map_err(|error| match error {
+pub fn finalize(
+    object: &mut CanonicalJsonObject,
+    rules: &RoomVersionRules,
+    server_name: &ServerName,
+    key: &ServerKey,
+) -> EventResult<OwnedEventId> {
+    finalize_pdu(object, rules, server_name, key).map_err(|error| match error {
         PduError::TooLarge => EventError::TooLarge,
         other => {
             tracing::error!(error = %other, "could not finalize a PDU");

@@ -19,6 +19,8 @@ pub mod check;
 pub mod context;
 pub mod persist;
 pub mod published;
+#[cfg(test)]
+mod tests;
 
 use ruma::{OwnedEventId, RoomId, UserId};
 
@@ -104,7 +106,7 @@ pub async fn append_event(
         &auth_refs,
         &rules,
     )?;
-    let event_id = finalize(&mut object, &rules, state)?;
+    let event_id = finalize(&mut object, &rules, &state.config.server_name, &state.signing_key)?;
     let pdu = to_pdu(&event_id, &object)?;
     authorise::authorise(&rules, &pdu, &context)?;
     let stream_ordering = persist::persist(
