@@ -81,7 +81,8 @@ def paths_in(text):
     paths = []
     for match in re.finditer(r"\buse\s+([^;]+);", text):
         paths.extend(expand_use(match.group(1)))
-    for match in re.finditer(r"\b((?:crate|super|self)(?:::\w+)+)", text):
+    # Inline paths; a path that opens a use tree (`crate::api::{...}`) was expanded above.
+    for match in re.finditer(r"\b((?:crate|super|self)(?:::\w+)+)(?!::|\w)", text):
         paths.append(match.group(1))
     return paths
 

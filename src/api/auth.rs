@@ -84,7 +84,7 @@ pub async fn authenticate(parts: &Parts, state: &AppState, token_use: TokenUse) 
             // only those the spec (and Synapse) allow them.
             if sender.is_guest && token_use == TokenUse::Required {
                 let template = parts.extensions.get::<MatchedPath>().map_or("", MatchedPath::as_str);
-                if !super::client::guests::may_call(&parts.method, template) {
+                if !super::guests::may_call(&parts.method, template) {
                     return Err(ApiError::new(
                         StatusCode::FORBIDDEN,
                         ruma::api::error::ErrorKind::GuestAccessForbidden,

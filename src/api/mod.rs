@@ -8,6 +8,7 @@ pub mod client;
 mod errors;
 mod extract;
 pub mod federation;
+mod guests;
 mod ops;
 pub mod ruma;
 pub mod state;

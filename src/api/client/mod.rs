@@ -9,7 +9,6 @@ pub mod dehydrated_device;
 pub mod devices;
 pub mod directory;
 pub mod discovery;
-pub mod guests;
 pub mod key_backup;
 pub mod keys;
 pub mod media;
