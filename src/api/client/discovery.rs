@@ -1,7 +1,7 @@
 //! Discovery: `GET /_matrix/client/versions`, `/.well-known/matrix/{client,server}` and
 //! `GET /_matrix/client/v3/capabilities`.
 
-use axum::{Json, extract::State};
+use axum::extract::State;
 use ruma::api::client::discovery::{
     discover_homeserver::{self, HomeserverInfo},
     get_capabilities::{
@@ -10,9 +10,8 @@ use ruma::api::client::discovery::{
     },
     get_supported_versions,
 };
-use serde_json::{Value, json};
 
-use crate::api::ruma::Ruma;
+use crate::api::ruma::{Ruma, RumaResponse};
 use crate::api::state::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -90,16 +89,23 @@ pub async fn well_known_client(
     )))
 }
 
-/// `GET /.well-known/matrix/server`: server delegation, if configured. (Hand-written: this
-/// document belongs to the federation API, which ruma's client crate does not carry.)
-pub async fn well_known_server(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+/// `GET /.well-known/matrix/server`: server delegation, if configured.
+pub async fn well_known_server(
+    State(state): State<AppState>,
+) -> ApiResult<RumaResponse<ruma::api::federation::discovery::discover_homeserver::Response>> {
     let server = state
         .config
         .well_known
         .server
         .as_deref()
         .ok_or_else(|| ApiError::not_found("No server delegation configured"))?;
-    Ok(Json(json!({ "m.server": server })))
+    let server = ruma::OwnedServerName::try_from(server).map_err(|_| {
+        tracing::error!(server, "well_known.server is not a server name");
+        ApiError::internal()
+    })?;
+    Ok(RumaResponse(
+        ruma::api::federation::discovery::discover_homeserver::Response::new(server),
+    ))
 }
 
 /// `GET /_matrix/client/v3/capabilities`

@@ -13,11 +13,23 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
-use ruma::api::error::ErrorKind;
-use serde_json::{Value, json};
+use ruma::{
+    MilliSecondsSinceUnixEpoch, OwnedMxcUri, UInt,
+    api::{
+        client::{
+            authenticated_media::get_media_config,
+            media::{create_content, create_mxc_uri},
+        },
+        error::ErrorKind,
+    },
+};
+use serde_json::Value;
 
-use crate::api::extract::{Authed, query_param};
 use crate::api::state::AppState;
+use crate::api::{
+    extract::{Authed, query_param},
+    ruma::RumaResponse,
+};
 use crate::{
     config::ThumbnailMethod,
     error::{ApiError, ApiResult},
@@ -105,7 +117,7 @@ pub async fn upload(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<RumaResponse<create_content::v3::Response>> {
     state.rate_limits.check_user(&state.rate_limits.media_upload, &sender)?;
     let (content_type, filename) = upload_metadata(&state, &headers, query.as_deref()).await?;
     let user = sender.user_id.as_str();
@@ -126,11 +138,16 @@ pub async fn upload(
             spooled,
         )
         .await?;
-    Ok(Json(json!({ "content_uri": format!("mxc://{origin}/{media_id}") })))
+    Ok(RumaResponse(create_content::v3::Response::new(mxc_uri(
+        origin, &media_id,
+    ))))
 }
 
 /// `POST /_matrix/media/v1/create`: reserves a media ID to upload to later.
-pub async fn create(State(state): State<AppState>, Authed(sender): Authed) -> ApiResult<Json<Value>> {
+pub async fn create(
+    State(state): State<AppState>,
+    Authed(sender): Authed,
+) -> ApiResult<RumaResponse<create_mxc_uri::v1::Response>> {
     state.rate_limits.check_user(&state.rate_limits.media_upload, &sender)?;
     let origin = state.config.server_name.as_str();
     let media_id = crate::media::Media::new_media_id();
@@ -152,10 +169,9 @@ pub async fn create(State(state): State<AppState>, Authed(sender): Authed) -> Ap
             format!("You have {pending} media IDs waiting for uploads already; upload to those first"),
         ));
     }
-    Ok(Json(json!({
-        "content_uri": format!("mxc://{origin}/{media_id}"),
-        "unused_expires_at": expires,
-    })))
+    let mut response = create_mxc_uri::v1::Response::new(mxc_uri(origin, &media_id));
+    response.unused_expires_at = UInt::new(expires as u64).map(MilliSecondsSinceUnixEpoch);
+    Ok(RumaResponse(response))
 }
 
 /// `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`: the bytes of a reserved ID.
@@ -201,7 +217,14 @@ pub async fn upload_to(
             spooled,
         )
         .await?;
-    Ok(Json(json!({})))
+    // ruma's `create_content_async::v3::Response` cannot be built outside ruma (no
+    // constructor, non-exhaustive): its body is the empty object.
+    Ok(Json(Value::Object(serde_json::Map::new())))
+}
+
+/// `mxc://{origin}/{media_id}`.
+fn mxc_uri(origin: &str, media_id: &str) -> OwnedMxcUri {
+    OwnedMxcUri::from(format!("mxc://{origin}/{media_id}"))
 }
 
 /// The declared type and file name of an upload; `413` at once when `Content-Length` is
@@ -516,8 +539,9 @@ fn content_disposition(content_type: &str, filename: Option<&str>) -> String {
 }
 
 /// `GET /_matrix/client/v1/media/config` (and the deprecated `/_matrix/media/v3/config`).
-pub async fn config(State(state): State<AppState>, _: Authed) -> Json<Value> {
-    Json(json!({ "m.upload.size": state.media.config.max_upload_bytes }))
+pub async fn config(State(state): State<AppState>, _: Authed) -> RumaResponse<get_media_config::v1::Response> {
+    let size = UInt::new(state.media.config.max_upload_bytes).unwrap_or(UInt::MAX);
+    RumaResponse(get_media_config::v1::Response::new(size))
 }
 
 /// `GET /_matrix/client/v1/media/preview_url?url=…` (and the deprecated `/_matrix/media/v3/`).

@@ -2,13 +2,12 @@
 
 use std::time::Duration;
 
-use axum::{Json, extract::State};
+use axum::extract::State;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hearth_federation::keys::{OldKey, server_key_document};
-use ruma::{MilliSecondsSinceUnixEpoch, UInt};
-use serde_json::Value;
+use ruma::{MilliSecondsSinceUnixEpoch, UInt, api::federation::discovery::get_server_keys, serde::Raw};
 
-use crate::api::state::AppState;
+use crate::api::{ruma::RumaResponse, state::AppState};
 use crate::{
     error::{ApiError, ApiResult},
     storage::now_ms,
@@ -17,7 +16,7 @@ use crate::{
 /// How long other servers may cache our keys before asking again.
 const KEY_VALIDITY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
-pub async fn server_keys(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+pub async fn server_keys(State(state): State<AppState>) -> ApiResult<RumaResponse<get_server_keys::v2::Response>> {
     let millis = |ms: i64| MilliSecondsSinceUnixEpoch(UInt::try_from(ms.max(0)).unwrap_or_default());
     let mut old = Vec::new();
     for (key_id, document, expired) in state.storage.signing_keys().await? {
@@ -38,5 +37,6 @@ pub async fn server_keys(State(state): State<AppState>) -> ApiResult<Json<Value>
     let valid_until = millis(now_ms() + KEY_VALIDITY.as_millis() as i64);
     let document = server_key_document(&state.config.server_name, &state.signing_key, &old, valid_until)
         .map_err(|_| ApiError::internal())?;
-    Ok(Json(serde_json::to_value(document).map_err(|_| ApiError::internal())?))
+    let raw = serde_json::value::to_raw_value(&document).map_err(|_| ApiError::internal())?;
+    Ok(RumaResponse(get_server_keys::v2::Response::new(Raw::from_json(raw))))
 }
