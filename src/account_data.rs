@@ -6,7 +6,7 @@ use ruma::UserId;
 
 use crate::{
     base::{Base, Change},
-    error::{ApiError, ApiResult},
+    storage::StorageError,
     streams::Stream,
 };
 
@@ -17,7 +17,7 @@ pub async fn set_account_data(
     room_id: &str,
     data_type: &str,
     content: &str,
-) -> ApiResult<()> {
+) -> Result<(), StorageError> {
     // Its own task: a client hanging up mid-write must not leave the data written but the
     // caches (the ignore list) stale and the user's other clients not woken.
     let (state, user_id) = (state.clone(), user_id.to_owned());
@@ -41,5 +41,5 @@ pub async fn set_account_data(
         Ok(())
     })
     .await
-    .map_err(|_| ApiError::internal())?
+    .map_err(|_| StorageError::Invariant("the account data writer failed"))?
 }

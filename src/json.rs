@@ -4,7 +4,21 @@
 
 use serde_json::Value;
 
-use crate::error::{ApiError, ApiResult};
+/// Why a JSON body is refused before it is parsed (the API answers 400 `M_BAD_JSON`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonRefusal {
+    TooDeep,
+    Nul,
+}
+
+impl std::fmt::Display for JsonRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooDeep => write!(f, "JSON may nest at most {MAX_JSON_DEPTH} levels deep"),
+            Self::Nul => write!(f, "NUL characters are not allowed in JSON strings"),
+        }
+    }
+}
 
 /// A string field of a stored PDU's content.
 pub fn content_field(pdu_json: &str, field: &str) -> Option<String> {
@@ -62,14 +76,12 @@ pub fn json_too_deep(body: &[u8]) -> bool {
 
 /// The checks every JSON body gets before it is parsed or stored: no NUL in any string, no
 /// nesting past [`MAX_JSON_DEPTH`].
-pub fn check_json_body(body: &[u8]) -> ApiResult<()> {
+pub fn check_json_body(body: &[u8]) -> Result<(), JsonRefusal> {
     if json_too_deep(body) {
-        return Err(ApiError::bad_json(format!(
-            "JSON may nest at most {MAX_JSON_DEPTH} levels deep"
-        )));
+        return Err(JsonRefusal::TooDeep);
     }
     if json_has_nul(body) {
-        return Err(ApiError::bad_json("NUL characters are not allowed in JSON strings"));
+        return Err(JsonRefusal::Nul);
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use http::StatusCode;
 use ruma::api::error::ErrorKind;
 
-use crate::{error::ApiError, ratelimit::Limited, rooms::EventError};
+use crate::{error::ApiError, json::JsonRefusal, ratelimit::Limited, rooms::EventError, streams::token::InvalidToken};
 
 impl From<EventError> for ApiError {
     fn from(error: EventError) -> Self {
@@ -56,5 +56,17 @@ impl From<EventError> for ApiError {
 impl From<Limited> for ApiError {
     fn from(limited: Limited) -> Self {
         ApiError::limit_exceeded(limited.retry_after)
+    }
+}
+
+impl From<InvalidToken> for ApiError {
+    fn from(InvalidToken(text): InvalidToken) -> Self {
+        ApiError::invalid_param(format!("Invalid sync token {text}"))
+    }
+}
+
+impl From<JsonRefusal> for ApiError {
+    fn from(refusal: JsonRefusal) -> Self {
+        ApiError::bad_json(refusal.to_string())
     }
 }

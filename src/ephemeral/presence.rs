@@ -17,8 +17,7 @@ use tokio::time::Instant;
 use crate::streams::Stream;
 use crate::{
     base::Base,
-    error::ApiResult,
-    storage::{PresenceRow, now_ms},
+    storage::{PresenceRow, StorageError, now_ms},
 };
 
 /// How stale a stored `last_active_ts` may get before activity rewrites it.
@@ -77,7 +76,7 @@ struct Change {
 impl Presence {
     /// Picks up users stored as present, so a restart ages them out instead of leaving them
     /// online for ever.
-    pub async fn restore(&self, state: &Base) -> ApiResult<()> {
+    pub async fn restore(&self, state: &Base) -> Result<(), StorageError> {
         let rows = state.storage.presence_not_offline().await?;
         let mut users = self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for row in rows {
@@ -95,7 +94,7 @@ impl Presence {
         state: &Base,
         user_id: &UserId,
         set_presence: &str,
-    ) -> ApiResult<Option<SyncGuard>> {
+    ) -> Result<Option<SyncGuard>, StorageError> {
         if !state.config.presence.enabled || set_presence == "offline" {
             return Ok(None);
         }
@@ -150,7 +149,7 @@ impl Presence {
     }
 
     /// The user did something (sent an event, a receipt, typed): they are online and active.
-    pub async fn active(&self, state: &Base, user_id: &UserId) -> ApiResult<()> {
+    pub async fn active(&self, state: &Base, user_id: &UserId) -> Result<(), StorageError> {
         if !state.config.presence.enabled {
             return Ok(());
         }
@@ -191,7 +190,7 @@ impl Presence {
         user_id: &UserId,
         presence: &str,
         status_msg: Option<String>,
-    ) -> ApiResult<()> {
+    ) -> Result<(), StorageError> {
         let now = now_ms();
         let previous = self
             .users
@@ -217,13 +216,19 @@ impl Presence {
         .await
     }
 
-    async fn write(&self, state: &Base, user_id: &UserId, change: Change) -> ApiResult<()> {
+    async fn write(&self, state: &Base, user_id: &UserId, change: Change) -> Result<(), StorageError> {
         self.write_if(state, user_id, change, None).await
     }
 
     /// Stores a change, unless `expected` is given and the user's state moved away from it
     /// in the meantime (a timer's decision must not undo activity that just happened).
-    async fn write_if(&self, state: &Base, user_id: &UserId, change: Change, expected: Option<&str>) -> ApiResult<()> {
+    async fn write_if(
+        &self,
+        state: &Base,
+        user_id: &UserId,
+        change: Change,
+        expected: Option<&str>,
+    ) -> Result<(), StorageError> {
         if let Some(expected) = expected {
             let users = self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if users.get(user_id).is_some_and(|tracked| tracked.state != expected) {

@@ -8,8 +8,8 @@ use serde_json::json;
 use crate::streams::Stream;
 use crate::{
     base::{Base, Change},
-    error::{ApiError, ApiResult},
     rooms::access::{require_member, visible_event},
+    rooms::error::{EventError, EventResult},
     storage::{NewReceipt, now_ms},
 };
 
@@ -22,14 +22,14 @@ pub async fn set_receipt(
     receipt_type: &str,
     event_id: &str,
     thread_id: &str,
-) -> ApiResult<()> {
+) -> EventResult<()> {
     require_member(state, room_id, user_id).await?;
     let (_, event) = visible_event(state, room_id, user_id, event_id).await?;
     if !thread_id.is_empty() && thread_id != "main" {
         // A thread is named by its root: an event of this room.
         visible_event(state, room_id, user_id, thread_id)
             .await
-            .map_err(|_| ApiError::invalid_param(format!("{thread_id} is not an event of this room")))?;
+            .map_err(|_| EventError::invalid_param(format!("{thread_id} is not an event of this room")))?;
     }
     let receipt = NewReceipt {
         room_id: room_id.as_str(),
@@ -60,9 +60,9 @@ pub async fn set_receipt(
 }
 
 /// Moves the user's `m.fully_read` marker (room account data) to `event_id`.
-pub async fn set_fully_read(state: &Base, room_id: &RoomId, user_id: &UserId, event_id: &str) -> ApiResult<()> {
+pub async fn set_fully_read(state: &Base, room_id: &RoomId, user_id: &UserId, event_id: &str) -> EventResult<()> {
     require_member(state, room_id, user_id).await?;
     visible_event(state, room_id, user_id, event_id).await?;
     let content = json!({ "event_id": event_id }).to_string();
-    crate::account_data::set_account_data(state, user_id, room_id.as_str(), "m.fully_read", &content).await
+    Ok(crate::account_data::set_account_data(state, user_id, room_id.as_str(), "m.fully_read", &content).await?)
 }

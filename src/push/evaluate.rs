@@ -25,8 +25,7 @@ use serde_json::{Value, value::RawValue};
 use super::Push;
 use crate::{
     base::Base,
-    error::ApiResult,
-    storage::{EventRow, NewPushAction},
+    storage::{EventRow, NewPushAction, StorageError},
     streams::Stream,
 };
 
@@ -86,7 +85,7 @@ async fn evaluate_batch(
     rooms: &mut HashMap<String, RoomContext>,
     after: i64,
     until: i64,
-) -> ApiResult<(i64, HashSet<String>)> {
+) -> Result<(i64, HashSet<String>), StorageError> {
     let events = state.storage.events_in_range(after, until, BATCH).await?;
     let done = match events.last() {
         Some(last) if events.len() as i64 == BATCH => last.stream_ordering,
@@ -118,7 +117,7 @@ async fn evaluate_event(
     rooms: &mut HashMap<String, RoomContext>,
     event: &EventRow,
     batch: &mut Evaluated,
-) -> ApiResult<usize> {
+) -> Result<usize, StorageError> {
     if !rooms.contains_key(&event.room_id) {
         if rooms.len() >= MAX_ROOMS {
             rooms.clear();
@@ -256,7 +255,7 @@ pub fn thread_of(pdu: &Value) -> String {
 /// Reads the room's members, power levels and version as of `event` (the state after it; the
 /// evaluator may be behind the room, and someone who joined later must not be notified of
 /// what came before).
-async fn load_room(state: &Base, event: &EventRow) -> ApiResult<Option<RoomContext>> {
+async fn load_room(state: &Base, event: &EventRow) -> Result<Option<RoomContext>, StorageError> {
     let room_id = event.room_id.as_str();
     let Some(version) = state.caches.room_version(&state.storage, room_id).await? else {
         return Ok(None);

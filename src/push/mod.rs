@@ -24,7 +24,7 @@ use tokio::sync::{Notify, watch};
 use crate::{
     base::{Base, Change, Subscriber},
     error::{ApiError, ApiResult},
-    storage::{Storage, UnreadCount},
+    storage::{Storage, StorageError, UnreadCount},
 };
 
 /// The account data type push rules are kept (and synced) as.
@@ -149,7 +149,7 @@ impl Push {
         &self,
         storage: &Storage,
         user_ids: &[&str],
-    ) -> ApiResult<HashMap<String, Arc<UserPushData>>> {
+    ) -> Result<HashMap<String, Arc<UserPushData>>, StorageError> {
         let generation = self.generation.load(Ordering::SeqCst);
         let mut found = HashMap::with_capacity(user_ids.len());
         let mut missing = Vec::new();

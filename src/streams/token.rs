@@ -7,7 +7,9 @@
 
 use std::fmt;
 
-use crate::error::{ApiError, ApiResult};
+/// A token this server did not give out (or no longer can read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidToken(pub String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -69,8 +71,8 @@ impl StreamToken {
 
     /// Reads a token a client sent back. A `/messages` token (`s<N>`) reads as "nothing seen"
     /// on the other streams.
-    pub fn parse(text: &str) -> ApiResult<Self> {
-        let invalid = || ApiError::invalid_param(format!("Invalid sync token {text}"));
+    pub fn parse(text: &str) -> Result<Self, InvalidToken> {
+        let invalid = || InvalidToken(text.to_owned());
         let body = text.strip_prefix('s').ok_or_else(invalid)?;
         let mut token = Self::default();
         let parts: Vec<&str> = body.split('_').collect();

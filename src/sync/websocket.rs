@@ -269,7 +269,7 @@ async fn handle(state: &Services, sender: &Sender, text: &str) -> String {
     // As over HTTP: no NUL in any string (identifiers reach the database as text), no deep
     // nesting.
     if let Err(error) = crate::json::check_json_body(text.as_bytes()) {
-        return error_response(request.id, &error);
+        return error_response(request.id, &error.into());
     }
     match run(state, sender, &request).await {
         Ok(result) => json!({ "id": request.id, "result": result }).to_string(),

@@ -51,7 +51,7 @@ async fn store(state: &AppState, sender: &Sender, room: &str, data_type: &str, c
     if !content.get().trim_start().starts_with('{') {
         return Err(ApiError::bad_json("Account data content must be a JSON object"));
     }
-    set_account_data(state, &sender.user_id, room, data_type, content.get()).await
+    Ok(set_account_data(state, &sender.user_id, room, data_type, content.get()).await?)
 }
 
 async fn load(state: &AppState, sender: &Sender, room: &str, data_type: &str) -> ApiResult<Box<RawValue>> {
@@ -129,7 +129,7 @@ async fn tags_of(state: &AppState, sender: &Sender, room: &str) -> ApiResult<Map
 
 async fn store_tags(state: &AppState, sender: &Sender, room: &str, tags: Map<String, Value>) -> ApiResult<()> {
     let content = json!({ "tags": tags }).to_string();
-    set_account_data(state, &sender.user_id, room, "m.tag", &content).await
+    Ok(set_account_data(state, &sender.user_id, room, "m.tag", &content).await?)
 }
 
 /// `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags`
