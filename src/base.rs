@@ -27,7 +27,8 @@ use crate::{
 /// a task, drop a cache entry), never wait.
 #[derive(Debug, Clone, Copy)]
 pub enum Change<'a> {
-    /// An event was persisted at `stream_ordering` (its room's lock still held).
+    /// Events of a room were persisted up to `stream_ordering` (one event, with its room's lock
+    /// still held; or a new room's first events, all at once).
     Event { room_id: &'a str, stream_ordering: i64 },
     /// A user's account data changed (`room_id` `""` for global data).
     AccountData {

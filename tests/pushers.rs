@@ -178,6 +178,7 @@ async fn notifications_reach_the_gateway_in_the_documented_shape() {
     assert_eq!(notification["type"], "m.room.message");
     assert_eq!(notification["sender"], bob.user_id.as_str());
     assert_eq!(notification["room_name"], "Chat");
+    assert_eq!(notification["sender_display_name"], "bob");
     assert_eq!(notification["content"]["body"], "hello alice");
     assert_eq!(notification["counts"]["unread"], 1);
     assert_eq!(notification["prio"], "high", "a DM sets the sound tweak");
@@ -206,6 +207,32 @@ async fn notifications_reach_the_gateway_in_the_documented_shape() {
     say(&server, &alice, &room, "3", "my own words").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gateway.received().len(), 2);
+}
+
+#[tokio::test]
+async fn an_invite_push_names_its_target_and_the_rooms_alias() {
+    let gateway = Gateway::start().await;
+    let server = start_server().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let (status, body) = set_pusher(&server, &alice, pusher(&gateway.url, "key-1", None)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let room = create_room(&server, &bob, json!({ "room_alias_name": "lounge" })).await;
+    let (status, body) = server
+        .post(
+            &format!("{V3}/rooms/{room}/invite"),
+            bob.token(),
+            json!({ "user_id": alice.user_id }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let received = gateway.wait_for(1, 10).await;
+    let notification = &received[0]["notification"];
+    assert_eq!(notification["type"], "m.room.member");
+    assert_eq!(notification["content"]["membership"], "invite");
+    assert_eq!(notification["user_is_target"], true);
+    assert_eq!(notification["room_alias"], "#lounge:localhost");
+    assert_eq!(notification["sender_display_name"], "bob");
 }
 
 #[tokio::test]

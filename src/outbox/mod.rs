@@ -2,9 +2,11 @@
 //! application services next. The queue itself is in storage, owned by the courier (a saved
 //! cursor per target: the pusher's last stream position, a destination's last PDU sent); this
 //! module runs one task per target that asks the courier to deliver what is pending, in order,
-//! and backs off exponentially (1 s doubling to 10 min) while deliveries fail. A slow or dead
-//! target delays nobody else, and since the cursor moves only past what the target accepted,
-//! pending deliveries survive a restart.
+//! and backs off exponentially (1 s doubling to 10 min) while the target refuses or does not
+//! answer; the backoff starts again once something went through or the target was set up
+//! anew. Our own failures (the database) are retried after 1 s without growing it. A slow or
+//! dead target delays nobody else, and since the cursor moves only past what the target
+//! accepted, pending deliveries survive a restart.
 //!
 //! With workers, a lease per shard of targets will decide which process runs which tasks; the
 //! couriers will not change.
@@ -32,8 +34,11 @@ pub enum Round {
     Idle,
     /// Something went out and more may be pending: go again at once.
     More,
-    /// Delivery failed (the target or our storage): try again after the backoff.
-    Failed,
+    /// The target refused or did not answer: try again after the backoff, which starts
+    /// over if this round still delivered something (`progressed`).
+    Failed { progressed: bool },
+    /// Our side failed (the database): try again in a second, backoff unchanged.
+    Retry,
     /// The target is gone: its task ends.
     Gone,
 }
@@ -58,10 +63,11 @@ pub trait Courier: Send + Sync + 'static {
     fn exists(&self, target: &Self::Target) -> impl Future<Output = bool> + Send;
 }
 
-/// A target's task: how to wake it, whether it was nudged, and how to stop it.
+/// A target's task: how to wake it, whether it was nudged or set up anew, and how to stop it.
 struct Running {
     wake: Arc<Notify>,
     nudged: Arc<AtomicBool>,
+    renewed: Arc<AtomicBool>,
     task: AbortHandle,
 }
 
@@ -87,18 +93,28 @@ impl<C: Courier> Outbox<C> {
         self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Starts the target's task unless it runs already; wakes it either way.
+    /// Starts the target's task unless it runs already; wakes it either way. A running target
+    /// counts as set up anew (new settings, say): a backoff in progress ends and starts over.
     pub fn ensure_running(self: &Arc<Self>, target: C::Target) {
         let mut running = self.running();
         if let Some(entry) = running.get(&target) {
+            entry.renewed.store(true, Ordering::SeqCst);
             entry.wake.notify_one();
             return;
         }
-        let wake = Arc::new(Notify::new());
-        let nudged = Arc::new(AtomicBool::new(false));
+        let (wake, nudged, renewed) = (Arc::new(Notify::new()), Arc::default(), Arc::default());
         // Spawned under the lock: the task's own removal of its entry waits until it is in.
-        let task = tokio::spawn(Arc::clone(self).run(target.clone(), wake.clone(), nudged.clone())).abort_handle();
-        running.insert(target, Running { wake, nudged, task });
+        let run = Arc::clone(self).run(target.clone(), wake.clone(), Arc::clone(&nudged), Arc::clone(&renewed));
+        let task = tokio::spawn(run).abort_handle();
+        running.insert(
+            target,
+            Running {
+                wake,
+                nudged,
+                renewed,
+                task,
+            },
+        );
     }
 
     /// Wakes the running targets from `from` on while `within` holds (in target order).
@@ -134,7 +150,13 @@ impl<C: Courier> Outbox<C> {
     }
 
     /// One target's loop. Ends when the target is gone.
-    async fn run(self: Arc<Self>, target: C::Target, wake: Arc<Notify>, nudged: Arc<AtomicBool>) {
+    async fn run(
+        self: Arc<Self>,
+        target: C::Target,
+        wake: Arc<Notify>,
+        nudged: Arc<AtomicBool>,
+        renewed: Arc<AtomicBool>,
+    ) {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let woken = wake.notified();
@@ -147,10 +169,17 @@ impl<C: Courier> Outbox<C> {
                     woken.await;
                 }
                 Round::More => backoff = FIRST_BACKOFF,
-                Round::Failed => {
+                Round::Retry => tokio::time::sleep(FIRST_BACKOFF).await,
+                Round::Failed { progressed } => {
+                    if progressed {
+                        backoff = FIRST_BACKOFF;
+                    }
                     tracing::debug!(?target, ?backoff, "delivery failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = if back_off(backoff, &wake, &renewed).await {
+                        FIRST_BACKOFF
+                    } else {
+                        (backoff * 2).min(MAX_BACKOFF)
+                    };
                 }
                 Round::Gone => break,
             }
@@ -172,6 +201,21 @@ impl<C: Courier> Outbox<C> {
     }
 }
 
+/// Waits `backoff`, or less if the target is set up anew meanwhile (then true). Ordinary
+/// wake-ups (more to send) do not shorten it.
+async fn back_off(backoff: Duration, wake: &Notify, renewed: &AtomicBool) -> bool {
+    let deadline = tokio::time::Instant::now() + backoff;
+    loop {
+        if renewed.swap(false, Ordering::SeqCst) {
+            return true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return renewed.swap(false, Ordering::SeqCst),
+            () = wake.notified() => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;
@@ -180,6 +224,7 @@ mod tests {
 
     /// Delivers `items` one per round, failing the first `failures` attempts.
     struct Counting {
+        attempts: AtomicUsize,
         items: usize,
         failures: AtomicUsize,
         delivered: AtomicUsize,
@@ -191,12 +236,13 @@ mod tests {
         type Target = (String, u32);
 
         async fn deliver(&self, _target: &Self::Target) -> Round {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
             if self.gone.load(Ordering::SeqCst) {
                 return Round::Gone;
             }
             if self.failures.load(Ordering::SeqCst) > 0 {
                 self.failures.fetch_sub(1, Ordering::SeqCst);
-                return Round::Failed;
+                return Round::Failed { progressed: false };
             }
             if self.delivered.load(Ordering::SeqCst) < self.items {
                 self.delivered.fetch_add(1, Ordering::SeqCst);
@@ -216,6 +262,7 @@ mod tests {
 
     fn counting(items: usize, failures: usize) -> Arc<Counting> {
         Arc::new(Counting {
+            attempts: AtomicUsize::new(0),
             items,
             failures: AtomicUsize::new(failures),
             delivered: AtomicUsize::new(0),
@@ -260,6 +307,33 @@ mod tests {
         outbox.wake_range(&prefix, |(user, _)| user == "@a:x");
         settle().await;
         assert!(outbox.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_backoff_doubles_and_ends_when_the_target_is_set_up_anew() {
+        let courier = counting(1, 10);
+        let outbox = Outbox::new(courier.clone());
+        let target = ("@a:x".to_owned(), 1);
+        outbox.ensure_running(target.clone());
+        settle().await;
+        assert_eq!(courier.attempts.load(Ordering::SeqCst), 1);
+        // Waits of 1 s, 2 s, 4 s: attempts at 0, 1, 3 and 7 seconds.
+        for (wait_ms, attempts) in [(1_100, 2), (2_000, 3), (4_000, 4)] {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            settle().await;
+            assert_eq!(courier.attempts.load(Ordering::SeqCst), attempts);
+        }
+        // An ordinary wake does not cut the 8 s wait short; new settings do.
+        outbox.wake_range(&target, |t| t == &target);
+        settle().await;
+        assert_eq!(courier.attempts.load(Ordering::SeqCst), 4);
+        outbox.ensure_running(target.clone());
+        settle().await;
+        assert_eq!(courier.attempts.load(Ordering::SeqCst), 5);
+        // And the next wait is 1 s again.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        settle().await;
+        assert_eq!(courier.attempts.load(Ordering::SeqCst), 6);
     }
 
     #[tokio::test(start_paused = true)]

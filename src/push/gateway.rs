@@ -126,11 +126,11 @@ impl Courier for PushCourier {
         let pusher = match self.base.storage.pusher(user_id, app_id, pushkey).await {
             Ok(Some(pusher)) => pusher,
             Ok(None) => return Round::Gone,
-            Err(_) => return Round::Failed,
+            Err(_) => return Round::Retry,
         };
         deliver_pending(&self.base, &self.client, &pusher)
             .await
-            .unwrap_or(Round::Failed)
+            .unwrap_or(Round::Retry)
     }
 
     async fn nudged(&self, (user_id, app_id, pushkey): &PusherKey) {
@@ -145,7 +145,9 @@ impl Courier for PushCourier {
 }
 
 /// Sends the pusher's pending notifications, one batch, stopping at the first the gateway
-/// does not take.
+/// does not take. Each round reads what is pending afresh (as Synapse does): a notification
+/// read while the gateway was down is not sent late, and a pusher set again starts a new
+/// give-up clock.
 async fn deliver_pending(state: &Base, client: &reqwest::Client, pusher: &PusherRow) -> ApiResult<Round> {
     let pending = state
         .storage
@@ -156,6 +158,7 @@ async fn deliver_pending(state: &Base, client: &reqwest::Client, pusher: &Pusher
     }
     let give_up_after = (state.config.push.give_up_after_secs as i64).saturating_mul(1000);
     let mut failing_since = pusher.failing_since;
+    let mut progressed = false;
     for (notification, read) in pending {
         if !read {
             // Built for each attempt: after a long outage the counts are today's.
@@ -189,7 +192,7 @@ async fn deliver_pending(state: &Base, client: &reqwest::Client, pusher: &Pusher
                     if now_ms() - since < give_up_after {
                         tracing::debug!(user_id = pusher.user_id, app_id = pusher.app_id, %reason, "push failed; retrying");
                         state.storage.set_pusher_failing_since(pusher, Some(since)).await?;
-                        return Ok(Round::Failed);
+                        return Ok(Round::Failed { progressed });
                     }
                     tracing::warn!(user_id = pusher.user_id, app_id = pusher.app_id, %reason, "dropping a notification the push gateway would not take");
                 }
@@ -199,6 +202,7 @@ async fn deliver_pending(state: &Base, client: &reqwest::Client, pusher: &Pusher
             .storage
             .update_pusher_progress(pusher, notification.stream_ordering, failing_since)
             .await?;
+        progressed = true;
     }
     Ok(Round::More)
 }

@@ -188,11 +188,11 @@ pub async fn power_levels(state: &Base, room_id: &RoomId, user_id: &UserId, acti
     let create = storage
         .current_state_event(room_id.as_str(), "m.room.create", "")
         .await?
-        .ok_or(EventError::UnknownRoom)?;
+        .ok_or(EventError::Internal("a room without a create event"))?;
     let version = storage
         .room_version(room_id.as_str())
         .await?
-        .ok_or(EventError::UnknownRoom)?;
+        .ok_or(EventError::Internal("a room without a version"))?;
     let (_, rules) = room_version_rules(&version)?;
     let create_pdu: Value = serde_json::from_str(&create.json).unwrap_or_default();
     let is_creator = create.sender == user_id.as_str()

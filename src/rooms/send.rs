@@ -19,14 +19,17 @@ pub async fn send_message(
     content: Map<String, Value>,
     endpoint: &'static str,
     txn_id: &str,
-) -> EventResult<OwnedEventId> {
+) -> EventResult<Sent> {
     let transaction = Transaction {
         device_id: sender.device_id.as_str(),
         endpoint,
         txn_id,
     };
     if let Some(event_id) = limit_sends(state, sender, room_id, Some(&transaction)).await? {
-        return Ok(event_id);
+        return Ok(Sent {
+            event_id,
+            appended: false,
+        });
     }
     let draft = EventDraft {
         event_type: event_type.to_owned(),
@@ -35,7 +38,19 @@ pub async fn send_message(
         redacts: None,
     };
     let appended = append_event(state, room_id, &sender.user_id, draft, Some(transaction)).await?;
-    Ok(appended.event_id)
+    Ok(Sent {
+        event_id: appended.event_id,
+        appended: true,
+    })
+}
+
+/// A message sent (or found sent already).
+pub struct Sent {
+    pub event_id: OwnedEventId,
+    /// Whether it went through the pipeline: false when a rate-limited retry of a
+    /// transaction was answered with the event it had made before (the sender counts as
+    /// active only when the request did something).
+    pub appended: bool,
 }
 
 /// Takes a token from the sender's `rate_limits.message` bucket. Over the limit, the retry

@@ -730,7 +730,7 @@ async fn joined_at(state: &Services, room_id: &str, user_id: &str, position: i64
 }
 
 /// Records, off the response path, that the user's device now holds these events (written in
-/// batches by [`super::delivery`], which tells their senders).
+/// batches by [`crate::ephemeral::delivery`], which tells their senders).
 pub(super) fn record_delivery(state: &Services, user_id: &UserId, delivered: Vec<(String, Delivered)>) {
     for (room_id, event) in delivered {
         state.deliveries.record(

@@ -318,7 +318,7 @@ async fn run(state: &Services, sender: &Sender, request: &Request) -> ApiResult<
             };
             let room_id = room_param(params)?;
             let event_type = string_param(params, "event_type")?;
-            let event_id = send::send_message(
+            let sent = send::send_message(
                 state,
                 sender,
                 &room_id,
@@ -328,8 +328,10 @@ async fn run(state: &Services, sender: &Sender, request: &Request) -> ApiResult<
                 &txn_id,
             )
             .await?;
-            state.presence.active(state, &sender.user_id).await?;
-            Ok(json!({ "event_id": event_id }))
+            if sent.appended {
+                state.presence.active(state, &sender.user_id).await?;
+            }
+            Ok(json!({ "event_id": sent.event_id }))
         }
         "state" => {
             let room_id = room_param(params)?;

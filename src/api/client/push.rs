@@ -232,7 +232,9 @@ pub async fn set_pusher(
                 .storage
                 .delete_pusher(sender.user_id.as_str(), &ids.app_id, &ids.pushkey)
                 .await?;
-            state.push.gateways.pushers_changed(sender.user_id.as_str());
+            state.publish(crate::base::Change::Pushers {
+                user_id: sender.user_id.as_str(),
+            });
         }
         set_pusher::v3::PusherAction::Post(post) => {
             let pusher = post.pusher;

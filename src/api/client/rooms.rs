@@ -196,7 +196,7 @@ pub async fn send_message(
     let body = &request.body;
     let content = object_of(body.body.json(), "Event content")?;
     let event_type = body.event_type.to_string();
-    let event_id = send::send_message(
+    let sent = send::send_message(
         &state,
         sender,
         &body.room_id,
@@ -206,8 +206,10 @@ pub async fn send_message(
         body.txn_id.as_str(),
     )
     .await?;
-    state.presence.active(&state, &sender.user_id).await?;
-    Ok(send_message_event::v3::Response::new(event_id))
+    if sent.appended {
+        state.presence.active(&state, &sender.user_id).await?;
+    }
+    Ok(send_message_event::v3::Response::new(sent.event_id))
 }
 
 /// `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`

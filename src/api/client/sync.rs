@@ -172,14 +172,14 @@ pub async fn read_markers(
     if let Some(event_id) = &body.fully_read {
         set_fully_read(&state, &body.room_id, user_id, event_id.as_str()).await?;
     }
-    if let Some(event_id) = &body.read_receipt {
-        set_receipt(&state, &body.room_id, user_id, "m.read", event_id.as_str(), "").await?;
-    }
-    if let Some(event_id) = &body.private_read_receipt {
-        set_receipt(&state, &body.room_id, user_id, "m.read.private", event_id.as_str(), "").await?;
-    }
-    if body.read_receipt.is_some() || body.private_read_receipt.is_some() {
-        state.presence.active(&state, user_id).await?;
+    for (receipt_type, event_id) in [
+        ("m.read", &body.read_receipt),
+        ("m.read.private", &body.private_read_receipt),
+    ] {
+        if let Some(event_id) = event_id {
+            set_receipt(&state, &body.room_id, user_id, receipt_type, event_id.as_str(), "").await?;
+            state.presence.active(&state, user_id).await?;
+        }
     }
     Ok(set_read_marker::v3::Response::new())
 }

@@ -1,4 +1,4 @@
-//! Step 3, authorise: the room version's auth rules (ruma's), state-independent checks against
+//! Authorise: the room version's auth rules (ruma's), state-independent checks against
 //! the event's auth events and state-dependent ones against the state before it. A refusal is
 //! the reason; the caller decides what it means (403 for a local user, a rejected PDU for a
 //! remote server).

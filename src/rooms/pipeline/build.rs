@@ -1,4 +1,4 @@
-//! Step 1, build: a local user's draft becomes a PDU (type, content, `prev_events`,
+//! Build: a local user's draft becomes a PDU (type, content, `prev_events`,
 //! `auth_events`, depth), hashed and signed by this server. Remote events skip this step:
 //! they arrive built.
 

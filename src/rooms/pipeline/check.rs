@@ -1,4 +1,4 @@
-//! Step 2, check: what the auth rules do not cover. For local drafts: identifier sizes, and a
+//! Check: what the auth rules do not cover. For local drafts: identifier sizes, and a
 //! redaction must name an event of this room that the sender may redact. Remote PDUs will be
 //! checked here for hashes, signatures and format before they reach the auth rules.
 

@@ -9,8 +9,8 @@
 //! - [`persist`]: written with what its kind allows, in a group commit;
 //! - [`published`]: after the commit, caches, waiting clients and subscribers hear of it.
 //!
-//! Local events take them in the order context → build → check → authorise → persist →
-//! published, under the room's lock. Errors are [`EventError`]s: the API turns them into
+//! A local event is checked first (sizes; a redaction's target), then, under the room's lock,
+//! gets its context, is built, authorised, persisted and published. Errors are [`EventError`]s: the API turns them into
 //! Matrix errors, federation will turn them into per-PDU results.
 
 pub mod authorise;
@@ -30,7 +30,7 @@ pub use self::{
     context::{EventContext, EventKind},
 };
 use super::error::{EventError, EventResult};
-pub use super::version::{room_version_rules, unsupported_version};
+pub use super::version::room_version_rules;
 use crate::base::Base;
 
 /// An event that made it into the room.

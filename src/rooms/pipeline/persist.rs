@@ -1,4 +1,4 @@
-//! Step 5, persist: the event, with what its kind lets it change, goes to the writer (see
+//! Persist: the event, with what its kind lets it change, goes to the writer (see
 //! [`crate::rooms::persister`]), which commits it with others waiting and then runs the
 //! published step. Refuses kinds storage cannot keep from clients yet.
 

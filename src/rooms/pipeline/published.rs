@@ -1,8 +1,9 @@
-//! Step 6, published: once an event is committed, and before its sender hears back, everyone
-//! who keeps something derived from the room learns of it: the caches, the notifier (which
-//! wakes the room's members and, for a membership change, its subject, who may not be in the
-//! room yet), and every subscriber of committed changes (push now; federation senders and
-//! appservice queues next). Runs in the writer task, under the room's lock.
+//! The last step, published: once an event is committed, and before its sender hears back,
+//! everyone who keeps something derived from the room learns of it: the caches, the notifier
+//! (which wakes the room's members and, for a membership change, its subject, who may not be
+//! in the room yet), and every subscriber of committed changes (push now; federation senders
+//! and appservice queues next). For an appended event it runs in the writer task, under the
+//! room's lock; room creation announces its whole batch once committed.
 
 use tokio::sync::OwnedMutexGuard;
 
