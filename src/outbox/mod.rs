@@ -160,6 +160,9 @@ impl<C: Courier> Outbox<C> {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let woken = wake.notified();
+            // A renewal before this round is this round's to use; one during it cuts the
+            // backoff after it short.
+            renewed.store(false, Ordering::SeqCst);
             match self.courier.deliver(&target).await {
                 Round::Idle => {
                     backoff = FIRST_BACKOFF;
