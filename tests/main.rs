@@ -24,6 +24,7 @@ mod media;
 mod media_images;
 mod privacy;
 mod profile;
+mod published;
 mod push_rules;
 mod pushers;
 mod rate_limits;

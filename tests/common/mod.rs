@@ -131,6 +131,12 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let (config, dir) = Self::prepare(adjust).await;
+        Self::launch(config, dir).await
+    }
+
+    /// A fresh data directory and database, and the test config pointing at them.
+    async fn prepare(adjust: impl FnOnce(&mut Config)) -> (Config, tempfile::TempDir) {
         // Hearth's reqwest is built without a default TLS provider; tests' clients share it.
         hearth::outbound::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
@@ -140,7 +146,7 @@ impl TestServer {
         fresh_media_store(&mut config).await;
         adjust(&mut config);
         config.validate().expect("test config is valid");
-        Self::launch(config, dir).await
+        (config, dir)
     }
 
     /// Two servers side by side, each with its own name, signing key, database and loopback
@@ -171,8 +177,21 @@ impl TestServer {
         Self::launch(config, dir).await
     }
 
+    /// A server whose committed changes `subscriber` follows from the start, as federation
+    /// senders and appservice queues will.
+    pub async fn start_observed(subscriber: &std::sync::Arc<dyn hearth::base::Subscriber>) -> Self {
+        let (config, dir) = Self::prepare(|_| {}).await;
+        let server = Server::bind(config.clone()).await.expect("server starts");
+        server.state().subscribe(std::sync::Arc::downgrade(subscriber));
+        Self::serve(server, config, dir)
+    }
+
     async fn launch(config: Config, dir: tempfile::TempDir) -> Self {
         let server = Server::bind(config.clone()).await.expect("server starts");
+        Self::serve(server, config, dir)
+    }
+
+    fn serve(server: Server, config: Config, dir: tempfile::TempDir) -> Self {
         let addr = server.local_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
