@@ -160,9 +160,11 @@ impl<C: Courier> Outbox<C> {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let woken = wake.notified();
-            // A renewal before this round is this round's to use; one during it cuts the
-            // backoff after it short.
-            renewed.store(false, Ordering::SeqCst);
+            // A renewal before this round is this round's to use (and a failure of it waits
+            // the first backoff again); one during it cuts the backoff after it short.
+            if renewed.swap(false, Ordering::SeqCst) {
+                backoff = FIRST_BACKOFF;
+            }
             match self.courier.deliver(&target).await {
                 Round::Idle => {
                     backoff = FIRST_BACKOFF;
@@ -337,6 +339,73 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         settle().await;
         assert_eq!(courier.attempts.load(Ordering::SeqCst), 6);
+    }
+
+    /// Answers each round from a script (then `Idle`), noting when it was asked.
+    #[derive(Default)]
+    struct Scripted {
+        rounds: Mutex<std::collections::VecDeque<Round>>,
+        asked: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    impl Courier for Arc<Scripted> {
+        type Target = u32;
+
+        async fn deliver(&self, _target: &u32) -> Round {
+            self.asked.lock().unwrap().push(tokio::time::Instant::now());
+            self.rounds.lock().unwrap().pop_front().unwrap_or(Round::Idle)
+        }
+
+        async fn exists(&self, _target: &u32) -> bool {
+            true
+        }
+    }
+
+    impl Scripted {
+        fn push(&self, rounds: &[Round]) {
+            self.rounds.lock().unwrap().extend(rounds.iter().copied());
+        }
+
+        /// Seconds from `start` of each round asked for.
+        fn asked_at(&self, start: tokio::time::Instant) -> Vec<u64> {
+            self.asked
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|at| (*at - start).as_secs())
+                .collect()
+        }
+    }
+
+    const FAILED: Round = Round::Failed { progressed: false };
+
+    #[tokio::test(start_paused = true)]
+    async fn our_own_failures_do_not_grow_the_backoff_and_progress_resets_it() {
+        let courier = Arc::new(Scripted::default());
+        let progressed = Round::Failed { progressed: true };
+        courier.push(&[FAILED, FAILED, Round::Retry, FAILED, progressed, FAILED]);
+        let start = tokio::time::Instant::now();
+        Outbox::new(courier.clone()).ensure_running(1);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        // Waits: 1, 2, then 1 for our own failure (the backoff stays 4), 4, then 1 again
+        // after a round that delivered something, 2; then nothing is left.
+        assert_eq!(courier.asked_at(start), [0, 1, 3, 4, 8, 9, 11]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_target_set_up_anew_backs_off_from_the_start() {
+        let courier = Arc::new(Scripted::default());
+        courier.push(&[FAILED, FAILED, FAILED, Round::Retry, FAILED, FAILED]);
+        let start = tokio::time::Instant::now();
+        let outbox = Outbox::new(courier.clone());
+        outbox.ensure_running(1);
+        // During the 1 s after our own failure at 7 s, with the backoff grown to 8 s, the
+        // target gets new settings: its next failure waits 1 s, not 8 s, nor nothing at all.
+        tokio::time::sleep(Duration::from_millis(7_500)).await;
+        assert_eq!(courier.asked_at(start), [0, 1, 3, 7]);
+        outbox.ensure_running(1);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(courier.asked_at(start), [0, 1, 3, 7, 8, 9, 11]);
     }
 
     #[tokio::test(start_paused = true)]

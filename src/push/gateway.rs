@@ -158,6 +158,8 @@ async fn deliver_pending(state: &Base, client: &reqwest::Client, pusher: &Pusher
     }
     let give_up_after = (state.config.push.give_up_after_secs as i64).saturating_mul(1000);
     let mut failing_since = pusher.failing_since;
+    // Whether a notification went out (or was given up on) this round: the backoff then starts
+    // over. Skipping one the user read meanwhile does not count.
     let mut progressed = false;
     for (notification, read) in pending {
         if !read {
@@ -166,6 +168,7 @@ async fn deliver_pending(state: &Base, client: &reqwest::Client, pusher: &Pusher
             match post(client, pusher, &body).await {
                 Ok(rejected) => {
                     state.metrics.pushes_sent.inc();
+                    progressed = true;
                     if failing_since.take().is_some() {
                         tracing::info!(
                             user_id = pusher.user_id,
@@ -195,6 +198,7 @@ async fn deliver_pending(state: &Base, client: &reqwest::Client, pusher: &Pusher
                         return Ok(Round::Failed { progressed });
                     }
                     tracing::warn!(user_id = pusher.user_id, app_id = pusher.app_id, %reason, "dropping a notification the push gateway would not take");
+                    progressed = true;
                 }
             }
         }
@@ -202,7 +206,6 @@ async fn deliver_pending(state: &Base, client: &reqwest::Client, pusher: &Pusher
             .storage
             .update_pusher_progress(pusher, notification.stream_ordering, failing_since)
             .await?;
-        progressed = true;
     }
     Ok(Round::More)
 }
