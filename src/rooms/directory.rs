@@ -24,6 +24,16 @@ fn local_alias(state: &Base, alias: &RoomAliasId) -> EventResult<()> {
     Ok(())
 }
 
+/// The room a local alias points to (404 when it points nowhere).
+pub async fn local_alias_target(state: &Base, alias: &RoomAliasId) -> EventResult<OwnedRoomId> {
+    let (room_id, _) = state
+        .storage
+        .alias(alias.as_str())
+        .await?
+        .ok_or_else(|| EventError::not_found("Room alias not found"))?;
+    OwnedRoomId::try_from(room_id).map_err(|_| EventError::internal())
+}
+
 /// Creates `alias` for a room the user is joined to.
 pub async fn add_alias(state: &Base, user_id: &UserId, alias: &RoomAliasId, room_id: &RoomId) -> EventResult<()> {
     local_alias(state, alias)?;

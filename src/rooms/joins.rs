@@ -20,17 +20,8 @@ pub async fn join(
     room_id: &RoomId,
     extra: Map<String, Value>,
 ) -> EventResult<OwnedRoomId> {
-    if state
-        .caches
-        .room_version(&state.storage, room_id.as_str())
-        .await?
-        .is_none()
-    {
-        // Joining through other servers needs federation, which Hearth does not speak yet.
-        return Err(EventError::not_found(
-            "Unknown room (joining rooms on other servers is not supported yet)",
-        ));
-    }
+    // Joining through other servers needs federation, which Hearth does not speak yet.
+    require_local_room(state, room_id, "joining").await?;
     if state
         .storage
         .membership(room_id.as_str(), sender.user_id.as_str())
@@ -62,28 +53,24 @@ pub async fn resolve_room(state: &Base, room: &OwnedRoomOrAliasId) -> EventResul
                     "Rooms behind other servers' aliases need federation (not supported yet)",
                 ));
             }
-            let (room_id, _) = state
-                .storage
-                .alias(alias.as_str())
-                .await?
-                .ok_or_else(|| EventError::not_found("Room alias not found"))?;
-            OwnedRoomId::try_from(room_id).map_err(|_| EventError::internal())
+            super::directory::local_alias_target(state, &alias).await
         }
+    }
+}
+
+/// 404 unless the room is one this server has (`doing`: what needs it, for the message).
+async fn require_local_room(state: &Base, room_id: &RoomId, doing: &str) -> EventResult<()> {
+    match state.caches.room_version(&state.storage, room_id.as_str()).await? {
+        Some(_) => Ok(()),
+        None => Err(EventError::not_found(format!(
+            "Unknown room ({doing} rooms on other servers is not supported yet)"
+        ))),
     }
 }
 
 /// Knocks on a room of this server (room versions 7 and later).
 pub async fn knock(state: &Base, sender: &Sender, room_id: &RoomId, reason: Option<&str>) -> EventResult<()> {
-    if state
-        .caches
-        .room_version(&state.storage, room_id.as_str())
-        .await?
-        .is_none()
-    {
-        return Err(EventError::not_found(
-            "Unknown room (knocking on rooms of other servers is not supported yet)",
-        ));
-    }
+    require_local_room(state, room_id, "knocking on").await?;
     if matches!(
         state
             .storage

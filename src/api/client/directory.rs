@@ -2,7 +2,7 @@
 //! directory (`/directory/list/room/{roomId}`, `/publicRooms`), and reports.
 
 use ruma::{
-    OwnedRoomId, UInt,
+    UInt,
     api::client::{
         alias::{create_alias, delete_alias, get_alias},
         directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
@@ -43,12 +43,7 @@ pub async fn resolve(state: AppState, request: Ruma<get_alias::v3::Request>) -> 
             "Resolving aliases of other servers needs federation (not supported yet)",
         ));
     }
-    let (room_id, _) = state
-        .storage
-        .alias(alias.as_str())
-        .await?
-        .ok_or_else(|| ApiError::not_found("Room alias not found"))?;
-    let room_id = OwnedRoomId::try_from(room_id).map_err(|_| ApiError::internal())?;
+    let room_id = directory::local_alias_target(&state, alias).await?;
     Ok(get_alias::v3::Response::new(
         room_id,
         vec![state.config.server_name.clone()],
