@@ -57,7 +57,7 @@ pub struct Handles {
     pub metrics: Metrics,
     pub rate_limits: RateLimits,
     /// The key this server signs events and federation requests with.
-    pub signing_key: ServerKey,
+    pub signing_key: Arc<ServerKey>,
     pub room_locks: RoomLocks,
     /// Writes events, many per transaction under load.
     pub persister: Persister,
@@ -79,7 +79,7 @@ impl Base {
         Self(Arc::new(Handles {
             rate_limits,
             metrics: Metrics::new(),
-            signing_key,
+            signing_key: Arc::new(signing_key),
             room_locks: RoomLocks::default(),
             persister: Persister::start(storage.clone()),
             caches,

@@ -187,7 +187,8 @@ pub struct ConnectionLimits {
 pub async fn serve(
     mut listener: CappedListener,
     router: axum::Router,
-    limits: ConnectionLimits,
+    limits: Arc<ConnectionLimits>,
+    tls: Option<Arc<crate::tls::TlsFiles>>,
     shutdown: impl Future<Output = ()>,
 ) {
     use axum::serve::Listener as _;
@@ -196,7 +197,6 @@ pub async fn serve(
     let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
     let (closing, closing_seen) = tokio::sync::watch::channel(());
     let connections = TaskTracker::new();
-    let limits = Arc::new(limits);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, address) = tokio::select! {
@@ -227,29 +227,23 @@ pub async fn serve(
             tracing::debug!(%error, "could not set TCP keepalive");
         }
         let Ok(service) = make_service.call(address).await;
-        let limits = limits.clone();
-        let mut closing_seen = closing_seen.clone();
+        let connection = Connection {
+            service,
+            body_timeout: limits.body_timeout,
+            header_timeout,
+            closing: closing_seen.clone(),
+            address,
+        };
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         connections.spawn(async move {
-            let body_timeout = limits.body_timeout;
-            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let request = request.map(|body| axum::body::Body::new(TimeoutBody::new(body_timeout, body)));
-                tower::ServiceExt::oneshot(service.clone(), request)
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let mut connection = std::pin::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = closing_seen.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%error, %address, "connection ended with an error");
+            match acceptor {
+                None => connection.serve(stream).await,
+                // The handshake gets the same time as the request headers would.
+                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => connection.serve(stream).await,
+                    Ok(Err(error)) => tracing::debug!(%error, %address, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%address, "TLS handshake timed out"),
+                },
             }
         });
     }
@@ -262,6 +256,50 @@ pub async fn serve(
             open = connections.len(),
             "connections still open at shutdown were dropped"
         );
+    }
+}
+
+/// One accepted connection, before it is served (over TLS or not).
+struct Connection {
+    service: axum::middleware::AddExtension<axum::Router, axum::extract::ConnectInfo<SocketAddr>>,
+    body_timeout: Duration,
+    header_timeout: Duration,
+    closing: tokio::sync::watch::Receiver<()>,
+    address: SocketAddr,
+}
+
+impl Connection {
+    async fn serve<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            service,
+            body_timeout,
+            header_timeout,
+            mut closing,
+            address,
+        } = self;
+        let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let request = request.map(|body| axum::body::Body::new(TimeoutBody::new(body_timeout, body)));
+            tower::ServiceExt::oneshot(service.clone(), request)
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut connection = std::pin::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            _ = closing.changed() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%error, %address, "connection ended with an error");
+        }
     }
 }
 

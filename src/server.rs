@@ -1,7 +1,7 @@
 //! Start-up and shutdown: open storage, bind the listener, serve until told to stop, then
 //! finish in-flight requests and close the database pool.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -15,6 +15,7 @@ use crate::{
     services::Services,
     signing::load_or_create_signing_key,
     storage::{Storage, now_ms},
+    tls::TlsFiles,
 };
 
 /// UIA sessions older than this are dropped (and their registration token uses released).
@@ -24,6 +25,8 @@ const UIA_SESSION_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct Server {
     state: AppState,
     listener: TcpListener,
+    /// The federation listener (`federation.listen`) and its TLS, when federation is on.
+    federation: Option<(TcpListener, Option<Arc<TlsFiles>>)>,
 }
 
 impl Server {
@@ -39,6 +42,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let federation = bind_federation(&config).await?;
         let signing_key = load_or_create_signing_key(&storage).await?;
         log_startup(&config, &listener, storage.backend());
         let positions = crate::streams::starting_positions(&storage)
@@ -50,7 +54,7 @@ impl Server {
             .check()
             .await
             .context("the media store does not answer (check media.s3 or media.path)")?;
-        let state = AppState::new(Services::new(config, storage, signing_key, positions, media));
+        let state = AppState::new(Services::new(config, storage, signing_key, positions, media)?);
         state
             .presence
             .restore(&state)
@@ -61,11 +65,22 @@ impl Server {
             .start()
             .await
             .map_err(|_| anyhow::anyhow!("cannot start push evaluation and pushers"))?;
-        Ok(Self { state, listener })
+        Ok(Self {
+            state,
+            listener,
+            federation,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The federation listener's address, when federation is on.
+    pub fn federation_addr(&self) -> Option<SocketAddr> {
+        self.federation
+            .as_ref()
+            .map(|(listener, _)| listener.local_addr().expect("a bound listener has an address"))
     }
 
     pub fn state(&self) -> &AppState {
@@ -75,7 +90,11 @@ impl Server {
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
     /// finish, and closes the database pool.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { state, listener } = self;
+        let Self {
+            state,
+            listener,
+            federation,
+        } = self;
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let presence = tokio::spawn(age_presence(state.clone()));
         let deliveries = tokio::spawn(crate::ephemeral::delivery::flush_deliveries(
@@ -83,11 +102,14 @@ impl Server {
             state.deliveries.clone(),
         ));
         let notifier = state.notifier.clone();
-        let shutdown = async move {
+        let stopping = tokio_util::sync::CancellationToken::new();
+        let stop = stopping.clone();
+        tokio::spawn(async move {
             shutdown.await;
             // Long-polls and WebSockets answer now instead of holding the shutdown open.
             notifier.close();
-        };
+            stop.cancel();
+        });
         let file_limit = listener::raise_file_limit();
         let config = &state.config.limits;
         let cap = listener::connection_cap(
@@ -108,13 +130,30 @@ impl Server {
             body_timeout: Duration::from_secs(config.body_timeout_secs),
             per_address: listener::PerAddressLimit::new(per_address, config.connection_limit_exempt.clone()),
         };
-        listener::serve(
+        let limits = Arc::new(limits);
+        let client_side = listener::serve(
             listener::CappedListener::new(listener, cap),
             api::router(state.clone()),
-            limits,
-            shutdown,
-        )
-        .await;
+            limits.clone(),
+            None,
+            stopping.clone().cancelled_owned(),
+        );
+        let federation_side = async {
+            let Some((listener, tls)) = federation else { return };
+            let reload = tls.clone().map(|tls| tokio::spawn(reload_on_sighup(tls)));
+            listener::serve(
+                listener::CappedListener::new(listener, cap),
+                api::router(state.clone()),
+                limits.clone(),
+                tls,
+                stopping.clone().cancelled_owned(),
+            )
+            .await;
+            if let Some(reload) = reload {
+                reload.abort();
+            }
+        };
+        tokio::join!(client_side, federation_side);
         housekeeping.abort();
         presence.abort();
         state.push.stop();
@@ -151,6 +190,46 @@ fn log_startup(config: &Config, listener: &TcpListener, backend: crate::storage:
     if config.registration.allow_guests {
         tracing::info!("guest accounts: allowed");
     }
+}
+
+/// Binds `federation.listen` and loads its TLS files, when federation is on.
+async fn bind_federation(config: &Config) -> anyhow::Result<Option<(TcpListener, Option<Arc<TlsFiles>>)>> {
+    let federation = &config.federation;
+    if !federation.enabled {
+        tracing::info!("federation: off (federation.enabled = false)");
+        return Ok(None);
+    }
+    let tls = match (&federation.tls_certificate, &federation.tls_private_key) {
+        (Some(certificate), Some(key)) => Some(TlsFiles::load(certificate, key)?),
+        _ => None,
+    };
+    let listener = TcpListener::bind(federation.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (federation.listen)", federation.listen))?;
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| federation.listen.to_string(), |a| a.to_string());
+    if tls.is_some() {
+        tracing::info!(%address, "federation: listening with TLS");
+    } else {
+        tracing::info!(%address, "federation: listening without TLS (a reverse proxy must terminate TLS in front)");
+    }
+    Ok(Some((listener, tls)))
+}
+
+/// Reads the federation certificate again on each SIGHUP.
+async fn reload_on_sighup(tls: Arc<TlsFiles>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tls.reload();
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
 }
 
 /// Periodic clean-up of expired short-lived state.

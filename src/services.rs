@@ -11,6 +11,7 @@ use crate::{
     base::Base,
     config::Config,
     ephemeral::{delivery::Deliveries, presence::Presence, typing::Typing},
+    federation::Federation,
     media::Media,
     push::Push,
     storage::Storage,
@@ -30,24 +31,34 @@ pub struct Areas {
     pub media: Media,
     /// Push rules, their evaluation and pushers.
     pub push: Arc<Push>,
+    /// Talking to other servers; `None` when `federation.enabled` is off.
+    pub federation: Option<Arc<Federation>>,
 }
 
 impl Services {
     /// `positions`: where each stream stands at start-up (see
     /// [`crate::streams::starting_positions`]).
-    pub fn new(config: Config, storage: Storage, signing_key: ServerKey, positions: StreamToken, media: Media) -> Self {
+    pub fn new(
+        config: Config,
+        storage: Storage,
+        signing_key: ServerKey,
+        positions: StreamToken,
+        media: Media,
+    ) -> anyhow::Result<Self> {
         let base = Base::new(config, storage, signing_key, positions);
+        let federation = Federation::new(&base)?;
         let push = Arc::new(Push::new(&base));
         let subscriber: Arc<dyn crate::base::Subscriber> = push.clone();
         base.subscribe(Arc::downgrade(&subscriber));
-        Self(Arc::new(Areas {
+        Ok(Self(Arc::new(Areas {
             base,
             typing: Arc::default(),
             presence: Arc::default(),
             deliveries: Arc::default(),
             push,
             media,
-        }))
+            federation,
+        })))
     }
 }
 

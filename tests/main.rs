@@ -15,6 +15,7 @@ mod directory;
 mod discovery;
 mod e2ee_keys;
 mod ephemeral;
+mod federation;
 mod guests;
 mod history;
 mod key_backup;

@@ -23,6 +23,9 @@ pub enum TokenUse {
     Required,
     Optional,
     Ignored,
+    /// A server-server endpoint: the request is signed with `X-Matrix`, checked once the body
+    /// is read (the signature covers it).
+    Server,
 }
 
 pub trait AuthPolicy {
@@ -47,6 +50,9 @@ impl AuthPolicy for AppserviceToken {
 }
 impl AuthPolicy for AppserviceTokenOptional {
     const TOKEN: TokenUse = TokenUse::Ignored;
+}
+impl AuthPolicy for ruma::api::federation::authentication::ServerSignatures {
+    const TOKEN: TokenUse = TokenUse::Server;
 }
 
 /// One query parameter by name, decoded (`None` when absent).
@@ -74,7 +80,7 @@ pub fn access_token(parts: &Parts) -> ApiResult<Option<String>> {
 }
 
 pub async fn authenticate(parts: &Parts, state: &AppState, token_use: TokenUse) -> ApiResult<Option<Sender>> {
-    if token_use == TokenUse::Ignored {
+    if matches!(token_use, TokenUse::Ignored | TokenUse::Server) {
         return Ok(None);
     }
     match access_token(parts)? {
@@ -123,5 +129,33 @@ pub fn client_ip(parts: &Parts, state: &AppState) -> IpAddr {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::from([127, 0, 0, 1]), |info| info.0.ip())
+    })
+}
+
+/// The federation service, or 404 `M_UNRECOGNIZED` when federation is off (as if the
+/// endpoint did not exist).
+pub fn federation(state: &AppState) -> ApiResult<&std::sync::Arc<crate::federation::Federation>> {
+    state
+        .federation
+        .as_ref()
+        .ok_or_else(|| ApiError::unrecognized(StatusCode::NOT_FOUND, "Federation is disabled on this server"))
+}
+
+/// The origin of a signed federation request (`X-Matrix`), checked against its key.
+pub async fn verify_origin(state: &AppState, parts: &Parts, body: &[u8]) -> ApiResult<ruma::OwnedServerName> {
+    use crate::federation::request::RequestAuthError;
+    let federation = federation(state)?;
+    federation.verify_request(parts, body).await.map_err(|error| {
+        tracing::debug!(%error, "federation request refused");
+        match error {
+            RequestAuthError::Blocked(_) => ApiError::forbidden(error.to_string()),
+            RequestAuthError::Limited(limited) => ApiError::limit_exceeded(limited.retry_after),
+            RequestAuthError::Internal => ApiError::internal(),
+            _ => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ruma::api::error::ErrorKind::Unauthorized,
+                error.to_string(),
+            ),
+        }
     })
 }

@@ -236,8 +236,13 @@ pub fn router(state: AppState) -> Router {
         .ruma_raw(push::notifications)
         // User directory
         .ruma(user_directory::search)
-        // Server keys (federation)
+        // Server-server API
         .route("/_matrix/key/v2/server", get(server_keys::server_keys))
+        .ruma(server_keys::query_keys)
+        .ruma(server_keys::query_keys_batch)
+        .ruma(federation::version::server_version)
+        .ruma(federation::query::profile)
+        .ruma(federation::query::directory)
         // Synapse-compatible admin API
         .route(
             "/_synapse/admin/v1/register",

@@ -25,7 +25,7 @@ use ruma::api::{
 };
 
 use super::{
-    auth::{AuthPolicy, authenticate, client_ip},
+    auth::{AuthPolicy, TokenUse, authenticate, client_ip},
     state::AppState,
 };
 use crate::{
@@ -42,6 +42,21 @@ pub struct Ruma<Req> {
     /// The body as sent, for the few endpoints that keep fields ruma's types drop (extra keys
     /// of a `/join` body go into the member event).
     pub raw_body: Bytes,
+    /// The server that signed a federation request (checked before parsing).
+    pub origin: Option<ruma::OwnedServerName>,
+}
+
+impl<Req> Ruma<Req> {
+    /// The origin of a federation request; server-server endpoints always have one.
+    pub fn origin(&self) -> ApiResult<&ruma::ServerName> {
+        self.origin.as_deref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ruma::api::error::ErrorKind::Unauthorized,
+                "Missing X-Matrix authorization",
+            )
+        })
+    }
 }
 
 impl<Req> Ruma<Req> {
@@ -69,7 +84,11 @@ where
         };
         let client_ip = client_ip(&parts, state);
         let sender = authenticate(&parts, state, Req::Authentication::TOKEN).await?;
-        let raw_body = read_body(body, state.config.limits.max_request_body_bytes).await?;
+        let raw_body = read_body(body, body_limit(state, Req::Authentication::TOKEN)).await?;
+        let origin = match Req::Authentication::TOKEN {
+            TokenUse::Server => Some(super::auth::verify_origin(state, &parts, &raw_body).await?),
+            _ => None,
+        };
         crate::json::check_json_body(&raw_body)?;
         let body = raw_body.clone();
         let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
@@ -112,9 +131,23 @@ where
             sender,
             client_ip,
             raw_body,
+            origin,
         })
     }
 }
+
+/// The largest body read: a federation transaction (50 PDUs of up to 64 KiB, 100 EDUs) may
+/// exceed what a client request needs.
+fn body_limit(state: &AppState, token_use: TokenUse) -> usize {
+    let limit = state.config.limits.max_request_body_bytes;
+    match token_use {
+        TokenUse::Server => limit.max(FEDERATION_BODY_LIMIT),
+        _ => limit,
+    }
+}
+
+/// 50 PDUs at the 64 KiB maximum, plus room for EDUs.
+const FEDERATION_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Bodies where ruma's types are stricter than the spec (and Synapse): what the spec makes
 /// optional is filled in with Synapse's default before ruma parses. `PUT /typing` with

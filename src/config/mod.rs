@@ -13,6 +13,9 @@ use figment::{
 use ruma::{OwnedServerName, ServerName};
 use serde::{Deserialize, Serialize};
 
+mod federation;
+pub use self::federation::{FederationConfig, TrustedKeyServer, split_host_port};
+
 /// The commented sample printed by `hearth generate-config`. A unit test checks that it parses
 /// to exactly the defaults, so it cannot drift from the code.
 pub const SAMPLE_CONFIG: &str = include_str!("sample.toml");
@@ -31,6 +34,11 @@ const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("HEARTH_MEDIA_S3_REGION", "media.s3.region"),
     ("HEARTH_MEDIA_S3_PREFIX", "media.s3.prefix"),
     ("HEARTH_PUSH_IP_RANGE_ALLOWLIST", "push.ip_range_allowlist"),
+    ("HEARTH_FEDERATION_ENABLED", "federation.enabled"),
+    ("HEARTH_FEDERATION_LISTEN", "federation.listen"),
+    ("HEARTH_FEDERATION_TLS_CERTIFICATE", "federation.tls_certificate"),
+    ("HEARTH_FEDERATION_TLS_PRIVATE_KEY", "federation.tls_private_key"),
+    ("HEARTH_FEDERATION_EXTRA_CA_FILE", "federation.extra_ca_file"),
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +61,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub media: MediaConfig,
     pub push: PushConfig,
+    pub federation: FederationConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -405,6 +414,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             media: MediaConfig::default(),
             push: PushConfig::default(),
+            federation: FederationConfig::default(),
         }
     }
 }
@@ -647,6 +657,7 @@ impl Config {
         {
             return fail("well_known.server", format!("`{server}` is not a valid server name"));
         }
+        self.federation.validate()?;
         if let Some(secret) = &self.registration.shared_secret
             && secret.is_empty()
         {

@@ -75,6 +75,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0010_erased_users.sql"),
         postgres: include_str!("../../migrations/postgres/0010_erased_users.sql"),
     },
+    Migration {
+        version: 11,
+        name: "federation",
+        sqlite: include_str!("../../migrations/sqlite/0011_federation.sql"),
+        postgres: include_str!("../../migrations/postgres/0011_federation.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -9,6 +9,7 @@ mod account_data;
 mod devices;
 mod directory;
 mod e2ee;
+mod federation;
 mod key_backup;
 mod media;
 mod migrate;
@@ -37,6 +38,7 @@ pub use self::{
         CrossSigningKeyRow, DeviceKeyState, DeviceKeysRow, KeyUpload, NewSignature, OutgoingToDevice, SignatureRow,
         ToDeviceRow, ToDeviceSent, UploadedKey,
     },
+    federation::StoredServerKey,
     key_backup::{BackupKeyRow, BackupVersion},
     media::{Completion, MediaRow, NewMedia, Reservation, ThumbnailRow},
     migrate::{MigrationError, SCHEMA_VERSION},

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod federation;
 pub mod keys;
 pub mod media;
 pub mod rooms;
@@ -117,6 +118,8 @@ pub fn test_config() -> Config {
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The federation listener, when the test turned federation on.
+    pub federation_addr: Option<SocketAddr>,
     pub base: String,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -193,6 +196,7 @@ impl TestServer {
 
     fn serve(server: Server, config: Config, dir: tempfile::TempDir) -> Self {
         let addr = server.local_addr();
+        let federation_addr = server.federation_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -204,6 +208,7 @@ impl TestServer {
         });
         Self {
             addr,
+            federation_addr,
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             shutdown: Some(tx),

@@ -1,4 +1,9 @@
-//! The server-server API: what other homeservers call. Today the server's own signing keys;
-//! federation (issue 20) adds the rest here, authenticated by X-Matrix in [`super::auth`].
+//! The server-server API: what other homeservers call. Every endpoint but the key ones is
+//! signed with `X-Matrix`; [`super::auth::verify_origin`] checks it (through [`super::ruma::Ruma`]) before
+//! the request is parsed.
 
 pub mod keys;
+pub mod query;
+pub mod version;
+
+pub use super::auth::federation;

@@ -1,0 +1,93 @@
+//! Federation: this server's side of talking to other homeservers. The protocol pieces that
+//! need no database (discovery, signing, the HTTP client, key documents, PDU checks) live in
+//! the `hearth-federation` crate; this area holds what needs our storage: other servers' keys,
+//! request verification, and (in later files) inbound transactions and the outbound queue.
+//!
+//! It sits above `rooms` (it feeds remote events into the same pipeline) and below the API.
+
+pub mod keys;
+pub mod request;
+
+use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use hearth_federation::client::{ClientSettings, FederationClient};
+use ruma::ServerName;
+
+use crate::{base::Base, config::split_host_port, outbound::AddressPolicy, ratelimit::RateLimiter};
+
+/// Federation with other servers; present only when `federation.enabled`.
+pub struct Federation {
+    pub base: Base,
+    pub client: FederationClient,
+    blocked: HashSet<String>,
+    /// Inbound requests per origin.
+    pub inbound_limits: RateLimiter,
+    keys: keys::KeyCache,
+}
+
+impl Federation {
+    /// The federation service, or `None` when federation is off.
+    pub fn new(base: &Base) -> anyhow::Result<Option<Arc<Self>>> {
+        let config = &base.config.federation;
+        if !config.enabled {
+            return Ok(None);
+        }
+        crate::outbound::install_crypto_provider();
+        let policy = Arc::new(AddressPolicy {
+            denylist: config.ip_range_denylist.clone(),
+            allowlist: config.ip_range_allowlist.clone(),
+        });
+        let extra_roots_pem = match &config.extra_ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("federation.extra_ca_file: cannot read {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let overrides = config
+            .destination_overrides
+            .iter()
+            .filter_map(|(server, target)| {
+                let (host, port) = split_host_port(target)?;
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                Some((server.clone(), (host.to_owned(), port)))
+            })
+            .collect();
+        if !config.verify_certificates {
+            tracing::warn!(
+                "federation.verify_certificates = false: other servers' TLS certificates are NOT checked; \
+                 anyone on the network path can impersonate them. Use this for test set-ups only"
+            );
+        }
+        let client = FederationClient::new(ClientSettings {
+            origin: base.config.server_name.clone(),
+            key: base.signing_key.clone(),
+            extra_roots_pem,
+            verify_certificates: config.verify_certificates,
+            timeout: Duration::from_secs(config.request_timeout_secs),
+            permit: Arc::new(move |ip: IpAddr| policy.permits(ip)),
+            overrides,
+        })
+        .context("cannot build the federation client (check federation.extra_ca_file)")?;
+        Ok(Some(Arc::new(Self {
+            base: base.clone(),
+            client,
+            blocked: config.blocked_servers.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            inbound_limits: RateLimiter::new(crate::config::RateLimit {
+                per_second: config.inbound_per_second,
+                burst_count: config.inbound_burst,
+            }),
+            keys: keys::KeyCache::default(),
+        })))
+    }
+
+    /// Whether the operator refused this server (`federation.blocked_servers`).
+    pub fn is_blocked(&self, server: &ServerName) -> bool {
+        self.blocked.contains(&server.as_str().to_ascii_lowercase())
+    }
+
+    pub fn server_name(&self) -> &ServerName {
+        &self.base.config.server_name
+    }
+}

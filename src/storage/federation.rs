@@ -1,0 +1,128 @@
+//! Federation tables: other servers' keys, inbound transactions, destinations' positions.
+
+use super::{Storage, StorageError, now_ms};
+
+/// A stored verify key of another server.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredServerKey {
+    pub key_id: String,
+    pub public_key: String,
+    pub valid_until_ts: i64,
+    pub expired: i64,
+}
+
+impl Storage {
+    /// Every key we hold for a server.
+    pub async fn server_keys(&self, server_name: &str) -> Result<Vec<StoredServerKey>, StorageError> {
+        Ok(
+            sqlx::query_as(
+                "SELECT key_id, public_key, valid_until_ts, expired FROM server_keys WHERE server_name = $1",
+            )
+            .bind(server_name)
+            .fetch_all(&self.pool)
+            .await?,
+        )
+    }
+
+    /// Stores the keys of a checked key document, and the document (JSON). A key already
+    /// held keeps the later of the two validity times: a stale copy from a notary never
+    /// shortens what the server itself said.
+    pub async fn store_server_keys(
+        &self,
+        server_name: &str,
+        keys: &[StoredServerKey],
+        document: &str,
+        valid_until_ts: i64,
+    ) -> Result<(), StorageError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for key in keys {
+            sqlx::query(
+                "INSERT INTO server_keys (server_name, key_id, public_key, valid_until_ts, expired, fetched_ts)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (server_name, key_id) DO UPDATE SET
+                     valid_until_ts = CASE WHEN excluded.valid_until_ts > server_keys.valid_until_ts
+                                           THEN excluded.valid_until_ts ELSE server_keys.valid_until_ts END,
+                     expired = excluded.expired,
+                     fetched_ts = excluded.fetched_ts",
+            )
+            .bind(server_name)
+            .bind(&key.key_id)
+            .bind(&key.public_key)
+            .bind(key.valid_until_ts)
+            .bind(key.expired)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO server_key_documents (server_name, document, valid_until_ts, fetched_ts)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (server_name) DO UPDATE SET document = excluded.document,
+                 valid_until_ts = excluded.valid_until_ts, fetched_ts = excluded.fetched_ts
+             WHERE excluded.valid_until_ts >= server_key_documents.valid_until_ts",
+        )
+        .bind(server_name)
+        .bind(document)
+        .bind(valid_until_ts)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The last key document a server signed, with its validity: (JSON, valid_until_ts).
+    pub async fn server_key_document(&self, server_name: &str) -> Result<Option<(String, i64)>, StorageError> {
+        Ok(
+            sqlx::query_as("SELECT document, valid_until_ts FROM server_key_documents WHERE server_name = $1")
+                .bind(server_name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The answer given to a transaction already received.
+    pub async fn inbound_transaction(&self, origin: &str, txn_id: &str) -> Result<Option<String>, StorageError> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT response FROM federation_inbound_transactions WHERE origin = $1 AND txn_id = $2",
+            )
+            .bind(origin)
+            .bind(txn_id)
+            .fetch_optional(&self.pool)
+            .await?,
+        )
+    }
+
+    /// Records the answer to a transaction (the first answer stays).
+    pub async fn record_inbound_transaction(
+        &self,
+        origin: &str,
+        txn_id: &str,
+        response: &str,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO federation_inbound_transactions (origin, txn_id, response, received_ts)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (origin, txn_id) DO NOTHING",
+        )
+        .bind(origin)
+        .bind(txn_id)
+        .bind(response)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets transactions received before `cutoff` (ms): a server retries within minutes.
+    pub async fn prune_inbound_transactions(&self, cutoff: i64) -> Result<u64, StorageError> {
+        Ok(
+            sqlx::query("DELETE FROM federation_inbound_transactions WHERE received_ts < $1")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+}

@@ -1,0 +1,266 @@
+//! Federation test set-ups: a test CA that issues each server's TLS certificate, servers
+//! started with federation on (TLS on loopback, each other's names overridden to their
+//! addresses), and a hand-written "other server" with its own key that signs whatever the
+//! test wants it to (hostile input).
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+};
+
+use hearth::{config::Config, listener};
+use hearth_federation::ServerKey;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+use reqwest::{Method, StatusCode};
+use ruma::api::federation::authentication::{XMatrix, XMatrixSigningInput};
+use serde_json::Value;
+
+use super::TestServer;
+
+/// The names and loopback addresses federation tests give their servers.
+pub const NAMES: [&str; 3] = ["hearth-a.test", "hearth-b.test", "hearth-c.test"];
+
+/// A certificate authority made for one test, trusted by every server in it.
+pub struct TestCa {
+    dir: tempfile::TempDir,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Hearth test CA");
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), issuer.pem()).unwrap();
+        Self { dir, issuer }
+    }
+
+    /// The CA certificate (PEM file).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A certificate for `name` and `ip`: (certificate file, key file).
+    pub fn issue(&self, name: &str, ip: IpAddr) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.subject_alt_names.push(SanType::IpAddress(ip));
+        let key = KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        let certificate_file = self.dir.path().join(format!("{name}.pem"));
+        let key_file = self.dir.path().join(format!("{name}.key"));
+        std::fs::write(&certificate_file, certificate.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        (certificate_file, key_file)
+    }
+
+    /// An HTTPS client that trusts this CA and reaches `name` at `address`.
+    pub fn client_for(&self, name: &str, address: SocketAddr) -> reqwest::Client {
+        hearth::outbound::install_crypto_provider();
+        let ca = reqwest::Certificate::from_pem(self.issuer.pem().as_bytes()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .resolve(name, address)
+            .build()
+            .unwrap()
+    }
+}
+
+/// A free port on `ip` (bound and released: the server binds it a moment later).
+fn free_port(ip: IpAddr) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The loopback address of federation test server `index`.
+pub fn address_of(index: usize) -> IpAddr {
+    format!("127.0.0.{}", index + 2).parse().unwrap()
+}
+
+/// Federation settings for server `index` of a test: TLS from `ca`, loopback allowed, and
+/// `peers` (server name → federation address) reached without DNS.
+pub fn federate(config: &mut Config, ca: &TestCa, name: &str, listen: SocketAddr, peers: &[(String, SocketAddr)]) {
+    config.server_name = ruma::OwnedServerName::try_from(name).unwrap();
+    let federation = &mut config.federation;
+    federation.enabled = true;
+    federation.listen = listen;
+    let (certificate, key) = ca.issue(name, listen.ip());
+    federation.tls_certificate = Some(certificate);
+    federation.tls_private_key = Some(key);
+    federation.extra_ca_file = Some(ca.ca_file());
+    federation.ip_range_allowlist = vec!["127.0.0.0/8".parse().unwrap()];
+    federation.destination_overrides = peers
+        .iter()
+        .map(|(name, address)| (name.clone(), address.to_string()))
+        .collect();
+    federation.inbound_per_second = 1000.0;
+    federation.inbound_burst = 1000;
+}
+
+/// `count` servers that federate with each other (and with `extra` peers, such as a
+/// [`FakeServer`]), over TLS from `ca`.
+pub async fn start_federated(
+    count: usize,
+    ca: &TestCa,
+    extra: &[(String, SocketAddr)],
+    adjust: impl Fn(usize, &mut Config),
+) -> Vec<TestServer> {
+    let listens: Vec<SocketAddr> = (0..count)
+        .map(|i| SocketAddr::new(address_of(i), free_port(address_of(i))))
+        .collect();
+    let mut peers: Vec<(String, SocketAddr)> = (0..count).map(|i| (NAMES[i].to_owned(), listens[i])).collect();
+    peers.extend(extra.iter().cloned());
+    let mut servers = Vec::new();
+    for (index, listen) in listens.iter().enumerate() {
+        let peers = &peers;
+        let adjust = &adjust;
+        servers.push(
+            TestServer::start_with(move |config| {
+                config.listen = SocketAddr::new(address_of(index), 0);
+                federate(config, ca, NAMES[index], *listen, peers);
+                adjust(index, config);
+            })
+            .await,
+        );
+    }
+    servers
+}
+
+/// A server written in the test: its own name and key, its key document served over TLS,
+/// and requests signed however the test likes.
+pub struct FakeServer {
+    pub name: String,
+    pub key: Arc<ServerKey>,
+    pub address: SocketAddr,
+    ca_pem: Vec<u8>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl FakeServer {
+    pub async fn start(ca: &TestCa, name: &str, ip: IpAddr) -> Self {
+        let (key, _) = ServerKey::generate().unwrap();
+        let key = Arc::new(key);
+        let tcp = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let address = tcp.local_addr().unwrap();
+        let (certificate, private_key) = ca.issue(name, ip);
+        let tls = hearth::tls::TlsFiles::load(&certificate, &private_key).unwrap();
+        let document_key = key.clone();
+        let server_name = ruma::OwnedServerName::try_from(name).unwrap();
+        let router = axum::Router::new().route(
+            "/_matrix/key/v2/server",
+            axum::routing::get(move || {
+                let key = document_key.clone();
+                let server_name = server_name.clone();
+                async move {
+                    let valid_until = ruma::MilliSecondsSinceUnixEpoch(
+                        ruma::UInt::new(hearth::storage::now_ms() as u64 + 3_600_000).unwrap(),
+                    );
+                    let document =
+                        hearth_federation::keys::server_key_document(&server_name, &key, &[], valid_until).unwrap();
+                    axum::Json(serde_json::to_value(document).unwrap())
+                }
+            }),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let limits = Arc::new(listener::ConnectionLimits {
+            header_timeout: std::time::Duration::from_secs(10),
+            exempt_header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(10),
+            per_address: listener::PerAddressLimit::new(0, Vec::new()),
+        });
+        tokio::spawn(listener::serve(
+            listener::CappedListener::new(tcp, 64),
+            router,
+            limits,
+            Some(tls),
+            async {
+                stopped.await.ok();
+            },
+        ));
+        Self {
+            name: name.to_owned(),
+            key,
+            address,
+            ca_pem: std::fs::read(ca.ca_file()).unwrap(),
+            _stop: stop,
+        }
+    }
+
+    /// This server as a peer entry for [`start_federated`].
+    pub fn peer(&self) -> (String, SocketAddr) {
+        (self.name.clone(), self.address)
+    }
+
+    /// The `Authorization` header for a request, signed as `origin` with this server's key.
+    pub fn authorization(
+        &self,
+        origin: &str,
+        destination: &str,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> String {
+        let body = body.map(|body| serde_json::to_vec(body).unwrap()).unwrap_or_default();
+        let request = http::Request::builder()
+            .method(method.as_str())
+            .uri(path)
+            .body(body)
+            .unwrap();
+        let input = XMatrixSigningInput::new(
+            origin.try_into().unwrap(),
+            destination.try_into().unwrap(),
+            self.key.pair(),
+        );
+        XMatrix::sign_http_request(&request, input).unwrap().to_string()
+    }
+
+    /// Sends a request to `server`'s federation listener with the given `Authorization`
+    /// header (or none).
+    pub async fn send(
+        &self,
+        server: &TestServer,
+        method: Method,
+        path: &str,
+        authorization: Option<String>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let address = server.federation_addr.expect("the server federates");
+        let url = format!("https://{}:{}{path}", server.server_name(), address.port());
+        let ca = reqwest::Certificate::from_pem(&self.ca_pem).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .resolve(server.server_name(), address)
+            .build()
+            .unwrap();
+        let mut request = client.request(method, url);
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request is sent");
+        let status = response.status();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Signs as this server and sends.
+    pub async fn signed(
+        &self,
+        server: &TestServer,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let authorization = self.authorization(&self.name, server.server_name(), &method, path, body.as_ref());
+        self.send(server, method, path, Some(authorization), body).await
+    }
+}
