@@ -202,3 +202,156 @@ async fn queries_answer_for_local_users_and_aliases_only() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+/// The event ID of a state event, as the room's members see it.
+async fn state_event_id(server: &TestServer, token: &str, room_id: &str, event_type: &str, state_key: &str) -> String {
+    let (status, state) = server
+        .get(&format!("/_matrix/client/v3/rooms/{room_id}/state"), Some(token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["type"] == event_type && event["state_key"] == state_key)
+        .unwrap_or_else(|| panic!("no {event_type} in {state}"))["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_remote_server_joins_a_room_and_its_messages_reach_local_users() {
+    let ca = TestCa::new();
+    let evil = FakeServer::start(&ca, "remote.test", "127.0.0.9".parse().unwrap()).await;
+    let servers = start_federated(1, &ca, &[evil.peer()], |_, _| {}).await;
+    let a = &servers[0];
+    let alice = a.register("alice").await;
+    let (_, room) = a
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice.access_token),
+            json!({ "preset": "public_chat", "room_version": "11" }),
+        )
+        .await;
+    let room_id = room["room_id"].as_str().unwrap();
+    let mallory = "@mallory:remote.test";
+
+    // A version the joining server does not support.
+    let (status, body) = evil
+        .signed(
+            a,
+            Method::GET,
+            &format!("/_matrix/federation/v1/make_join/{room_id}/{mallory}?ver=1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errcode"], "M_INCOMPATIBLE_ROOM_VERSION");
+    assert_eq!(body["room_version"], "11");
+    // A join for a user of another server.
+    let (status, _) = evil
+        .signed(
+            a,
+            Method::GET,
+            &format!("/_matrix/federation/v1/make_join/{room_id}/@bob:hearth-a.test?ver=11"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (join_id, joined) = evil.join(a, room_id, mallory, "11").await;
+    let state_types: Vec<&str> = joined["state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        state_types.contains(&"m.room.create") && state_types.contains(&"m.room.power_levels"),
+        "{joined}"
+    );
+    assert!(!joined["auth_chain"].as_array().unwrap().is_empty());
+    assert_eq!(joined["servers_in_room"], json!([NAMES[0], "remote.test"]));
+    let (_, members) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/joined_members"),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert!(members["joined"][mallory].is_object(), "{members}");
+
+    let create = state_event_id(a, &alice.access_token, room_id, "m.room.create", "").await;
+    let power = state_event_id(a, &alice.access_token, room_id, "m.room.power_levels", "").await;
+    let message = |body: &str, prev: &str, depth: u64| {
+        json!({
+            "type": "m.room.message", "room_id": room_id, "sender": mallory,
+            "content": { "msgtype": "m.text", "body": body },
+            "prev_events": [prev], "auth_events": [create, power, join_id],
+            "depth": depth, "origin_server_ts": hearth::storage::now_ms(),
+        })
+    };
+    let (good_id, good) = evil.sign_event(message("hello from afar", &join_id, 100), "11");
+    // Signed, then changed: the signature no longer matches.
+    let (tampered_id, mut tampered) = evil.sign_event(message("original", &good_id, 101), "11");
+    tampered["signatures"]["remote.test"] = json!({ evil.key.key_id(): "AAAA" });
+    // Claims a sender of another server, which never signed it.
+    let (forged_id, forged) = evil.sign_event(
+        json!({
+            "type": "m.room.message", "room_id": room_id, "sender": alice.user_id,
+            "content": { "msgtype": "m.text", "body": "I am alice" },
+            "prev_events": [good_id], "auth_events": [create, power],
+            "depth": 101, "origin_server_ts": hearth::storage::now_ms(),
+        }),
+        "11",
+    );
+    // Mallory has no power to change power levels.
+    let (takeover_id, takeover) = evil.sign_event(
+        json!({
+            "type": "m.room.power_levels", "state_key": "", "room_id": room_id, "sender": mallory,
+            "content": { "users": { mallory: 100 } },
+            "prev_events": [good_id], "auth_events": [create, power, join_id],
+            "depth": 101, "origin_server_ts": hearth::storage::now_ms(),
+        }),
+        "11",
+    );
+    let (status, answer) = evil
+        .send_transaction(a, "txn1", vec![good, tampered, forged, takeover.clone()])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["pdus"][&good_id], json!({}), "{answer}");
+    for refused in [&tampered_id, &forged_id, &takeover_id] {
+        assert!(answer["pdus"][refused]["error"].is_string(), "{refused}: {answer}");
+    }
+
+    // The same transaction again: the same answer, nothing twice.
+    let (status, again) = evil.send_transaction(a, "txn1", vec![takeover]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, answer);
+
+    let (_, messages) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=20"),
+            Some(&alice.access_token),
+        )
+        .await;
+    let bodies: Vec<&str> = messages["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["type"] == "m.room.message")
+        .filter_map(|event| event["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["hello from afar"], "{messages}");
+    let (_, levels) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/"),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert!(levels["users"].get(mallory).is_none(), "{levels}");
+
+    // Over the spec's limit of 50 PDUs.
+    let (status, body) = evil.send_transaction(a, "txn2", vec![json!({}); 51]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}

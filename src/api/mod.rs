@@ -243,6 +243,9 @@ pub fn router(state: AppState) -> Router {
         .ruma(federation::version::server_version)
         .ruma(federation::query::profile)
         .ruma(federation::query::directory)
+        .ruma(federation::membership::make_join)
+        .ruma(federation::membership::send_join)
+        .ruma(federation::transactions::send_transaction)
         // Synapse-compatible admin API
         .route(
             "/_synapse/admin/v1/register",

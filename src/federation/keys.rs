@@ -52,22 +52,27 @@ impl Federation {
             return self.own_key_set().await;
         }
         let mut keys = self.stored_keys(server).await?;
+        // One valid signature is enough, so one usable key of those it signed with is too.
         let satisfied = |keys: &[RemoteKey]| {
-            wanted
-                .iter()
-                .all(|id| keys.iter().any(|key| &key.key_id == id && key.valid_until_ts >= at_ms))
+            let usable = |key: &RemoteKey| key.valid_until_ts >= at_ms;
+            if wanted.is_empty() {
+                keys.iter().any(usable)
+            } else {
+                keys.iter().any(|key| wanted.contains(&key.key_id) && usable(key))
+            }
         };
         if !satisfied(&keys) && self.may_fetch(server) {
             match self.fetch_keys(server).await {
                 Ok(()) => keys = self.stored_keys(server).await?,
-                Err(reason) => {
-                    tracing::info!(%server, %reason, "could not get a server's signing keys");
-                    self.keys
-                        .failed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(server.to_string(), Instant::now());
-                }
+                Err(reason) => tracing::info!(%server, %reason, "could not get a server's signing keys"),
+            }
+            // Not asked again for a while, whether it did not answer or lacked the key.
+            if !satisfied(&keys) {
+                self.keys
+                    .failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(server.to_string(), Instant::now());
             }
         }
         Ok(key_set(&keys, at_ms))

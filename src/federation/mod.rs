@@ -6,7 +6,10 @@
 //! It sits above `rooms` (it feeds remote events into the same pipeline) and below the API.
 
 pub mod keys;
+pub mod membership;
+pub mod pdu;
 pub mod request;
+pub mod transactions;
 
 use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
 

@@ -264,3 +264,62 @@ impl FakeServer {
         self.send(server, method, path, Some(authorization), body).await
     }
 }
+
+impl FakeServer {
+    /// Hashes and signs an event as this server for a room of `version`; returns its ID and
+    /// the signed PDU.
+    pub fn sign_event(&self, event: Value, version: &str) -> (String, Value) {
+        let rules = ruma::RoomVersionId::try_from(version).unwrap().rules().unwrap();
+        let mut object = match ruma::CanonicalJsonValue::try_from(event).unwrap() {
+            ruma::CanonicalJsonValue::Object(object) => object,
+            _ => panic!("an event is an object"),
+        };
+        let server: &ruma::ServerName = self.name.as_str().try_into().unwrap();
+        let event_id = hearth_federation::finalize_pdu(&mut object, &rules, server, &self.key).unwrap();
+        (event_id.to_string(), serde_json::to_value(&object).unwrap())
+    }
+
+    /// Joins `user` (of this server) to a room on `server` through make_join and send_join;
+    /// returns the join event's ID and the send_join answer.
+    pub async fn join(&self, server: &TestServer, room_id: &str, user: &str, version: &str) -> (String, Value) {
+        let (status, made) = self
+            .signed(
+                server,
+                Method::GET,
+                &format!("/_matrix/federation/v1/make_join/{room_id}/{user}?ver={version}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "make_join: {made}");
+        assert_eq!(made["room_version"], version);
+        let mut event = made["event"].clone();
+        event["origin_server_ts"] = Value::from(hearth::storage::now_ms());
+        let (event_id, pdu) = self.sign_event(event, version);
+        let (status, joined) = self
+            .signed(
+                server,
+                Method::PUT,
+                &format!("/_matrix/federation/v2/send_join/{room_id}/{event_id}"),
+                Some(pdu),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "send_join: {joined}");
+        (event_id, joined)
+    }
+
+    /// Sends a transaction of `pdus` to `server`; returns the status and answer.
+    pub async fn send_transaction(&self, server: &TestServer, txn_id: &str, pdus: Vec<Value>) -> (StatusCode, Value) {
+        let body = serde_json::json!({
+            "origin": self.name,
+            "origin_server_ts": hearth::storage::now_ms(),
+            "pdus": pdus,
+        });
+        self.signed(
+            server,
+            Method::PUT,
+            &format!("/_matrix/federation/v1/send/{txn_id}"),
+            Some(body),
+        )
+        .await
+    }
+}

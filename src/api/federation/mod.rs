@@ -3,7 +3,9 @@
 //! the request is parsed.
 
 pub mod keys;
+pub mod membership;
 pub mod query;
+pub mod transactions;
 pub mod version;
 
 pub use super::auth::federation;

@@ -19,6 +19,7 @@ pub mod check;
 pub mod context;
 pub mod persist;
 pub mod published;
+pub mod remote;
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,61 @@
+//! Joins from other servers: `GET /make_join/{roomId}/{userId}` and
+//! `PUT /v2/send_join/{roomId}/{eventId}`.
+
+use http::StatusCode;
+use ruma::api::{
+    error::{ErrorKind, IncompatibleRoomVersionErrorData},
+    federation::membership::{create_join_event, prepare_join_event},
+};
+use serde_json::value::to_raw_value;
+
+use crate::{
+    api::{federation::federation, ruma::Ruma, state::AppState},
+    error::{ApiError, ApiResult},
+};
+
+pub async fn make_join(
+    state: AppState,
+    request: Ruma<prepare_join_event::v1::Request>,
+) -> ApiResult<prepare_join_event::v1::Response> {
+    let origin = request.origin()?;
+    let federation = federation(&state)?;
+    let body = &request.body;
+    let (version, rules) = federation.room_rules(&body.room_id).await?;
+    // No `ver` means the joining server knows only version 1 (spec).
+    let supported = if body.ver.is_empty() {
+        vec![ruma::RoomVersionId::V1]
+    } else {
+        body.ver.clone()
+    };
+    if !supported.contains(&version) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::IncompatibleRoomVersion(IncompatibleRoomVersionErrorData::new(version.clone())),
+            format!("The room is version {version}, which your server does not support"),
+        ));
+    }
+    let template = federation
+        .make_join(origin, &body.room_id, &body.user_id, &rules)
+        .await?;
+    let mut response =
+        prepare_join_event::v1::Response::new(to_raw_value(&template).map_err(|_| ApiError::internal())?);
+    response.room_version = Some(version);
+    Ok(response)
+}
+
+pub async fn send_join(
+    state: AppState,
+    request: Ruma<create_join_event::v2::Request>,
+) -> ApiResult<create_join_event::v2::Response> {
+    let origin = request.origin()?;
+    let federation = federation(&state)?;
+    let body = &request.body;
+    let joined = federation
+        .send_join(origin, &body.room_id, &body.event_id, &body.pdu)
+        .await?;
+    let mut room_state = create_join_event::v2::RoomState::new();
+    room_state.state = joined.state;
+    room_state.auth_chain = joined.auth_chain;
+    room_state.servers_in_room = Some(joined.servers_in_room);
+    Ok(create_join_event::v2::Response::new(room_state))
+}

@@ -1,0 +1,226 @@
+//! The resident side of joins: `make_join` hands a remote server a join event to sign,
+//! `send_join` takes the signed event into the room and answers with the room's state and its
+//! auth chain.
+
+use std::collections::{HashSet, VecDeque};
+
+use hearth_federation::pdu::PduEvent;
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, RoomVersionId, ServerName, UserId,
+    room_version_rules::RoomVersionRules,
+};
+use serde_json::{json, value::RawValue};
+
+use super::Federation;
+use crate::rooms::{
+    error::{EventError, EventResult},
+    pipeline::{
+        EventDraft, authorise,
+        build::build_object,
+        context::{auth_types, local_context},
+        parse_object,
+        remote::{RemoteOutcome, append_remote_event},
+        room_version_rules,
+    },
+};
+
+/// The room's state for a joining server.
+pub struct JoinedState {
+    pub state: Vec<Box<RawValue>>,
+    pub auth_chain: Vec<Box<RawValue>>,
+    pub servers_in_room: Vec<String>,
+}
+
+impl Federation {
+    /// The room version and rules of a room we are in; `UnknownRoom` otherwise.
+    pub async fn room_rules(&self, room_id: &RoomId) -> EventResult<(RoomVersionId, RoomVersionRules)> {
+        let version = self
+            .base
+            .caches
+            .room_version(&self.base.storage, room_id.as_str())
+            .await?
+            .ok_or(EventError::UnknownRoom)?;
+        room_version_rules(&version)
+    }
+
+    /// A join event for `user_id` (of `origin`) to sign, if the room's rules let them join.
+    pub async fn make_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        rules: &RoomVersionRules,
+    ) -> EventResult<CanonicalJsonObject> {
+        if user_id.server_name() != origin {
+            return Err(EventError::forbidden("The user is not on the requesting server"));
+        }
+        self.require_resident(room_id).await?;
+        let draft = EventDraft::state("m.room.member", user_id.as_str(), json!({ "membership": "join" }));
+        let types = auth_types(&draft, user_id, rules)?;
+        let context = local_context(&self.base, room_id, &types).await?;
+        let references = |ids: &[String]| -> EventResult<Vec<(String, CanonicalJsonObject)>> {
+            ids.iter()
+                .map(|id| {
+                    let row = context
+                        .loaded
+                        .get(id)
+                        .ok_or(EventError::Internal("an auth or prev event"))?;
+                    Ok((id.clone(), parse_object(&row.json)?))
+                })
+                .collect()
+        };
+        let prev = references(&context.prev_events)?;
+        let auth = references(&context.auth_ids(&types))?;
+        let mut object = build_object(&draft, Some(room_id), user_id, context.depth, &prev, &auth, rules)?;
+        object.insert("origin".to_owned(), CanonicalJsonValue::String(origin.to_string()));
+        // Refused now rather than after the remote server signed it.
+        let placeholder = OwnedEventId::try_from("$make_join:hearth.invalid").map_err(|_| EventError::internal())?;
+        let pdu = PduEvent::from_json(
+            placeholder,
+            &CanonicalJsonValue::Object(object.clone()).to_string(),
+            false,
+        )
+        .map_err(|_| EventError::internal())?;
+        authorise::authorise(rules, &pdu, &context)?;
+        Ok(object)
+    }
+
+    /// Takes a signed join into the room; answers with the state before it and its auth chain.
+    pub async fn send_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &OwnedEventId,
+        pdu: &RawValue,
+    ) -> EventResult<JoinedState> {
+        self.require_resident(room_id).await?;
+        let (_, rules) = self.room_rules(room_id).await?;
+        let object: CanonicalJsonObject =
+            serde_json::from_str(pdu.get()).map_err(|e| EventError::bad_json(format!("The PDU is not JSON: {e}")))?;
+        let field = |name: &str| match object.get(name) {
+            Some(CanonicalJsonValue::String(value)) => Some(value.as_str()),
+            _ => None,
+        };
+        let membership = match object.get("content") {
+            Some(CanonicalJsonValue::Object(content)) => match content.get("membership") {
+                Some(CanonicalJsonValue::String(m)) => Some(m.as_str()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let sender = field("sender").and_then(|s| UserId::parse(s).ok());
+        if field("type") != Some("m.room.member")
+            || membership != Some("join")
+            || field("room_id") != Some(room_id.as_str())
+            || sender.as_ref().map(|s| s.as_str()) != field("state_key")
+            || sender.as_ref().map(|s| s.server_name()) != Some(origin)
+        {
+            return Err(EventError::bad_json(
+                "Not a join of a user of the sending server to this room",
+            ));
+        }
+        let (checked_id, object) = self
+            .check_pdu(object, &rules)
+            .await
+            .map_err(|e| EventError::bad_json(e.to_string()))?;
+        if &checked_id != event_id {
+            return Err(EventError::bad_json("The event ID does not match the event"));
+        }
+        let pdu = crate::rooms::pipeline::to_pdu(event_id, &object)?;
+        match append_remote_event(&self.base, room_id, event_id, object, &rules).await? {
+            RemoteOutcome::Accepted(_) | RemoteOutcome::Duplicate => {}
+            RemoteOutcome::Rejected(reason) => return Err(EventError::forbidden(reason)),
+            RemoteOutcome::MissingEvents(ids) => {
+                return Err(EventError::bad_json(format!(
+                    "Unknown prev or auth events: {}",
+                    ids.join(", ")
+                )));
+            }
+            RemoteOutcome::NeedsResolution => {
+                return Err(EventError::forbidden(
+                    "The room moved on since make_join; ask for a new join event",
+                ));
+            }
+        }
+        let prev = pdu
+            .prev_events
+            .first()
+            .ok_or(EventError::bad_json("A join needs prev events"))?;
+        let group = self
+            .base
+            .storage
+            .state_group_after(prev.as_str())
+            .await?
+            .ok_or(EventError::Internal("the state before a join"))?;
+        let state_ids: Vec<String> = self.base.storage.state_group(group).await?.into_values().collect();
+        let state_rows = self.base.storage.events(&state_ids).await?;
+        let mut auth_roots: Vec<String> = Vec::new();
+        for row in &state_rows {
+            let event = PduEvent::from_json(
+                OwnedEventId::try_from(row.event_id.as_str()).map_err(|_| EventError::internal())?,
+                &row.json,
+                false,
+            )
+            .map_err(|_| EventError::internal())?;
+            auth_roots.extend(event.auth_events.iter().map(ToString::to_string));
+        }
+        auth_roots.extend(pdu.auth_events.iter().map(ToString::to_string));
+        let auth_chain = self.auth_chain(auth_roots).await?;
+        let raw = |json: &str| RawValue::from_string(json.to_owned()).map_err(|_| EventError::internal());
+        Ok(JoinedState {
+            state: state_rows
+                .iter()
+                .map(|row| raw(&row.json))
+                .collect::<EventResult<_>>()?,
+            auth_chain: auth_chain.iter().map(|json| raw(json)).collect::<EventResult<_>>()?,
+            servers_in_room: self.servers_in_room(room_id).await?,
+        })
+    }
+
+    /// The PDUs (JSON) of the auth chain from `roots`: their auth events, theirs, and so on.
+    async fn auth_chain(&self, roots: Vec<String>) -> EventResult<Vec<String>> {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut queue: VecDeque<String> = roots.into_iter().collect();
+        let mut chain = Vec::new();
+        while !queue.is_empty() {
+            let batch: Vec<String> = queue.drain(..).filter(|id| seen.insert(id.clone())).collect();
+            for row in self.base.storage.events(&batch).await? {
+                let id = OwnedEventId::try_from(row.event_id.as_str()).map_err(|_| EventError::internal())?;
+                let event = PduEvent::from_json(id, &row.json, false).map_err(|_| EventError::internal())?;
+                queue.extend(
+                    event
+                        .auth_events
+                        .iter()
+                        .map(ToString::to_string)
+                        .filter(|id| !seen.contains(id)),
+                );
+                chain.push(row.json);
+            }
+        }
+        Ok(chain)
+    }
+
+    /// Servers with a joined member in the room, ours first.
+    pub async fn servers_in_room(&self, room_id: &RoomId) -> EventResult<Vec<String>> {
+        let mut servers = vec![self.server_name().to_string()];
+        for member in self.base.storage.joined_members(room_id.as_str()).await? {
+            if let Some((_, server)) = member.split_once(':')
+                && !servers.iter().any(|s| s == server)
+            {
+                servers.push(server.to_owned());
+            }
+        }
+        Ok(servers)
+    }
+
+    /// Only a server with a member in the room can hand out joins.
+    async fn require_resident(&self, room_id: &RoomId) -> EventResult<()> {
+        let ours = format!(":{}", self.server_name());
+        let members = self.base.storage.joined_members(room_id.as_str()).await?;
+        if members.iter().any(|member| member.ends_with(&ours)) {
+            Ok(())
+        } else {
+            Err(EventError::not_found("This server is not in that room"))
+        }
+    }
+}
