@@ -37,6 +37,9 @@ pub struct Metrics {
     pub push_evaluation_seconds: Histogram,
     /// Members' rule sets run (one per event and member).
     pub push_rule_evaluations: Counter,
+    /// PDUs other servers accepted from us, and PDUs we took in from them.
+    pub federation_pdus_sent: Counter,
+    pub federation_pdus_received: Counter,
 }
 
 impl Metrics {
@@ -58,6 +61,18 @@ impl Metrics {
             0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
         ]);
         let push_rule_evaluations = Counter::default();
+        let federation_pdus_sent = Counter::default();
+        let federation_pdus_received = Counter::default();
+        registry.register(
+            "federation_pdus_sent",
+            "PDUs sent to other servers in transactions they accepted",
+            federation_pdus_sent.clone(),
+        );
+        registry.register(
+            "federation_pdus_received",
+            "PDUs from other servers that entered a room",
+            federation_pdus_received.clone(),
+        );
         registry.register(
             "push_evaluation_seconds",
             "Time to evaluate one event for every local member of its room",
@@ -116,6 +131,8 @@ impl Metrics {
             push_failures,
             push_evaluation_seconds,
             push_rule_evaluations,
+            federation_pdus_sent,
+            federation_pdus_received,
         }
     }
 

@@ -157,6 +157,9 @@ impl Server {
         housekeeping.abort();
         presence.abort();
         state.push.stop();
+        if let Some(federation) = &state.federation {
+            federation.sender.stop();
+        }
         // The flusher writes the deliveries still pending, then ends.
         state.deliveries.finish();
         let _ = deliveries.await;

@@ -355,3 +355,95 @@ async fn a_remote_server_joins_a_room_and_its_messages_reach_local_users() {
     let (status, body) = evil.send_transaction(a, "txn2", vec![json!({}); 51]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+/// A room on `server` created by a new user, joined by `user` of the fake server.
+async fn room_with_remote_member(
+    server: &TestServer,
+    remote: &FakeServer,
+    user: &str,
+) -> (crate::common::Session, String) {
+    let alice = server.register("alice").await;
+    let (_, room) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice.access_token),
+            json!({ "preset": "public_chat", "room_version": "11" }),
+        )
+        .await;
+    let room_id = room["room_id"].as_str().unwrap().to_owned();
+    remote.join(server, &room_id, user, "11").await;
+    (alice, room_id)
+}
+
+async fn say(server: &TestServer, token: &str, room_id: &str, body: &str) {
+    let (status, answer) = server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{body}"),
+            Some(token),
+            json!({ "msgtype": "m.text", "body": body }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+#[tokio::test]
+async fn local_events_go_out_to_servers_in_the_room_in_order() {
+    let ca = TestCa::new();
+    let remote = FakeServer::start(&ca, "remote.test", "127.0.0.9".parse().unwrap()).await;
+    let servers = start_federated(1, &ca, &[remote.peer()], |_, _| {}).await;
+    let a = &servers[0];
+    let (alice, room_id) = room_with_remote_member(a, &remote, "@mallory:remote.test").await;
+    for body in ["one", "two", "three"] {
+        say(a, &alice.access_token, &room_id, body).await;
+    }
+    let received = remote
+        .wait_for(|pdus| crate::common::federation::message_bodies(pdus).len() >= 3)
+        .await;
+    assert_eq!(
+        crate::common::federation::message_bodies(&received),
+        ["one", "two", "three"]
+    );
+    // Its own join is not sent back to it; nothing is sent twice.
+    assert!(
+        received.iter().all(|pdu| pdu["sender"] != "@mallory:remote.test"),
+        "{received:?}"
+    );
+    for pdu in &received {
+        assert_eq!(pdu["room_id"], room_id.as_str());
+        assert!(pdu["signatures"][NAMES[0]].is_object(), "signed by us: {pdu}");
+    }
+}
+
+#[tokio::test]
+async fn a_destination_that_was_down_gets_everything_in_order_even_across_a_restart() {
+    let ca = TestCa::new();
+    let remote = FakeServer::start(&ca, "remote.test", "127.0.0.9".parse().unwrap()).await;
+    let mut servers = start_federated(1, &ca, &[remote.peer()], |_, _| {}).await;
+    let a = servers.remove(0);
+    let (alice, room_id) = room_with_remote_member(&a, &remote, "@mallory:remote.test").await;
+    say(&a, &alice.access_token, &room_id, "before").await;
+    remote
+        .wait_for(|pdus| crate::common::federation::message_bodies(pdus).len() == 1)
+        .await;
+
+    remote.accepting.store(false, std::sync::atomic::Ordering::SeqCst);
+    for body in ["while-down-1", "while-down-2"] {
+        say(&a, &alice.access_token, &room_id, body).await;
+    }
+    // Hearth stops with these still owed, and starts again on the same database.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let a = a.restart().await;
+    say(&a, &alice.access_token, &room_id, "after-restart").await;
+    remote.accepting.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The remote server calling us ends the backoff at once.
+    let path = format!("/_matrix/federation/v1/query/profile?user_id={}", alice.user_id);
+    let (status, _) = remote.signed(&a, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let received = remote
+        .wait_for(|pdus| crate::common::federation::message_bodies(pdus).len() >= 4)
+        .await;
+    assert_eq!(
+        crate::common::federation::message_bodies(&received),
+        ["before", "while-down-1", "while-down-2", "after-restart"]
+    );
+}

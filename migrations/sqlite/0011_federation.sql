@@ -42,3 +42,9 @@ CREATE TABLE federation_destinations (
     retry_interval_ms BIGINT NOT NULL,
     last_failure_ts BIGINT
 );
+
+-- Events of other servers this server must pass on: a join it took in through send_join
+-- (the joining server knows only us in the room yet).
+CREATE TABLE federation_forwarded_events (
+    event_id TEXT PRIMARY KEY
+);

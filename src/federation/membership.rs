@@ -127,6 +127,8 @@ impl Federation {
             return Err(EventError::bad_json("The event ID does not match the event"));
         }
         let pdu = crate::rooms::pipeline::to_pdu(event_id, &object)?;
+        // We pass the join on to the room's other servers: the joining server knows none yet.
+        self.base.storage.forward_event(event_id.as_str()).await?;
         match append_remote_event(&self.base, room_id, event_id, object, &rules).await? {
             RemoteOutcome::Accepted(_) | RemoteOutcome::Duplicate => {}
             RemoteOutcome::Rejected(reason) => return Err(EventError::forbidden(reason)),

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod membership;
 pub mod pdu;
 pub mod request;
+pub mod sender;
 pub mod transactions;
 
 use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
@@ -22,7 +23,9 @@ use crate::{base::Base, config::split_host_port, outbound::AddressPolicy, rateli
 /// Federation with other servers; present only when `federation.enabled`.
 pub struct Federation {
     pub base: Base,
-    pub client: FederationClient,
+    pub client: Arc<FederationClient>,
+    /// The outbound queue (one task per destination).
+    pub sender: Arc<sender::FederationSender>,
     blocked: HashSet<String>,
     /// Inbound requests per origin.
     pub inbound_limits: RateLimiter,
@@ -73,9 +76,14 @@ impl Federation {
             overrides,
         })
         .context("cannot build the federation client (check federation.extra_ca_file)")?;
+        let client = Arc::new(client);
+        let sender = sender::FederationSender::start(base, client.clone());
+        let subscriber: Arc<dyn crate::base::Subscriber> = sender.clone();
+        base.subscribe(Arc::downgrade(&subscriber));
         Ok(Some(Arc::new(Self {
             base: base.clone(),
             client,
+            sender,
             blocked: config.blocked_servers.iter().map(|s| s.to_ascii_lowercase()).collect(),
             inbound_limits: RateLimiter::new(crate::config::RateLimit {
                 per_second: config.inbound_per_second,

@@ -76,6 +76,8 @@ impl Federation {
         header
             .verify_http_request(&request, self.server_name(), &map)
             .map_err(|_| RequestAuthError::BadSignature)?;
+        // It is up: stop backing off from it.
+        self.sender.heard_from(&header.origin);
         Ok(header.origin)
     }
 }

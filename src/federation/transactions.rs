@@ -75,7 +75,11 @@ impl Federation {
                 }
             };
             let result = match append_remote_event(&self.base, room_id, &event_id, object, &rules).await {
-                Ok(RemoteOutcome::Accepted(_) | RemoteOutcome::Duplicate) => Ok(()),
+                Ok(RemoteOutcome::Accepted(_)) => {
+                    self.base.metrics.federation_pdus_received.inc();
+                    Ok(())
+                }
+                Ok(RemoteOutcome::Duplicate) => Ok(()),
                 Ok(RemoteOutcome::Rejected(reason)) => Err(reason),
                 Ok(RemoteOutcome::MissingEvents(ids)) => {
                     Err(format!("unknown prev or auth events: {}", ids.join(", ")))

@@ -75,14 +75,42 @@ struct Running {
 pub struct Outbox<C: Courier> {
     courier: C,
     running: Mutex<BTreeMap<C::Target, Running>>,
+    /// The longest wait between tries at a target that keeps failing.
+    max_backoff: Duration,
 }
 
 impl<C: Courier> Outbox<C> {
     pub fn new(courier: C) -> Arc<Self> {
+        Self::with_max_backoff(courier, MAX_BACKOFF)
+    }
+
+    /// An outbox whose backoff grows up to `max_backoff` (federation waits up to an hour for
+    /// a server that is down; pushers ten minutes).
+    pub fn with_max_backoff(courier: C, max_backoff: Duration) -> Arc<Self> {
         Arc::new(Self {
             courier,
             running: Mutex::default(),
+            max_backoff: max_backoff.max(FIRST_BACKOFF),
         })
+    }
+
+    /// Wakes the target's task, starting it if it is not running. Unlike
+    /// [`Self::ensure_running`], a backoff in progress is left alone: more to send is no
+    /// reason to call a failing target sooner.
+    pub fn wake_or_start(self: &Arc<Self>, target: C::Target) {
+        if let Some(entry) = self.running().get(&target) {
+            entry.wake.notify_one();
+            return;
+        }
+        self.ensure_running(target);
+    }
+
+    /// The target is known to be back (it called us): a backoff in progress ends now.
+    pub fn renew_if_running(&self, target: &C::Target) {
+        if let Some(entry) = self.running().get(target) {
+            entry.renewed.store(true, Ordering::SeqCst);
+            entry.wake.notify_one();
+        }
     }
 
     pub fn courier(&self) -> &C {
@@ -183,7 +211,7 @@ impl<C: Courier> Outbox<C> {
                     backoff = if back_off(backoff, &wake, &renewed).await {
                         FIRST_BACKOFF
                     } else {
-                        (backoff * 2).min(MAX_BACKOFF)
+                        (backoff * 2).min(self.max_backoff)
                     };
                 }
                 Round::Gone => break,

@@ -126,3 +126,117 @@ impl Storage {
         )
     }
 }
+
+impl Storage {
+    /// Marks a remote event for sending on to the room's other servers.
+    pub async fn forward_event(&self, event_id: &str) -> Result<(), StorageError> {
+        sqlx::query("INSERT INTO federation_forwarded_events (event_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(event_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every destination we have sent to (their tasks restart at start-up).
+    pub async fn destinations(&self) -> Result<Vec<String>, StorageError> {
+        Ok(sqlx::query_scalar("SELECT destination FROM federation_destinations")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// How far a destination has been sent our events.
+    pub async fn destination_position(&self, destination: &str) -> Result<Option<i64>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT sent_position FROM federation_destinations WHERE destination = $1")
+                .bind(destination)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// A destination first seen: it is owed what comes after `position`.
+    pub async fn add_destination(&self, destination: &str, position: i64) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO federation_destinations (destination, sent_position, retry_interval_ms)
+             VALUES ($1, $2, 0) ON CONFLICT (destination) DO NOTHING",
+        )
+        .bind(destination)
+        .bind(position)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves a destination's position forward (never back).
+    pub async fn set_destination_position(&self, destination: &str, position: i64) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE federation_destinations SET sent_position = $2, retry_interval_ms = 0, last_failure_ts = NULL
+             WHERE destination = $1 AND sent_position < $2",
+        )
+        .bind(destination)
+        .bind(position)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that a destination failed to take a transaction.
+    pub async fn destination_failed(&self, destination: &str) -> Result<(), StorageError> {
+        sqlx::query("UPDATE federation_destinations SET last_failure_ts = $2 WHERE destination = $1")
+            .bind(destination)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The events after `after` that `destination` is owed, oldest first: ours (and those we
+    /// forward) in rooms where it has a joined member, and membership changes of its users
+    /// (a kick reaches the kicked server). (stream position, PDU JSON).
+    pub async fn events_for_destination(
+        &self,
+        destination: &str,
+        our_server: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, StorageError> {
+        let theirs = format!("%:{destination}");
+        let ours = format!("%:{our_server}");
+        Ok(sqlx::query_as(
+            "SELECT e.stream_ordering, e.json FROM events e
+             WHERE e.stream_ordering > $1
+               AND e.rejected_reason IS NULL
+               AND e.sender NOT LIKE $2
+               AND (e.sender LIKE $3 OR e.event_id IN (SELECT event_id FROM federation_forwarded_events))
+               AND (e.room_id IN (SELECT room_id FROM current_state_events
+                                  WHERE event_type = 'm.room.member' AND membership = 'join' AND state_key LIKE $2)
+                    OR (e.event_type = 'm.room.member' AND e.state_key LIKE $2))
+             ORDER BY e.stream_ordering
+             LIMIT $4",
+        )
+        .bind(after)
+        .bind(&theirs)
+        .bind(&ours)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The servers with a joined member in a room.
+    pub async fn servers_in_room(&self, room_id: &str) -> Result<Vec<String>, StorageError> {
+        let members: Vec<String> = sqlx::query_scalar(
+            "SELECT state_key FROM current_state_events
+             WHERE room_id = $1 AND event_type = 'm.room.member' AND membership = 'join'",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut servers: Vec<String> = members
+            .iter()
+            .filter_map(|user| user.split_once(':').map(|(_, server)| server.to_owned()))
+            .collect();
+        servers.sort();
+        servers.dedup();
+        Ok(servers)
+    }
+}

@@ -228,6 +228,15 @@ impl Storage {
     }
 
     /// The room's event at or just before a stream position (for "state at" queries).
+    /// The event at a stream position.
+    pub async fn event_at(&self, position: i64) -> Result<Option<EventRow>, StorageError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering = $1");
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(position)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     pub async fn event_at_or_before(&self, room_id: &str, position: i64) -> Result<Option<String>, StorageError> {
         Ok(sqlx::query_scalar(
             "SELECT event_id FROM events WHERE room_id = $1 AND stream_ordering <= $2 AND rejected_reason IS NULL

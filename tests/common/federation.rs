@@ -136,6 +136,10 @@ pub async fn start_federated(
 /// A server written in the test: its own name and key, its key document served over TLS,
 /// and requests signed however the test likes.
 pub struct FakeServer {
+    /// The PDUs other servers sent it in transactions, in arrival order.
+    pub received: Arc<std::sync::Mutex<Vec<Value>>>,
+    /// While false, transactions are answered 503 (the server is "down").
+    pub accepting: Arc<std::sync::atomic::AtomicBool>,
     pub name: String,
     pub key: Arc<ServerKey>,
     pub address: SocketAddr,
@@ -153,21 +157,45 @@ impl FakeServer {
         let tls = hearth::tls::TlsFiles::load(&certificate, &private_key).unwrap();
         let document_key = key.clone();
         let server_name = ruma::OwnedServerName::try_from(name).unwrap();
-        let router = axum::Router::new().route(
-            "/_matrix/key/v2/server",
-            axum::routing::get(move || {
-                let key = document_key.clone();
-                let server_name = server_name.clone();
-                async move {
-                    let valid_until = ruma::MilliSecondsSinceUnixEpoch(
-                        ruma::UInt::new(hearth::storage::now_ms() as u64 + 3_600_000).unwrap(),
-                    );
-                    let document =
-                        hearth_federation::keys::server_key_document(&server_name, &key, &[], valid_until).unwrap();
-                    axum::Json(serde_json::to_value(document).unwrap())
-                }
-            }),
-        );
+        let received: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (inbox, open) = (received.clone(), accepting.clone());
+        let router = axum::Router::new()
+            .route(
+                "/_matrix/federation/v1/send/{txn_id}",
+                axum::routing::put(move |axum::Json(body): axum::Json<Value>| {
+                    let (inbox, open) = (inbox.clone(), open.clone());
+                    async move {
+                        if !open.load(std::sync::atomic::Ordering::SeqCst) {
+                            return (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                axum::Json(serde_json::json!({})),
+                            );
+                        }
+                        let pdus = body["pdus"].as_array().cloned().unwrap_or_default();
+                        inbox.lock().unwrap().extend(pdus);
+                        (
+                            axum::http::StatusCode::OK,
+                            axum::Json(serde_json::json!({ "pdus": {} })),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/_matrix/key/v2/server",
+                axum::routing::get(move || {
+                    let key = document_key.clone();
+                    let server_name = server_name.clone();
+                    async move {
+                        let valid_until = ruma::MilliSecondsSinceUnixEpoch(
+                            ruma::UInt::new(hearth::storage::now_ms() as u64 + 3_600_000).unwrap(),
+                        );
+                        let document =
+                            hearth_federation::keys::server_key_document(&server_name, &key, &[], valid_until).unwrap();
+                        axum::Json(serde_json::to_value(document).unwrap())
+                    }
+                }),
+            );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let limits = Arc::new(listener::ConnectionLimits {
             header_timeout: std::time::Duration::from_secs(10),
@@ -185,6 +213,8 @@ impl FakeServer {
             },
         ));
         Self {
+            received,
+            accepting,
             name: name.to_owned(),
             key,
             address,
@@ -322,4 +352,33 @@ impl FakeServer {
         )
         .await
     }
+}
+
+impl FakeServer {
+    /// Waits until the PDUs received satisfy `done` (up to 20 s); returns them.
+    pub async fn wait_for(&self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        for _ in 0..200 {
+            {
+                let received = self.received.lock().unwrap();
+                if done(&received) {
+                    return received.clone();
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("not received in time: {:?}", self.received.lock().unwrap());
+    }
+
+    /// The bodies of the `m.room.message` PDUs received, in order.
+    pub fn message_bodies(&self) -> Vec<String> {
+        message_bodies(&self.received.lock().unwrap())
+    }
+}
+
+/// The bodies of the `m.room.message` events among `pdus`, in order.
+pub fn message_bodies(pdus: &[Value]) -> Vec<String> {
+    pdus.iter()
+        .filter(|pdu| pdu["type"] == "m.room.message")
+        .filter_map(|pdu| pdu["content"]["body"].as_str().map(str::to_owned))
+        .collect()
 }
