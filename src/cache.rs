@@ -304,6 +304,20 @@ impl Caches {
         });
     }
 
+    /// Drops everything derived from a room whose state was replaced wholesale (joined over
+    /// federation: many members at once). Membership caches are cleared whole; such joins
+    /// are rare.
+    pub fn room_state_replaced(&self, room_id: &str) {
+        self.invalidate(|| {
+            self.room_versions.remove(room_id);
+            self.world_readable.remove(room_id);
+            self.last_relation.remove(room_id);
+            self.memberships.clear();
+            self.membership_histories.clear();
+            self.current_members.clear();
+        });
+    }
+
     /// Drops what the user forgetting a room makes stale (their room list).
     pub fn room_forgotten(&self, user_id: &str) {
         self.invalidate(|| {

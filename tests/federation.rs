@@ -447,3 +447,119 @@ async fn a_destination_that_was_down_gets_everything_in_order_even_across_a_rest
         ["before", "while-down-1", "while-down-2", "after-restart"]
     );
 }
+
+/// Waits (up to 15 s) until `body` is among the room's recent messages as `user` sees them.
+async fn wait_for_message(server: &TestServer, token: &str, room_id: &str, body: &str) -> serde_json::Value {
+    for _ in 0..150 {
+        let (status, messages) = server
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50"),
+                Some(token),
+            )
+            .await;
+        if status == StatusCode::OK
+            && let Some(event) = messages["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|event| event["content"]["body"] == body)
+        {
+            return event.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{body} never reached {}", server.server_name());
+}
+
+#[tokio::test]
+async fn users_on_two_servers_chat_in_a_room_joined_by_alias() {
+    let ca = TestCa::new();
+    let servers = start_federated(2, &ca, &[], |_, _| {}).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let (status, room) = a
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice.access_token),
+            json!({ "preset": "public_chat", "room_alias_name": "lounge", "name": "Lounge" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{room}");
+    let room_id = room["room_id"].as_str().unwrap();
+
+    // Bob joins by alias: B asks A for the alias, then joins through A.
+    let (status, joined) = b
+        .post(
+            &format!("/_matrix/client/v3/join/%23lounge:{}", NAMES[0]),
+            Some(&bob.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    assert_eq!(joined["room_id"], room_id);
+
+    // Bob's server knows the room's state: its name, and both members.
+    let (status, name) = b
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.name/"),
+            Some(&bob.access_token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{name}");
+    assert_eq!(name["name"], "Lounge");
+    let (_, members) = b
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/joined_members"),
+            Some(&bob.access_token),
+        )
+        .await;
+    assert!(
+        members["joined"][&alice.user_id].is_object() && members["joined"][&bob.user_id].is_object(),
+        "{members}"
+    );
+    // And alice's server saw bob join.
+    let (_, members) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/joined_members"),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert!(members["joined"][&bob.user_id].is_object(), "{members}");
+
+    say(a, &alice.access_token, room_id, "hi-bob").await;
+    let seen = wait_for_message(b, &bob.access_token, room_id, "hi-bob").await;
+    assert_eq!(seen["sender"], alice.user_id.as_str());
+    say(b, &bob.access_token, room_id, "hi-alice").await;
+    let seen = wait_for_message(a, &alice.access_token, room_id, "hi-alice").await;
+    assert_eq!(seen["sender"], bob.user_id.as_str());
+
+    // Bob's /sync lists the room as joined, with the message in it.
+    let (_, sync) = b.get("/_matrix/client/v3/sync", Some(&bob.access_token)).await;
+    assert!(sync["rooms"]["join"][room_id].is_object(), "{sync}");
+}
+
+#[tokio::test]
+async fn joining_an_unknown_room_without_a_server_to_ask_is_a_clear_error() {
+    let ca = TestCa::new();
+    let servers = start_federated(1, &ca, &[], |_, _| {}).await;
+    let a = &servers[0];
+    let alice = a.register("alice").await;
+    let (status, body) = a
+        .post(
+            "/_matrix/client/v3/join/!nowhere:unreachable.invalid",
+            Some(&alice.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["errcode"], "M_NOT_FOUND");
+    let (status, body) = a
+        .post(
+            "/_matrix/client/v3/join/%23nothing:unreachable.invalid",
+            Some(&alice.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}

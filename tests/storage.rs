@@ -338,6 +338,7 @@ async fn events_change_only_what_their_kind_allows() {
         state_group: true,
         extremity: false,
         current_state: false,
+        timeline: false,
     };
     let kept = Storage::persist_event(
         &mut tx,
@@ -351,6 +352,7 @@ async fn events_change_only_what_their_kind_allows() {
         state_group: false,
         extremity: false,
         current_state: false,
+        timeline: true,
     };
     let mut rejected = state_event("$name", "m.room.name", &["$create"], Some(create.state_group), nothing);
     rejected.rejected_reason = Some("auth".to_owned());
@@ -384,6 +386,16 @@ async fn events_change_only_what_their_kind_allows() {
         );
     }
     assert!(storage.event("$topic").await.unwrap().is_some());
+    assert!(
+        kept.position < 0,
+        "an event outside the timeline takes a negative position"
+    );
+    assert!(refused.position > 0);
+    let timeline = storage.room_events("!r:x", 0, false, 10).await.unwrap();
+    assert!(
+        timeline.iter().all(|row| row.event_id != "$topic"),
+        "no timeline reads an event outside it"
+    );
     assert!(
         storage.event("$name").await.unwrap().is_none(),
         "rejected events are never served"

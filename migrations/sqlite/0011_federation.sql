@@ -48,3 +48,7 @@ CREATE TABLE federation_destinations (
 CREATE TABLE federation_forwarded_events (
     event_id TEXT PRIMARY KEY
 );
+
+-- Outliers (events known only by themselves: auth events, the state a join brought) take
+-- negative stream positions from their own counter, outside every timeline.
+INSERT INTO stream_positions (stream, position) VALUES ('outliers', 0);

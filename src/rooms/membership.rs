@@ -99,7 +99,7 @@ pub async fn member_content(state: &Base, change: Change, target: &UserId) -> Ev
 }
 
 /// Member event fields only the server sets.
-const SERVER_SET_MEMBER_FIELDS: &[&str] = &[
+pub const SERVER_SET_MEMBER_FIELDS: &[&str] = &[
     "membership",
     "join_authorised_via_users_server",
     "third_party_signed",

@@ -240,3 +240,66 @@ impl Storage {
         Ok(servers)
     }
 }
+
+/// A room joined through another server, as the join brought it: the events of its state and
+/// their auth chain (stored as outliers), its state, and our join on top.
+pub struct JoinedRoom {
+    pub room_id: String,
+    pub version: String,
+    pub creator: String,
+    pub outliers: Vec<super::NewEvent>,
+    /// (type, state key, event ID, membership for member events).
+    pub state: Vec<(String, String, String, Option<String>)>,
+    /// Our join, with `state_before` filled in here.
+    pub join: super::NewEvent,
+}
+
+impl Storage {
+    /// Writes a room joined over federation in one transaction; returns the join's position.
+    pub async fn persist_remote_join(&self, room: JoinedRoom) -> Result<i64, StorageError> {
+        let mut tx = self.begin_write().await?;
+        Self::insert_room(&mut tx, &room.room_id, &room.version, &room.creator).await?;
+        for event in &room.outliers {
+            let known: Option<i64> = sqlx::query_scalar("SELECT stream_ordering FROM events WHERE event_id = $1")
+                .bind(&event.event_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if known.is_none() {
+                Self::persist_event(&mut tx, event).await?;
+            }
+        }
+        let entries: Vec<(String, String, String)> = room
+            .state
+            .iter()
+            .map(|(kind, key, id, _)| (kind.clone(), key.clone(), id.clone()))
+            .collect();
+        let group = Self::snapshot_state_group(&mut tx, &room.room_id, &entries).await?;
+        sqlx::query("DELETE FROM current_state_events WHERE room_id = $1")
+            .bind(&room.room_id)
+            .execute(&mut *tx)
+            .await?;
+        for (kind, key, id, membership) in &room.state {
+            sqlx::query(
+                "INSERT INTO current_state_events (room_id, event_type, state_key, event_id, membership)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&room.room_id)
+            .bind(kind)
+            .bind(key)
+            .bind(id)
+            .bind(membership.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        // The join is the room's only head here (its prev events are the resident's).
+        sqlx::query("DELETE FROM event_forward_extremities WHERE room_id = $1")
+            .bind(&room.room_id)
+            .execute(&mut *tx)
+            .await?;
+        let mut join = room.join;
+        join.state_before = Some(group);
+        let persisted = Self::persist_event(&mut tx, &join).await?;
+        tx.commit().await?;
+        Ok(persisted.position)
+    }
+}

@@ -38,7 +38,7 @@ pub use self::{
         CrossSigningKeyRow, DeviceKeyState, DeviceKeysRow, KeyUpload, NewSignature, OutgoingToDevice, SignatureRow,
         ToDeviceRow, ToDeviceSent, UploadedKey,
     },
-    federation::StoredServerKey,
+    federation::{JoinedRoom, StoredServerKey},
     key_backup::{BackupKeyRow, BackupVersion},
     media::{Completion, MediaRow, NewMedia, Reservation, ThumbnailRow},
     migrate::{MigrationError, SCHEMA_VERSION},

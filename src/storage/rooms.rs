@@ -33,6 +33,7 @@ pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, dept
 #[derive(Debug, Clone, Copy)]
 pub struct Persisted {
     pub position: i64,
+    /// The state group after the event (0 for an outlier, which has none).
     pub state_group: i64,
 }
 
@@ -82,6 +83,10 @@ pub struct EventWrites {
     pub extremity: bool,
     /// A state event updates the room's current state.
     pub current_state: bool,
+    /// It takes a place in the room's live timeline: a positive stream position, which
+    /// `/sync` and `/messages` read. Outliers and soft-failed events get a negative one
+    /// (from their own counter), so no timeline reader ever sees them.
+    pub timeline: bool,
 }
 
 impl EventWrites {
@@ -91,6 +96,7 @@ impl EventWrites {
         state_group: true,
         extremity: true,
         current_state: true,
+        timeline: true,
     };
 }
 
@@ -239,7 +245,7 @@ impl Storage {
 
     pub async fn event_at_or_before(&self, room_id: &str, position: i64) -> Result<Option<String>, StorageError> {
         Ok(sqlx::query_scalar(
-            "SELECT event_id FROM events WHERE room_id = $1 AND stream_ordering <= $2 AND rejected_reason IS NULL
+            "SELECT event_id FROM events WHERE room_id = $1 AND stream_ordering <= $2 AND stream_ordering > 0 AND rejected_reason IS NULL
              ORDER BY stream_ordering DESC LIMIT 1",
         )
         .bind(room_id)
@@ -330,7 +336,7 @@ impl Storage {
         let (op, order) = if backwards { ("<", "DESC") } else { (">", "ASC") };
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events
-             WHERE room_id = $1 AND stream_ordering {op} $2 AND rejected_reason IS NULL
+             WHERE room_id = $1 AND stream_ordering {op} $2 AND stream_ordering > 0 AND rejected_reason IS NULL
              ORDER BY stream_ordering {order} LIMIT $3"
         );
         Ok(sqlx::query_as(AssertSqlSafe(sql))
@@ -352,7 +358,7 @@ impl Storage {
         let (op, order) = if forwards { (">=", "ASC") } else { ("<=", "DESC") };
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events
-             WHERE room_id = $1 AND origin_server_ts {op} $2 AND rejected_reason IS NULL
+             WHERE room_id = $1 AND origin_server_ts {op} $2 AND stream_ordering > 0 AND rejected_reason IS NULL
              ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT 1"
         );
         Ok(sqlx::query_as(AssertSqlSafe(sql))
@@ -461,7 +467,11 @@ impl Storage {
     /// until commit, so positions become visible in order: no reader sees N+1 before N.
     pub async fn persist_event(tx: &mut Tx, event: &NewEvent) -> Result<Persisted, StorageError> {
         let writes = event.writes;
-        let position = Self::next_stream_position(tx, "events").await?;
+        let position = if writes.timeline {
+            Self::next_stream_position(tx, "events").await?
+        } else {
+            -Self::next_stream_position(tx, "outliers").await?
+        };
         let room_id = event.room_id.as_str();
         let event_id = event.event_id.as_str();
         let replaces_state: Option<String> = match event.state_key.as_deref() {
@@ -536,18 +546,22 @@ impl Storage {
                     .execute(&mut **tx)
                     .await?;
                 }
-                group
+                Some(group)
             }
-            (_, Some(before)) => before,
+            (_, Some(before)) => Some(before),
+            // An outlier has no place in the room's state.
+            (_, None) if !writes.state_group => None,
             (_, None) => {
                 return Err(StorageError::Invariant("a room's first event must be a state event"));
             }
         };
-        sqlx::query("INSERT INTO event_state_groups (event_id, state_group) VALUES ($1, $2)")
-            .bind(event_id)
-            .bind(state_after)
-            .execute(&mut **tx)
-            .await?;
+        if let Some(group) = state_after {
+            sqlx::query("INSERT INTO event_state_groups (event_id, state_group) VALUES ($1, $2)")
+                .bind(event_id)
+                .bind(group)
+                .execute(&mut **tx)
+                .await?;
+        }
         if event.rejected_reason.is_none() {
             if let Some((relates_to, rel_type)) = &event.relation {
                 // Only relations within the room count: an event of another room cannot edit,
@@ -584,7 +598,7 @@ impl Storage {
         }
         Ok(Persisted {
             position,
-            state_group: state_after,
+            state_group: state_after.unwrap_or(0),
         })
     }
 

@@ -168,3 +168,32 @@ impl Storage {
         Ok(id)
     }
 }
+
+impl Storage {
+    /// A state group holding exactly `entries` (type, state key, event ID): state that came
+    /// from elsewhere, such as the room's state a join brought.
+    pub(super) async fn snapshot_state_group(
+        tx: &mut Tx,
+        room_id: &str,
+        entries: &[(String, String, String)],
+    ) -> Result<i64, StorageError> {
+        let id = Self::next_stream_position(tx, "state_groups").await?;
+        sqlx::query("INSERT INTO state_groups (id, room_id, prev_group, delta_chain) VALUES ($1, $2, NULL, 0)")
+            .bind(id)
+            .bind(room_id)
+            .execute(&mut **tx)
+            .await?;
+        for (kind, key, event_id) in entries {
+            sqlx::query(
+                "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(kind)
+            .bind(key)
+            .bind(event_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(id)
+    }
+}

@@ -33,7 +33,8 @@ pub async fn join_by_id(
     request: Ruma<join_room_by_id::v3::Request>,
 ) -> ApiResult<join_room_by_id::v3::Response> {
     let sender = request.sender()?;
-    let room_id = joins::join(&state, sender, &request.body.room_id, extra_fields(&request.raw_body)).await?;
+    let extra = extra_fields(&request.raw_body);
+    let room_id = join_room(&state, sender, &request.body.room_id, &[], extra).await?;
     Ok(join_room_by_id::v3::Response::new(room_id))
 }
 
@@ -43,9 +44,45 @@ pub async fn join_by_id_or_alias(
     request: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
     let sender = request.sender()?;
-    let room_id = joins::resolve_room(&state, &request.body.room_id_or_alias).await?;
-    let room_id = joins::join(&state, sender, &room_id, extra_fields(&request.raw_body)).await?;
+    let extra = extra_fields(&request.raw_body);
+    let mut via = request.body.via.clone();
+    let room_id = match (
+        &state.federation,
+        OwnedRoomId::try_from(request.body.room_id_or_alias.clone()),
+    ) {
+        (_, Ok(room_id)) => room_id,
+        (Some(federation), Err(alias)) if alias.server_name() != state.config.server_name => {
+            let (room_id, servers) = federation.resolve_remote_alias(&alias).await?;
+            via.extend(servers);
+            room_id
+        }
+        _ => joins::resolve_room(&state, &request.body.room_id_or_alias).await?,
+    };
+    let room_id = join_room(&state, sender, &room_id, &via, extra).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+/// Joins a room here, or through another server when this one is not in it.
+async fn join_room(
+    state: &AppState,
+    sender: &Sender,
+    room_id: &RoomId,
+    via: &[ruma::OwnedServerName],
+    extra: Map<String, Value>,
+) -> ApiResult<OwnedRoomId> {
+    if let Some(federation) = &state.federation
+        && federation.must_join_remotely(room_id).await?
+    {
+        if sender.is_guest {
+            return Err(ApiError::forbidden("Guests cannot join rooms on other servers"));
+        }
+        state.rate_limits.check_user(&state.rate_limits.joins, sender)?;
+        let servers = federation.join_candidates(&sender.user_id, room_id, via).await?;
+        return Ok(federation
+            .join_remote(&sender.user_id, room_id, &servers, extra)
+            .await?);
+    }
+    Ok(joins::join(state, sender, room_id, extra).await?)
 }
 
 /// The body's fields (a reason, a per-room display name, ...): they go into the member event.

@@ -45,6 +45,7 @@ impl EventKind {
             state_group: false,
             extremity: false,
             current_state: false,
+            timeline: false,
         };
         match self {
             Self::New => EventWrites::ALL,
@@ -58,15 +59,17 @@ impl EventKind {
                 state_group: true,
                 ..none
             },
-            Self::Outlier | Self::Rejected => none,
+            Self::Outlier => none,
+            // Kept where it arrived (hidden by its rejection) so its position says when.
+            Self::Rejected => EventWrites { timeline: true, ..none },
         }
     }
 
     /// Whether storage can keep this kind from clients' views yet. Readers hide rejected
-    /// events (`rejected_reason`); hiding soft-failed, backfilled (ordered before the room's
-    /// live events) and outlier events comes with federation, which is the first to make them.
+    /// events (`rejected_reason`) and outliers (negative positions, outside every timeline);
+    /// soft-failed and backfilled events need readers that order history, still to come.
     pub fn storable(self) -> bool {
-        matches!(self, Self::New | Self::Rejected)
+        matches!(self, Self::New | Self::Rejected | Self::Outlier)
     }
 }
 
@@ -192,7 +195,8 @@ mod tests {
     fn kinds_readers_cannot_hide_yet_are_not_storable() {
         assert!(EventKind::New.storable());
         assert!(EventKind::Rejected.storable());
-        for kind in [EventKind::Backfilled, EventKind::Outlier, EventKind::SoftFailed] {
+        assert!(EventKind::Outlier.storable());
+        for kind in [EventKind::Backfilled, EventKind::SoftFailed] {
             assert!(!kind.storable(), "{kind:?}");
         }
     }

@@ -91,7 +91,11 @@ pub async fn append_remote_event(
     for key in types
         .iter()
         .cloned()
-        .chain([("m.room.history_visibility".to_owned(), String::new())])
+        // The create event is an auth event in every version, listed or (v12) not.
+        .chain([
+            ("m.room.create".to_owned(), String::new()),
+            ("m.room.history_visibility".to_owned(), String::new()),
+        ])
     {
         if let Some(id) = full_state.get(&key) {
             auth_state.insert(key, id.clone());

@@ -1,0 +1,380 @@
+//! Joining a room that lives on other servers: ask a resident server for a join event
+//! (`make_join`), sign it, hand it back (`send_join`), check the room's state and auth chain
+//! that come back, and store them with our join on top. The room then appears in `/sync`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use hearth_federation::{finalize_pdu, pdu::PduEvent};
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
+    api::federation::membership::{create_join_event, prepare_join_event},
+    room_version_rules::RoomVersionRules,
+    state_res::{check_state_dependent_auth_rules, check_state_independent_auth_rules},
+};
+use serde_json::{Map, Value, value::to_raw_value};
+
+use super::{Federation, pdu::PduCheckError};
+use crate::{
+    rooms::{
+        error::{EventError, EventResult},
+        membership::{Change, SERVER_SET_MEMBER_FIELDS, member_content},
+        pipeline::{EventKind, published::announce, room_version_rules},
+    },
+    storage::{JoinedRoom, NewEvent},
+};
+
+/// Room versions we can join (make_join's `ver`).
+const SUPPORTED_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V1,
+    RoomVersionId::V2,
+    RoomVersionId::V3,
+    RoomVersionId::V4,
+    RoomVersionId::V5,
+    RoomVersionId::V6,
+    RoomVersionId::V7,
+    RoomVersionId::V8,
+    RoomVersionId::V9,
+    RoomVersionId::V10,
+    RoomVersionId::V11,
+    RoomVersionId::V12,
+];
+
+/// An event of the joined room's state or auth chain, checked.
+struct Checked {
+    object: CanonicalJsonObject,
+    pdu: PduEvent,
+}
+
+impl Federation {
+    /// Joins `user_id` to a room through the first of `servers` that lets them in.
+    pub async fn join_remote(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        servers: &[OwnedServerName],
+        extra: Map<String, Value>,
+    ) -> EventResult<OwnedRoomId> {
+        let mut candidates: Vec<&OwnedServerName> = Vec::new();
+        for server in servers {
+            if server != self.server_name() && !candidates.contains(&server) && !self.is_blocked(server) {
+                candidates.push(server);
+            }
+        }
+        if candidates.is_empty() {
+            return Err(EventError::not_found(
+                "Unknown room, and no server to join it through (give server_name / via)",
+            ));
+        }
+        let mut last = EventError::not_found("No server could let you in");
+        for server in candidates {
+            match self.join_through(user_id, room_id, server, &extra).await {
+                Ok(()) => return Ok(room_id.to_owned()),
+                Err(error) => {
+                    tracing::info!(%room_id, %server, %error, "joining through a server failed");
+                    last = error;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn join_through(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        server: &OwnedServerName,
+        extra: &Map<String, Value>,
+    ) -> EventResult<()> {
+        let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+        request.ver = SUPPORTED_VERSIONS.to_vec();
+        let made = self.client.send(server, request).await.map_err(remote_refusal)?;
+        let version = made.room_version.unwrap_or(RoomVersionId::V1);
+        let (_, rules) = room_version_rules(version.as_str())?;
+        let mut event: CanonicalJsonObject = serde_json::from_str(made.event.get())
+            .map_err(|_| EventError::bad_json("The resident server's join event is not JSON"))?;
+        let field = |event: &CanonicalJsonObject, name: &str| match event.get(name) {
+            Some(CanonicalJsonValue::String(value)) => Some(value.clone()),
+            _ => None,
+        };
+        if field(&event, "type").as_deref() != Some("m.room.member")
+            || field(&event, "state_key").as_deref() != Some(user_id.as_str())
+            || field(&event, "sender").as_deref() != Some(user_id.as_str())
+        {
+            return Err(EventError::bad_json(
+                "The resident server offered a join event for someone else",
+            ));
+        }
+        // Our own content: membership, profile, and the client's extra fields.
+        let mut content = member_content(&self.base, Change::Join, user_id).await?;
+        for (key, value) in extra {
+            if !SERVER_SET_MEMBER_FIELDS.contains(&key.as_str()) {
+                content[key.as_str()] = value.clone();
+            }
+        }
+        if let Some(CanonicalJsonValue::Object(offered)) = event.get("content")
+            && let Some(via) = offered.get("join_authorised_via_users_server")
+        {
+            content["join_authorised_via_users_server"] = serde_json::to_value(via).unwrap_or_default();
+        }
+        let content = CanonicalJsonValue::try_from(content).map_err(|_| EventError::bad_json("member content"))?;
+        event.insert("content".to_owned(), content);
+        event.insert(
+            "origin_server_ts".to_owned(),
+            CanonicalJsonValue::Integer(ruma::Int::new(crate::storage::now_ms()).unwrap_or_default()),
+        );
+        event.insert(
+            "origin".to_owned(),
+            CanonicalJsonValue::String(self.server_name().to_string()),
+        );
+        for generated in ["event_id", "hashes", "signatures", "unsigned"] {
+            event.remove(generated);
+        }
+        let event_id = finalize_pdu(&mut event, &rules, self.server_name(), &self.base.signing_key)
+            .map_err(|_| EventError::internal())?;
+        let raw = to_raw_value(&event).map_err(|_| EventError::internal())?;
+        let answer = self
+            .client
+            .send(
+                server,
+                create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw),
+            )
+            .await
+            .map_err(remote_refusal)?
+            .room_state;
+        // A restricted join comes back signed by the resident server too.
+        if let Some(signed) = &answer.event
+            && let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(signed.get())
+        {
+            event = object;
+        }
+        let mut checked: HashMap<OwnedEventId, Checked> = HashMap::new();
+        for raw in answer.auth_chain.iter().chain(answer.state.iter()) {
+            let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
+                continue;
+            };
+            match self.check_pdu(object, &rules).await {
+                Ok((id, object)) => {
+                    let json = CanonicalJsonValue::Object(object.clone()).to_string();
+                    if let Ok(pdu) = PduEvent::from_json(id.clone(), &json, false) {
+                        checked.insert(id, Checked { object, pdu });
+                    }
+                }
+                Err(PduCheckError::Internal) => return Err(EventError::internal()),
+                Err(error) => tracing::info!(%room_id, %error, "dropped an event of a join's state"),
+            }
+        }
+        let authorised = authorise_chain(&checked, &rules);
+        let mut state: BTreeMap<(String, String), OwnedEventId> = BTreeMap::new();
+        for raw in &answer.state {
+            let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
+                continue;
+            };
+            let Ok(id) = super::pdu::event_id_of(&object, &rules) else {
+                continue;
+            };
+            let Some(entry) = checked.get(&id).filter(|_| authorised.contains(&id)) else {
+                continue;
+            };
+            if let Some(key) = &entry.pdu.state_key {
+                state.insert((entry.pdu.kind.to_string(), key.clone()), id);
+            }
+        }
+        let create = state
+            .get(&("m.room.create".to_owned(), String::new()))
+            .and_then(|id| checked.get(id))
+            .ok_or_else(|| EventError::bad_json("The join's state has no create event for the room"))?;
+        if create.pdu.room_id.as_deref().is_some_and(|id| id != room_id) {
+            return Err(EventError::bad_json("The join's state is another room's"));
+        }
+        let creator = create.pdu.sender.to_string();
+        // Our join must pass the rules against the state it lands on.
+        let join_pdu = crate::rooms::pipeline::to_pdu(&event_id, &event)?;
+        let by_id = |id: &ruma::EventId| checked.get(id).map(|c| c.pdu.clone());
+        check_state_independent_auth_rules(&rules.authorization, &join_pdu, by_id)
+            .and_then(|()| {
+                check_state_dependent_auth_rules(&rules.authorization, &join_pdu, |kind, key| {
+                    state.get(&(kind.to_string(), key.to_owned())).and_then(|id| by_id(id))
+                })
+            })
+            .map_err(|reason| EventError::forbidden(format!("The join does not pass the room's rules: {reason}")))?;
+        let history_visibility = state
+            .get(&("m.room.history_visibility".to_owned(), String::new()))
+            .and_then(|id| checked.get(id))
+            .and_then(|c| serde_json::from_str::<Value>(c.pdu.content.get()).ok())
+            .and_then(|content| content.get("history_visibility")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "shared".to_owned());
+        let new_event = |pdu: &PduEvent, object: &CanonicalJsonObject, kind: EventKind| NewEvent {
+            event_id: pdu.event_id.to_string(),
+            room_id: room_id.to_string(),
+            depth: pdu.depth,
+            event_type: pdu.kind.to_string(),
+            state_key: pdu.state_key.clone(),
+            sender: pdu.sender.to_string(),
+            origin_server_ts: i64::try_from(u64::from(pdu.origin_server_ts.0)).unwrap_or(0),
+            json: CanonicalJsonValue::Object(object.clone()).to_string(),
+            prev_events: pdu.prev_events.iter().map(ToString::to_string).collect(),
+            state_before: None,
+            membership: membership_of(pdu),
+            transaction: None,
+            relation: None,
+            history_visibility: history_visibility.clone(),
+            redacts: None,
+            writes: kind.writes(),
+            rejected_reason: None,
+        };
+        let outliers = checked
+            .iter()
+            .filter(|(id, _)| authorised.contains(*id))
+            .map(|(_, c)| new_event(&c.pdu, &c.object, EventKind::Outlier))
+            .collect();
+        let state_rows = state
+            .iter()
+            .map(|((kind, key), id)| {
+                let membership = checked.get(id).and_then(|c| membership_of(&c.pdu));
+                (kind.clone(), key.clone(), id.to_string(), membership)
+            })
+            .collect();
+        let room_lock = self.base.room_locks.lock(room_id).await;
+        let position = self
+            .base
+            .storage
+            .persist_remote_join(JoinedRoom {
+                room_id: room_id.to_string(),
+                version: version.to_string(),
+                creator,
+                outliers,
+                state: state_rows,
+                join: new_event(&join_pdu, &event, EventKind::New),
+            })
+            .await?;
+        announce(&self.base, room_id.as_str(), position, [user_id.as_str()], |caches| {
+            caches.room_state_replaced(room_id.as_str())
+        });
+        drop(room_lock);
+        tracing::info!(%room_id, %server, %user_id, "joined a room over federation");
+        Ok(())
+    }
+}
+
+/// The events of a join's state and auth chain that pass the auth rules against their own
+/// auth events (whose own checks passed first), oldest first.
+fn authorise_chain(
+    checked: &HashMap<OwnedEventId, Checked>,
+    rules: &RoomVersionRules,
+) -> std::collections::HashSet<OwnedEventId> {
+    let mut order: Vec<&Checked> = checked.values().collect();
+    order.sort_by_key(|c| (c.pdu.depth, c.pdu.origin_server_ts));
+    let mut passed = std::collections::HashSet::new();
+    for entry in order {
+        let pdu = &entry.pdu;
+        let auth_ok = pdu.auth_events.iter().all(|id| passed.contains(id));
+        if !auth_ok {
+            continue;
+        }
+        let by_id = |id: &ruma::EventId| checked.get(id).map(|c| c.pdu.clone());
+        // The create event is an auth event of every other event, listed or (v12) not.
+        let create = checked.values().find(|c| c.pdu.kind.to_string() == "m.room.create");
+        let auth_state: HashMap<(String, String), PduEvent> = pdu
+            .auth_events
+            .iter()
+            .filter_map(|id| checked.get(id))
+            .chain(create)
+            .filter_map(|c| Some(((c.pdu.kind.to_string(), c.pdu.state_key.clone()?), c.pdu.clone())))
+            .collect();
+        let result = check_state_independent_auth_rules(&rules.authorization, pdu, by_id).and_then(|()| {
+            check_state_dependent_auth_rules(&rules.authorization, pdu, |kind, key| {
+                auth_state.get(&(kind.to_string(), key.to_owned())).cloned()
+            })
+        });
+        match result {
+            Ok(()) => {
+                passed.insert(pdu.event_id.clone());
+            }
+            Err(reason) => {
+                tracing::info!(event_id = %pdu.event_id, %reason, "an event of a join's state fails the auth rules")
+            }
+        }
+    }
+    passed
+}
+
+fn membership_of(pdu: &PduEvent) -> Option<String> {
+    if pdu.kind.to_string() != "m.room.member" {
+        return None;
+    }
+    serde_json::from_str::<Value>(pdu.content.get())
+        .ok()?
+        .get("membership")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// A remote server's refusal as our error: its 403 stays a 403, anything else is a 404 ("could
+/// not join").
+fn remote_refusal(error: hearth_federation::client::FederationError) -> EventError {
+    match error.errcode() {
+        Some("M_FORBIDDEN") => EventError::forbidden(error.to_string()),
+        Some("M_INCOMPATIBLE_ROOM_VERSION") => EventError::UnsupportedVersion(error.to_string()),
+        _ => EventError::not_found(format!("Could not join through that server: {error}")),
+    }
+}
+
+impl Federation {
+    /// Whether a join must go through another server: the room is unknown here, or no local
+    /// user is in it any more (our copy of it is stale).
+    pub async fn must_join_remotely(&self, room_id: &RoomId) -> EventResult<bool> {
+        let storage = &self.base.storage;
+        if self
+            .base
+            .caches
+            .room_version(storage, room_id.as_str())
+            .await?
+            .is_none()
+        {
+            return Ok(true);
+        }
+        let servers = storage.servers_in_room(room_id.as_str()).await?;
+        Ok(!servers.is_empty() && !servers.iter().any(|s| s == self.server_name().as_str()))
+    }
+
+    /// Servers that may let `user_id` in: those the client named, the server of whoever
+    /// invited them, and (before room version 12) the server in the room ID.
+    pub async fn join_candidates(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        given: &[OwnedServerName],
+    ) -> EventResult<Vec<OwnedServerName>> {
+        let mut servers: Vec<OwnedServerName> = given.to_vec();
+        if let Some(row) = self
+            .base
+            .storage
+            .current_state_event(room_id.as_str(), "m.room.member", user_id.as_str())
+            .await?
+            && let Ok(inviter) = UserId::parse(&row.sender)
+        {
+            servers.push(inviter.server_name().to_owned());
+        }
+        if let Some(server) = room_id.server_name() {
+            servers.push(server.to_owned());
+        }
+        Ok(servers)
+    }
+
+    /// The room a remote alias names, and servers in it (`/query/directory`).
+    pub async fn resolve_remote_alias(
+        &self,
+        alias: &ruma::RoomAliasId,
+    ) -> EventResult<(OwnedRoomId, Vec<OwnedServerName>)> {
+        let request = ruma::api::federation::query::get_room_information::v1::Request::new(alias.to_owned());
+        let answer = self
+            .client
+            .send(alias.server_name(), request)
+            .await
+            .map_err(|error| match error.errcode() {
+                Some("M_NOT_FOUND") => EventError::not_found("Room alias not found"),
+                _ => EventError::not_found(format!("Could not look up the alias: {error}")),
+            })?;
+        Ok((answer.room_id, answer.servers))
+    }
+}
