@@ -48,6 +48,20 @@ pub trait Subscriber: Send + Sync {
     fn published(&self, change: Change<'_>);
 }
 
+/// Another server's part in a local event. An invite of a user of another server must carry
+/// that server's signature before it is stored; federation provides this (see
+/// [`Base::set_countersigner`]). A refusal is its reason.
+pub trait Countersigner: Send + Sync {
+    /// Has the invitee's server sign the invite; returns the event with its signature added.
+    fn countersign_invite<'a>(
+        &'a self,
+        room_id: &'a ruma::RoomId,
+        event_id: &'a ruma::EventId,
+        version: &'a str,
+        event: ruma::CanonicalJsonObject,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ruma::CanonicalJsonObject, String>> + Send + 'a>>;
+}
+
 #[derive(Clone)]
 pub struct Base(Arc<Handles>);
 
@@ -67,6 +81,8 @@ pub struct Handles {
     pub notifier: Arc<Notifier>,
     /// Weak: a subscriber (push) may hold a `Base` itself.
     subscribers: RwLock<Vec<Weak<dyn Subscriber>>>,
+    /// Federation's hand in local events (invites to other servers); none when it is off.
+    countersigner: RwLock<Option<Weak<dyn Countersigner>>>,
 }
 
 impl Base {
@@ -85,6 +101,7 @@ impl Base {
             caches,
             notifier: Arc::new(Notifier::new(positions)),
             subscribers: RwLock::default(),
+            countersigner: RwLock::default(),
             config,
             storage,
         }))
@@ -96,6 +113,19 @@ impl Base {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(subscriber);
+    }
+
+    /// Sets who countersigns invites to other servers (federation, at start).
+    pub fn set_countersigner(&self, countersigner: Weak<dyn Countersigner>) {
+        *self.countersigner.write().unwrap_or_else(|p| p.into_inner()) = Some(countersigner);
+    }
+
+    pub fn countersigner(&self) -> Option<std::sync::Arc<dyn Countersigner>> {
+        self.countersigner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(Weak::upgrade)
     }
 
     /// Tells every subscriber of a committed change.

@@ -563,3 +563,139 @@ async fn joining_an_unknown_room_without_a_server_to_ask_is_a_clear_error() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
+
+/// Waits (up to 15 s) until `user`'s membership in the room, as `server` sees it, is `want`.
+async fn wait_for_membership(server: &TestServer, token: &str, room_id: &str, user: &str, want: &str) {
+    for _ in 0..150 {
+        let (status, member) = server
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{user}"),
+                Some(token),
+            )
+            .await;
+        if status == StatusCode::OK && member["membership"] == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{user} never became {want} on {}", server.server_name());
+}
+
+/// Waits (up to 15 s) for an invite to the room in the user's /sync; returns its stripped state.
+async fn wait_for_invite(server: &TestServer, token: &str, room_id: &str) -> Vec<serde_json::Value> {
+    for _ in 0..150 {
+        let (_, sync) = server.get("/_matrix/client/v3/sync?timeout=0", Some(token)).await;
+        if let Some(events) = sync["rooms"]["invite"][room_id]["invite_state"]["events"].as_array() {
+            return events.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no invite to {room_id} on {}", server.server_name());
+}
+
+#[tokio::test]
+async fn a_direct_chat_with_a_user_of_another_server_from_invite_to_kick() {
+    let ca = TestCa::new();
+    let servers = start_federated(2, &ca, &[], |_, _| {}).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let carol = b.register("carol").await;
+    let (status, room) = a
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice.access_token),
+            json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [bob.user_id], "name": "DM" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{room}");
+    let room_id = room["room_id"].as_str().unwrap();
+
+    // Bob's server signed the invite; bob's client sees it, with what the room is.
+    let invite_state = wait_for_invite(b, &bob.access_token, room_id).await;
+    let own = invite_state
+        .iter()
+        .find(|event| event["type"] == "m.room.member" && event["state_key"] == bob.user_id.as_str())
+        .expect("the invite itself");
+    assert_eq!(own["content"]["membership"], "invite");
+    assert_eq!(own["content"]["is_direct"], true);
+    assert!(
+        invite_state
+            .iter()
+            .any(|event| event["type"] == "m.room.name" && event["content"]["name"] == "DM"),
+        "{invite_state:?}"
+    );
+    let (_, member) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{}", bob.user_id),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert_eq!(member["membership"], "invite", "{member}");
+
+    // Bob accepts: his server joins through alice's.
+    let (status, body) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room_id}/join"),
+            Some(&bob.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for_membership(a, &alice.access_token, room_id, &bob.user_id, "join").await;
+    say(b, &bob.access_token, room_id, "thanks-for-the-invite").await;
+    wait_for_message(a, &alice.access_token, room_id, "thanks-for-the-invite").await;
+
+    // Carol is invited and declines: her server leaves through alice's.
+    let (status, body) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room_id}/invite"),
+            Some(&alice.access_token),
+            json!({ "user_id": carol.user_id }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for_invite(b, &carol.access_token, room_id).await;
+    let (status, body) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room_id}/leave"),
+            Some(&carol.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for_membership(a, &alice.access_token, room_id, &carol.user_id, "leave").await;
+
+    // Alice kicks bob: bob's server hears of it.
+    let (status, body) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room_id}/kick"),
+            Some(&alice.access_token),
+            json!({ "user_id": bob.user_id, "reason": "bye" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, sync) = b
+        .get("/_matrix/client/v3/sync?timeout=0", Some(&bob.access_token))
+        .await;
+    let next = sync["next_batch"].as_str().unwrap().to_owned();
+    for _ in 0..150 {
+        let (_, sync) = b
+            .get(
+                &format!("/_matrix/client/v3/sync?timeout=0&since={next}"),
+                Some(&bob.access_token),
+            )
+            .await;
+        if sync["rooms"]["leave"][room_id].is_object() {
+            return;
+        }
+        let (_, all) = b
+            .get("/_matrix/client/v3/sync?timeout=0", Some(&bob.access_token))
+            .await;
+        if all["rooms"]["join"][room_id].is_null() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("bob's server never saw the kick");
+}

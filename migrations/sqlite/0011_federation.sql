@@ -52,3 +52,12 @@ CREATE TABLE federation_forwarded_events (
 -- Outliers (events known only by themselves: auth events, the state a join brought) take
 -- negative stream positions from their own counter, outside every timeline.
 INSERT INTO stream_positions (stream, position) VALUES ('outliers', 0);
+
+-- What a remote server told us of a room along with an invite (its name, avatar, join
+-- rules...: stripped state, as JSON), shown with the invite while we are not in the room.
+CREATE TABLE remote_invite_state (
+    room_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    events TEXT NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+);

@@ -245,6 +245,9 @@ pub fn router(state: AppState) -> Router {
         .ruma(federation::query::directory)
         .ruma(federation::membership::make_join)
         .ruma(federation::membership::send_join)
+        .ruma(federation::membership::make_leave)
+        .ruma(federation::membership::send_leave)
+        .ruma(federation::membership::invite)
         .ruma(federation::transactions::send_transaction)
         // Synapse-compatible admin API
         .route(

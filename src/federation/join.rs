@@ -321,8 +321,9 @@ fn remote_refusal(error: hearth_federation::client::FederationError) -> EventErr
 
 impl Federation {
     /// Whether a join must go through another server: the room is unknown here, or no local
-    /// user is in it any more (our copy of it is stale).
-    pub async fn must_join_remotely(&self, room_id: &RoomId) -> EventResult<bool> {
+    /// user is in it any more (our copy of it is stale) while other servers are, or we only
+    /// hold a remote invite to it.
+    pub async fn must_join_remotely(&self, user_id: &UserId, room_id: &RoomId) -> EventResult<bool> {
         let storage = &self.base.storage;
         if self
             .base
@@ -334,7 +335,18 @@ impl Federation {
             return Ok(true);
         }
         let servers = storage.servers_in_room(room_id.as_str()).await?;
-        Ok(!servers.is_empty() && !servers.iter().any(|s| s == self.server_name().as_str()))
+        if servers.iter().any(|s| s == self.server_name().as_str()) {
+            return Ok(false);
+        }
+        if !servers.is_empty() {
+            return Ok(true);
+        }
+        let invited_from_afar = storage
+            .current_state_event(room_id.as_str(), "m.room.member", user_id.as_str())
+            .await?
+            .and_then(|row| UserId::parse(&row.sender).ok())
+            .is_some_and(|inviter| inviter.server_name() != self.server_name());
+        Ok(invited_from_afar)
     }
 
     /// Servers that may let `user_id` in: those the client named, the server of whoever

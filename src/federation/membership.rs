@@ -51,11 +51,24 @@ impl Federation {
         user_id: &UserId,
         rules: &RoomVersionRules,
     ) -> EventResult<CanonicalJsonObject> {
+        self.make_membership(origin, room_id, user_id, "join", rules).await
+    }
+
+    /// A membership event (`join`, `leave`) for `user_id` of `origin` to sign, built on the
+    /// room's head, if the room's rules allow it.
+    pub async fn make_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        membership: &str,
+        rules: &RoomVersionRules,
+    ) -> EventResult<CanonicalJsonObject> {
         if user_id.server_name() != origin {
             return Err(EventError::forbidden("The user is not on the requesting server"));
         }
         self.require_resident(room_id).await?;
-        let draft = EventDraft::state("m.room.member", user_id.as_str(), json!({ "membership": "join" }));
+        let draft = EventDraft::state("m.room.member", user_id.as_str(), json!({ "membership": membership }));
         let types = auth_types(&draft, user_id, rules)?;
         let context = local_context(&self.base, room_id, &types).await?;
         let references = |ids: &[String]| -> EventResult<Vec<(String, CanonicalJsonObject)>> {
@@ -74,7 +87,8 @@ impl Federation {
         let mut object = build_object(&draft, Some(room_id), user_id, context.depth, &prev, &auth, rules)?;
         object.insert("origin".to_owned(), CanonicalJsonValue::String(origin.to_string()));
         // Refused now rather than after the remote server signed it.
-        let placeholder = OwnedEventId::try_from("$make_join:hearth.invalid").map_err(|_| EventError::internal())?;
+        let placeholder =
+            OwnedEventId::try_from("$make_membership:hearth.invalid").map_err(|_| EventError::internal())?;
         let pdu = PduEvent::from_json(
             placeholder,
             &CanonicalJsonValue::Object(object.clone()).to_string(),
@@ -85,14 +99,17 @@ impl Federation {
         Ok(object)
     }
 
-    /// Takes a signed join into the room; answers with the state before it and its auth chain.
-    pub async fn send_join(
+    /// Takes a signed membership event (`join`, `leave`) of a user of `origin` into the room,
+    /// and marks it to be passed on to the room's other servers (which the sending server may
+    /// not know).
+    pub async fn receive_membership(
         &self,
         origin: &ServerName,
         room_id: &RoomId,
         event_id: &OwnedEventId,
         pdu: &RawValue,
-    ) -> EventResult<JoinedState> {
+        expected: &str,
+    ) -> EventResult<RemoteOutcome> {
         self.require_resident(room_id).await?;
         let (_, rules) = self.room_rules(room_id).await?;
         let object: CanonicalJsonObject =
@@ -110,14 +127,14 @@ impl Federation {
         };
         let sender = field("sender").and_then(|s| UserId::parse(s).ok());
         if field("type") != Some("m.room.member")
-            || membership != Some("join")
+            || membership != Some(expected)
             || field("room_id") != Some(room_id.as_str())
             || sender.as_ref().map(|s| s.as_str()) != field("state_key")
             || sender.as_ref().map(|s| s.server_name()) != Some(origin)
         {
-            return Err(EventError::bad_json(
-                "Not a join of a user of the sending server to this room",
-            ));
+            return Err(EventError::bad_json(format!(
+                "Not a {expected} of a user of the sending server to this room"
+            )));
         }
         let (checked_id, object) = self
             .check_pdu(object, &rules)
@@ -126,10 +143,19 @@ impl Federation {
         if &checked_id != event_id {
             return Err(EventError::bad_json("The event ID does not match the event"));
         }
-        let pdu = crate::rooms::pipeline::to_pdu(event_id, &object)?;
-        // We pass the join on to the room's other servers: the joining server knows none yet.
         self.base.storage.forward_event(event_id.as_str()).await?;
-        match append_remote_event(&self.base, room_id, event_id, object, &rules).await? {
+        append_remote_event(&self.base, room_id, event_id, object, &rules).await
+    }
+
+    /// Takes a signed join into the room; answers with the state before it and its auth chain.
+    pub async fn send_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &OwnedEventId,
+        pdu: &RawValue,
+    ) -> EventResult<JoinedState> {
+        match self.receive_membership(origin, room_id, event_id, pdu, "join").await? {
             RemoteOutcome::Accepted(_) | RemoteOutcome::Duplicate => {}
             RemoteOutcome::Rejected(reason) => return Err(EventError::forbidden(reason)),
             RemoteOutcome::MissingEvents(ids) => {
@@ -144,6 +170,13 @@ impl Federation {
                 ));
             }
         }
+        let stored = self
+            .base
+            .storage
+            .event(event_id.as_str())
+            .await?
+            .ok_or_else(|| EventError::forbidden("The join was refused"))?;
+        let pdu = PduEvent::from_json(event_id.clone(), &stored.json, false).map_err(|_| EventError::internal())?;
         let prev = pdu
             .prev_events
             .first()

@@ -5,6 +5,7 @@
 //!
 //! It sits above `rooms` (it feeds remote events into the same pipeline) and below the API.
 
+pub mod invite;
 pub mod join;
 pub mod keys;
 pub mod membership;
@@ -81,7 +82,7 @@ impl Federation {
         let sender = sender::FederationSender::start(base, client.clone());
         let subscriber: Arc<dyn crate::base::Subscriber> = sender.clone();
         base.subscribe(Arc::downgrade(&subscriber));
-        Ok(Some(Arc::new(Self {
+        let federation = Arc::new(Self {
             base: base.clone(),
             client,
             sender,
@@ -91,7 +92,10 @@ impl Federation {
                 burst_count: config.inbound_burst,
             }),
             keys: keys::KeyCache::default(),
-        })))
+        });
+        let countersigner: Arc<dyn crate::base::Countersigner> = federation.clone();
+        base.set_countersigner(Arc::downgrade(&countersigner));
+        Ok(Some(federation))
     }
 
     /// Whether the operator refused this server (`federation.blocked_servers`).

@@ -126,7 +126,12 @@ async fn drafts(
         events.push(EventDraft::state("m.room.topic", "", json!({ "topic": topic })));
     }
     let mut drafts: Vec<_> = events.into_iter().map(|draft| (creator.to_owned(), draft)).collect();
-    for invitee in &spec.invite {
+    // Users of other servers are invited once the room exists (their server signs the invite).
+    for invitee in spec
+        .invite
+        .iter()
+        .filter(|user| user.server_name() == state.config.server_name)
+    {
         let change = Change::Invite {
             is_direct: spec.is_direct,
         };

@@ -93,16 +93,29 @@ pub async fn invite(
     invitee: &UserId,
     reason: Option<&str>,
 ) -> EventResult<()> {
-    if invitee.server_name() != state.config.server_name {
+    invite_with(state, sender, room_id, invitee, reason, false).await
+}
+
+/// [`invite`], marked as a direct chat (`is_direct`) when asked.
+pub async fn invite_with(
+    state: &Base,
+    sender: &Sender,
+    room_id: &RoomId,
+    invitee: &UserId,
+    reason: Option<&str>,
+    is_direct: bool,
+) -> EventResult<()> {
+    let remote = invitee.server_name() != state.config.server_name;
+    if remote && state.countersigner().is_none() {
         return Err(EventError::forbidden(
-            "Inviting users of other servers needs federation, not supported yet",
+            "Inviting users of other servers needs federation, which is off on this server",
         ));
     }
-    if state.storage.user(invitee.as_str()).await?.is_none() {
+    if !remote && state.storage.user(invitee.as_str()).await?.is_none() {
         return Err(EventError::not_found("No such user"));
     }
     state.rate_limits.check_invite(sender, invitee.as_str())?;
-    let change = Change::Invite { is_direct: false };
+    let change = Change::Invite { is_direct };
     change_membership(state, room_id, &sender.user_id, invitee, change, reason).await?;
     Ok(())
 }

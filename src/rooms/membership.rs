@@ -245,3 +245,70 @@ pub async fn propagate_profile(state: &Base, user_id: &UserId) -> EventResult<()
     }
     Ok(())
 }
+
+/// The state events that describe a room to someone not in it (an invitee, a knocker).
+const STRIPPED_STATE: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+/// A stripped event: type, state key, sender and content only.
+fn stripped(row: &crate::storage::EventRow) -> Option<Value> {
+    let pdu: Value = serde_json::from_str(&row.json).ok()?;
+    Some(json!({
+        "type": row.event_type,
+        "state_key": row.state_key.clone().unwrap_or_default(),
+        "sender": row.sender,
+        "content": pdu["content"],
+    }))
+}
+
+/// The stripped state of a room for an invite or knock: a few descriptive events and the
+/// membership event itself. For a room we are not in, what the inviting server sent.
+pub async fn stripped_state(
+    state: &Base,
+    room_id: &str,
+    membership_event: &crate::storage::EventRow,
+) -> EventResult<Vec<Value>> {
+    if let Some(user_id) = membership_event.state_key.as_deref()
+        && let Some(events) = state.storage.remote_invite_state(room_id, user_id).await?
+    {
+        let mut events: Vec<Value> = serde_json::from_str(&events).unwrap_or_default();
+        events.retain(|event| event["type"] != "m.room.member" || event["state_key"] != user_id);
+        events.extend(stripped(membership_event));
+        return Ok(events);
+    }
+    let mut events = room_description(state, room_id).await?;
+    events.extend(stripped(membership_event));
+    Ok(events)
+}
+
+/// The room's descriptive state events, stripped.
+pub async fn room_description(state: &Base, room_id: &str) -> EventResult<Vec<Value>> {
+    Ok(room_description_events(state, room_id)
+        .await?
+        .iter()
+        .filter_map(stripped)
+        .collect())
+}
+
+/// The room's descriptive state events, whole (an invite to another server carries them as
+/// PDUs).
+pub async fn room_description_events(state: &Base, room_id: &str) -> EventResult<Vec<crate::storage::EventRow>> {
+    let keys: Vec<(String, String)> = STRIPPED_STATE
+        .iter()
+        .map(|kind| ((*kind).to_owned(), String::new()))
+        .collect();
+    let ids: Vec<String> = state
+        .storage
+        .current_state_entries(room_id, &keys)
+        .await?
+        .into_values()
+        .collect();
+    Ok(state.storage.events(&ids).await?)
+}

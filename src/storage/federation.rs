@@ -303,3 +303,69 @@ impl Storage {
         Ok(persisted.position)
     }
 }
+
+impl Storage {
+    /// A membership of a local user in a room we are not in (an invite from another server,
+    /// or the rejection of one): the event is stored in our timeline and is the user's
+    /// membership, nothing else of the room changes. `invite_state`: the stripped state
+    /// that came with an invite (JSON), shown with it. Returns the event's position.
+    pub async fn persist_remote_membership(
+        &self,
+        version: &str,
+        event: &super::NewEvent,
+        invite_state: Option<&str>,
+    ) -> Result<i64, StorageError> {
+        let user_id = event
+            .state_key
+            .as_deref()
+            .ok_or(StorageError::Invariant("a membership event has a state key"))?;
+        let mut tx = self.begin_write().await?;
+        Self::insert_room(&mut tx, &event.room_id, version, &event.sender).await?;
+        let persisted = Self::persist_event(&mut tx, event).await?;
+        sqlx::query(
+            "INSERT INTO current_state_events (room_id, event_type, state_key, event_id, membership)
+             VALUES ($1, 'm.room.member', $2, $3, $4)
+             ON CONFLICT (room_id, event_type, state_key)
+             DO UPDATE SET event_id = excluded.event_id, membership = excluded.membership",
+        )
+        .bind(&event.room_id)
+        .bind(user_id)
+        .bind(&event.event_id)
+        .bind(event.membership.as_deref())
+        .execute(&mut *tx)
+        .await?;
+        match invite_state {
+            Some(events) => {
+                sqlx::query(
+                    "INSERT INTO remote_invite_state (room_id, user_id, events) VALUES ($1, $2, $3)
+                     ON CONFLICT (room_id, user_id) DO UPDATE SET events = excluded.events",
+                )
+                .bind(&event.room_id)
+                .bind(user_id)
+                .bind(events)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM remote_invite_state WHERE room_id = $1 AND user_id = $2")
+                    .bind(&event.room_id)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(persisted.position)
+    }
+
+    /// The stripped state a remote invite brought (JSON array), if any.
+    pub async fn remote_invite_state(&self, room_id: &str, user_id: &str) -> Result<Option<String>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT events FROM remote_invite_state WHERE room_id = $1 AND user_id = $2")
+                .bind(room_id)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+}

@@ -35,16 +35,6 @@ use crate::{
 };
 
 /// State sent in an invite or knock, so the client can show the room before joining.
-const STRIPPED_STATE: &[&str] = &[
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-];
-
 /// What a client asked of one sync.
 pub struct SyncRequest {
     pub since: Option<StreamToken>,
@@ -617,30 +607,7 @@ pub(super) async fn stripped_state(
     room_id: &str,
     membership_event: &EventRow,
 ) -> ApiResult<Vec<Value>> {
-    let keys: Vec<(String, String)> = STRIPPED_STATE
-        .iter()
-        .map(|kind| ((*kind).to_owned(), String::new()))
-        .collect();
-    let ids: Vec<String> = state
-        .storage
-        .current_state_entries(room_id, &keys)
-        .await?
-        .into_values()
-        .collect();
-    let mut rows = state.storage.events(&ids).await?;
-    rows.push(membership_event.clone());
-    Ok(rows
-        .iter()
-        .filter_map(|row| {
-            let pdu: Value = serde_json::from_str(&row.json).ok()?;
-            Some(json!({
-                "type": row.event_type,
-                "state_key": row.state_key.clone().unwrap_or_default(),
-                "sender": row.sender,
-                "content": pdu["content"],
-            }))
-        })
-        .collect())
+    Ok(crate::rooms::membership::stripped_state(state, room_id, membership_event).await?)
 }
 
 /// An `m.receipt` event from receipt rows: event → type → user → {ts, thread_id}.

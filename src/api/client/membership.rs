@@ -71,7 +71,7 @@ async fn join_room(
     extra: Map<String, Value>,
 ) -> ApiResult<OwnedRoomId> {
     if let Some(federation) = &state.federation
-        && federation.must_join_remotely(room_id).await?
+        && federation.must_join_remotely(&sender.user_id, room_id).await?
     {
         if sender.is_guest {
             return Err(ApiError::forbidden("Guests cannot join rooms on other servers"));
@@ -122,6 +122,21 @@ pub async fn invite(state: AppState, request: Ruma<invite_user::v3::Request>) ->
 pub async fn leave(state: AppState, request: Ruma<leave_room::v3::Request>) -> ApiResult<leave_room::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
+    let membership = state
+        .storage
+        .membership(body.room_id.as_str(), sender.user_id.as_str())
+        .await?;
+    // Invited to (or knocking on) a room this server is not in: the leave goes through the
+    // inviting server.
+    if let Some(federation) = &state.federation
+        && matches!(membership.as_deref(), Some("invite" | "knock"))
+        && federation.must_leave_remotely(&body.room_id).await?
+    {
+        federation
+            .leave_remote(&sender.user_id, &body.room_id, body.reason.as_deref())
+            .await?;
+        return Ok(leave_room::v3::Response::new());
+    }
     joins::leave(&state, &sender.user_id, &body.room_id, body.reason.as_deref()).await?;
     Ok(leave_room::v3::Response::new())
 }

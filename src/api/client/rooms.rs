@@ -156,9 +156,12 @@ pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) ->
     // Invitees are checked as /invite checks them, before anything is made.
     for invitee in &body.invite {
         if invitee.server_name() != state.config.server_name {
-            return Err(ApiError::forbidden(
-                "Inviting users of other servers needs federation, not supported yet",
-            ));
+            if state.federation.is_none() {
+                return Err(ApiError::forbidden(
+                    "Inviting users of other servers needs federation, which is off on this server",
+                ));
+            }
+            continue;
         }
         if state.storage.user(invitee.as_str()).await?.is_none() {
             return Err(ApiError::not_found(format!("No such user: {invitee}")));
@@ -183,6 +186,19 @@ pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) ->
         publish: body.visibility == Visibility::Public,
     };
     let room_id = create_room_with(&state, &sender.user_id, spec).await?;
+    // Users of other servers: invited now that the room exists, each through their server. A
+    // server that refuses or does not answer leaves the room made, without that invite.
+    for invitee in body
+        .invite
+        .iter()
+        .filter(|user| user.server_name() != state.config.server_name)
+    {
+        if let Err(error) =
+            crate::rooms::joins::invite_with(&state, sender, &room_id, invitee, None, body.is_direct).await
+        {
+            tracing::info!(%room_id, %invitee, %error, "could not invite a user of another server");
+        }
+    }
     Ok(create_room::v3::Response::new(room_id))
 }
 

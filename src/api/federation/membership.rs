@@ -1,10 +1,12 @@
-//! Joins from other servers: `GET /make_join/{roomId}/{userId}` and
-//! `PUT /v2/send_join/{roomId}/{eventId}`.
+//! Memberships from other servers: joins (`make_join`, `v2/send_join`), leaves
+//! (`make_leave`, `v2/send_leave`) and invites for our users (`v2/invite`).
 
 use http::StatusCode;
 use ruma::api::{
     error::{ErrorKind, IncompatibleRoomVersionErrorData},
-    federation::membership::{create_join_event, prepare_join_event},
+    federation::membership::{
+        create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+    },
 };
 use serde_json::value::to_raw_value;
 
@@ -58,4 +60,64 @@ pub async fn send_join(
     room_state.auth_chain = joined.auth_chain;
     room_state.servers_in_room = Some(joined.servers_in_room);
     Ok(create_join_event::v2::Response::new(room_state))
+}
+
+pub async fn make_leave(
+    state: AppState,
+    request: Ruma<prepare_leave_event::v1::Request>,
+) -> ApiResult<prepare_leave_event::v1::Response> {
+    let origin = request.origin()?;
+    let federation = federation(&state)?;
+    let body = &request.body;
+    let (version, rules) = federation.room_rules(&body.room_id).await?;
+    let template = federation
+        .make_leave(origin, &body.room_id, &body.user_id, &rules)
+        .await?;
+    Ok(prepare_leave_event::v1::Response::new(
+        Some(version),
+        to_raw_value(&template).map_err(|_| ApiError::internal())?,
+    ))
+}
+
+pub async fn send_leave(
+    state: AppState,
+    request: Ruma<create_leave_event::v2::Request>,
+) -> ApiResult<create_leave_event::v2::Response> {
+    let origin = request.origin()?;
+    let federation = federation(&state)?;
+    let body = &request.body;
+    federation
+        .send_leave(origin, &body.room_id, &body.event_id, &body.pdu)
+        .await?;
+    Ok(create_leave_event::v2::Response::new())
+}
+
+/// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: an invite for one of our users.
+pub async fn invite(
+    state: AppState,
+    request: Ruma<create_invite::v2::Request>,
+) -> ApiResult<create_invite::v2::Response> {
+    let origin = request.origin()?;
+    let federation = federation(&state)?;
+    let body = &request.body;
+    if body.room_version.rules().is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::IncompatibleRoomVersion(IncompatibleRoomVersionErrorData::new(body.room_version.clone())),
+            format!("Room version {} is not supported here", body.room_version),
+        ));
+    }
+    let signed = federation
+        .receive_invite(
+            origin,
+            &body.room_id,
+            &body.event_id,
+            &body.room_version,
+            &body.event,
+            &body.invite_room_state,
+        )
+        .await?;
+    Ok(create_invite::v2::Response::new(
+        to_raw_value(&signed).map_err(|_| ApiError::internal())?,
+    ))
 }

@@ -34,6 +34,17 @@ use super::error::{EventError, EventResult};
 pub use super::version::room_version_rules;
 use crate::base::Base;
 
+/// The server of the invitee, when a draft invites a user of another server.
+fn remote_invitee<'a>(draft: &'a EventDraft, server_name: &ruma::ServerName) -> Option<&'a str> {
+    if draft.event_type != "m.room.member" || draft.content.get("membership").and_then(|m| m.as_str()) != Some("invite")
+    {
+        return None;
+    }
+    let invitee = draft.state_key.as_deref()?;
+    let (_, server) = invitee.split_once(':')?;
+    (server != server_name.as_str()).then_some(server)
+}
+
 /// An event that made it into the room.
 #[derive(Debug, Clone)]
 pub struct Appended {
@@ -110,6 +121,20 @@ pub async fn append_event(
     let event_id = finalize(&mut object, &rules, &state.config.server_name, &state.signing_key)?;
     let pdu = to_pdu(&event_id, &object)?;
     authorise::authorise(&rules, &pdu, &context)?;
+    // The invitee's server signs an invite first. (The room stays locked meanwhile: bounded
+    // by the federation request timeout.)
+    let object = match remote_invitee(&draft, &state.config.server_name) {
+        Some(_) => {
+            let countersigner = state.countersigner().ok_or_else(|| {
+                EventError::forbidden("Inviting users of other servers needs federation, which is off")
+            })?;
+            countersigner
+                .countersign_invite(room_id, &event_id, &version, object)
+                .await
+                .map_err(EventError::Forbidden)?
+        }
+        None => object,
+    };
     let stream_ordering = persist::persist(
         state,
         context,
