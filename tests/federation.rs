@@ -699,3 +699,162 @@ async fn a_direct_chat_with_a_user_of_another_server_from_invite_to_kick() {
     }
     panic!("bob's server never saw the kick");
 }
+
+/// The event IDs of the room's messages with these bodies, as its member sees them.
+async fn message_ids(server: &TestServer, token: &str, room_id: &str) -> Vec<(String, String)> {
+    let (_, messages) = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=f&limit=100"),
+            Some(token),
+        )
+        .await;
+    messages["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["type"] == "m.room.message")
+        .map(|event| {
+            (
+                event["content"]["body"].as_str().unwrap().to_owned(),
+                event["event_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn servers_in_a_room_read_its_events_state_and_history_as_visibility_allows() {
+    let ca = TestCa::new();
+    let remote = FakeServer::start(&ca, "remote.test", "127.0.0.9".parse().unwrap()).await;
+    let outsider = FakeServer::start(&ca, "outsider.test", "127.0.0.10".parse().unwrap()).await;
+    let servers = start_federated(1, &ca, &[remote.peer(), outsider.peer()], |_, _| {}).await;
+    let a = &servers[0];
+    let alice = a.register("alice").await;
+    let (_, room) = a
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice.access_token),
+            json!({ "preset": "public_chat", "room_version": "11",
+                    "initial_state": [{ "type": "m.room.history_visibility", "content": { "history_visibility": "joined" } }] }),
+        )
+        .await;
+    let room_id = room["room_id"].as_str().unwrap();
+    say(a, &alice.access_token, room_id, "before-anyone-came").await;
+    let (join_id, _) = remote.join(a, room_id, "@mallory:remote.test", "11").await;
+    for body in ["m1", "m2", "m3"] {
+        say(a, &alice.access_token, room_id, body).await;
+    }
+    let ids = message_ids(a, &alice.access_token, room_id).await;
+    let id_of = |body: &str| ids.iter().find(|(b, _)| b == body).unwrap().1.clone();
+
+    // One event.
+    let (status, body) = remote
+        .signed(
+            a,
+            Method::GET,
+            &format!("/_matrix/federation/v1/event/{}", id_of("m2")),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["pdus"][0]["content"]["body"], "m2");
+    assert_eq!(body["origin"], NAMES[0]);
+    // A server with nobody in the room reads nothing.
+    let (status, body) = outsider
+        .signed(
+            a,
+            Method::GET,
+            &format!("/_matrix/federation/v1/event/{}", id_of("m2")),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _) = remote
+        .signed(a, Method::GET, "/_matrix/federation/v1/event/$nothing", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The state before m3: the room's state events, with mallory joined, and their auth chain.
+    let (status, body) = remote
+        .signed(
+            a,
+            Method::GET,
+            &format!("/_matrix/federation/v1/state_ids/{room_id}?event_id={}", id_of("m3")),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["pdu_ids"].as_array().unwrap().contains(&json!(join_id)), "{body}");
+    assert!(!body["auth_chain_ids"].as_array().unwrap().is_empty());
+    let (status, body) = remote
+        .signed(
+            a,
+            Method::GET,
+            &format!("/_matrix/federation/v1/state/{room_id}?event_id={}", id_of("m3")),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["pdus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|pdu| pdu["type"] == "m.room.create")
+    );
+    let (status, body) = remote
+        .signed(
+            a,
+            Method::GET,
+            &format!("/_matrix/federation/v1/event_auth/{room_id}/{}", id_of("m3")),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["auth_chain"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|pdu| pdu["type"] == "m.room.power_levels")
+    );
+
+    // The events between mallory's join and m3.
+    let (status, body) = remote
+        .signed(
+            a,
+            Method::POST,
+            &format!("/_matrix/federation/v1/get_missing_events/{room_id}"),
+            Some(json!({ "earliest_events": [join_id], "latest_events": [id_of("m3")], "limit": 10 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let bodies: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|pdu| pdu["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["m1", "m2"], "{body}");
+
+    // Backfill from m3: everything back to the room's creation, oldest first; the message
+    // from before mallory's server joined a `joined` room comes redacted.
+    let (status, body) = remote
+        .signed(
+            a,
+            Method::GET,
+            &format!("/_matrix/federation/v1/backfill/{room_id}?v={}&limit=50", id_of("m3")),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let pdus = body["pdus"].as_array().unwrap();
+    assert_eq!(pdus[0]["type"], "m.room.create", "{body}");
+    let bodies: Vec<&str> = pdus.iter().filter_map(|pdu| pdu["content"]["body"].as_str()).collect();
+    assert_eq!(bodies, ["m1", "m2", "m3"], "the earlier message is redacted: {body}");
+    assert_eq!(
+        pdus.iter().filter(|pdu| pdu["type"] == "m.room.message").count(),
+        4,
+        "{body}"
+    );
+}

@@ -248,6 +248,12 @@ pub fn router(state: AppState) -> Router {
         .ruma(federation::membership::make_leave)
         .ruma(federation::membership::send_leave)
         .ruma(federation::membership::invite)
+        .ruma(federation::events::event)
+        .ruma(federation::events::state_ids)
+        .ruma(federation::events::state)
+        .ruma(federation::events::event_auth)
+        .ruma(federation::events::missing_events)
+        .ruma(federation::events::backfill)
         .ruma(federation::transactions::send_transaction)
         // Synapse-compatible admin API
         .route(

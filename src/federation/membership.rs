@@ -207,13 +207,16 @@ impl Federation {
                 .iter()
                 .map(|row| raw(&row.json))
                 .collect::<EventResult<_>>()?,
-            auth_chain: auth_chain.iter().map(|json| raw(json)).collect::<EventResult<_>>()?,
+            auth_chain: auth_chain
+                .iter()
+                .map(|row| raw(&row.json))
+                .collect::<EventResult<_>>()?,
             servers_in_room: self.servers_in_room(room_id).await?,
         })
     }
 
-    /// The PDUs (JSON) of the auth chain from `roots`: their auth events, theirs, and so on.
-    async fn auth_chain(&self, roots: Vec<String>) -> EventResult<Vec<String>> {
+    /// The auth chain from `roots`: their auth events, theirs, and so on.
+    pub(super) async fn auth_chain(&self, roots: Vec<String>) -> EventResult<Vec<crate::storage::EventRow>> {
         let mut seen: HashSet<String> = HashSet::new();
         let mut queue: VecDeque<String> = roots.into_iter().collect();
         let mut chain = Vec::new();
@@ -229,7 +232,7 @@ impl Federation {
                         .map(ToString::to_string)
                         .filter(|id| !seen.contains(id)),
                 );
-                chain.push(row.json);
+                chain.push(row);
             }
         }
         Ok(chain)

@@ -5,6 +5,7 @@
 //!
 //! It sits above `rooms` (it feeds remote events into the same pipeline) and below the API.
 
+pub mod history;
 pub mod invite;
 pub mod join;
 pub mod keys;
