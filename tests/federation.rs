@@ -858,3 +858,43 @@ async fn servers_in_a_room_read_its_events_state_and_history_as_visibility_allow
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_pdu_after_a_gap_brings_the_missing_events_with_it() {
+    let ca = TestCa::new();
+    let remote = FakeServer::start(&ca, "remote.test", "127.0.0.9".parse().unwrap()).await;
+    let servers = start_federated(1, &ca, &[remote.peer()], |_, _| {}).await;
+    let a = &servers[0];
+    let mallory = "@mallory:remote.test";
+    let (alice, room_id) = room_with_remote_member(a, &remote, mallory).await;
+    let create = state_event_id(a, &alice.access_token, &room_id, "m.room.create", "").await;
+    let power = state_event_id(a, &alice.access_token, &room_id, "m.room.power_levels", "").await;
+    let join = state_event_id(a, &alice.access_token, &room_id, "m.room.member", mallory).await;
+    let mut prev = join.clone();
+    let mut chain = Vec::new();
+    for (depth, body) in ["gap-1", "gap-2", "after-gap"].iter().enumerate() {
+        let (id, pdu) = remote.sign_event(
+            json!({
+                "type": "m.room.message", "room_id": room_id, "sender": mallory,
+                "content": { "msgtype": "m.text", "body": body },
+                "prev_events": [prev], "auth_events": [create, power, join],
+                "depth": 100 + depth, "origin_server_ts": hearth::storage::now_ms(),
+            }),
+            "11",
+        );
+        prev = id;
+        chain.push(pdu);
+    }
+    let last = chain.pop().unwrap();
+    // Newest first, as a server might answer; Hearth orders them itself.
+    *remote.missing.lock().unwrap() = chain.into_iter().rev().collect();
+    let (status, answer) = remote.send_transaction(a, "gap", vec![last]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["pdus"][&prev], json!({}), "{answer}");
+    let bodies: Vec<String> = message_ids(a, &alice.access_token, &room_id)
+        .await
+        .into_iter()
+        .map(|(body, _)| body)
+        .collect();
+    assert_eq!(bodies, ["gap-1", "gap-2", "after-gap"]);
+}

@@ -9,7 +9,9 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, S
 use serde_json::value::RawValue;
 
 use super::{Federation, pdu::event_id_of};
+use crate::rooms::error::EventResult;
 use crate::rooms::pipeline::remote::{RemoteOutcome, append_remote_event};
+use ruma::{EventId, UInt, api::federation::event::get_missing_events, room_version_rules::RoomVersionRules};
 
 /// The spec's limits per transaction.
 pub const MAX_PDUS: usize = 50;
@@ -74,7 +76,10 @@ impl Federation {
                     continue;
                 }
             };
-            let result = match append_remote_event(&self.base, room_id, &event_id, object, &rules).await {
+            let result = match self
+                .append_filling_gaps(origin, room_id, &event_id, object, &rules)
+                .await
+            {
                 Ok(RemoteOutcome::Accepted(_)) => {
                     self.base.metrics.federation_pdus_received.inc();
                     Ok(())
@@ -93,5 +98,83 @@ impl Federation {
             results.push((event_id, result));
         }
         results
+    }
+}
+
+/// Events fetched to fill one gap before its PDU (as Synapse bounds it).
+const GAP_LIMIT: u32 = 20;
+
+impl Federation {
+    /// Appends a remote event; when events before it are unknown, asks `origin` for them
+    /// (`get_missing_events`, back to our forward extremities, bounded), takes them in oldest
+    /// first, and tries again.
+    async fn append_filling_gaps(
+        &self,
+        origin: &ServerName,
+        room_id: &OwnedRoomId,
+        event_id: &OwnedEventId,
+        object: CanonicalJsonObject,
+        rules: &RoomVersionRules,
+    ) -> EventResult<RemoteOutcome> {
+        let outcome = append_remote_event(&self.base, room_id, event_id, object.clone(), rules).await?;
+        let RemoteOutcome::MissingEvents(_) = &outcome else {
+            return Ok(outcome);
+        };
+        if self.fill_gap(origin, room_id, event_id, rules).await? == 0 {
+            return Ok(outcome);
+        }
+        append_remote_event(&self.base, room_id, event_id, object, rules).await
+    }
+
+    /// Fetches and appends the events between our head and `event_id`; returns how many
+    /// entered the room.
+    async fn fill_gap(
+        &self,
+        origin: &ServerName,
+        room_id: &OwnedRoomId,
+        event_id: &EventId,
+        rules: &RoomVersionRules,
+    ) -> EventResult<usize> {
+        let earliest = self
+            .base
+            .storage
+            .forward_extremities(room_id.as_str())
+            .await?
+            .into_iter()
+            .filter_map(|(id, _, _)| OwnedEventId::try_from(id).ok())
+            .collect();
+        let mut request = get_missing_events::v1::Request::new(room_id.clone(), earliest, vec![event_id.to_owned()]);
+        request.limit = UInt::from(GAP_LIMIT);
+        let events = match self.client.send(origin, request).await {
+            Ok(response) => response.events,
+            Err(error) => {
+                tracing::info!(%origin, %room_id, %error, "could not fetch missing events");
+                return Ok(0);
+            }
+        };
+        let mut objects: Vec<CanonicalJsonObject> = events
+            .iter()
+            .filter_map(|raw| serde_json::from_str(raw.get()).ok())
+            .collect();
+        // Oldest first, whatever order they came in.
+        objects.sort_by_key(|object| match object.get("depth") {
+            Some(CanonicalJsonValue::Integer(depth)) => i64::from(*depth),
+            _ => 0,
+        });
+        let mut added = 0;
+        for object in objects.into_iter().take(GAP_LIMIT as usize) {
+            let Ok((id, object)) = self.check_pdu(object, rules).await else {
+                continue;
+            };
+            if matches!(
+                append_remote_event(&self.base, room_id, &id, object, rules).await?,
+                RemoteOutcome::Accepted(_)
+            ) {
+                self.base.metrics.federation_pdus_received.inc();
+                added += 1;
+            }
+        }
+        tracing::info!(%origin, %room_id, added, "filled a gap before a PDU");
+        Ok(added)
     }
 }

@@ -136,6 +136,8 @@ pub async fn start_federated(
 /// A server written in the test: its own name and key, its key document served over TLS,
 /// and requests signed however the test likes.
 pub struct FakeServer {
+    /// What it answers to `get_missing_events` (any room, any range).
+    pub missing: Arc<std::sync::Mutex<Vec<Value>>>,
     /// The PDUs other servers sent it in transactions, in arrival order.
     pub received: Arc<std::sync::Mutex<Vec<Value>>>,
     /// While false, transactions are answered 503 (the server is "down").
@@ -160,7 +162,16 @@ impl FakeServer {
         let received: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
         let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (inbox, open) = (received.clone(), accepting.clone());
+        let missing: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let gaps = missing.clone();
         let router = axum::Router::new()
+            .route(
+                "/_matrix/federation/v1/get_missing_events/{room_id}",
+                axum::routing::post(move || {
+                    let gaps = gaps.clone();
+                    async move { axum::Json(serde_json::json!({ "events": *gaps.lock().unwrap() })) }
+                }),
+            )
             .route(
                 "/_matrix/federation/v1/send/{txn_id}",
                 axum::routing::put(move |axum::Json(body): axum::Json<Value>| {
@@ -213,6 +224,7 @@ impl FakeServer {
             },
         ));
         Self {
+            missing,
             received,
             accepting,
             name: name.to_owned(),
