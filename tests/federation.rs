@@ -898,3 +898,96 @@ async fn a_pdu_after_a_gap_brings_the_missing_events_with_it() {
         .collect();
     assert_eq!(bodies, ["gap-1", "gap-2", "after-gap"]);
 }
+
+#[tokio::test]
+async fn a_fork_in_the_room_state_resolves_to_the_same_state_on_every_server() {
+    let ca = TestCa::new();
+    let remote = FakeServer::start(&ca, "remote.test", "127.0.0.9".parse().unwrap()).await;
+    let servers = start_federated(2, &ca, &[remote.peer()], |_, _| {}).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let mallory = "@mallory:remote.test";
+    let (alice, room_id) = room_with_remote_member(a, &remote, mallory).await;
+    let room_id = room_id.as_str();
+    let bob = b.register("bob").await;
+    let (status, body) = b
+        .post(
+            &format!("/_matrix/client/v3/join/{room_id}?via={}", NAMES[0]),
+            Some(&bob.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Mallory may name the room.
+    let (_, mut levels) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/"),
+            Some(&alice.access_token),
+        )
+        .await;
+    levels["users"][mallory] = json!(50);
+    levels["events"]["m.room.name"] = json!(50);
+    let (status, body) = a
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/"),
+            Some(&alice.access_token),
+            levels,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    say(a, &alice.access_token, room_id, "before-fork").await;
+    wait_for_message(b, &bob.access_token, room_id, "before-fork").await;
+    let fork_point = message_ids(a, &alice.access_token, room_id)
+        .await
+        .into_iter()
+        .find(|(body, _)| body == "before-fork")
+        .unwrap()
+        .1;
+
+    // Alice names the room; concurrently mallory names it too, from before alice's change.
+    let (status, _) = a
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.name/"),
+            Some(&alice.access_token),
+            json!({ "name": "alice's name" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let create = state_event_id(a, &alice.access_token, room_id, "m.room.create", "").await;
+    let power = state_event_id(a, &alice.access_token, room_id, "m.room.power_levels", "").await;
+    let join = state_event_id(a, &alice.access_token, room_id, "m.room.member", mallory).await;
+    let (fork_id, fork) = remote.sign_event(
+        json!({
+            "type": "m.room.name", "state_key": "", "room_id": room_id, "sender": mallory,
+            "content": { "name": "mallory's name" },
+            "prev_events": [fork_point], "auth_events": [create, power, join],
+            "depth": 1000, "origin_server_ts": hearth::storage::now_ms() + 1,
+        }),
+        "11",
+    );
+    let (status, answer) = remote.send_transaction(a, "fork", vec![fork]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["pdus"][&fork_id], json!({}), "the fork is accepted: {answer}");
+
+    // Alice's next message joins both branches; bob's server fetches the branch it missed.
+    say(a, &alice.access_token, room_id, "after-fork").await;
+    wait_for_message(b, &bob.access_token, room_id, "after-fork").await;
+    let (_, name_a) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.name/"),
+            Some(&alice.access_token),
+        )
+        .await;
+    let (_, name_b) = b
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.name/"),
+            Some(&bob.access_token),
+        )
+        .await;
+    assert_eq!(name_a, name_b, "both servers resolve the fork alike");
+    // The later of two equally powerful changes wins (state resolution v2 orders them by
+    // power, then timestamp).
+    assert_eq!(name_a["name"], "mallory's name");
+    // And the room goes on: bob's next message reaches alice.
+    say(b, &bob.access_token, room_id, "after-merge").await;
+    wait_for_message(a, &alice.access_token, room_id, "after-merge").await;
+}

@@ -317,6 +317,7 @@ fn state_event(id: &str, event_type: &str, prev: &[&str], before: Option<i64>, w
         redacts: None,
         writes,
         rejected_reason: None,
+        resolved_state: None,
     }
 }
 

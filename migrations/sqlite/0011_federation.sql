@@ -61,3 +61,8 @@ CREATE TABLE remote_invite_state (
     events TEXT NOT NULL,
     PRIMARY KEY (room_id, user_id)
 );
+
+-- The state group holding the room's current state: the state after its newest event, or,
+-- once the DAG forked, the resolution of its forward extremities' states. Local events are
+-- built on it. NULL for rooms from before this column: the newest extremity's state then.
+ALTER TABLE rooms ADD COLUMN current_state_group BIGINT;

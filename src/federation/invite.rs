@@ -241,6 +241,7 @@ impl Federation {
             redacts: None,
             writes,
             rejected_reason: None,
+            resolved_state: None,
         };
         let room_lock = self.base.room_locks.lock(room_id).await;
         let position = self
@@ -372,8 +373,8 @@ impl Federation {
         match self.receive_membership(origin, room_id, event_id, pdu, "leave").await? {
             RemoteOutcome::Accepted(_) | RemoteOutcome::Duplicate => Ok(()),
             RemoteOutcome::Rejected(reason) => Err(EventError::forbidden(reason)),
-            RemoteOutcome::MissingEvents(_) | RemoteOutcome::NeedsResolution => Err(EventError::forbidden(
-                "The room moved on since make_leave; ask for a new leave event",
+            RemoteOutcome::MissingEvents(_) => Err(EventError::forbidden(
+                "The leave names events this server does not have",
             )),
         }
     }

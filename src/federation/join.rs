@@ -221,6 +221,7 @@ impl Federation {
             redacts: None,
             writes: kind.writes(),
             rejected_reason: None,
+            resolved_state: None,
         };
         let outliers = checked
             .iter()

@@ -164,11 +164,6 @@ impl Federation {
                     ids.join(", ")
                 )));
             }
-            RemoteOutcome::NeedsResolution => {
-                return Err(EventError::forbidden(
-                    "The room moved on since make_join; ask for a new join event",
-                ));
-            }
         }
         let stored = self
             .base

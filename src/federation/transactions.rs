@@ -89,7 +89,6 @@ impl Federation {
                 Ok(RemoteOutcome::MissingEvents(ids)) => {
                     Err(format!("unknown prev or auth events: {}", ids.join(", ")))
                 }
-                Ok(RemoteOutcome::NeedsResolution) => Err("the room's state forked here; not resolved yet".to_owned()),
                 Err(error) => Err(error.to_string()),
             };
             if let Err(reason) = &result {

@@ -391,6 +391,7 @@ async fn persist(state: &Base, creator: &UserId, spec: &RoomSpec, room: NewRoom)
             redacts: None,
             writes: EventWrites::ALL,
             rejected_reason: None,
+            resolved_state: None,
         };
         let persisted = Storage::persist_event(&mut tx, &row).await?;
         state_group = Some(persisted.state_group);

@@ -70,6 +70,10 @@ pub struct NewEvent {
     /// Why the event was rejected: it is stored (so it is not fetched again) but never
     /// served, never state and never an extremity.
     pub rejected_reason: Option<String>,
+    /// The room's current state after this event when the DAG forked and the states of the
+    /// forward extremities had to be resolved: (type, state key) → event ID. It replaces
+    /// current state whole.
+    pub resolved_state: Option<StateMap>,
 }
 
 /// What persisting one event changes besides its own row.
@@ -561,6 +565,19 @@ impl Storage {
                 .bind(group)
                 .execute(&mut **tx)
                 .await?;
+        }
+        if writes.current_state {
+            let current = match &event.resolved_state {
+                Some(resolved) => Some(Self::replace_current_state(tx, room_id, resolved).await?),
+                None => state_after,
+            };
+            if let Some(current) = current {
+                sqlx::query("UPDATE rooms SET current_state_group = $2 WHERE room_id = $1")
+                    .bind(room_id)
+                    .bind(current)
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
         if event.rejected_reason.is_none() {
             if let Some((relates_to, rel_type)) = &event.relation {

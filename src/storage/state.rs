@@ -65,6 +65,15 @@ impl Storage {
 
     /// The full state in a state group.
     pub async fn state_group(&self, group: i64) -> Result<StateMap, StorageError> {
+        let mut connection = self.pool.acquire().await?;
+        Self::state_group_in(&mut connection, group).await
+    }
+
+    /// [`Self::state_group`] on a given connection (inside a writer's transaction).
+    pub(super) async fn state_group_in(
+        connection: &mut sqlx::AnyConnection,
+        group: i64,
+    ) -> Result<StateMap, StorageError> {
         // One query walks the delta chain back to its snapshot (oldest group first), one reads
         // the chain's entries by primary key. (A single join lets PostgreSQL misjudge the
         // chain's length and scan every entry of every room.)
@@ -78,7 +87,7 @@ impl Storage {
              SELECT id FROM chain ORDER BY depth DESC",
         )
         .bind(group)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *connection)
         .await?;
         if chain.is_empty() {
             return Ok(StateMap::new());
@@ -92,7 +101,7 @@ impl Storage {
         for id in &chain {
             query = query.bind(*id);
         }
-        let mut rows: Vec<(i64, String, String, String)> = query.fetch_all(&self.pool).await?;
+        let mut rows: Vec<(i64, String, String, String)> = query.fetch_all(&mut *connection).await?;
         // Oldest group first, so each delta overrides what came before it.
         let age = |group: i64| chain.iter().position(|id| *id == group);
         rows.sort_by_key(|row| age(row.0));
@@ -142,18 +151,21 @@ impl Storage {
             .bind(delta_chain)
             .execute(&mut **tx)
             .await?;
-        if snapshot && before.is_some() {
-            // Copy the full state before the event into the snapshot; the event then overrides.
-            // Events are persisted on top of the room's current state (under the room's
-            // lock), so current state *is* the state before the event here.
-            sqlx::query(
-                "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id)
-                 SELECT $1, event_type, state_key, event_id FROM current_state_events WHERE room_id = $2",
-            )
-            .bind(id)
-            .bind(&event.room_id)
-            .execute(&mut **tx)
-            .await?;
+        if snapshot && let Some(before) = before {
+            // Copy the full state before the event into the snapshot; the event then
+            // overrides. (The state before may not be current state: a remote event on a
+            // fork.)
+            for ((kind, key), event_id) in Self::state_group_in(tx, before).await? {
+                sqlx::query(
+                    "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(id)
+                .bind(kind)
+                .bind(key)
+                .bind(event_id)
+                .execute(&mut **tx)
+                .await?;
+            }
         }
         sqlx::query(
             "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
@@ -195,5 +207,72 @@ impl Storage {
             .await?;
         }
         Ok(id)
+    }
+}
+
+impl Storage {
+    /// The group holding the room's current state (see `rooms.current_state_group`).
+    pub async fn current_state_group(&self, room_id: &str) -> Result<Option<i64>, StorageError> {
+        Ok(
+            sqlx::query_scalar::<_, Option<i64>>("SELECT current_state_group FROM rooms WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+
+    /// A state group holding exactly `state`, in its own transaction (the resolved state
+    /// before a remote event whose prev events disagree).
+    pub async fn create_state_snapshot(&self, room_id: &str, state: &StateMap) -> Result<i64, StorageError> {
+        let entries: Vec<(String, String, String)> = state
+            .iter()
+            .map(|((kind, key), id)| (kind.clone(), key.clone(), id.clone()))
+            .collect();
+        let mut tx = self.begin_write().await?;
+        let group = Self::snapshot_state_group(&mut tx, room_id, &entries).await?;
+        tx.commit().await?;
+        Ok(group)
+    }
+
+    /// Replaces the room's current state with `state` (a resolution); returns the snapshot
+    /// group holding it.
+    pub(super) async fn replace_current_state(
+        tx: &mut Tx,
+        room_id: &str,
+        state: &StateMap,
+    ) -> Result<i64, StorageError> {
+        let entries: Vec<(String, String, String)> = state
+            .iter()
+            .map(|((kind, key), id)| (kind.clone(), key.clone(), id.clone()))
+            .collect();
+        let group = Self::snapshot_state_group(tx, room_id, &entries).await?;
+        sqlx::query("DELETE FROM current_state_events WHERE room_id = $1")
+            .bind(room_id)
+            .execute(&mut **tx)
+            .await?;
+        for ((kind, key), event_id) in state {
+            let membership = if kind == "m.room.member" {
+                let json: Option<String> = sqlx::query_scalar("SELECT json FROM events WHERE event_id = $1")
+                    .bind(event_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                json.and_then(|json| crate::json::content_field(&json, "membership"))
+            } else {
+                None
+            };
+            sqlx::query(
+                "INSERT INTO current_state_events (room_id, event_type, state_key, event_id, membership)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(room_id)
+            .bind(kind)
+            .bind(key)
+            .bind(event_id)
+            .bind(membership)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(group)
     }
 }

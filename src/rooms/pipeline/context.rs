@@ -88,6 +88,9 @@ pub struct EventContext {
     pub loaded: HashMap<String, EventRow>,
     /// Why the event was rejected (kind `Rejected`).
     pub rejection: Option<String>,
+    /// The room's current state after the event, when the event does not build on current
+    /// state and the forks had to be resolved (remote events only).
+    pub resolved_state: Option<StateMap>,
 }
 
 impl EventContext {
@@ -134,8 +137,12 @@ pub async fn local_context(
     let storage = &state.storage;
     let extremities = storage.forward_extremities(room_id.as_str()).await?;
     let depth = extremities.iter().map(|(_, depth, _)| *depth).max().unwrap_or(0) + 1;
-    // The state after the newest extremity, which is what current state holds.
-    let state_before = extremities.last().map(|(_, _, group)| *group);
+    // Current state: the state after the newest extremity or, once the room forked, the
+    // resolution of all of them.
+    let state_before = match storage.current_state_group(room_id.as_str()).await? {
+        Some(group) => Some(group),
+        None => extremities.last().map(|(_, _, group)| *group),
+    };
     let prev_events: Vec<String> = extremities.iter().rev().take(20).map(|(id, _, _)| id.clone()).collect();
     let mut wanted_state = auth_types.to_vec();
     wanted_state.push(("m.room.create".to_owned(), String::new()));
@@ -157,6 +164,7 @@ pub async fn local_context(
         auth_state,
         loaded,
         rejection: None,
+        resolved_state: None,
     })
 }
 

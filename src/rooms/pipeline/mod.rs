@@ -20,6 +20,7 @@ pub mod context;
 pub mod persist;
 pub mod published;
 pub mod remote;
+pub mod resolve;
 #[cfg(test)]
 mod tests;
 

@@ -72,6 +72,7 @@ pub async fn persist(
         redacts: draft.redacts.as_ref().map(ToString::to_string),
         writes: context.kind.writes(),
         rejected_reason: context.rejection,
+        resolved_state: context.resolved_state,
     };
     state
         .persister

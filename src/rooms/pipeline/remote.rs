@@ -4,10 +4,11 @@
 //! persist and publish. An event the rules refuse is stored as rejected (so it is not fetched
 //! or checked again) and never shown.
 //!
-//! State before a remote event is the state after its prev events. Where they disagree (the
-//! DAG forked on a state change), the states must be resolved; until state resolution is wired
-//! in, such an event is refused with [`RemoteOutcome::NeedsResolution`] rather than stored on
-//! a guess.
+//! State before a remote event is the state after its prev events, resolved (see
+//! [`super::resolve`]) where they disagree. An event that does not build on the room's current
+//! state (a fork) makes current state the resolution of the state after it and the current
+//! one. (Soft failure, refusing an event that passes against its own state but not against
+//! current state, is not done yet.)
 
 use std::collections::HashMap;
 
@@ -15,7 +16,7 @@ use hearth_federation::pdu::PduEvent;
 use ruma::{CanonicalJsonObject, OwnedEventId, RoomId, room_version_rules::RoomVersionRules};
 use serde_json::Value;
 
-use super::{EventContext, EventDraft, EventKind, authorise, context::auth_types, persist};
+use super::{EventContext, EventDraft, EventKind, authorise, context::auth_types, persist, resolve::resolve_states};
 use crate::{
     base::Base,
     rooms::error::{EventError, EventResult},
@@ -33,8 +34,6 @@ pub enum RemoteOutcome {
     Rejected(String),
     /// Events it names are unknown here.
     MissingEvents(Vec<String>),
-    /// Its prev events' states differ: state resolution is needed first.
-    NeedsResolution,
 }
 
 /// Adds a checked remote PDU to a room we know.
@@ -76,14 +75,21 @@ pub async fn append_remote_event(
     }
     let state_before = match groups.as_slice() {
         [group] => *group,
-        _ => return Ok(RemoteOutcome::NeedsResolution),
+        _ => {
+            // Its prev events disagree: the state before it is their states resolved.
+            let mut maps = Vec::with_capacity(groups.len());
+            for group in &groups {
+                maps.push(storage.state_group(*group).await?);
+            }
+            let resolved = resolve_states(state, rules, &maps, &[]).await?;
+            storage.create_state_snapshot(room_id.as_str(), &resolved).await?
+        }
     };
-    // Persisting writes current state on top of the room's head: the event must start from
-    // the state the room is in now.
     let head = storage.forward_extremities(room_id.as_str()).await?;
-    if head.last().map(|(_, _, group)| *group) != Some(state_before) {
-        return Ok(RemoteOutcome::NeedsResolution);
-    }
+    let current_group = match storage.current_state_group(room_id.as_str()).await? {
+        Some(group) => Some(group),
+        None => head.last().map(|(_, _, group)| *group),
+    };
     let draft = draft_of(&pdu)?;
     let types = auth_types(&draft, &pdu.sender, rules)?;
     let full_state = storage.state_group(state_before).await?;
@@ -117,6 +123,7 @@ pub async fn append_remote_event(
         auth_state,
         loaded,
         rejection: None,
+        resolved_state: None,
     };
     let outcome = match authorise::authorise(rules, &pdu, &context) {
         Ok(()) => None,
@@ -127,6 +134,20 @@ pub async fn append_remote_event(
         }
         Err(other) => return Err(other),
     };
+    // Not built on current state (a fork): current state becomes the resolution of the
+    // state after this event and the current one.
+    if outcome.is_none()
+        && let Some(current_group) = current_group
+        && current_group != state_before
+    {
+        let mut after = full_state;
+        if let Some(key) = &pdu.state_key {
+            after.insert((pdu.kind.to_string(), key.clone()), event_id.to_string());
+        }
+        let current = storage.state_group(current_group).await?;
+        context.resolved_state =
+            Some(resolve_states(state, rules, &[after, current], std::slice::from_ref(&pdu)).await?);
+    }
     let stream_ordering = persist::persist(state, context, room_id, &pdu, object, &draft, None, room_lock).await?;
     Ok(match outcome {
         None => RemoteOutcome::Accepted(stream_ordering),

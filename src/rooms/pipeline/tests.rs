@@ -65,6 +65,7 @@ impl Room {
             auth_state,
             loaded: self.rows.clone(),
             rejection: None,
+            resolved_state: None,
         };
         let reference = |id: &String| (id.clone(), serde_json::from_str(&self.rows[id].json).unwrap());
         let prev: Vec<_> = context.prev_events.iter().map(reference).collect();
