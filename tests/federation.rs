@@ -991,3 +991,57 @@ async fn a_fork_in_the_room_state_resolves_to_the_same_state_on_every_server() {
     say(b, &bob.access_token, room_id, "after-merge").await;
     wait_for_message(a, &alice.access_token, room_id, "after-merge").await;
 }
+
+#[tokio::test]
+async fn a_server_the_room_acl_denies_can_neither_send_nor_read() {
+    let ca = TestCa::new();
+    let remote = FakeServer::start(&ca, "remote.test", "127.0.0.9".parse().unwrap()).await;
+    let servers = start_federated(1, &ca, &[remote.peer()], |_, _| {}).await;
+    let a = &servers[0];
+    let mallory = "@mallory:remote.test";
+    let (alice, room_id) = room_with_remote_member(a, &remote, mallory).await;
+    let room_id = room_id.as_str();
+    let (status, body) = a
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.server_acl/"),
+            Some(&alice.access_token),
+            json!({ "allow": ["*"], "deny": ["remote.test"], "allow_ip_literals": true }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let create = state_event_id(a, &alice.access_token, room_id, "m.room.create", "").await;
+    let power = state_event_id(a, &alice.access_token, room_id, "m.room.power_levels", "").await;
+    let join = state_event_id(a, &alice.access_token, room_id, "m.room.member", mallory).await;
+    let acl = state_event_id(a, &alice.access_token, room_id, "m.room.server_acl", "").await;
+    let (id, pdu) = remote.sign_event(
+        json!({
+            "type": "m.room.message", "room_id": room_id, "sender": mallory,
+            "content": { "msgtype": "m.text", "body": "let me in" },
+            "prev_events": [acl], "auth_events": [create, power, join],
+            "depth": 100, "origin_server_ts": hearth::storage::now_ms(),
+        }),
+        "11",
+    );
+    let (status, answer) = remote.send_transaction(a, "acl", vec![pdu]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(answer["pdus"][&id]["error"].is_string(), "{answer}");
+    let bodies: Vec<String> = message_ids(a, &alice.access_token, room_id)
+        .await
+        .into_iter()
+        .map(|(body, _)| body)
+        .collect();
+    assert!(bodies.is_empty(), "{bodies:?}");
+    let (status, body) = remote
+        .signed(a, Method::GET, &format!("/_matrix/federation/v1/event/{create}"), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _) = remote
+        .signed(
+            a,
+            Method::GET,
+            &format!("/_matrix/federation/v1/make_join/{room_id}/@other:remote.test?ver=11"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

@@ -15,6 +15,7 @@
 //! `--server-pid`, the server's RSS and CPU time are read from /proc around each scenario.
 
 mod client;
+mod federation;
 mod media;
 mod push;
 mod scenarios;
@@ -40,6 +41,8 @@ enum Scenario {
     E2ee,
     Media,
     Push,
+    /// Users of `--base` message users of `--remote-base` (not part of `all`).
+    Federation,
 }
 
 #[derive(Debug, Parser)]
@@ -122,6 +125,19 @@ struct Args {
     /// Hearth's WebSocket transport.
     #[arg(long, value_enum, default_value = "long-poll")]
     transport: scenarios::Transport,
+    /// Federation: the receiving server's base URL.
+    #[arg(long)]
+    remote_base: Option<String>,
+    /// Federation: register on the receiving server with this shared secret (else open
+    /// registration).
+    #[arg(long)]
+    remote_shared_secret: Option<String>,
+    /// Federation: rooms, each with a sender here and a recipient there.
+    #[arg(long, default_value_t = 20)]
+    pairs: usize,
+    /// Federation: messages per second in the latency part.
+    #[arg(long, default_value_t = 100.0)]
+    federation_rate: f64,
     /// Print the results as JSON (with every latency sample, for charts) instead of a table.
     #[arg(long)]
     json: bool,
@@ -139,6 +155,8 @@ struct Report {
     e2ee: Option<scenarios::E2eeResult>,
     media: Option<media::MediaResult>,
     push: Option<push::PushResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    federation: Option<federation::FederationResult>,
 }
 
 #[tokio::main]
@@ -151,7 +169,9 @@ async fn main() -> Result<()> {
         None => Registration::Open,
     };
     let server = Server::new(&args.base, registration, 4096)?;
-    let wants = |s: Scenario| args.scenario.contains(&Scenario::All) || args.scenario.contains(&s);
+    let wants = |s: Scenario| {
+        (args.scenario.contains(&Scenario::All) && s != Scenario::Federation) || args.scenario.contains(&s)
+    };
     let log = |line: String| {
         if !args.json {
             println!("{line}");
@@ -274,6 +294,40 @@ async fn main() -> Result<()> {
         .await?;
         log(format!("media        {}", result.row()));
         report.media = Some(result);
+    }
+    if wants(Scenario::Federation) {
+        let remote_base = args
+            .remote_base
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("the federation scenario needs --remote-base"))?;
+        let remote_registration = match &args.remote_shared_secret {
+            Some(secret) => Registration::SharedSecret(secret.clone()),
+            None => Registration::Open,
+        };
+        let remote = Server::new(remote_base, remote_registration, 4096)?;
+        let result = federation::federation(
+            &server,
+            &remote,
+            prefix,
+            args.pairs.max(1),
+            args.federation_rate,
+            duration,
+            args.parallel,
+        )
+        .await?;
+        log(format!(
+            "federation   {} pairs, {:.0}/{:.0} msg/s: {}/{} delivered, latency {}; max {:.0} delivered/s ({}/{})",
+            result.pairs,
+            result.achieved_rate,
+            result.target_rate,
+            result.delivered,
+            result.messages,
+            result.latency.row(),
+            result.max_delivered_per_second,
+            result.max_delivered,
+            result.max_sent
+        ));
+        report.federation = Some(result);
     }
     if wants(Scenario::Push) {
         let users = scenarios::register_many(

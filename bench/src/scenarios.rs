@@ -56,7 +56,7 @@ pub async fn join_all(server: &Server, users: &[User], room: &str, parallel: usi
 }
 
 /// Messages in flight: body tag → (send start, sender index, recipients expected).
-type Sent = Arc<Mutex<HashMap<String, (Instant, usize)>>>;
+pub(crate) type Sent = Arc<Mutex<HashMap<String, (Instant, usize)>>>;
 
 /// Runs a `/sync` loop per user until aborted, recording for every tagged message from
 /// someone else how long after its send started it arrived.
@@ -92,7 +92,7 @@ impl Arrivals {
     }
 }
 
-fn start_sync_loops(
+pub(crate) fn start_sync_loops(
     server: &Server,
     users: &[User],
     transport: Transport,

@@ -381,3 +381,101 @@ fn build_http(
     }
     builder.build().map_err(|e| FederationError::Request(describe(&e)))
 }
+
+#[cfg(test)]
+mod tests {
+    use ruma::{
+        api::federation::authentication::XMatrix,
+        serde::Base64,
+        signatures::{PublicKeyMap, PublicKeySet},
+    };
+
+    use super::*;
+
+    /// What the client puts in `Authorization` is what a receiving server verifies: signed
+    /// over method, path, origin, destination and body; any change breaks it.
+    #[test]
+    fn signed_requests_verify_and_tampering_does_not() {
+        let (key, _) = ServerKey::generate().unwrap();
+        let origin: OwnedServerName = "a.test".try_into().unwrap();
+        let destination: OwnedServerName = "b.test".try_into().unwrap();
+        let request = http::Request::builder()
+            .method("PUT")
+            .uri("https://b.test:8448/_matrix/federation/v1/send/1")
+            .body(br#"{"pdus":[]}"#.to_vec())
+            .unwrap();
+        let header = XMatrix::sign_http_request(
+            &request,
+            XMatrixSigningInput::new(origin.clone(), destination.clone(), key.pair()),
+        )
+        .unwrap();
+        let parsed = XMatrix::parse(header.to_string()).unwrap();
+        assert_eq!(parsed.origin, origin);
+        assert_eq!(parsed.key.as_str(), key.key_id());
+        let keys = PublicKeyMap::from([(
+            origin.to_string(),
+            PublicKeySet::from([(key.key_id(), Base64::parse(key.public_key_base64()).unwrap())]),
+        )]);
+        // The receiver sees only the path.
+        let received = |path: &str, body: &[u8]| {
+            http::Request::builder()
+                .method("PUT")
+                .uri(path)
+                .body(body.to_vec())
+                .unwrap()
+        };
+        parsed
+            .verify_http_request(
+                &received("/_matrix/federation/v1/send/1", br#"{"pdus":[]}"#),
+                &destination,
+                &keys,
+            )
+            .unwrap();
+        for (path, body) in [
+            ("/_matrix/federation/v1/send/2", br#"{"pdus":[]}"#.as_slice()),
+            ("/_matrix/federation/v1/send/1", br#"{"pdus":[1]}"#.as_slice()),
+        ] {
+            assert!(
+                parsed
+                    .verify_http_request(&received(path, body), &destination, &keys)
+                    .is_err(),
+                "{path}"
+            );
+        }
+        let elsewhere: OwnedServerName = "c.test".try_into().unwrap();
+        assert!(
+            parsed
+                .verify_http_request(
+                    &received("/_matrix/federation/v1/send/1", br#"{"pdus":[]}"#),
+                    &elsewhere,
+                    &keys
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn transient_failures_are_told_from_refusals() {
+        assert!(FederationError::Unreachable("down".into()).is_transient());
+        let remote = |status| FederationError::Remote {
+            status,
+            errcode: "M_X".into(),
+            message: String::new(),
+        };
+        assert!(remote(502).is_transient() && remote(429).is_transient());
+        assert!(!remote(403).is_transient() && !remote(400).is_transient());
+        assert!(!FederationError::Refused("10.0.0.1".into()).is_transient());
+    }
+
+    #[test]
+    fn base_urls_bracket_ipv6_literals() {
+        let at = |tls_name: &str| Destination {
+            tls_name: tls_name.to_owned(),
+            port: 8448,
+            host_header: String::new(),
+            resolve_name: String::new(),
+        };
+        assert_eq!(base_url(&at("example.org")), "https://example.org:8448");
+        assert_eq!(base_url(&at("::1")), "https://[::1]:8448");
+    }
+}

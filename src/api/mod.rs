@@ -254,6 +254,7 @@ pub fn router(state: AppState) -> Router {
         .ruma(federation::events::event_auth)
         .ruma(federation::events::missing_events)
         .ruma(federation::events::backfill)
+        .ruma(federation::events::timestamp_to_event)
         .ruma(federation::transactions::send_transaction)
         // Synapse-compatible admin API
         .route(

@@ -126,3 +126,36 @@ pub fn split_host_port(target: &str) -> Option<(&str, u16)> {
     let port = port.parse().ok()?;
     (!host.is_empty()).then_some((host, port))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_needs_its_key_and_overrides_need_ports() {
+        let mut config = FederationConfig {
+            tls_certificate: Some("/cert.pem".into()),
+            ..FederationConfig::default()
+        };
+        assert!(config.validate().unwrap_err().to_string().contains("tls_private_key"));
+        config.tls_private_key = Some("/key.pem".into());
+        config.validate().unwrap();
+        config.destination_overrides.insert("b.test".into(), "127.0.0.3".into());
+        assert!(config.validate().unwrap_err().to_string().contains("host:port"));
+        config
+            .destination_overrides
+            .insert("b.test".into(), "[::1]:8448".into());
+        config.validate().unwrap();
+        config.blocked_servers.push("not a server".into());
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn host_and_port_split_at_the_last_colon() {
+        assert_eq!(split_host_port("example.org:8448"), Some(("example.org", 8448)));
+        assert_eq!(split_host_port("[::1]:443"), Some(("[::1]", 443)));
+        assert_eq!(split_host_port("example.org"), None);
+        assert_eq!(split_host_port(":80"), None);
+        assert_eq!(split_host_port("example.org:http"), None);
+    }
+}

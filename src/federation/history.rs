@@ -23,8 +23,36 @@ use crate::{
 pub const MAX_EVENTS: usize = 100;
 
 impl Federation {
-    /// Refuses a server with no member in the room (unless the room is world-readable).
+    /// Refuses a server the room's server ACL (`m.room.server_acl`) denies.
+    pub async fn check_acl(&self, origin: &ServerName, room_id: &RoomId) -> EventResult<()> {
+        let Some(row) = self
+            .base
+            .storage
+            .current_state_event(room_id.as_str(), "m.room.server_acl", "")
+            .await?
+        else {
+            return Ok(());
+        };
+        let content = serde_json::from_str::<serde_json::Value>(&row.json)
+            .ok()
+            .and_then(|pdu| {
+                serde_json::from_value::<ruma::events::room::server_acl::RoomServerAclEventContent>(
+                    pdu["content"].clone(),
+                )
+                .ok()
+            });
+        match content {
+            Some(acl) if !acl.is_allowed(origin) => Err(EventError::forbidden(
+                "The room's server ACL does not allow your server",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a server with no member in the room (unless the room is world-readable), or
+    /// one the room's server ACL denies.
     pub async fn require_server_in_room(&self, origin: &ServerName, room_id: &RoomId) -> EventResult<()> {
+        self.check_acl(origin, room_id).await?;
         let servers = self.base.storage.servers_in_room(room_id.as_str()).await?;
         if servers.iter().any(|server| server == origin.as_str()) {
             return Ok(());

@@ -172,6 +172,15 @@ impl Federation {
         if invitee.server_name() != self.server_name() {
             return Err(EventError::invalid_param("The invitee is not on this server"));
         }
+        if self
+            .base
+            .caches
+            .room_version(&self.base.storage, room_id.as_str())
+            .await?
+            .is_some()
+        {
+            self.check_acl(origin, room_id).await?;
+        }
         if self.base.storage.user(invitee.as_str()).await?.is_none() {
             return Err(EventError::not_found("No such user"));
         }

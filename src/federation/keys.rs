@@ -31,6 +31,8 @@ const REFETCH_AFTER_FAILURE: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub struct KeyCache {
     failed: Mutex<HashMap<String, Instant>>,
+    /// Every server's keys as stored, read once (each PDU and request checks signatures).
+    known: Mutex<HashMap<String, Vec<RemoteKey>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +88,16 @@ impl Federation {
     }
 
     async fn stored_keys(&self, server: &ServerName) -> Result<Vec<RemoteKey>, StorageError> {
-        Ok(self
+        if let Some(keys) = self
+            .keys
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(server.as_str())
+        {
+            return Ok(keys.clone());
+        }
+        let keys: Vec<RemoteKey> = self
             .base
             .storage
             .server_keys(server.as_str())
@@ -98,7 +109,13 @@ impl Federation {
                 valid_until_ts: u64::try_from(key.valid_until_ts).unwrap_or(0),
                 expired: key.expired != 0,
             })
-            .collect())
+            .collect();
+        self.keys
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(server.to_string(), keys.clone());
+        Ok(keys)
     }
 
     /// Our own keys: the current one, and retired ones for what they signed.
@@ -205,6 +222,12 @@ impl Federation {
             signatures.retain(|entity, _| entity == verified.server_name.as_str());
         }
         let json = CanonicalJsonValue::Object(document).to_string();
+        // Read again from storage next time (which keeps the longer validity of each key).
+        self.keys
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(verified.server_name.as_str());
         self.base
             .storage
             .store_server_keys(

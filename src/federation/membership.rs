@@ -68,6 +68,7 @@ impl Federation {
             return Err(EventError::forbidden("The user is not on the requesting server"));
         }
         self.require_resident(room_id).await?;
+        self.check_acl(origin, room_id).await?;
         let draft = EventDraft::state("m.room.member", user_id.as_str(), json!({ "membership": membership }));
         let types = auth_types(&draft, user_id, rules)?;
         let context = local_context(&self.base, room_id, &types).await?;
@@ -111,6 +112,7 @@ impl Federation {
         expected: &str,
     ) -> EventResult<RemoteOutcome> {
         self.require_resident(room_id).await?;
+        self.check_acl(origin, room_id).await?;
         let (_, rules) = self.room_rules(room_id).await?;
         let object: CanonicalJsonObject =
             serde_json::from_str(pdu.get()).map_err(|e| EventError::bad_json(format!("The PDU is not JSON: {e}")))?;

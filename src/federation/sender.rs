@@ -122,15 +122,17 @@ impl FederationSender {
         let routing_base = base.clone();
         let routing_outbox = outbox.clone();
         tokio::spawn(async move {
+            let mut known = std::collections::HashSet::new();
             if let Ok(destinations) = routing_base.storage.destinations().await {
                 for destination in destinations {
                     if let Ok(destination) = OwnedServerName::try_from(destination) {
+                        known.insert(destination.clone());
                         routing_outbox.wake_or_start(destination);
                     }
                 }
             }
             while let Some((room_id, position)) = incoming.recv().await {
-                route(&routing_base, &routing_outbox, &room_id, position).await;
+                route(&routing_base, &routing_outbox, &mut known, &room_id, position).await;
             }
         });
         Arc::new(Self { outbox, events })
@@ -146,8 +148,15 @@ impl FederationSender {
     }
 }
 
-/// Wakes (or first sets up) every other server in the room of a new event.
-async fn route(base: &Base, outbox: &Arc<Outbox<DestinationCourier>>, room_id: &str, position: i64) {
+/// Wakes (or first sets up) every other server in the room of a new event. `known`: the
+/// destinations already stored (set up once, then only woken).
+async fn route(
+    base: &Base,
+    outbox: &Arc<Outbox<DestinationCourier>>,
+    known: &mut std::collections::HashSet<OwnedServerName>,
+    room_id: &str,
+    position: i64,
+) {
     let Ok(servers) = base.storage.servers_in_room(room_id).await else {
         return;
     };
@@ -165,13 +174,16 @@ async fn route(base: &Base, outbox: &Arc<Outbox<DestinationCourier>>, room_id: &
         let Ok(destination) = OwnedServerName::try_from(server) else {
             continue;
         };
-        if base
-            .storage
-            .add_destination(destination.as_str(), position - 1)
-            .await
-            .is_err()
-        {
-            continue;
+        if !known.contains(&destination) {
+            if base
+                .storage
+                .add_destination(destination.as_str(), position - 1)
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            known.insert(destination.clone());
         }
         outbox.wake_or_start(destination);
     }

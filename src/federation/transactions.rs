@@ -63,6 +63,15 @@ impl Federation {
             return Vec::new();
         };
         let mut results = Vec::with_capacity(pdus.len());
+        if let Err(error) = self.check_acl(origin, room_id).await {
+            tracing::info!(%origin, %room_id, "PDUs refused by the room's server ACL");
+            for object in &pdus {
+                if let Ok(event_id) = event_id_of(object, &rules) {
+                    results.push((event_id, Err(error.to_string())));
+                }
+            }
+            return results;
+        }
         for object in pdus {
             let Ok(event_id) = event_id_of(&object, &rules) else {
                 tracing::debug!(%origin, %room_id, "dropped a PDU without a usable event ID");

@@ -125,7 +125,9 @@ class Server:
         return f"@{localpart}:{self.name}"
 
 
-def start_hearth(binary: str, ca: TestCa, ip: str, directory: str, database_url: str | None = None) -> Server:
+def start_hearth(
+    binary: str, ca: TestCa, ip: str, directory: str, database_url: str | None = None, log_level: str = "info,ruma_state_res=warn"
+) -> Server:
     client_port, federation_port = free_port(ip), free_port(ip)
     name = f"{ip}:{federation_port}"
     cert, key = ca.issue(ip)
@@ -138,15 +140,18 @@ def start_hearth(binary: str, ca: TestCa, ip: str, directory: str, database_url:
 server_name = "{name}"
 listen = "{ip}:{client_port}"
 data_dir = "{data}"
-log = "info,ruma_state_res=warn"
+log = "{log_level}"
 [registration]
 enabled = true
 enable_registration_without_verification = true
 [rate_limits]
-message = {{ per_second = 1000.0, burst_count = 1000 }}
-joins = {{ per_second = 1000.0, burst_count = 1000 }}
-invites = {{ per_second = 1000.0, burst_count = 1000 }}
-room_creation = {{ per_second = 1000.0, burst_count = 1000 }}
+login = {{ per_second = 1000000.0, burst_count = 1000000 }}
+registration = {{ per_second = 1000000.0, burst_count = 1000000 }}
+message = {{ per_second = 1000000.0, burst_count = 1000000 }}
+joins = {{ per_second = 1000000.0, burst_count = 1000000 }}
+invites = {{ per_second = 1000000.0, burst_count = 1000000 }}
+invites_received = {{ per_second = 1000000.0, burst_count = 1000000 }}
+room_creation = {{ per_second = 1000000.0, burst_count = 1000000 }}
 [federation]
 enabled = true
 listen = "{ip}:{federation_port}"
@@ -154,8 +159,8 @@ tls_certificate = "{cert}"
 tls_private_key = "{key}"
 extra_ca_file = "{ca.path}"
 ip_range_allowlist = ["127.0.0.0/8"]
-inbound_per_second = 1000.0
-inbound_burst = 1000
+inbound_per_second = 100000.0
+inbound_burst = 100000
 """
         )
         if database_url:
@@ -169,7 +174,7 @@ inbound_burst = 1000
     return Server(name, base, process, log)
 
 
-def start_synapse(python: str, ca: TestCa, ip: str, directory: str) -> Server:
+def start_synapse(python: str, ca: TestCa, ip: str, directory: str, log_level: str = "INFO") -> Server:
     client_port, federation_port = free_port(ip), free_port(ip)
     name = f"{ip}:{federation_port}"
     cert, key = ca.issue(ip)
@@ -195,7 +200,7 @@ filters:
     (): synapse.logging.context.LoggingContextFilter
     request: ""
 root:
-  level: INFO
+  level: {log_level}
   handlers: [file]
 disable_existing_loggers: false
 """
@@ -251,10 +256,10 @@ rc_invites:
   per_issuer: {generous}
 rc_federation:
   window_size: 1000
-  sleep_limit: 1000
+  sleep_limit: 100000
   sleep_delay: 1
-  reject_limit: 1000
-  concurrent: 100
+  reject_limit: 100000
+  concurrent: 1000
 """
         )
     subprocess.run(

@@ -1,6 +1,8 @@
 """Hearth and Synapse federating, driven by matrix-nio: a user on each chats in a room made on
 Hearth (invite, join, messages both ways), in a room made on Synapse (joined by alias), and in a
-direct chat Synapse's user opens.
+direct chat Synapse's user opens; then a group with users on three servers (two Hearths and
+Synapse) goes through power changes, edits, reactions, a thread reply, a redaction, a leave, a
+kick and a ban, each seen on the other servers.
 
     python tests/federation_interop/synapse_chat.py target/debug/hearth
 
@@ -59,9 +61,30 @@ async def wait_for_invite(client: nio.AsyncClient, room_id: str) -> None:
     check(True, f"{client.user_id} is invited to {room_id}")
 
 
-async def say(client: nio.AsyncClient, room_id: str, body: str) -> None:
-    response = await client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": body})
+async def say(client: nio.AsyncClient, room_id: str, body: str, **extra) -> str:
+    response = await client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": body, **extra})
     check(isinstance(response, nio.RoomSendResponse), f"{client.user_id} says {body!r}", response)
+    return response.event_id
+
+
+async def wait_for_event(client: nio.AsyncClient, room_id: str, what: str, matches) -> dict:
+    """Syncs until an event in the room's timeline (as raw JSON) satisfies `matches`."""
+
+    def found(response):
+        room = response.rooms.join.get(room_id)
+        for event in room.timeline.events if room else []:
+            if matches(event.source):
+                return event.source
+        return None
+
+    event = await wait_for(client, what, found)
+    check(True, f"{client.user_id} sees {what}")
+    return event
+
+
+async def wait_for_left(client: nio.AsyncClient, room_id: str, what: str) -> None:
+    await wait_for(client, what, lambda response: room_id in response.rooms.leave)
+    check(True, f"{client.user_id}: {what}")
 
 
 async def join(client: nio.AsyncClient, room: str) -> str:
@@ -77,7 +100,7 @@ async def join(client: nio.AsyncClient, room: str) -> str:
         await asyncio.sleep(1)
 
 
-async def exercise(hearth, synapse) -> None:
+async def exercise(hearth, synapse, third=None) -> None:
     alice = await logged_in(hearth, "alice")
     bob = await logged_in(synapse, "bob")
     try:
@@ -110,9 +133,66 @@ async def exercise(hearth, synapse) -> None:
         await wait_for_text(bob, dm.room_id, "dm from hearth")
         await say(bob, dm.room_id, "dm from synapse")
         await wait_for_text(alice, dm.room_id, "dm from synapse")
+        if third is not None:
+            await group_of_three(alice, bob, third, synapse)
     finally:
         await alice.close()
         await bob.close()
+
+
+async def group_of_three(alice: nio.AsyncClient, bob: nio.AsyncClient, third, synapse) -> None:
+    """A room on Hearth with users of two Hearths and of Synapse."""
+    carol = await logged_in(third, "carol")
+    try:
+        group = await alice.room_create(name="Three servers", preset=nio.RoomPreset.public_chat)
+        check(isinstance(group, nio.RoomCreateResponse), "alice creates a group", group)
+        room_id = group.room_id
+        await join(bob, room_id)
+        await join(carol, room_id)
+        first = await say(carol, room_id, "hello from the second hearth")
+        await wait_for_text(alice, room_id, "hello from the second hearth")
+        await wait_for_text(bob, room_id, "hello from the second hearth")
+
+        # Power: bob (Synapse) gets moderator and sets the topic; everyone sees it.
+        levels = await alice.room_get_state_event(room_id, "m.room.power_levels")
+        content = dict(levels.content)
+        content.setdefault("users", {})[bob.user_id] = 50
+        put = await alice.room_put_state(room_id, "m.room.power_levels", content)
+        check(isinstance(put, nio.RoomPutStateResponse), "alice makes bob a moderator", put)
+        await wait_for_event(bob, room_id, "bob's new power level", lambda e: e.get("type") == "m.room.power_levels" and e["content"].get("users", {}).get(bob.user_id) == 50)
+        put = await bob.room_put_state(room_id, "m.room.topic", {"topic": "set on synapse"})
+        check(isinstance(put, nio.RoomPutStateResponse), "bob sets the topic", put)
+        for client in (alice, carol):
+            await wait_for_event(client, room_id, "the topic bob set", lambda e: e.get("type") == "m.room.topic" and e["content"].get("topic") == "set on synapse")
+
+        # Edit, reaction, thread reply, redaction.
+        original = await say(bob, room_id, "typo")
+        await say(bob, room_id, "* fixed", **{"m.new_content": {"msgtype": "m.text", "body": "fixed"}, "m.relates_to": {"rel_type": "m.replace", "event_id": original}})
+        await wait_for_event(carol, room_id, "bob's edit", lambda e: e.get("content", {}).get("m.relates_to", {}).get("rel_type") == "m.replace")
+        react = await alice.room_send(room_id, "m.reaction", {"m.relates_to": {"rel_type": "m.annotation", "event_id": first, "key": "👍"}})
+        check(isinstance(react, nio.RoomSendResponse), "alice reacts to carol's message", react)
+        await wait_for_event(carol, room_id, "alice's reaction", lambda e: e.get("type") == "m.reaction")
+        await wait_for_event(bob, room_id, "alice's reaction", lambda e: e.get("type") == "m.reaction")
+        await say(bob, room_id, "in a thread", **{"m.relates_to": {"rel_type": "m.thread", "event_id": first}})
+        await wait_for_event(carol, room_id, "bob's thread reply", lambda e: e.get("content", {}).get("m.relates_to", {}).get("rel_type") == "m.thread")
+        redact = await bob.room_redact(room_id, original, reason="oops")
+        check(isinstance(redact, nio.RoomRedactResponse), "bob redacts his message", redact)
+        await wait_for_event(alice, room_id, "bob's redaction", lambda e: e.get("type") == "m.room.redaction")
+        await wait_for_event(carol, room_id, "bob's redaction", lambda e: e.get("type") == "m.room.redaction")
+
+        # Leave, kick, ban.
+        left = await carol.room_leave(room_id)
+        check(isinstance(left, nio.RoomLeaveResponse), "carol leaves", left)
+        await wait_for_event(bob, room_id, "carol leaving", lambda e: e.get("type") == "m.room.member" and e.get("state_key") == carol.user_id and e["content"].get("membership") == "leave")
+        kicked = await alice.room_kick(room_id, bob.user_id, reason="bye")
+        check(isinstance(kicked, nio.RoomKickResponse), "alice kicks bob", kicked)
+        await wait_for_left(bob, room_id, "bob sees he was kicked")
+        banned = await alice.room_ban(room_id, carol.user_id, reason="no")
+        check(isinstance(banned, nio.RoomBanResponse), "alice bans carol", banned)
+        again = await carol.join(room_id)
+        check(not isinstance(again, nio.JoinResponse), "carol cannot come back", again)
+    finally:
+        await carol.close()
 
 
 def main() -> None:
@@ -121,19 +201,20 @@ def main() -> None:
         ca = TestCa(directory)
         # HEARTH_DATABASE_URL: Hearth on that (fresh) database instead of SQLite.
         hearth = start_hearth(binary, ca, "127.0.0.2", directory, os.environ.get("HEARTH_DATABASE_URL"))
-        synapse = None
+        synapse = third = None
         try:
+            third = start_hearth(binary, ca, "127.0.0.3", directory)
             synapse = start_synapse(sys.executable, ca, "127.0.0.5", directory)
-            asyncio.run(exercise(hearth, synapse))
+            asyncio.run(exercise(hearth, synapse, third))
         except BaseException:
-            for server in (hearth, synapse):
+            for server in (hearth, third, synapse):
                 if server:
                     print(f"--- last lines of {server.log}", file=sys.stderr)
                     with open(server.log) as log:
                         print("".join(log.readlines()[-60:]), file=sys.stderr)
             raise
         finally:
-            for server in (hearth, synapse):
+            for server in (hearth, third, synapse):
                 if server:
                     server.stop()
 

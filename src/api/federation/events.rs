@@ -8,7 +8,7 @@ use ruma::{
     api::federation::{
         authorization::get_event_authorization,
         backfill::get_backfill,
-        event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
+        event::{get_event, get_event_by_timestamp, get_missing_events, get_room_state, get_room_state_ids},
     },
 };
 
@@ -102,5 +102,28 @@ pub async fn backfill(
         state.config.server_name.clone(),
         MilliSecondsSinceUnixEpoch::now(),
         pdus,
+    ))
+}
+
+/// `GET /timestamp_to_event/{roomId}`: the event closest to a time, for servers in the room.
+pub async fn timestamp_to_event(
+    state: AppState,
+    request: Ruma<get_event_by_timestamp::v1::Request>,
+) -> ApiResult<get_event_by_timestamp::v1::Response> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let federation = federation(&state)?;
+    federation.require_server_in_room(origin, &body.room_id).await?;
+    let ts = i64::try_from(u64::from(body.ts.0)).unwrap_or(i64::MAX);
+    let forwards = body.dir == ruma::api::Direction::Forward;
+    let row = state
+        .storage
+        .event_near_timestamp(body.room_id.as_str(), ts, forwards)
+        .await?
+        .ok_or_else(|| crate::error::ApiError::not_found("No event found near that time"))?;
+    let event_id = ruma::OwnedEventId::try_from(row.event_id).map_err(|_| crate::error::ApiError::internal())?;
+    Ok(get_event_by_timestamp::v1::Response::new(
+        event_id,
+        MilliSecondsSinceUnixEpoch(ruma::UInt::try_from(row.origin_server_ts.max(0)).unwrap_or_default()),
     ))
 }
