@@ -1045,3 +1045,50 @@ async fn a_server_the_room_acl_denies_can_neither_send_nor_read() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_remote_redaction_reaches_clients_in_both_shapes() {
+    let ca = TestCa::new();
+    let remote = FakeServer::start(&ca, "remote.test", "127.0.0.9".parse().unwrap()).await;
+    let servers = start_federated(1, &ca, &[remote.peer()], |_, _| {}).await;
+    let a = &servers[0];
+    let mallory = "@mallory:remote.test";
+    let (alice, room_id) = room_with_remote_member(a, &remote, mallory).await;
+    let create = state_event_id(a, &alice.access_token, &room_id, "m.room.create", "").await;
+    let power = state_event_id(a, &alice.access_token, &room_id, "m.room.power_levels", "").await;
+    let join = state_event_id(a, &alice.access_token, &room_id, "m.room.member", mallory).await;
+    let (message_id, message) = remote.sign_event(
+        json!({
+            "type": "m.room.message", "room_id": room_id, "sender": mallory,
+            "content": { "msgtype": "m.text", "body": "regrettable" },
+            "prev_events": [join], "auth_events": [create, power, join],
+            "depth": 100, "origin_server_ts": hearth::storage::now_ms(),
+        }),
+        "11",
+    );
+    // Room version 11: `redacts` only in the content, as Synapse sends it.
+    let (redaction_id, redaction) = remote.sign_event(
+        json!({
+            "type": "m.room.redaction", "room_id": room_id, "sender": mallory,
+            "content": { "redacts": message_id },
+            "prev_events": [message_id], "auth_events": [create, power, join],
+            "depth": 101, "origin_server_ts": hearth::storage::now_ms(),
+        }),
+        "11",
+    );
+    let (status, answer) = remote.send_transaction(a, "redact", vec![message, redaction]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["pdus"][&redaction_id], json!({}), "{answer}");
+    let (_, messages) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=10"),
+            Some(&alice.access_token),
+        )
+        .await;
+    let events = messages["chunk"].as_array().unwrap();
+    let shown = events.iter().find(|event| event["event_id"] == redaction_id).unwrap();
+    assert_eq!(shown["redacts"], message_id.as_str(), "{shown}");
+    assert_eq!(shown["content"]["redacts"], message_id.as_str());
+    let redacted = events.iter().find(|event| event["event_id"] == message_id).unwrap();
+    assert_eq!(redacted["content"], json!({}), "the message is redacted: {redacted}");
+}

@@ -42,7 +42,13 @@ pub fn client_event(row: &EventRow, room_version: &str, unsigned: Unsigned) -> V
     if let Some(state_key) = &row.state_key {
         event["state_key"] = Value::from(state_key.as_str());
     }
-    if let Some(redacts) = pdu.get("redacts") {
+    // From room version 11 `redacts` lives in the content; clients written for earlier
+    // versions read it at the top, so it is given there too (as Synapse does).
+    if let Some(redacts) = pdu.get("redacts").or_else(|| {
+        (row.event_type == "m.room.redaction")
+            .then(|| pdu["content"].get("redacts"))
+            .flatten()
+    }) {
         event["redacts"] = redacts.clone();
     }
     let mut extra = json!({ "age": (now_ms() - row.origin_server_ts).max(0) });

@@ -144,11 +144,13 @@ async def group_of_three(alice: nio.AsyncClient, bob: nio.AsyncClient, third, sy
     """A room on Hearth with users of two Hearths and of Synapse."""
     carol = await logged_in(third, "carol")
     try:
-        group = await alice.room_create(name="Three servers", preset=nio.RoomPreset.public_chat)
+        group = await alice.room_create(name="Three servers", alias="three", preset=nio.RoomPreset.public_chat)
         check(isinstance(group, nio.RoomCreateResponse), "alice creates a group", group)
         room_id = group.room_id
-        await join(bob, room_id)
-        await join(carol, room_id)
+        # Room IDs of version 12 name no server: the others join by alias.
+        alias = f"#three:{alice.user_id.split(':', 1)[1]}"
+        check(await join(bob, alias) == room_id, "bob (Synapse) joins the group by alias")
+        check(await join(carol, alias) == room_id, "carol (the second Hearth) joins the group by alias")
         first = await say(carol, room_id, "hello from the second hearth")
         await wait_for_text(alice, room_id, "hello from the second hearth")
         await wait_for_text(bob, room_id, "hello from the second hearth")
