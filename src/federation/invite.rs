@@ -330,23 +330,7 @@ impl Federation {
                 "The resident server offered a leave for someone else",
             ));
         }
-        event.insert(
-            "content".to_owned(),
-            CanonicalJsonValue::try_from(content).map_err(|_| EventError::internal())?,
-        );
-        event.insert(
-            "origin_server_ts".to_owned(),
-            CanonicalJsonValue::Integer(ruma::Int::new(crate::storage::now_ms()).unwrap_or_default()),
-        );
-        event.insert(
-            "origin".to_owned(),
-            CanonicalJsonValue::String(self.server_name().to_string()),
-        );
-        for generated in ["event_id", "hashes", "signatures", "unsigned"] {
-            event.remove(generated);
-        }
-        let event_id = hearth_federation::finalize_pdu(&mut event, &rules, self.server_name(), &self.base.signing_key)
-            .map_err(|_| EventError::internal())?;
+        let event_id = self.sign_template(&mut event, content, &rules)?;
         let raw = serde_json::value::to_raw_value(&event).map_err(|_| EventError::internal())?;
         self.client
             .send(

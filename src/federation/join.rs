@@ -116,21 +116,7 @@ impl Federation {
         {
             content["join_authorised_via_users_server"] = serde_json::to_value(via).unwrap_or_default();
         }
-        let content = CanonicalJsonValue::try_from(content).map_err(|_| EventError::bad_json("member content"))?;
-        event.insert("content".to_owned(), content);
-        event.insert(
-            "origin_server_ts".to_owned(),
-            CanonicalJsonValue::Integer(ruma::Int::new(crate::storage::now_ms()).unwrap_or_default()),
-        );
-        event.insert(
-            "origin".to_owned(),
-            CanonicalJsonValue::String(self.server_name().to_string()),
-        );
-        for generated in ["event_id", "hashes", "signatures", "unsigned"] {
-            event.remove(generated);
-        }
-        let event_id = finalize_pdu(&mut event, &rules, self.server_name(), &self.base.signing_key)
-            .map_err(|_| EventError::internal())?;
+        let event_id = self.sign_template(&mut event, content, &rules)?;
         let raw = to_raw_value(&event).map_err(|_| EventError::internal())?;
         let answer = self
             .client
@@ -321,6 +307,31 @@ fn remote_refusal(error: hearth_federation::client::FederationError) -> EventErr
 }
 
 impl Federation {
+    /// Completes a membership event a resident server offered (`make_join`, `make_leave`):
+    /// our content, the time, our name as origin, then our hashes and signature. Returns its
+    /// event ID.
+    pub(super) fn sign_template(
+        &self,
+        event: &mut CanonicalJsonObject,
+        content: Value,
+        rules: &RoomVersionRules,
+    ) -> EventResult<OwnedEventId> {
+        let content = CanonicalJsonValue::try_from(content).map_err(|_| EventError::bad_json("member content"))?;
+        event.insert("content".to_owned(), content);
+        event.insert(
+            "origin_server_ts".to_owned(),
+            CanonicalJsonValue::Integer(ruma::Int::new(crate::storage::now_ms()).unwrap_or_default()),
+        );
+        event.insert(
+            "origin".to_owned(),
+            CanonicalJsonValue::String(self.server_name().to_string()),
+        );
+        for generated in ["event_id", "hashes", "signatures", "unsigned"] {
+            event.remove(generated);
+        }
+        finalize_pdu(event, rules, self.server_name(), &self.base.signing_key).map_err(|_| EventError::internal())
+    }
+
     /// Whether a join must go through another server: the room is unknown here, or no local
     /// user is in it any more (our copy of it is stale) while other servers are, or we only
     /// hold a remote invite to it.

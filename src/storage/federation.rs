@@ -268,10 +268,10 @@ impl Storage {
                 Self::persist_event(&mut tx, event).await?;
             }
         }
-        let entries: Vec<(String, String, String)> = room
+        let entries: super::StateMap = room
             .state
             .iter()
-            .map(|(kind, key, id, _)| (kind.clone(), key.clone(), id.clone()))
+            .map(|(kind, key, id, _)| ((kind.clone(), key.clone()), id.clone()))
             .collect();
         let group = Self::snapshot_state_group(&mut tx, &room.room_id, &entries).await?;
         sqlx::query("DELETE FROM current_state_events WHERE room_id = $1")

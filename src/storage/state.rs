@@ -155,17 +155,8 @@ impl Storage {
             // Copy the full state before the event into the snapshot; the event then
             // overrides. (The state before may not be current state: a remote event on a
             // fork.)
-            for ((kind, key), event_id) in Self::state_group_in(tx, before).await? {
-                sqlx::query(
-                    "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(id)
-                .bind(kind)
-                .bind(key)
-                .bind(event_id)
-                .execute(&mut **tx)
-                .await?;
-            }
+            let state = Self::state_group_in(tx, before).await?;
+            Self::insert_group_entries(tx, id, &state).await?;
         }
         sqlx::query(
             "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
@@ -187,7 +178,7 @@ impl Storage {
     pub(super) async fn snapshot_state_group(
         tx: &mut Tx,
         room_id: &str,
-        entries: &[(String, String, String)],
+        state: &StateMap,
     ) -> Result<i64, StorageError> {
         let id = Self::next_stream_position(tx, "state_groups").await?;
         sqlx::query("INSERT INTO state_groups (id, room_id, prev_group, delta_chain) VALUES ($1, $2, NULL, 0)")
@@ -195,18 +186,24 @@ impl Storage {
             .bind(room_id)
             .execute(&mut **tx)
             .await?;
-        for (kind, key, event_id) in entries {
+        Self::insert_group_entries(tx, id, state).await?;
+        Ok(id)
+    }
+
+    /// Writes `state` into a state group's entries.
+    async fn insert_group_entries(tx: &mut Tx, group: i64, state: &StateMap) -> Result<(), StorageError> {
+        for ((kind, key), event_id) in state {
             sqlx::query(
                 "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
             )
-            .bind(id)
+            .bind(group)
             .bind(kind)
             .bind(key)
             .bind(event_id)
             .execute(&mut **tx)
             .await?;
         }
-        Ok(id)
+        Ok(())
     }
 }
 
@@ -225,12 +222,8 @@ impl Storage {
     /// A state group holding exactly `state`, in its own transaction (the resolved state
     /// before a remote event whose prev events disagree).
     pub async fn create_state_snapshot(&self, room_id: &str, state: &StateMap) -> Result<i64, StorageError> {
-        let entries: Vec<(String, String, String)> = state
-            .iter()
-            .map(|((kind, key), id)| (kind.clone(), key.clone(), id.clone()))
-            .collect();
         let mut tx = self.begin_write().await?;
-        let group = Self::snapshot_state_group(&mut tx, room_id, &entries).await?;
+        let group = Self::snapshot_state_group(&mut tx, room_id, state).await?;
         tx.commit().await?;
         Ok(group)
     }
@@ -242,11 +235,7 @@ impl Storage {
         room_id: &str,
         state: &StateMap,
     ) -> Result<i64, StorageError> {
-        let entries: Vec<(String, String, String)> = state
-            .iter()
-            .map(|((kind, key), id)| (kind.clone(), key.clone(), id.clone()))
-            .collect();
-        let group = Self::snapshot_state_group(tx, room_id, &entries).await?;
+        let group = Self::snapshot_state_group(tx, room_id, state).await?;
         sqlx::query("DELETE FROM current_state_events WHERE room_id = $1")
             .bind(room_id)
             .execute(&mut **tx)
