@@ -1092,3 +1092,71 @@ async fn a_remote_redaction_reaches_clients_in_both_shapes() {
     let redacted = events.iter().find(|event| event["event_id"] == message_id).unwrap();
     assert_eq!(redacted["content"], json!({}), "the message is redacted: {redacted}");
 }
+
+#[tokio::test]
+async fn a_pdu_whose_content_was_changed_is_kept_redacted_and_one_from_outside_the_room_is_refused() {
+    let ca = TestCa::new();
+    let remote = FakeServer::start(&ca, "remote.test", "127.0.0.9".parse().unwrap()).await;
+    let servers = start_federated(1, &ca, &[remote.peer()], |_, _| {}).await;
+    let a = &servers[0];
+    let mallory = "@mallory:remote.test";
+    let (alice, room_id) = room_with_remote_member(a, &remote, mallory).await;
+    let create = state_event_id(a, &alice.access_token, &room_id, "m.room.create", "").await;
+    let power = state_event_id(a, &alice.access_token, &room_id, "m.room.power_levels", "").await;
+    let join = state_event_id(a, &alice.access_token, &room_id, "m.room.member", mallory).await;
+    // Signed, then its content changed: the signature covers only the redacted form, so it
+    // verifies, but the content hash does not match: the event is kept, redacted.
+    let (changed_id, mut changed) = remote.sign_event(
+        json!({
+            "type": "m.room.message", "room_id": room_id, "sender": mallory,
+            "content": { "msgtype": "m.text", "body": "as signed" },
+            "prev_events": [join], "auth_events": [create, power, join],
+            "depth": 100, "origin_server_ts": hearth::storage::now_ms(),
+        }),
+        "11",
+    );
+    changed["content"]["body"] = json!("changed on the way");
+    // A user of the same server who never joined.
+    let (outsider_id, outsider) = remote.sign_event(
+        json!({
+            "type": "m.room.message", "room_id": room_id, "sender": "@stranger:remote.test",
+            "content": { "msgtype": "m.text", "body": "never joined" },
+            "prev_events": [changed_id], "auth_events": [create, power],
+            "depth": 101, "origin_server_ts": hearth::storage::now_ms(),
+        }),
+        "11",
+    );
+    // A room this server has never heard of: dropped without a result.
+    let (unknown_id, unknown) = remote.sign_event(
+        json!({
+            "type": "m.room.message", "room_id": "!unknown:remote.test", "sender": mallory,
+            "content": { "msgtype": "m.text", "body": "elsewhere" },
+            "prev_events": [], "auth_events": [], "depth": 5, "origin_server_ts": hearth::storage::now_ms(),
+        }),
+        "11",
+    );
+    let (status, answer) = remote
+        .send_transaction(a, "hostile-2", vec![changed, outsider, unknown])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["pdus"][&changed_id], json!({}), "{answer}");
+    assert!(answer["pdus"][&outsider_id]["error"].is_string(), "{answer}");
+    assert!(answer["pdus"].get(&unknown_id).is_none(), "{answer}");
+    let (_, messages) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=20"),
+            Some(&alice.access_token),
+        )
+        .await;
+    let chunk = messages["chunk"].as_array().unwrap();
+    let kept = chunk
+        .iter()
+        .find(|event| event["event_id"] == changed_id)
+        .expect("kept");
+    assert_eq!(kept["content"], json!({}), "kept redacted: {kept}");
+    assert!(
+        chunk
+            .iter()
+            .all(|event| event["event_id"] != outsider_id && event["event_id"] != unknown_id)
+    );
+}
