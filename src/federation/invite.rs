@@ -97,8 +97,15 @@ impl Federation {
             return Err(EventError::forbidden("The invitee's server changed the invite"));
         }
         self.require_signature(&server, &signed, &rules).await?;
-        signed.remove("unsigned");
-        Ok(signed)
+        // Our event, with their signature added (nothing else of theirs).
+        let mut event = event;
+        if let Some(CanonicalJsonValue::Object(theirs)) = signed.remove("signatures")
+            && let Some(signature) = theirs.get(server.as_str())
+            && let Some(CanonicalJsonValue::Object(ours)) = event.get_mut("signatures")
+        {
+            ours.insert(server.to_string(), signature.clone());
+        }
+        Ok(event)
     }
 
     /// Checks `server`'s signature on an event.
@@ -366,6 +373,9 @@ impl Federation {
         match self.receive_membership(origin, room_id, event_id, pdu, "leave").await? {
             RemoteOutcome::Accepted(_) | RemoteOutcome::Duplicate => Ok(()),
             RemoteOutcome::Rejected(reason) => Err(EventError::forbidden(reason)),
+            RemoteOutcome::SoftFailed => Err(EventError::forbidden(
+                "The leave does not pass against the room's current state",
+            )),
             RemoteOutcome::MissingEvents(_) => Err(EventError::forbidden(
                 "The leave names events this server does not have",
             )),

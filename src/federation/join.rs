@@ -127,11 +127,17 @@ impl Federation {
             .await
             .map_err(remote_refusal)?
             .room_state;
-        // A restricted join comes back signed by the resident server too.
+        // A restricted join comes back signed by the resident server too: the same event
+        // (same ID), of which only the signatures are taken.
         if let Some(signed) = &answer.event
             && let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(signed.get())
+            && super::pdu::event_id_of(&object, &rules).is_ok_and(|id| id == event_id)
+            && let Some(CanonicalJsonValue::Object(theirs)) = object.get("signatures")
+            && let Some(CanonicalJsonValue::Object(ours)) = event.get_mut("signatures")
         {
-            event = object;
+            for (server, signature) in theirs {
+                ours.entry(server.clone()).or_insert_with(|| signature.clone());
+            }
         }
         let mut checked: HashMap<OwnedEventId, Checked> = HashMap::new();
         for raw in answer.auth_chain.iter().chain(answer.state.iter()) {
@@ -141,8 +147,23 @@ impl Federation {
             match self.check_pdu(object, &rules).await {
                 Ok((id, object)) => {
                     let json = CanonicalJsonValue::Object(object.clone()).to_string();
-                    if let Ok(pdu) = PduEvent::from_json(id.clone(), &json, false) {
+                    let Ok(pdu) = PduEvent::from_json(id.clone(), &json, false) else {
+                        continue;
+                    };
+                    // Every event must be this room's: in version 12 the create event has no
+                    // room ID but the room ID is its hash.
+                    let ours = match &pdu.room_id {
+                        Some(id) => id == room_id,
+                        None => {
+                            pdu.kind.to_string() == "m.room.create"
+                                && hearth_federation::pdu::room_id_from_create_event_id(&pdu.event_id)
+                                    .is_ok_and(|id| id == room_id)
+                        }
+                    };
+                    if ours {
                         checked.insert(id, Checked { object, pdu });
+                    } else {
+                        tracing::info!(%room_id, event_id = %pdu.event_id, "dropped an event of another room from a join's state");
                     }
                 }
                 Err(PduCheckError::Internal) => return Err(EventError::internal()),
@@ -251,6 +272,8 @@ fn authorise_chain(
 ) -> std::collections::HashSet<OwnedEventId> {
     let mut order: Vec<&Checked> = checked.values().collect();
     order.sort_by_key(|c| (c.pdu.depth, c.pdu.origin_server_ts));
+    // The create event is an auth event of every other event, listed or (v12) not.
+    let create = checked.values().find(|c| c.pdu.kind.to_string() == "m.room.create");
     let mut passed = std::collections::HashSet::new();
     for entry in order {
         let pdu = &entry.pdu;
@@ -259,8 +282,6 @@ fn authorise_chain(
             continue;
         }
         let by_id = |id: &ruma::EventId| checked.get(id).map(|c| c.pdu.clone());
-        // The create event is an auth event of every other event, listed or (v12) not.
-        let create = checked.values().find(|c| c.pdu.kind.to_string() == "m.room.create");
         let auth_state: HashMap<(String, String), PduEvent> = pdu
             .auth_events
             .iter()

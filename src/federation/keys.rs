@@ -23,6 +23,9 @@ use ruma::{
 use super::Federation;
 use crate::storage::{StorageError, StoredServerKey, now_ms};
 
+/// Servers whose keys (or failures) are remembered in memory at most.
+const MAX_REMEMBERED: usize = 10_000;
+
 /// A server that did not give us its keys is not asked again for this long.
 const REFETCH_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
@@ -70,11 +73,11 @@ impl Federation {
             }
             // Not asked again for a while, whether it did not answer or lacked the key.
             if !satisfied(&keys) {
-                self.keys
-                    .failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(server.to_string(), Instant::now());
+                let mut failed = self.keys.failed.lock().unwrap_or_else(|p| p.into_inner());
+                failed.retain(|_, at| at.elapsed() < REFETCH_AFTER_FAILURE);
+                if failed.len() < MAX_REMEMBERED {
+                    failed.insert(server.to_string(), Instant::now());
+                }
             }
         }
         Ok(key_set(&keys, at_ms))
@@ -110,11 +113,15 @@ impl Federation {
                 expired: key.expired != 0,
             })
             .collect();
-        self.keys
-            .known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(server.to_string(), keys.clone());
+        // Only servers with keys are remembered (names that lead nowhere cost a query each,
+        // not memory), and only so many.
+        if !keys.is_empty() {
+            let mut known = self.keys.known.lock().unwrap_or_else(|p| p.into_inner());
+            if known.len() >= MAX_REMEMBERED {
+                known.clear();
+            }
+            known.insert(server.to_string(), keys.clone());
+        }
         Ok(keys)
     }
 
@@ -124,6 +131,17 @@ impl Federation {
         let key = &self.base.signing_key;
         if let Ok(public) = Base64::parse(key.public_key_base64()) {
             set.insert(key.key_id(), public);
+        }
+        for (key_id, document, _) in self.base.storage.signing_keys().await? {
+            let version = key_id.trim_start_matches("ed25519:");
+            let retired = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &document)
+                .ok()
+                .and_then(|bytes| hearth_federation::ServerKey::from_pkcs8(&bytes, version).ok());
+            if let Some(retired) = retired
+                && let Ok(public) = Base64::parse(retired.public_key_base64())
+            {
+                set.entry(key_id).or_insert(public);
+            }
         }
         Ok(set)
     }
@@ -145,6 +163,10 @@ impl Federation {
             Err(reason) => reasons.push(format!("{server}: {reason}")),
         }
         for notary in &self.base.config.federation.trusted_key_servers {
+            // A notary is never asked about itself (that would loop).
+            if notary.server_name == server.as_str() {
+                continue;
+            }
             match self
                 .fetch_from_notary(server, &notary.server_name, &notary.verify_keys)
                 .await
@@ -164,9 +186,21 @@ impl Federation {
     ) -> Result<VerifiedKeys, String> {
         let notary: OwnedServerName = notary.try_into().map_err(|_| "not a server name".to_owned())?;
         let notary_keys: PublicKeySet = if pinned.is_empty() {
-            Box::pin(self.key_set(&notary, &[], now_ms() as u64))
-                .await
-                .map_err(|e| e.to_string())?
+            // The notary's own keys, from the notary itself: a notary is never asked about
+            // itself, so this cannot loop.
+            let mut keys = self.stored_keys(&notary).await.map_err(|e| e.to_string())?;
+            if key_set(&keys, now_ms() as u64).is_empty() {
+                let document = self
+                    .client
+                    .send_unsigned(&notary, get_server_keys::v2::Request::new())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|response| document_object(response.server_key.json().get()))
+                    .and_then(|document| verify_key_document(document, &notary).map_err(|e| e.to_string()))?;
+                self.store(&document).await.map_err(|e| e.to_string())?;
+                keys = self.stored_keys(&notary).await.map_err(|e| e.to_string())?;
+            }
+            key_set(&keys, now_ms() as u64)
         } else {
             pinned
                 .iter()
@@ -248,6 +282,8 @@ impl Federation {
         server: &ServerName,
         minimum_valid_until_ts: u64,
     ) -> Result<Option<CanonicalJsonObject>, KeyFetchError> {
+        // Asking for keys valid further ahead than a day cannot force a fetch each time.
+        let minimum_valid_until_ts = minimum_valid_until_ts.min(now_ms() as u64 + 24 * 3_600_000);
         let stored = self.base.storage.server_key_document(server.as_str()).await?;
         let fresh = stored
             .as_ref()
@@ -255,6 +291,10 @@ impl Federation {
         let stored = if !fresh && self.may_fetch(server) {
             if let Err(reason) = self.fetch_keys(server).await {
                 tracing::info!(%server, %reason, "notary: could not fetch a server's keys");
+                let mut failed = self.keys.failed.lock().unwrap_or_else(|p| p.into_inner());
+                if failed.len() < MAX_REMEMBERED {
+                    failed.insert(server.to_string(), Instant::now());
+                }
             }
             self.base.storage.server_key_document(server.as_str()).await?
         } else {

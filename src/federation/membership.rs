@@ -160,6 +160,11 @@ impl Federation {
         match self.receive_membership(origin, room_id, event_id, pdu, "join").await? {
             RemoteOutcome::Accepted(_) | RemoteOutcome::Duplicate => {}
             RemoteOutcome::Rejected(reason) => return Err(EventError::forbidden(reason)),
+            RemoteOutcome::SoftFailed => {
+                return Err(EventError::forbidden(
+                    "The join does not pass against the room's current state",
+                ));
+            }
             RemoteOutcome::MissingEvents(ids) => {
                 return Err(EventError::bad_json(format!(
                     "Unknown prev or auth events: {}",

@@ -57,8 +57,10 @@ impl Courier for DestinationCourier {
             .iter()
             .filter_map(|(_, json)| RawValue::from_string(json.clone()).ok())
             .collect();
-        // The same batch sent again keeps its ID, so the destination answers it from memory.
-        let txn_id = OwnedTransactionId::from(format!("{first}-{last}"));
+        // The same batch sent again keeps its ID, so the destination answers it from memory;
+        // a different batch over the same range (membership changed between tries) gets
+        // another.
+        let txn_id = OwnedTransactionId::from(format!("{first}-{last}-{}", batch_digest(&pending)));
         let request = send_transaction_message::v1::Request::new(
             txn_id,
             self.base.config.server_name.clone(),
@@ -199,4 +201,15 @@ impl Subscriber for FederationSender {
             let _ = self.events.send((room_id.to_owned(), stream_ordering));
         }
     }
+}
+
+/// A short digest of a batch's events, for its transaction ID.
+fn batch_digest(pending: &[(i64, String)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (position, json) in pending {
+        hasher.update(position.to_le_bytes());
+        hasher.update(json.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..8])
 }

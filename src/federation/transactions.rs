@@ -62,6 +62,14 @@ impl Federation {
             tracing::debug!(%origin, %room_id, count = pdus.len(), "dropped PDUs for a room we are not in");
             return Vec::new();
         };
+        // Only rooms a local user is in take events (a stored invite is not being in it).
+        match self.base.storage.servers_in_room(room_id.as_str()).await {
+            Ok(servers) if servers.iter().any(|s| s == self.server_name().as_str()) => {}
+            _ => {
+                tracing::debug!(%origin, %room_id, count = pdus.len(), "dropped PDUs for a room we are not in");
+                return Vec::new();
+            }
+        }
         let mut results = Vec::with_capacity(pdus.len());
         if let Err(error) = self.check_acl(origin, room_id).await {
             tracing::info!(%origin, %room_id, "PDUs refused by the room's server ACL");
@@ -93,7 +101,8 @@ impl Federation {
                     self.base.metrics.federation_pdus_received.inc();
                     Ok(())
                 }
-                Ok(RemoteOutcome::Duplicate) => Ok(()),
+                // Soft-failed: accepted as far as the sender is concerned (as Synapse answers).
+                Ok(RemoteOutcome::Duplicate | RemoteOutcome::SoftFailed) => Ok(()),
                 Ok(RemoteOutcome::Rejected(reason)) => Err(reason),
                 Ok(RemoteOutcome::MissingEvents(ids)) => {
                     Err(format!("unknown prev or auth events: {}", ids.join(", ")))

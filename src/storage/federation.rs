@@ -208,8 +208,14 @@ impl Storage {
                AND e.rejected_reason IS NULL
                AND e.sender NOT LIKE $2
                AND (e.sender LIKE $3 OR e.event_id IN (SELECT event_id FROM federation_forwarded_events))
-               AND (e.room_id IN (SELECT room_id FROM current_state_events
-                                  WHERE event_type = 'm.room.member' AND membership = 'join' AND state_key LIKE $2)
+               AND ((e.room_id IN (SELECT room_id FROM current_state_events
+                                   WHERE event_type = 'm.room.member' AND membership = 'join' AND state_key LIKE $2)
+                     -- Only what came after its users joined: a server that joins late (or
+                     -- again) is not sent the history from before.
+                     AND e.stream_ordering > (SELECT MIN(j.stream_ordering)
+                                              FROM current_state_events c JOIN events j ON j.event_id = c.event_id
+                                              WHERE c.room_id = e.room_id AND c.event_type = 'm.room.member'
+                                                AND c.membership = 'join' AND c.state_key LIKE $2))
                     OR (e.event_type = 'm.room.member' AND e.state_key LIKE $2))
              ORDER BY e.stream_ordering
              LIMIT $4",
@@ -259,6 +265,14 @@ impl Storage {
     pub async fn persist_remote_join(&self, room: JoinedRoom) -> Result<i64, StorageError> {
         let mut tx = self.begin_write().await?;
         Self::insert_room(&mut tx, &room.room_id, &room.version, &room.creator).await?;
+        // A row made by an earlier invite holds what the inviting server claimed; the join's
+        // checked create event decides.
+        sqlx::query("UPDATE rooms SET room_version = $2, creator = $3 WHERE room_id = $1")
+            .bind(&room.room_id)
+            .bind(&room.version)
+            .bind(&room.creator)
+            .execute(&mut *tx)
+            .await?;
         for event in &room.outliers {
             let known: Option<i64> = sqlx::query_scalar("SELECT stream_ordering FROM events WHERE event_id = $1")
                 .bind(&event.event_id)

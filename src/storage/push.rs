@@ -114,9 +114,12 @@ impl Storage {
     }
 
     /// Events after `after`, up to `until`, oldest first, at most `limit` (for evaluation).
+    /// Rejected events are never evaluated (nor are outliers and soft-failed events, whose
+    /// positions are negative).
     pub async fn events_in_range(&self, after: i64, until: i64, limit: i64) -> Result<Vec<EventRow>, StorageError> {
         let sql = format!(
             "SELECT {} FROM events e WHERE e.stream_ordering > $1 AND e.stream_ordering <= $2
+               AND e.rejected_reason IS NULL
              ORDER BY e.stream_ordering LIMIT $3",
             prefixed_event_columns("e")
         );

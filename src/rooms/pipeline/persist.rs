@@ -52,7 +52,9 @@ pub async fn persist(
         state_key: draft.state_key.clone(),
         is_relation: relation.is_some(),
         subject: membership.and(draft.state_key.clone()),
-        visible: context.rejection.is_none(),
+        // Soft-failed events are kept from clients and subscribers like rejected ones.
+        visible: context.rejection.is_none() && context.kind != super::EventKind::SoftFailed,
+        state_replaced: context.resolved_state.is_some(),
     };
     let event = NewEvent {
         event_id: pdu.event_id.to_string(),

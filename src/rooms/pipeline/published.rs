@@ -23,6 +23,9 @@ pub struct Published {
     pub subject: Option<String>,
     /// Whether clients see it (not rejected, not soft-failed).
     pub visible: bool,
+    /// Current state was replaced by a resolution (a fork merged): everything cached of the
+    /// room's state is stale, not only this event's key.
+    pub state_replaced: bool,
 }
 
 /// The work to run once the event is committed at its position; drops the room lock last.
@@ -41,7 +44,10 @@ pub fn after_commit(state: &Base, event: Published, room_lock: OwnedMutexGuard<(
                         &event.event_type,
                         event.state_key.as_deref(),
                         event.is_relation,
-                    )
+                    );
+                    if event.state_replaced {
+                        caches.room_state_replaced(&event.room_id);
+                    }
                 },
             );
         }

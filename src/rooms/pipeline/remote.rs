@@ -34,6 +34,8 @@ pub enum RemoteOutcome {
     Rejected(String),
     /// Events it names are unknown here.
     MissingEvents(Vec<String>),
+    /// Passes against its own state but not against current state: kept, never shown.
+    SoftFailed,
 }
 
 /// Adds a checked remote PDU to a room we know.
@@ -45,6 +47,9 @@ pub async fn append_remote_event(
     rules: &RoomVersionRules,
 ) -> EventResult<RemoteOutcome> {
     let pdu = super::to_pdu(event_id, &object)?;
+    if pdu.room_id.as_deref() != Some(room_id) {
+        return Ok(RemoteOutcome::Rejected("the event is of another room".to_owned()));
+    }
     let storage = &state.storage;
     let room_lock = state.room_locks.lock(room_id).await;
     if storage.event(event_id.as_str()).await?.is_some() {
@@ -63,6 +68,12 @@ pub async fn append_remote_event(
     let missing: Vec<String> = wanted.iter().filter(|id| !loaded.contains_key(*id)).cloned().collect();
     if !missing.is_empty() {
         return Ok(RemoteOutcome::MissingEvents(missing));
+    }
+    // Events of another room cannot stand behind this one (nor lend it their state).
+    if loaded.values().any(|row| row.room_id != room_id.as_str()) {
+        return Ok(RemoteOutcome::Rejected(
+            "its prev or auth events are of another room".to_owned(),
+        ));
     }
     // The state after each prev event; with one state among them, that is the state before.
     let mut groups = Vec::new();
@@ -90,7 +101,7 @@ pub async fn append_remote_event(
         Some(group) => Some(group),
         None => head.last().map(|(_, _, group)| *group),
     };
-    let draft = draft_of(&pdu)?;
+    let mut draft = draft_of(&pdu)?;
     let types = auth_types(&draft, &pdu.sender, rules)?;
     let full_state = storage.state_group(state_before).await?;
     let mut auth_state = StateMap::new();
@@ -125,7 +136,24 @@ pub async fn append_remote_event(
         rejection: None,
         resolved_state: None,
     };
-    let outcome = match authorise::authorise(rules, &pdu, &context) {
+    // The rules against the state before it, then against the state its auth events make.
+    let auth_events_state: StateMap = auth_ids
+        .iter()
+        .filter_map(|id| context.loaded.get(id))
+        .filter_map(|row| Some(((row.event_type.clone(), row.state_key.clone()?), row.event_id.clone())))
+        .chain(
+            context
+                .state_id("m.room.create", "")
+                .map(|id| (("m.room.create".to_owned(), String::new()), id.clone())),
+        )
+        .collect();
+    let verdict = authorise::authorise(rules, &pdu, &context).and_then(|()| {
+        let before = std::mem::replace(&mut context.auth_state, auth_events_state);
+        let result = authorise::authorise(rules, &pdu, &context);
+        context.auth_state = before;
+        result
+    });
+    let outcome = match verdict {
         Ok(()) => None,
         Err(EventError::Forbidden(reason)) => {
             context.kind = EventKind::Rejected;
@@ -134,22 +162,34 @@ pub async fn append_remote_event(
         }
         Err(other) => return Err(other),
     };
-    // Not built on current state (a fork): current state becomes the resolution of the
-    // state after this event and the current one.
+    // Not built on current state (a fork): it must also pass against current state, or it is
+    // soft-failed (kept in the DAG, never shown, never current state); if it passes, current
+    // state becomes the resolution of the state after it and the current one.
     if outcome.is_none()
         && let Some(current_group) = current_group
         && current_group != state_before
     {
-        let mut after = full_state;
-        if let Some(key) = &pdu.state_key {
-            after.insert((pdu.kind.to_string(), key.clone()), event_id.to_string());
-        }
         let current = storage.state_group(current_group).await?;
-        context.resolved_state =
-            Some(resolve_states(state, rules, &[after, current], std::slice::from_ref(&pdu)).await?);
+        if !passes_against(state, rules, &pdu, &mut context, &current).await? {
+            tracing::info!(%room_id, %event_id, "soft-failed a remote event: it does not pass against current state");
+            context.kind = EventKind::SoftFailed;
+        } else {
+            let mut after = full_state;
+            if let Some(key) = &pdu.state_key {
+                after.insert((pdu.kind.to_string(), key.clone()), event_id.to_string());
+            }
+            context.resolved_state =
+                Some(resolve_states(state, rules, &[after, current], std::slice::from_ref(&pdu)).await?);
+        }
     }
+    if context.kind == EventKind::New && draft.redacts.is_some() && !may_redact(state, &pdu, &context).await? {
+        // Kept, but the target stays as it was: the sender may not redact it.
+        draft.redacts = None;
+    }
+    let soft_failed = context.kind == EventKind::SoftFailed;
     let stream_ordering = persist::persist(state, context, room_id, &pdu, object, &draft, None, room_lock).await?;
     Ok(match outcome {
+        None if soft_failed => RemoteOutcome::SoftFailed,
         None => RemoteOutcome::Accepted(stream_ordering),
         Some(reason) => RemoteOutcome::Rejected(reason),
     })
@@ -163,6 +203,72 @@ fn draft_of(pdu: &PduEvent) -> EventResult<EventDraft> {
         event_type: pdu.kind.to_string(),
         state_key: pdu.state_key.clone(),
         content,
-        redacts: pdu.redacts.clone(),
+        // Only a redaction redacts (`redacts` elsewhere means nothing).
+        redacts: (pdu.kind.to_string() == "m.room.redaction")
+            .then(|| pdu.redacts.clone())
+            .flatten(),
     })
+}
+
+/// Whether the event passes the auth rules against `current` (the room's current state).
+async fn passes_against(
+    state: &Base,
+    rules: &RoomVersionRules,
+    pdu: &PduEvent,
+    context: &mut EventContext,
+    current: &StateMap,
+) -> EventResult<bool> {
+    let keys: Vec<(String, String)> = context.auth_state.keys().cloned().collect();
+    let mut current_auth = StateMap::new();
+    for key in keys {
+        if let Some(id) = current.get(&key) {
+            current_auth.insert(key, id.clone());
+        }
+    }
+    let unloaded: Vec<String> = current_auth
+        .values()
+        .filter(|id| !context.loaded.contains_key(*id))
+        .cloned()
+        .collect();
+    for row in state.storage.events(&unloaded).await? {
+        context.loaded.insert(row.event_id.clone(), row);
+    }
+    let before = std::mem::replace(&mut context.auth_state, current_auth);
+    let result = authorise::authorise(rules, pdu, context);
+    context.auth_state = before;
+    match result {
+        Ok(()) => Ok(true),
+        Err(EventError::Forbidden(_)) => Ok(false),
+        Err(other) => Err(other),
+    }
+}
+
+/// Whether a remote redaction may redact its target: an event of the sender's own server, or
+/// any event when the sender has the power to redact (the spec leaves this check to servers).
+async fn may_redact(state: &Base, pdu: &PduEvent, context: &EventContext) -> EventResult<bool> {
+    let Some(target) = &pdu.redacts else { return Ok(false) };
+    let Some(row) = state.storage.event(target.as_str()).await? else {
+        // Not here (yet): nothing to redact.
+        return Ok(false);
+    };
+    if row.room_id.as_str() != pdu.room_id.as_deref().map(RoomId::as_str).unwrap_or_default() {
+        return Ok(false);
+    }
+    let server_of = |user: &str| user.split_once(':').map(|(_, server)| server.to_owned());
+    if server_of(&row.sender) == server_of(pdu.sender.as_str()) {
+        return Ok(true);
+    }
+    let levels = context
+        .state_id("m.room.power_levels", "")
+        .and_then(|id| context.loaded.get(id))
+        .and_then(|row| serde_json::from_str::<Value>(&row.json).ok())
+        .map(|pdu| pdu["content"].clone())
+        .unwrap_or(Value::Null);
+    let creator_fallback = 0;
+    let power = levels["users"][pdu.sender.as_str()]
+        .as_i64()
+        .or_else(|| levels["users_default"].as_i64())
+        .unwrap_or(creator_fallback);
+    let needed = levels["redact"].as_i64().unwrap_or(50);
+    Ok(power >= needed)
 }
