@@ -1160,3 +1160,93 @@ async fn a_pdu_whose_content_was_changed_is_kept_redacted_and_one_from_outside_t
             .all(|event| event["event_id"] != outsider_id && event["event_id"] != unknown_id)
     );
 }
+
+#[tokio::test]
+async fn a_remote_server_cannot_redact_others_events_or_post_past_a_ban() {
+    let ca = TestCa::new();
+    let remote = FakeServer::start(&ca, "remote.test", "127.0.0.9".parse().unwrap()).await;
+    let servers = start_federated(1, &ca, &[remote.peer()], |_, _| {}).await;
+    let a = &servers[0];
+    let mallory = "@mallory:remote.test";
+    let (alice, room_id) = room_with_remote_member(a, &remote, mallory).await;
+    let room_id = room_id.as_str();
+    say(a, &alice.access_token, room_id, "alice's words").await;
+    let alices = message_ids(a, &alice.access_token, room_id).await[0].1.clone();
+    let create = state_event_id(a, &alice.access_token, room_id, "m.room.create", "").await;
+    let power = state_event_id(a, &alice.access_token, room_id, "m.room.power_levels", "").await;
+    let join = state_event_id(a, &alice.access_token, room_id, "m.room.member", mallory).await;
+    let event = |kind: &str, content: serde_json::Value, prev: &str, depth: u64| {
+        json!({
+            "type": kind, "room_id": room_id, "sender": mallory, "content": content,
+            "prev_events": [prev], "auth_events": [create, power, join],
+            "depth": depth, "origin_server_ts": hearth::storage::now_ms(),
+        })
+    };
+    // A message claiming to redact, and a redaction without the power to redact alice.
+    let (sneaky_id, sneaky) = remote.sign_event(
+        event(
+            "m.room.message",
+            json!({ "msgtype": "m.text", "body": "x", "redacts": alices }),
+            &alices,
+            100,
+        ),
+        "11",
+    );
+    let (redaction_id, redaction) = remote.sign_event(
+        event("m.room.redaction", json!({ "redacts": alices }), &sneaky_id, 101),
+        "11",
+    );
+    let (status, answer) = remote
+        .send_transaction(a, "redact-others", vec![sneaky, redaction])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["pdus"][&redaction_id], json!({}), "{answer}");
+    let (_, kept) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/event/{alices}"),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert_eq!(kept["content"]["body"], "alice's words", "not redacted: {kept}");
+
+    // Mallory is banned; her server then posts from before the ban.
+    let (status, _) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room_id}/ban"),
+            Some(&alice.access_token),
+            json!({ "user_id": mallory }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (late_id, late) = remote.sign_event(
+        event(
+            "m.room.message",
+            json!({ "msgtype": "m.text", "body": "from before the ban" }),
+            &redaction_id,
+            102,
+        ),
+        "11",
+    );
+    let (status, answer) = remote.send_transaction(a, "after-ban", vec![late]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        answer["pdus"][&late_id],
+        json!({}),
+        "soft-failed, as far as the sender knows: {answer}"
+    );
+    let bodies: Vec<String> = message_ids(a, &alice.access_token, room_id)
+        .await
+        .into_iter()
+        .map(|(body, _)| body)
+        .collect();
+    assert!(!bodies.iter().any(|body| body == "from before the ban"), "{bodies:?}");
+    let (status, _) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/event/{late_id}"),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a soft-failed event is never served");
+    // The room goes on.
+    say(a, &alice.access_token, room_id, "still here").await;
+}

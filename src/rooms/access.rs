@@ -134,6 +134,11 @@ pub async fn visible_event(
         .await?
         .filter(|row| row.room_id == room_id.as_str() && access.allows(row.stream_ordering, &row.history_visibility))
         .ok_or_else(|| EventError::not_found("Event not found"))?;
+    // Outside the timeline (negative position) with a place in the room's state: soft-failed,
+    // never served. (Outliers, the state a join brought, have no state group and are served.)
+    if row.stream_ordering < 0 && state.storage.state_group_after(&row.event_id).await?.is_some() {
+        return Err(EventError::not_found("Event not found"));
+    }
     Ok((access, row))
 }
 
