@@ -39,6 +39,9 @@ pub type AddressPermit = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 /// largest federation responses; Synapse allows them hundreds of MB, we stay well below.
 const MAX_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
 
+/// Certificate names remembered for the resolver at most (then the map starts over).
+const MAX_NAMES: usize = 10_000;
+
 /// How the client reaches and trusts other servers.
 pub struct ClientSettings {
     pub origin: OwnedServerName,
@@ -180,10 +183,15 @@ impl<L: Lookup> FederationClient<L> {
             }
             Ok(_) => {}
             Err(_) => {
-                self.names
+                let mut names = self
+                    .names
                     .write()
-                    .expect("the name map is never poisoned: no code panics holding it")
-                    .insert(target.tls_name.clone(), target.resolve_name.clone());
+                    .expect("the name map is never poisoned: no code panics holding it");
+                // Bounded: names are only ever re-added from discovery, which has them cached.
+                if names.len() >= MAX_NAMES && !names.contains_key(&target.tls_name) {
+                    names.clear();
+                }
+                names.insert(target.tls_name.clone(), target.resolve_name.clone());
             }
         }
         let host = http::HeaderValue::from_str(&target.host_header)

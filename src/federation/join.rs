@@ -46,14 +46,20 @@ struct Checked {
 }
 
 impl Federation {
-    /// Joins `user_id` to a room through the first of `servers` that lets them in.
+    /// Joins `user_id` to a room through the first of `servers` that lets them in. `None`:
+    /// while this waited for another local user's join of the same room, this server became
+    /// a member, so the caller joins locally.
     pub async fn join_remote(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
         servers: &[OwnedServerName],
         extra: Map<String, Value>,
-    ) -> EventResult<OwnedRoomId> {
+    ) -> EventResult<Option<OwnedRoomId>> {
+        let _joining = self.joining.lock(room_id).await;
+        if !self.must_join_remotely(user_id, room_id).await? {
+            return Ok(None);
+        }
         let mut candidates: Vec<&OwnedServerName> = Vec::new();
         for server in servers {
             if server != self.server_name() && !candidates.contains(&server) && !self.is_blocked(server) {
@@ -68,7 +74,7 @@ impl Federation {
         let mut last = EventError::not_found("No server could let you in");
         for server in candidates {
             match self.join_through(user_id, room_id, server, &extra).await {
-                Ok(()) => return Ok(room_id.to_owned()),
+                Ok(()) => return Ok(Some(room_id.to_owned())),
                 Err(error) => {
                     tracing::info!(%room_id, %server, %error, "joining through a server failed");
                     last = error;

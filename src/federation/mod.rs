@@ -33,6 +33,9 @@ pub struct Federation {
     /// Inbound requests per origin.
     pub inbound_limits: RateLimiter,
     keys: keys::KeyCache,
+    /// One remote join per room at a time: a second local user joining the same room waits,
+    /// then joins locally through the first one's membership.
+    joining: crate::rooms::RoomLocks,
 }
 
 impl Federation {
@@ -93,6 +96,7 @@ impl Federation {
                 burst_count: config.inbound_burst,
             }),
             keys: keys::KeyCache::default(),
+            joining: crate::rooms::RoomLocks::default(),
         });
         let countersigner: Arc<dyn crate::base::Countersigner> = federation.clone();
         base.set_countersigner(Arc::downgrade(&countersigner));

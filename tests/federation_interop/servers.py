@@ -166,8 +166,11 @@ inbound_burst = 100000
         if database_url:
             out.write(f'[database]\nurl = "{database_url}"\n')
     log = os.path.join(data, "hearth.log")
+    # Each server its own database: HEARTH_* variables (HEARTH_DATABASE_URL above all) would
+    # override the config of every Hearth started here.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("HEARTH_")}
     process = subprocess.Popen(
-        [binary, "serve", "--config", config], stdout=open(log, "w"), stderr=subprocess.STDOUT
+        [binary, "serve", "--config", config], stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env
     )
     base = f"http://{ip}:{client_port}"
     wait_healthy(f"{base}/health", f"Hearth {name}", process)

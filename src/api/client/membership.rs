@@ -78,9 +78,12 @@ async fn join_room(
         }
         state.rate_limits.check_user(&state.rate_limits.joins, sender)?;
         let servers = federation.join_candidates(&sender.user_id, room_id, via).await?;
-        return Ok(federation
-            .join_remote(&sender.user_id, room_id, &servers, extra)
-            .await?);
+        if let Some(joined) = federation
+            .join_remote(&sender.user_id, room_id, &servers, extra.clone())
+            .await?
+        {
+            return Ok(joined);
+        }
     }
     Ok(joins::join(state, sender, room_id, extra).await?)
 }

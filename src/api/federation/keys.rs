@@ -62,6 +62,7 @@ pub async fn query_keys(
     state: AppState,
     request: Ruma<get_remote_server_keys::v2::Request>,
 ) -> ApiResult<get_remote_server_keys::v2::Response> {
+    limit_by_address(&state, request.client_ip)?;
     let minimum = u64::from(request.body.minimum_valid_until_ts.0);
     let documents = notarised(&state, &request.body.server_name, minimum).await?;
     Ok(get_remote_server_keys::v2::Response::new(documents))
@@ -71,6 +72,7 @@ pub async fn query_keys_batch(
     state: AppState,
     request: Ruma<get_remote_server_keys_batch::v2::Request>,
 ) -> ApiResult<get_remote_server_keys_batch::v2::Response> {
+    limit_by_address(&state, request.client_ip)?;
     if request.body.server_keys.len() > MAX_SERVERS_PER_QUERY {
         return Err(ApiError::invalid_param(format!(
             "At most {MAX_SERVERS_PER_QUERY} servers per query"
@@ -103,6 +105,15 @@ async fn notarised<T>(state: &AppState, server: &ServerName, minimum: u64) -> Ap
         Ok(None) => Ok(Vec::new()),
         Err(_) => Err(ApiError::internal()),
     }
+}
+
+/// The notary endpoints are unauthenticated and may make us fetch from other servers: each
+/// caller's address gets the per-server inbound rate.
+fn limit_by_address(state: &AppState, address: std::net::IpAddr) -> ApiResult<()> {
+    federation(state)?
+        .inbound_limits
+        .check(&format!("address {address}"))
+        .map_err(|limited| ApiError::limit_exceeded(limited.retry_after))
 }
 
 fn raw<T>(document: &CanonicalJsonObject) -> ApiResult<Raw<T>> {

@@ -96,45 +96,60 @@ pub async fn append_event(
     let (_, rules) = room_version_rules(&version)?;
 
     let auth_types = context::auth_types(&draft, sender, &rules)?;
-    let context = context::local_context(state, room_id, &auth_types).await?;
-    let references = |ids: &[String]| -> EventResult<Vec<(String, ruma::CanonicalJsonObject)>> {
-        ids.iter()
-            .map(|id| {
-                let row = context
-                    .loaded
-                    .get(id)
-                    .ok_or(EventError::Internal("an auth or prev event"))?;
-                Ok((id.clone(), parse_object(&row.json)?))
-            })
-            .collect()
-    };
-    let prev_refs = references(&context.prev_events)?;
-    let auth_refs = references(&context.auth_ids(&auth_types))?;
-    let mut object = build_object(
-        &draft,
-        Some(room_id),
-        sender,
-        context.depth,
-        &prev_refs,
-        &auth_refs,
-        &rules,
-    )?;
-    let event_id = finalize(&mut object, &rules, &state.config.server_name, &state.signing_key)?;
-    let pdu = to_pdu(&event_id, &object)?;
-    authorise::authorise(&rules, &pdu, &context)?;
-    // The invitee's server signs an invite first. (The room stays locked meanwhile: bounded
-    // by the federation request timeout.)
-    let object = match remote_invitee(&draft, &state.config.server_name) {
-        Some(_) => {
-            let countersigner = state.countersigner().ok_or_else(|| {
-                EventError::forbidden("Inviting users of other servers needs federation, which is off")
-            })?;
-            countersigner
-                .countersign_invite(room_id, &event_id, &version, object)
-                .await
-                .map_err(EventError::Forbidden)?
+    let mut room_lock = room_lock;
+    let mut tries = 0;
+    let (context, pdu, event_id, object) = loop {
+        let context = context::local_context(state, room_id, &auth_types).await?;
+        let references = |ids: &[String]| -> EventResult<Vec<(String, ruma::CanonicalJsonObject)>> {
+            ids.iter()
+                .map(|id| {
+                    let row = context
+                        .loaded
+                        .get(id)
+                        .ok_or(EventError::Internal("an auth or prev event"))?;
+                    Ok((id.clone(), parse_object(&row.json)?))
+                })
+                .collect()
+        };
+        let prev_refs = references(&context.prev_events)?;
+        let auth_refs = references(&context.auth_ids(&auth_types))?;
+        let mut object = build_object(
+            &draft,
+            Some(room_id),
+            sender,
+            context.depth,
+            &prev_refs,
+            &auth_refs,
+            &rules,
+        )?;
+        let event_id = finalize(&mut object, &rules, &state.config.server_name, &state.signing_key)?;
+        let pdu = to_pdu(&event_id, &object)?;
+        authorise::authorise(&rules, &pdu, &context)?;
+        if remote_invitee(&draft, &state.config.server_name).is_none() {
+            break (context, pdu, event_id, object);
         }
-        None => object,
+        // The invitee's server signs an invite first. The room is not held meanwhile (that
+        // server may be slow); if the room moved on, the invite is built again on its head.
+        let countersigner = state
+            .countersigner()
+            .ok_or_else(|| EventError::forbidden("Inviting users of other servers needs federation, which is off"))?;
+        let head = (context.state_before, context.prev_events.clone());
+        drop(room_lock);
+        let signed = countersigner
+            .countersign_invite(room_id, &event_id, &version, object)
+            .await
+            .map_err(EventError::Forbidden)?;
+        room_lock = state.room_locks.lock(room_id).await;
+        let now = context::local_context(state, room_id, &auth_types).await?;
+        if (now.state_before, now.prev_events.clone()) == head {
+            break (context, pdu, event_id, signed);
+        }
+        tries += 1;
+        if tries >= 3 {
+            return Err(EventError::forbidden(
+                "The room changed while the invitee's server signed the invite; try again",
+            ));
+        }
     };
     let stream_ordering = persist::persist(
         state,
