@@ -29,6 +29,9 @@ impl From<EventError> for ApiError {
                 ApiError::new(StatusCode::FORBIDDEN, ErrorKind::GuestAccessForbidden, reason)
             }
             EventError::BadAlias(reason) => ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::BadAlias, reason),
+            EventError::UnableToGrantJoin(reason) => {
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::UnableToGrantJoin, reason)
+            }
             EventError::AliasInUse => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorKind::RoomInUse,

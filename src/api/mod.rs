@@ -247,6 +247,8 @@ pub fn router(state: AppState) -> Router {
         .ruma(federation::membership::send_join)
         .ruma(federation::membership::make_leave)
         .ruma(federation::membership::send_leave)
+        .ruma(federation::membership::make_knock)
+        .ruma(federation::membership::send_knock)
         .ruma(federation::membership::invite)
         .ruma(federation::events::event)
         .ruma(federation::events::state_ids)

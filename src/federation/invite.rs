@@ -12,7 +12,10 @@ use hearth_federation::pdu::PduEvent;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedServerName, RoomId, RoomVersionId, ServerName,
     UserId,
-    api::federation::membership::{RawStrippedState, create_invite, create_leave_event, prepare_leave_event},
+    api::federation::membership::{
+        RawStrippedState, create_invite, create_knock_event, create_leave_event, prepare_knock_event,
+        prepare_leave_event,
+    },
     room_version_rules::RoomVersionRules,
     signatures::{PublicKeyMap, hash_and_sign_event, verify_json},
 };
@@ -23,7 +26,7 @@ use crate::base::Countersigner;
 use crate::{
     rooms::{
         error::{EventError, EventResult},
-        membership::room_description_events,
+        membership::{Change, member_content},
         pipeline::{EventKind, published::announce, remote::RemoteOutcome, room_version_rules, to_pdu},
     },
     storage::NewEvent,
@@ -67,10 +70,10 @@ impl Federation {
             ));
         }
         let (room_version, rules) = room_version_rules(version)?;
-        let invite_room_state = room_description_events(&self.base, room_id.as_str())
+        let invite_room_state = self
+            .room_description_pdus(room_id)
             .await?
             .into_iter()
-            .filter_map(|row| RawValue::from_string(row.json).ok())
             .map(RawStrippedState::Pdu)
             .collect();
         let raw = serde_json::value::to_raw_value(&event).map_err(|_| EventError::internal())?;
@@ -287,13 +290,35 @@ impl Federation {
             .current_state_event(room_id.as_str(), "m.room.member", user_id.as_str())
             .await?
             .ok_or_else(|| EventError::forbidden("You are not in this room"))?;
+        // The inviter's server; for a knock, the servers of whoever sent the room's description.
         let inviter = UserId::parse(&membership.sender).map_err(|_| EventError::internal())?;
         let mut servers: Vec<OwnedServerName> = vec![inviter.server_name().to_owned()];
+        let described: Vec<Value> = match self
+            .base
+            .storage
+            .remote_invite_state(room_id.as_str(), user_id.as_str())
+            .await?
+        {
+            Some(events) => serde_json::from_str(&events).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        for event in &described {
+            if let Some(sender) = event["sender"].as_str().and_then(|s| UserId::parse(s).ok())
+                && !servers.iter().any(|s| s == sender.server_name())
+            {
+                servers.push(sender.server_name().to_owned());
+            }
+        }
         if let Some(server) = room_id.server_name() {
             servers.push(server.to_owned());
         }
         let mut last = EventError::not_found("No server could take the leave");
-        for server in servers.iter().filter(|s| *s != self.server_name()) {
+        let mut tried: Vec<&OwnedServerName> = Vec::new();
+        for server in &servers {
+            if server == self.server_name() || tried.contains(&server) {
+                continue;
+            }
+            tried.push(server);
             match self.leave_through(user_id, room_id, server, reason).await {
                 Ok(()) => return Ok(()),
                 Err(error) => {
@@ -321,23 +346,11 @@ impl Federation {
             .await
             .map_err(|error| EventError::not_found(format!("Could not leave through that server: {error}")))?;
         let version = made.room_version.unwrap_or(RoomVersionId::V1);
-        let (_, rules) = room_version_rules(version.as_str())?;
-        let mut event: CanonicalJsonObject =
-            serde_json::from_str(made.event.get()).map_err(|_| EventError::bad_json("The leave event is not JSON"))?;
         let mut content = json!({ "membership": "leave" });
         if let Some(reason) = reason {
             content["reason"] = Value::from(reason);
         }
-        let is_ours = |name: &str| match event.get(name) {
-            Some(CanonicalJsonValue::String(value)) => value == user_id.as_str(),
-            _ => false,
-        };
-        if !is_ours("sender") || !is_ours("state_key") {
-            return Err(EventError::bad_json(
-                "The resident server offered a leave for someone else",
-            ));
-        }
-        let event_id = self.sign_template(&mut event, content, &rules)?;
+        let (event_id, event) = self.sign_outside_template(user_id, &version, &made.event, content)?;
         let raw = serde_json::value::to_raw_value(&event).map_err(|_| EventError::internal())?;
         self.client
             .send(
@@ -348,6 +361,101 @@ impl Federation {
             .map_err(|error| EventError::forbidden(format!("The leave was refused: {error}")))?;
         let pdu = to_pdu(&event_id, &event)?;
         self.store_membership(room_id, &version, &pdu, &event, None).await
+    }
+
+    /// Checks that a resident server's membership template is `user_id`'s own, and signs it
+    /// with our content. Returns the event ID and the signed event.
+    fn sign_outside_template(
+        &self,
+        user_id: &UserId,
+        version: &RoomVersionId,
+        template: &RawValue,
+        content: Value,
+    ) -> EventResult<(OwnedEventId, CanonicalJsonObject)> {
+        let (_, rules) = room_version_rules(version.as_str())?;
+        let mut event: CanonicalJsonObject = serde_json::from_str(template.get())
+            .map_err(|_| EventError::bad_json("The resident server's event is not JSON"))?;
+        let is_ours = |name: &str| match event.get(name) {
+            Some(CanonicalJsonValue::String(value)) => value == user_id.as_str(),
+            _ => false,
+        };
+        let is_member = matches!(event.get("type"), Some(CanonicalJsonValue::String(kind)) if kind == "m.room.member");
+        if !is_member || !is_ours("sender") || !is_ours("state_key") {
+            return Err(EventError::bad_json(
+                "The resident server offered a membership event for someone else",
+            ));
+        }
+        let event_id = self.sign_template(&mut event, content, &rules)?;
+        Ok((event_id, event))
+    }
+
+    /// Knocks on a room this server is not in, through the first of `servers` that takes it;
+    /// the knock and the room's description (from the resident server) are kept for the user.
+    pub async fn knock_remote(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        servers: &[OwnedServerName],
+        reason: Option<&str>,
+    ) -> EventResult<()> {
+        let mut last = EventError::not_found("Unknown room, and no server to knock through (give via)");
+        let mut tried: Vec<&OwnedServerName> = Vec::new();
+        for server in servers {
+            if server == self.server_name() || self.is_blocked(server) || tried.contains(&server) {
+                continue;
+            }
+            tried.push(server);
+            match self.knock_through(user_id, room_id, server, reason).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::info!(%room_id, %server, %error, "knocking through a server failed");
+                    last = error;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn knock_through(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        server: &OwnedServerName,
+        reason: Option<&str>,
+    ) -> EventResult<()> {
+        let mut request = prepare_knock_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+        request.ver = super::join::SUPPORTED_VERSIONS.to_vec();
+        let made = self
+            .client
+            .send(server, request)
+            .await
+            .map_err(|error| match error.errcode() {
+                Some("M_FORBIDDEN") => EventError::forbidden(format!("The room does not take knocks: {error}")),
+                Some("M_INCOMPATIBLE_ROOM_VERSION") => EventError::UnsupportedVersion(error.to_string()),
+                _ => EventError::not_found(format!("Could not knock through that server: {error}")),
+            })?;
+        let version = made.room_version;
+        let mut content = member_content(&self.base, Change::Knock, user_id).await?;
+        if let Some(reason) = reason {
+            content["reason"] = Value::from(reason);
+        }
+        let (event_id, event) = self.sign_outside_template(user_id, &version, &made.event, content)?;
+        let raw = serde_json::value::to_raw_value(&event).map_err(|_| EventError::internal())?;
+        let answer = self
+            .client
+            .send(
+                server,
+                create_knock_event::v1::Request::new(room_id.to_owned(), event_id.clone(), raw),
+            )
+            .await
+            .map_err(|error| EventError::forbidden(format!("The knock was refused: {error}")))?;
+        let stripped: Vec<Value> = answer.knock_room_state.iter().filter_map(stripped_of).collect();
+        let stripped = serde_json::to_string(&stripped).map_err(|_| EventError::internal())?;
+        let pdu = to_pdu(&event_id, &event)?;
+        self.store_membership(room_id, &version, &pdu, &event, Some(&stripped))
+            .await?;
+        tracing::info!(%room_id, %server, %user_id, "knocked on a room of another server");
+        Ok(())
     }
 
     /// A leave event for `user_id` (of `origin`) to sign (`make_leave`).

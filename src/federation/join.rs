@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// Room versions we can join (make_join's `ver`).
-const SUPPORTED_VERSIONS: &[RoomVersionId] = &[
+pub(super) const SUPPORTED_VERSIONS: &[RoomVersionId] = &[
     RoomVersionId::V1,
     RoomVersionId::V2,
     RoomVersionId::V3,
@@ -57,7 +57,7 @@ impl Federation {
         extra: Map<String, Value>,
     ) -> EventResult<Option<OwnedRoomId>> {
         let _joining = self.joining.lock(room_id).await;
-        if !self.must_join_remotely(user_id, room_id).await? {
+        if !self.must_join_remotely(room_id).await? {
             return Ok(None);
         }
         let mut candidates: Vec<&OwnedServerName> = Vec::new();
@@ -360,9 +360,9 @@ impl Federation {
     }
 
     /// Whether a join must go through another server: the room is unknown here, or no local
-    /// user is in it any more (our copy of it is stale) while other servers are, or we only
-    /// hold a remote invite to it.
-    pub async fn must_join_remotely(&self, user_id: &UserId, room_id: &RoomId) -> EventResult<bool> {
+    /// user is in it any more (our copy of it is stale) while other servers are, or it was
+    /// made elsewhere and we only hold an invite or a knock.
+    pub async fn must_join_remotely(&self, room_id: &RoomId) -> EventResult<bool> {
         let storage = &self.base.storage;
         if self
             .base
@@ -380,12 +380,14 @@ impl Federation {
         if !servers.is_empty() {
             return Ok(true);
         }
-        let invited_from_afar = storage
-            .current_state_event(room_id.as_str(), "m.room.member", user_id.as_str())
+        // Nobody is in it: a room made elsewhere (we hold only an invite, a knock or an old
+        // copy) is joined through its servers; one made here is ours to join.
+        let made_here = storage
+            .current_state_event(room_id.as_str(), "m.room.create", "")
             .await?
             .and_then(|row| UserId::parse(&row.sender).ok())
-            .is_some_and(|inviter| inviter.server_name() != self.server_name());
-        Ok(invited_from_afar)
+            .is_some_and(|creator| creator.server_name() == self.server_name());
+        Ok(!made_here)
     }
 
     /// Servers that may let `user_id` in: those the client named, the server of whoever

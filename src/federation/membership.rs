@@ -14,6 +14,7 @@ use serde_json::{json, value::RawValue};
 use super::Federation;
 use crate::rooms::{
     error::{EventError, EventResult},
+    membership::{restricted_join_authoriser, room_description_events},
     pipeline::{
         EventDraft, authorise,
         build::build_object,
@@ -26,6 +27,8 @@ use crate::rooms::{
 
 /// The room's state for a joining server.
 pub struct JoinedState {
+    /// The join as stored, when this server signed it as a restricted join's authoriser.
+    pub event: Option<Box<RawValue>>,
     pub state: Vec<Box<RawValue>>,
     pub auth_chain: Vec<Box<RawValue>>,
     pub servers_in_room: Vec<String>,
@@ -69,7 +72,23 @@ impl Federation {
         }
         self.require_resident(room_id).await?;
         self.check_acl(origin, room_id).await?;
-        let draft = EventDraft::state("m.room.member", user_id.as_str(), json!({ "membership": membership }));
+        let mut content = json!({ "membership": membership });
+        // A restricted room lets in an uninvited user who is in one of the allowed rooms, on
+        // the word of a member here who may invite (the spec's authorising server).
+        if membership == "join"
+            && !matches!(
+                self.base
+                    .storage
+                    .membership(room_id.as_str(), user_id.as_str())
+                    .await?
+                    .as_deref(),
+                Some("invite" | "join")
+            )
+            && let Some(authoriser) = restricted_join_authoriser(&self.base, room_id, user_id).await?
+        {
+            content["join_authorised_via_users_server"] = authoriser.into();
+        }
+        let draft = EventDraft::state("m.room.member", user_id.as_str(), content);
         let types = auth_types(&draft, user_id, rules)?;
         let context = local_context(&self.base, room_id, &types).await?;
         let references = |ids: &[String]| -> EventResult<Vec<(String, CanonicalJsonObject)>> {
@@ -138,6 +157,7 @@ impl Federation {
                 "Not a {expected} of a user of the sending server to this room"
             )));
         }
+        let object = self.countersign_restricted_join(room_id, object, &rules).await?;
         let (checked_id, object) = self
             .check_pdu(object, &rules)
             .await
@@ -147,6 +167,57 @@ impl Federation {
         }
         self.base.storage.forward_event(event_id.as_str()).await?;
         append_remote_event(&self.base, room_id, event_id, object, &rules).await
+    }
+
+    /// A join that names one of our users as its authoriser (a restricted join we offered in
+    /// `make_join`) gets our signature, if the user still qualifies: the auth rules check the
+    /// authoriser's power, only we can check the joining user's membership of an allowed room.
+    async fn countersign_restricted_join(
+        &self,
+        room_id: &RoomId,
+        mut object: CanonicalJsonObject,
+        rules: &RoomVersionRules,
+    ) -> EventResult<CanonicalJsonObject> {
+        let authoriser = match object.get("content") {
+            Some(CanonicalJsonValue::Object(content)) => match content.get("join_authorised_via_users_server") {
+                Some(CanonicalJsonValue::String(user)) => UserId::parse(user).ok(),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(authoriser) = authoriser.filter(|user| user.server_name() == self.server_name()) else {
+            return Ok(object);
+        };
+        let joining = match object.get("state_key") {
+            Some(CanonicalJsonValue::String(user)) => {
+                UserId::parse(user).map_err(|_| EventError::bad_json("state_key"))?
+            }
+            _ => return Err(EventError::bad_json("A join names its user")),
+        };
+        if restricted_join_authoriser(&self.base, room_id, &joining)
+            .await?
+            .is_none()
+        {
+            return Err(EventError::forbidden("The room is not restricted"));
+        }
+        tracing::info!(%room_id, %joining, %authoriser, "authorising a restricted join");
+        let mut redacted = ruma::canonical_json::redact(object.clone(), &rules.redaction, None)
+            .map_err(|_| EventError::bad_json("The join cannot be redacted"))?;
+        redacted.remove("signatures");
+        redacted.remove("unsigned");
+        ruma::signatures::sign_json(self.server_name().as_str(), self.base.signing_key.pair(), &mut redacted)
+            .map_err(|_| EventError::internal())?;
+        if let Some(CanonicalJsonValue::Object(ours)) = redacted.remove("signatures")
+            && let Some(signature) = ours.get(self.server_name().as_str())
+        {
+            match object.get_mut("signatures") {
+                Some(CanonicalJsonValue::Object(all)) => {
+                    all.insert(self.server_name().to_string(), signature.clone());
+                }
+                _ => return Err(EventError::bad_json("The join is not signed")),
+            }
+        }
+        Ok(object)
     }
 
     /// Takes a signed join into the room; answers with the state before it and its auth chain.
@@ -204,7 +275,21 @@ impl Federation {
         auth_roots.extend(pdu.auth_events.iter().map(ToString::to_string));
         let auth_chain = self.auth_chain(auth_roots).await?;
         let raw = |json: &str| RawValue::from_string(json.to_owned()).map_err(|_| EventError::internal());
+        let authorised_here = serde_json::from_str::<serde_json::Value>(pdu.content.get())
+            .ok()
+            .and_then(|content| {
+                content
+                    .get("join_authorised_via_users_server")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .is_some_and(|user| user.ends_with(&format!(":{}", self.server_name())));
         Ok(JoinedState {
+            event: if authorised_here {
+                Some(raw(&stored.json)?)
+            } else {
+                None
+            },
             state: state_rows
                 .iter()
                 .map(|row| raw(&row.json))
@@ -215,6 +300,42 @@ impl Federation {
                 .collect::<EventResult<_>>()?,
             servers_in_room: self.servers_in_room(room_id).await?,
         })
+    }
+
+    /// Takes a signed knock into the room; answers with the room's description for the
+    /// knocker (whole events, the create event among them, as the spec asks).
+    pub async fn send_knock(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &OwnedEventId,
+        pdu: &RawValue,
+    ) -> EventResult<Vec<Box<RawValue>>> {
+        match self.receive_membership(origin, room_id, event_id, pdu, "knock").await? {
+            RemoteOutcome::Accepted(_) | RemoteOutcome::Duplicate => {}
+            RemoteOutcome::Rejected(reason) => return Err(EventError::forbidden(reason)),
+            RemoteOutcome::SoftFailed => {
+                return Err(EventError::forbidden(
+                    "The knock does not pass against the room's current state",
+                ));
+            }
+            RemoteOutcome::MissingEvents(_) => {
+                return Err(EventError::forbidden(
+                    "The knock names events this server does not have",
+                ));
+            }
+        }
+        self.room_description_pdus(room_id).await
+    }
+
+    /// The room's descriptive state events, whole, for someone outside it (an invitee's or a
+    /// knocker's server).
+    pub(super) async fn room_description_pdus(&self, room_id: &RoomId) -> EventResult<Vec<Box<RawValue>>> {
+        Ok(room_description_events(&self.base, room_id.as_str())
+            .await?
+            .into_iter()
+            .filter_map(|row| RawValue::from_string(row.json).ok())
+            .collect())
     }
 
     /// The auth chain from `roots`: their auth events, theirs, and so on.

@@ -29,6 +29,8 @@ pub enum EventError {
     AliasExists,
     /// Forgetting a room the user has not left.
     StillInRoom,
+    /// A restricted join this server cannot vouch for (no local member may invite).
+    UnableToGrantJoin(String),
     /// The user's rate limit for this action is spent.
     LimitExceeded(Limited),
     /// The database failed.
@@ -81,7 +83,8 @@ impl std::fmt::Display for EventError {
             | Self::Forbidden(reason)
             | Self::NotFound(reason)
             | Self::GuestForbidden(reason)
-            | Self::BadAlias(reason) => write!(f, "{reason}"),
+            | Self::BadAlias(reason)
+            | Self::UnableToGrantJoin(reason) => write!(f, "{reason}"),
             Self::AliasInUse => write!(f, "Room alias already taken"),
             Self::AliasExists => write!(f, "Room alias already exists"),
             Self::StillInRoom => write!(f, "Leave the room before forgetting it"),

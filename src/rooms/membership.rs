@@ -154,8 +154,9 @@ pub async fn change_membership_with(
 /// For a join to a `restricted` (or `knock_restricted`) room by an uninvited user: checks that
 /// the user is in one of the rooms the join rules allow, and names a local member with the
 /// power to invite who vouches for the join (`join_authorised_via_users_server`). `None` when
-/// the room's join rule is not restricted.
-async fn restricted_join_authoriser(state: &Base, room_id: &RoomId, user: &UserId) -> EventResult<Option<String>> {
+/// the room's join rule is not restricted. Federation's `make_join` asks the same for a
+/// remote user (whose memberships we know in the allowed rooms this server is in).
+pub async fn restricted_join_authoriser(state: &Base, room_id: &RoomId, user: &UserId) -> EventResult<Option<String>> {
     let Some(rules) = state
         .storage
         .current_state_event(room_id.as_str(), "m.room.join_rules", "")
@@ -208,7 +209,9 @@ async fn restricted_join_authoriser(state: &Base, room_id: &RoomId, user: &UserI
             return Ok(Some(candidate.to_string()));
         }
     }
-    Err(EventError::forbidden("No member of this room can authorise your join"))
+    Err(EventError::UnableToGrantJoin(
+        "No member of this room on this server can authorise your join".to_owned(),
+    ))
 }
 
 /// After a profile change, re-sends the user's join event in every room they are in, carrying

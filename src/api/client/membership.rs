@@ -45,21 +45,29 @@ pub async fn join_by_id_or_alias(
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
     let sender = request.sender()?;
     let extra = extra_fields(&request.raw_body);
-    let mut via = request.body.via.clone();
-    let room_id = match (
-        &state.federation,
-        OwnedRoomId::try_from(request.body.room_id_or_alias.clone()),
-    ) {
+    let (room_id, via) = room_and_servers(&state, &request.body.room_id_or_alias, &request.body.via).await?;
+    let room_id = join_room(&state, sender, &room_id, &via, extra).await?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+/// The room a room ID or alias names, and the servers to reach it through: the client's
+/// `via`, and for another server's alias, the servers its directory names.
+async fn room_and_servers(
+    state: &AppState,
+    room: &ruma::OwnedRoomOrAliasId,
+    via: &[ruma::OwnedServerName],
+) -> ApiResult<(OwnedRoomId, Vec<ruma::OwnedServerName>)> {
+    let mut via = via.to_vec();
+    let room_id = match (&state.federation, OwnedRoomId::try_from(room.clone())) {
         (_, Ok(room_id)) => room_id,
         (Some(federation), Err(alias)) if alias.server_name() != state.config.server_name => {
             let (room_id, servers) = federation.resolve_remote_alias(&alias).await?;
             via.extend(servers);
             room_id
         }
-        _ => joins::resolve_room(&state, &request.body.room_id_or_alias).await?,
+        _ => joins::resolve_room(state, room).await?,
     };
-    let room_id = join_room(&state, sender, &room_id, &via, extra).await?;
-    Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+    Ok((room_id, via))
 }
 
 /// Joins a room here, or through another server when this one is not in it.
@@ -71,7 +79,7 @@ async fn join_room(
     extra: Map<String, Value>,
 ) -> ApiResult<OwnedRoomId> {
     if let Some(federation) = &state.federation
-        && federation.must_join_remotely(&sender.user_id, room_id).await?
+        && federation.must_join_remotely(room_id).await?
     {
         if sender.is_guest {
             return Err(ApiError::forbidden("Guests cannot join rooms on other servers"));
@@ -96,8 +104,31 @@ fn extra_fields(body: &[u8]) -> Map<String, Value> {
 /// `POST /_matrix/client/v3/knock/{roomIdOrAlias}` (room versions 7 and later)
 pub async fn knock(state: AppState, request: Ruma<knock_room::v3::Request>) -> ApiResult<knock_room::v3::Response> {
     let sender = request.sender()?;
-    let room_id = joins::resolve_room(&state, &request.body.room_id_or_alias).await?;
-    joins::knock(&state, sender, &room_id, request.body.reason.as_deref()).await?;
+    let (room_id, via) = room_and_servers(&state, &request.body.room_id_or_alias, &request.body.via).await?;
+    let reason = request.body.reason.as_deref();
+    if let Some(federation) = &state.federation
+        && federation.must_join_remotely(&room_id).await?
+    {
+        if matches!(
+            state
+                .storage
+                .membership(room_id.as_str(), sender.user_id.as_str())
+                .await?
+                .as_deref(),
+            Some("invite" | "knock")
+        ) {
+            return Err(ApiError::forbidden(
+                "You are already invited to (or knocking on) this room",
+            ));
+        }
+        state.rate_limits.check_user(&state.rate_limits.joins, sender)?;
+        let servers = federation.join_candidates(&sender.user_id, &room_id, &via).await?;
+        federation
+            .knock_remote(&sender.user_id, &room_id, &servers, reason)
+            .await?;
+        return Ok(knock_room::v3::Response::new(room_id));
+    }
+    joins::knock(&state, sender, &room_id, reason).await?;
     Ok(knock_room::v3::Response::new(room_id))
 }
 

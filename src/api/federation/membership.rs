@@ -5,7 +5,8 @@ use http::StatusCode;
 use ruma::api::{
     error::{ErrorKind, IncompatibleRoomVersionErrorData},
     federation::membership::{
-        create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+        RawStrippedState, create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
+        prepare_knock_event, prepare_leave_event,
     },
 };
 use serde_json::value::to_raw_value;
@@ -23,19 +24,7 @@ pub async fn make_join(
     let federation = federation(&state)?;
     let body = &request.body;
     let (version, rules) = federation.room_rules(&body.room_id).await?;
-    // No `ver` means the joining server knows only version 1 (spec).
-    let supported = if body.ver.is_empty() {
-        vec![ruma::RoomVersionId::V1]
-    } else {
-        body.ver.clone()
-    };
-    if !supported.contains(&version) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorKind::IncompatibleRoomVersion(IncompatibleRoomVersionErrorData::new(version.clone())),
-            format!("The room is version {version}, which your server does not support"),
-        ));
-    }
+    require_supported(&version, &body.ver)?;
     let template = federation
         .make_join(origin, &body.room_id, &body.user_id, &rules)
         .await?;
@@ -59,7 +48,68 @@ pub async fn send_join(
     room_state.state = joined.state;
     room_state.auth_chain = joined.auth_chain;
     room_state.servers_in_room = Some(joined.servers_in_room);
+    room_state.event = joined.event;
     Ok(create_join_event::v2::Response::new(room_state))
+}
+
+/// 400 `M_INCOMPATIBLE_ROOM_VERSION` unless the requesting server supports the room's version
+/// (no `ver` at all means version 1 only, as the spec says).
+fn require_supported(version: &ruma::RoomVersionId, supported: &[ruma::RoomVersionId]) -> ApiResult<()> {
+    let supported = if supported.is_empty() {
+        &[ruma::RoomVersionId::V1][..]
+    } else {
+        supported
+    };
+    if supported.contains(version) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorKind::IncompatibleRoomVersion(IncompatibleRoomVersionErrorData::new(version.clone())),
+        format!("The room is version {version}, which your server does not support"),
+    ))
+}
+
+/// `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`
+pub async fn make_knock(
+    state: AppState,
+    request: Ruma<prepare_knock_event::v1::Request>,
+) -> ApiResult<prepare_knock_event::v1::Response> {
+    let origin = request.origin()?;
+    let federation = federation(&state)?;
+    let body = &request.body;
+    let (version, rules) = federation.room_rules(&body.room_id).await?;
+    require_supported(&version, &body.ver)?;
+    if !rules.authorization.knocking {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::IncompatibleRoomVersion(IncompatibleRoomVersionErrorData::new(version.clone())),
+            format!("Room version {version} does not allow knocking"),
+        ));
+    }
+    let template = federation
+        .make_membership(origin, &body.room_id, &body.user_id, "knock", &rules)
+        .await?;
+    Ok(prepare_knock_event::v1::Response::new(
+        version,
+        to_raw_value(&template).map_err(|_| ApiError::internal())?,
+    ))
+}
+
+/// `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`
+pub async fn send_knock(
+    state: AppState,
+    request: Ruma<create_knock_event::v1::Request>,
+) -> ApiResult<create_knock_event::v1::Response> {
+    let origin = request.origin()?;
+    let federation = federation(&state)?;
+    let body = &request.body;
+    let described = federation
+        .send_knock(origin, &body.room_id, &body.event_id, &body.pdu)
+        .await?;
+    Ok(create_knock_event::v1::Response::new(
+        described.into_iter().map(RawStrippedState::Pdu).collect(),
+    ))
 }
 
 pub async fn make_leave(

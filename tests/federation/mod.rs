@@ -1,6 +1,8 @@
 //! Federation between servers on loopback, over TLS from a test CA: keys, the notary,
 //! request signatures, and the queries other servers make.
 
+mod membership;
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -204,7 +206,13 @@ async fn queries_answer_for_local_users_and_aliases_only() {
 }
 
 /// The event ID of a state event, as the room's members see it.
-async fn state_event_id(server: &TestServer, token: &str, room_id: &str, event_type: &str, state_key: &str) -> String {
+pub(super) async fn state_event_id(
+    server: &TestServer,
+    token: &str,
+    room_id: &str,
+    event_type: &str,
+    state_key: &str,
+) -> String {
     let (status, state) = server
         .get(&format!("/_matrix/client/v3/rooms/{room_id}/state"), Some(token))
         .await;
@@ -357,7 +365,7 @@ async fn a_remote_server_joins_a_room_and_its_messages_reach_local_users() {
 }
 
 /// A room on `server` created by a new user, joined by `user` of the fake server.
-async fn room_with_remote_member(
+pub(super) async fn room_with_remote_member(
     server: &TestServer,
     remote: &FakeServer,
     user: &str,
@@ -375,7 +383,7 @@ async fn room_with_remote_member(
     (alice, room_id)
 }
 
-async fn say(server: &TestServer, token: &str, room_id: &str, body: &str) {
+pub(super) async fn say(server: &TestServer, token: &str, room_id: &str, body: &str) {
     let (status, answer) = server
         .put(
             &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{body}"),
@@ -449,7 +457,7 @@ async fn a_destination_that_was_down_gets_everything_in_order_even_across_a_rest
 }
 
 /// Waits (up to 15 s) until `body` is among the room's recent messages as `user` sees them.
-async fn wait_for_message(server: &TestServer, token: &str, room_id: &str, body: &str) -> serde_json::Value {
+pub(super) async fn wait_for_message(server: &TestServer, token: &str, room_id: &str, body: &str) -> serde_json::Value {
     for _ in 0..150 {
         let (status, messages) = server
             .get(
@@ -565,7 +573,7 @@ async fn joining_an_unknown_room_without_a_server_to_ask_is_a_clear_error() {
 }
 
 /// Waits (up to 15 s) until `user`'s membership in the room, as `server` sees it, is `want`.
-async fn wait_for_membership(server: &TestServer, token: &str, room_id: &str, user: &str, want: &str) {
+pub(super) async fn wait_for_membership(server: &TestServer, token: &str, room_id: &str, user: &str, want: &str) {
     for _ in 0..150 {
         let (status, member) = server
             .get(
@@ -582,7 +590,7 @@ async fn wait_for_membership(server: &TestServer, token: &str, room_id: &str, us
 }
 
 /// Waits (up to 15 s) for an invite to the room in the user's /sync; returns its stripped state.
-async fn wait_for_invite(server: &TestServer, token: &str, room_id: &str) -> Vec<serde_json::Value> {
+pub(super) async fn wait_for_invite(server: &TestServer, token: &str, room_id: &str) -> Vec<serde_json::Value> {
     for _ in 0..150 {
         let (_, sync) = server.get("/_matrix/client/v3/sync?timeout=0", Some(token)).await;
         if let Some(events) = sync["rooms"]["invite"][room_id]["invite_state"]["events"].as_array() {
@@ -701,7 +709,7 @@ async fn a_direct_chat_with_a_user_of_another_server_from_invite_to_kick() {
 }
 
 /// The event IDs of the room's messages with these bodies, as its member sees them.
-async fn message_ids(server: &TestServer, token: &str, room_id: &str) -> Vec<(String, String)> {
+pub(super) async fn message_ids(server: &TestServer, token: &str, room_id: &str) -> Vec<(String, String)> {
     let (_, messages) = server
         .get(
             &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=f&limit=100"),
