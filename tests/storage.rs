@@ -333,13 +333,14 @@ async fn events_change_only_what_their_kind_allows() {
     .await
     .unwrap();
     // Kept in the DAG and its state, but not at the head nor in current state (a soft-failed
-    // or backfilled event).
+    // event).
     let aside = EventWrites {
         edges: true,
         state_group: true,
         extremity: false,
         current_state: false,
         timeline: false,
+        backfilled: false,
     };
     let kept = Storage::persist_event(
         &mut tx,
@@ -354,6 +355,7 @@ async fn events_change_only_what_their_kind_allows() {
         extremity: false,
         current_state: false,
         timeline: true,
+        backfilled: false,
     };
     let mut rejected = state_event("$name", "m.room.name", &["$create"], Some(create.state_group), nothing);
     rejected.rejected_reason = Some("auth".to_owned());

@@ -2,7 +2,7 @@
 //! (`make_join`), sign it, hand it back (`send_join`), check the room's state and auth chain
 //! that come back, and store them with our join on top. The room then appears in `/sync`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use hearth_federation::{finalize_pdu, pdu::PduEvent};
 use ruma::{
@@ -39,10 +39,10 @@ pub(super) const SUPPORTED_VERSIONS: &[RoomVersionId] = &[
     RoomVersionId::V12,
 ];
 
-/// An event of the joined room's state or auth chain, checked.
-struct Checked {
-    object: CanonicalJsonObject,
-    pdu: PduEvent,
+/// An event of the joined room's state or auth chain (or of backfilled history), checked.
+pub(super) struct Checked {
+    pub object: CanonicalJsonObject,
+    pub pdu: PduEvent,
 }
 
 impl Federation {
@@ -156,17 +156,7 @@ impl Federation {
                     let Ok(pdu) = PduEvent::from_json(id.clone(), &json, false) else {
                         continue;
                     };
-                    // Every event must be this room's: in version 12 the create event has no
-                    // room ID but the room ID is its hash.
-                    let ours = match &pdu.room_id {
-                        Some(id) => id == room_id,
-                        None => {
-                            pdu.kind.to_string() == "m.room.create"
-                                && hearth_federation::pdu::room_id_from_create_event_id(&pdu.event_id)
-                                    .is_ok_and(|id| id == room_id)
-                        }
-                    };
-                    if ours {
+                    if is_of_room(&pdu, room_id) {
                         checked.insert(id, Checked { object, pdu });
                     } else {
                         tracing::info!(%room_id, event_id = %pdu.event_id, "dropped an event of another room from a join's state");
@@ -176,7 +166,7 @@ impl Federation {
                 Err(error) => tracing::info!(%room_id, %error, "dropped an event of a join's state"),
             }
         }
-        let authorised = authorise_chain(&checked, &rules);
+        let authorised = authorise_chain(&checked, HashSet::new(), &rules);
         let mut state: BTreeMap<(String, String), OwnedEventId> = BTreeMap::new();
         for raw in &answer.state {
             let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
@@ -216,25 +206,8 @@ impl Federation {
             .and_then(|c| serde_json::from_str::<Value>(c.pdu.content.get()).ok())
             .and_then(|content| content.get("history_visibility")?.as_str().map(str::to_owned))
             .unwrap_or_else(|| "shared".to_owned());
-        let new_event = |pdu: &PduEvent, object: &CanonicalJsonObject, kind: EventKind| NewEvent {
-            event_id: pdu.event_id.to_string(),
-            room_id: room_id.to_string(),
-            depth: pdu.depth,
-            event_type: pdu.kind.to_string(),
-            state_key: pdu.state_key.clone(),
-            sender: pdu.sender.to_string(),
-            origin_server_ts: i64::try_from(u64::from(pdu.origin_server_ts.0)).unwrap_or(0),
-            json: CanonicalJsonValue::Object(object.clone()).to_string(),
-            prev_events: pdu.prev_events.iter().map(ToString::to_string).collect(),
-            state_before: None,
-            membership: membership_of(pdu),
-            transaction: None,
-            relation: None,
-            history_visibility: history_visibility.clone(),
-            redacts: None,
-            writes: kind.writes(),
-            rejected_reason: None,
-            resolved_state: None,
+        let new_event = |pdu: &PduEvent, object: &CanonicalJsonObject, kind: EventKind| {
+            stored_event(room_id, pdu, object, kind, &history_visibility)
         };
         let outliers = checked
             .iter()
@@ -270,19 +243,24 @@ impl Federation {
     }
 }
 
-/// The events of a join's state and auth chain that pass the auth rules against their own
-/// auth events (whose own checks passed first), oldest first.
-fn authorise_chain(
+/// The events of a join's state and auth chain (or a backfilled batch) that pass the auth
+/// rules against their own auth events (whose own checks passed first), oldest first.
+/// `trusted`: events of `checked` stored here already, which pass as they are.
+pub(super) fn authorise_chain(
     checked: &HashMap<OwnedEventId, Checked>,
+    trusted: HashSet<OwnedEventId>,
     rules: &RoomVersionRules,
-) -> std::collections::HashSet<OwnedEventId> {
+) -> HashSet<OwnedEventId> {
     let mut order: Vec<&Checked> = checked.values().collect();
     order.sort_by_key(|c| (c.pdu.depth, c.pdu.origin_server_ts));
     // The create event is an auth event of every other event, listed or (v12) not.
     let create = checked.values().find(|c| c.pdu.kind.to_string() == "m.room.create");
-    let mut passed = std::collections::HashSet::new();
+    let mut passed = trusted;
     for entry in order {
         let pdu = &entry.pdu;
+        if passed.contains(&pdu.event_id) {
+            continue;
+        }
         let auth_ok = pdu.auth_events.iter().all(|id| passed.contains(id));
         if !auth_ok {
             continue;
@@ -312,7 +290,7 @@ fn authorise_chain(
     passed
 }
 
-fn membership_of(pdu: &PduEvent) -> Option<String> {
+pub(super) fn membership_of(pdu: &PduEvent) -> Option<String> {
     if pdu.kind.to_string() != "m.room.member" {
         return None;
     }
@@ -321,6 +299,48 @@ fn membership_of(pdu: &PduEvent) -> Option<String> {
         .get("membership")?
         .as_str()
         .map(str::to_owned)
+}
+
+/// Whether an event is of the room: in version 12 the create event has no room ID, but the
+/// room ID is its hash.
+pub(super) fn is_of_room(pdu: &PduEvent, room_id: &RoomId) -> bool {
+    match &pdu.room_id {
+        Some(id) => id == room_id,
+        None => {
+            pdu.kind.to_string() == "m.room.create"
+                && hearth_federation::pdu::room_id_from_create_event_id(&pdu.event_id).is_ok_and(|id| id == room_id)
+        }
+    }
+}
+
+/// A checked remote event as storage takes it, outside the pipeline (a join's state, backfill).
+pub(super) fn stored_event(
+    room_id: &RoomId,
+    pdu: &PduEvent,
+    object: &CanonicalJsonObject,
+    kind: EventKind,
+    history_visibility: &str,
+) -> NewEvent {
+    NewEvent {
+        event_id: pdu.event_id.to_string(),
+        room_id: room_id.to_string(),
+        depth: pdu.depth,
+        event_type: pdu.kind.to_string(),
+        state_key: pdu.state_key.clone(),
+        sender: pdu.sender.to_string(),
+        origin_server_ts: i64::try_from(u64::from(pdu.origin_server_ts.0)).unwrap_or(0),
+        json: CanonicalJsonValue::Object(object.clone()).to_string(),
+        prev_events: pdu.prev_events.iter().map(ToString::to_string).collect(),
+        state_before: None,
+        membership: membership_of(pdu),
+        transaction: None,
+        relation: None,
+        history_visibility: history_visibility.to_owned(),
+        redacts: None,
+        writes: kind.writes(),
+        rejected_reason: None,
+        resolved_state: None,
+    }
 }
 
 /// A remote server's refusal as our error: its 403 stays a 403, anything else is a 404 ("could

@@ -5,6 +5,7 @@
 //!
 //! It sits above `rooms` (it feeds remote events into the same pipeline) and below the API.
 
+pub mod backfill;
 pub mod history;
 pub mod invite;
 pub mod join;
@@ -36,6 +37,8 @@ pub struct Federation {
     /// One remote join per room at a time: a second local user joining the same room waits,
     /// then joins locally through the first one's membership.
     joining: crate::rooms::RoomLocks,
+    /// One backfill per room at a time: readers paging back together wait for one fetch.
+    backfilling: crate::rooms::RoomLocks,
 }
 
 impl Federation {
@@ -97,6 +100,7 @@ impl Federation {
             }),
             keys: keys::KeyCache::default(),
             joining: crate::rooms::RoomLocks::default(),
+            backfilling: crate::rooms::RoomLocks::default(),
         });
         let countersigner: Arc<dyn crate::base::Countersigner> = federation.clone();
         base.set_countersigner(Arc::downgrade(&countersigner));

@@ -182,6 +182,16 @@ pub async fn require_member(state: &Base, room_id: &RoomId, user_id: &UserId) ->
     }
 }
 
+/// The room's history visibility now (`shared` when unset, as the spec says).
+pub async fn history_visibility_now(state: &Base, room_id: &RoomId) -> EventResult<String> {
+    Ok(state
+        .storage
+        .current_state_event(room_id.as_str(), "m.room.history_visibility", "")
+        .await?
+        .and_then(|row| crate::json::content_field(&row.json, "history_visibility"))
+        .unwrap_or_else(|| "shared".to_owned()))
+}
+
 async fn world_readable(state: &Base, room_id: &RoomId) -> EventResult<bool> {
     Ok(state.caches.world_readable(&state.storage, room_id.as_str()).await?)
 }

@@ -1,6 +1,10 @@
 //! Federation tables: other servers' keys, inbound transactions, destinations' positions.
 
-use super::{Storage, StorageError, now_ms};
+use std::collections::HashSet;
+
+use sqlx::AssertSqlSafe;
+
+use super::{EventRow, Storage, StorageError, now_ms, rooms::EVENT_COLUMNS};
 
 /// A stored verify key of another server.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -381,5 +385,107 @@ impl Storage {
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+}
+
+impl Storage {
+    /// The oldest events of the room's history here (timeline and backfilled), oldest first:
+    /// where backfill continues from.
+    pub async fn oldest_history_events(&self, room_id: &str, limit: i64) -> Result<Vec<EventRow>, StorageError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE room_id = $1 AND (stream_ordering > 0 OR backfilled = 1) AND rejected_reason IS NULL
+             ORDER BY stream_ordering ASC LIMIT $2"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Which of `event_ids` are in a room's history here (timeline or backfilled), rejected
+    /// ones included (they are not fetched again).
+    pub async fn history_event_ids(&self, event_ids: &[String]) -> Result<HashSet<String>, StorageError> {
+        if event_ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let placeholders: Vec<String> = (1..=event_ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT event_id FROM events WHERE (stream_ordering > 0 OR backfilled = 1) AND event_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query_scalar(AssertSqlSafe(sql));
+        for id in event_ids {
+            query = query.bind(id);
+        }
+        let found: Vec<String> = query.fetch_all(&self.pool).await?;
+        Ok(found.into_iter().collect())
+    }
+
+    /// Writes a batch of backfilled history in one transaction: `outliers` (auth events it
+    /// needed) first, then `history`, newest first, each at the next (more negative) position,
+    /// so older events sort before newer ones. An event we hold already as an outlier (the
+    /// state a join brought) joins the history at its place; one in the history is skipped.
+    /// Returns how many events entered the history.
+    pub async fn persist_backfill(
+        &self,
+        outliers: &[super::NewEvent],
+        history: &[super::NewEvent],
+    ) -> Result<usize, StorageError> {
+        let mut tx = self.begin_write().await?;
+        for event in outliers {
+            let known: Option<i64> = sqlx::query_scalar("SELECT stream_ordering FROM events WHERE event_id = $1")
+                .bind(&event.event_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if known.is_none() {
+                Self::persist_event(&mut tx, event).await?;
+            }
+        }
+        let mut added = 0;
+        for event in history {
+            let known: Option<(i64, i64, Option<String>)> =
+                sqlx::query_as("SELECT stream_ordering, backfilled, rejected_reason FROM events WHERE event_id = $1")
+                    .bind(&event.event_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match known {
+                None => {
+                    Self::persist_event(&mut tx, event).await?;
+                    added += 1;
+                }
+                // An outlier (no state group: not a soft-failed event) moves into the history.
+                Some((position, 0, None)) if position < 0 => {
+                    let in_state: Option<i64> =
+                        sqlx::query_scalar("SELECT state_group FROM event_state_groups WHERE event_id = $1")
+                            .bind(&event.event_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if in_state.is_some() {
+                        continue;
+                    }
+                    let position = -Self::next_stream_position(&mut tx, "outliers").await?;
+                    sqlx::query("UPDATE events SET stream_ordering = $2, backfilled = 1 WHERE event_id = $1")
+                        .bind(&event.event_id)
+                        .bind(position)
+                        .execute(&mut *tx)
+                        .await?;
+                    for prev in &event.prev_events {
+                        sqlx::query(
+                            "INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(&event.event_id)
+                        .bind(prev)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    added += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        tx.commit().await?;
+        Ok(added)
     }
 }

@@ -81,6 +81,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0011_federation.sql"),
         postgres: include_str!("../../migrations/postgres/0011_federation.sql"),
     },
+    Migration {
+        version: 12,
+        name: "backfill",
+        sqlite: include_str!("../../migrations/sqlite/0012_backfill.sql"),
+        postgres: include_str!("../../migrations/postgres/0012_backfill.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -91,6 +91,9 @@ pub struct EventWrites {
     /// `/sync` and `/messages` read. Outliers and soft-failed events get a negative one
     /// (from their own counter), so no timeline reader ever sees them.
     pub timeline: bool,
+    /// History fetched from another server: a negative position too, but `/messages` pages
+    /// through it after the timeline.
+    pub backfilled: bool,
 }
 
 impl EventWrites {
@@ -101,6 +104,7 @@ impl EventWrites {
         extremity: true,
         current_state: true,
         timeline: true,
+        backfilled: false,
     };
 }
 
@@ -340,7 +344,8 @@ impl Storage {
         let (op, order) = if backwards { ("<", "DESC") } else { (">", "ASC") };
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events
-             WHERE room_id = $1 AND stream_ordering {op} $2 AND stream_ordering > 0 AND rejected_reason IS NULL
+             WHERE room_id = $1 AND stream_ordering {op} $2 AND (stream_ordering > 0 OR backfilled = 1)
+               AND rejected_reason IS NULL
              ORDER BY stream_ordering {order} LIMIT $3"
         );
         Ok(sqlx::query_as(AssertSqlSafe(sql))
@@ -491,8 +496,9 @@ impl Storage {
         };
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender,
-                                 origin_server_ts, json, replaces_state, history_visibility, rejected_reason)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                 origin_server_ts, json, replaces_state, history_visibility, rejected_reason,
+                                 backfilled)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(position)
         .bind(event_id)
@@ -506,6 +512,7 @@ impl Storage {
         .bind(&replaces_state)
         .bind(&event.history_visibility)
         .bind(event.rejected_reason.as_deref())
+        .bind(i64::from(writes.backfilled))
         .execute(&mut **tx)
         .await?;
         if writes.edges {

@@ -1,6 +1,7 @@
 //! Federation between servers on loopback, over TLS from a test CA: keys, the notary,
 //! request signatures, and the queries other servers make.
 
+mod history;
 mod membership;
 
 use reqwest::{Method, StatusCode};
@@ -458,6 +459,7 @@ async fn a_destination_that_was_down_gets_everything_in_order_even_across_a_rest
 
 /// Waits (up to 15 s) until `body` is among the room's recent messages as `user` sees them.
 pub(super) async fn wait_for_message(server: &TestServer, token: &str, room_id: &str, body: &str) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
     for _ in 0..150 {
         let (status, messages) = server
             .get(
@@ -465,6 +467,7 @@ pub(super) async fn wait_for_message(server: &TestServer, token: &str, room_id: 
                 Some(token),
             )
             .await;
+        last = messages.clone();
         if status == StatusCode::OK
             && let Some(event) = messages["chunk"]
                 .as_array()
@@ -476,7 +479,7 @@ pub(super) async fn wait_for_message(server: &TestServer, token: &str, room_id: 
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("{body} never reached {}", server.server_name());
+    panic!("{body} never reached {}: {last}", server.server_name());
 }
 
 #[tokio::test]

@@ -357,14 +357,28 @@ pub async fn get_event(
 /// from it reads events below N; forwards, events from N on. A `/sync` token (`s<N>_...`)
 /// reads as its events part.
 pub(super) fn parse_token(token: &str) -> ApiResult<i64> {
+    parse_position(token)
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| bad_token(token))
+}
+
+/// A `/messages` token, which may point into history fetched from other servers (negative
+/// positions, below the timeline).
+fn parse_history_token(token: &str) -> ApiResult<i64> {
+    parse_position(token).ok_or_else(|| bad_token(token))
+}
+
+fn parse_position(token: &str) -> Option<i64> {
     token
         .split('_')
         .next()
         .unwrap_or_default()
         .strip_prefix('s')
         .and_then(|n| n.parse().ok())
-        .filter(|n: &i64| *n >= 0)
-        .ok_or_else(|| ApiError::invalid_param(format!("Invalid pagination token {token}")))
+}
+
+fn bad_token(token: &str) -> ApiError {
+    ApiError::invalid_param(format!("Invalid pagination token {token}"))
 }
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/messages`
@@ -377,7 +391,7 @@ pub async fn messages(
     let access = read_access(&state, &body.room_id, &sender.user_id).await?;
     let backwards = body.dir == Direction::Backward;
     let from = match &body.from {
-        Some(token) => parse_token(token)?,
+        Some(token) => parse_history_token(token)?,
         None if backwards => state.storage.current_event_position().await? + 1,
         None => 0,
     };
@@ -387,7 +401,7 @@ pub async fn messages(
     } else {
         from
     };
-    let to = body.to.as_deref().map(parse_token).transpose()?;
+    let to = body.to.as_deref().map(parse_history_token).transpose()?;
     let limit = u64::from(body.limit).clamp(1, MAX_PAGE);
     let limit = if u64::from(body.limit) == 0 {
         DEFAULT_PAGE
@@ -404,71 +418,94 @@ pub async fn messages(
     // many rows the page ends early, with `end` where the scan stopped.
     let scan_limit = (limit * 20).max(1000);
     let mut scanned = 0;
-    while (chunk.len() as u64) < limit && scanned < scan_limit {
-        let page = state
-            .storage
-            .room_events(
-                body.room_id.as_str(),
-                if backwards { cursor } else { cursor - 1 },
-                backwards,
-                limit as i64,
-            )
-            .await?;
-        if page.is_empty() {
-            exhausted = true;
-            break;
-        }
-        scanned += page.len() as u64;
-        for row in page {
-            let past_to = to.is_some_and(|to| {
-                if backwards {
-                    row.stream_ordering < to
-                } else {
-                    row.stream_ordering >= to
-                }
-            });
-            let beyond = !backwards && row.stream_ordering > access.last();
-            if past_to || beyond {
+    // Backwards past the oldest event here, older history may be on other servers (a room
+    // joined over federation): fetched once per request, when the reader may see it.
+    let mut asked_other_servers = false;
+    loop {
+        let mut at_start = false;
+        while (chunk.len() as u64) < limit && scanned < scan_limit {
+            let page = state
+                .storage
+                .room_events(
+                    body.room_id.as_str(),
+                    if backwards { cursor } else { cursor - 1 },
+                    backwards,
+                    limit as i64,
+                )
+                .await?;
+            if page.is_empty() {
                 exhausted = true;
+                at_start = true;
                 break;
             }
-            // The next page starts in the gap beyond this event.
-            cursor = if backwards {
-                row.stream_ordering
-            } else {
-                row.stream_ordering + 1
-            };
-            if !access.allows(row.stream_ordering, &row.history_visibility) {
-                continue;
-            }
-            let wanted_type = filter
-                .types
-                .as_ref()
-                .is_none_or(|types| types.iter().any(|t| t == &row.event_type))
-                && !filter.not_types.iter().any(|t| t == &row.event_type);
-            let wanted_sender = filter
-                .senders
-                .as_ref()
-                .is_none_or(|s| s.iter().any(|u| u.as_str() == row.sender))
-                && !filter.not_senders.iter().any(|u| u.as_str() == row.sender);
-            let wanted_url = match &filter.url_filter {
-                None => true,
-                Some(url_filter) => {
-                    let has_url = serde_json::from_str::<Value>(&row.json)
-                        .is_ok_and(|pdu| pdu["content"].get("url").is_some_and(Value::is_string));
-                    has_url == (*url_filter == UrlFilter::EventsWithUrl)
-                }
-            };
-            if wanted_type && wanted_sender && wanted_url {
-                chunk.push(row);
-                if chunk.len() as u64 == limit {
+            scanned += page.len() as u64;
+            for row in page {
+                let past_to = to.is_some_and(|to| {
+                    if backwards {
+                        row.stream_ordering < to
+                    } else {
+                        row.stream_ordering >= to
+                    }
+                });
+                let beyond = !backwards && row.stream_ordering > access.last();
+                if past_to || beyond {
+                    exhausted = true;
                     break;
                 }
+                // The next page starts in the gap beyond this event.
+                cursor = if backwards {
+                    row.stream_ordering
+                } else {
+                    row.stream_ordering + 1
+                };
+                if !access.allows(row.stream_ordering, &row.history_visibility) {
+                    continue;
+                }
+                let wanted_type = filter
+                    .types
+                    .as_ref()
+                    .is_none_or(|types| types.iter().any(|t| t == &row.event_type))
+                    && !filter.not_types.iter().any(|t| t == &row.event_type);
+                let wanted_sender = filter
+                    .senders
+                    .as_ref()
+                    .is_none_or(|s| s.iter().any(|u| u.as_str() == row.sender))
+                    && !filter.not_senders.iter().any(|u| u.as_str() == row.sender);
+                let wanted_url = match &filter.url_filter {
+                    None => true,
+                    Some(url_filter) => {
+                        let has_url = serde_json::from_str::<Value>(&row.json)
+                            .is_ok_and(|pdu| pdu["content"].get("url").is_some_and(Value::is_string));
+                        has_url == (*url_filter == UrlFilter::EventsWithUrl)
+                    }
+                };
+                if wanted_type && wanted_sender && wanted_url {
+                    chunk.push(row);
+                    if chunk.len() as u64 == limit {
+                        break;
+                    }
+                }
+            }
+            if exhausted {
+                break;
             }
         }
-        if exhausted {
+        if !(backwards && at_start && !asked_other_servers && (chunk.len() as u64) < limit) {
             break;
         }
+        asked_other_servers = true;
+        let Some(federation) = &state.federation else {
+            break;
+        };
+        let visibility = crate::rooms::access::history_visibility_now(&state, &body.room_id).await?;
+        if !access.allows(cursor.saturating_sub(1), &visibility) {
+            break;
+        }
+        let wanted = usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(chunk.len());
+        if federation.fetch_history(&body.room_id, wanted).await? == 0 {
+            break;
+        }
+        exhausted = false;
     }
     let version = room_version_of(&state, &body.room_id).await?;
     let events = render(&state, &chunk, &version, sender).await?;

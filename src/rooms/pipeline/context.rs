@@ -24,8 +24,9 @@ use crate::{
 pub enum EventKind {
     /// A new event at the room's head: a local one, or a remote one that passed every check.
     New,
-    /// A historical event fetched by backfill: part of the DAG and its state, not of the
-    /// room's head or current state.
+    /// A historical event fetched by backfill: part of the DAG and of the room's history
+    /// (which `/messages` pages through), not of its head, its current state or `/sync`. Its
+    /// state is not known (no state group).
     Backfilled,
     /// An event known only by itself (an auth event fetched to check another): no state, no
     /// edges, not in any timeline.
@@ -46,12 +47,13 @@ impl EventKind {
             extremity: false,
             current_state: false,
             timeline: false,
+            backfilled: false,
         };
         match self {
             Self::New => EventWrites::ALL,
             Self::Backfilled => EventWrites {
                 edges: true,
-                state_group: true,
+                backfilled: true,
                 ..none
             },
             Self::SoftFailed => EventWrites {
@@ -63,14 +65,6 @@ impl EventKind {
             // Kept where it arrived (hidden by its rejection) so its position says when.
             Self::Rejected => EventWrites { timeline: true, ..none },
         }
-    }
-
-    /// Whether storage can keep this kind from clients' views yet. Readers hide rejected
-    /// events (`rejected_reason`), and outliers and soft-failed events (negative positions,
-    /// outside every timeline); backfilled events need readers that order history, still to
-    /// come.
-    pub fn storable(self) -> bool {
-        !matches!(self, Self::Backfilled)
     }
 }
 
@@ -194,18 +188,11 @@ mod tests {
             let writes = kind.writes();
             assert!(!writes.edges && !writes.state_group, "{kind:?}");
         }
-        for kind in [EventKind::Backfilled, EventKind::SoftFailed] {
-            let writes = kind.writes();
-            assert!(writes.edges && writes.state_group, "{kind:?}");
-        }
-    }
-
-    #[test]
-    fn kinds_readers_cannot_hide_yet_are_not_storable() {
-        assert!(EventKind::New.storable());
-        assert!(EventKind::Rejected.storable());
-        assert!(EventKind::Outlier.storable());
-        assert!(EventKind::SoftFailed.storable());
-        assert!(!EventKind::Backfilled.storable());
+        let soft_failed = EventKind::SoftFailed.writes();
+        assert!(soft_failed.edges && soft_failed.state_group);
+        // Backfilled history: in the DAG, its state unknown, and marked for /messages.
+        let backfilled = EventKind::Backfilled.writes();
+        assert!(backfilled.edges && !backfilled.state_group && backfilled.backfilled);
+        assert!(!backfilled.timeline);
     }
 }

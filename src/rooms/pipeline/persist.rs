@@ -12,12 +12,7 @@ use super::{
     context::EventContext,
     published::{Published, after_commit},
 };
-use crate::{
-    base::Base,
-    json::content_field,
-    rooms::error::{EventError, EventResult},
-    storage::NewEvent,
-};
+use crate::{base::Base, json::content_field, rooms::error::EventResult, storage::NewEvent};
 
 /// Persists a built and authorised event; returns its stream position once it is committed
 /// and published.
@@ -32,10 +27,6 @@ pub async fn persist(
     transaction: Option<&Transaction<'_>>,
     room_lock: OwnedMutexGuard<()>,
 ) -> EventResult<i64> {
-    if !context.kind.storable() {
-        tracing::error!(kind = ?context.kind, event_id = %pdu.event_id, "an event of a kind storage cannot hide from clients yet");
-        return Err(EventError::Internal("event kind not storable yet"));
-    }
     let membership = (draft.event_type == "m.room.member")
         .then(|| draft.content.get("membership").and_then(Value::as_str))
         .flatten();

@@ -1,0 +1,208 @@
+//! Fetching a room's older history from the servers in it (`/backfill`), for a reader of a
+//! room we joined late who pages back past what this server has. The events come checked
+//! (signatures, hashes, auth against their own auth events, fetched when unknown) and join
+//! the room's history at negative positions: `/messages` pages through them after the
+//! timeline; `/sync` never shows them. They are old, so they change neither the room's head
+//! nor its current state.
+
+use std::collections::{HashMap, HashSet};
+
+use hearth_federation::pdu::PduEvent;
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedServerName, RoomId, UInt,
+    api::federation::{backfill::get_backfill, event::get_event},
+    room_version_rules::RoomVersionRules,
+};
+
+use super::{
+    Federation,
+    join::{Checked, authorise_chain, is_of_room, stored_event},
+};
+use crate::rooms::{
+    error::{EventError, EventResult},
+    pipeline::EventKind,
+};
+
+/// Auth events one backfill fetches one by one at most (the rest of the batch waits).
+const MAX_AUTH_FETCHES: usize = 50;
+
+/// Servers asked in turn before a backfill gives up.
+const MAX_SERVERS: usize = 3;
+
+impl Federation {
+    /// Fetches up to `limit` events of the room's history older than the oldest held here.
+    /// Returns how many entered the history (0: the start of the room is here already, or no
+    /// server had more).
+    pub async fn fetch_history(&self, room_id: &RoomId, limit: usize) -> EventResult<usize> {
+        let _one_at_a_time = self.backfilling.lock(room_id).await;
+        let storage = &self.base.storage;
+        // Where the history here ends: the prev events of its oldest events we do not hold.
+        let oldest = storage.oldest_history_events(room_id.as_str(), 10).await?;
+        let mut wanted: Vec<String> = Vec::new();
+        for row in &oldest {
+            let prevs = serde_json::from_str::<serde_json::Value>(&row.json)
+                .ok()
+                .and_then(|pdu| pdu.get("prev_events").cloned())
+                .and_then(|prevs| serde_json::from_value::<Vec<serde_json::Value>>(prevs).ok())
+                .unwrap_or_default();
+            // Room versions 1 and 2 list [id, hashes] pairs.
+            for prev in prevs {
+                let id = match &prev {
+                    serde_json::Value::String(id) => Some(id.clone()),
+                    serde_json::Value::Array(pair) => pair.first().and_then(|id| id.as_str()).map(str::to_owned),
+                    _ => None,
+                };
+                if let Some(id) = id.filter(|id| !wanted.contains(id)) {
+                    wanted.push(id);
+                }
+            }
+        }
+        let held = storage.history_event_ids(&wanted).await?;
+        wanted.retain(|id| !held.contains(id));
+        let from: Vec<OwnedEventId> = wanted
+            .iter()
+            .filter_map(|id| OwnedEventId::try_from(id.as_str()).ok())
+            .take(20)
+            .collect();
+        if from.is_empty() {
+            return Ok(0);
+        }
+        let (_, rules) = self.room_rules(room_id).await?;
+        let servers: Vec<OwnedServerName> = self
+            .servers_in_room(room_id)
+            .await?
+            .into_iter()
+            .filter(|server| server != self.server_name().as_str())
+            .filter_map(|server| OwnedServerName::try_from(server).ok())
+            .filter(|server| !self.is_blocked(server))
+            .take(MAX_SERVERS)
+            .collect();
+        for server in servers {
+            let limit = UInt::try_from(limit.clamp(1, super::history::MAX_EVENTS)).unwrap_or(UInt::MIN);
+            let request = get_backfill::v1::Request::new(room_id.to_owned(), from.clone(), limit);
+            let pdus = match self.client.send(&server, request).await {
+                Ok(response) => response.pdus,
+                Err(error) => {
+                    tracing::info!(%room_id, %server, %error, "backfill failed");
+                    continue;
+                }
+            };
+            let added = self.take_history(&server, room_id, &rules, &pdus).await?;
+            tracing::info!(%room_id, %server, received = pdus.len(), added, "backfilled history");
+            if added > 0 {
+                return Ok(added);
+            }
+        }
+        Ok(0)
+    }
+
+    /// Checks a backfill answer and stores what passes; returns how many events entered the
+    /// history.
+    async fn take_history(
+        &self,
+        server: &OwnedServerName,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+        pdus: &[Box<serde_json::value::RawValue>],
+    ) -> EventResult<usize> {
+        let mut batch: HashMap<OwnedEventId, Checked> = HashMap::new();
+        for raw in pdus.iter().take(super::history::MAX_EVENTS) {
+            if let Some(checked) = self.checked_event(raw.get(), room_id, rules).await? {
+                batch.insert(checked.pdu.event_id.clone(), checked);
+            }
+        }
+        let ids: Vec<String> = batch.keys().map(ToString::to_string).collect();
+        let held = self.base.storage.history_event_ids(&ids).await?;
+        batch.retain(|id, _| !held.contains(id.as_str()));
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        // The auth events the batch names: ours (trusted), in the batch, or fetched.
+        let mut trusted: HashSet<OwnedEventId> = HashSet::new();
+        let mut fetched: HashSet<OwnedEventId> = HashSet::new();
+        let mut checked = batch;
+        let mut queue: Vec<OwnedEventId> = checked
+            .values()
+            .flat_map(|c| c.pdu.auth_events.iter().cloned())
+            .collect();
+        let mut fetches = 0;
+        while let Some(id) = queue.pop() {
+            if checked.contains_key(&id) {
+                continue;
+            }
+            if let Some(row) = self.base.storage.event(id.as_str()).await? {
+                let pdu = PduEvent::from_json(id.clone(), &row.json, false).map_err(|_| EventError::internal())?;
+                let object = serde_json::from_str(&row.json).map_err(|_| EventError::internal())?;
+                trusted.insert(id.clone());
+                checked.insert(id, Checked { object, pdu });
+                continue;
+            }
+            if fetches >= MAX_AUTH_FETCHES {
+                continue;
+            }
+            fetches += 1;
+            let Ok(answer) = self.client.send(server, get_event::v1::Request::new(id.clone())).await else {
+                continue;
+            };
+            if let Some(entry) = self.checked_event(answer.pdu.get(), room_id, rules).await?
+                && entry.pdu.event_id == id
+            {
+                queue.extend(entry.pdu.auth_events.iter().cloned());
+                fetched.insert(id.clone());
+                checked.insert(id, entry);
+            }
+        }
+        let passed = authorise_chain(&checked, trusted.clone(), rules);
+        // The state at each old event is not known here: who may read it follows the room's
+        // visibility now.
+        let visibility = crate::rooms::access::history_visibility_now(&self.base, room_id).await?;
+        let outliers: Vec<_> = checked
+            .iter()
+            .filter(|(id, _)| fetched.contains(*id) && passed.contains(*id))
+            .map(|(_, c)| stored_event(room_id, &c.pdu, &c.object, EventKind::Outlier, &visibility))
+            .collect();
+        let mut history: Vec<&Checked> = checked
+            .iter()
+            .filter(|(id, _)| !trusted.contains(*id) && !fetched.contains(*id))
+            .filter(|(id, _)| {
+                let ok = passed.contains(*id);
+                if !ok {
+                    tracing::info!(%room_id, event_id = %id, "a backfilled event fails the auth rules: dropped");
+                }
+                ok
+            })
+            .map(|(_, c)| c)
+            .collect();
+        // Newest first: each takes the next lower position.
+        history.sort_by_key(|c| std::cmp::Reverse((c.pdu.depth, c.pdu.origin_server_ts)));
+        let history: Vec<_> = history
+            .into_iter()
+            .map(|c| stored_event(room_id, &c.pdu, &c.object, EventKind::Backfilled, &visibility))
+            .collect();
+        Ok(self.base.storage.persist_backfill(&outliers, &history).await?)
+    }
+
+    /// A PDU of the room, checked (format, signatures, content hash); `None` if it is not one.
+    async fn checked_event(
+        &self,
+        json: &str,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+    ) -> EventResult<Option<Checked>> {
+        let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(json) else {
+            return Ok(None);
+        };
+        let (id, object) = match self.check_pdu(object, rules).await {
+            Ok(checked) => checked,
+            Err(super::pdu::PduCheckError::Internal) => return Err(EventError::internal()),
+            Err(error) => {
+                tracing::info!(%room_id, %error, "a backfilled event does not check out");
+                return Ok(None);
+            }
+        };
+        let Ok(pdu) = PduEvent::from_json(id, &CanonicalJsonValue::Object(object.clone()).to_string(), false) else {
+            return Ok(None);
+        };
+        Ok(is_of_room(&pdu, room_id).then_some(Checked { object, pdu }))
+    }
+}
