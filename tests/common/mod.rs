@@ -116,6 +116,18 @@ pub fn test_config() -> Config {
     config
 }
 
+/// A server stopped by [`TestServer::stop_for_now`]: its database and config, to start again.
+pub struct Stopped {
+    config: Config,
+    dir: tempfile::TempDir,
+}
+
+impl Stopped {
+    pub async fn start(self) -> TestServer {
+        TestServer::launch(self.config, self.dir).await
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     /// The federation listener, when the test turned federation on.
@@ -173,11 +185,24 @@ impl TestServer {
     }
 
     /// Stops the server and starts it again on the same database (on a new port).
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`restart`](Self::restart) with the config changed by `adjust`.
+    pub async fn restart_with(self, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut stopped = self.stop_for_now().await;
+        adjust(&mut stopped.config);
+        stopped.start().await
+    }
+
+    /// Stops the server, keeping its database and config to start it again later.
+    pub async fn stop_for_now(mut self) -> Stopped {
         self.shutdown_and_wait().await;
-        let config = self.config.clone();
-        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
-        Self::launch(config, dir).await
+        Stopped {
+            config: self.config.clone(),
+            dir: std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap()),
+        }
     }
 
     /// A server whose committed changes `subscriber` follows from the start, as federation

@@ -12,7 +12,7 @@ use crate::common::{
 
 /// Pages `/messages` backwards from the newest event to the start; returns every event, newest
 /// first, and the number of pages.
-async fn page_back(server: &TestServer, token: &str, room_id: &str, limit: u32) -> (Vec<Value>, usize) {
+pub(super) async fn page_back(server: &TestServer, token: &str, room_id: &str, limit: u32) -> (Vec<Value>, usize) {
     let mut events = Vec::new();
     let mut from: Option<String> = None;
     for page in 1..=100 {
@@ -36,7 +36,7 @@ async fn page_back(server: &TestServer, token: &str, room_id: &str, limit: u32) 
     panic!("pagination never ended");
 }
 
-fn bodies(events: &[Value]) -> Vec<&str> {
+pub(super) fn bodies(events: &[Value]) -> Vec<&str> {
     events
         .iter()
         .filter(|e| e["type"] == "m.room.message")

@@ -3,6 +3,7 @@
 
 mod history;
 mod membership;
+mod resilience;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
