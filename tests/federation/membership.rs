@@ -256,3 +256,91 @@ async fn a_restricted_room_lets_in_members_of_an_allowed_room_on_the_residents_w
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_room_upgraded_on_one_server_is_followed_from_another() {
+    let ca = TestCa::new();
+    let servers = start_federated(2, &ca, &[], |_, _| {}).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let mut room_id = create_room(
+        a,
+        &alice.access_token,
+        json!({ "preset": "public_chat", "room_version": "10", "name": "Evolving" }),
+    )
+    .await;
+    let (status, body) = b
+        .post(
+            &format!("/_matrix/client/v3/join/{room_id}?via={}", NAMES[0]),
+            Some(&bob.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for_membership(a, &alice.access_token, &room_id, &bob.user_id, "join").await;
+
+    // 10 → 11 → 12: each time bob's server sees the tombstone, and bob follows it to the
+    // new room through the server that sent it.
+    for version in ["11", "12"] {
+        // Bob, a member without power, cannot upgrade it.
+        let (status, body) = b
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room_id}/upgrade"),
+                Some(&bob.access_token),
+                json!({ "new_version": version }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, body) = a
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room_id}/upgrade"),
+                Some(&alice.access_token),
+                json!({ "new_version": version }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let new_room = body["replacement_room"].as_str().unwrap().to_owned();
+        let mut tombstone = serde_json::Value::Null;
+        for _ in 0..150 {
+            let (status, content) = b
+                .get(
+                    &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.tombstone/"),
+                    Some(&bob.access_token),
+                )
+                .await;
+            if status == StatusCode::OK {
+                tombstone = content;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(tombstone["replacement_room"], new_room.as_str(), "{tombstone}");
+        let (status, body) = b
+            .post(
+                &format!("/_matrix/client/v3/join/{new_room}?via={}", NAMES[0]),
+                Some(&bob.access_token),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, create) = b
+            .get(
+                &format!("/_matrix/client/v3/rooms/{new_room}/state/m.room.create/"),
+                Some(&bob.access_token),
+            )
+            .await;
+        assert_eq!(create["room_version"], version, "{create}");
+        assert_eq!(create["predecessor"]["room_id"], room_id.as_str(), "{create}");
+        let (_, name) = b
+            .get(
+                &format!("/_matrix/client/v3/rooms/{new_room}/state/m.room.name/"),
+                Some(&bob.access_token),
+            )
+            .await;
+        assert_eq!(name["name"], "Evolving", "the name moves with the room: {name}");
+        super::say(b, &bob.access_token, &new_room, &format!("hello-v{version}")).await;
+        super::wait_for_message(a, &alice.access_token, &new_room, &format!("hello-v{version}")).await;
+        room_id = new_room;
+    }
+}
