@@ -105,22 +105,67 @@ impl Federation {
         rules: &RoomVersionRules,
         pdus: &[Box<serde_json::value::RawValue>],
     ) -> EventResult<usize> {
-        let mut batch: HashMap<OwnedEventId, Checked> = HashMap::new();
-        for raw in pdus.iter().take(super::history::MAX_EVENTS) {
-            if let Some(checked) = self.checked_event(raw.get(), room_id, rules).await? {
-                batch.insert(checked.pdu.event_id.clone(), checked);
-            }
-        }
-        let ids: Vec<String> = batch.keys().map(ToString::to_string).collect();
-        let held = self.base.storage.history_event_ids(&ids).await?;
-        batch.retain(|id, _| !held.contains(id.as_str()));
-        if batch.is_empty() {
+        let pdus = &pdus[..pdus.len().min(super::history::MAX_EVENTS)];
+        let batch = self.check_batch(server, room_id, rules, pdus).await?;
+        if batch.new.is_empty() {
             return Ok(0);
         }
-        // The auth events the batch names: ours (trusted), in the batch, or fetched.
-        let mut trusted: HashSet<OwnedEventId> = HashSet::new();
+        // The state at each old event is not known here: who may read it follows the room's
+        // visibility now.
+        let visibility = crate::rooms::access::history_visibility_now(&self.base, room_id).await?;
+        let outliers = batch.stored(room_id, &batch.fetched, EventKind::Outlier, &visibility);
+        let mut history: Vec<&Checked> = batch
+            .new
+            .iter()
+            .filter(|id| batch.passed.contains(*id))
+            .filter_map(|id| batch.checked.get(id))
+            .collect();
+        // Newest first: each takes the next lower position.
+        history.sort_by_key(|c| std::cmp::Reverse((c.pdu.depth, c.pdu.origin_server_ts)));
+        let history: Vec<_> = history
+            .into_iter()
+            .map(|c| stored_event(room_id, &c.pdu, &c.object, EventKind::Backfilled, &visibility))
+            .collect();
+        Ok(self.base.storage.persist_backfill(&outliers, &history).await?)
+    }
+
+    /// Checks a batch of a room's events from `server` together: each one's format,
+    /// signatures and hash, then the auth rules against its auth events (held here, in the
+    /// batch, or fetched from `server`, a bounded number).
+    pub(super) async fn check_batch(
+        &self,
+        server: &OwnedServerName,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+        pdus: &[Box<serde_json::value::RawValue>],
+    ) -> EventResult<CheckedBatch> {
+        let mut checked: HashMap<OwnedEventId, Checked> = HashMap::new();
+        for raw in pdus {
+            if let Some(entry) = self.checked_event(raw.get(), room_id, rules).await? {
+                checked.insert(entry.pdu.event_id.clone(), entry);
+            }
+        }
+        let ids: Vec<String> = checked.keys().map(ToString::to_string).collect();
+        let held: HashSet<String> = self
+            .base
+            .storage
+            .events(&ids)
+            .await?
+            .into_iter()
+            .map(|row| row.event_id)
+            .collect();
+        let in_history = self.base.storage.history_event_ids(&ids).await?;
+        let new: HashSet<OwnedEventId> = checked
+            .keys()
+            .filter(|id| !in_history.contains(id.as_str()))
+            .cloned()
+            .collect();
+        let mut trusted: HashSet<OwnedEventId> = checked
+            .keys()
+            .filter(|id| held.contains(id.as_str()))
+            .cloned()
+            .collect();
         let mut fetched: HashSet<OwnedEventId> = HashSet::new();
-        let mut checked = batch;
         let mut queue: Vec<OwnedEventId> = checked
             .values()
             .flat_map(|c| c.pdu.auth_events.iter().cloned())
@@ -153,33 +198,16 @@ impl Federation {
             }
         }
         let passed = authorise_chain(&checked, trusted.clone(), rules);
-        // The state at each old event is not known here: who may read it follows the room's
-        // visibility now.
-        let visibility = crate::rooms::access::history_visibility_now(&self.base, room_id).await?;
-        let outliers: Vec<_> = checked
-            .iter()
-            .filter(|(id, _)| fetched.contains(*id) && passed.contains(*id))
-            .map(|(_, c)| stored_event(room_id, &c.pdu, &c.object, EventKind::Outlier, &visibility))
-            .collect();
-        let mut history: Vec<&Checked> = checked
-            .iter()
-            .filter(|(id, _)| !trusted.contains(*id) && !fetched.contains(*id))
-            .filter(|(id, _)| {
-                let ok = passed.contains(*id);
-                if !ok {
-                    tracing::info!(%room_id, event_id = %id, "a backfilled event fails the auth rules: dropped");
-                }
-                ok
-            })
-            .map(|(_, c)| c)
-            .collect();
-        // Newest first: each takes the next lower position.
-        history.sort_by_key(|c| std::cmp::Reverse((c.pdu.depth, c.pdu.origin_server_ts)));
-        let history: Vec<_> = history
-            .into_iter()
-            .map(|c| stored_event(room_id, &c.pdu, &c.object, EventKind::Backfilled, &visibility))
-            .collect();
-        Ok(self.base.storage.persist_backfill(&outliers, &history).await?)
+        for id in checked.keys().filter(|id| !passed.contains(*id)) {
+            tracing::info!(%room_id, event_id = %id, "an event from another server fails the auth rules: dropped");
+        }
+        Ok(CheckedBatch {
+            checked,
+            trusted,
+            new,
+            fetched,
+            passed,
+        })
     }
 
     /// A PDU of the room, checked (format, signatures, content hash); `None` if it is not one.
@@ -204,5 +232,36 @@ impl Federation {
             return Ok(None);
         };
         Ok(is_of_room(&pdu, room_id).then_some(Checked { object, pdu }))
+    }
+}
+
+/// A batch of a room's events from another server, checked together.
+pub(super) struct CheckedBatch {
+    /// Every event looked at: the batch, and the auth events it names.
+    pub checked: HashMap<OwnedEventId, Checked>,
+    /// Events held here already (as anything).
+    pub trusted: HashSet<OwnedEventId>,
+    /// Events of the batch not yet in the room's history here.
+    pub new: HashSet<OwnedEventId>,
+    /// Auth events fetched one by one for the batch.
+    pub fetched: HashSet<OwnedEventId>,
+    /// Events that pass the auth rules (trusted ones included).
+    pub passed: HashSet<OwnedEventId>,
+}
+
+impl CheckedBatch {
+    /// The events of `ids` that passed and are not held here, as storage takes them.
+    pub fn stored(
+        &self,
+        room_id: &RoomId,
+        ids: &HashSet<OwnedEventId>,
+        kind: EventKind,
+        visibility: &str,
+    ) -> Vec<crate::storage::NewEvent> {
+        ids.iter()
+            .filter(|id| self.passed.contains(*id) && !self.trusted.contains(*id))
+            .filter_map(|id| self.checked.get(id))
+            .map(|c| stored_event(room_id, &c.pdu, &c.object, kind, visibility))
+            .collect()
     }
 }

@@ -2,16 +2,28 @@
 //! fails the others, PDUs of one room go in order while rooms go side by side, and a
 //! transaction sent twice is answered from the first time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures_util::future::join_all;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, ServerName};
 use serde_json::value::RawValue;
 
 use super::{Federation, pdu::event_id_of};
-use crate::rooms::error::EventResult;
-use crate::rooms::pipeline::remote::{RemoteOutcome, append_remote_event};
-use ruma::{EventId, UInt, api::federation::event::get_missing_events, room_version_rules::RoomVersionRules};
+use crate::{
+    rooms::{
+        error::EventResult,
+        pipeline::{
+            EventKind,
+            remote::{RemoteOutcome, append_remote_event, append_remote_event_after_gap},
+        },
+    },
+    storage::StateMap,
+};
+use ruma::{
+    EventId, UInt,
+    api::federation::event::{get_event, get_missing_events, get_room_state},
+    room_version_rules::RoomVersionRules,
+};
 
 /// The spec's limits per transaction.
 pub const MAX_PDUS: usize = 50;
@@ -121,6 +133,9 @@ impl Federation {
 /// Events fetched to fill one gap before its PDU (as Synapse bounds it).
 const GAP_LIMIT: u32 = 20;
 
+/// Unknown prev events of one event whose state is fetched, at most.
+const MAX_GAP_PREVS: usize = 5;
+
 impl Federation {
     /// Appends a remote event; when events before it are unknown, asks `origin` for them
     /// (`get_missing_events`, back to our forward extremities, bounded), takes them in oldest
@@ -137,10 +152,91 @@ impl Federation {
         let RemoteOutcome::MissingEvents(_) = &outcome else {
             return Ok(outcome);
         };
-        if self.fill_gap(origin, room_id, event_id, rules).await? == 0 {
-            return Ok(outcome);
+        self.fill_gap(origin, room_id, event_id, rules).await?;
+        match append_remote_event(&self.base, room_id, event_id, object.clone(), rules).await? {
+            RemoteOutcome::MissingEvents(missing) => {
+                self.append_after_gap(origin, room_id, event_id, object, rules, &missing)
+                    .await
+            }
+            outcome => Ok(outcome),
         }
-        append_remote_event(&self.base, room_id, event_id, object, rules).await
+    }
+
+    /// An event whose prev events are still unknown after `get_missing_events` (a gap longer
+    /// than it fetches): the state after each missing prev event comes from `origin` (`/state`
+    /// at it, and the event itself), checked like a join's state, its events kept as
+    /// outliers; the event goes in on that state and the gap stays (backfill can fill it).
+    async fn append_after_gap(
+        &self,
+        origin: &ServerName,
+        room_id: &OwnedRoomId,
+        event_id: &OwnedEventId,
+        object: CanonicalJsonObject,
+        rules: &RoomVersionRules,
+        missing: &[String],
+    ) -> EventResult<RemoteOutcome> {
+        let pdu = crate::rooms::pipeline::to_pdu(event_id, &object)?;
+        let prevs: Vec<OwnedEventId> = pdu
+            .prev_events
+            .iter()
+            .filter(|id| missing.iter().any(|m| m == id.as_str()))
+            .cloned()
+            .collect();
+        if prevs.is_empty() || prevs.len() > MAX_GAP_PREVS {
+            return Ok(RemoteOutcome::MissingEvents(missing.to_vec()));
+        }
+        let origin = origin.to_owned();
+        let visibility = crate::rooms::access::history_visibility_now(&self.base, room_id).await?;
+        let mut gap_states = HashMap::new();
+        for prev in prevs {
+            let request = get_room_state::v1::Request::new(prev.clone(), room_id.clone());
+            let (state, prev_event) = match (
+                self.client.send(&origin, request).await,
+                self.client
+                    .send(&origin, get_event::v1::Request::new(prev.clone()))
+                    .await,
+            ) {
+                (Ok(state), Ok(event)) => (state, event.pdu),
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::info!(%origin, %room_id, %prev, %error, "could not fetch the state at a gap");
+                    return Ok(RemoteOutcome::MissingEvents(missing.to_vec()));
+                }
+            };
+            let state_ids: Vec<OwnedEventId> = state
+                .pdus
+                .iter()
+                .filter_map(|raw| serde_json::from_str::<CanonicalJsonObject>(raw.get()).ok())
+                .filter_map(|object| event_id_of(&object, rules).ok())
+                .collect();
+            let mut all = state.pdus;
+            all.extend(state.auth_chain);
+            all.push(prev_event);
+            let batch = self.check_batch(&origin, room_id, rules, &all).await?;
+            if !batch.passed.contains(&prev) {
+                tracing::info!(%origin, %room_id, %prev, "the event before a gap does not check out");
+                return Ok(RemoteOutcome::MissingEvents(missing.to_vec()));
+            }
+            // The state after the prev event: the state at it, then the event itself.
+            let mut after = StateMap::new();
+            for id in state_ids.iter().chain([&prev]) {
+                if let Some(entry) = batch.checked.get(id).filter(|_| batch.passed.contains(id))
+                    && let Some(key) = &entry.pdu.state_key
+                {
+                    after.insert((entry.pdu.kind.to_string(), key.clone()), id.to_string());
+                }
+            }
+            let ids: HashSet<OwnedEventId> = batch.checked.keys().cloned().collect();
+            let outliers = batch.stored(room_id, &ids, EventKind::Outlier, &visibility);
+            self.base.storage.persist_backfill(&outliers, &[]).await?;
+            let group = self
+                .base
+                .storage
+                .create_state_snapshot(room_id.as_str(), &after)
+                .await?;
+            gap_states.insert(prev.to_string(), group);
+        }
+        tracing::info!(%origin, %room_id, %event_id, "took in an event after a gap, on the state its server gave");
+        append_remote_event_after_gap(&self.base, room_id, event_id, object, rules, &gap_states).await
     }
 
     /// Fetches and appends the events between our head and `event_id`; returns how many
@@ -179,14 +275,21 @@ impl Federation {
             _ => 0,
         });
         let mut added = 0;
-        for object in objects.into_iter().take(GAP_LIMIT as usize) {
+        for (index, object) in objects.into_iter().take(GAP_LIMIT as usize).enumerate() {
             let Ok((id, object)) = self.check_pdu(object, rules).await else {
                 continue;
             };
-            if matches!(
-                append_remote_event(&self.base, room_id, &id, object, rules).await?,
-                RemoteOutcome::Accepted(_)
-            ) {
+            let mut outcome = append_remote_event(&self.base, room_id, &id, object.clone(), rules).await?;
+            // The oldest of them still has unknown prev events: the gap is longer than what was
+            // fetched, and it goes in on the state its server gives.
+            if index == 0
+                && let RemoteOutcome::MissingEvents(missing) = &outcome
+            {
+                outcome = self
+                    .append_after_gap(origin, room_id, &id, object, rules, missing)
+                    .await?;
+            }
+            if matches!(outcome, RemoteOutcome::Accepted(_)) {
                 self.base.metrics.federation_pdus_received.inc();
                 added += 1;
             }

@@ -138,6 +138,10 @@ pub async fn start_federated(
 pub struct FakeServer {
     /// What it answers to `get_missing_events` (any room, any range).
     pub missing: Arc<std::sync::Mutex<Vec<Value>>>,
+    /// Events it serves by ID (`/event/{eventId}`).
+    pub events: Arc<std::sync::Mutex<std::collections::HashMap<String, Value>>>,
+    /// What it answers to `/state/{roomId}` (any room, any event): `{ pdus, auth_chain }`.
+    pub state: Arc<std::sync::Mutex<Value>>,
     /// The PDUs other servers sent it in transactions, in arrival order.
     pub received: Arc<std::sync::Mutex<Vec<Value>>>,
     /// While false, transactions are answered 503 (the server is "down").
@@ -164,7 +168,38 @@ impl FakeServer {
         let (inbox, open) = (received.clone(), accepting.clone());
         let missing: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
         let gaps = missing.clone();
+        let events: Arc<std::sync::Mutex<std::collections::HashMap<String, Value>>> = Arc::default();
+        let state: Arc<std::sync::Mutex<Value>> = Arc::new(std::sync::Mutex::new(serde_json::json!({})));
+        let (served, state_at) = (events.clone(), state.clone());
+        let origin = name.to_owned();
         let router = axum::Router::new()
+            .route(
+                "/_matrix/federation/v1/event/{event_id}",
+                axum::routing::get(move |axum::extract::Path(event_id): axum::extract::Path<String>| {
+                    let (served, origin) = (served.clone(), origin.clone());
+                    async move {
+                        match served.lock().unwrap().get(&event_id) {
+                            Some(pdu) => (
+                                axum::http::StatusCode::OK,
+                                axum::Json(serde_json::json!({
+                                    "origin": origin, "origin_server_ts": hearth::storage::now_ms(), "pdus": [pdu],
+                                })),
+                            ),
+                            None => (
+                                axum::http::StatusCode::NOT_FOUND,
+                                axum::Json(serde_json::json!({ "errcode": "M_NOT_FOUND", "error": "no such event" })),
+                            ),
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/_matrix/federation/v1/state/{room_id}",
+                axum::routing::get(move || {
+                    let state_at = state_at.clone();
+                    async move { axum::Json(state_at.lock().unwrap().clone()) }
+                }),
+            )
             .route(
                 "/_matrix/federation/v1/get_missing_events/{room_id}",
                 axum::routing::post(move || {
@@ -225,6 +260,8 @@ impl FakeServer {
         ));
         Self {
             missing,
+            events,
+            state,
             received,
             accepting,
             name: name.to_owned(),

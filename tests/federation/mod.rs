@@ -912,6 +912,85 @@ async fn a_pdu_after_a_gap_brings_the_missing_events_with_it() {
 }
 
 #[tokio::test]
+async fn a_pdu_after_a_gap_longer_than_missing_events_fetch_goes_in_on_the_state_its_server_gives() {
+    let ca = TestCa::new();
+    let remote = FakeServer::start(&ca, "remote.test", "127.0.0.9".parse().unwrap()).await;
+    let servers = start_federated(1, &ca, &[remote.peer()], |_, _| {}).await;
+    let a = &servers[0];
+    let mallory = "@mallory:remote.test";
+    let (alice, room_id) = room_with_remote_member(a, &remote, mallory).await;
+    let create = state_event_id(a, &alice.access_token, &room_id, "m.room.create", "").await;
+    let power = state_event_id(a, &alice.access_token, &room_id, "m.room.power_levels", "").await;
+    let join = state_event_id(a, &alice.access_token, &room_id, "m.room.member", mallory).await;
+    let mut prev = join.clone();
+    let mut chain = Vec::new();
+    for depth in 0..30 {
+        let body = if depth == 29 {
+            "after-gap".to_owned()
+        } else {
+            format!("gap-{depth:02}")
+        };
+        let (id, pdu) = remote.sign_event(
+            json!({
+                "type": "m.room.message", "room_id": room_id, "sender": mallory,
+                "content": { "msgtype": "m.text", "body": body },
+                "prev_events": [prev], "auth_events": [create, power, join],
+                "depth": 100 + depth, "origin_server_ts": hearth::storage::now_ms(),
+            }),
+            "11",
+        );
+        remote.events.lock().unwrap().insert(id.clone(), pdu.clone());
+        prev = id;
+        chain.push(pdu);
+    }
+    // The state at every event of the gap is the state after mallory's join: what A serves
+    // as the state at (before) the join, and the join.
+    let path = format!("/_matrix/federation/v1/state/{room_id}?event_id={join}");
+    let (status, mut state) = remote.signed(a, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    let (status, join_event) = remote
+        .signed(a, Method::GET, &format!("/_matrix/federation/v1/event/{join}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{join_event}");
+    state["pdus"]
+        .as_array_mut()
+        .unwrap()
+        .push(join_event["pdus"][0].clone());
+    *remote.state.lock().unwrap() = state;
+    let last = chain.pop().unwrap();
+    // get_missing_events answers only the newest 20 (newest first, as Synapse bounds it).
+    *remote.missing.lock().unwrap() = chain.iter().rev().take(20).cloned().collect();
+    let (status, answer) = remote.send_transaction(a, "long-gap", vec![last]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["pdus"][&prev], json!({}), "{answer}");
+    let bodies: Vec<String> = message_ids(a, &alice.access_token, &room_id)
+        .await
+        .into_iter()
+        .map(|(body, _)| body)
+        .collect();
+    let mut expected: Vec<String> = (9..29).map(|depth| format!("gap-{depth:02}")).collect();
+    expected.push("after-gap".to_owned());
+    assert_eq!(bodies, expected, "the 20 fetched and the new one, after the gap");
+    // The room goes on: alice's next message builds on the new head and reaches mallory.
+    say(a, &alice.access_token, &room_id, "still-here").await;
+    let received = remote
+        .wait_for(|pdus| crate::common::federation::message_bodies(pdus).contains(&"still-here".to_owned()))
+        .await;
+    let mine = received
+        .iter()
+        .find(|pdu| pdu["content"]["body"] == "still-here")
+        .unwrap();
+    assert!(
+        mine["prev_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|id| id == &json!(prev)),
+        "{mine}"
+    );
+}
+
+#[tokio::test]
 async fn a_fork_in_the_room_state_resolves_to_the_same_state_on_every_server() {
     let ca = TestCa::new();
     let remote = FakeServer::start(&ca, "remote.test", "127.0.0.9".parse().unwrap()).await;

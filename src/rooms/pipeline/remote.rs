@@ -46,6 +46,20 @@ pub async fn append_remote_event(
     object: CanonicalJsonObject,
     rules: &RoomVersionRules,
 ) -> EventResult<RemoteOutcome> {
+    append_remote_event_after_gap(state, room_id, event_id, object, rules, &HashMap::new()).await
+}
+
+/// [`append_remote_event`] for an event after a gap: `gap_states` gives, for prev events not
+/// held here, the state group of the state after each (which the sending server told us, its
+/// events checked). The gap stays: those prev events are not stored.
+pub async fn append_remote_event_after_gap(
+    state: &Base,
+    room_id: &RoomId,
+    event_id: &OwnedEventId,
+    object: CanonicalJsonObject,
+    rules: &RoomVersionRules,
+    gap_states: &HashMap<String, i64>,
+) -> EventResult<RemoteOutcome> {
     let pdu = super::to_pdu(event_id, &object)?;
     if pdu.room_id.as_deref() != Some(room_id) {
         return Ok(RemoteOutcome::Rejected("the event is of another room".to_owned()));
@@ -65,7 +79,11 @@ pub async fn append_remote_event(
         .into_iter()
         .map(|row| (row.event_id.clone(), row))
         .collect();
-    let missing: Vec<String> = wanted.iter().filter(|id| !loaded.contains_key(*id)).cloned().collect();
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|id| !loaded.contains_key(*id) && !gap_states.contains_key(*id))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
         return Ok(RemoteOutcome::MissingEvents(missing));
     }
@@ -78,7 +96,11 @@ pub async fn append_remote_event(
     // The state after each prev event; with one state among them, that is the state before.
     let mut groups = Vec::new();
     for id in &prev_ids {
-        match storage.state_group_after(id).await? {
+        let after = match gap_states.get(id) {
+            Some(group) => Some(*group),
+            None => storage.state_group_after(id).await?,
+        };
+        match after {
             Some(group) if !groups.contains(&group) => groups.push(group),
             Some(_) => {}
             None => return Ok(RemoteOutcome::MissingEvents(vec![id.clone()])),
