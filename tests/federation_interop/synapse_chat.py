@@ -1,6 +1,8 @@
 """Hearth and Synapse federating, driven by matrix-nio: a user on each chats in a room made on
 Hearth (invite, join, messages both ways), in a room made on Synapse (joined by alias), and in a
-direct chat Synapse's user opens; then a group with users on three servers (two Hearths and
+direct chat Synapse's user opens; a late joiner on each side pages back through the history
+made on the other (backfill), knocks and restricted joins go both ways, and a room upgraded on
+one server is followed from the other; then a group with users on three servers (two Hearths and
 Synapse) goes through power changes, edits, reactions, a thread reply, a redaction, a leave, a
 kick and a ban, each seen on the other servers.
 
@@ -133,11 +135,104 @@ async def exercise(hearth, synapse, third=None) -> None:
         await wait_for_text(bob, dm.room_id, "dm from hearth")
         await say(bob, dm.room_id, "dm from synapse")
         await wait_for_text(alice, dm.room_id, "dm from synapse")
+        await history_and_memberships(alice, bob)
         if third is not None:
             await group_of_three(alice, bob, third, synapse)
     finally:
         await alice.close()
         await bob.close()
+
+
+async def page_back(client: nio.AsyncClient, room_id: str) -> list:
+    """Every message of the room, newest first, paging /messages back 5 at a time."""
+    bodies, token = [], None
+    for _ in range(100):
+        response = await client.room_messages(room_id, start=token, limit=5)
+        check(isinstance(response, nio.RoomMessagesResponse), f"{client.user_id} pages back", response)
+        bodies += [event.body for event in response.chunk if isinstance(event, nio.RoomMessageText)]
+        if not response.end or not response.chunk:
+            return bodies
+        token = response.end
+    raise AssertionError("pagination did not end")
+
+
+async def post(client: nio.AsyncClient, path: str, body: dict) -> tuple:
+    """A client API POST nio has no call for (or none that takes `via`): (status, body)."""
+    headers = {"Authorization": f"Bearer {client.access_token}"}
+    async with client.client_session.post(f"{client.homeserver}{path}", json=body, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def upgrade(client: nio.AsyncClient, room_id: str, version: str) -> str:
+    """POST /upgrade, as Element does it (nio's room_upgrade does it by hand instead)."""
+    status, body = await post(client, f"/_matrix/client/v3/rooms/{room_id}/upgrade", {"new_version": version})
+    check(status == 200, f"{client.user_id} upgrades {room_id} to version {version}", body)
+    return body["replacement_room"]
+
+
+def server_of(user_id: str) -> str:
+    return user_id.split(":", 1)[1]
+
+
+async def join_via(client: nio.AsyncClient, room_id: str, server: str) -> int:
+    """Joins by room ID through `server`, as clients do from a link (Synapse no longer guesses
+    the server from the room ID). Returns the status."""
+    status, body = await post(client, f"/_matrix/client/v3/join/{room_id}?via={server}&server_name={server}", {})
+    return status
+
+
+async def knock_via(client: nio.AsyncClient, room_id: str, server: str) -> None:
+    status, body = await post(client, f"/_matrix/client/v3/knock/{room_id}?via={server}&server_name={server}", {"reason": "may I?"})
+    check(status == 200, f"{client.user_id} knocks on {room_id}", body)
+
+
+async def history_and_memberships(alice: nio.AsyncClient, bob: nio.AsyncClient) -> None:
+    """Late joiners read history from the other server; knocks and restricted joins both ways;
+    a room upgraded on one server is followed from the other."""
+    for (host, guest, label) in ((bob, alice, "synapse"), (alice, bob, "hearth")):
+        # History: the guest joins after ten messages and pages back through all of them.
+        room = await host.room_create(name=f"Old {label} room", preset=nio.RoomPreset.public_chat, room_version="11")
+        check(isinstance(room, nio.RoomCreateResponse), f"a public room on {label}", room)
+        sent = [f"{label} history {i}" for i in range(10)]
+        for body in sent:
+            await say(host, room.room_id, body)
+        check(await join_via(guest, room.room_id, server_of(host.user_id)) == 200, f"{guest.user_id} joins late")
+        await say(host, room.room_id, f"{label} welcome")
+        await wait_for_text(guest, room.room_id, f"{label} welcome")
+        bodies = await page_back(guest, room.room_id)
+        check(bodies == [f"{label} welcome"] + sent[::-1], f"{guest.user_id} reads the history made on {label}", bodies)
+
+        # Knock: the guest knocks, the host lets them in.
+        room = await host.room_create(name=f"Knock {label}", room_version="11", initial_state=[{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}])
+        check(isinstance(room, nio.RoomCreateResponse), f"a knock room on {label}", room)
+        await knock_via(guest, room.room_id, server_of(host.user_id))
+        await wait_for_event(host, room.room_id, "the knock", lambda e: e.get("type") == "m.room.member" and e.get("state_key") == guest.user_id and e["content"].get("membership") == "knock")
+        invited = await host.room_invite(room.room_id, guest.user_id)
+        check(isinstance(invited, nio.RoomInviteResponse), "the knock is answered with an invite", invited)
+        await wait_for_invite(guest, room.room_id)
+        await join(guest, room.room_id)
+        await say(guest, room.room_id, f"let in on {label}")
+        await wait_for_text(host, room.room_id, f"let in on {label}")
+
+        # Restricted: members of the lobby may join the inner room; the host's server vouches.
+        lobby = await host.room_create(name=f"Lobby {label}", preset=nio.RoomPreset.public_chat, room_version="10")
+        check(isinstance(lobby, nio.RoomCreateResponse), f"a lobby on {label}", lobby)
+        inner = await host.room_create(name=f"Inner {label}", room_version="10", initial_state=[{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": lobby.room_id}]}}])
+        check(isinstance(inner, nio.RoomCreateResponse), f"a restricted room on {label}", inner)
+        refused = await join_via(guest, inner.room_id, server_of(host.user_id))
+        check(refused == 403, f"{guest.user_id} is not let in before joining the lobby", refused)
+        check(await join_via(guest, lobby.room_id, server_of(host.user_id)) == 200, f"{guest.user_id} joins the lobby")
+        check(await join_via(guest, inner.room_id, server_of(host.user_id)) == 200, f"{guest.user_id} joins the restricted room")
+        member = await wait_for_event(host, inner.room_id, "the restricted join", lambda e: e.get("type") == "m.room.member" and e.get("state_key") == guest.user_id and e["content"].get("membership") == "join")
+        check(member["content"].get("join_authorised_via_users_server") == host.user_id, f"{label} vouched for the join", member)
+
+        # Upgrade: the host upgrades the room, the guest follows the tombstone.
+        await upgrade(host, inner.room_id, "11")
+        tombstone = await wait_for_event(guest, inner.room_id, "the tombstone", lambda e: e.get("type") == "m.room.tombstone")
+        replacement = tombstone["content"]["replacement_room"]
+        check(await join_via(guest, replacement, server_of(tombstone["sender"])) == 200, f"{guest.user_id} follows the tombstone")
+        await say(guest, replacement, f"followed on {label}")
+        await wait_for_text(host, replacement, f"followed on {label}")
 
 
 async def group_of_three(alice: nio.AsyncClient, bob: nio.AsyncClient, third, synapse) -> None:
