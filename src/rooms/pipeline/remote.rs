@@ -125,9 +125,7 @@ pub async fn append_remote_event_after_gap(
     };
     let mut draft = draft_of(&pdu)?;
     let types = auth_types(&draft, &pdu.sender, rules)?;
-    let full_state = storage.state_group(state_before).await?;
-    let mut auth_state = StateMap::new();
-    for key in types
+    let wanted_state: Vec<(String, String)> = types
         .iter()
         .cloned()
         // The create event is an auth event in every version, listed or (v12) not.
@@ -135,11 +133,22 @@ pub async fn append_remote_event_after_gap(
             ("m.room.create".to_owned(), String::new()),
             ("m.room.history_visibility".to_owned(), String::new()),
         ])
-    {
-        if let Some(id) = full_state.get(&key) {
-            auth_state.insert(key, id.clone());
-        }
-    }
+        .collect();
+    // Built on current state (the common case): the few entries the rules need come from it,
+    // indexed. Off it (a fork), the whole state before it is needed for the resolution.
+    let on_current_state = current_group == Some(state_before);
+    let full_state = if on_current_state {
+        None
+    } else {
+        Some(storage.state_group(state_before).await?)
+    };
+    let auth_state: StateMap = match &full_state {
+        None => storage.current_state_entries(room_id.as_str(), &wanted_state).await?,
+        Some(full) => wanted_state
+            .into_iter()
+            .filter_map(|key| full.get(&key).map(|id| (key, id.clone())))
+            .collect(),
+    };
     let state_ids: Vec<String> = auth_state
         .values()
         .filter(|id| !loaded.contains_key(*id))
@@ -189,7 +198,7 @@ pub async fn append_remote_event_after_gap(
     // state becomes the resolution of the state after it and the current one.
     if outcome.is_none()
         && let Some(current_group) = current_group
-        && current_group != state_before
+        && let Some(full_state) = full_state
     {
         let current = storage.state_group(current_group).await?;
         if !passes_against(state, rules, &pdu, &mut context, &current).await? {
