@@ -29,7 +29,12 @@ use crate::{
 pub enum Change<'a> {
     /// Events of a room were persisted up to `stream_ordering` (one event, with its room's lock
     /// still held; or a new room's first events, all at once).
-    Event { room_id: &'a str, stream_ordering: i64 },
+    /// `members_changed`: a membership (or the whole state, by a resolution) changed with it.
+    Event {
+        room_id: &'a str,
+        stream_ordering: i64,
+        members_changed: bool,
+    },
     /// A user's account data changed (`room_id` `""` for global data).
     AccountData {
         user_id: &'a str,

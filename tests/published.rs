@@ -19,7 +19,8 @@ impl Subscriber for Recorder {
             Change::Event {
                 room_id,
                 stream_ordering,
-            } => format!("event {room_id} {stream_ordering}"),
+                members_changed,
+            } => format!("event {room_id} {stream_ordering} {members_changed}"),
             Change::AccountData { user_id, data_type, .. } => format!("account_data {user_id} {data_type}"),
             Change::Pushers { user_id } => format!("pushers {user_id}"),
             Change::ReadReceipt { user_id } => format!("read {user_id}"),
@@ -84,14 +85,21 @@ async fn committed_changes_reach_subscribers_in_order() {
     assert_eq!(status, StatusCode::OK);
 
     let seen = recorder.seen();
-    let orderings: Vec<i64> = seen
+    let events: Vec<(i64, bool)> = seen
         .iter()
         .filter_map(|line| line.strip_prefix(&format!("event {room} ")))
-        .map(|n| n.parse().unwrap())
+        .map(|rest| {
+            let (n, members) = rest.split_once(' ').unwrap();
+            (n.parse().unwrap(), members == "true")
+        })
         .collect();
+    let orderings: Vec<i64> = events.iter().map(|(n, _)| *n).collect();
     // The room's creation (one announcement for its first events), then each message; bob's
     // refused message is not among them.
     assert_eq!(orderings.len(), 4, "{seen:?}");
+    // The creation changed the room's members (the creator joined); the messages did not.
+    let members: Vec<bool> = events.iter().map(|(_, m)| *m).collect();
+    assert_eq!(members, [true, false, false, false], "{seen:?}");
     assert!(orderings.windows(2).all(|pair| pair[0] < pair[1]), "{orderings:?}");
     let tail: Vec<&String> = seen.iter().rev().take(2).collect();
     assert_eq!(tail[1], &format!("account_data {} org.example", alice.user_id));

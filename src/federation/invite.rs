@@ -268,9 +268,14 @@ impl Federation {
             .storage
             .persist_remote_membership(room_version.as_str(), &event, invite_state)
             .await?;
-        announce(&self.base, room_id.as_str(), position, [user.as_str()], |caches| {
-            caches.room_state_replaced(room_id.as_str())
-        });
+        announce(
+            &self.base,
+            room_id.as_str(),
+            position,
+            [user.as_str()],
+            true,
+            |caches| caches.room_state_replaced(room_id.as_str()),
+        );
         drop(room_lock);
         Ok(())
     }

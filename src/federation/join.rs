@@ -234,9 +234,14 @@ impl Federation {
                 join: new_event(&join_pdu, &event, EventKind::New),
             })
             .await?;
-        announce(&self.base, room_id.as_str(), position, [user_id.as_str()], |caches| {
-            caches.room_state_replaced(room_id.as_str())
-        });
+        announce(
+            &self.base,
+            room_id.as_str(),
+            position,
+            [user_id.as_str()],
+            true,
+            |caches| caches.room_state_replaced(room_id.as_str()),
+        );
         drop(room_lock);
         tracing::info!(%room_id, %server, %user_id, "joined a room over federation");
         Ok(())

@@ -105,8 +105,23 @@ impl Courier for DestinationCourier {
 /// Follows committed events and wakes the destinations of their rooms.
 pub struct FederationSender {
     outbox: Arc<Outbox<DestinationCourier>>,
-    events: mpsc::UnboundedSender<(String, i64)>,
+    events: mpsc::UnboundedSender<RoutedEvent>,
 }
+
+/// A committed event, as the router needs it.
+struct RoutedEvent {
+    room_id: String,
+    position: i64,
+    members_changed: bool,
+}
+
+/// The servers with a joined member in each room an event was routed for, read again after
+/// any membership change in the room (most events are messages: no query for them).
+#[derive(Default)]
+struct RoomServers(std::collections::HashMap<String, Vec<String>>);
+
+/// Rooms whose servers the router remembers at most (it forgets them all past that).
+const REMEMBERED_ROOMS: usize = 10_000;
 
 impl FederationSender {
     /// The sender, with a task that routes new events to destinations; restarts the tasks of
@@ -120,7 +135,7 @@ impl FederationSender {
             },
             max_backoff,
         );
-        let (events, mut incoming) = mpsc::unbounded_channel::<(String, i64)>();
+        let (events, mut incoming) = mpsc::unbounded_channel::<RoutedEvent>();
         let routing_base = base.clone();
         let routing_outbox = outbox.clone();
         tokio::spawn(async move {
@@ -133,8 +148,9 @@ impl FederationSender {
                     }
                 }
             }
-            while let Some((room_id, position)) = incoming.recv().await {
-                route(&routing_base, &routing_outbox, &mut known, &room_id, position).await;
+            let mut rooms = RoomServers::default();
+            while let Some(event) = incoming.recv().await {
+                route(&routing_base, &routing_outbox, &mut known, &mut rooms, event).await;
             }
         });
         Arc::new(Self { outbox, events })
@@ -156,18 +172,38 @@ async fn route(
     base: &Base,
     outbox: &Arc<Outbox<DestinationCourier>>,
     known: &mut std::collections::HashSet<OwnedServerName>,
-    room_id: &str,
-    position: i64,
+    rooms: &mut RoomServers,
+    event: RoutedEvent,
 ) {
-    let Ok(servers) = base.storage.servers_in_room(room_id).await else {
-        return;
+    let cached = if event.members_changed {
+        None
+    } else {
+        rooms.0.get(&event.room_id).cloned()
+    };
+    let servers = match cached {
+        Some(servers) => servers,
+        None => {
+            let Ok(servers) = base.storage.servers_in_room(&event.room_id).await else {
+                rooms.0.remove(&event.room_id);
+                return;
+            };
+            if rooms.0.len() >= REMEMBERED_ROOMS {
+                rooms.0.clear();
+            }
+            rooms.0.insert(event.room_id.clone(), servers.clone());
+            servers
+        }
     };
     // A member event's subject's server is owed it even after leaving (kicks, bans).
-    let subject_server = match base.storage.event_at(position).await {
-        Ok(Some(row)) if row.event_type == "m.room.member" => row
-            .state_key
-            .and_then(|key| key.split_once(':').map(|(_, server)| server.to_owned())),
-        _ => None,
+    let subject_server = if event.members_changed {
+        match base.storage.event_at(event.position).await {
+            Ok(Some(row)) if row.event_type == "m.room.member" => row
+                .state_key
+                .and_then(|key| key.split_once(':').map(|(_, server)| server.to_owned())),
+            _ => None,
+        }
+    } else {
+        None
     };
     for server in servers.into_iter().chain(subject_server) {
         if server == base.config.server_name.as_str() {
@@ -179,7 +215,7 @@ async fn route(
         if !known.contains(&destination) {
             if base
                 .storage
-                .add_destination(destination.as_str(), position - 1)
+                .add_destination(destination.as_str(), event.position - 1)
                 .await
                 .is_err()
             {
@@ -196,9 +232,14 @@ impl Subscriber for FederationSender {
         if let Change::Event {
             room_id,
             stream_ordering,
+            members_changed,
         } = change
         {
-            let _ = self.events.send((room_id.to_owned(), stream_ordering));
+            let _ = self.events.send(RoutedEvent {
+                room_id: room_id.to_owned(),
+                position: stream_ordering,
+                members_changed,
+            });
         }
     }
 }

@@ -409,7 +409,7 @@ async fn persist(state: &Base, creator: &UserId, spec: &RoomSpec, room: NewRoom)
 
     // The room's members and its invitees (not members yet) hear of it.
     let subjects = std::iter::once(creator.as_str()).chain(spec.invite.iter().map(|user| user.as_str()));
-    announce(state, room_id.as_str(), last_position, subjects, |caches| {
+    announce(state, room_id.as_str(), last_position, subjects, false, |caches| {
         for event in &events {
             caches.event_persisted(
                 room_id.as_str(),

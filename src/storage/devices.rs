@@ -85,13 +85,16 @@ impl Storage {
 
     /// Records when and from where a device was last used.
     pub async fn touch_device(&self, user_id: &str, device_id: &str, ip: &str) -> Result<(), StorageError> {
-        sqlx::query("UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4 WHERE user_id = $1 AND device_id = $2")
+        self.write(
+            sqlx::query(
+                "UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4 WHERE user_id = $1 AND device_id = $2",
+            )
             .bind(user_id)
             .bind(device_id)
             .bind(now_ms())
-            .bind(ip)
-            .execute(&self.pool)
-            .await?;
+            .bind(ip),
+        )
+        .await?;
         Ok(())
     }
 

@@ -37,9 +37,8 @@ impl Storage {
     }
 
     pub async fn delete_alias(&self, alias: &str) -> Result<bool, StorageError> {
-        let deleted = sqlx::query("DELETE FROM room_aliases WHERE room_alias = $1")
-            .bind(alias)
-            .execute(&self.pool)
+        let deleted = self
+            .write(sqlx::query("DELETE FROM room_aliases WHERE room_alias = $1").bind(alias))
             .await?;
         Ok(deleted.rows_affected() == 1)
     }

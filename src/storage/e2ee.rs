@@ -589,12 +589,15 @@ impl Storage {
         device_id: &str,
         upto: i64,
     ) -> Result<(), StorageError> {
-        sqlx::query("DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_position <= $3")
+        self.write(
+            sqlx::query(
+                "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_position <= $3",
+            )
             .bind(user_id)
             .bind(device_id)
-            .bind(upto)
-            .execute(&self.pool)
-            .await?;
+            .bind(upto),
+        )
+        .await?;
         Ok(())
     }
 

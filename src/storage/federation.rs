@@ -106,38 +106,37 @@ impl Storage {
         txn_id: &str,
         response: &str,
     ) -> Result<(), StorageError> {
-        sqlx::query(
-            "INSERT INTO federation_inbound_transactions (origin, txn_id, response, received_ts)
+        self.write(
+            sqlx::query(
+                "INSERT INTO federation_inbound_transactions (origin, txn_id, response, received_ts)
              VALUES ($1, $2, $3, $4) ON CONFLICT (origin, txn_id) DO NOTHING",
+            )
+            .bind(origin)
+            .bind(txn_id)
+            .bind(response)
+            .bind(now_ms()),
         )
-        .bind(origin)
-        .bind(txn_id)
-        .bind(response)
-        .bind(now_ms())
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// Forgets transactions received before `cutoff` (ms): a server retries within minutes.
     pub async fn prune_inbound_transactions(&self, cutoff: i64) -> Result<u64, StorageError> {
-        Ok(
-            sqlx::query("DELETE FROM federation_inbound_transactions WHERE received_ts < $1")
-                .bind(cutoff)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
+        Ok(self
+            .write(sqlx::query("DELETE FROM federation_inbound_transactions WHERE received_ts < $1").bind(cutoff))
+            .await?
+            .rows_affected())
     }
 }
 
 impl Storage {
     /// Marks a remote event for sending on to the room's other servers.
     pub async fn forward_event(&self, event_id: &str) -> Result<(), StorageError> {
-        sqlx::query("INSERT INTO federation_forwarded_events (event_id) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(event_id)
-            .execute(&self.pool)
-            .await?;
+        self.write(
+            sqlx::query("INSERT INTO federation_forwarded_events (event_id) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(event_id),
+        )
+        .await?;
         Ok(())
     }
 
@@ -160,37 +159,40 @@ impl Storage {
 
     /// A destination first seen: it is owed what comes after `position`.
     pub async fn add_destination(&self, destination: &str, position: i64) -> Result<(), StorageError> {
-        sqlx::query(
-            "INSERT INTO federation_destinations (destination, sent_position, retry_interval_ms)
+        self.write(
+            sqlx::query(
+                "INSERT INTO federation_destinations (destination, sent_position, retry_interval_ms)
              VALUES ($1, $2, 0) ON CONFLICT (destination) DO NOTHING",
+            )
+            .bind(destination)
+            .bind(position),
         )
-        .bind(destination)
-        .bind(position)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// Moves a destination's position forward (never back).
     pub async fn set_destination_position(&self, destination: &str, position: i64) -> Result<(), StorageError> {
-        sqlx::query(
-            "UPDATE federation_destinations SET sent_position = $2, retry_interval_ms = 0, last_failure_ts = NULL
+        self.write(
+            sqlx::query(
+                "UPDATE federation_destinations SET sent_position = $2, retry_interval_ms = 0, last_failure_ts = NULL
              WHERE destination = $1 AND sent_position < $2",
+            )
+            .bind(destination)
+            .bind(position),
         )
-        .bind(destination)
-        .bind(position)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// Records that a destination failed to take a transaction.
     pub async fn destination_failed(&self, destination: &str) -> Result<(), StorageError> {
-        sqlx::query("UPDATE federation_destinations SET last_failure_ts = $2 WHERE destination = $1")
-            .bind(destination)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
+        self.write(
+            sqlx::query("UPDATE federation_destinations SET last_failure_ts = $2 WHERE destination = $1")
+                .bind(destination)
+                .bind(now_ms()),
+        )
+        .await?;
         Ok(())
     }
 

@@ -89,14 +89,16 @@ impl Storage {
         version: i64,
         auth_data: &str,
     ) -> Result<bool, StorageError> {
-        let updated = sqlx::query(
-            "UPDATE backup_versions SET auth_data = $3 WHERE user_id = $1 AND version = $2 AND deleted = 0",
-        )
-        .bind(user_id)
-        .bind(version)
-        .bind(auth_data)
-        .execute(&self.pool)
-        .await?;
+        let updated = self
+            .write(
+                sqlx::query(
+                    "UPDATE backup_versions SET auth_data = $3 WHERE user_id = $1 AND version = $2 AND deleted = 0",
+                )
+                .bind(user_id)
+                .bind(version)
+                .bind(auth_data),
+            )
+            .await?;
         Ok(updated.rows_affected() == 1)
     }
 

@@ -78,20 +78,21 @@ impl Storage {
     /// Records a finished upload.
     pub async fn insert_media(&self, media: &NewMedia<'_>) -> Result<(), StorageError> {
         let now = now_ms();
-        sqlx::query(
-            "INSERT INTO media (origin, media_id, uploader, content_type, filename, size, sha256, created_ts,
+        self.write(
+            sqlx::query(
+                "INSERT INTO media (origin, media_id, uploader, content_type, filename, size, sha256, created_ts,
                                 uploaded_ts)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+            )
+            .bind(media.origin)
+            .bind(media.media_id)
+            .bind(media.uploader)
+            .bind(media.content_type)
+            .bind(media.filename)
+            .bind(media.size)
+            .bind(media.sha256)
+            .bind(now),
         )
-        .bind(media.origin)
-        .bind(media.media_id)
-        .bind(media.uploader)
-        .bind(media.content_type)
-        .bind(media.filename)
-        .bind(media.size)
-        .bind(media.sha256)
-        .bind(now)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -213,22 +214,23 @@ impl Storage {
         media_id: &str,
         thumbnail: &ThumbnailRow,
     ) -> Result<(), StorageError> {
-        sqlx::query(
-            "INSERT INTO media_thumbnails (origin, media_id, width, height, method, animated, content_type, size,
+        self.write(
+            sqlx::query(
+                "INSERT INTO media_thumbnails (origin, media_id, width, height, method, animated, content_type, size,
                                            sha256)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (origin, media_id, width, height, method, animated) DO NOTHING",
+            )
+            .bind(origin)
+            .bind(media_id)
+            .bind(thumbnail.width)
+            .bind(thumbnail.height)
+            .bind(&thumbnail.method)
+            .bind(thumbnail.animated)
+            .bind(&thumbnail.content_type)
+            .bind(thumbnail.size)
+            .bind(&thumbnail.sha256),
         )
-        .bind(origin)
-        .bind(media_id)
-        .bind(thumbnail.width)
-        .bind(thumbnail.height)
-        .bind(&thumbnail.method)
-        .bind(thumbnail.animated)
-        .bind(&thumbnail.content_type)
-        .bind(thumbnail.size)
-        .bind(&thumbnail.sha256)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -246,21 +248,20 @@ impl Storage {
 
     pub async fn store_url_preview(&self, url: &str, response: &str, expires_ts: i64) -> Result<(), StorageError> {
         let now = now_ms();
-        sqlx::query(
-            "INSERT INTO url_previews (url, response, fetched_ts, expires_ts) VALUES ($1, $2, $3, $4)
+        self.write(
+            sqlx::query(
+                "INSERT INTO url_previews (url, response, fetched_ts, expires_ts) VALUES ($1, $2, $3, $4)
              ON CONFLICT (url) DO UPDATE SET response = excluded.response, fetched_ts = excluded.fetched_ts,
                                              expires_ts = excluded.expires_ts",
+            )
+            .bind(url)
+            .bind(response)
+            .bind(now)
+            .bind(expires_ts),
         )
-        .bind(url)
-        .bind(response)
-        .bind(now)
-        .bind(expires_ts)
-        .execute(&self.pool)
         .await?;
         // Expired entries of other URLs go too, so the table holds only what can be served.
-        sqlx::query("DELETE FROM url_previews WHERE expires_ts <= $1")
-            .bind(now)
-            .execute(&self.pool)
+        self.write(sqlx::query("DELETE FROM url_previews WHERE expires_ts <= $1").bind(now))
             .await?;
         Ok(())
     }

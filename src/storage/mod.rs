@@ -24,7 +24,10 @@ mod tokens;
 mod uia;
 mod users;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use sqlx::{
     Any, AnyPool, Transaction,
@@ -63,9 +66,44 @@ pub enum Backend {
 pub struct Storage {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+    /// SQLite's busy handler (1 ms, 2 ms, 5 ms … 100 ms between tries), where a steady stream
+    /// of other writers can starve it for a long time. Write transactions of this process
+    /// queue here instead, in order, and take the lock when it is theirs.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
-pub type Tx = Transaction<'static, Any>;
+/// A write transaction (see [`Storage::begin_write`]): the connection it runs on, through
+/// `&mut *tx`, until [`commit`](Self::commit); dropped uncommitted, it rolls back.
+pub struct Tx {
+    tx: Transaction<'static, Any>,
+    // Declared after the transaction: released once it has ended.
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
 
 impl Storage {
     /// Connects, applies pending migrations and returns the handle.
@@ -82,6 +120,9 @@ impl Storage {
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30));
         if backend == Backend::Sqlite {
+            // An in-process connection does not go stale: no ping (a round trip to its worker
+            // thread) before every query.
+            options = options.test_before_acquire(false);
             // WAL lets readers run beside the one writer; the busy timeout makes a second
             // writer wait for the lock instead of failing; NORMAL sync is durable in WAL mode
             // except across a power cut, the trade Synapse and every SQLite server makes.
@@ -104,7 +145,11 @@ impl Storage {
             sqlx::AnyConnection::connect(url).await?.close().await?;
         }
         let pool = options.connect(url).await?;
-        let storage = Self { pool, backend };
+        let storage = Self {
+            pool,
+            backend,
+            write_gate: Arc::default(),
+        };
         migrate::run(&storage).await?;
         Ok(storage)
     }
@@ -120,14 +165,36 @@ impl Storage {
     /// committed in between (a deferred transaction cannot upgrade a stale read snapshot).
     pub async fn begin_write(&self) -> Result<Tx, StorageError> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => {
+                let gate = self.write_gate.clone().lock_owned().await;
+                Tx {
+                    tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _gate: Some(gate),
+                }
+            }
+            Backend::Postgres => Tx {
+                tx: self.pool.begin().await?,
+                _gate: None,
+            },
         })
+    }
+
+    /// Runs one write statement outside a transaction; on SQLite it queues at the write gate
+    /// like a write transaction.
+    pub(crate) async fn write<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+        let _gate = match self.backend {
+            Backend::Sqlite => Some(self.write_gate.lock().await),
+            Backend::Postgres => None,
+        };
+        query.execute(&self.pool).await
     }
 
     /// True when the database answers a trivial query (for `/health`).
     pub async fn is_healthy(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        self.write(sqlx::query("SELECT 1")).await.is_ok()
     }
 
     /// Connections open and idle, for `/metrics`.

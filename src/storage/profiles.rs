@@ -44,11 +44,12 @@ impl Storage {
     }
 
     pub async fn delete_profile_field(&self, user_id: &str, field: &str) -> Result<(), StorageError> {
-        sqlx::query("DELETE FROM profile_fields WHERE user_id = $1 AND field = $2")
-            .bind(user_id)
-            .bind(field)
-            .execute(&self.pool)
-            .await?;
+        self.write(
+            sqlx::query("DELETE FROM profile_fields WHERE user_id = $1 AND field = $2")
+                .bind(user_id)
+                .bind(field),
+        )
+        .await?;
         Ok(())
     }
 

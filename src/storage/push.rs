@@ -414,11 +414,13 @@ impl Storage {
 
     /// Deletes a pusher; true if there was one.
     pub async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<bool, StorageError> {
-        let result = sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
-            .bind(user_id)
-            .bind(app_id)
-            .bind(pushkey)
-            .execute(&self.pool)
+        let result = self
+            .write(
+                sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
+                    .bind(user_id)
+                    .bind(app_id)
+                    .bind(pushkey),
+            )
             .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -431,38 +433,39 @@ impl Storage {
         last_stream_ordering: i64,
         failing_since: Option<i64>,
     ) -> Result<(), StorageError> {
-        sqlx::query(
-            "UPDATE pushers SET last_stream_ordering = $1, failing_since = $2
+        self.write(
+            sqlx::query(
+                "UPDATE pushers SET last_stream_ordering = $1, failing_since = $2
              WHERE user_id = $3 AND app_id = $4 AND pushkey = $5 AND last_stream_ordering <= $1",
+            )
+            .bind(last_stream_ordering)
+            .bind(failing_since)
+            .bind(&pusher.user_id)
+            .bind(&pusher.app_id)
+            .bind(&pusher.pushkey),
         )
-        .bind(last_stream_ordering)
-        .bind(failing_since)
-        .bind(&pusher.user_id)
-        .bind(&pusher.app_id)
-        .bind(&pusher.pushkey)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// Deletes notifications older than `before` (ms); returns how many.
     pub async fn prune_push_actions(&self, before: i64) -> Result<u64, StorageError> {
-        let result = sqlx::query("DELETE FROM event_push_actions WHERE ts < $1")
-            .bind(before)
-            .execute(&self.pool)
+        let result = self
+            .write(sqlx::query("DELETE FROM event_push_actions WHERE ts < $1").bind(before))
             .await?;
         Ok(result.rows_affected())
     }
 
     /// Records when the pusher's deliveries started failing (None: they succeed again).
     pub async fn set_pusher_failing_since(&self, pusher: &PusherRow, since: Option<i64>) -> Result<(), StorageError> {
-        sqlx::query("UPDATE pushers SET failing_since = $1 WHERE user_id = $2 AND app_id = $3 AND pushkey = $4")
-            .bind(since)
-            .bind(&pusher.user_id)
-            .bind(&pusher.app_id)
-            .bind(&pusher.pushkey)
-            .execute(&self.pool)
-            .await?;
+        self.write(
+            sqlx::query("UPDATE pushers SET failing_since = $1 WHERE user_id = $2 AND app_id = $3 AND pushkey = $4")
+                .bind(since)
+                .bind(&pusher.user_id)
+                .bind(&pusher.app_id)
+                .bind(&pusher.pushkey),
+        )
+        .await?;
         Ok(())
     }
 

@@ -46,16 +46,18 @@ impl Storage {
         uses_allowed: Option<i64>,
         expiry_time: Option<i64>,
     ) -> Result<bool, StorageError> {
-        let inserted = sqlx::query(
-            "INSERT INTO registration_tokens (token, uses_allowed, expiry_time, created_ts)
+        let inserted = self
+            .write(
+                sqlx::query(
+                    "INSERT INTO registration_tokens (token, uses_allowed, expiry_time, created_ts)
              VALUES ($1, $2, $3, $4) ON CONFLICT (token) DO NOTHING",
-        )
-        .bind(token)
-        .bind(uses_allowed)
-        .bind(expiry_time)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+                )
+                .bind(token)
+                .bind(uses_allowed)
+                .bind(expiry_time)
+                .bind(now_ms()),
+            )
+            .await?;
         Ok(inserted.rows_affected() == 1)
     }
 
@@ -66,20 +68,20 @@ impl Storage {
         uses_allowed: Option<i64>,
         expiry_time: Option<i64>,
     ) -> Result<bool, StorageError> {
-        let updated =
-            sqlx::query("UPDATE registration_tokens SET uses_allowed = $2, expiry_time = $3 WHERE token = $1")
-                .bind(token)
-                .bind(uses_allowed)
-                .bind(expiry_time)
-                .execute(&self.pool)
-                .await?;
+        let updated = self
+            .write(
+                sqlx::query("UPDATE registration_tokens SET uses_allowed = $2, expiry_time = $3 WHERE token = $1")
+                    .bind(token)
+                    .bind(uses_allowed)
+                    .bind(expiry_time),
+            )
+            .await?;
         Ok(updated.rows_affected() == 1)
     }
 
     pub async fn delete_registration_token(&self, token: &str) -> Result<bool, StorageError> {
-        let deleted = sqlx::query("DELETE FROM registration_tokens WHERE token = $1")
-            .bind(token)
-            .execute(&self.pool)
+        let deleted = self
+            .write(sqlx::query("DELETE FROM registration_tokens WHERE token = $1").bind(token))
             .await?;
         Ok(deleted.rows_affected() == 1)
     }
@@ -140,29 +142,30 @@ impl Storage {
     }
 
     pub async fn insert_registration_nonce(&self, nonce: &str) -> Result<(), StorageError> {
-        sqlx::query("INSERT INTO registration_nonces (nonce, created_ts) VALUES ($1, $2)")
-            .bind(nonce)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
+        self.write(
+            sqlx::query("INSERT INTO registration_nonces (nonce, created_ts) VALUES ($1, $2)")
+                .bind(nonce)
+                .bind(now_ms()),
+        )
+        .await?;
         Ok(())
     }
 
     /// Consumes a nonce issued after `not_before_ts`; false if unknown, used or too old.
     pub async fn take_registration_nonce(&self, nonce: &str, not_before_ts: i64) -> Result<bool, StorageError> {
-        let deleted = sqlx::query("DELETE FROM registration_nonces WHERE nonce = $1 AND created_ts >= $2")
-            .bind(nonce)
-            .bind(not_before_ts)
-            .execute(&self.pool)
+        let deleted = self
+            .write(
+                sqlx::query("DELETE FROM registration_nonces WHERE nonce = $1 AND created_ts >= $2")
+                    .bind(nonce)
+                    .bind(not_before_ts),
+            )
             .await?;
         Ok(deleted.rows_affected() == 1)
     }
 
     /// Removes nonces older than `cutoff_ts` (never used).
     pub async fn expire_registration_nonces(&self, cutoff_ts: i64) -> Result<(), StorageError> {
-        sqlx::query("DELETE FROM registration_nonces WHERE created_ts < $1")
-            .bind(cutoff_ts)
-            .execute(&self.pool)
+        self.write(sqlx::query("DELETE FROM registration_nonces WHERE created_ts < $1").bind(cutoff_ts))
             .await?;
         Ok(())
     }

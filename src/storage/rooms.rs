@@ -135,25 +135,27 @@ impl Storage {
     }
 
     pub async fn insert_signing_key(&self, key_id: &str, pkcs8: &str) -> Result<(), StorageError> {
-        sqlx::query(
-            "INSERT INTO server_signing_keys (key_id, pkcs8, created_ts) VALUES ($1, $2, $3)
+        self.write(
+            sqlx::query(
+                "INSERT INTO server_signing_keys (key_id, pkcs8, created_ts) VALUES ($1, $2, $3)
              ON CONFLICT (key_id) DO NOTHING",
+            )
+            .bind(key_id)
+            .bind(pkcs8)
+            .bind(now_ms()),
         )
-        .bind(key_id)
-        .bind(pkcs8)
-        .bind(now_ms())
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// Retires a signing key: it stops signing and is published as an old verify key.
     pub async fn expire_signing_key(&self, key_id: &str) -> Result<(), StorageError> {
-        sqlx::query("UPDATE server_signing_keys SET expired_ts = $2 WHERE key_id = $1 AND expired_ts IS NULL")
-            .bind(key_id)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
+        self.write(
+            sqlx::query("UPDATE server_signing_keys SET expired_ts = $2 WHERE key_id = $1 AND expired_ts IS NULL")
+                .bind(key_id)
+                .bind(now_ms()),
+        )
+        .await?;
         Ok(())
     }
 
@@ -187,6 +189,15 @@ impl Storage {
             .bind(event_id)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    /// Whether an event is stored, accepted (`Some(None)`) or rejected (`Some(Some(reason))`).
+    pub async fn stored_event_rejection(&self, event_id: &str) -> Result<Option<Option<String>>, StorageError> {
+        let row: Option<(Option<String>,)> = sqlx::query_as("SELECT rejected_reason FROM events WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(reason,)| reason))
     }
 
     /// Accepted events by ID (missing ones are left out). Large lists (a big room's state)

@@ -30,15 +30,16 @@ impl Storage {
         purpose: &str,
         user_id: Option<&str>,
     ) -> Result<(), StorageError> {
-        sqlx::query(
-            "INSERT INTO uia_sessions (session_id, purpose, user_id, completed, created_ts)
+        self.write(
+            sqlx::query(
+                "INSERT INTO uia_sessions (session_id, purpose, user_id, completed, created_ts)
              VALUES ($1, $2, $3, '[]', $4)",
+            )
+            .bind(session_id)
+            .bind(purpose)
+            .bind(user_id)
+            .bind(now_ms()),
         )
-        .bind(session_id)
-        .bind(purpose)
-        .bind(user_id)
-        .bind(now_ms())
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -51,20 +52,22 @@ impl Storage {
     }
 
     pub async fn set_uia_params(&self, session_id: &str, params: &str) -> Result<(), StorageError> {
-        sqlx::query("UPDATE uia_sessions SET params = $2 WHERE session_id = $1")
-            .bind(session_id)
-            .bind(params)
-            .execute(&self.pool)
-            .await?;
+        self.write(
+            sqlx::query("UPDATE uia_sessions SET params = $2 WHERE session_id = $1")
+                .bind(session_id)
+                .bind(params),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn set_uia_completed(&self, session_id: &str, completed: &str) -> Result<(), StorageError> {
-        sqlx::query("UPDATE uia_sessions SET completed = $2 WHERE session_id = $1")
-            .bind(session_id)
-            .bind(completed)
-            .execute(&self.pool)
-            .await?;
+        self.write(
+            sqlx::query("UPDATE uia_sessions SET completed = $2 WHERE session_id = $1")
+                .bind(session_id)
+                .bind(completed),
+        )
+        .await?;
         Ok(())
     }
 

@@ -38,6 +38,7 @@ pub fn after_commit(state: &Base, event: Published, room_lock: OwnedMutexGuard<(
                 &event.room_id,
                 stream_ordering,
                 event.subject.as_deref(),
+                event.state_replaced,
                 |caches| {
                     caches.event_persisted(
                         &event.room_id,
@@ -57,17 +58,21 @@ pub fn after_commit(state: &Base, event: Published, room_lock: OwnedMutexGuard<(
 
 /// Tells caches, waiting clients and subscribers that the room's events up to
 /// `stream_ordering` are committed; `subjects` are users outside the room who must hear of it
-/// (an invitee, a joiner). `invalidate` drops what the caches hold of the room.
+/// (an invitee, a joiner). `state_replaced`: the room's state was replaced wholesale (a
+/// resolution, a remote join), so its members may have changed too. `invalidate` drops what
+/// the caches hold of the room.
 pub fn announce<'a>(
     state: &Base,
     room_id: &'a str,
     stream_ordering: i64,
     subjects: impl IntoIterator<Item = &'a str>,
+    state_replaced: bool,
     invalidate: impl FnOnce(&crate::cache::Caches),
 ) {
     invalidate(&state.caches);
     let mut subjects = subjects.into_iter().peekable();
-    if subjects.peek().is_some() {
+    let members_changed = subjects.peek().is_some();
+    if members_changed {
         state.caches.member_event_at(stream_ordering);
     }
     state.notifier.advance(
@@ -78,5 +83,6 @@ pub fn announce<'a>(
     state.publish(Change::Event {
         room_id,
         stream_ordering,
+        members_changed: members_changed || state_replaced,
     });
 }

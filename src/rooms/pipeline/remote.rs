@@ -66,8 +66,11 @@ pub async fn append_remote_event_after_gap(
     }
     let storage = &state.storage;
     let room_lock = state.room_locks.lock(room_id).await;
-    if storage.event(event_id.as_str()).await?.is_some() {
-        return Ok(RemoteOutcome::Duplicate);
+    match storage.stored_event_rejection(event_id.as_str()).await? {
+        Some(None) => return Ok(RemoteOutcome::Duplicate),
+        // Refused before: refused again, without a second try at storing it.
+        Some(Some(reason)) => return Ok(RemoteOutcome::Rejected(reason)),
+        None => {}
     }
     let prev_ids: Vec<String> = pdu.prev_events.iter().map(ToString::to_string).collect();
     let auth_ids: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
