@@ -318,12 +318,7 @@ impl Federation {
             servers.push(server.to_owned());
         }
         let mut last = EventError::not_found("No server could take the leave");
-        let mut tried: Vec<&OwnedServerName> = Vec::new();
-        for server in &servers {
-            if server == self.server_name() || tried.contains(&server) {
-                continue;
-            }
-            tried.push(server);
+        for server in self.servers_to_try(&servers) {
             match self.leave_through(user_id, room_id, server, reason).await {
                 Ok(()) => return Ok(()),
                 Err(error) => {
@@ -404,14 +399,12 @@ impl Federation {
         reason: Option<&str>,
     ) -> EventResult<()> {
         let mut last = EventError::not_found("Unknown room, and no server to knock through (give via)");
-        let mut tried: Vec<&OwnedServerName> = Vec::new();
-        for server in servers {
-            if server == self.server_name() || self.is_blocked(server) || tried.contains(&server) {
-                continue;
-            }
-            tried.push(server);
+        for server in self.servers_to_try(servers) {
             match self.knock_through(user_id, room_id, server, reason).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    tracing::info!(%room_id, %server, %user_id, "knocked on a room of another server");
+                    return Ok(());
+                }
                 Err(error) => {
                     tracing::info!(%room_id, %server, %error, "knocking through a server failed");
                     last = error;
@@ -458,9 +451,7 @@ impl Federation {
         let stripped = serde_json::to_string(&stripped).map_err(|_| EventError::internal())?;
         let pdu = to_pdu(&event_id, &event)?;
         self.store_membership(room_id, &version, &pdu, &event, Some(&stripped))
-            .await?;
-        tracing::info!(%room_id, %server, %user_id, "knocked on a room of another server");
-        Ok(())
+            .await
     }
 
     /// A leave event for `user_id` (of `origin`) to sign (`make_leave`).

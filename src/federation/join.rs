@@ -60,19 +60,8 @@ impl Federation {
         if !self.must_join_remotely(room_id).await? {
             return Ok(None);
         }
-        let mut candidates: Vec<&OwnedServerName> = Vec::new();
-        for server in servers {
-            if server != self.server_name() && !candidates.contains(&server) && !self.is_blocked(server) {
-                candidates.push(server);
-            }
-        }
-        if candidates.is_empty() {
-            return Err(EventError::not_found(
-                "Unknown room, and no server to join it through (give server_name / via)",
-            ));
-        }
-        let mut last = EventError::not_found("No server could let you in");
-        for server in candidates {
+        let mut last = EventError::not_found("Unknown room, and no server to join it through (give server_name / via)");
+        for server in self.servers_to_try(servers) {
             match self.join_through(user_id, room_id, server, &extra).await {
                 Ok(()) => return Ok(Some(room_id.to_owned())),
                 Err(error) => {

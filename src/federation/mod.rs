@@ -112,6 +112,18 @@ impl Federation {
         self.blocked.contains(&server.as_str().to_ascii_lowercase())
     }
 
+    /// The servers of `servers` worth asking, in order: each once, never ours nor a blocked
+    /// one.
+    pub(crate) fn servers_to_try<'a>(&self, servers: &'a [ruma::OwnedServerName]) -> Vec<&'a ruma::OwnedServerName> {
+        let mut to_try: Vec<&ruma::OwnedServerName> = Vec::new();
+        for server in servers {
+            if server != self.server_name() && !self.is_blocked(server) && !to_try.contains(&server) {
+                to_try.push(server);
+            }
+        }
+        to_try
+    }
+
     pub fn server_name(&self) -> &ServerName {
         &self.base.config.server_name
     }
