@@ -87,6 +87,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0012_backfill.sql"),
         postgres: include_str!("../../migrations/postgres/0012_backfill.sql"),
     },
+    Migration {
+        version: 13,
+        name: "unread_counts",
+        sqlite: include_str!("../../migrations/sqlite/0013_unread_counts.sql"),
+        postgres: include_str!("../../migrations/postgres/0013_unread_counts.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

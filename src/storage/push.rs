@@ -238,16 +238,24 @@ impl Storage {
             let room_filter = match chunk {
                 Some(rooms) => {
                     let params: Vec<String> = (0..rooms.len()).map(|i| format!("${}", i + 2)).collect();
-                    format!("AND a.room_id IN ({})", params.join(", "))
+                    format!("AND room_id IN ({})", params.join(", "))
                 }
                 None => String::new(),
             };
-            let read = read_up_to();
+            // The read position is worked out once per (room, thread) the user has rows in,
+            // then the rows after it are counted along the index (not the position per row).
+            let read = read_up_to()
+                .replace("a.room_id", "g.room_id")
+                .replace("a.user_id", "g.user_id")
+                .replace("a.thread_id", "g.thread_id");
             let sql = format!(
-                "SELECT a.room_id, a.thread_id, COUNT(*), CAST(SUM(a.highlight) AS BIGINT)
-                 FROM event_push_actions a
-                 WHERE a.user_id = $1 {room_filter} AND a.stream_ordering > {read}
-                 GROUP BY a.room_id, a.thread_id"
+                "SELECT g.room_id, g.thread_id, COUNT(*), CAST(SUM(a.highlight) AS BIGINT)
+                 FROM (SELECT DISTINCT user_id, room_id, thread_id FROM event_push_actions
+                       WHERE user_id = $1 {room_filter}) g
+                 JOIN event_push_actions a
+                   ON a.user_id = g.user_id AND a.room_id = g.room_id AND a.thread_id = g.thread_id
+                  AND a.stream_ordering > {read}
+                 GROUP BY g.room_id, g.thread_id"
             );
             let mut query = sqlx::query_as::<_, (String, String, i64, Option<i64>)>(AssertSqlSafe(sql)).bind(user_id);
             for room in chunk.unwrap_or(&[]) {
