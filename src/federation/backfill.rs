@@ -87,7 +87,7 @@ impl Federation {
                     continue;
                 }
             };
-            let added = self.take_history(&server, room_id, &rules, &pdus).await?;
+            let added = self.take_history(&server, room_id, &rules, &from, &pdus).await?;
             tracing::info!(%room_id, %server, received = pdus.len(), added, "backfilled history");
             if added > 0 {
                 return Ok(added);
@@ -97,12 +97,14 @@ impl Federation {
     }
 
     /// Checks a backfill answer and stores what passes; returns how many events entered the
-    /// history.
+    /// history. Only the events asked for (`from`) and their ancestors through the answer's
+    /// own prev events are taken: nothing else a server slips in.
     async fn take_history(
         &self,
         server: &OwnedServerName,
         room_id: &RoomId,
         rules: &RoomVersionRules,
+        from: &[OwnedEventId],
         pdus: &[Box<serde_json::value::RawValue>],
     ) -> EventResult<usize> {
         let pdus = &pdus[..pdus.len().min(super::history::MAX_EVENTS)];
@@ -114,10 +116,19 @@ impl Federation {
         // visibility now.
         let visibility = crate::rooms::access::history_visibility_now(&self.base, room_id).await?;
         let outliers = batch.stored(room_id, &batch.fetched, EventKind::Outlier, &visibility);
+        let mut reachable: HashSet<&OwnedEventId> = HashSet::new();
+        let mut queue: Vec<&OwnedEventId> = from.iter().collect();
+        while let Some(id) = queue.pop() {
+            if let Some(entry) = batch.checked.get(id)
+                && reachable.insert(id)
+            {
+                queue.extend(entry.pdu.prev_events.iter());
+            }
+        }
         let mut history: Vec<&Checked> = batch
             .new
             .iter()
-            .filter(|id| batch.passed.contains(*id))
+            .filter(|id| batch.passed.contains(*id) && reachable.contains(id))
             .filter_map(|id| batch.checked.get(id))
             .collect();
         // Newest first: each takes the next lower position.
@@ -176,6 +187,10 @@ impl Federation {
                 continue;
             }
             if let Some(row) = self.base.storage.event(id.as_str()).await? {
+                // Another room's event never stands behind this room's.
+                if row.room_id != room_id.as_str() {
+                    continue;
+                }
                 let pdu = PduEvent::from_json(id.clone(), &row.json, false).map_err(|_| EventError::internal())?;
                 let object = serde_json::from_str(&row.json).map_err(|_| EventError::internal())?;
                 trusted.insert(id.clone());
@@ -197,7 +212,21 @@ impl Federation {
                 checked.insert(id, entry);
             }
         }
-        let passed = authorise_chain(&checked, trusted.clone(), rules);
+        // The room's own create event always stands behind the batch (in version 12 no
+        // event lists it).
+        if let Some(row) = self
+            .base
+            .storage
+            .current_state_event(room_id.as_str(), "m.room.create", "")
+            .await?
+            && let Ok(id) = OwnedEventId::try_from(row.event_id.as_str())
+        {
+            let pdu = PduEvent::from_json(id.clone(), &row.json, false).map_err(|_| EventError::internal())?;
+            let object = serde_json::from_str(&row.json).map_err(|_| EventError::internal())?;
+            trusted.insert(id.clone());
+            checked.insert(id, Checked { object, pdu });
+        }
+        let passed = authorise_chain(&checked, trusted.clone(), room_id, rules);
         for id in checked.keys().filter(|id| !passed.contains(*id)) {
             tracing::info!(%room_id, event_id = %id, "an event from another server fails the auth rules: dropped");
         }

@@ -350,7 +350,7 @@ impl Federation {
         if let Some(reason) = reason {
             content["reason"] = Value::from(reason);
         }
-        let (event_id, event) = self.sign_outside_template(user_id, &version, &made.event, content)?;
+        let (event_id, event) = self.sign_outside_template(user_id, room_id, &version, &made.event, content)?;
         let raw = serde_json::value::to_raw_value(&event).map_err(|_| EventError::internal())?;
         self.client
             .send(
@@ -368,6 +368,7 @@ impl Federation {
     fn sign_outside_template(
         &self,
         user_id: &UserId,
+        room_id: &RoomId,
         version: &RoomVersionId,
         template: &RawValue,
         content: Value,
@@ -380,9 +381,10 @@ impl Federation {
             _ => false,
         };
         let is_member = matches!(event.get("type"), Some(CanonicalJsonValue::String(kind)) if kind == "m.room.member");
-        if !is_member || !is_ours("sender") || !is_ours("state_key") {
+        let of_room = matches!(event.get("room_id"), Some(CanonicalJsonValue::String(id)) if id == room_id.as_str());
+        if !is_member || !of_room || !is_ours("sender") || !is_ours("state_key") {
             return Err(EventError::bad_json(
-                "The resident server offered a membership event for someone else",
+                "The resident server offered a membership event for someone else or another room",
             ));
         }
         let event_id = self.sign_template(&mut event, content, &rules)?;
@@ -437,7 +439,7 @@ impl Federation {
         if let Some(reason) = reason {
             content["reason"] = Value::from(reason);
         }
-        let (event_id, event) = self.sign_outside_template(user_id, &version, &made.event, content)?;
+        let (event_id, event) = self.sign_outside_template(user_id, room_id, &version, &made.event, content)?;
         let raw = serde_json::value::to_raw_value(&event).map_err(|_| EventError::internal())?;
         let answer = self
             .client

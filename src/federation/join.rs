@@ -92,11 +92,12 @@ impl Federation {
             _ => None,
         };
         if field(&event, "type").as_deref() != Some("m.room.member")
+            || field(&event, "room_id").as_deref() != Some(room_id.as_str())
             || field(&event, "state_key").as_deref() != Some(user_id.as_str())
             || field(&event, "sender").as_deref() != Some(user_id.as_str())
         {
             return Err(EventError::bad_json(
-                "The resident server offered a join event for someone else",
+                "The resident server offered a join event for someone else or another room",
             ));
         }
         // Our own content: membership, profile, and the client's extra fields.
@@ -155,7 +156,7 @@ impl Federation {
                 Err(error) => tracing::info!(%room_id, %error, "dropped an event of a join's state"),
             }
         }
-        let authorised = authorise_chain(&checked, HashSet::new(), &rules);
+        let authorised = authorise_chain(&checked, HashSet::new(), room_id, &rules);
         let mut state: BTreeMap<(String, String), OwnedEventId> = BTreeMap::new();
         for raw in &answer.state {
             let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
@@ -243,12 +244,17 @@ impl Federation {
 pub(super) fn authorise_chain(
     checked: &HashMap<OwnedEventId, Checked>,
     trusted: HashSet<OwnedEventId>,
+    room_id: &RoomId,
     rules: &RoomVersionRules,
 ) -> HashSet<OwnedEventId> {
     let mut order: Vec<&Checked> = checked.values().collect();
     order.sort_by_key(|c| (c.pdu.depth, c.pdu.origin_server_ts));
-    // The create event is an auth event of every other event, listed or (v12) not.
-    let create = checked.values().find(|c| c.pdu.kind.to_string() == "m.room.create");
+    let is_create = |c: &&Checked| c.pdu.kind.to_string() == "m.room.create";
+    // In version 12 the room's create event, whose hash is the room ID, is an auth event of
+    // every other event without being listed.
+    let room_create = checked
+        .values()
+        .find(|c| is_create(c) && c.pdu.room_id.is_none() && is_of_room(&c.pdu, room_id));
     let mut passed = trusted;
     for entry in order {
         let pdu = &entry.pdu;
@@ -260,6 +266,13 @@ pub(super) fn authorise_chain(
             continue;
         }
         let by_id = |id: &ruma::EventId| checked.get(id).map(|c| c.pdu.clone());
+        // The create event the event itself lists (before version 12), or the room's.
+        let create = pdu
+            .auth_events
+            .iter()
+            .filter_map(|id| checked.get(id))
+            .find(is_create)
+            .or(room_create);
         let auth_state: HashMap<(String, String), PduEvent> = pdu
             .auth_events
             .iter()

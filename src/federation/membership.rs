@@ -157,7 +157,11 @@ impl Federation {
                 "Not a {expected} of a user of the sending server to this room"
             )));
         }
-        let object = self.countersign_restricted_join(room_id, object, &rules).await?;
+        let object = if expected == "join" {
+            self.countersign_restricted_join(room_id, object, &rules).await?
+        } else {
+            object
+        };
         let (checked_id, object) = self
             .check_pdu(object, &rules)
             .await

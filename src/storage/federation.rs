@@ -409,20 +409,21 @@ impl Storage {
     /// Which of `event_ids` are in a room's history here (timeline or backfilled), rejected
     /// ones included (they are not fetched again).
     pub async fn history_event_ids(&self, event_ids: &[String]) -> Result<HashSet<String>, StorageError> {
-        if event_ids.is_empty() {
-            return Ok(HashSet::new());
+        let mut found = HashSet::new();
+        for chunk in event_ids.chunks(1000) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT event_id FROM events WHERE (stream_ordering > 0 OR backfilled = 1) AND event_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_scalar(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            let rows: Vec<String> = query.fetch_all(&self.pool).await?;
+            found.extend(rows);
         }
-        let placeholders: Vec<String> = (1..=event_ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT event_id FROM events WHERE (stream_ordering > 0 OR backfilled = 1) AND event_id IN ({})",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query_scalar(AssertSqlSafe(sql));
-        for id in event_ids {
-            query = query.bind(id);
-        }
-        let found: Vec<String> = query.fetch_all(&self.pool).await?;
-        Ok(found.into_iter().collect())
+        Ok(found)
     }
 
     /// Writes a batch of backfilled history in one transaction: `outliers` (auth events it

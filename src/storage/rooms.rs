@@ -528,7 +528,8 @@ impl Storage {
         .await?;
         if writes.edges {
             for prev in &event.prev_events {
-                sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)")
+                // A remote event may name a prev event twice.
+                sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                     .bind(event_id)
                     .bind(prev)
                     .execute(&mut **tx)
