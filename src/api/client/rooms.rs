@@ -502,8 +502,14 @@ pub async fn messages(
             break;
         }
         let wanted = usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(chunk.len());
-        if federation.fetch_history(&body.room_id, wanted).await? == 0 {
-            break;
+        // Older history is a bonus: failing to fetch it never fails the page already read.
+        match federation.fetch_history(&body.room_id, wanted).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(room_id = %body.room_id, %error, "fetching older history failed");
+                break;
+            }
         }
         exhausted = false;
     }
