@@ -45,6 +45,34 @@ pub enum Change<'a> {
     Pushers { user_id: &'a str },
     /// A user's read receipt moved (their unread counts dropped).
     ReadReceipt { user_id: &'a str },
+    /// A local user started (`typing`) or stopped typing in a room.
+    Typing {
+        room_id: &'a str,
+        user_id: &'a str,
+        typing: bool,
+    },
+    /// A local user's receipt others may see was stored: `m.read`, or a delivery receipt
+    /// (`event_sender` names whose message was delivered; `""` for the other kinds).
+    Receipt {
+        room_id: &'a str,
+        user_id: &'a str,
+        receipt_type: &'a str,
+        event_id: &'a str,
+        thread_id: &'a str,
+        event_sender: &'a str,
+        ts: i64,
+    },
+    /// A local user's presence changed (the stored row is the news).
+    Presence { user_id: &'a str },
+    /// A local user's devices or keys changed in (`since`, `position`] on the `device_lists`
+    /// stream.
+    DeviceList {
+        user_id: &'a str,
+        since: i64,
+        position: i64,
+    },
+    /// EDUs for another server were stored in its outbound queue.
+    EdusQueued { destination: &'a str },
 }
 
 /// Something that follows committed changes: push today; federation senders and

@@ -46,14 +46,16 @@ impl Services {
         media: Media,
     ) -> anyhow::Result<Self> {
         let base = Base::new(config, storage, signing_key, positions);
-        let federation = Federation::new(&base)?;
+        let typing: Arc<Typing> = Arc::default();
+        let presence: Arc<Presence> = Arc::default();
+        let federation = Federation::new(&base, typing.clone(), presence.clone())?;
         let push = Arc::new(Push::new(&base));
         let subscriber: Arc<dyn crate::base::Subscriber> = push.clone();
         base.subscribe(Arc::downgrade(&subscriber));
         Ok(Self(Arc::new(Areas {
             base,
-            typing: Arc::default(),
-            presence: Arc::default(),
+            typing,
+            presence,
             deliveries: Arc::default(),
             push,
             media,

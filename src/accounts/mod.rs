@@ -238,16 +238,21 @@ pub async fn delete_devices(
     if let Some(session) = uia_session {
         consume_uia(&mut tx, session).await?;
     }
+    // One change per device, so other servers are told which devices went.
+    let mut changes = None;
     for device_id in device_ids {
         Storage::delete_device(&mut tx, user_id.as_str(), device_id).await?;
+        let change = Storage::record_device_change(&mut tx, user_id.as_str(), Some(device_id)).await?;
+        changes = Some(changes.map_or((change, change), |(first, _)| (first, change)));
     }
-    let change = Storage::record_device_list_change(&mut tx, user_id.as_str()).await?;
     tx.commit().await?;
     state.notifier.wake([user_id.as_str()]);
     state.publish(Change::Pushers {
         user_id: user_id.as_str(),
     });
-    e2ee::device_lists_changed(state, user_id, change).await?;
+    if let Some((first, last)) = changes {
+        e2ee::device_lists_changed_since(state, user_id, first - 1, last).await?;
+    }
     Ok(())
 }
 

@@ -93,7 +93,7 @@ pub async fn create_session(tx: &mut Tx, request: SessionRequest<'_>) -> ApiResu
     let mut session = issue_tokens(tx, request.user_id, &device_id, lifetime, None).await?;
     // A new device must reach everyone who encrypts for this user (as Synapse announces it).
     if created {
-        session.device_list_change = Some(Storage::record_device_list_change(tx, request.user_id).await?);
+        session.device_list_change = Some(Storage::record_device_change(tx, request.user_id, Some(&device_id)).await?);
     }
     Ok(session)
 }

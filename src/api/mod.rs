@@ -258,6 +258,9 @@ pub fn router(state: AppState) -> Router {
         .ruma(federation::events::backfill)
         .ruma(federation::events::timestamp_to_event)
         .ruma(federation::transactions::send_transaction)
+        .ruma_raw(federation::devices::user_devices)
+        .ruma_raw(federation::devices::user_keys_query)
+        .ruma_raw(federation::devices::user_keys_claim)
         // Synapse-compatible admin API
         .route(
             "/_synapse/admin/v1/register",

@@ -241,25 +241,22 @@ fn merge_signatures(key: &mut Value, target_key_id: &str, signatures: &[Signatur
     }
 }
 
-/// `/keys/query` for local users (remote users get a failure for their server until
-/// federation queries land behind this same function).
+/// `/keys/query` for local users (other servers' users are skipped: federation answers for
+/// them). `viewer`: the local user asking (who also sees their own user-signing key and
+/// their signatures on others' keys); `None` for another server asking.
 pub async fn query(
     state: &Base,
-    viewer: &UserId,
+    viewer: Option<&UserId>,
     requested: &BTreeMap<ruma::OwnedUserId, Vec<ruma::OwnedDeviceId>>,
 ) -> ApiResult<Value> {
+    let viewer = viewer.map_or("", |viewer| viewer.as_str());
     let storage = &state.storage;
     let mut device_keys = Map::new();
     let mut master_keys = Map::new();
     let mut self_signing_keys = Map::new();
     let mut user_signing_keys = Map::new();
-    let mut failures = Map::new();
     for (user_id, wanted) in requested {
         if user_id.server_name() != state.config.server_name {
-            failures.insert(
-                user_id.server_name().to_string(),
-                json!({ "status": 503, "message": "Federation is not available on this server yet" }),
-            );
             continue;
         }
         let owner = user_id.as_str();
@@ -272,7 +269,7 @@ pub async fn query(
             let Ok(mut key) = serde_json::from_str::<Value>(&row.key_json) else {
                 continue;
             };
-            merge_signatures(&mut key, &row.device_id, &signatures, owner, viewer.as_str());
+            merge_signatures(&mut key, &row.device_id, &signatures, owner, viewer);
             // The spec's `device_display_name` is a string: omitted, never null, when unnamed.
             if let (Some(object), Some(name)) = (key.as_object_mut(), row.display_name) {
                 object.insert("unsigned".into(), json!({ "device_display_name": name }));
@@ -284,11 +281,11 @@ pub async fn query(
             let Ok(mut key) = serde_json::from_str::<Value>(&row.key_json) else {
                 continue;
             };
-            merge_signatures(&mut key, &row.public_key, &signatures, owner, viewer.as_str());
+            merge_signatures(&mut key, &row.public_key, &signatures, owner, viewer);
             let target = match row.key_type.as_str() {
                 "master" => &mut master_keys,
                 "self_signing" => &mut self_signing_keys,
-                "user_signing" if owner == viewer.as_str() => &mut user_signing_keys,
+                "user_signing" if owner == viewer => &mut user_signing_keys,
                 _ => continue,
             };
             target.insert(owner.to_owned(), key);
@@ -299,23 +296,19 @@ pub async fn query(
         "master_keys": master_keys,
         "self_signing_keys": self_signing_keys,
         "user_signing_keys": user_signing_keys,
-        "failures": failures,
+        "failures": {},
     }))
 }
 
-/// `/keys/claim`: one key per device asked for, each one-time key to one claimer only.
+/// `/keys/claim` for local users: one key per device asked for, each one-time key to one
+/// claimer only (other servers' users are skipped: federation claims theirs).
 pub async fn claim(
     state: &Base,
     requested: &BTreeMap<ruma::OwnedUserId, BTreeMap<ruma::OwnedDeviceId, ruma::OneTimeKeyAlgorithm>>,
 ) -> ApiResult<Value> {
     let mut claimed = Map::new();
-    let mut failures = Map::new();
     for (user_id, devices) in requested {
         if user_id.server_name() != state.config.server_name {
-            failures.insert(
-                user_id.server_name().to_string(),
-                json!({ "status": 503, "message": "Federation is not available on this server yet" }),
-            );
             continue;
         }
         let mut by_device = Map::new();
@@ -334,7 +327,7 @@ pub async fn claim(
             claimed.insert(user_id.to_string(), Value::Object(by_device));
         }
     }
-    Ok(json!({ "one_time_keys": claimed, "failures": failures }))
+    Ok(json!({ "one_time_keys": claimed, "failures": {} }))
 }
 
 /// A cross-signing key checked for upload: its type, public key and JSON.
@@ -345,7 +338,7 @@ pub struct CheckedCrossSigningKey {
 }
 
 /// The single ed25519 public key a cross-signing key holds.
-fn cross_signing_public_key(key: &Map<String, Value>) -> Option<String> {
+pub(crate) fn cross_signing_public_key(key: &Map<String, Value>) -> Option<String> {
     let keys = key.get("keys")?.as_object()?;
     let mut ed25519 = keys.iter().filter(|(id, _)| id.starts_with("ed25519:"));
     let (id, value) = ed25519.next()?;

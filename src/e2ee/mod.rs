@@ -27,11 +27,24 @@ pub const TO_DEVICE_PER_SYNC: i64 = 100;
 /// Announces that the user's devices or keys changed at `position` on the `device_lists`
 /// stream: every waiting sync of the user and of everyone sharing a room with them wakes.
 pub async fn device_lists_changed(state: &Base, user_id: &UserId, position: i64) -> ApiResult<()> {
+    device_lists_changed_since(state, user_id, position - 1, position).await
+}
+
+/// [`device_lists_changed`] for the user's changes in (`since`, `position`].
+pub async fn device_lists_changed_since(state: &Base, user_id: &UserId, since: i64, position: i64) -> ApiResult<()> {
     // The position first, with no await before it: the change is committed and must become
     // visible even if what follows fails or the client hangs up.
     state
         .notifier
         .advance(Stream::DeviceLists, position, [user_id.as_str()]);
+    if user_id.server_name() == state.config.server_name {
+        // Other servers sharing a room with the user are sent the changes.
+        state.publish(crate::base::Change::DeviceList {
+            user_id: user_id.as_str(),
+            since,
+            position,
+        });
+    }
     let keys = state.listen_keys(user_id).await?;
     state.notifier.wake(keys.iter().map(String::as_str));
     Ok(())

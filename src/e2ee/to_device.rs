@@ -2,42 +2,123 @@
 //! sliding sync's `to_device` extension and the WebSocket, and deleted once the device
 //! acknowledges them by syncing with a later token.
 
-use ruma::{OwnedDeviceId, OwnedUserId, api::client::to_device::send_event_to_device, to_device::DeviceIdOrAllDevices};
+use std::collections::BTreeMap;
+
+use ruma::{
+    OwnedDeviceId, OwnedUserId, UserId, api::client::to_device::send_event_to_device, events::AnyToDeviceEventContent,
+    serde::Raw, to_device::DeviceIdOrAllDevices,
+};
+use serde_json::{Map, Value, json};
 
 use crate::{
     accounts::sessions::Sender,
-    base::Base,
+    base::{Base, Change},
     error::{ApiError, ApiResult},
-    storage::OutgoingToDevice,
+    storage::{OutgoingToDevice, QueuedEdu, ToDeviceSent},
     streams::token::Stream,
 };
 
-/// Queues the messages of one `/sendToDevice` request and wakes the recipients' syncs. A
-/// repeated transaction ID sends nothing again.
+/// Queues the messages of one `/sendToDevice` request and wakes the recipients' syncs.
+/// Messages for other servers' users go, one EDU per server, into those servers' outbound
+/// queues (in the same transaction: nothing is lost on a restart). A repeated transaction ID
+/// sends nothing again.
 pub async fn send(state: &Base, sender: &Sender, request: &send_event_to_device::v3::Request) -> ApiResult<()> {
+    let event_type = request.event_type.to_string();
     let mut messages = Vec::new();
+    let mut remote: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for (user_id, devices) in &request.messages {
-        if user_id.server_name() != state.config.server_name {
-            // Remote delivery comes with federation; say so rather than drop it silently.
-            return Err(ApiError::unrecognized(
-                http::StatusCode::BAD_REQUEST,
-                format!("Cannot send to-device messages to {user_id}: federation is not available yet"),
-            ));
-        }
+        let local = user_id.server_name() == state.config.server_name;
         for (device, content) in devices {
-            messages.push(outgoing(user_id, device, content.json().get())?);
+            let message = outgoing(user_id, device, content.json().get())?;
+            if local {
+                messages.push(message);
+                continue;
+            }
+            let content: Value = serde_json::from_str(&message.content).map_err(|_| ApiError::internal())?;
+            remote
+                .entry(user_id.server_name().to_string())
+                .or_default()
+                .entry(user_id.to_string())
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+                .map(|by_device| by_device.insert(message.device_id, content));
         }
     }
+    if !remote.is_empty() && !state.config.federation.enabled {
+        return Err(ApiError::forbidden("Federation is disabled on this server"));
+    }
+    let edus: Vec<QueuedEdu> = remote
+        .into_iter()
+        .map(|(destination, messages)| QueuedEdu {
+            destination,
+            edu_type: "m.direct_to_device".to_owned(),
+            content: json!({
+                "sender": sender.user_id,
+                "type": event_type,
+                "message_id": crate::accounts::tokens::random_string(24),
+                "messages": messages,
+            })
+            .to_string(),
+        })
+        .collect();
     let sent = state
         .storage
         .send_to_device(
             (sender.user_id.as_str(), sender.device_id.as_str()),
             request.txn_id.as_str(),
-            &request.event_type.to_string(),
+            &event_type,
             &messages,
+            &edus,
             state.config.limits.max_to_device_per_device,
         )
         .await?;
+    announce(state, &sent);
+    if sent.fresh {
+        for edu in &edus {
+            state.publish(Change::EdusQueued {
+                destination: &edu.destination,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Stores the messages of an `m.direct_to_device` EDU from another server for our users'
+/// devices. The EDU's `message_id` makes a repeat deliver nothing twice.
+pub async fn receive(
+    state: &Base,
+    sender: &UserId,
+    message_id: &str,
+    event_type: &str,
+    messages: &BTreeMap<OwnedUserId, BTreeMap<DeviceIdOrAllDevices, Raw<AnyToDeviceEventContent>>>,
+) -> ApiResult<()> {
+    let mut local = Vec::new();
+    for (user_id, devices) in messages {
+        if user_id.server_name() != state.config.server_name {
+            continue;
+        }
+        for (device, content) in devices {
+            local.push(outgoing(user_id, device, content.json().get())?);
+        }
+    }
+    // The sender's "device" is the origin's message ID space: IDs are unique per server.
+    let sent = state
+        .storage
+        .send_to_device(
+            (sender.as_str(), ""),
+            message_id,
+            event_type,
+            &local,
+            &[],
+            state.config.limits.max_to_device_per_device,
+        )
+        .await?;
+    announce(state, &sent);
+    Ok(())
+}
+
+/// Logs dropped messages and wakes the recipients.
+fn announce(state: &Base, sent: &ToDeviceSent) {
     if sent.dropped > 0 {
         tracing::warn!(
             dropped = sent.dropped,
@@ -49,7 +130,6 @@ pub async fn send(state: &Base, sender: &Sender, request: &send_event_to_device:
             .notifier
             .advance(Stream::ToDevice, position, sent.recipients.iter().map(String::as_str));
     }
-    Ok(())
 }
 
 /// Largest content of one to-device message. Key shares and verification messages are a few

@@ -73,6 +73,21 @@ impl Deliveries {
                     .zip(&batch)
                     .filter_map(|(position, ((_, _, sender), _))| position.map(|p| (p, sender.as_str())))
                     .collect();
+                // A delivery of a message from another server is news for that server only.
+                let ours = format!(":{}", state.config.server_name);
+                for (position, ((recipient, room_id, sender), (event_id, _))) in positions.iter().zip(&batch) {
+                    if position.is_some() && !sender.ends_with(&ours) {
+                        state.publish(crate::base::Change::Receipt {
+                            room_id,
+                            user_id: recipient,
+                            receipt_type: DELIVERED,
+                            event_id,
+                            thread_id: "",
+                            event_sender: sender,
+                            ts,
+                        });
+                    }
+                }
                 if let Some(highest) = changed.iter().map(|(p, _)| *p).max() {
                     state
                         .notifier

@@ -81,6 +81,10 @@ impl Presence {
         let mut users = self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for row in rows {
             if let Ok(user_id) = OwnedUserId::try_from(row.user_id.as_str()) {
+                // Other servers' users are aged by their servers, not here.
+                if user_id.server_name() != state.config.server_name {
+                    continue;
+                }
                 users.insert(user_id, tracked_from(&row));
             }
         }
@@ -255,6 +259,31 @@ impl Presence {
         }
         // The position moves at once; waking the rooms' members follows (if looking them up
         // fails, the change still reaches everyone at their next wake).
+        state.notifier.advance(Stream::Presence, position, [user_id.as_str()]);
+        state.publish(crate::base::Change::Presence {
+            user_id: user_id.as_str(),
+        });
+        let rooms = state.storage.rooms_with_membership(user_id.as_str(), "join").await?;
+        state.notifier.wake(rooms.iter().map(String::as_str));
+        Ok(())
+    }
+
+    /// The presence of another server's user, as their server sent it: stored and shown to
+    /// the rooms they are in, never aged here (their server says when they go offline).
+    pub async fn remote(
+        &self,
+        state: &Base,
+        user_id: &UserId,
+        presence: &str,
+        status_msg: Option<&str>,
+        last_active_ago: Option<i64>,
+        currently_active: bool,
+    ) -> Result<(), StorageError> {
+        let last_active_ts = last_active_ago.map_or(0, |ago| now_ms() - ago.max(0));
+        let position = state
+            .storage
+            .set_presence(user_id.as_str(), presence, status_msg, last_active_ts, currently_active)
+            .await?;
         state.notifier.advance(Stream::Presence, position, [user_id.as_str()]);
         let rooms = state.storage.rooms_with_membership(user_id.as_str(), "join").await?;
         state.notifier.wake(rooms.iter().map(String::as_str));

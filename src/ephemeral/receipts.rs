@@ -42,6 +42,18 @@ pub async fn set_receipt(
         ts: now_ms(),
     };
     if let Some(position) = state.storage.upsert_receipt(&receipt).await? {
+        if receipt_type != "m.read.private" {
+            // Other servers in the room are told; a private receipt never leaves this server.
+            state.publish(Change::Receipt {
+                room_id: room_id.as_str(),
+                user_id: user_id.as_str(),
+                receipt_type,
+                event_id,
+                thread_id,
+                event_sender: "",
+                ts: receipt.ts,
+            });
+        }
         // A private receipt concerns only its owner's clients.
         let key = if receipt_type == "m.read.private" {
             user_id.as_str()

@@ -6,11 +6,14 @@
 //! It sits above `rooms` (it feeds remote events into the same pipeline) and below the API.
 
 pub mod backfill;
+pub mod devices;
+pub mod edus;
 pub mod history;
 pub mod invite;
 pub mod join;
 pub mod keys;
 pub mod membership;
+pub mod outbound_edus;
 pub mod pdu;
 pub mod request;
 pub mod sender;
@@ -39,11 +42,22 @@ pub struct Federation {
     joining: crate::rooms::RoomLocks,
     /// One backfill per room at a time: readers paging back together wait for one fetch.
     backfilling: crate::rooms::RoomLocks,
+    /// Typing notices and presence, where other servers' EDUs land.
+    typing: Arc<crate::ephemeral::typing::Typing>,
+    presence: Arc<crate::ephemeral::presence::Presence>,
+    /// Remote users whose device list is being fetched again.
+    resyncing: std::sync::Mutex<HashSet<ruma::OwnedUserId>>,
+    /// This service, for tasks it starts.
+    this: std::sync::Weak<Federation>,
 }
 
 impl Federation {
     /// The federation service, or `None` when federation is off.
-    pub fn new(base: &Base) -> anyhow::Result<Option<Arc<Self>>> {
+    pub fn new(
+        base: &Base,
+        typing: Arc<crate::ephemeral::typing::Typing>,
+        presence: Arc<crate::ephemeral::presence::Presence>,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
         let config = &base.config.federation;
         if !config.enabled {
             return Ok(None);
@@ -89,7 +103,7 @@ impl Federation {
         let sender = sender::FederationSender::start(base, client.clone());
         let subscriber: Arc<dyn crate::base::Subscriber> = sender.clone();
         base.subscribe(Arc::downgrade(&subscriber));
-        let federation = Arc::new(Self {
+        let federation = Arc::new_cyclic(|this| Self {
             base: base.clone(),
             client,
             sender,
@@ -101,6 +115,10 @@ impl Federation {
             keys: keys::KeyCache::default(),
             joining: crate::rooms::RoomLocks::default(),
             backfilling: crate::rooms::RoomLocks::default(),
+            typing,
+            presence,
+            resyncing: std::sync::Mutex::default(),
+            this: this.clone(),
         });
         let countersigner: Arc<dyn crate::base::Countersigner> = federation.clone();
         base.set_countersigner(Arc::downgrade(&countersigner));

@@ -7,28 +7,89 @@
 //!
 //! A destination that was down catches up from its position, in order.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, LazyLock, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use ruma::{
     MilliSecondsSinceUnixEpoch, OwnedServerName, OwnedTransactionId,
-    api::federation::transactions::send_transaction_message,
+    api::federation::transactions::send_transaction_message, serde::Raw,
 };
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use super::{
+    outbound_edus::{Ephemeral, device_list_edus, presence_entry, queued},
+    transactions::MAX_EDUS,
+};
 use crate::{
     base::{Base, Change, Subscriber},
+    ephemeral::DELIVERED,
     outbox::{Courier, Outbox, Round},
+    streams::Stream,
 };
 use hearth_federation::client::FederationClient;
 
 /// PDUs per transaction (the spec's limit).
 const BATCH: i64 = 50;
 
-/// Sends each destination the events it is owed.
+/// When this process started (ms): with a counter, a unique transaction ID across restarts.
+static STARTED_MS: LazyLock<i64> = LazyLock::new(crate::storage::now_ms);
+
+/// Sends each destination the events and EDUs it is owed.
 pub struct DestinationCourier {
     base: Base,
     client: Arc<FederationClient>,
+    /// Typing notices, receipts and presence waiting per destination.
+    ephemeral: Mutex<HashMap<OwnedServerName, Ephemeral>>,
+    /// Whether each destination runs Hearth (it is then sent delivery receipts).
+    hearth: Mutex<HashMap<OwnedServerName, bool>>,
+    /// Makes the IDs of transactions with EDUs unique.
+    transactions: AtomicU64,
+}
+
+impl DestinationCourier {
+    fn ephemeral(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedServerName, Ephemeral>> {
+        self.ephemeral.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes what waits in memory for a destination, up to `room` EDUs.
+    fn take_ephemeral(&self, destination: &OwnedServerName, room: usize) -> Ephemeral {
+        let mut pending = self.ephemeral();
+        let Some(waiting) = pending.get_mut(destination) else {
+            return Ephemeral::default();
+        };
+        let taken = waiting.take(room);
+        if waiting.is_empty() {
+            pending.remove(destination);
+        }
+        taken
+    }
+
+    /// Whether the destination runs Hearth; asked once (`/version`), remembered once known.
+    async fn is_hearth(&self, destination: &OwnedServerName) -> bool {
+        if let Some(known) = self.hearth.lock().unwrap_or_else(|p| p.into_inner()).get(destination) {
+            return *known;
+        }
+        let request = ruma::api::federation::discovery::get_server_version::v1::Request::new();
+        let Ok(response) = self.client.send_unsigned(destination, request).await else {
+            return false;
+        };
+        let hearth = response
+            .server
+            .and_then(|server| server.name)
+            .is_some_and(|name| name == "Hearth");
+        self.hearth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(destination.clone(), hearth);
+        hearth
+    }
 }
 
 impl Courier for DestinationCourier {
@@ -49,18 +110,47 @@ impl Courier for DestinationCourier {
             Ok(pending) => pending,
             Err(_) => return Round::Retry,
         };
-        let (Some((first, _)), Some((last, _))) = (pending.first(), pending.last()) else {
-            return Round::Idle;
+        let stored_edus = match storage.outbound_edus(destination.as_str(), MAX_EDUS as i64).await {
+            Ok(edus) => edus,
+            Err(_) => return Round::Retry,
         };
-        let (first, last) = (*first, *last);
+        let ephemeral = self.take_ephemeral(destination, MAX_EDUS - stored_edus.len());
+        if pending.is_empty() && stored_edus.is_empty() && ephemeral.is_empty() {
+            return Round::Idle;
+        }
+        let hearth = ephemeral.has_deliveries() && self.is_hearth(destination).await;
+        let mut edus: Vec<Box<RawValue>> = stored_edus
+            .iter()
+            .filter_map(|edu| {
+                let content = RawValue::from_string(edu.content.clone()).ok()?;
+                serde_json::value::to_raw_value(&serde_json::json!({ "edu_type": edu.edu_type, "content": content }))
+                    .ok()
+            })
+            .collect();
+        edus.extend(
+            ephemeral
+                .clone()
+                .into_edus(hearth)
+                .iter()
+                .filter_map(|edu| serde_json::value::to_raw_value(edu).ok()),
+        );
         let pdus: Vec<Box<RawValue>> = pending
             .iter()
             .filter_map(|(_, json)| RawValue::from_string(json.clone()).ok())
             .collect();
-        // The same batch sent again keeps its ID, so the destination answers it from memory;
-        // a different batch over the same range (membership changed between tries) gets
-        // another.
-        let txn_id = OwnedTransactionId::from(format!("{first}-{last}-{}", batch_digest(&pending)));
+        let range = match (pending.first(), pending.last()) {
+            (Some((first, _)), Some((last, _))) => format!("{first}-{last}-{}", batch_digest(&pending)),
+            _ => "edus".to_owned(),
+        };
+        // The same batch of events sent again keeps its ID, so the destination answers it from
+        // memory; a different batch over the same range (membership changed between tries)
+        // gets another. Transactions with EDUs are each new (EDUs repeat: typing, typing).
+        let txn_id = if edus.is_empty() {
+            OwnedTransactionId::from(range)
+        } else {
+            let count = self.transactions.fetch_add(1, Ordering::Relaxed);
+            OwnedTransactionId::from(format!("{range}-{}.{count}", *STARTED_MS))
+        };
         let request = send_transaction_message::v1::Request::new(
             txn_id,
             self.base.config.server_name.clone(),
@@ -68,6 +158,7 @@ impl Courier for DestinationCourier {
         );
         let mut request = request;
         request.pdus = pdus;
+        request.edus = edus.into_iter().map(Raw::from_json).collect();
         match self.client.send(destination, request).await {
             Ok(response) => {
                 for (event_id, result) in &response.pdus {
@@ -76,10 +167,19 @@ impl Courier for DestinationCourier {
                     }
                 }
                 self.base.metrics.federation_pdus_sent.inc_by(pending.len() as u64);
-                if storage
-                    .set_destination_position(destination.as_str(), last)
-                    .await
-                    .is_err()
+                if let Some((last, _)) = pending.last()
+                    && storage
+                        .set_destination_position(destination.as_str(), *last)
+                        .await
+                        .is_err()
+                {
+                    return Round::Retry;
+                }
+                if let Some(last) = stored_edus.last()
+                    && storage
+                        .delete_outbound_edus(destination.as_str(), last.id)
+                        .await
+                        .is_err()
                 {
                     return Round::Retry;
                 }
@@ -87,6 +187,12 @@ impl Courier for DestinationCourier {
             }
             Err(error) => {
                 tracing::info!(%destination, %error, "could not send a transaction; will retry");
+                if !ephemeral.is_empty() {
+                    self.ephemeral()
+                        .entry(destination.clone())
+                        .or_default()
+                        .restore(ephemeral);
+                }
                 let _ = storage.destination_failed(destination.as_str()).await;
                 self.client.forget_destination(destination);
                 Round::Failed { progressed: false }
@@ -102,13 +208,43 @@ impl Courier for DestinationCourier {
     }
 }
 
-/// Follows committed events and wakes the destinations of their rooms.
+/// Follows committed changes and wakes the destinations they concern.
 pub struct FederationSender {
     outbox: Arc<Outbox<DestinationCourier>>,
-    events: mpsc::UnboundedSender<RoutedEvent>,
+    events: mpsc::UnboundedSender<Routed>,
 }
 
-/// A committed event, as the router needs it.
+/// A committed change, as the router needs it.
+enum Routed {
+    Event(RoutedEvent),
+    Typing {
+        room_id: String,
+        user_id: String,
+        typing: bool,
+    },
+    Receipt {
+        room_id: String,
+        user_id: String,
+        receipt_type: String,
+        event_id: String,
+        /// The thread, or for a delivery receipt the delivered message's sender.
+        place: String,
+        ts: i64,
+    },
+    Presence {
+        user_id: String,
+    },
+    DeviceList {
+        user_id: String,
+        since: i64,
+        position: i64,
+    },
+    Queued {
+        destination: String,
+    },
+}
+
+/// A committed event.
 struct RoutedEvent {
     room_id: String,
     position: i64,
@@ -132,14 +268,17 @@ impl FederationSender {
             DestinationCourier {
                 base: base.clone(),
                 client,
+                ephemeral: Mutex::default(),
+                hearth: Mutex::default(),
+                transactions: AtomicU64::new(0),
             },
             max_backoff,
         );
-        let (events, mut incoming) = mpsc::unbounded_channel::<RoutedEvent>();
+        let (events, mut incoming) = mpsc::unbounded_channel::<Routed>();
         let routing_base = base.clone();
         let routing_outbox = outbox.clone();
         tokio::spawn(async move {
-            let mut known = std::collections::HashSet::new();
+            let mut known = HashSet::new();
             if let Ok(destinations) = routing_base.storage.destinations().await {
                 for destination in destinations {
                     if let Ok(destination) = OwnedServerName::try_from(destination) {
@@ -148,9 +287,14 @@ impl FederationSender {
                     }
                 }
             }
-            let mut rooms = RoomServers::default();
-            while let Some(event) = incoming.recv().await {
-                route(&routing_base, &routing_outbox, &mut known, &mut rooms, event).await;
+            let mut router = Router {
+                base: routing_base,
+                outbox: routing_outbox,
+                known,
+                rooms: RoomServers::default(),
+            };
+            while let Some(change) = incoming.recv().await {
+                router.route(change).await;
             }
         });
         Arc::new(Self { outbox, events })
@@ -166,81 +310,259 @@ impl FederationSender {
     }
 }
 
-/// Wakes (or first sets up) every other server in the room of a new event. `known`: the
-/// destinations already stored (set up once, then only woken).
-async fn route(
-    base: &Base,
-    outbox: &Arc<Outbox<DestinationCourier>>,
-    known: &mut std::collections::HashSet<OwnedServerName>,
-    rooms: &mut RoomServers,
-    event: RoutedEvent,
-) {
-    let cached = if event.members_changed {
-        None
-    } else {
-        rooms.0.get(&event.room_id).cloned()
-    };
-    let servers = match cached {
-        Some(servers) => servers,
-        None => {
-            let Ok(servers) = base.storage.servers_in_room(&event.room_id).await else {
-                rooms.0.remove(&event.room_id);
-                return;
-            };
-            if rooms.0.len() >= REMEMBERED_ROOMS {
-                rooms.0.clear();
+/// The router's task state: the destinations stored, and each room's servers.
+struct Router {
+    base: Base,
+    outbox: Arc<Outbox<DestinationCourier>>,
+    known: HashSet<OwnedServerName>,
+    rooms: RoomServers,
+}
+
+impl Router {
+    async fn route(&mut self, change: Routed) {
+        match change {
+            Routed::Event(event) => self.route_event(event).await,
+            Routed::Typing {
+                room_id,
+                user_id,
+                typing,
+            } => {
+                let servers = self.room_servers(&room_id, false).await;
+                self.to_each(servers, |waiting| waiting.typing(&room_id, &user_id, typing))
+                    .await;
             }
-            rooms.0.insert(event.room_id.clone(), servers.clone());
-            servers
+            Routed::Receipt {
+                room_id,
+                user_id,
+                receipt_type,
+                event_id,
+                place,
+                ts,
+            } => {
+                // A delivery concerns the message's sender's server only.
+                let servers = if receipt_type == DELIVERED {
+                    place
+                        .split_once(':')
+                        .map(|(_, server)| server.to_owned())
+                        .into_iter()
+                        .collect()
+                } else {
+                    self.room_servers(&room_id, false).await
+                };
+                self.to_each(servers, |waiting| {
+                    waiting.receipt(&room_id, &receipt_type, &user_id, &place, &event_id, ts);
+                })
+                .await;
+            }
+            Routed::Presence { user_id } => {
+                let Ok(Some(entry)) = presence_entry(&self.base, &user_id).await else {
+                    return;
+                };
+                let servers = self.servers_sharing(&user_id).await;
+                self.to_each(servers, |waiting| waiting.presence(&user_id, entry.clone()))
+                    .await;
+            }
+            Routed::DeviceList {
+                user_id,
+                since,
+                position,
+            } => {
+                let servers = self.servers_sharing(&user_id).await;
+                if servers.is_empty() {
+                    return;
+                }
+                let queued = match device_list_edus(&self.base, &user_id, since, position).await {
+                    Ok(edus) => queued(&servers, &edus),
+                    Err(error) => {
+                        tracing::warn!(%user_id, %error, "could not build device list updates for other servers");
+                        return;
+                    }
+                };
+                if let Err(error) = self.base.storage.queue_edus_now(&queued).await {
+                    tracing::warn!(%user_id, %error, "could not queue device list updates for other servers");
+                    return;
+                }
+                for server in servers {
+                    self.wake(server).await;
+                }
+            }
+            Routed::Queued { destination } => self.wake(destination).await,
         }
-    };
-    // A member event's subject's server is owed it even after leaving (kicks, bans).
-    let subject_server = if event.members_changed {
-        match base.storage.event_at(event.position).await {
-            Ok(Some(row)) if row.event_type == "m.room.member" => row
-                .state_key
-                .and_then(|key| key.split_once(':').map(|(_, server)| server.to_owned())),
-            _ => None,
+    }
+
+    /// Notes an ephemeral EDU for each of `servers` (ours excepted) and wakes them.
+    async fn to_each(&mut self, servers: Vec<String>, mut note: impl FnMut(&mut Ephemeral)) {
+        let ours = self.base.config.server_name.as_str();
+        let mut woken = Vec::new();
+        {
+            let mut waiting = self.outbox.courier().ephemeral();
+            for server in servers {
+                if server == ours {
+                    continue;
+                }
+                let Ok(destination) = OwnedServerName::try_from(server) else {
+                    continue;
+                };
+                note(waiting.entry(destination.clone()).or_default());
+                woken.push(destination);
+            }
         }
-    } else {
-        None
-    };
-    for server in servers.into_iter().chain(subject_server) {
-        if server == base.config.server_name.as_str() {
-            continue;
+        for destination in woken {
+            self.wake(destination.to_string()).await;
+        }
+    }
+
+    /// Wakes a destination, setting it up first if it has never been sent anything.
+    async fn wake(&mut self, server: String) {
+        if server == self.base.config.server_name.as_str() {
+            return;
         }
         let Ok(destination) = OwnedServerName::try_from(server) else {
-            continue;
+            return;
         };
-        if !known.contains(&destination) {
-            if base
+        if !self.known.contains(&destination) {
+            let position = self.base.notifier.position(Stream::Events);
+            if self
+                .base
                 .storage
-                .add_destination(destination.as_str(), event.position - 1)
+                .add_destination(destination.as_str(), position)
                 .await
                 .is_err()
             {
+                return;
+            }
+            self.known.insert(destination.clone());
+        }
+        self.outbox.wake_or_start(destination);
+    }
+
+    /// The servers with a joined member in the room, read again after a membership change.
+    async fn room_servers(&mut self, room_id: &str, members_changed: bool) -> Vec<String> {
+        if !members_changed && let Some(servers) = self.rooms.0.get(room_id) {
+            return servers.clone();
+        }
+        let Ok(servers) = self.base.storage.servers_in_room(room_id).await else {
+            self.rooms.0.remove(room_id);
+            return Vec::new();
+        };
+        if self.rooms.0.len() >= REMEMBERED_ROOMS {
+            self.rooms.0.clear();
+        }
+        self.rooms.0.insert(room_id.to_owned(), servers.clone());
+        servers
+    }
+
+    /// The other servers sharing a joined room with a local user.
+    async fn servers_sharing(&mut self, user_id: &str) -> Vec<String> {
+        let Ok(rooms) = self.base.storage.rooms_with_membership(user_id, "join").await else {
+            return Vec::new();
+        };
+        let mut servers = std::collections::BTreeSet::new();
+        for room_id in rooms {
+            servers.extend(self.room_servers(&room_id, false).await);
+        }
+        servers.remove(self.base.config.server_name.as_str());
+        servers.into_iter().collect()
+    }
+
+    /// Wakes (or first sets up) every other server in the room of a new event.
+    async fn route_event(&mut self, event: RoutedEvent) {
+        let servers = self.room_servers(&event.room_id, event.members_changed).await;
+        let base = &self.base;
+        // A member event's subject's server is owed it even after leaving (kicks, bans).
+        let subject_server = if event.members_changed {
+            match base.storage.event_at(event.position).await {
+                Ok(Some(row)) if row.event_type == "m.room.member" => row
+                    .state_key
+                    .and_then(|key| key.split_once(':').map(|(_, server)| server.to_owned())),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        for server in servers.into_iter().chain(subject_server) {
+            if server == base.config.server_name.as_str() {
                 continue;
             }
-            known.insert(destination.clone());
+            let Ok(destination) = OwnedServerName::try_from(server) else {
+                continue;
+            };
+            if !self.known.contains(&destination) {
+                if base
+                    .storage
+                    .add_destination(destination.as_str(), event.position - 1)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                self.known.insert(destination.clone());
+            }
+            self.outbox.wake_or_start(destination);
         }
-        outbox.wake_or_start(destination);
     }
 }
 
 impl Subscriber for FederationSender {
     fn published(&self, change: Change<'_>) {
-        if let Change::Event {
-            room_id,
-            stream_ordering,
-            members_changed,
-        } = change
-        {
-            let _ = self.events.send(RoutedEvent {
+        let routed = match change {
+            Change::Event {
+                room_id,
+                stream_ordering,
+                members_changed,
+            } => Routed::Event(RoutedEvent {
                 room_id: room_id.to_owned(),
                 position: stream_ordering,
                 members_changed,
-            });
-        }
+            }),
+            Change::Typing {
+                room_id,
+                user_id,
+                typing,
+            } => Routed::Typing {
+                room_id: room_id.to_owned(),
+                user_id: user_id.to_owned(),
+                typing,
+            },
+            Change::Receipt {
+                room_id,
+                user_id,
+                receipt_type,
+                event_id,
+                thread_id,
+                event_sender,
+                ts,
+            } => Routed::Receipt {
+                room_id: room_id.to_owned(),
+                user_id: user_id.to_owned(),
+                receipt_type: receipt_type.to_owned(),
+                event_id: event_id.to_owned(),
+                place: if receipt_type == DELIVERED {
+                    event_sender
+                } else {
+                    thread_id
+                }
+                .to_owned(),
+                ts,
+            },
+            Change::Presence { user_id } => Routed::Presence {
+                user_id: user_id.to_owned(),
+            },
+            Change::DeviceList {
+                user_id,
+                since,
+                position,
+            } => Routed::DeviceList {
+                user_id: user_id.to_owned(),
+                since,
+                position,
+            },
+            Change::EdusQueued { destination } => Routed::Queued {
+                destination: destination.to_owned(),
+            },
+            Change::AccountData { .. } | Change::Pushers { .. } | Change::ReadReceipt { .. } => return,
+        };
+        let _ = self.events.send(routed);
     }
 }
 

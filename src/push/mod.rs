@@ -371,6 +371,11 @@ impl Subscriber for Push {
             } => self.account_data_changed(user_id, room_id, data_type),
             Change::Pushers { user_id } => self.gateways.pushers_changed(user_id),
             Change::ReadReceipt { user_id } => self.gateways.badge_changed(user_id),
+            Change::Typing { .. }
+            | Change::Receipt { .. }
+            | Change::Presence { .. }
+            | Change::DeviceList { .. }
+            | Change::EdusQueued { .. } => {}
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct ToDeviceSent {
     pub recipients: Vec<String>,
     /// Messages dropped because a device's inbox was full (oldest first).
     pub dropped: u64,
+    /// False for a repeated transaction (nothing was stored).
+    pub fresh: bool,
 }
 
 impl Storage {
@@ -169,7 +171,7 @@ impl Storage {
                 .bind(json)
                 .execute(&mut *tx)
                 .await?;
-                device_list_change = Some(Self::record_device_list_change(&mut tx, user_id).await?);
+                device_list_change = Some(Self::record_device_change(&mut tx, user_id, Some(device_id)).await?);
             }
         }
         tx.commit().await?;
@@ -382,10 +384,21 @@ impl Storage {
 
     /// Notes on the `device_lists` stream that the user's devices or keys changed.
     pub async fn record_device_list_change(tx: &mut Tx, user_id: &str) -> Result<i64, StorageError> {
+        Self::record_device_change(tx, user_id, None).await
+    }
+
+    /// [`Self::record_device_list_change`] for a change to one device (other servers are
+    /// sent that device's update).
+    pub async fn record_device_change(
+        tx: &mut Tx,
+        user_id: &str,
+        device_id: Option<&str>,
+    ) -> Result<i64, StorageError> {
         let position = Self::next_stream_position(tx, "device_lists").await?;
-        sqlx::query("INSERT INTO device_list_changes (stream_position, user_id) VALUES ($1, $2)")
+        sqlx::query("INSERT INTO device_list_changes (stream_position, user_id, device_id) VALUES ($1, $2, $3)")
             .bind(position)
             .bind(user_id)
+            .bind(device_id)
             .execute(&mut **tx)
             .await?;
         Ok(position)
@@ -468,6 +481,7 @@ impl Storage {
         txn_id: &str,
         event_type: &str,
         messages: &[OutgoingToDevice],
+        remote: &[super::QueuedEdu],
         inbox_limit: i64,
     ) -> Result<ToDeviceSent, StorageError> {
         let (sender_user, sender_device) = sender;
@@ -484,7 +498,10 @@ impl Storage {
         .await?
         .rows_affected()
             == 1;
-        let mut sent = ToDeviceSent::default();
+        let mut sent = ToDeviceSent {
+            fresh,
+            ..ToDeviceSent::default()
+        };
         if !fresh {
             return Ok(sent);
         }
@@ -495,6 +512,8 @@ impl Storage {
             .bind(now_ms() - 24 * 60 * 60 * 1000)
             .execute(&mut *tx)
             .await?;
+        // Messages for other servers' users wait in their servers' queues.
+        Self::queue_edus(&mut tx, remote).await?;
         // Resolve `*` and drop unknown devices, as Synapse does.
         let mut deliveries: Vec<(&str, String, &str)> = Vec::new();
         for message in messages {
@@ -679,7 +698,7 @@ impl Storage {
         .bind(device_data)
         .execute(&mut *tx)
         .await?;
-        let position = Self::record_device_list_change(&mut tx, user_id).await?;
+        let position = Self::record_device_change(&mut tx, user_id, Some(device_id)).await?;
         tx.commit().await?;
         Ok(position)
     }
@@ -705,7 +724,7 @@ impl Storage {
             return Ok(None);
         };
         Self::delete_device(&mut tx, user_id, &device).await?;
-        let position = Self::record_device_list_change(&mut tx, user_id).await?;
+        let position = Self::record_device_change(&mut tx, user_id, Some(&device)).await?;
         tx.commit().await?;
         Ok(Some((device, position)))
     }

@@ -93,6 +93,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0013_unread_counts.sql"),
         postgres: include_str!("../../migrations/postgres/0013_unread_counts.sql"),
     },
+    Migration {
+        version: 14,
+        name: "federation_edus",
+        sqlite: include_str!("../../migrations/sqlite/0014_federation_edus.sql"),
+        postgres: include_str!("../../migrations/postgres/0014_federation_edus.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

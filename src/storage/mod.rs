@@ -9,6 +9,7 @@ mod account_data;
 mod devices;
 mod directory;
 mod e2ee;
+mod edus;
 mod federation;
 mod key_backup;
 mod media;
@@ -41,6 +42,7 @@ pub use self::{
         CrossSigningKeyRow, DeviceKeyState, DeviceKeysRow, KeyUpload, NewSignature, OutgoingToDevice, SignatureRow,
         ToDeviceRow, ToDeviceSent, UploadedKey,
     },
+    edus::{DeviceListChange, QueuedEdu, RemoteCrossSigningKey, RemoteDevice, StoredEdu},
     federation::{JoinedRoom, StoredServerKey},
     key_backup::{BackupKeyRow, BackupVersion},
     media::{Completion, MediaRow, NewMedia, Reservation, ThumbnailRow},

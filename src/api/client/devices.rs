@@ -69,7 +69,7 @@ pub async fn update(
         return Err(ApiError::not_found("No such device"));
     }
     // The name is part of the device keys others download: they must fetch them again.
-    let position = Storage::record_device_list_change(&mut tx, user_id).await?;
+    let position = Storage::record_device_change(&mut tx, user_id, Some(request.body.device_id.as_str())).await?;
     tx.commit().await?;
     crate::e2ee::device_lists_changed(&state, &sender.user_id, position).await?;
     Ok(update_device::v3::Response::new())

@@ -2,6 +2,8 @@
 //! `/keys/changes`, `/keys/device_signing/upload`, `/keys/signatures/upload`,
 //! `/sendToDevice/{eventType}/{txnId}`.
 
+use std::{collections::BTreeMap, time::Duration};
+
 use axum::Json;
 use ruma::{
     UInt,
@@ -10,7 +12,7 @@ use ruma::{
         to_device::send_event_to_device,
     },
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::account::password_uia;
 use crate::api::ruma::Ruma;
@@ -46,15 +48,84 @@ pub async fn upload(state: AppState, request: Ruma<upload_keys::v3::Request>) ->
 /// `POST /_matrix/client/v3/keys/query`
 pub async fn query(state: AppState, request: Ruma<get_keys::v3::Request>) -> ApiResult<Json<Value>> {
     let sender = request.sender()?;
-    Ok(Json(
-        keys::query(&state, &sender.user_id, &request.body.device_keys).await?,
-    ))
+    let requested = &request.body.device_keys;
+    let mut answer = keys::query(&state, Some(&sender.user_id), requested).await?;
+    let remote: BTreeMap<_, _> = requested
+        .iter()
+        .filter(|(user_id, _)| user_id.server_name() != state.config.server_name)
+        .map(|(user_id, devices)| (user_id.clone(), devices.clone()))
+        .collect();
+    if remote.is_empty() {
+        return Ok(Json(answer));
+    }
+    let Some(federation) = &state.federation else {
+        for user_id in remote.keys() {
+            answer["failures"][user_id.server_name().as_str()] =
+                json!({ "status": 503, "message": "Federation is disabled on this server" });
+        }
+        return Ok(Json(answer));
+    };
+    let found = federation
+        .query_remote_keys(&remote, remote_timeout(request.body.timeout))
+        .await?;
+    for (field, entries) in [
+        ("device_keys", found.device_keys),
+        ("master_keys", found.master_keys),
+        ("self_signing_keys", found.self_signing_keys),
+        ("failures", found.failures),
+    ] {
+        if let Some(target) = answer[field].as_object_mut() {
+            target.extend(entries);
+        }
+    }
+    Ok(Json(answer))
+}
+
+/// How long to wait for other servers' keys: the client's `timeout`, 10 s by default, at most
+/// a minute.
+fn remote_timeout(asked: Option<Duration>) -> Duration {
+    asked.unwrap_or(Duration::from_secs(10)).min(Duration::from_secs(60))
 }
 
 /// `POST /_matrix/client/v3/keys/claim`
 pub async fn claim(state: AppState, request: Ruma<claim_keys::v3::Request>) -> ApiResult<Json<Value>> {
     request.sender()?;
-    Ok(Json(keys::claim(&state, &request.body.one_time_keys).await?))
+    let requested = &request.body.one_time_keys;
+    let mut answer = keys::claim(&state, requested).await?;
+    let remote: BTreeMap<_, _> = requested
+        .iter()
+        .filter(|(user_id, _)| user_id.server_name() != state.config.server_name)
+        .map(|(user_id, devices)| (user_id.clone(), devices.clone()))
+        .collect();
+    if remote.is_empty() {
+        return Ok(Json(answer));
+    }
+    let (claimed, failures) = match &state.federation {
+        Some(federation) => {
+            federation
+                .claim_remote_keys(&remote, remote_timeout(request.body.timeout))
+                .await
+        }
+        None => (
+            serde_json::Map::new(),
+            remote
+                .keys()
+                .map(|user_id| {
+                    (
+                        user_id.server_name().to_string(),
+                        json!({ "status": 503, "message": "Federation is disabled on this server" }),
+                    )
+                })
+                .collect(),
+        ),
+    };
+    if let Some(target) = answer["one_time_keys"].as_object_mut() {
+        target.extend(claimed);
+    }
+    if let Some(target) = answer["failures"].as_object_mut() {
+        target.extend(failures);
+    }
+    Ok(Json(answer))
 }
 
 /// `GET /_matrix/client/v3/keys/changes?from=&to=`

@@ -122,6 +122,12 @@ pub async fn typing(
     state
         .typing
         .set(&state.notifier, &body.room_id, &sender.user_id, timeout);
+    // Other servers in the room hear of every notice (a renewal keeps theirs from expiring).
+    state.publish(crate::base::Change::Typing {
+        room_id: body.room_id.as_str(),
+        user_id: sender.user_id.as_str(),
+        typing: timeout.is_some(),
+    });
     if timeout.is_some() {
         state.presence.active(&state, &sender.user_id).await?;
     }

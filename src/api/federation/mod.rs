@@ -2,6 +2,7 @@
 //! signed with `X-Matrix`; [`super::auth::verify_origin`] checks it (through [`super::ruma::Ruma`]) before
 //! the request is parsed.
 
+pub mod devices;
 pub mod events;
 pub mod keys;
 pub mod membership;

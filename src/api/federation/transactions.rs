@@ -38,11 +38,7 @@ pub async fn send_transaction(
         return Ok(send_transaction_message::v1::Response::new(pdus));
     }
     let results = federation.receive_pdus(&origin, &body.pdus).await;
-    // EDUs (typing, receipts, presence, to-device, device lists) arrive with federation's
-    // second part; until then they are accepted and dropped.
-    if !body.edus.is_empty() {
-        tracing::debug!(%origin, count = body.edus.len(), "EDUs not handled yet");
-    }
+    federation.receive_edus(&origin, &body.edus).await;
     let answer = serde_json::to_string(&results).map_err(|_| ApiError::internal())?;
     state
         .storage

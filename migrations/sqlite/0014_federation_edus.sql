@@ -1,0 +1,40 @@
+-- Federation, part 2: what travels between servers beside room events (EDUs), and what this
+-- server keeps of other servers' users' devices.
+
+-- EDUs owed to other servers that must survive a restart (to-device messages, device list and
+-- cross-signing key updates), sent in order with the destination's next transactions and
+-- deleted once it accepted them. Typing, receipts and presence are sent from memory.
+CREATE TABLE federation_outbound_edus (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination TEXT NOT NULL,
+    edu_type TEXT NOT NULL,
+    content TEXT NOT NULL
+);
+CREATE INDEX federation_outbound_edus_destination ON federation_outbound_edus (destination, id);
+
+-- The `message_id` of each to-device EDU received, per origin: a repeat delivers nothing twice.
+CREATE TABLE federation_inbound_to_device (
+    origin TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    received_ts BIGINT NOT NULL,
+    PRIMARY KEY (origin, message_id)
+);
+CREATE INDEX federation_inbound_to_device_ts ON federation_inbound_to_device (received_ts);
+
+-- Users of other servers whose device lists this server keeps (they share a room with one of
+-- ours, so their server tells us of every change): the last `stream_id` applied, and whether
+-- a gap was seen (the list is then fetched again before it is served). Their device keys and
+-- cross-signing keys sit in the same tables as our users'.
+CREATE TABLE remote_device_lists (
+    user_id TEXT PRIMARY KEY,
+    stream_id BIGINT NOT NULL,
+    stale BIGINT NOT NULL,
+    updated_ts BIGINT NOT NULL
+);
+
+-- Remote devices' display names, as their server published them (ours are in `devices`).
+ALTER TABLE e2e_device_keys ADD COLUMN display_name TEXT;
+
+-- The device a change concerns, when it concerns one device (NULL: several, or cross-signing
+-- keys): other servers are sent that device's update, chained to the user's previous change.
+ALTER TABLE device_list_changes ADD COLUMN device_id TEXT;
