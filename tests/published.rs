@@ -24,6 +24,13 @@ impl Subscriber for Recorder {
             Change::AccountData { user_id, data_type, .. } => format!("account_data {user_id} {data_type}"),
             Change::Pushers { user_id } => format!("pushers {user_id}"),
             Change::ReadReceipt { user_id } => format!("read {user_id}"),
+            Change::Typing { user_id, typing, .. } => format!("typing {user_id} {typing}"),
+            Change::Receipt {
+                user_id, receipt_type, ..
+            } => format!("receipt {user_id} {receipt_type}"),
+            Change::Presence { user_id } => format!("presence {user_id}"),
+            Change::DeviceList { user_id, .. } => format!("device_list {user_id}"),
+            Change::EdusQueued { destination } => format!("edus {destination}"),
         };
         self.0.lock().unwrap().push(line);
     }
@@ -101,8 +108,10 @@ async fn committed_changes_reach_subscribers_in_order() {
     let members: Vec<bool> = events.iter().map(|(_, m)| *m).collect();
     assert_eq!(members, [true, false, false, false], "{seen:?}");
     assert!(orderings.windows(2).all(|pair| pair[0] < pair[1]), "{orderings:?}");
-    let tail: Vec<&String> = seen.iter().rev().take(2).collect();
-    assert_eq!(tail[1], &format!("account_data {} org.example", alice.user_id));
+    // The read receipt: first for other servers (what it says), then for badges.
+    let tail: Vec<&String> = seen.iter().rev().take(3).collect();
+    assert_eq!(tail[2], &format!("account_data {} org.example", alice.user_id));
+    assert_eq!(tail[1], &format!("receipt {} m.read", alice.user_id));
     assert_eq!(tail[0], &format!("read {}", alice.user_id));
     server.stop().await;
 }

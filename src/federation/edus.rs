@@ -269,14 +269,11 @@ impl Federation {
             return Ok(());
         }
         let device_id = update.device_id.as_str();
-        let device = if update.deleted == Some(true) {
-            None
-        } else {
-            let keys = update
-                .keys
-                .as_ref()
-                .map(|keys| keys.json().get())
-                .ok_or_else(|| "an update without keys".to_owned())?;
+        // A deleted device, or one with no keys yet (it cannot take part in encryption):
+        // nothing of it is kept, but the chain moves on.
+        let keys = update.keys.as_ref().filter(|_| update.deleted != Some(true));
+        let device = if let Some(keys) = keys {
+            let keys = keys.json().get();
             let value: serde_json::Value = serde_json::from_str(keys).map_err(|e| e.to_string())?;
             if value.get("user_id").and_then(|v| v.as_str()) != Some(user_id.as_str())
                 || value.get("device_id").and_then(|v| v.as_str()) != Some(device_id)
@@ -288,6 +285,8 @@ impl Federation {
                 display_name: update.device_display_name.clone(),
                 key_json: keys.to_owned(),
             })
+        } else {
+            None
         };
         let position = storage
             .update_remote_device(user_id.as_str(), stream_id, device_id, device.as_ref())

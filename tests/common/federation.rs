@@ -144,6 +144,8 @@ pub struct FakeServer {
     pub state: Arc<std::sync::Mutex<Value>>,
     /// The PDUs other servers sent it in transactions, in arrival order.
     pub received: Arc<std::sync::Mutex<Vec<Value>>>,
+    /// The EDUs other servers sent it, in arrival order.
+    pub received_edus: Arc<std::sync::Mutex<Vec<Value>>>,
     /// While false, transactions are answered 503 (the server is "down").
     pub accepting: Arc<std::sync::atomic::AtomicBool>,
     pub name: String,
@@ -165,7 +167,8 @@ impl FakeServer {
         let server_name = ruma::OwnedServerName::try_from(name).unwrap();
         let received: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
         let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (inbox, open) = (received.clone(), accepting.clone());
+        let received_edus: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let (inbox, open, edu_inbox) = (received.clone(), accepting.clone(), received_edus.clone());
         let missing: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
         let gaps = missing.clone();
         let events: Arc<std::sync::Mutex<std::collections::HashMap<String, Value>>> = Arc::default();
@@ -210,7 +213,7 @@ impl FakeServer {
             .route(
                 "/_matrix/federation/v1/send/{txn_id}",
                 axum::routing::put(move |axum::Json(body): axum::Json<Value>| {
-                    let (inbox, open) = (inbox.clone(), open.clone());
+                    let (inbox, open, edu_inbox) = (inbox.clone(), open.clone(), edu_inbox.clone());
                     async move {
                         if !open.load(std::sync::atomic::Ordering::SeqCst) {
                             return (
@@ -220,6 +223,8 @@ impl FakeServer {
                         }
                         let pdus = body["pdus"].as_array().cloned().unwrap_or_default();
                         inbox.lock().unwrap().extend(pdus);
+                        let edus = body["edus"].as_array().cloned().unwrap_or_default();
+                        edu_inbox.lock().unwrap().extend(edus);
                         (
                             axum::http::StatusCode::OK,
                             axum::Json(serde_json::json!({ "pdus": {} })),
@@ -263,6 +268,7 @@ impl FakeServer {
             events,
             state,
             received,
+            received_edus,
             accepting,
             name: name.to_owned(),
             key,
@@ -384,6 +390,23 @@ impl FakeServer {
             .await;
         assert_eq!(status, StatusCode::OK, "send_join: {joined}");
         (event_id, joined)
+    }
+
+    /// Sends a transaction of `edus` only to `server`; returns the status and answer.
+    pub async fn send_edus(&self, server: &TestServer, txn_id: &str, edus: Vec<Value>) -> (StatusCode, Value) {
+        let body = serde_json::json!({
+            "origin": self.name,
+            "origin_server_ts": hearth::storage::now_ms(),
+            "pdus": [],
+            "edus": edus,
+        });
+        self.signed(
+            server,
+            Method::PUT,
+            &format!("/_matrix/federation/v1/send/{txn_id}"),
+            Some(body),
+        )
+        .await
     }
 
     /// Sends a transaction of `pdus` to `server`; returns the status and answer.

@@ -1,6 +1,7 @@
 //! Federation between servers on loopback, over TLS from a test CA: keys, the notary,
 //! request signatures, and the queries other servers make.
 
+mod edus;
 mod history;
 mod membership;
 mod resilience;

@@ -198,7 +198,9 @@ pub async fn get_status(state: AppState, request: Ruma<get_presence::v3::Request
         // As Synapse: with presence off everyone reads as offline.
         return Ok(Json(serde_json::json!({ "presence": "offline" })));
     }
-    if state.storage.user(target.as_str()).await?.is_none() {
+    // Another server's user is known by sharing a room (checked next); ours must exist.
+    let local = target.server_name() == state.config.server_name;
+    if local && state.storage.user(target.as_str()).await?.is_none() {
         return Err(ApiError::not_found("Unknown user"));
     }
     if target != &sender.user_id
