@@ -80,6 +80,14 @@ pub enum FederationError {
 }
 
 impl FederationError {
+    /// The HTTP status of a remote refusal.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Remote { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// The Matrix error code of a remote refusal.
     pub fn errcode(&self) -> Option<&str> {
         match self {
@@ -171,12 +179,52 @@ impl<L: Lookup> FederationClient<L> {
             .await
     }
 
+    /// A plain `GET` of `path_and_query` on another server, over the same transport (its
+    /// discovered address, TLS, the address policy) but with no signature: the media
+    /// endpoints of servers without authenticated media. Any status is returned as is.
+    pub async fn get_unsigned(
+        &self,
+        destination: &ServerName,
+        path_and_query: &str,
+    ) -> Result<http::Response<Vec<u8>>, FederationError> {
+        let target = self.resolver.resolve(destination).await;
+        let request = http::Request::get(format!("{}{path_and_query}", base_url(&target)))
+            .body(Vec::new())
+            .map_err(|e| FederationError::Request(e.to_string()))?;
+        let (status, headers, body) = self.execute_raw(destination, &target, request).await?;
+        let mut response = http::Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+
     async fn execute<T: IncomingResponse>(
         &self,
         destination: &ServerName,
         target: &Destination,
-        mut request: http::Request<Vec<u8>>,
+        request: http::Request<Vec<u8>>,
     ) -> Result<T, FederationError> {
+        let (status, headers, body) = self.execute_raw(destination, target, request).await?;
+        let mut builder = http::Response::builder().status(status);
+        if let Some(map) = builder.headers_mut() {
+            *map = headers;
+        }
+        let http_response = builder
+            .body(body.as_slice())
+            .map_err(|e| FederationError::BadResponse(e.to_string()))?;
+        T::try_from_http_response(http_response).map_err(|error| match error {
+            FromHttpResponseError::Server(error) => remote_error(status.as_u16(), &body, error),
+            FromHttpResponseError::Deserialization(error) => FederationError::BadResponse(error.to_string()),
+            other => FederationError::BadResponse(other.to_string()),
+        })
+    }
+
+    async fn execute_raw(
+        &self,
+        destination: &ServerName,
+        target: &Destination,
+        mut request: http::Request<Vec<u8>>,
+    ) -> Result<(http::StatusCode, http::HeaderMap, Vec<u8>), FederationError> {
         match target.tls_name.parse::<IpAddr>() {
             Ok(ip) if !(self.permit)(ip) => {
                 return Err(FederationError::Refused(format!("{destination} is at {ip}")));
@@ -209,18 +257,7 @@ impl<L: Lookup> FederationClient<L> {
         let status = response.status();
         let headers = response.headers().clone();
         let body = read_capped(response).await?;
-        let mut builder = http::Response::builder().status(status);
-        if let Some(map) = builder.headers_mut() {
-            *map = headers;
-        }
-        let http_response = builder
-            .body(body.as_slice())
-            .map_err(|e| FederationError::BadResponse(e.to_string()))?;
-        T::try_from_http_response(http_response).map_err(|error| match error {
-            FromHttpResponseError::Server(error) => remote_error(status.as_u16(), &body, error),
-            FromHttpResponseError::Deserialization(error) => FederationError::BadResponse(error.to_string()),
-            other => FederationError::BadResponse(other.to_string()),
-        })
+        Ok((status, headers, body))
     }
 
     /// Drops what discovery remembers of a server (after it stopped answering, so a changed

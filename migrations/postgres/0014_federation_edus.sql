@@ -38,3 +38,11 @@ ALTER TABLE e2e_device_keys ADD COLUMN display_name TEXT;
 -- The device a change concerns, when it concerns one device (NULL: several, or cross-signing
 -- keys): other servers are sent that device's update, chained to the user's previous change.
 ALTER TABLE device_list_changes ADD COLUMN device_id TEXT;
+
+-- Other servers' media kept here: when each item was last served, so the least recently used
+-- go first once the cache is full (`media.remote_cache_max_bytes`).
+ALTER TABLE media ADD COLUMN last_access_ts BIGINT;
+CREATE INDEX media_remote_access ON media (last_access_ts) WHERE last_access_ts IS NOT NULL;
+-- Which items and thumbnails share a blob (a blob is deleted only when none does).
+CREATE INDEX media_sha256 ON media (sha256);
+CREATE INDEX media_thumbnails_sha256 ON media_thumbnails (sha256);

@@ -259,6 +259,10 @@ pub fn router(state: AppState) -> Router {
         .ruma(federation::events::timestamp_to_event)
         .ruma(federation::transactions::send_transaction)
         .ruma_raw(federation::devices::user_devices)
+        .ruma_raw(media::federation_download)
+        .ruma_raw(media::federation_thumbnail)
+        .ruma(federation::directory::public_rooms_get)
+        .ruma(federation::directory::public_rooms_post)
         .ruma_raw(federation::devices::user_keys_query)
         .ruma_raw(federation::devices::user_keys_claim)
         // Synapse-compatible admin API

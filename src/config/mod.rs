@@ -116,6 +116,9 @@ pub struct MediaConfig {
     pub max_pending_uploads: i64,
     /// The thumbnails made, each on the first request that needs it.
     pub thumbnail_sizes: Vec<ThumbnailSize>,
+    /// Bytes of other servers' media kept here (their originals and thumbnails); past it the
+    /// least recently used go. 0 = no limit.
+    pub remote_cache_max_bytes: u64,
     /// Where the local store keeps files; default `<data_dir>/media`.
     pub path: Option<PathBuf>,
     /// Keep media in an S3-compatible bucket instead of on local disk. Credentials come from
@@ -186,6 +189,7 @@ impl Default for MediaConfig {
                 size(640, 480, ThumbnailMethod::Scale),
                 size(800, 600, ThumbnailMethod::Scale),
             ],
+            remote_cache_max_bytes: 4 * 1024 * 1024 * 1024,
             path: None,
             s3: None,
             url_preview: UrlPreviewConfig::default(),

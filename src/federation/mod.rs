@@ -12,9 +12,11 @@ pub mod history;
 pub mod invite;
 pub mod join;
 pub mod keys;
+pub mod media;
 pub mod membership;
 pub mod outbound_edus;
 pub mod pdu;
+pub mod queries;
 pub mod request;
 pub mod sender;
 pub mod transactions;
@@ -49,6 +51,8 @@ pub struct Federation {
     resyncing: std::sync::Mutex<HashSet<ruma::OwnedUserId>>,
     /// This service, for tasks it starts.
     this: std::sync::Weak<Federation>,
+    /// Fetches media from where other servers point (plain HTTPS, the address policy).
+    media_client: reqwest::Client,
 }
 
 impl Federation {
@@ -67,6 +71,13 @@ impl Federation {
             denylist: config.ip_range_denylist.clone(),
             allowlist: config.ip_range_allowlist.clone(),
         });
+        let media_client = crate::outbound::guarded_client(
+            AddressPolicy {
+                denylist: config.ip_range_denylist.clone(),
+                allowlist: config.ip_range_allowlist.clone(),
+            },
+            Duration::from_secs(config.request_timeout_secs),
+        );
         let extra_roots_pem = match &config.extra_ca_file {
             Some(path) => Some(
                 std::fs::read(path)
@@ -119,6 +130,7 @@ impl Federation {
             presence,
             resyncing: std::sync::Mutex::default(),
             this: this.clone(),
+            media_client,
         });
         let countersigner: Arc<dyn crate::base::Countersigner> = federation.clone();
         base.set_countersigner(Arc::downgrade(&countersigner));

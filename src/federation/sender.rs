@@ -328,7 +328,7 @@ impl Router {
                 typing,
             } => {
                 let servers = self.room_servers(&room_id, false).await;
-                self.to_each(servers, |waiting| waiting.typing(&room_id, &user_id, typing))
+                self.note_for_each(servers, |waiting| waiting.typing(&room_id, &user_id, typing))
                     .await;
             }
             Routed::Receipt {
@@ -349,7 +349,7 @@ impl Router {
                 } else {
                     self.room_servers(&room_id, false).await
                 };
-                self.to_each(servers, |waiting| {
+                self.note_for_each(servers, |waiting| {
                     waiting.receipt(&room_id, &receipt_type, &user_id, &place, &event_id, ts);
                 })
                 .await;
@@ -359,7 +359,7 @@ impl Router {
                     return;
                 };
                 let servers = self.servers_sharing(&user_id).await;
-                self.to_each(servers, |waiting| waiting.presence(&user_id, entry.clone()))
+                self.note_for_each(servers, |waiting| waiting.presence(&user_id, entry.clone()))
                     .await;
             }
             Routed::DeviceList {
@@ -391,7 +391,7 @@ impl Router {
     }
 
     /// Notes an ephemeral EDU for each of `servers` (ours excepted) and wakes them.
-    async fn to_each(&mut self, servers: Vec<String>, mut note: impl FnMut(&mut Ephemeral)) {
+    async fn note_for_each(&mut self, servers: Vec<String>, mut note: impl FnMut(&mut Ephemeral)) {
         let ours = self.base.config.server_name.as_str();
         let mut woken = Vec::new();
         {

@@ -28,7 +28,7 @@ use crate::{
     config::{Config, MediaConfig, ThumbnailMethod},
     error::{ApiError, ApiResult},
     outbound::{AddressPolicy, guarded_client},
-    storage::{Completion, MediaRow, NewMedia, Storage, ThumbnailRow, now_ms},
+    storage::{Completion, MediaRow, NewMedia, Storage, StorageError, ThumbnailRow, now_ms},
 };
 
 /// How often a download waiting for an async upload looks again.
@@ -181,6 +181,60 @@ impl Media {
             })
             .await?;
         Ok(media_id)
+    }
+
+    /// Keeps another server's media item, fetched for a client; then, past
+    /// `remote_cache_max_bytes`, forgets the least recently served others.
+    pub async fn store_remote(
+        &self,
+        storage: &Storage,
+        origin: &str,
+        media_id: &str,
+        content_type: Option<&str>,
+        filename: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> ApiResult<()> {
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let size = bytes.len() as i64;
+        self.store
+            .put_bytes(&sha256, Bytes::from(bytes))
+            .await
+            .map_err(internal)?;
+        storage
+            .insert_remote_media(&NewMedia {
+                origin,
+                media_id,
+                uploader: None,
+                content_type,
+                filename,
+                size,
+                sha256: &sha256,
+            })
+            .await?;
+        if let Err(error) = self.evict_remote(storage, (origin, media_id)).await {
+            tracing::warn!(%error, "could not make room in the remote media cache");
+        }
+        Ok(())
+    }
+
+    /// Forgets remote media, least recently served first, until the cache fits its cap.
+    async fn evict_remote(&self, storage: &Storage, keep: (&str, &str)) -> Result<(), StorageError> {
+        let cap = self.config.remote_cache_max_bytes;
+        if cap == 0 {
+            return Ok(());
+        }
+        while storage.remote_media_bytes().await? as u64 > cap {
+            let (evicted, blobs) = storage.evict_remote_media(16, keep).await?;
+            for blob in blobs {
+                if let Err(error) = self.store.delete(&blob).await {
+                    tracing::warn!(%error, blob, "could not delete an evicted media blob");
+                }
+            }
+            if evicted == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Attaches an upload to an ID reserved by `/create`.

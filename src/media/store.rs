@@ -192,6 +192,20 @@ impl BlobStore {
         }
     }
 
+    /// Deletes a blob (gone already is fine).
+    pub async fn delete(&self, sha256: &str) -> io::Result<()> {
+        match self {
+            Self::Local { root } => match tokio::fs::remove_file(Self::local_path(root, sha256)).await {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+                _ => Ok(()),
+            },
+            Self::S3 { store, prefix } => match store.delete(&Self::object_path(prefix, sha256)).await {
+                Err(object_store::Error::NotFound { .. }) | Ok(()) => Ok(()),
+                Err(error) => Err(io::Error::other(error)),
+            },
+        }
+    }
+
     /// A whole blob in memory, if it is at most `limit` bytes (for thumbnailing).
     pub async fn read(&self, sha256: &str, limit: u64) -> io::Result<Option<Bytes>> {
         let body = self.stream(sha256, None).await?;

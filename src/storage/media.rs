@@ -276,3 +276,122 @@ fn reservation_state(row: Option<&MediaRow>, uploader: &str) -> Completion {
         Some(_) => Completion::Stored,
     }
 }
+
+/// Other servers' media kept here (marked by `last_access_ts`).
+impl Storage {
+    /// Records another server's media item fetched for our clients (a second fetch of the
+    /// same item changes nothing).
+    pub async fn insert_remote_media(&self, media: &NewMedia<'_>) -> Result<(), StorageError> {
+        let now = now_ms();
+        self.write(
+            sqlx::query(
+                "INSERT INTO media (origin, media_id, uploader, content_type, filename, size, sha256, created_ts,
+                                    uploaded_ts, last_access_ts)
+                 VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $7, $7)
+                 ON CONFLICT (origin, media_id) DO NOTHING",
+            )
+            .bind(media.origin)
+            .bind(media.media_id)
+            .bind(media.content_type)
+            .bind(media.filename)
+            .bind(media.size)
+            .bind(media.sha256)
+            .bind(now),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Notes that a remote media item was served (at most one write an hour per item).
+    pub async fn touch_remote_media(&self, origin: &str, media_id: &str) -> Result<(), StorageError> {
+        let now = now_ms();
+        self.write(
+            sqlx::query(
+                "UPDATE media SET last_access_ts = $3
+                 WHERE origin = $1 AND media_id = $2 AND last_access_ts < $4",
+            )
+            .bind(origin)
+            .bind(media_id)
+            .bind(now)
+            .bind(now - 60 * 60 * 1000),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Bytes of remote media kept: originals and their thumbnails.
+    pub async fn remote_media_bytes(&self) -> Result<i64, StorageError> {
+        let originals: Option<i64> =
+            sqlx::query_scalar("SELECT CAST(SUM(size) AS BIGINT) FROM media WHERE last_access_ts IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        let thumbnails: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(SUM(t.size) AS BIGINT) FROM media_thumbnails t
+             JOIN media m ON m.origin = t.origin AND m.media_id = t.media_id
+             WHERE m.last_access_ts IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(originals.unwrap_or(0) + thumbnails.unwrap_or(0))
+    }
+
+    /// Forgets the `count` least recently served remote media items (never `keep`) and
+    /// their thumbnails; returns how many went and the blobs nothing refers to any more (to
+    /// delete from the store).
+    pub async fn evict_remote_media(
+        &self,
+        count: i64,
+        keep: (&str, &str),
+    ) -> Result<(usize, Vec<String>), StorageError> {
+        let mut tx = self.begin_write().await?;
+        let victims: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT origin, media_id, sha256 FROM media
+             WHERE last_access_ts IS NOT NULL AND NOT (origin = $2 AND media_id = $3)
+             ORDER BY last_access_ts LIMIT $1",
+        )
+        .bind(count)
+        .bind(keep.0)
+        .bind(keep.1)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut blobs = Vec::new();
+        for (origin, media_id, sha256) in &victims {
+            let thumbnails: Vec<String> =
+                sqlx::query_scalar("SELECT sha256 FROM media_thumbnails WHERE origin = $1 AND media_id = $2")
+                    .bind(origin)
+                    .bind(media_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            sqlx::query("DELETE FROM media_thumbnails WHERE origin = $1 AND media_id = $2")
+                .bind(origin)
+                .bind(media_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM media WHERE origin = $1 AND media_id = $2")
+                .bind(origin)
+                .bind(media_id)
+                .execute(&mut *tx)
+                .await?;
+            blobs.extend(thumbnails);
+            blobs.extend(sha256.clone());
+        }
+        blobs.sort();
+        blobs.dedup();
+        // Identical bytes are stored once: a blob still named elsewhere stays.
+        let mut unreferenced = Vec::new();
+        for sha256 in blobs {
+            let used: Option<i64> = sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) WHERE EXISTS (SELECT 1 FROM media WHERE sha256 = $1)
+                    OR EXISTS (SELECT 1 FROM media_thumbnails WHERE sha256 = $1)",
+            )
+            .bind(&sha256)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if used.is_none() {
+                unreferenced.push(sha256);
+            }
+        }
+        tx.commit().await?;
+        Ok((victims.len(), unreferenced))
+    }
+}

@@ -133,6 +133,9 @@ pub async fn start_federated(
     servers
 }
 
+/// Media served the old way, by media ID: (content type, bytes).
+pub type LegacyMedia = Arc<std::sync::Mutex<std::collections::HashMap<String, (String, Vec<u8>)>>>;
+
 /// A server written in the test: its own name and key, its key document served over TLS,
 /// and requests signed however the test likes.
 pub struct FakeServer {
@@ -146,6 +149,9 @@ pub struct FakeServer {
     pub received: Arc<std::sync::Mutex<Vec<Value>>>,
     /// The EDUs other servers sent it, in arrival order.
     pub received_edus: Arc<std::sync::Mutex<Vec<Value>>>,
+    /// Media it serves the old way (unauthenticated `/_matrix/media/v3/download`), by media
+    /// ID: (content type, bytes). It has no authenticated media endpoints.
+    pub legacy_media: LegacyMedia,
     /// While false, transactions are answered 503 (the server is "down").
     pub accepting: Arc<std::sync::atomic::AtomicBool>,
     pub name: String,
@@ -175,7 +181,30 @@ impl FakeServer {
         let state: Arc<std::sync::Mutex<Value>> = Arc::new(std::sync::Mutex::new(serde_json::json!({})));
         let (served, state_at) = (events.clone(), state.clone());
         let origin = name.to_owned();
+        let legacy_media: LegacyMedia = Arc::default();
+        let old_media = legacy_media.clone();
         let router = axum::Router::new()
+            .route(
+                "/_matrix/media/v3/download/{server}/{media_id}",
+                axum::routing::get(
+                    move |axum::extract::Path((_, media_id)): axum::extract::Path<(String, String)>| {
+                        let old_media = old_media.clone();
+                        async move {
+                            match old_media.lock().unwrap().get(&media_id) {
+                                Some((content_type, bytes)) => axum::response::Response::builder()
+                                    .header("content-type", content_type.as_str())
+                                    .header("content-disposition", "inline; filename=\"old.bin\"")
+                                    .body(axum::body::Body::from(bytes.clone()))
+                                    .unwrap(),
+                                None => axum::response::Response::builder()
+                                    .status(404)
+                                    .body(axum::body::Body::from(r#"{"errcode":"M_NOT_FOUND","error":"no"}"#))
+                                    .unwrap(),
+                            }
+                        }
+                    },
+                ),
+            )
             .route(
                 "/_matrix/federation/v1/event/{event_id}",
                 axum::routing::get(move |axum::extract::Path(event_id): axum::extract::Path<String>| {
@@ -269,6 +298,7 @@ impl FakeServer {
             state,
             received,
             received_edus,
+            legacy_media,
             accepting,
             name: name.to_owned(),
             key,

@@ -290,10 +290,10 @@ async fn keys_and_to_device_messages_cross_servers_and_device_lists_follow_chang
 
     // A to-device message to bob's device, through the outbound queue; a retried request
     // (same transaction ID) delivers nothing twice.
-    let send = format!("/_matrix/client/v3/sendToDevice/m.room_key_request/txn1");
+    let send = "/_matrix/client/v3/sendToDevice/m.room_key_request/txn1";
     let message = json!({ "messages": { bob.user_id.clone(): { bob.device_id.clone(): { "ping": 1 } } } });
     for _ in 0..2 {
-        let (status, body) = a.put(&send, Some(&alice.access_token), message.clone()).await;
+        let (status, body) = a.put(send, Some(&alice.access_token), message.clone()).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let sync = wait_sync(b, &bob.access_token, "alice's to-device message", |sync| {

@@ -1,8 +1,10 @@
 //! Federation between servers on loopback, over TLS from a test CA: keys, the notary,
 //! request signatures, and the queries other servers make.
 
+mod directory;
 mod edus;
 mod history;
+mod media;
 mod membership;
 mod resilience;
 

@@ -39,9 +39,13 @@ pub async fn create(
 pub async fn resolve(state: AppState, request: Ruma<get_alias::v3::Request>) -> ApiResult<get_alias::v3::Response> {
     let alias = &request.body.room_alias;
     if alias.server_name() != state.config.server_name {
-        return Err(ApiError::not_found(
-            "Resolving aliases of other servers needs federation (not supported yet)",
-        ));
+        let Some(federation) = &state.federation else {
+            return Err(ApiError::not_found(
+                "Federation is disabled: no aliases of other servers",
+            ));
+        };
+        let (room_id, servers) = federation.resolve_remote_alias(alias).await?;
+        return Ok(get_alias::v3::Response::new(room_id, servers));
     }
     let room_id = directory::local_alias_target(&state, alias).await?;
     Ok(get_alias::v3::Response::new(
@@ -146,7 +150,7 @@ async fn chunk_for(state: &AppState, room_id: &str, members: i64) -> ApiResult<O
 }
 
 /// Pages the directory: `since` tokens are `o<offset>`.
-async fn public_rooms(
+pub(crate) async fn public_rooms(
     state: &AppState,
     limit: Option<UInt>,
     since: Option<&str>,
@@ -193,20 +197,36 @@ async fn public_rooms(
     Ok((page, next, prev, total))
 }
 
+/// Federation, to read another server's directory.
+fn remote_directory<'a>(
+    state: &'a AppState,
+    server: &ruma::ServerName,
+) -> ApiResult<&'a std::sync::Arc<crate::federation::Federation>> {
+    state
+        .federation
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found(format!("Federation is disabled: cannot read {server}'s directory")))
+}
+
 /// `GET /_matrix/client/v3/publicRooms`
 pub async fn list_public(
     state: AppState,
     request: Ruma<get_public_rooms::v3::Request>,
 ) -> ApiResult<get_public_rooms::v3::Response> {
     let body = &request.body;
-    if body
+    if let Some(server) = body
         .server
         .as_ref()
-        .is_some_and(|server| server != &state.config.server_name)
+        .filter(|server| *server != &state.config.server_name)
     {
-        return Err(ApiError::not_found(
-            "Directories of other servers need federation (not supported yet)",
-        ));
+        let page = remote_directory(&state, server)?
+            .remote_public_rooms(server, body.limit, body.since.clone(), None, Default::default())
+            .await?;
+        let mut response = get_public_rooms::v3::Response::new(page.chunk);
+        response.next_batch = page.next_batch;
+        response.prev_batch = page.prev_batch;
+        response.total_room_count_estimate = page.total;
+        return Ok(response);
     }
     let (chunk, next, prev, total) = public_rooms(&state, body.limit, body.since.as_deref(), None, &[]).await?;
     let mut response = get_public_rooms::v3::Response::new(chunk);
@@ -222,14 +242,26 @@ pub async fn search_public(
     request: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> ApiResult<get_public_rooms_filtered::v3::Response> {
     let body = &request.body;
-    if body
+    if let Some(server) = body
         .server
         .as_ref()
-        .is_some_and(|server| server != &state.config.server_name)
+        .filter(|server| *server != &state.config.server_name)
     {
-        return Err(ApiError::not_found(
-            "Directories of other servers need federation (not supported yet)",
-        ));
+        let page = remote_directory(&state, server)?
+            .remote_public_rooms(
+                server,
+                body.limit,
+                body.since.clone(),
+                Some(body.filter.clone()),
+                body.room_network.clone(),
+            )
+            .await?;
+        let mut response = get_public_rooms_filtered::v3::Response::new();
+        response.chunk = page.chunk;
+        response.next_batch = page.next_batch;
+        response.prev_batch = page.prev_batch;
+        response.total_room_count_estimate = page.total;
+        return Ok(response);
     }
     let search = body.filter.generic_search_term.as_deref();
     let (chunk, next, prev, total) = public_rooms(

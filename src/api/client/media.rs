@@ -301,16 +301,7 @@ async fn serve_download(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let wait = wait_param(query)?;
-    let media = state
-        .media
-        .find(
-            &state.storage,
-            state.config.server_name.as_str(),
-            &path.server_name,
-            &path.media_id,
-            wait,
-        )
-        .await?;
+    let media = find_media(state, &path, wait).await?;
     let filename = path.file_name.or(media.filename.clone());
     serve_blob(
         state,
@@ -377,16 +368,7 @@ async fn serve_thumbnail(
         Some(_) => return Err(ApiError::invalid_param("`animated` is `true` or `false`")),
     };
     let wait = wait_param(query)?;
-    let media = state
-        .media
-        .find(
-            &state.storage,
-            state.config.server_name.as_str(),
-            &path.server_name,
-            &path.media_id,
-            wait,
-        )
-        .await?;
+    let media = find_media(state, &path, wait).await?;
     let served = state
         .media
         .thumbnail(&state.storage, &media, width, height, method, animated)
@@ -402,6 +384,162 @@ async fn serve_thumbnail(
         headers,
     )
     .await
+}
+
+/// The media item to serve: one of ours (waiting up to `wait` for an async upload), or another
+/// server's, fetched from it on the first request and kept.
+async fn find_media(state: &AppState, path: &MediaPath, wait: Duration) -> ApiResult<crate::storage::MediaRow> {
+    let ours = state.config.server_name.as_str();
+    if path.server_name == ours {
+        return state
+            .media
+            .find(&state.storage, ours, &path.server_name, &path.media_id, wait)
+            .await;
+    }
+    let kept = || async {
+        let row = state.storage.media(&path.server_name, &path.media_id).await?;
+        ApiResult::Ok(row.filter(|row| row.sha256.is_some()))
+    };
+    if let Some(row) = kept().await? {
+        state.storage.touch_remote_media(&row.origin, &row.media_id).await?;
+        return Ok(row);
+    }
+    let Some(federation) = &state.federation else {
+        return Err(ApiError::not_found("Federation is off: no media from other servers"));
+    };
+    let origin =
+        ruma::ServerName::parse(&path.server_name).map_err(|_| ApiError::invalid_param("Not a server name"))?;
+    // One fetch per item at a time: the others wait for it, then find it kept.
+    let _fetching = fetch_lock(&format!("{}/{}", path.server_name, path.media_id)).await;
+    if let Some(row) = kept().await? {
+        return Ok(row);
+    }
+    let file = federation
+        .fetch_media(&origin, &path.media_id, state.media.config.max_upload_bytes)
+        .await?;
+    state
+        .media
+        .store_remote(
+            &state.storage,
+            &path.server_name,
+            &path.media_id,
+            file.content_type.as_deref(),
+            file.filename.as_deref(),
+            file.bytes,
+        )
+        .await?;
+    kept().await?.ok_or_else(ApiError::internal)
+}
+
+/// `GET /_matrix/federation/v1/media/download/{mediaId}`: one of our media items for another
+/// server, as `multipart/mixed` (metadata, then the file).
+pub async fn federation_download(
+    state: AppState,
+    request: crate::api::ruma::Ruma<ruma::api::federation::authenticated_media::get_content::v1::Request>,
+) -> ApiResult<Response> {
+    request.origin()?;
+    let ours = state.config.server_name.as_str();
+    let wait = request.body.timeout_ms.min(Duration::from_millis(MAX_WAIT_MS));
+    let media = state
+        .media
+        .find(&state.storage, ours, ours, &request.body.media_id, wait)
+        .await?;
+    let sha256 = media.sha256.clone().unwrap_or_default();
+    multipart(
+        &state,
+        &sha256,
+        media.content_type.as_deref(),
+        media.filename.as_deref(),
+    )
+    .await
+}
+
+/// `GET /_matrix/federation/v1/media/thumbnail/{mediaId}`: a thumbnail of one of our media
+/// items for another server, as `multipart/mixed`.
+pub async fn federation_thumbnail(
+    state: AppState,
+    request: crate::api::ruma::Ruma<ruma::api::federation::authenticated_media::get_content_thumbnail::v1::Request>,
+) -> ApiResult<Response> {
+    request.origin()?;
+    let body = &request.body;
+    let ours = state.config.server_name.as_str();
+    let dimension = |value: UInt| {
+        u32::try_from(u64::from(value))
+            .ok()
+            .filter(|value| *value > 0)
+            .ok_or_else(|| ApiError::invalid_param("`width` and `height` must be positive whole numbers"))
+    };
+    let (width, height) = (dimension(body.width)?, dimension(body.height)?);
+    let method = match body.method.as_ref().map(|m| m.as_str()) {
+        None | Some("scale") => ThumbnailMethod::Scale,
+        Some("crop") => ThumbnailMethod::Crop,
+        Some(other) => {
+            return Err(ApiError::invalid_param(format!(
+                "`method` is `crop` or `scale`, not `{other}`"
+            )));
+        }
+    };
+    let wait = body.timeout_ms.min(Duration::from_millis(MAX_WAIT_MS));
+    let media = state
+        .media
+        .find(&state.storage, ours, ours, &body.media_id, wait)
+        .await?;
+    let served = state
+        .media
+        .thumbnail(
+            &state.storage,
+            &media,
+            width,
+            height,
+            method,
+            body.animated.unwrap_or(false),
+        )
+        .await?;
+    multipart(&state, &served.sha256, Some(&served.content_type), None).await
+}
+
+/// A federation media answer: a `multipart/mixed` body of the (empty) metadata and the blob,
+/// streamed from the store.
+async fn multipart(
+    state: &AppState,
+    sha256: &str,
+    content_type: Option<&str>,
+    filename: Option<&str>,
+) -> ApiResult<Response> {
+    use futures_util::StreamExt;
+    let content_type = content_type.unwrap_or("application/octet-stream");
+    let boundary = crate::accounts::tokens::random_string(32);
+    let head = format!(
+        "--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n\
+         Content-Type: {content_type}\r\nContent-Disposition: {}\r\n\r\n",
+        content_disposition(content_type, filename)
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let blob = state.media.store.stream(sha256, None).await.map_err(|error| {
+        tracing::error!(%error, sha256, "a stored media file cannot be read");
+        ApiError::internal()
+    })?;
+    let stream = futures_util::stream::once(async move { Ok::<_, axum::Error>(bytes::Bytes::from(head)) })
+        .chain(blob.into_data_stream())
+        .chain(futures_util::stream::once(async move { Ok(bytes::Bytes::from(tail)) }));
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header_value(&format!("multipart/mixed; boundary={boundary}")),
+    );
+    Ok(response)
+}
+
+/// A lock per remote media item being fetched.
+async fn fetch_lock(key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    type Locks = std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: std::sync::LazyLock<Locks> = std::sync::LazyLock::new(Default::default);
+    let lock = {
+        let mut locks = LOCKS.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, lock| std::sync::Arc::strong_count(lock) > 1);
+        locks.entry(key.to_owned()).or_default().clone()
+    };
+    lock.lock_owned().await
 }
 
 fn legacy_allowed(state: &AppState) -> ApiResult<()> {

@@ -24,13 +24,20 @@ const MAX_FIELD_NAME_BYTES: usize = 255;
 /// Largest whole profile, as JSON (spec, extended profiles).
 const MAX_PROFILE_BYTES: usize = 64 * 1024;
 
-/// The profile of a local user; 404 if there is no such user. Remote profiles need
-/// federation, which Hearth does not speak yet.
-async fn local_profile(state: &AppState, user_id: &OwnedUserId) -> ApiResult<serde_json::Map<String, Value>> {
+/// A user's profile (or, for another server's user, `field` of it when given): a local
+/// user's from storage, 404 if there is no such user; a remote user's from their server.
+async fn profile_of(
+    state: &AppState,
+    user_id: &OwnedUserId,
+    field: Option<&str>,
+) -> ApiResult<serde_json::Map<String, Value>> {
     if user_id.server_name() != state.config.server_name {
-        return Err(ApiError::not_found(
-            "Profiles of remote users are not available (no federation yet)",
-        ));
+        return match &state.federation {
+            Some(federation) => federation.remote_profile(user_id, field).await,
+            None => Err(ApiError::not_found(
+                "Federation is disabled: no profiles of other servers",
+            )),
+        };
     }
     match state.storage.user(user_id.as_str()).await? {
         Some(_) => Ok(state.storage.profile(user_id.as_str()).await?),
@@ -40,7 +47,7 @@ async fn local_profile(state: &AppState, user_id: &OwnedUserId) -> ApiResult<ser
 
 /// `GET /_matrix/client/v3/profile/{userId}`
 pub async fn get(state: AppState, request: Ruma<get_profile::v3::Request>) -> ApiResult<get_profile::v3::Response> {
-    let profile = local_profile(&state, &request.body.user_id).await?;
+    let profile = profile_of(&state, &request.body.user_id, None).await?;
     let mut response = get_profile::v3::Response::new();
     response.data = profile.into_iter().collect::<UserProfile>();
     Ok(response)
@@ -51,8 +58,8 @@ pub async fn get_field(
     state: AppState,
     request: Ruma<get_profile_field::v3::Request>,
 ) -> ApiResult<get_profile_field::v3::Response> {
-    let mut profile = local_profile(&state, &request.body.user_id).await?;
     let field = request.body.field.as_str();
+    let mut profile = profile_of(&state, &request.body.user_id, Some(field)).await?;
     let value = profile
         .remove(field)
         .ok_or_else(|| ApiError::not_found("Profile field not set"))?;
@@ -86,7 +93,7 @@ pub async fn set_field(
             "Display name is too long (max {MAX_DISPLAYNAME_CHARS})"
         )));
     }
-    let mut profile = local_profile(&state, target).await?;
+    let mut profile = profile_of(&state, target, None).await?;
     profile.insert(field.as_str().to_owned(), value.clone());
     if Value::Object(profile).to_string().len() > MAX_PROFILE_BYTES {
         return Err(ApiError::new(

@@ -3,6 +3,7 @@
 //! the request is parsed.
 
 pub mod devices;
+pub mod directory;
 pub mod events;
 pub mod keys;
 pub mod membership;

@@ -1,0 +1,50 @@
+//! Our public room directory, for other servers' clients: `GET` and `POST /publicRooms`.
+
+use ruma::{
+    UInt,
+    api::federation::directory::{get_public_rooms, get_public_rooms_filtered},
+};
+
+use crate::{
+    api::{client::directory::public_rooms, ruma::Ruma, state::AppState},
+    error::ApiResult,
+};
+
+/// One page of the rooms published here.
+pub async fn public_rooms_get(
+    state: AppState,
+    request: Ruma<get_public_rooms::v1::Request>,
+) -> ApiResult<get_public_rooms::v1::Response> {
+    request.origin()?;
+    let body = &request.body;
+    let (chunk, next, prev, total) = public_rooms(&state, body.limit, body.since.as_deref(), None, &[]).await?;
+    let mut response = get_public_rooms::v1::Response::new();
+    response.chunk = chunk;
+    response.next_batch = next;
+    response.prev_batch = prev;
+    response.total_room_count_estimate = UInt::try_from(total as u64).ok();
+    Ok(response)
+}
+
+/// One page of the rooms published here that match a search.
+pub async fn public_rooms_post(
+    state: AppState,
+    request: Ruma<get_public_rooms_filtered::v1::Request>,
+) -> ApiResult<get_public_rooms_filtered::v1::Response> {
+    request.origin()?;
+    let body = &request.body;
+    let (chunk, next, prev, total) = public_rooms(
+        &state,
+        body.limit,
+        body.since.as_deref(),
+        body.filter.generic_search_term.as_deref(),
+        &body.filter.room_types,
+    )
+    .await?;
+    let mut response = get_public_rooms_filtered::v1::Response::new();
+    response.chunk = chunk;
+    response.next_batch = next;
+    response.prev_batch = prev;
+    response.total_room_count_estimate = UInt::try_from(total as u64).ok();
+    Ok(response)
+}
