@@ -46,3 +46,12 @@ CREATE INDEX media_remote_access ON media (last_access_ts) WHERE last_access_ts 
 -- Which items and thumbnails share a blob (a blob is deleted only when none does).
 CREATE INDEX media_sha256 ON media (sha256);
 CREATE INDEX media_thumbnails_sha256 ON media_thumbnails (sha256);
+
+-- OpenID tokens (`/user/{userId}/openid/request_token`): a third party (an integration
+-- manager, a widget) checks one with `/openid/userinfo` to learn who holds it. Kept an hour.
+CREATE TABLE openid_tokens (
+    token TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    expires_ts BIGINT NOT NULL
+);
+CREATE INDEX openid_tokens_expiry ON openid_tokens (expires_ts);

@@ -34,7 +34,7 @@ use self::state::AppState;
 use self::{
     client::{
         account, account_data, admin, dehydrated_device, devices, directory, discovery, key_backup, keys, media,
-        membership, profile, push, register, relations, rooms, session, sync, user_directory,
+        membership, profile, push, register, relations, rooms, session, spaces, sync, user_directory,
     },
     federation::keys as server_keys,
     ruma::RumaRouter,
@@ -236,6 +236,9 @@ pub fn router(state: AppState) -> Router {
         .ruma_raw(push::notifications)
         // User directory
         .ruma(user_directory::search)
+        .ruma(account::openid_token)
+        // Spaces
+        .ruma_raw(spaces::hierarchy)
         // Server-server API
         .route("/_matrix/key/v2/server", get(server_keys::server_keys))
         .ruma(server_keys::query_keys)
@@ -262,6 +265,8 @@ pub fn router(state: AppState) -> Router {
         .ruma_raw(media::federation_download)
         .ruma_raw(media::federation_thumbnail)
         .ruma(federation::directory::public_rooms_get)
+        .ruma(federation::openid::userinfo)
+        .ruma_raw(federation::directory::hierarchy)
         .ruma(federation::directory::public_rooms_post)
         .ruma_raw(federation::devices::user_keys_query)
         .ruma_raw(federation::devices::user_keys_claim)

@@ -8,6 +8,7 @@
 pub mod backfill;
 pub mod devices;
 pub mod edus;
+pub mod hierarchy;
 pub mod history;
 pub mod invite;
 pub mod join;

@@ -11,6 +11,7 @@ pub mod membership;
 pub mod persister;
 pub mod pipeline;
 pub mod send;
+pub mod summary;
 pub mod upgrade;
 pub mod version;
 

@@ -43,6 +43,31 @@ impl Storage {
         Ok(rows.into_iter().map(|(kind, key, id)| ((kind, key), id)).collect())
     }
 
+    /// How many members the room has joined now.
+    pub async fn joined_member_count(&self, room_id: &str) -> Result<i64, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM current_state_events
+             WHERE room_id = $1 AND event_type = 'm.room.member' AND membership = 'join'",
+        )
+        .bind(room_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The room's current state events of one type (`m.space.child`, say).
+    pub async fn current_state_of_type(&self, room_id: &str, event_type: &str) -> Result<Vec<EventRow>, StorageError> {
+        let sql = format!(
+            "SELECT {} FROM current_state_events c JOIN events e ON e.event_id = c.event_id
+             WHERE c.room_id = $1 AND c.event_type = $2 ORDER BY c.state_key",
+            prefixed_event_columns("e")
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(event_type)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     /// One current state event.
     pub async fn current_state_event(
         &self,

@@ -141,3 +141,39 @@ impl Storage {
         Ok(())
     }
 }
+
+/// OpenID tokens, stored by hash.
+impl Storage {
+    /// Stores an OpenID token for the user until `expires_ts`; drops expired ones.
+    pub async fn insert_openid_token(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        expires_ts: i64,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM openid_tokens WHERE expires_ts < $1")
+            .bind(super::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO openid_tokens (token, user_id, expires_ts) VALUES ($1, $2, $3)")
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(expires_ts)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The user an unexpired OpenID token stands for.
+    pub async fn openid_token_user(&self, token_hash: &str) -> Result<Option<String>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT user_id FROM openid_tokens WHERE token = $1 AND expires_ts > $2")
+                .bind(token_hash)
+                .bind(super::now_ms())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+}

@@ -126,3 +126,50 @@ async fn profiles_aliases_and_public_rooms_of_another_server_resolve() {
         .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
 }
+
+#[tokio::test]
+async fn an_openid_token_tells_a_third_party_who_holds_it_and_nothing_more() {
+    let ca = TestCa::new();
+    let third = crate::common::federation::FakeServer::start(&ca, "widgets.test", "127.0.0.9".parse().unwrap()).await;
+    let servers = start_federated(1, &ca, &[third.peer()], |_, _| {}).await;
+    let a = &servers[0];
+    let alice = a.register("alice").await;
+    let bob = a.register("bob").await;
+    let (status, token) = a
+        .post(
+            &format!("/_matrix/client/v3/user/{}/openid/request_token", alice.user_id),
+            Some(&alice.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{token}");
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(token["matrix_server_name"], NAMES[0]);
+    assert_eq!(token["expires_in"], 3600);
+    let access_token = token["access_token"].as_str().unwrap();
+
+    // The third party asks A's federation listener, with no signature.
+    let userinfo = |token: &str| format!("/_matrix/federation/v1/openid/userinfo?access_token={token}");
+    let (status, body) = third
+        .send(a, reqwest::Method::GET, &userinfo(access_token), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({ "sub": alice.user_id }));
+    let (status, body) = third
+        .send(a, reqwest::Method::GET, &userinfo("not-a-token"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");
+    // The OpenID token is no access token.
+    let (status, _) = a.get("/_matrix/client/v3/account/whoami", Some(access_token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Nobody asks for another user's token.
+    let (status, body) = a
+        .post(
+            &format!("/_matrix/client/v3/user/{}/openid/request_token", alice.user_id),
+            Some(&bob.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}

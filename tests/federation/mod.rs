@@ -7,6 +7,7 @@ mod history;
 mod media;
 mod membership;
 mod resilience;
+mod spaces;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

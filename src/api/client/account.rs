@@ -85,3 +85,33 @@ pub fn forbid_guests(sender: &Sender) -> ApiResult<()> {
     }
     Ok(())
 }
+
+/// How long an OpenID token lasts (as Synapse).
+const OPENID_TOKEN_SECS: u64 = 3600;
+
+/// `POST /_matrix/client/v3/user/{userId}/openid/request_token`: a token a third party
+/// checks with this server (`/_matrix/federation/v1/openid/userinfo`) to learn who the user
+/// is, and nothing more.
+pub async fn openid_token(
+    state: AppState,
+    request: Ruma<ruma::api::client::account::request_openid_token::v3::Request>,
+) -> crate::error::ApiResult<ruma::api::client::account::request_openid_token::v3::Response> {
+    let sender = request.sender()?;
+    sender.ensure_is(&request.body.user_id, "OpenID tokens")?;
+    let token = crate::accounts::tokens::random_string(32);
+    let expires_ts = crate::storage::now_ms() + (OPENID_TOKEN_SECS * 1000) as i64;
+    state
+        .storage
+        .insert_openid_token(
+            &crate::accounts::tokens::hash_token(&token),
+            sender.user_id.as_str(),
+            expires_ts,
+        )
+        .await?;
+    Ok(ruma::api::client::account::request_openid_token::v3::Response::new(
+        token,
+        ruma::authentication::TokenType::Bearer,
+        state.config.server_name.clone(),
+        std::time::Duration::from_secs(OPENID_TOKEN_SECS),
+    ))
+}

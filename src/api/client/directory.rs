@@ -11,14 +11,14 @@ use ruma::{
     },
     directory::{PublicRoomsChunk, RoomTypeFilter},
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::ruma::Ruma;
 use crate::api::state::AppState;
 use crate::{
     error::{ApiError, ApiResult},
     rooms::{
-        access::{content_field, require_joined, require_room, visible_event},
+        access::{require_joined, require_room, visible_event},
         directory,
     },
 };
@@ -109,44 +109,9 @@ pub async fn set_visibility(
 }
 
 /// The directory entry of a room, from its current state.
-async fn chunk_for(state: &AppState, room_id: &str, members: i64) -> ApiResult<Option<PublicRoomsChunk>> {
-    let field = |event_type: &'static str, key: &'static str| async move {
-        let row = state.storage.current_state_event(room_id, event_type, "").await?;
-        Ok::<_, ApiError>(row.and_then(|row| content_field(&row.json, key)))
-    };
-    let name = field("m.room.name", "name").await?;
-    let topic = field("m.room.topic", "topic").await?;
-    let alias = field("m.room.canonical_alias", "alias").await?;
-    let avatar = field("m.room.avatar", "url").await?;
-    let join_rule = field("m.room.join_rules", "join_rule")
-        .await?
-        .unwrap_or_else(|| "invite".into());
-    let history = field("m.room.history_visibility", "history_visibility").await?;
-    let guest = field("m.room.guest_access", "guest_access").await?;
-    let room_type = {
-        let row = state.storage.current_state_event(room_id, "m.room.create", "").await?;
-        row.and_then(|row| serde_json::from_str::<Value>(&row.json).ok())
-            .and_then(|pdu| pdu["content"]["type"].as_str().map(str::to_owned))
-    };
-    let mut chunk = json!({
-        "room_id": room_id,
-        "num_joined_members": members,
-        "world_readable": history.as_deref() == Some("world_readable"),
-        "guest_can_join": guest.as_deref() == Some("can_join"),
-        "join_rule": join_rule,
-    });
-    for (key, value) in [
-        ("name", name),
-        ("topic", topic),
-        ("canonical_alias", alias),
-        ("avatar_url", avatar),
-        ("room_type", room_type),
-    ] {
-        if let Some(value) = value {
-            chunk[key] = Value::from(value);
-        }
-    }
-    Ok(serde_json::from_value(chunk).ok())
+async fn chunk_for(state: &AppState, room_id: &str) -> ApiResult<Option<PublicRoomsChunk>> {
+    let summary = crate::rooms::summary::room_summary(state, room_id).await?;
+    Ok(summary.and_then(|summary| serde_json::from_value(Value::Object(summary)).ok()))
 }
 
 /// Pages the directory: `since` tokens are `o<offset>`.
@@ -167,8 +132,8 @@ pub(crate) async fn public_rooms(
     let limit = limit.map_or(100, |l| u64::from(l).clamp(1, 500) as usize);
     let search = search.map(str::to_lowercase).filter(|s| !s.is_empty());
     let mut all = Vec::new();
-    for (room_id, members) in state.storage.published_rooms().await? {
-        let Some(chunk) = chunk_for(state, &room_id, members).await? else {
+    for (room_id, _) in state.storage.published_rooms().await? {
+        let Some(chunk) = chunk_for(state, &room_id).await? else {
             continue;
         };
         let matches = search.as_ref().is_none_or(|term| {

@@ -19,5 +19,6 @@ pub mod register;
 pub mod relations;
 pub mod rooms;
 pub mod session;
+pub mod spaces;
 pub mod sync;
 pub mod user_directory;

@@ -48,3 +48,18 @@ pub async fn public_rooms_post(
     response.total_room_count_estimate = UInt::try_from(total as u64).ok();
     Ok(response)
 }
+
+/// `GET /hierarchy/{roomId}`: one of our spaces, for another server.
+pub async fn hierarchy(
+    state: AppState,
+    request: Ruma<ruma::api::federation::space::get_hierarchy::v1::Request>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let origin = request.origin()?.to_owned();
+    let federation = crate::api::federation::federation(&state)?;
+    let body = &request.body;
+    Ok(axum::Json(
+        federation
+            .local_hierarchy(&origin, &body.room_id, body.suggested_only)
+            .await?,
+    ))
+}

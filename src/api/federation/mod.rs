@@ -7,6 +7,7 @@ pub mod directory;
 pub mod events;
 pub mod keys;
 pub mod membership;
+pub mod openid;
 pub mod query;
 pub mod transactions;
 pub mod version;
