@@ -38,6 +38,9 @@ pub struct FederationConfig {
     pub trusted_key_servers: Vec<TrustedKeyServer>,
     /// Servers refused outright, inbound and outbound.
     pub blocked_servers: Vec<String>,
+    /// Let other servers read our public room directory (`/publicRooms`). Off by default, as
+    /// in Synapse: a directory is often meant for this server's users only.
+    pub allow_public_rooms_over_federation: bool,
     /// How long one outbound federation request may take (seconds).
     pub request_timeout_secs: u64,
     /// The longest wait between retries to a server that does not answer (seconds).
@@ -70,6 +73,7 @@ impl Default for FederationConfig {
             ip_range_allowlist: Vec::new(),
             trusted_key_servers: Vec::new(),
             blocked_servers: Vec::new(),
+            allow_public_rooms_over_federation: false,
             request_timeout_secs: 30,
             max_retry_interval_secs: 3600,
             inbound_per_second: 50.0,

@@ -9,7 +9,11 @@ use crate::common::federation::{NAMES, TestCa, start_federated};
 #[tokio::test]
 async fn profiles_aliases_and_public_rooms_of_another_server_resolve() {
     let ca = TestCa::new();
-    let servers = start_federated(2, &ca, &[], |_, _| {}).await;
+    let servers = start_federated(2, &ca, &[], |index, config| {
+        // A shares its directory; B keeps its own (as by default).
+        config.federation.allow_public_rooms_over_federation = index == 0;
+    })
+    .await;
     let (a, b) = (&servers[0], &servers[1]);
     let alice = a.register("alice").await;
     let bob = b.register("bob").await;
@@ -115,7 +119,14 @@ async fn profiles_aliases_and_public_rooms_of_another_server_resolve() {
         .await;
     assert_eq!(status, StatusCode::OK, "{none}");
     assert_eq!(none["chunk"], json!([]));
-    // B's own directory is empty; a server that cannot be reached is 502.
+    // B does not share its directory; a server that cannot be reached is 502.
+    let (status, body) = a
+        .get(
+            &format!("/_matrix/client/v3/publicRooms?server={}", NAMES[1]),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (_, own) = b.get("/_matrix/client/v3/publicRooms", Some(&bob.access_token)).await;
     assert_eq!(own["chunk"], json!([]));
     let (status, body) = b

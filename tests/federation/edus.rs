@@ -14,21 +14,31 @@ use crate::common::{
 
 /// Syncs (incrementally, up to 20 s) until `found` holds for a response; returns it.
 async fn wait_sync(server: &TestServer, token: &str, what: &str, found: impl Fn(&Value) -> bool) -> Value {
-    let mut since: Option<String> = None;
+    wait_sync_from(server, token, &mut None, what, found).await
+}
+
+/// [`wait_sync`] from the token `since` (none: an initial sync first), which it moves on.
+async fn wait_sync_from(
+    server: &TestServer,
+    token: &str,
+    since: &mut Option<String>,
+    what: &str,
+    found: impl Fn(&Value) -> bool,
+) -> Value {
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     while tokio::time::Instant::now() < deadline {
-        let path = match &since {
+        let path = match since.as_ref() {
             Some(since) => format!("/_matrix/client/v3/sync?timeout=1000&since={since}"),
             None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
         };
         let (status, sync) = server.get(&path, Some(token)).await;
         assert_eq!(status, StatusCode::OK, "{sync}");
+        *since = sync["next_batch"].as_str().map(str::to_owned);
         if found(&sync) {
             return sync;
         }
         seen.push(sync.clone());
-        since = sync["next_batch"].as_str().map(str::to_owned);
     }
     panic!("{what} never showed on {}: {seen:?}", server.server_name());
 }
@@ -83,7 +93,9 @@ async fn typing_receipts_and_presence_reach_the_other_server() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    wait_sync(b, &bob.access_token, "alice typing", |sync| {
+    // One token throughout: the stop may arrive before a fresh initial sync would look.
+    let mut since = None;
+    wait_sync_from(b, &bob.access_token, &mut since, "alice typing", |sync| {
         ephemeral(sync, &room_id, "m.typing")
             .iter()
             .any(|e| e["content"]["user_ids"] == json!([alice.user_id]))
@@ -93,7 +105,7 @@ async fn typing_receipts_and_presence_reach_the_other_server() {
         .put(&typing, Some(&alice.access_token), json!({ "typing": false }))
         .await;
     assert_eq!(status, StatusCode::OK);
-    wait_sync(b, &bob.access_token, "alice stopping", |sync| {
+    wait_sync_from(b, &bob.access_token, &mut since, "alice stopping", |sync| {
         ephemeral(sync, &room_id, "m.typing")
             .iter()
             .any(|e| e["content"]["user_ids"] == json!([]))

@@ -161,6 +161,7 @@ extra_ca_file = "{ca.path}"
 ip_range_allowlist = ["127.0.0.0/8"]
 inbound_per_second = 100000.0
 inbound_burst = 100000
+allow_public_rooms_over_federation = true
 """
         )
         if database_url:
@@ -242,6 +243,8 @@ enable_registration: true
 enable_registration_without_verification: true
 trusted_key_servers: []
 suppress_key_server_warning: true
+allow_public_rooms_over_federation: true
+room_list_publication_rules: [{{action: allow}}]
 caches:
   sync_response_cache_duration: 0
 rc_message: {generous}

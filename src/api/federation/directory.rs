@@ -10,12 +10,24 @@ use crate::{
     error::ApiResult,
 };
 
+/// Refuses other servers unless the operator shares the directory with them.
+fn directory_shared(state: &AppState) -> ApiResult<()> {
+    if state.config.federation.allow_public_rooms_over_federation {
+        Ok(())
+    } else {
+        Err(crate::error::ApiError::forbidden(
+            "This server does not share its room directory with other servers",
+        ))
+    }
+}
+
 /// One page of the rooms published here.
 pub async fn public_rooms_get(
     state: AppState,
     request: Ruma<get_public_rooms::v1::Request>,
 ) -> ApiResult<get_public_rooms::v1::Response> {
     request.origin()?;
+    directory_shared(&state)?;
     let body = &request.body;
     let (chunk, next, prev, total) = public_rooms(&state, body.limit, body.since.as_deref(), None, &[]).await?;
     let mut response = get_public_rooms::v1::Response::new();
@@ -32,6 +44,7 @@ pub async fn public_rooms_post(
     request: Ruma<get_public_rooms_filtered::v1::Request>,
 ) -> ApiResult<get_public_rooms_filtered::v1::Response> {
     request.origin()?;
+    directory_shared(&state)?;
     let body = &request.body;
     let (chunk, next, prev, total) = public_rooms(
         &state,
