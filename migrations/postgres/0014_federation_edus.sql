@@ -55,3 +55,13 @@ CREATE TABLE openid_tokens (
     expires_ts BIGINT NOT NULL
 );
 CREATE INDEX openid_tokens_expiry ON openid_tokens (expires_ts);
+
+-- Rooms joined with partial state (MSC3706: the resident server left out the members): the
+-- join, the servers it said were in the room (events are sent to them too until the full
+-- state is here), and the server joined through. The row goes once the full state arrived.
+CREATE TABLE partial_state_rooms (
+    room_id TEXT PRIMARY KEY,
+    join_event_id TEXT NOT NULL,
+    servers TEXT NOT NULL,
+    joined_via TEXT NOT NULL
+);

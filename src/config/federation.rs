@@ -38,6 +38,10 @@ pub struct FederationConfig {
     pub trusted_key_servers: Vec<TrustedKeyServer>,
     /// Servers refused outright, inbound and outbound.
     pub blocked_servers: Vec<String>,
+    /// Join rooms of other servers with partial state (MSC3706): the resident server leaves
+    /// the members out, the user reads and sends at once, and the members arrive in the
+    /// background. Off: every join waits for the whole state.
+    pub partial_state_joins: bool,
     /// Let other servers read our public room directory (`/publicRooms`). Off by default, as
     /// in Synapse: a directory is often meant for this server's users only.
     pub allow_public_rooms_over_federation: bool,
@@ -74,6 +78,7 @@ impl Default for FederationConfig {
             trusted_key_servers: Vec::new(),
             blocked_servers: Vec::new(),
             allow_public_rooms_over_federation: false,
+            partial_state_joins: true,
             request_timeout_secs: 30,
             max_retry_interval_secs: 3600,
             inbound_per_second: 50.0,

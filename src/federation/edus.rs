@@ -92,20 +92,31 @@ impl Federation {
         }
     }
 
-    /// Whether the user is a joined member of the room here.
-    async fn is_joined(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool, Refusal> {
-        let membership = self
-            .base
-            .storage
+    /// Whether the user (of `origin`) is a joined member of the room here; in a room joined
+    /// with partial state, whose members are not all known yet, whether `origin` is among
+    /// its servers.
+    async fn is_joined(&self, origin: &ServerName, room_id: &RoomId, user_id: &UserId) -> Result<bool, Refusal> {
+        let storage = &self.base.storage;
+        let membership = storage
             .membership(room_id.as_str(), user_id.as_str())
             .await
             .map_err(|error| error.to_string())?;
-        Ok(membership.as_deref() == Some("join"))
+        if membership.as_deref() == Some("join") {
+            return Ok(true);
+        }
+        if membership.is_none() && self.partial.is_partial(room_id) {
+            let servers = storage
+                .servers_in_room(room_id.as_str())
+                .await
+                .map_err(|error| error.to_string())?;
+            return Ok(servers.iter().any(|server| server == origin.as_str()));
+        }
+        Ok(false)
     }
 
     async fn receive_typing(&self, origin: &ServerName, typing: TypingContent) -> Result<(), Refusal> {
         Self::of_origin(origin, &typing.user_id)?;
-        if !self.is_joined(&typing.room_id, &typing.user_id).await? {
+        if !self.is_joined(origin, &typing.room_id, &typing.user_id).await? {
             return Err(format!("{} is not in {}", typing.user_id, typing.room_id));
         }
         let timeout = typing.typing.then_some(REMOTE_TYPING);
@@ -134,7 +145,7 @@ impl Federation {
                 }
                 for (user_id, receipt) in users {
                     Self::of_origin(origin, &user_id)?;
-                    if !self.is_joined(&room_id, &user_id).await? {
+                    if !self.is_joined(origin, &room_id, &user_id).await? {
                         return Err(format!("{user_id} is not in {room_id}"));
                     }
                     // The newest event named that this server holds in the room.

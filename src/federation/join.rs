@@ -20,7 +20,7 @@ use crate::{
         membership::{Change, SERVER_SET_MEMBER_FIELDS, member_content},
         pipeline::{EventKind, published::announce, room_version_rules},
     },
-    storage::{JoinedRoom, NewEvent},
+    storage::{JoinedRoom, NewEvent, PartialStateRoom},
 };
 
 /// Room versions we can join (make_join's `ver`).
@@ -114,15 +114,18 @@ impl Federation {
         }
         let event_id = self.sign_template(&mut event, content, &rules)?;
         let raw = to_raw_value(&event).map_err(|_| EventError::internal())?;
+        let mut send_join = create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw);
+        // A big room's members come later, in the background (MSC3706).
+        send_join.omit_members = self.base.config.federation.partial_state_joins;
         let answer = self
             .client
-            .send(
-                server,
-                create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw),
-            )
+            .send(server, send_join)
             .await
             .map_err(remote_refusal)?
             .room_state;
+        let partial_servers = answer
+            .members_omitted
+            .then(|| answer.servers_in_room.clone().unwrap_or_default());
         // A restricted join comes back signed by the resident server too: the same event
         // (same ID), of which only the signatures are taken.
         if let Some(signed) = &answer.event
@@ -183,10 +186,26 @@ impl Federation {
         // Our join must pass the rules against the state it lands on.
         let join_pdu = crate::rooms::pipeline::to_pdu(&event_id, &event)?;
         let by_id = |id: &ruma::EventId| checked.get(id).map(|c| c.pdu.clone());
+        // With the members left out, a member the join names (a restricted join's
+        // authoriser) is found among the join's own auth events.
+        let omitted_member = |kind: &str, key: &str| {
+            (partial_servers.is_some() && kind == "m.room.member")
+                .then(|| {
+                    join_pdu
+                        .auth_events
+                        .iter()
+                        .filter_map(|id| by_id(id))
+                        .find(|pdu| pdu.kind.to_string() == kind && pdu.state_key.as_deref() == Some(key))
+                })
+                .flatten()
+        };
         check_state_independent_auth_rules(&rules.authorization, &join_pdu, by_id)
             .and_then(|()| {
                 check_state_dependent_auth_rules(&rules.authorization, &join_pdu, |kind, key| {
-                    state.get(&(kind.to_string(), key.to_owned())).and_then(|id| by_id(id))
+                    state
+                        .get(&(kind.to_string(), key.to_owned()))
+                        .and_then(|id| by_id(id))
+                        .or_else(|| omitted_member(&kind.to_string(), key))
                 })
             })
             .map_err(|reason| EventError::forbidden(format!("The join does not pass the room's rules: {reason}")))?;
@@ -211,8 +230,18 @@ impl Federation {
                 (kind.clone(), key.clone(), id.to_string(), membership)
             })
             .collect();
+        let partial = partial_servers.map(|servers| PartialStateRoom {
+            room_id: room_id.to_string(),
+            join_event_id: event_id.to_string(),
+            servers: serde_json::to_string(&servers).unwrap_or_else(|_| "[]".to_owned()),
+            joined_via: server.to_string(),
+        });
         let room_lock = self.base.room_locks.lock(room_id).await;
-        let position = self
+        if partial.is_some() {
+            // From now on, other servers' events for the room wait for its full state.
+            self.partial.add(room_id);
+        }
+        let persisted = self
             .base
             .storage
             .persist_remote_join(JoinedRoom {
@@ -222,8 +251,16 @@ impl Federation {
                 outliers,
                 state: state_rows,
                 join: new_event(&join_pdu, &event, EventKind::New),
+                partial: partial.clone(),
             })
-            .await?;
+            .await;
+        let position = match persisted {
+            Ok(position) => position,
+            Err(error) => {
+                self.partial.finish(room_id);
+                return Err(error.into());
+            }
+        };
         announce(
             &self.base,
             room_id.as_str(),
@@ -233,6 +270,13 @@ impl Federation {
             |caches| caches.room_state_replaced(room_id.as_str()),
         );
         drop(room_lock);
+        if let Some(partial) = partial {
+            tracing::info!(%room_id, %server, %user_id, "joined a room over federation, members to follow");
+            if let Some(federation) = self.this.upgrade() {
+                federation.complete_in_background(partial);
+            }
+            return Ok(());
+        }
         tracing::info!(%room_id, %server, %user_id, "joined a room over federation");
         Ok(())
     }

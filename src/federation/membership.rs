@@ -32,6 +32,8 @@ pub struct JoinedState {
     pub state: Vec<Box<RawValue>>,
     pub auth_chain: Vec<Box<RawValue>>,
     pub servers_in_room: Vec<String>,
+    /// The members were left out of `state` (the joining server asked, MSC3706).
+    pub members_omitted: bool,
 }
 
 impl Federation {
@@ -231,6 +233,7 @@ impl Federation {
         room_id: &RoomId,
         event_id: &OwnedEventId,
         pdu: &RawValue,
+        omit_members: bool,
     ) -> EventResult<JoinedState> {
         match self.receive_membership(origin, room_id, event_id, pdu, "join").await? {
             RemoteOutcome::Accepted(_) | RemoteOutcome::Duplicate => {}
@@ -264,7 +267,12 @@ impl Federation {
             .state_group_after(prev.as_str())
             .await?
             .ok_or(EventError::Internal("the state before a join"))?;
-        let state_ids: Vec<String> = self.base.storage.state_group(group).await?.into_values().collect();
+        let state_map = self.base.storage.state_group(group).await?;
+        let state_ids: Vec<String> = if omit_members {
+            omitting_members(&state_map, pdu.sender.as_str())
+        } else {
+            state_map.into_values().collect()
+        };
         let state_rows = self.base.storage.events(&state_ids).await?;
         let mut auth_roots: Vec<String> = Vec::new();
         for row in &state_rows {
@@ -277,7 +285,12 @@ impl Federation {
             auth_roots.extend(event.auth_events.iter().map(ToString::to_string));
         }
         auth_roots.extend(pdu.auth_events.iter().map(ToString::to_string));
-        let auth_chain = self.auth_chain(auth_roots).await?;
+        let mut auth_chain = self.auth_chain(auth_roots).await?;
+        if omit_members {
+            // Events already in `state` need not come twice.
+            let in_state: HashSet<&str> = state_ids.iter().map(String::as_str).collect();
+            auth_chain.retain(|row| !in_state.contains(row.event_id.as_str()));
+        }
         let raw = |json: &str| RawValue::from_string(json.to_owned()).map_err(|_| EventError::internal());
         let authorised_here = serde_json::from_str::<serde_json::Value>(pdu.content.get())
             .ok()
@@ -303,6 +316,7 @@ impl Federation {
                 .map(|row| raw(&row.json))
                 .collect::<EventResult<_>>()?,
             servers_in_room: self.servers_in_room(room_id).await?,
+            members_omitted: omit_members,
         })
     }
 
@@ -388,4 +402,27 @@ impl Federation {
             Err(EventError::not_found("This server is not in that room"))
         }
     }
+}
+
+/// The state a partial-state join gets: everything but the members, except (for a room with
+/// neither name nor alias, whose clients name it by its members) up to five members other
+/// than the joiner, as `m.heroes` would list them.
+fn omitting_members(state: &crate::storage::StateMap, joiner: &str) -> Vec<String> {
+    let named = state.contains_key(&("m.room.name".to_owned(), String::new()))
+        || state.contains_key(&("m.room.canonical_alias".to_owned(), String::new()));
+    let mut heroes = 0;
+    state
+        .iter()
+        .filter(|((kind, key), _)| {
+            if kind != "m.room.member" {
+                return true;
+            }
+            if named || key == joiner || heroes >= 5 {
+                return false;
+            }
+            heroes += 1;
+            true
+        })
+        .map(|(_, id)| id.clone())
+        .collect()
 }

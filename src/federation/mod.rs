@@ -16,6 +16,7 @@ pub mod keys;
 pub mod media;
 pub mod membership;
 pub mod outbound_edus;
+pub mod partial;
 pub mod pdu;
 pub mod queries;
 pub mod request;
@@ -54,6 +55,8 @@ pub struct Federation {
     this: std::sync::Weak<Federation>,
     /// Fetches media from where other servers point (plain HTTPS, the address policy).
     media_client: reqwest::Client,
+    /// Rooms joined with partial state, and the events waiting for their full state.
+    pub partial: partial::PartialStates,
 }
 
 impl Federation {
@@ -132,7 +135,9 @@ impl Federation {
             resyncing: std::sync::Mutex::default(),
             this: this.clone(),
             media_client,
+            partial: partial::PartialStates::default(),
         });
+        federation.resume_partial_states();
         let countersigner: Arc<dyn crate::base::Countersigner> = federation.clone();
         base.set_countersigner(Arc::downgrade(&countersigner));
         Ok(Some(federation))

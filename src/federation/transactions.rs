@@ -105,6 +105,19 @@ impl Federation {
                     continue;
                 }
             };
+            // A room joined with partial state: the event waits for the members.
+            let waiting = super::partial::Parked {
+                origin: origin.to_owned(),
+                event_id: event_id.clone(),
+                object,
+            };
+            let object = match self.partial.park(room_id, waiting) {
+                Ok(()) => {
+                    results.push((event_id, Ok(())));
+                    continue;
+                }
+                Err(back) => back.object,
+            };
             let result = match self
                 .append_filling_gaps(origin, room_id, &event_id, object, &rules)
                 .await
@@ -140,7 +153,7 @@ impl Federation {
     /// Appends a remote event; when events before it are unknown, asks `origin` for them
     /// (`get_missing_events`, back to our forward extremities, bounded), takes them in oldest
     /// first, and tries again.
-    async fn append_filling_gaps(
+    pub(super) async fn append_filling_gaps(
         &self,
         origin: &ServerName,
         room_id: &OwnedRoomId,

@@ -222,7 +222,12 @@ impl Storage {
                                               FROM current_state_events c JOIN events j ON j.event_id = c.event_id
                                               WHERE c.room_id = e.room_id AND c.event_type = 'm.room.member'
                                                 AND c.membership = 'join' AND c.state_key LIKE $2))
-                    OR (e.event_type = 'm.room.member' AND e.state_key LIKE $2))
+                    OR (e.event_type = 'm.room.member' AND e.state_key LIKE $2)
+                    -- A room joined with partial state: the servers its join named, from
+                    -- the join on (their members are not known here yet).
+                    OR EXISTS (SELECT 1 FROM partial_state_rooms p JOIN events j ON j.event_id = p.join_event_id
+                               WHERE p.room_id = e.room_id AND p.servers LIKE $5
+                                 AND e.stream_ordering >= j.stream_ordering))
              ORDER BY e.stream_ordering
              LIMIT $4",
         )
@@ -230,6 +235,8 @@ impl Storage {
         .bind(&theirs)
         .bind(&ours)
         .bind(limit)
+        // Server names hold neither quotes nor LIKE's wildcards.
+        .bind(format!("%\"{destination}\"%"))
         .fetch_all(&self.pool)
         .await?)
     }
@@ -247,6 +254,9 @@ impl Storage {
             .iter()
             .filter_map(|user| user.split_once(':').map(|(_, server)| server.to_owned()))
             .collect();
+        // A room joined with partial state: the servers its join named, until the members
+        // are known.
+        servers.extend(self.partial_state_servers(room_id).await?);
         servers.sort();
         servers.dedup();
         Ok(servers)
@@ -264,6 +274,8 @@ pub struct JoinedRoom {
     pub state: Vec<(String, String, String, Option<String>)>,
     /// Our join, with `state_before` filled in here.
     pub join: super::NewEvent,
+    /// Set when the resident server left the members out: the room is marked partial.
+    pub partial: Option<super::PartialStateRoom>,
 }
 
 impl Storage {
@@ -319,6 +331,15 @@ impl Storage {
         let mut join = room.join;
         join.state_before = Some(group);
         let persisted = Self::persist_event(&mut tx, &join).await?;
+        if let Some(partial) = &room.partial {
+            Self::mark_partial_state(&mut tx, partial).await?;
+        } else {
+            // A join with the whole state (again, after leaving) ends any partial state.
+            sqlx::query("DELETE FROM partial_state_rooms WHERE room_id = $1")
+                .bind(&room.room_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(persisted.position)
     }

@@ -14,6 +14,7 @@ mod federation;
 mod key_backup;
 mod media;
 mod migrate;
+mod partial_state;
 mod positions;
 mod profiles;
 mod push;
@@ -47,6 +48,7 @@ pub use self::{
     key_backup::{BackupKeyRow, BackupVersion},
     media::{Completion, MediaRow, NewMedia, Reservation, ThumbnailRow},
     migrate::{MigrationError, SCHEMA_VERSION},
+    partial_state::PartialStateRoom,
     push::{NewPushAction, PushActionRow, PusherRow, UnreadCount},
     registration::RegistrationToken,
     rooms::{EventRow, EventWrites, NewEvent, Persisted, RelationRow, StateMap},

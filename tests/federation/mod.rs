@@ -6,6 +6,7 @@ mod edus;
 mod history;
 mod media;
 mod membership;
+mod partial;
 mod resilience;
 mod spaces;
 

@@ -240,6 +240,19 @@ pub async fn unban(state: AppState, request: Ruma<unban_user::v3::Request>) -> A
     Ok(unban_user::v3::Response::new())
 }
 
+/// A room joined with partial state lists its members once they are all here (as Synapse,
+/// waiting up to a minute; after that, the members known).
+async fn whole_members(state: &AppState, room_id: &ruma::RoomId) {
+    if let Some(federation) = &state.federation
+        && federation.partial.is_partial(room_id)
+    {
+        federation
+            .partial
+            .wait_until_whole(room_id, std::time::Duration::from_secs(60))
+            .await;
+    }
+}
+
 /// `GET /_matrix/client/v3/rooms/{roomId}/members` (`membership`, `not_membership`)
 pub async fn members(
     state: AppState,
@@ -248,6 +261,7 @@ pub async fn members(
     let sender = request.sender()?;
     let body = &request.body;
     let access = read_access(&state, &body.room_id, &sender.user_id).await?;
+    whole_members(&state, &body.room_id).await;
     let current = access.sees_current_state();
     let version = state
         .storage
@@ -318,6 +332,7 @@ pub async fn joined(state: AppState, request: Ruma<joined_members::v3::Request>)
     let sender = request.sender()?;
     let room_id = &request.body.room_id;
     require_joined(&state, room_id, &sender.user_id).await?;
+    whole_members(&state, room_id).await;
     let mut joined = Map::new();
     for row in state.storage.member_events(room_id.as_str()).await? {
         let pdu: Value = serde_json::from_str(&row.json).unwrap_or_default();

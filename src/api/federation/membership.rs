@@ -42,9 +42,10 @@ pub async fn send_join(
     let federation = federation(&state)?;
     let body = &request.body;
     let joined = federation
-        .send_join(origin, &body.room_id, &body.event_id, &body.pdu)
+        .send_join(origin, &body.room_id, &body.event_id, &body.pdu, body.omit_members)
         .await?;
     let mut room_state = create_join_event::v2::RoomState::new();
+    room_state.members_omitted = joined.members_omitted;
     room_state.state = joined.state;
     room_state.auth_chain = joined.auth_chain;
     room_state.servers_in_room = Some(joined.servers_in_room);
