@@ -126,8 +126,15 @@ class Server:
 
 
 def start_hearth(
-    binary: str, ca: TestCa, ip: str, directory: str, database_url: str | None = None, log_level: str = "info,ruma_state_res=warn"
+    binary: str,
+    ca: TestCa,
+    ip: str,
+    directory: str,
+    database_url: str | None = None,
+    log_level: str = "info,ruma_state_res=warn",
+    federation_extra: str = "",
 ) -> Server:
+    """`federation_extra`: more lines for the `[federation]` table (benchmarks)."""
     client_port, federation_port = free_port(ip), free_port(ip)
     name = f"{ip}:{federation_port}"
     cert, key = ca.issue(ip)
@@ -162,6 +169,7 @@ ip_range_allowlist = ["127.0.0.0/8"]
 inbound_per_second = 100000.0
 inbound_burst = 100000
 allow_public_rooms_over_federation = true
+{federation_extra}
 """
         )
         if database_url:
@@ -178,7 +186,11 @@ allow_public_rooms_over_federation = true
     return Server(name, base, process, log)
 
 
-def start_synapse(python: str, ca: TestCa, ip: str, directory: str, log_level: str = "INFO") -> Server:
+def start_synapse(
+    python: str, ca: TestCa, ip: str, directory: str, log_level: str = "INFO", extra: str = "", launcher: list | None = None
+) -> Server:
+    """`extra`: more homeserver.yaml lines; `launcher`: how to run Synapse instead of
+    `python -m synapse.app.homeserver` (benchmarks that patch it)."""
     client_port, federation_port = free_port(ip), free_port(ip)
     name = f"{ip}:{federation_port}"
     cert, key = ca.issue(ip)
@@ -266,6 +278,7 @@ rc_federation:
   sleep_delay: 1
   reject_limit: 100000
   concurrent: 1000
+{extra}
 """
         )
     subprocess.run(
@@ -274,7 +287,7 @@ rc_federation:
         stdout=subprocess.DEVNULL,
     )
     process = subprocess.Popen(
-        [python, "-m", "synapse.app.homeserver", "--config-path", config],
+        (launcher or [python, "-m", "synapse.app.homeserver"]) + ["--config-path", config],
         stdout=open(os.path.join(data, "stdout.log"), "w"),
         stderr=subprocess.STDOUT,
     )
