@@ -153,12 +153,25 @@ impl<L: Lookup> FederationClient<L> {
     where
         R: OutgoingRequest<Authentication = ServerSignatures, PathBuilder = SinglePath>,
     {
+        self.send_limited(destination, request, MAX_RESPONSE_BYTES).await
+    }
+
+    /// [`Self::send`] taking an answer of at most `max_bytes` (media).
+    pub async fn send_limited<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+        max_bytes: usize,
+    ) -> Result<R::IncomingResponse, FederationError>
+    where
+        R: OutgoingRequest<Authentication = ServerSignatures, PathBuilder = SinglePath>,
+    {
         let target = self.resolver.resolve(destination).await;
         let input = XMatrixSigningInput::new(self.origin.clone(), destination.to_owned(), self.key.pair());
         let http_request = request
             .try_into_http_request::<Vec<u8>>(&base_url(&target), input, ())
             .map_err(request_error)?;
-        self.execute::<R::IncomingResponse>(destination, &target, http_request)
+        self.execute::<R::IncomingResponse>(destination, &target, http_request, max_bytes)
             .await
     }
 
@@ -175,7 +188,7 @@ impl<L: Lookup> FederationClient<L> {
         let http_request = request
             .try_into_http_request::<Vec<u8>>(&base_url(&target), (), ())
             .map_err(request_error)?;
-        self.execute::<R::IncomingResponse>(destination, &target, http_request)
+        self.execute::<R::IncomingResponse>(destination, &target, http_request, MAX_RESPONSE_BYTES)
             .await
     }
 
@@ -186,12 +199,13 @@ impl<L: Lookup> FederationClient<L> {
         &self,
         destination: &ServerName,
         path_and_query: &str,
+        max_bytes: usize,
     ) -> Result<http::Response<Vec<u8>>, FederationError> {
         let target = self.resolver.resolve(destination).await;
         let request = http::Request::get(format!("{}{path_and_query}", base_url(&target)))
             .body(Vec::new())
             .map_err(|e| FederationError::Request(e.to_string()))?;
-        let (status, headers, body) = self.execute_raw(destination, &target, request).await?;
+        let (status, headers, body) = self.execute_raw(destination, &target, request, max_bytes).await?;
         let mut response = http::Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = headers;
@@ -203,8 +217,9 @@ impl<L: Lookup> FederationClient<L> {
         destination: &ServerName,
         target: &Destination,
         request: http::Request<Vec<u8>>,
+        max_bytes: usize,
     ) -> Result<T, FederationError> {
-        let (status, headers, body) = self.execute_raw(destination, target, request).await?;
+        let (status, headers, body) = self.execute_raw(destination, target, request, max_bytes).await?;
         let mut builder = http::Response::builder().status(status);
         if let Some(map) = builder.headers_mut() {
             *map = headers;
@@ -224,6 +239,7 @@ impl<L: Lookup> FederationClient<L> {
         destination: &ServerName,
         target: &Destination,
         mut request: http::Request<Vec<u8>>,
+        max_bytes: usize,
     ) -> Result<(http::StatusCode, http::HeaderMap, Vec<u8>), FederationError> {
         match target.tls_name.parse::<IpAddr>() {
             Ok(ip) if !(self.permit)(ip) => {
@@ -256,7 +272,7 @@ impl<L: Lookup> FederationClient<L> {
         })?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = read_capped(response).await?;
+        let body = read_capped(response, max_bytes).await?;
         Ok((status, headers, body))
     }
 
@@ -297,10 +313,10 @@ fn base_url(target: &Destination) -> String {
     }
 }
 
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, FederationError> {
+async fn read_capped(mut response: reqwest::Response, max_bytes: usize) -> Result<Vec<u8>, FederationError> {
     if response
         .content_length()
-        .is_some_and(|length| length > MAX_RESPONSE_BYTES as u64)
+        .is_some_and(|length| length > max_bytes as u64)
     {
         return Err(FederationError::BadResponse("the response is too large".into()));
     }
@@ -310,7 +326,7 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, Federat
         .await
         .map_err(|e| FederationError::Unreachable(describe(&e)))?
     {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+        if body.len() + chunk.len() > max_bytes {
             return Err(FederationError::BadResponse("the response is too large".into()));
         }
         body.extend_from_slice(&chunk);

@@ -219,7 +219,13 @@ pub async fn store_upload(state: &Base, sender: &Sender, upload: &CheckedUpload)
 
 /// Adds the stored signatures a viewer may see to a key's JSON: those by the key's owner and
 /// those by the viewer (a user-signing signature is private to its signer).
-fn merge_signatures(key: &mut Value, target_key_id: &str, signatures: &[SignatureRow], owner: &str, viewer: &str) {
+pub(crate) fn merge_signatures(
+    key: &mut Value,
+    target_key_id: &str,
+    signatures: &[SignatureRow],
+    owner: &str,
+    viewer: &str,
+) {
     let Some(object) = key.as_object_mut() else {
         return;
     };

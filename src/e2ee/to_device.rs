@@ -25,7 +25,9 @@ use crate::{
 pub async fn send(state: &Base, sender: &Sender, request: &send_event_to_device::v3::Request) -> ApiResult<()> {
     let event_type = request.event_type.to_string();
     let mut messages = Vec::new();
-    let mut remote: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    // One EDU per recipient: a request to many users of one server makes several small EDUs,
+    // never one too large for a transaction.
+    let mut remote: BTreeMap<(String, String), Map<String, Value>> = BTreeMap::new();
     for (user_id, devices) in &request.messages {
         let local = user_id.server_name() == state.config.server_name;
         for (device, content) in devices {
@@ -36,12 +38,9 @@ pub async fn send(state: &Base, sender: &Sender, request: &send_event_to_device:
             }
             let content: Value = serde_json::from_str(&message.content).map_err(|_| ApiError::internal())?;
             remote
-                .entry(user_id.server_name().to_string())
+                .entry((user_id.server_name().to_string(), user_id.to_string()))
                 .or_default()
-                .entry(user_id.to_string())
-                .or_insert_with(|| Value::Object(Map::new()))
-                .as_object_mut()
-                .map(|by_device| by_device.insert(message.device_id, content));
+                .insert(message.device_id, content);
         }
     }
     if !remote.is_empty() && !state.config.federation.enabled {
@@ -49,14 +48,14 @@ pub async fn send(state: &Base, sender: &Sender, request: &send_event_to_device:
     }
     let edus: Vec<QueuedEdu> = remote
         .into_iter()
-        .map(|(destination, messages)| QueuedEdu {
+        .map(|((destination, user_id), devices)| QueuedEdu {
             destination,
             edu_type: "m.direct_to_device".to_owned(),
             content: json!({
                 "sender": sender.user_id,
                 "type": event_type,
                 "message_id": crate::accounts::tokens::random_string(24),
-                "messages": messages,
+                "messages": { user_id: devices },
             })
             .to_string(),
         })
@@ -74,10 +73,10 @@ pub async fn send(state: &Base, sender: &Sender, request: &send_event_to_device:
         .await?;
     announce(state, &sent);
     if sent.fresh {
-        for edu in &edus {
-            state.publish(Change::EdusQueued {
-                destination: &edu.destination,
-            });
+        let mut woken: Vec<&str> = edus.iter().map(|edu| edu.destination.as_str()).collect();
+        woken.dedup();
+        for destination in woken {
+            state.publish(Change::EdusQueued { destination });
         }
     }
     Ok(())

@@ -129,6 +129,7 @@ impl Federation {
     /// server that does not answer is listed in `failures`.
     pub async fn query_remote_keys(
         &self,
+        viewer: &UserId,
         requested: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
         timeout: Duration,
     ) -> ApiResult<RemoteKeys> {
@@ -174,7 +175,7 @@ impl Federation {
             }
         }
         for (user_id, wanted) in kept {
-            self.kept_keys(user_id, wanted, &mut answer).await?;
+            self.kept_keys(viewer, user_id, wanted, &mut answer).await?;
         }
         Ok(answer)
     }
@@ -241,9 +242,21 @@ impl Federation {
         Ok(())
     }
 
-    /// Adds what is kept of a remote user's keys to the answer.
-    async fn kept_keys(&self, user_id: &UserId, wanted: &[OwnedDeviceId], answer: &mut RemoteKeys) -> ApiResult<()> {
+    /// Adds what is kept of a remote user's keys to the answer, with the viewer's own
+    /// signatures on them (a verification they made).
+    async fn kept_keys(
+        &self,
+        viewer: &UserId,
+        user_id: &UserId,
+        wanted: &[OwnedDeviceId],
+        answer: &mut RemoteKeys,
+    ) -> ApiResult<()> {
         let storage = &self.base.storage;
+        let owner = user_id.as_str();
+        let signatures = storage.signatures_on(owner).await?;
+        let merge = |key: &mut Value, target: &str| {
+            crate::e2ee::keys::merge_signatures(key, target, &signatures, owner, viewer.as_str());
+        };
         let mut devices = Map::new();
         for row in storage.remote_device_keys(user_id.as_str()).await? {
             if !wanted.is_empty() && !wanted.iter().any(|d| d.as_str() == row.device_id) {
@@ -252,6 +265,7 @@ impl Federation {
             let Ok(mut key) = serde_json::from_str::<Value>(&row.key_json) else {
                 continue;
             };
+            merge(&mut key, &row.device_id);
             if let (Some(object), Some(name)) = (key.as_object_mut(), row.display_name) {
                 object.insert("unsigned".into(), json!({ "device_display_name": name }));
             }
@@ -259,9 +273,10 @@ impl Federation {
         }
         answer.device_keys.insert(user_id.to_string(), Value::Object(devices));
         for row in storage.cross_signing_keys(user_id.as_str()).await? {
-            let Ok(key) = serde_json::from_str::<Value>(&row.key_json) else {
+            let Ok(mut key) = serde_json::from_str::<Value>(&row.key_json) else {
                 continue;
             };
+            merge(&mut key, &row.public_key);
             match row.key_type.as_str() {
                 "master" => answer.master_keys.insert(user_id.to_string(), key),
                 "self_signing" => answer.self_signing_keys.insert(user_id.to_string(), key),

@@ -116,6 +116,9 @@ impl Federation {
 
     async fn receive_typing(&self, origin: &ServerName, typing: TypingContent) -> Result<(), Refusal> {
         Self::of_origin(origin, &typing.user_id)?;
+        self.check_acl(origin, &typing.room_id)
+            .await
+            .map_err(|_| "the room's server ACL denies the origin".to_owned())?;
         if !self.is_joined(origin, &typing.room_id, &typing.user_id).await? {
             return Err(format!("{} is not in {}", typing.user_id, typing.room_id));
         }
@@ -134,6 +137,10 @@ impl Federation {
         let storage = &self.base.storage;
         let ours = self.server_name();
         for (room_id, kinds) in content {
+            if self.check_acl(origin, &room_id).await.is_err() {
+                tracing::info!(%origin, %room_id, "receipts refused by the room's server ACL");
+                continue;
+            }
             for (receipt_type, users) in kinds {
                 // Only public read receipts travel (and delivery receipts, in their own EDU).
                 let allowed = match edu_type {
@@ -252,7 +259,9 @@ impl Federation {
         let user_id = update.user_id.clone();
         Self::of_origin(origin, &user_id)?;
         if !self.shares_room_with_us(&user_id).await.map_err(|e| e.to_string())? {
-            // Not followed: their list is asked for whenever a client wants it.
+            // Not followed: their list is asked for whenever a client wants it (a list kept
+            // from before is stale from now on).
+            let _ = self.base.storage.mark_remote_device_list_stale(user_id.as_str()).await;
             return Ok(());
         }
         let storage = &self.base.storage;

@@ -68,7 +68,8 @@ impl Federation {
             return Err(ApiError::not_found("This server does not know the room"));
         };
         if !can_peek(base, room_id.as_str(), Asker::Server(origin)).await? {
-            return Err(ApiError::forbidden("The room is not visible to your server"));
+            // The spec: 404 when the asking server may not peek either.
+            return Err(ApiError::not_found("The room is not visible to your server"));
         }
         let children_state: Vec<Value> = space_children(base, room_id.as_str())
             .await?

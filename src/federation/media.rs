@@ -11,6 +11,9 @@ use ruma::{
 use super::Federation;
 use crate::error::{ApiError, ApiResult};
 
+/// Fetches of other servers' media at once, at most (each holds its file in memory).
+static MEDIA_FETCHES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
 /// A remote file, fetched whole.
 pub struct RemoteFile {
     pub bytes: Vec<u8>,
@@ -36,8 +39,14 @@ impl Federation {
                 "This server does not federate with the media's server",
             ));
         }
+        // One fetch of other servers' media at a time per permit: each is held in memory.
+        let _permit = MEDIA_FETCHES.acquire().await.map_err(|_| ApiError::internal())?;
         let request = get_content::v1::Request::new(media_id.to_owned());
-        let file = match self.client.send(origin, request).await {
+        // The multipart answer's parts come on top of the file.
+        let limit = usize::try_from(max_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(64 * 1024);
+        let file = match self.client.send_limited(origin, request, limit).await {
             Ok(response) => match response.content {
                 FileOrLocation::File(content) => RemoteFile {
                     bytes: content.file,
@@ -68,7 +77,7 @@ impl Federation {
         let path = format!("/_matrix/media/v3/download/{origin}/{media_id}?allow_remote=false&allow_redirect=true");
         let response = self
             .client
-            .get_unsigned(origin, &path)
+            .get_unsigned(origin, &path, usize::try_from(max_bytes).unwrap_or(usize::MAX))
             .await
             .map_err(|error| unavailable(format!("The media's server did not answer: {error}")))?;
         let status = response.status();

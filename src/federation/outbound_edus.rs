@@ -241,10 +241,8 @@ pub async fn device_list_edus(
         });
         match storage.device(user_id, &device_id).await? {
             None => content["deleted"] = Value::Bool(true),
-            Some(device) => {
-                if let Some(name) = device.display_name {
-                    content["device_display_name"] = Value::String(name);
-                }
+            // The device's name stays here (as Synapse's default).
+            Some(_) => {
                 if let Some(keys) = storage.device_keys_of(user_id, &device_id).await?
                     && let Ok(keys) = serde_json::from_str::<Value>(&keys.key_json)
                 {

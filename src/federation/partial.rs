@@ -99,6 +99,17 @@ impl PartialStates {
 }
 
 impl Federation {
+    /// 404 while the room's state is partial: this server cannot give its whole state, nor
+    /// let another server join through it (as Synapse answers).
+    pub fn require_whole_state(&self, room_id: &RoomId) -> crate::error::ApiResult<()> {
+        if self.partial.is_partial(room_id) {
+            return Err(crate::error::ApiError::not_found(
+                "This server is still fetching the room's state; ask another server",
+            ));
+        }
+        Ok(())
+    }
+
     /// Picks up the rooms a restart left partial (at start-up).
     pub(super) fn resume_partial_states(self: &Arc<Self>) {
         let federation = self.clone();
@@ -138,6 +149,18 @@ impl Federation {
                 }
             }
         });
+    }
+
+    /// The state our join landed on, as the join brought it (members left out).
+    async fn state_before_join(&self, join_id: &OwnedEventId) -> anyhow::Result<StateMap> {
+        let storage = &self.base.storage;
+        let group = storage
+            .state_group_after(join_id.as_str())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the join has no state"))?;
+        let mut state = storage.state_group(group).await?;
+        state.retain(|_, id| id != join_id.as_str());
+        Ok(state)
     }
 
     async fn complete_partial_state(&self, room: &PartialStateRoom) -> anyhow::Result<()> {
@@ -186,6 +209,11 @@ impl Federation {
                 last_error = anyhow::anyhow!("{server} gave a state without the create event");
                 continue;
             }
+            // Only the members come from here: the rest of the state was checked at the join
+            // and stays as it was (one server must not roll back power levels or ACLs).
+            let at_join = self.state_before_join(&join_id).await?;
+            state.retain(|(kind, _), _| kind == "m.room.member");
+            state.extend(at_join.into_iter().filter(|((kind, _), _)| kind != "m.room.member"));
             let ids: HashSet<OwnedEventId> = batch.checked.keys().cloned().collect();
             let outliers = batch.stored(&room_id, &ids, EventKind::Outlier, &visibility);
             let room_lock = self.base.room_locks.lock(&room_id).await;
@@ -196,9 +224,12 @@ impl Federation {
                 .await?;
             self.base.caches.room_state_replaced(room_id.as_str());
             drop(room_lock);
-            if completed {
-                self.base.notifier.wake([room_id.as_str()]);
+            if !completed {
+                // Another join replaced this one (the room was left and joined again): its
+                // own fetch completes it.
+                return Ok(());
             }
+            self.base.notifier.wake([room_id.as_str()]);
             // The events that waited go in now, in the order they came.
             for parked in self.partial.finish(&room_id) {
                 if let Err(error) = self

@@ -38,6 +38,9 @@ use hearth_federation::client::FederationClient;
 /// PDUs per transaction (the spec's limit).
 const BATCH: i64 = 50;
 
+/// Bytes of stored EDUs' content per transaction, at most (after the first).
+const MAX_EDU_BYTES: usize = 1024 * 1024;
+
 /// When this process started (ms): with a counter, a unique transaction ID across restarts.
 static STARTED_MS: LazyLock<i64> = LazyLock::new(crate::storage::now_ms);
 
@@ -110,10 +113,21 @@ impl Courier for DestinationCourier {
             Ok(pending) => pending,
             Err(_) => return Round::Retry,
         };
-        let stored_edus = match storage.outbound_edus(destination.as_str(), MAX_EDUS as i64).await {
+        let mut stored_edus = match storage.outbound_edus(destination.as_str(), MAX_EDUS as i64).await {
             Ok(edus) => edus,
             Err(_) => return Round::Retry,
         };
+        // Well under a receiver's body limit (Hearth's is 4 MiB): the first EDU always goes.
+        let mut bytes = 0;
+        let fits = stored_edus
+            .iter()
+            .take_while(|edu| {
+                bytes += edu.content.len();
+                bytes <= MAX_EDU_BYTES
+            })
+            .count()
+            .max(1);
+        stored_edus.truncate(fits);
         let ephemeral = self.take_ephemeral(destination, MAX_EDUS - stored_edus.len());
         if pending.is_empty() && stored_edus.is_empty() && ephemeral.is_empty() {
             return Round::Idle;
@@ -175,6 +189,20 @@ impl Courier for DestinationCourier {
                 {
                     return Round::Retry;
                 }
+                if let Some(last) = stored_edus.last()
+                    && storage
+                        .delete_outbound_edus(destination.as_str(), last.id)
+                        .await
+                        .is_err()
+                {
+                    return Round::Retry;
+                }
+                Round::More
+            }
+            Err(error) if error.status() == Some(413) && !stored_edus.is_empty() => {
+                // The destination will never take these EDUs: drop them, or nothing after
+                // them ever goes.
+                tracing::warn!(%destination, count = stored_edus.len(), "the destination refused EDUs as too large; dropped");
                 if let Some(last) = stored_edus.last()
                     && storage
                         .delete_outbound_edus(destination.as_str(), last.id)
@@ -292,6 +320,7 @@ impl FederationSender {
                 outbox: routing_outbox,
                 known,
                 rooms: RoomServers::default(),
+                routed: None,
             };
             while let Some(change) = incoming.recv().await {
                 router.route(change).await;
@@ -316,6 +345,9 @@ struct Router {
     outbox: Arc<Outbox<DestinationCourier>>,
     known: HashSet<OwnedServerName>,
     rooms: RoomServers,
+    /// The newest event routed: a destination first set up for an EDU starts there, so an
+    /// event committed but not yet routed still reaches it.
+    routed: Option<i64>,
 }
 
 impl Router {
@@ -421,7 +453,9 @@ impl Router {
             return;
         };
         if !self.known.contains(&destination) {
-            let position = self.base.notifier.position(Stream::Events);
+            let position = self
+                .routed
+                .unwrap_or_else(|| self.base.notifier.position(Stream::Events));
             if self
                 .base
                 .storage
@@ -467,6 +501,7 @@ impl Router {
 
     /// Wakes (or first sets up) every other server in the room of a new event.
     async fn route_event(&mut self, event: RoutedEvent) {
+        self.routed = Some(self.routed.map_or(event.position, |routed| routed.max(event.position)));
         let servers = self.room_servers(&event.room_id, event.members_changed).await;
         let base = &self.base;
         // A member event's subject's server is owed it even after leaving (kicks, bans).

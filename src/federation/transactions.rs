@@ -105,7 +105,19 @@ impl Federation {
                     continue;
                 }
             };
-            // A room joined with partial state: the event waits for the members.
+            // A room joined with partial state: the event waits for the members (from a
+            // server the join named; others' events are refused until then).
+            if self.partial.is_partial(room_id)
+                && !self
+                    .base
+                    .storage
+                    .servers_in_room(room_id.as_str())
+                    .await
+                    .is_ok_and(|servers| servers.iter().any(|s| s == origin.as_str()))
+            {
+                results.push((event_id, Err("this server is not in the room".to_owned())));
+                continue;
+            }
             let waiting = super::partial::Parked {
                 origin: origin.to_owned(),
                 event_id: event_id.clone(),

@@ -44,6 +44,10 @@ pub struct Media {
     decoding: Arc<Semaphore>,
     /// Fetches pages for URL previews; `None` when previews are off.
     previews: Option<reqwest::Client>,
+    /// Held (shared) from writing a blob until its row names it, and (alone) by eviction
+    /// from finding blobs nothing names until they are deleted: identical bytes stored
+    /// meanwhile are never deleted under a new row.
+    blobs: tokio::sync::RwLock<()>,
 }
 
 /// An upload spooled to disk: its file, hash and size.
@@ -89,6 +93,7 @@ impl Media {
             spool_dir,
             decoding: Arc::new(Semaphore::new(cores)),
             previews,
+            blobs: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -167,6 +172,7 @@ impl Media {
     ) -> ApiResult<String> {
         self.check_quota(storage, uploader, spooled.size).await?;
         let Spooled { file, sha256, size } = spooled;
+        let _blobs = self.blobs.read().await;
         self.store.put_file(&sha256, file).await.map_err(internal)?;
         let media_id = Self::new_media_id();
         storage
@@ -196,6 +202,7 @@ impl Media {
     ) -> ApiResult<()> {
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let size = bytes.len() as i64;
+        let blobs = self.blobs.read().await;
         self.store
             .put_bytes(&sha256, Bytes::from(bytes))
             .await
@@ -211,6 +218,7 @@ impl Media {
                 sha256: &sha256,
             })
             .await?;
+        drop(blobs);
         if let Err(error) = self.evict_remote(storage, (origin, media_id)).await {
             tracing::warn!(%error, "could not make room in the remote media cache");
         }
@@ -224,6 +232,7 @@ impl Media {
             return Ok(());
         }
         while storage.remote_media_bytes().await? as u64 > cap {
+            let _alone = self.blobs.write().await;
             let (evicted, blobs) = storage.evict_remote_media(16, keep).await?;
             for blob in blobs {
                 if let Err(error) = self.store.delete(&blob).await {
@@ -242,6 +251,7 @@ impl Media {
         let uploader = media.uploader.unwrap_or_default();
         self.check_quota(storage, uploader, spooled.size).await?;
         let Spooled { file, sha256, size } = spooled;
+        let _blobs = self.blobs.read().await;
         self.store.put_file(&sha256, file).await.map_err(internal)?;
         let outcome = storage
             .complete_media(&NewMedia {
@@ -349,6 +359,7 @@ impl Media {
                 thumbnail::make(&bytes, size, animated, max_pixels)
             })
             .await?;
+        let _blobs = self.blobs.read().await;
         let served = match made {
             Some(made) => {
                 let thumbnail_sha = hex::encode(Sha256::digest(&made.bytes));

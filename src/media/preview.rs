@@ -163,6 +163,7 @@ impl Media {
         };
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let size = bytes.len() as i64;
+        let _blobs = self.blobs.read().await;
         self.store.put_bytes(&sha256, bytes).await.map_err(internal)?;
         let media_id = Self::new_media_id();
         let content_type = content_type.split(';').next().unwrap_or(content_type).trim();

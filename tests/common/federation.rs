@@ -71,12 +71,17 @@ impl TestCa {
 }
 
 /// A free port on `ip` (bound and released: the server binds it a moment later).
+/// A port free on `ip` now, picked at random below the kernel's ephemeral range: a port the
+/// kernel handed out (`bind(0)`) and this closed could go to another test process's
+/// listener before the server here binds it.
 fn free_port(ip: IpAddr) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::RngExt;
+    loop {
+        let port = rand::rng().random_range(10_000..30_000);
+        if std::net::TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The loopback address of federation test server `index`.

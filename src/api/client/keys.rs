@@ -66,7 +66,7 @@ pub async fn query(state: AppState, request: Ruma<get_keys::v3::Request>) -> Api
         return Ok(Json(answer));
     };
     let found = federation
-        .query_remote_keys(&remote, remote_timeout(request.body.timeout))
+        .query_remote_keys(&sender.user_id, &remote, remote_timeout(request.body.timeout))
         .await?;
     for (field, entries) in [
         ("device_keys", found.device_keys),

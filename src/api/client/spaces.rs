@@ -110,6 +110,13 @@ pub async fn hierarchy(state: AppState, request: Ruma<get_hierarchy::v1::Request
             }
             continue;
         };
+        // Another server told what its servers' users may see: this one filters for its user.
+        if !here && !may_see(&state, &sender.user_id, room_id.as_str(), &summary).await? {
+            if is_root {
+                return Err(ApiError::forbidden("You may not see this room"));
+            }
+            continue;
+        }
         if depth < max_depth {
             for child in summary
                 .get("children_state")
@@ -144,4 +151,43 @@ pub async fn hierarchy(state: AppState, request: Ruma<get_hierarchy::v1::Request
         answer["next_batch"] = Value::String(next);
     }
     Ok(Json(answer))
+}
+
+/// Whether a user may see a room this server is not in, by the summary another server gave:
+/// it is public, knockable or world-readable, the user is invited to it (or in it), or it is
+/// restricted to rooms the user is in.
+async fn may_see(
+    state: &AppState,
+    user: &ruma::UserId,
+    room_id: &str,
+    summary: &Map<String, Value>,
+) -> ApiResult<bool> {
+    // The spec: a summary without `join_rule` is of a public room.
+    let join_rule = summary.get("join_rule").and_then(Value::as_str).unwrap_or("public");
+    if matches!(join_rule, "public" | "knock" | "knock_restricted")
+        || summary.get("world_readable").and_then(Value::as_bool) == Some(true)
+    {
+        return Ok(true);
+    }
+    let storage = &state.storage;
+    if matches!(
+        storage.membership(room_id, user.as_str()).await?.as_deref(),
+        Some("join" | "invite")
+    ) {
+        return Ok(true);
+    }
+    if join_rule == "restricted" {
+        for allowed in summary
+            .get("allowed_room_ids")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if storage.membership(allowed, user.as_str()).await?.as_deref() == Some("join") {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }

@@ -38,11 +38,9 @@ pub async fn user_devices(state: AppState, request: Ruma<get_devices::v1::Reques
         if let Some(object) = keys.as_object_mut() {
             object.remove("unsigned");
         }
-        let mut entry = json!({ "device_id": device.device_id, "keys": keys });
-        if let Some(name) = device.display_name {
-            entry["device_display_name"] = Value::String(name);
-        }
-        devices.push(entry);
+        // Device names stay on this server (as Synapse's default): they often say where
+        // someone is or what they carry.
+        devices.push(json!({ "device_id": device.device_id, "keys": keys }));
     }
     let mut answer = json!({ "user_id": owner, "stream_id": stream_id, "devices": devices });
     for (field, from) in [("master_key", "master_keys"), ("self_signing_key", "self_signing_keys")] {
@@ -58,9 +56,16 @@ pub async fn user_keys_query(state: AppState, request: Ruma<get_keys::v1::Reques
     request.origin()?;
     let mut answer = keys::query(&state, None, &request.body.device_keys).await?;
     if let Some(object) = answer.as_object_mut() {
-        // Another server's users never see our users' user-signing keys.
+        // Another server's users never see our users' user-signing keys, nor device names.
         object.remove("user_signing_keys");
         object.remove("failures");
+        if let Some(users) = object.get_mut("device_keys").and_then(Value::as_object_mut) {
+            for devices in users.values_mut().filter_map(Value::as_object_mut) {
+                for key in devices.values_mut().filter_map(Value::as_object_mut) {
+                    key.remove("unsigned");
+                }
+            }
+        }
     }
     Ok(Json(answer))
 }

@@ -35,9 +35,9 @@ pub async fn state_ids(
 ) -> ApiResult<get_room_state_ids::v1::Response> {
     let origin = request.origin()?;
     let body = &request.body;
-    let (pdu_ids, auth_chain_ids) = federation(&state)?
-        .state_ids_at(origin, &body.room_id, &body.event_id)
-        .await?;
+    let federation = federation(&state)?;
+    federation.require_whole_state(&body.room_id)?;
+    let (pdu_ids, auth_chain_ids) = federation.state_ids_at(origin, &body.room_id, &body.event_id).await?;
     Ok(get_room_state_ids::v1::Response::new(auth_chain_ids, pdu_ids))
 }
 
@@ -47,9 +47,9 @@ pub async fn state(
 ) -> ApiResult<get_room_state::v1::Response> {
     let origin = request.origin()?;
     let body = &request.body;
-    let (pdus, auth_chain) = federation(&state)?
-        .state_pdus_at(origin, &body.room_id, &body.event_id)
-        .await?;
+    let federation = federation(&state)?;
+    federation.require_whole_state(&body.room_id)?;
+    let (pdus, auth_chain) = federation.state_pdus_at(origin, &body.room_id, &body.event_id).await?;
     Ok(get_room_state::v1::Response::new(auth_chain, pdus))
 }
 

@@ -23,6 +23,7 @@ pub async fn make_join(
     let origin = request.origin()?;
     let federation = federation(&state)?;
     let body = &request.body;
+    federation.require_whole_state(&body.room_id)?;
     let (version, rules) = federation.room_rules(&body.room_id).await?;
     require_supported(&version, &body.ver)?;
     let template = federation
@@ -41,6 +42,7 @@ pub async fn send_join(
     let origin = request.origin()?;
     let federation = federation(&state)?;
     let body = &request.body;
+    federation.require_whole_state(&body.room_id)?;
     let joined = federation
         .send_join(origin, &body.room_id, &body.event_id, &body.pdu, body.omit_members)
         .await?;
