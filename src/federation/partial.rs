@@ -44,6 +44,10 @@ pub struct PartialStates {
 struct Inner {
     rooms: HashSet<OwnedRoomId>,
     parked: HashMap<OwnedRoomId, Vec<Parked>>,
+    /// When each room's state became whole, as a position on the typing stream (the one
+    /// stream kept in memory, like this map): a client that synced before it gets the room
+    /// again, whole, once.
+    resets: HashMap<OwnedRoomId, i64>,
 }
 
 impl PartialStates {
@@ -81,6 +85,23 @@ impl PartialStates {
         };
         self.completed.notify_waiters();
         parked
+    }
+
+    /// Notes that the room's state became whole at `position` (on the typing stream).
+    pub fn note_reset(&self, room_id: &RoomId, position: i64) {
+        self.inner().resets.insert(room_id.to_owned(), position);
+    }
+
+    /// Whether the room's state became whole in (`after`, `until`] on the typing stream: a
+    /// client syncing across it gets the room as if newly joined (its whole state).
+    pub fn reset_between(&self, room_id: &str, after: i64, until: i64) -> bool {
+        let Ok(room_id) = <&RoomId>::try_from(room_id) else {
+            return false;
+        };
+        self.inner()
+            .resets
+            .get(room_id)
+            .is_some_and(|position| *position > after && *position <= until)
     }
 
     /// Waits (up to `timeout`) until the room's state is whole; whether it is.
@@ -229,6 +250,9 @@ impl Federation {
                 // own fetch completes it.
                 return Ok(());
             }
+            // Clients that synced while the state was partial get the room again, whole.
+            let position = self.base.notifier.next_position(crate::streams::Stream::Typing);
+            self.partial.note_reset(&room_id, position);
             self.base.notifier.wake([room_id.as_str()]);
             // The events that waited go in now, in the order they came.
             for parked in self.partial.finish(&room_id) {

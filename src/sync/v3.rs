@@ -176,8 +176,16 @@ pub async fn compute(state: &Services, sender: &Sender, request: &SyncRequest) -
                     .typing
                     .changed_between(room_id, after(Stream::Typing), now.get(Stream::Typing))
                     .filter(|users| since.is_some() || !users.is_empty());
+                // A room joined with partial state whose state became whole since the token.
+                let state_reset = since.is_some()
+                    && state.federation.as_ref().is_some_and(|federation| {
+                        federation
+                            .partial
+                            .reset_between(room_id, after(Stream::Typing), now.get(Stream::Typing))
+                    });
                 let interesting = since.is_none()
                     || request.full_state
+                    || state_reset
                     || changed
                     || rooms_with_events.contains(room_id)
                     || receipts.contains_key(room_id)
@@ -190,7 +198,9 @@ pub async fn compute(state: &Services, sender: &Sender, request: &SyncRequest) -
                 // full state. A membership event that is only a profile change is not a join.
                 let newly_joined = match since {
                     None => true,
-                    Some(since) => changed && !joined_at(state, room_id, user_id, since.events()).await?,
+                    Some(since) => {
+                        state_reset || (changed && !joined_at(state, room_id, user_id, since.events()).await?)
+                    }
                 };
                 let room = RoomWindow {
                     room_id,

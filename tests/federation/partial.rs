@@ -47,6 +47,10 @@ async fn a_big_room_is_joined_at_once_and_its_members_follow() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{joined}");
+    let (_, first) = b
+        .get("/_matrix/client/v3/sync?timeout=0", Some(&bob.access_token))
+        .await;
+    let since = first["next_batch"].as_str().unwrap().to_owned();
     say(b, &bob.access_token, &room_id, "hello big room").await;
     // A member B did not know of at the join speaks; B takes it in once the members are there.
     say(a, &members[17].access_token, &room_id, "welcome, bob").await;
@@ -77,6 +81,31 @@ async fn a_big_room_is_joined_at_once_and_its_members_follow() {
         .await;
     assert_eq!(status, StatusCode::OK, "{state}");
     assert_eq!(state["membership"], "join");
+    // Bob's client, which synced right after the join, learns every member: from that first
+    // sync, or (the members having come later) from the next one, which gives the room whole.
+    let (_, next) = b
+        .get(
+            &format!("/_matrix/client/v3/sync?timeout=0&since={since}"),
+            Some(&bob.access_token),
+        )
+        .await;
+    let members_in = |sync: &serde_json::Value| -> std::collections::HashSet<String> {
+        let room = &sync["rooms"]["join"][&room_id];
+        room["state"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(room["timeline"]["events"].as_array().into_iter().flatten())
+            .filter(|e| e["type"] == "m.room.member")
+            .filter_map(|e| e["state_key"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let known: std::collections::HashSet<String> = members_in(&first).union(&members_in(&next)).cloned().collect();
+    assert!(
+        members.iter().all(|member| known.contains(&member.user_id)),
+        "{} of 40 members reached bob's client",
+        members.iter().filter(|m| known.contains(&m.user_id)).count()
+    );
     // And the room carries on both ways.
     say(b, &bob.access_token, &room_id, "thanks all").await;
     wait_for_message(a, &members[3].access_token, &room_id, "thanks all").await;
