@@ -12,15 +12,6 @@ CREATE TABLE federation_outbound_edus (
 );
 CREATE INDEX federation_outbound_edus_destination ON federation_outbound_edus (destination, id);
 
--- The `message_id` of each to-device EDU received, per origin: a repeat delivers nothing twice.
-CREATE TABLE federation_inbound_to_device (
-    origin TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    received_ts BIGINT NOT NULL,
-    PRIMARY KEY (origin, message_id)
-);
-CREATE INDEX federation_inbound_to_device_ts ON federation_inbound_to_device (received_ts);
-
 -- Users of other servers whose device lists this server keeps (they share a room with one of
 -- ours, so their server tells us of every change): the last `stream_id` applied, and whether
 -- a gap was seen (the list is then fetched again before it is served). Their device keys and

@@ -4,10 +4,7 @@
 
 use ruma::{
     UserId,
-    api::federation::{
-        directory::{get_public_rooms, get_public_rooms_filtered},
-        query::get_profile_information,
-    },
+    api::federation::{directory::get_public_rooms_filtered, query::get_profile_information},
     directory::{Filter, PublicRoomsChunk, RoomNetwork},
     profile::ProfileFieldName,
 };
@@ -69,44 +66,22 @@ impl Federation {
         if self.is_blocked(server) || server == self.server_name() {
             return Err(ApiError::forbidden("This server does not federate with that server"));
         }
-        let what = "The other server's room directory";
-        let page = match filter {
-            None => {
-                let mut request = get_public_rooms::v1::Request::new();
-                request.limit = limit;
-                request.since = since;
-                request.room_network = room_network;
-                let response = self
-                    .client
-                    .send(server, request)
-                    .await
-                    .map_err(|error| remote_error(&error, what))?;
-                DirectoryPage {
-                    chunk: response.chunk,
-                    next_batch: response.next_batch,
-                    prev_batch: response.prev_batch,
-                    total: response.total_room_count_estimate,
-                }
-            }
-            Some(filter) => {
-                let mut request = get_public_rooms_filtered::v1::Request::new();
-                request.limit = limit;
-                request.since = since;
-                request.filter = filter;
-                request.room_network = room_network;
-                let response = self
-                    .client
-                    .send(server, request)
-                    .await
-                    .map_err(|error| remote_error(&error, what))?;
-                DirectoryPage {
-                    chunk: response.chunk,
-                    next_batch: response.next_batch,
-                    prev_batch: response.prev_batch,
-                    total: response.total_room_count_estimate,
-                }
-            }
-        };
-        Ok(page)
+        // The searched form with an empty filter is the whole list: one request type serves both.
+        let mut request = get_public_rooms_filtered::v1::Request::new();
+        request.limit = limit;
+        request.since = since;
+        request.filter = filter.unwrap_or_default();
+        request.room_network = room_network;
+        let response = self
+            .client
+            .send(server, request)
+            .await
+            .map_err(|error| remote_error(&error, "The other server's room directory"))?;
+        Ok(DirectoryPage {
+            chunk: response.chunk,
+            next_batch: response.next_batch,
+            prev_batch: response.prev_batch,
+            total: response.total_room_count_estimate,
+        })
     }
 }

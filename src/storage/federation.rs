@@ -279,6 +279,23 @@ pub struct JoinedRoom {
 }
 
 impl Storage {
+    /// Stores the events of `outliers` not stored yet, in the caller's transaction.
+    pub(super) async fn persist_new_outliers(
+        tx: &mut super::Tx,
+        outliers: &[super::NewEvent],
+    ) -> Result<(), StorageError> {
+        for event in outliers {
+            let known: Option<i64> = sqlx::query_scalar("SELECT stream_ordering FROM events WHERE event_id = $1")
+                .bind(&event.event_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            if known.is_none() {
+                Self::persist_event(tx, event).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes a room joined over federation in one transaction; returns the join's position.
     pub async fn persist_remote_join(&self, room: JoinedRoom) -> Result<i64, StorageError> {
         let mut tx = self.begin_write().await?;
@@ -291,15 +308,7 @@ impl Storage {
             .bind(&room.creator)
             .execute(&mut *tx)
             .await?;
-        for event in &room.outliers {
-            let known: Option<i64> = sqlx::query_scalar("SELECT stream_ordering FROM events WHERE event_id = $1")
-                .bind(&event.event_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if known.is_none() {
-                Self::persist_event(&mut tx, event).await?;
-            }
-        }
+        Self::persist_new_outliers(&mut tx, &room.outliers).await?;
         let entries: super::StateMap = room
             .state
             .iter()

@@ -70,15 +70,7 @@ impl Storage {
         if still.as_deref() != Some(join_event_id) {
             return Ok(false);
         }
-        for event in outliers {
-            let known: Option<i64> = sqlx::query_scalar("SELECT stream_ordering FROM events WHERE event_id = $1")
-                .bind(&event.event_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if known.is_none() {
-                Self::persist_event(&mut tx, event).await?;
-            }
-        }
+        Self::persist_new_outliers(&mut tx, outliers).await?;
         let join_ordering: i64 = sqlx::query_scalar("SELECT stream_ordering FROM events WHERE event_id = $1")
             .bind(join_event_id)
             .fetch_one(&mut *tx)
