@@ -73,6 +73,8 @@ pub enum Change<'a> {
     },
     /// EDUs for another server were stored in its outbound queue.
     EdusQueued { destination: &'a str },
+    /// To-device messages were stored for these users' devices (local senders or remote).
+    ToDevice { recipients: &'a [String] },
 }
 
 /// Something that follows committed changes: push today; federation senders and
@@ -116,6 +118,9 @@ pub struct Handles {
     subscribers: RwLock<Vec<Weak<dyn Subscriber>>>,
     /// Federation's hand in local events (invites to other servers); none when it is off.
     countersigner: RwLock<Option<Weak<dyn Countersigner>>>,
+    /// The registered application services: what their namespaces claim is checked wherever
+    /// users or aliases are created. Replaced whole on a reload.
+    appservices: RwLock<Arc<hearth_appservices::Registry>>,
 }
 
 impl Base {
@@ -135,6 +140,7 @@ impl Base {
             notifier: Arc::new(Notifier::new(positions)),
             subscribers: RwLock::default(),
             countersigner: RwLock::default(),
+            appservices: RwLock::default(),
             config,
             storage,
         }))
@@ -159,6 +165,16 @@ impl Base {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .and_then(Weak::upgrade)
+    }
+
+    /// The application services registered now.
+    pub fn appservice_registry(&self) -> Arc<hearth_appservices::Registry> {
+        Arc::clone(&self.appservices.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the registered application services (at start, and on a reload).
+    pub fn set_appservice_registry(&self, registry: Arc<hearth_appservices::Registry>) {
+        *self.appservices.write().unwrap_or_else(|p| p.into_inner()) = registry;
     }
 
     /// Tells every subscriber of a committed change.

@@ -6,6 +6,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod api;
+pub mod appservices;
 pub mod base;
 pub mod cache;
 pub mod config;

@@ -165,8 +165,15 @@ impl RateLimits {
         self.invites_received.check(invitee)
     }
 
+    /// Admins, the configured exempt users, and appservices registered with
+    /// `rate_limited: false` (with every user they act as).
     pub fn is_exempt(&self, sender: &Sender) -> bool {
-        sender.is_admin || self.exempt_users.contains(sender.user_id.as_str())
+        sender.is_admin
+            || self.exempt_users.contains(sender.user_id.as_str())
+            || sender
+                .appservice
+                .as_ref()
+                .is_some_and(|service| service.registration.exempt_from_rate_limits())
     }
 }
 

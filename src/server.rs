@@ -65,6 +65,7 @@ impl Server {
             .start()
             .await
             .map_err(|_| anyhow::anyhow!("cannot start push evaluation and pushers"))?;
+        state.appservices.start().await.context("cannot start the application services")?;
         Ok(Self {
             state,
             listener,
@@ -96,6 +97,7 @@ impl Server {
             federation,
         } = self;
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let appservice_reloads = tokio::spawn(reload_appservices_on_sighup(state.appservices.clone()));
         let presence = tokio::spawn(age_presence(state.clone()));
         let deliveries = tokio::spawn(crate::ephemeral::delivery::flush_deliveries(
             state.base.clone(),
@@ -156,7 +158,9 @@ impl Server {
         tokio::join!(client_side, federation_side);
         housekeeping.abort();
         presence.abort();
+        appservice_reloads.abort();
         state.push.stop();
+        state.appservices.stop();
         if let Some(federation) = &state.federation {
             federation.sender.stop();
         }
@@ -233,6 +237,27 @@ async fn reload_on_sighup(tls: Arc<TlsFiles>) {
     }
     #[cfg(not(unix))]
     std::future::pending::<()>().await;
+}
+
+/// Reads the appservice registrations again on each SIGHUP; a bad set is logged and the old
+/// one kept.
+async fn reload_appservices_on_sighup(appservices: Arc<crate::appservices::Appservices>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            if let Err(error) = appservices.reload().await {
+                tracing::error!(%error, "appservice registrations not reloaded; the previous ones stay");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = appservices;
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Periodic clean-up of expired short-lived state.

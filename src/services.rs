@@ -8,6 +8,7 @@ use std::{ops::Deref, sync::Arc};
 use hearth_federation::ServerKey;
 
 use crate::{
+    appservices::Appservices,
     base::Base,
     config::Config,
     ephemeral::{delivery::Deliveries, presence::Presence, typing::Typing},
@@ -33,6 +34,8 @@ pub struct Areas {
     pub push: Arc<Push>,
     /// Talking to other servers; `None` when `federation.enabled` is off.
     pub federation: Option<Arc<Federation>>,
+    /// Application services: their queues and the calls to them.
+    pub appservices: Arc<Appservices>,
 }
 
 impl Services {
@@ -49,6 +52,7 @@ impl Services {
         let typing: Arc<Typing> = Arc::default();
         let presence: Arc<Presence> = Arc::default();
         let federation = Federation::new(&base, typing.clone(), presence.clone())?;
+        let appservices = Appservices::new(&base, typing.clone())?;
         let push = Arc::new(Push::new(&base));
         let subscriber: Arc<dyn crate::base::Subscriber> = push.clone();
         base.subscribe(Arc::downgrade(&subscriber));
@@ -60,6 +64,7 @@ impl Services {
             push,
             media,
             federation,
+            appservices,
         })))
     }
 }

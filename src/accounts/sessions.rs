@@ -29,6 +29,9 @@ pub struct Sender {
     pub device_id: OwnedDeviceId,
     pub is_guest: bool,
     pub is_admin: bool,
+    /// The application service acting (with its `as_token`), as its own user or as one in
+    /// its namespace.
+    pub appservice: Option<std::sync::Arc<hearth_appservices::Appservice>>,
 }
 
 impl Sender {
@@ -203,5 +206,6 @@ pub async fn authenticate_access_token(storage: &Storage, token: &str, ip: IpAdd
         device_id: info.device_id.into(),
         is_guest: info.is_guest != 0,
         is_admin: info.is_admin != 0,
+        appservice: None,
     })
 }

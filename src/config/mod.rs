@@ -62,6 +62,15 @@ pub struct Config {
     pub media: MediaConfig,
     pub push: PushConfig,
     pub federation: FederationConfig,
+    pub appservices: AppservicesConfig,
+}
+
+/// Application services (bridges and bots): see docs/appservices.md.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppservicesConfig {
+    /// Registration files in Synapse's YAML format, read at start and again on SIGHUP.
+    pub config_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -419,6 +428,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             push: PushConfig::default(),
             federation: FederationConfig::default(),
+            appservices: AppservicesConfig::default(),
         }
     }
 }

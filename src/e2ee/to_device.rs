@@ -128,6 +128,9 @@ fn announce(state: &Base, sent: &ToDeviceSent) {
         state
             .notifier
             .advance(Stream::ToDevice, position, sent.recipients.iter().map(String::as_str));
+        state.publish(Change::ToDevice {
+            recipients: &sent.recipients,
+        });
     }
 }
 

@@ -595,7 +595,9 @@ impl Subscriber for FederationSender {
             Change::EdusQueued { destination } => Routed::Queued {
                 destination: destination.to_owned(),
             },
-            Change::AccountData { .. } | Change::Pushers { .. } | Change::ReadReceipt { .. } => return,
+            Change::AccountData { .. } | Change::Pushers { .. } | Change::ReadReceipt { .. } | Change::ToDevice { .. } => {
+                return;
+            }
         };
         let _ = self.events.send(routed);
     }

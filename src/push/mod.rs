@@ -375,7 +375,8 @@ impl Subscriber for Push {
             | Change::Receipt { .. }
             | Change::Presence { .. }
             | Change::DeviceList { .. }
-            | Change::EdusQueued { .. } => {}
+            | Change::EdusQueued { .. }
+            | Change::ToDevice { .. } => {}
         }
     }
 }

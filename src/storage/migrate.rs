@@ -99,6 +99,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0014_federation_edus.sql"),
         postgres: include_str!("../../migrations/postgres/0014_federation_edus.sql"),
     },
+    Migration {
+        version: 15,
+        name: "appservices",
+        sqlite: include_str!("../../migrations/sqlite/0015_appservices.sql"),
+        postgres: include_str!("../../migrations/postgres/0015_appservices.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -6,6 +6,7 @@
 //! place in Hearth with SQL.
 
 mod account_data;
+mod appservices;
 mod devices;
 mod directory;
 mod e2ee;
@@ -38,6 +39,7 @@ use sqlx::{
 
 pub use self::{
     account_data::AccountDataEntry,
+    appservices::{AppservicePositions, InboxMessage, PendingAppserviceTxn},
     devices::Device,
     e2ee::{
         CrossSigningKeyRow, DeviceKeyState, DeviceKeysRow, KeyUpload, NewSignature, OutgoingToDevice, SignatureRow,

@@ -45,6 +45,7 @@ pub async fn put(
         device_id: body.device_id.clone(),
         is_guest: sender.is_guest,
         is_admin: false,
+        appservice: None,
     };
     let upload = keys::check_upload(
         &state,
@@ -123,6 +124,7 @@ pub async fn events(state: AppState, request: Ruma<get_events::unstable::Request
         device_id: body.device_id.clone(),
         is_guest: sender.is_guest,
         is_admin: false,
+        appservice: None,
     };
     let until = state.notifier.position(Stream::ToDevice);
     let since = since.min(until);
