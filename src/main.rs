@@ -4,6 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+use hearth_appservices::{Registration, Registry};
 use hearth::{
     config::{Config, SAMPLE_CONFIG},
     server::{Server, shutdown_signal},
@@ -30,6 +31,28 @@ enum Command {
     GenerateConfig,
     /// Retire the signing key and generate a new one (restart the server afterwards).
     RotateSigningKey,
+    /// Application services (bridges and bots).
+    #[command(subcommand)]
+    Appservice(AppserviceCommand),
+}
+
+#[derive(Subcommand)]
+enum AppserviceCommand {
+    /// Print a new registration file (Synapse's YAML format) with random tokens: save it, add
+    /// its path to `appservices.config_files`, give it to the appservice, send Hearth SIGHUP.
+    Generate {
+        /// The appservice's ID (unique on this server).
+        #[arg(long)]
+        id: String,
+        /// Where the appservice listens, e.g. http://127.0.0.1:9000 (omit: it is never called).
+        #[arg(long)]
+        url: Option<String>,
+        /// The localpart of its own user; its users are `@{localpart}_*` (exclusive).
+        #[arg(long)]
+        sender_localpart: String,
+    },
+    /// Check the registration files listed in the configuration, as the server would at start.
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +89,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Appservice(command)) = &cli.command {
+        return appservice_command(&config, command);
+    }
     let rotate = matches!(cli.command, Some(Command::RotateSigningKey));
     let result = runtime.block_on(async {
         if rotate {
@@ -88,6 +114,46 @@ fn main() -> ExitCode {
             eprintln!("hearth: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn appservice_command(config: &Config, command: &AppserviceCommand) -> ExitCode {
+    let server_name = config.server_name.as_str();
+    match command {
+        AppserviceCommand::Generate {
+            id,
+            url,
+            sender_localpart,
+        } => {
+            let registration = Registration::generate(id, url.as_deref(), sender_localpart, server_name);
+            // Checked as the server will read it: a bad localpart or URL is caught here.
+            if let Err(error) = Registry::new(vec![registration.clone()], server_name) {
+                eprintln!("hearth: {error}");
+                return ExitCode::FAILURE;
+            }
+            match Registration::from_yaml(&registration.to_yaml()) {
+                Ok(_) => {
+                    print!("{}", registration.to_yaml());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("hearth: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        AppserviceCommand::Check => match Registry::load(&config.appservices.config_files, server_name) {
+            Ok(registry) => {
+                for service in registry.iter() {
+                    println!("{}: ok ({})", service.id(), service.sender);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("hearth: {error}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

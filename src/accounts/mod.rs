@@ -87,6 +87,13 @@ pub async fn register_account(state: &Base, registration: Registration<'_>) -> A
 /// The user ID a requested username would get, if it is valid and free.
 pub async fn available_user_id(state: &Base, username: &str) -> ApiResult<OwnedUserId> {
     let user_id = username::user_id_for_new_account(username, &state.config.server_name)?;
+    if let Some(service) = state.appservice_registry().claiming_user(user_id.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Exclusive,
+            format!("This user ID is reserved by an application service ({})", service.id()),
+        ));
+    }
     if state.storage.user(user_id.as_str()).await?.is_some() {
         return Err(user_in_use());
     }

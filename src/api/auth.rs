@@ -26,6 +26,11 @@ pub enum TokenUse {
     /// A server-server endpoint: the request is signed with `X-Matrix`, checked once the body
     /// is read (the signature covers it).
     Server,
+    /// Only an application service may call it (its `as_token`).
+    Appservice,
+    /// Open to anyone; a token, if given, must be an application service's (`/register`,
+    /// `/login`).
+    AppserviceOptional,
 }
 
 pub trait AuthPolicy {
@@ -44,12 +49,11 @@ impl AuthPolicy for NoAuthentication {
 impl AuthPolicy for NoAccessToken {
     const TOKEN: TokenUse = TokenUse::Ignored;
 }
-// Application services are not supported yet: their tokens are never valid user tokens.
 impl AuthPolicy for AppserviceToken {
-    const TOKEN: TokenUse = TokenUse::Required;
+    const TOKEN: TokenUse = TokenUse::Appservice;
 }
 impl AuthPolicy for AppserviceTokenOptional {
-    const TOKEN: TokenUse = TokenUse::Ignored;
+    const TOKEN: TokenUse = TokenUse::AppserviceOptional;
 }
 impl AuthPolicy for ruma::api::federation::authentication::ServerSignatures {
     const TOKEN: TokenUse = TokenUse::Server;
@@ -85,6 +89,22 @@ pub async fn authenticate(parts: &Parts, state: &AppState, token_use: TokenUse) 
     }
     match access_token(parts)? {
         Some(token) => {
+            // An application service's token, acting as a user of its namespace (`user_id`) on
+            // one of that user's devices (`device_id`, MSC4326; `org.matrix.msc3202.device_id`
+            // is its unstable name).
+            let query = parts.uri.query();
+            let device_id =
+                query_param(query, "device_id").or_else(|| query_param(query, "org.matrix.msc3202.device_id"));
+            let user_id = query_param(query, "user_id");
+            let appservice =
+                crate::appservices::auth::authenticate(state, &token, user_id.as_deref(), device_id.as_deref()).await?;
+            match (appservice, token_use) {
+                (Some(sender), _) => return Ok(Some(sender)),
+                (None, TokenUse::Appservice | TokenUse::AppserviceOptional) => {
+                    return Err(ApiError::unknown_token(false));
+                }
+                (None, _) => {}
+            }
             let sender = authenticate_access_token(&state.storage, &token, client_ip(parts, state)).await?;
             // Endpoints open to everyone are open to guests too; of the others, guests get
             // only those the spec (and Synapse) allow them.
@@ -100,7 +120,7 @@ pub async fn authenticate(parts: &Parts, state: &AppState, token_use: TokenUse) 
             }
             Ok(Some(sender))
         }
-        None if token_use == TokenUse::Required => Err(ApiError::missing_token()),
+        None if matches!(token_use, TokenUse::Required | TokenUse::Appservice) => Err(ApiError::missing_token()),
         None => Ok(None),
     }
 }

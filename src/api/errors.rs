@@ -37,6 +37,7 @@ impl From<EventError> for ApiError {
                 ErrorKind::RoomInUse,
                 "Room alias already taken",
             ),
+            EventError::Exclusive(reason) => ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Exclusive, reason),
             EventError::AliasExists => {
                 ApiError::new(StatusCode::CONFLICT, ErrorKind::Unknown, "Room alias already exists")
             }

@@ -33,7 +33,7 @@ pub use self::extract::check_json_body;
 use self::state::AppState;
 use self::{
     client::{
-        account, account_data, admin, dehydrated_device, devices, directory, discovery, key_backup, keys, media,
+        account, account_data, admin, appservice, dehydrated_device, devices, directory, discovery, key_backup, keys, media,
         membership, profile, push, register, relations, rooms, session, spaces, sync, user_directory,
     },
     federation::keys as server_keys,
@@ -68,7 +68,7 @@ pub fn router(state: AppState) -> Router {
         // Devices
         .ruma_raw(devices::list)
         .ruma_raw(devices::get)
-        .ruma(devices::update)
+        .ruma_raw(devices::update)
         .ruma(devices::delete)
         .ruma(devices::delete_many)
         // Profile
@@ -112,6 +112,15 @@ pub fn router(state: AppState) -> Router {
         .ruma(directory::report_event)
         .ruma(directory::report_whole_room)
         .ruma(directory::report_user)
+        // Application services
+        .ruma(appservice::ping)
+        .ruma(appservice::set_network_visibility)
+        .ruma_raw(appservice::protocols)
+        .ruma_raw(appservice::protocol)
+        .ruma_raw(appservice::locations)
+        .ruma_raw(appservice::locations_by_alias)
+        .ruma_raw(appservice::users)
+        .ruma_raw(appservice::users_by_id)
         // Membership
         .ruma(membership::join_by_id)
         .ruma(membership::join_by_id_or_alias)

@@ -143,6 +143,35 @@ pub async fn register_user(base: &Base, user_id: &ruma::UserId) -> crate::error:
     }
 }
 
+/// MSC4190: an appservice creates a device for one of its users (no token: the appservice
+/// acts on it with `device_id`). Returns whether it is new; an existing one gets the name.
+pub async fn create_device(
+    base: &Base,
+    user_id: &ruma::UserId,
+    device_id: &str,
+    display_name: Option<&str>,
+) -> crate::error::ApiResult<bool> {
+    crate::accounts::sessions::check_device_id(Some(device_id))?;
+    let mut tx = base.storage.begin_write().await?;
+    let created = crate::storage::Storage::upsert_device(&mut tx, user_id.as_str(), device_id, display_name, None).await?;
+    if !created && display_name.is_some() {
+        crate::storage::Storage::set_device_display_name(&mut tx, user_id.as_str(), device_id, display_name).await?;
+    }
+    let position = crate::storage::Storage::record_device_change(&mut tx, user_id.as_str(), Some(device_id)).await?;
+    tx.commit().await?;
+    crate::e2ee::device_lists_changed(base, user_id, position).await?;
+    Ok(created)
+}
+
+/// Whether the request is an appservice's that manages its users' devices itself (MSC4190:
+/// no user-interactive auth to delete them, and `PUT /devices/{id}` creates them).
+pub fn manages_devices(sender: &crate::accounts::sessions::Sender) -> bool {
+    sender
+        .appservice
+        .as_ref()
+        .is_some_and(|service| service.registration.msc4190)
+}
+
 fn load(base: &Base) -> Result<Registry, RegistrationError> {
     let files: &[PathBuf] = &base.config.appservices.config_files;
     Registry::load(files, base.config.server_name.as_str())

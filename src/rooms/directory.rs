@@ -34,9 +34,22 @@ pub async fn local_alias_target(state: &Base, alias: &RoomAliasId) -> EventResul
     OwnedRoomId::try_from(room_id).map_err(|_| EventError::internal())
 }
 
+/// Refuses an alias an application service claims exclusively, unless the user is one of
+/// that appservice's.
+pub fn check_alias_claim(state: &Base, user_id: &UserId, alias: &RoomAliasId) -> EventResult<()> {
+    match state.appservice_registry().claiming_alias(alias.as_str()) {
+        Some(service) if !service.is_user_in_namespace(user_id.as_str()) => Err(EventError::Exclusive(format!(
+            "This alias is reserved by an application service ({})",
+            service.id()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Creates `alias` for a room the user is joined to.
 pub async fn add_alias(state: &Base, user_id: &UserId, alias: &RoomAliasId, room_id: &RoomId) -> EventResult<()> {
     local_alias(state, alias)?;
+    check_alias_claim(state, user_id, alias)?;
     if state
         .storage
         .membership(room_id.as_str(), user_id.as_str())
@@ -114,7 +127,7 @@ async fn drop_from_canonical_alias(state: &Base, sender: &Sender, room_id: &str,
     let room_id = OwnedRoomId::try_from(room_id).map_err(|_| EventError::internal())?;
     // The alias is gone already: failing to update the event (no power to, say) must not
     // turn the deletion into an error.
-    if let Err(error) = super::send::send_state(state, sender, &room_id, &key.0, "", content).await {
+    if let Err(error) = super::send::send_state(state, sender, &room_id, &key.0, "", content, None).await {
         tracing::info!(%room_id, alias, error = ?error, "alias deleted; the canonical alias event could not follow");
     }
     Ok(())

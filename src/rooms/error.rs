@@ -27,6 +27,8 @@ pub enum EventError {
     AliasInUse,
     /// The alias to create exists already (the directory API: 409).
     AliasExists,
+    /// An application service's exclusive namespace claims the alias.
+    Exclusive(String),
     /// Forgetting a room the user has not left.
     StillInRoom,
     /// A restricted join this server cannot vouch for (no local member may invite).
@@ -84,7 +86,8 @@ impl std::fmt::Display for EventError {
             | Self::NotFound(reason)
             | Self::GuestForbidden(reason)
             | Self::BadAlias(reason)
-            | Self::UnableToGrantJoin(reason) => write!(f, "{reason}"),
+            | Self::UnableToGrantJoin(reason)
+            | Self::Exclusive(reason) => write!(f, "{reason}"),
             Self::AliasInUse => write!(f, "Room alias already taken"),
             Self::AliasExists => write!(f, "Room alias already exists"),
             Self::StillInRoom => write!(f, "Leave the room before forgetting it"),

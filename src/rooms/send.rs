@@ -19,6 +19,7 @@ pub async fn send_message(
     content: Map<String, Value>,
     endpoint: &'static str,
     txn_id: &str,
+    origin_server_ts: Option<i64>,
 ) -> EventResult<Sent> {
     let transaction = Transaction {
         device_id: sender.device_id.as_str(),
@@ -36,6 +37,7 @@ pub async fn send_message(
         state_key: None,
         content: Value::Object(content),
         redacts: None,
+        origin_server_ts,
     };
     let appended = append_event(state, room_id, &sender.user_id, draft, Some(transaction)).await?;
     Ok(Sent {
@@ -96,6 +98,7 @@ pub async fn send_state(
     event_type: &str,
     state_key: &str,
     content: Map<String, Value>,
+    origin_server_ts: Option<i64>,
 ) -> EventResult<OwnedEventId> {
     if event_type == "m.room.member" {
         // Membership goes through /join, /invite, /leave…, which check what it means.
@@ -153,7 +156,10 @@ pub async fn send_state(
         return OwnedEventId::try_from(existing).map_err(|_| EventError::internal());
     }
     limit_sends(state, sender, room_id, None).await?;
-    let draft = EventDraft::state(event_type, state_key, Value::Object(content));
+    let draft = EventDraft {
+        origin_server_ts,
+        ..EventDraft::state(event_type, state_key, Value::Object(content))
+    };
     let appended = append_event(state, room_id, &sender.user_id, draft, None).await?;
     if event_type == "m.room.guest_access" {
         super::membership::remove_guests_if_closed(state, room_id).await?;

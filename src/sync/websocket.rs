@@ -326,6 +326,7 @@ async fn run(state: &Services, sender: &Sender, request: &Request) -> ApiResult<
                 content_param(params)?,
                 "ws_send",
                 &txn_id,
+                None,
             )
             .await?;
             if sent.appended {
@@ -338,7 +339,7 @@ async fn run(state: &Services, sender: &Sender, request: &Request) -> ApiResult<
             let event_type = string_param(params, "event_type")?;
             let state_key = string_param(params, "state_key")?;
             let event_id =
-                send::send_state(state, sender, &room_id, event_type, state_key, content_param(params)?).await?;
+                send::send_state(state, sender, &room_id, event_type, state_key, content_param(params)?, None).await?;
             Ok(json!({ "event_id": event_id }))
         }
         "typing" => {

@@ -1,6 +1,10 @@
 //! Devices: `GET /devices`, `GET/PUT/DELETE /devices/{deviceId}`, `POST /delete_devices`.
 
-use axum::Json;
+use axum::{
+    Json,
+    response::{IntoResponse, Response},
+};
+use http::StatusCode;
 use ruma::api::client::device::{delete_device, delete_devices, get_device, get_devices, update_device};
 use serde_json::{Value, json};
 
@@ -52,16 +56,20 @@ pub async fn get(state: AppState, request: Ruma<get_device::v3::Request>) -> Api
 }
 
 /// `PUT /_matrix/client/v3/devices/{deviceId}`
-pub async fn update(
-    state: AppState,
-    request: Ruma<update_device::v3::Request>,
-) -> ApiResult<update_device::v3::Response> {
+pub async fn update(state: AppState, request: Ruma<update_device::v3::Request>) -> ApiResult<Response> {
     let sender = request.sender()?;
     let name = request.body.display_name.as_deref();
     if name.is_some_and(|name| name.chars().count() > MAX_DISPLAY_NAME_CHARS) {
         return Err(ApiError::invalid_param(format!(
             "Device display name must be at most {MAX_DISPLAY_NAME_CHARS} characters"
         )));
+    }
+    // MSC4190: an appservice creates its users' devices this way (201 when new, as Synapse).
+    if crate::appservices::manages_devices(sender) {
+        let created =
+            crate::appservices::create_device(&state, &sender.user_id, request.body.device_id.as_str(), name).await?;
+        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        return Ok((status, Json(json!({}))).into_response());
     }
     let user_id = sender.user_id.as_str();
     let mut tx = state.storage.begin_write().await?;
@@ -72,7 +80,7 @@ pub async fn update(
     let position = Storage::record_device_change(&mut tx, user_id, Some(request.body.device_id.as_str())).await?;
     tx.commit().await?;
     crate::e2ee::device_lists_changed(&state, &sender.user_id, position).await?;
-    Ok(update_device::v3::Response::new())
+    Ok(Json(json!({})).into_response())
 }
 
 /// `DELETE /_matrix/client/v3/devices/{deviceId}` (user-interactive auth)
@@ -90,6 +98,10 @@ pub async fn delete(
     {
         return Err(ApiError::not_found("No such device"));
     }
+    if crate::appservices::manages_devices(sender) {
+        accounts::delete_devices(&state, &sender.user_id, &[device_id], None).await?;
+        return Ok(delete_device::v3::Response::new());
+    }
     let uia = password_uia(format!("delete_device:{device_id}"), &request, sender);
     let completed = authorize(&state, &uia, request.body.auth.as_ref()).await?;
     accounts::delete_devices(&state, &sender.user_id, &[device_id], Some(&completed.session_id)).await?;
@@ -106,6 +118,10 @@ pub async fn delete_many(
     let mut ids: Vec<&str> = request.body.devices.iter().map(|id| id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
+    if crate::appservices::manages_devices(sender) {
+        accounts::delete_devices(&state, &sender.user_id, &ids, None).await?;
+        return Ok(delete_devices::v3::Response::new());
+    }
     // The session is bound to this exact set of devices.
     let uia = password_uia(format!("delete_devices:{}", ids.join(",")), &request, sender);
     let completed = authorize(&state, &uia, request.body.auth.as_ref()).await?;

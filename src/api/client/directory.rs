@@ -9,7 +9,7 @@ use ruma::{
         reporting::report_user,
         room::{Visibility, aliases, report_content, report_room},
     },
-    directory::{PublicRoomsChunk, RoomTypeFilter},
+    directory::{PublicRoomsChunk, RoomNetwork, RoomTypeFilter},
 };
 use serde_json::Value;
 
@@ -46,6 +46,10 @@ pub async fn resolve(state: AppState, request: Ruma<get_alias::v3::Request>) -> 
         };
         let (room_id, servers) = federation.resolve_remote_alias(alias).await?;
         return Ok(get_alias::v3::Response::new(room_id, servers));
+    }
+    if state.storage.alias(alias.as_str()).await?.is_none() {
+        // An application service may make it exist (spec: "Room alias query").
+        state.appservices.query_alias(alias).await;
     }
     let room_id = directory::local_alias_target(&state, alias).await?;
     Ok(get_alias::v3::Response::new(
@@ -121,6 +125,7 @@ pub(crate) async fn public_rooms(
     since: Option<&str>,
     search: Option<&str>,
     room_types: &[RoomTypeFilter],
+    network: &RoomNetwork,
 ) -> ApiResult<(Vec<PublicRoomsChunk>, Option<String>, Option<String>, usize)> {
     let offset = match since {
         Some(token) => token
@@ -132,7 +137,7 @@ pub(crate) async fn public_rooms(
     let limit = limit.map_or(100, |l| u64::from(l).clamp(1, 500) as usize);
     let search = search.map(str::to_lowercase).filter(|s| !s.is_empty());
     let mut all = Vec::new();
-    for (room_id, _) in state.storage.published_rooms().await? {
+    for (room_id, _) in listed_rooms(state, network).await? {
         let Some(chunk) = chunk_for(state, &room_id).await? else {
             continue;
         };
@@ -160,6 +165,30 @@ pub(crate) async fn public_rooms(
     let prev = (offset > 0).then(|| format!("o{}", offset.saturating_sub(limit)));
     let page = all.into_iter().skip(offset).take(limit).collect();
     Ok((page, next, prev, total))
+}
+
+/// The rooms of the directory a `publicRooms` request asks for, most members first: the
+/// Matrix one; an appservice network's (`third_party_instance_id`, `{appservice}|{network}`);
+/// or all of them (`include_all_networks`).
+async fn listed_rooms(state: &AppState, network: &RoomNetwork) -> ApiResult<Vec<(String, i64)>> {
+    let storage = &state.storage;
+    Ok(match network {
+        RoomNetwork::ThirdParty(instance) => match crate::appservices::queries::parse_instance_id(instance) {
+            Some(network) => storage.appservice_listed_rooms(Some(network)).await?,
+            None => Vec::new(),
+        },
+        RoomNetwork::All => {
+            let mut rooms = storage.published_rooms().await?;
+            for room in storage.appservice_listed_rooms(None).await? {
+                if !rooms.iter().any(|(room_id, _)| *room_id == room.0) {
+                    rooms.push(room);
+                }
+            }
+            rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            rooms
+        }
+        _ => storage.published_rooms().await?,
+    })
 }
 
 /// Federation, to read another server's directory.
@@ -193,7 +222,15 @@ pub async fn list_public(
         response.total_room_count_estimate = page.total;
         return Ok(response);
     }
-    let (chunk, next, prev, total) = public_rooms(&state, body.limit, body.since.as_deref(), None, &[]).await?;
+    let (chunk, next, prev, total) = public_rooms(
+        &state,
+        body.limit,
+        body.since.as_deref(),
+        None,
+        &[],
+        &RoomNetwork::Matrix,
+    )
+    .await?;
     let mut response = get_public_rooms::v3::Response::new(chunk);
     response.next_batch = next;
     response.prev_batch = prev;
@@ -235,6 +272,7 @@ pub async fn search_public(
         body.since.as_deref(),
         search,
         &body.filter.room_types,
+        &body.room_network,
     )
     .await?;
     let mut response = get_public_rooms_filtered::v3::Response::new();

@@ -65,7 +65,13 @@ async fn room_and_servers(
             via.extend(servers);
             room_id
         }
-        _ => joins::resolve_room(state, room).await?,
+        (_, Err(alias)) => {
+            if state.storage.alias(alias.as_str()).await?.is_none() {
+                // An application service may make it exist (spec: "Room alias query").
+                state.appservices.query_alias(&alias).await;
+            }
+            joins::resolve_room(state, room).await?
+        }
     };
     Ok((room_id, via))
 }

@@ -5,6 +5,7 @@
 pub mod account;
 pub mod account_data;
 pub mod admin;
+pub mod appservice;
 pub mod dehydrated_device;
 pub mod devices;
 pub mod directory;

@@ -41,6 +41,8 @@ async fn profile_of(
     }
     match state.storage.user(user_id.as_str()).await? {
         Some(_) => Ok(state.storage.profile(user_id.as_str()).await?),
+        // An application service may make it exist (spec: "User query").
+        None if state.appservices.query_user(user_id).await => Ok(state.storage.profile(user_id.as_str()).await?),
         None => Err(ApiError::not_found("No such user")),
     }
 }

@@ -6,7 +6,7 @@ use http::StatusCode;
 use ruma::OwnedUserId;
 use ruma::api::{
     client::{
-        account::{check_registration_token_validity, get_username_availability, register},
+        account::{check_registration_token_validity, get_username_availability, register, register::LoginType},
         uiaa::{AuthData, AuthFlow, AuthType},
     },
     error::ErrorKind,
@@ -36,6 +36,25 @@ const GENERATED_ID_ATTEMPTS: usize = 5;
 pub async fn register(state: AppState, request: Ruma<register::v3::Request>) -> ApiResult<Json<Value>> {
     let ip = request.client_ip.to_string();
     let body = request.body;
+    let appservice = request.sender.and_then(|sender| sender.appservice);
+    match (appservice, body.login_type == Some(LoginType::ApplicationService)) {
+        (Some(service), true) => return register_appservice_user(&state, &service, &body, &ip).await,
+        (None, true) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorKind::MissingToken,
+                "m.login.application_service needs the application service's token",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::InvalidParam,
+                "An application service registers its users with type m.login.application_service",
+            ));
+        }
+        (None, false) => {}
+    }
     let is_guest = body.kind == register::RegistrationKind::Guest;
     if is_guest && !state.config.registration.allow_guests {
         return Err(ApiError::new(
@@ -196,6 +215,50 @@ pub async fn register(state: AppState, request: Ruma<register::v3::Request>) -> 
             Err(error) => return Err(error),
         }
     }
+}
+
+/// `m.login.application_service`: an appservice registers a user of its namespace, with no
+/// password and no user-interactive auth, and (unless `inhibit_login`) a first device.
+async fn register_appservice_user(
+    state: &AppState,
+    service: &hearth_appservices::Appservice,
+    body: &register::v3::Request,
+    ip: &str,
+) -> ApiResult<Json<Value>> {
+    let username = body
+        .username
+        .as_deref()
+        .ok_or_else(|| ApiError::missing_param("An application service must give the username"))?;
+    let user_id = crate::accounts::username::user_id_for_new_account(username, &state.config.server_name)?;
+    if !service.is_user_in_namespace(user_id.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Exclusive,
+            format!("{user_id} is not in the application service's user namespace"),
+        ));
+    }
+    check_device_id(body.device_id.as_deref().map(|d| d.as_str()))?;
+    let registration = Registration {
+        user_id: &user_id,
+        password: None,
+        password_hash: None,
+        is_admin: false,
+        is_guest: false,
+        user_type: None,
+        display_name: None,
+        uia_session: None,
+        session: (!body.inhibit_login).then_some(SessionRequest {
+            user_id: user_id.as_str(),
+            device_id: body.device_id.as_deref().map(|d| d.as_str()),
+            display_name: body.initial_device_display_name.as_deref(),
+            with_refresh_token: body.refresh_token,
+            ip: Some(ip),
+            refreshable_lifetime: state.refreshable_token_lifetime(),
+        }),
+    };
+    let session = register_account(state, registration).await?;
+    tracing::info!(%user_id, appservice = service.id(), "application service registered a user");
+    Ok(response(user_id, session))
 }
 
 /// The parameters of this request a registration's UIA session remembers for later ones:

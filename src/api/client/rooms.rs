@@ -91,6 +91,7 @@ pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) ->
             }
             let alias = OwnedRoomAliasId::try_from(format!("#{name}:{}", state.config.server_name))
                 .map_err(|_| ApiError::invalid_param("room_alias_name is not a valid alias localpart"))?;
+            crate::rooms::directory::check_alias_claim(&state, &sender.user_id, &alias)?;
             if state.storage.alias(alias.as_str()).await?.is_some() {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -220,6 +221,7 @@ pub async fn send_message(
         content,
         "send",
         body.txn_id.as_str(),
+        massaged_ts(sender, body.timestamp),
     )
     .await?;
     if sent.appended {
@@ -237,8 +239,16 @@ pub async fn send_state(
     let body = &request.body;
     let content = object_of(body.body.json(), "State content")?;
     let event_type = body.event_type.to_string();
-    let event_id = send::send_state(&state, sender, &body.room_id, &event_type, &body.state_key, content).await?;
+    let ts = massaged_ts(sender, body.timestamp);
+    let event_id = send::send_state(&state, sender, &body.room_id, &event_type, &body.state_key, content, ts).await?;
     Ok(send_state_event::v3::Response::new(event_id))
+}
+
+/// The `ts` of a send: honoured for application services (timestamp massaging), ignored for
+/// anyone else (as Synapse).
+fn massaged_ts(sender: &Sender, ts: Option<ruma::MilliSecondsSinceUnixEpoch>) -> Option<i64> {
+    sender.appservice.as_ref()?;
+    ts.map(|ts| i64::from(ts.0))
 }
 
 /// Renders events for the requesting user and device.
@@ -565,6 +575,7 @@ pub async fn redact(
         state_key: None,
         content,
         redacts: Some(body.event_id.clone()),
+        origin_server_ts: None,
     };
     let transaction = Transaction {
         device_id: sender.device_id.as_str(),

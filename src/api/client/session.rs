@@ -34,15 +34,26 @@ pub async fn login_types(
     _state: AppState,
     _request: Ruma<get_login_types::v3::Request>,
 ) -> ApiResult<get_login_types::v3::Response> {
-    Ok(get_login_types::v3::Response::new(vec![LoginType::Password(
-        Default::default(),
-    )]))
+    Ok(get_login_types::v3::Response::new(vec![
+        LoginType::Password(Default::default()),
+        LoginType::ApplicationService(Default::default()),
+    ]))
 }
 
 /// `POST /_matrix/client/v3/login`
 pub async fn login(state: AppState, request: Ruma<login::v3::Request>) -> ApiResult<login::v3::Response> {
     let ip = request.client_ip.to_string();
     let body = request.body;
+    if let LoginInfo::ApplicationService(login) = &body.login_info {
+        return appservice_login(&state, request.sender.as_ref(), login, &body, &ip).await;
+    }
+    if request.sender.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidParam,
+            "An application service token was given, but the login type is not m.login.application_service",
+        ));
+    }
     let LoginInfo::Password(password) = &body.login_info else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -92,6 +103,53 @@ pub async fn login(state: AppState, request: Ruma<login::v3::Request>) -> ApiRes
     )
     .await?;
     tracing::info!(%user_id, device_id = %session.device_id, "logged in");
+    let mut response = login::v3::Response::new(user_id, session.access_token, session.device_id);
+    response.refresh_token = session.refresh_token;
+    response.expires_in = session.expires_in;
+    Ok(response)
+}
+
+/// `m.login.application_service`: an appservice logs one of its users in on a new (or given)
+/// device, without a password (spec: "Appservice Login").
+async fn appservice_login(
+    state: &AppState,
+    sender: Option<&crate::accounts::sessions::Sender>,
+    login: &login::v3::ApplicationService,
+    body: &login::v3::Request,
+    ip: &str,
+) -> ApiResult<login::v3::Response> {
+    let service = sender
+        .and_then(|sender| sender.appservice.as_ref())
+        .ok_or_else(|| ApiError::missing_token())?;
+    #[allow(deprecated)] // The legacy top-level `user` field is still sent by older clients.
+    let user = match (&login.identifier, &login.user) {
+        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+        (None, Some(user)) => user.clone(),
+        (Some(_), _) => return Err(ApiError::forbidden("Only Matrix user IDs can log in on this server")),
+        (None, None) => return Err(ApiError::missing_param("No identifier given")),
+    };
+    let user_id = resolve_user(state, &user)?;
+    if !service.is_user_in_namespace(user_id.as_str()) {
+        return Err(ApiError::forbidden(format!(
+            "{user_id} is not in the application service's namespace"
+        )));
+    }
+    if state.storage.user(user_id.as_str()).await?.is_none_or(|user| user.is_deactivated()) {
+        return Err(ApiError::forbidden("Invalid username or password"));
+    }
+    let session = start_session(
+        state,
+        SessionRequest {
+            user_id: user_id.as_str(),
+            device_id: body.device_id.as_deref().map(|d| d.as_str()),
+            display_name: body.initial_device_display_name.as_deref(),
+            with_refresh_token: body.refresh_token,
+            ip: Some(ip),
+            refreshable_lifetime: state.refreshable_token_lifetime(),
+        },
+    )
+    .await?;
+    tracing::info!(%user_id, device_id = %session.device_id, appservice = service.id(), "logged in");
     let mut response = login::v3::Response::new(user_id, session.access_token, session.device_id);
     response.refresh_token = session.refresh_token;
     response.expires_in = session.expires_in;

@@ -29,7 +29,8 @@ pub async fn public_rooms_get(
     request.origin()?;
     directory_shared(&state)?;
     let body = &request.body;
-    let (chunk, next, prev, total) = public_rooms(&state, body.limit, body.since.as_deref(), None, &[]).await?;
+    let matrix = ruma::directory::RoomNetwork::Matrix;
+    let (chunk, next, prev, total) = public_rooms(&state, body.limit, body.since.as_deref(), None, &[], &matrix).await?;
     let mut response = get_public_rooms::v1::Response::new();
     response.chunk = chunk;
     response.next_batch = next;
@@ -52,6 +53,7 @@ pub async fn public_rooms_post(
         body.since.as_deref(),
         body.filter.generic_search_term.as_deref(),
         &body.filter.room_types,
+        &body.room_network,
     )
     .await?;
     let mut response = get_public_rooms_filtered::v1::Response::new();

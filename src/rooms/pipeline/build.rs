@@ -26,6 +26,9 @@ pub struct EventDraft {
     pub content: Value,
     /// For redactions: the event redacted.
     pub redacts: Option<OwnedEventId>,
+    /// `origin_server_ts` chosen by an application service (timestamp massaging, for
+    /// bridged history); `None`: now.
+    pub origin_server_ts: Option<i64>,
 }
 
 impl EventDraft {
@@ -35,6 +38,7 @@ impl EventDraft {
             state_key: Some(state_key.to_owned()),
             content,
             redacts: None,
+            origin_server_ts: None,
         }
     }
 }
@@ -69,7 +73,7 @@ pub fn build_object(
         "type": draft.event_type,
         "sender": sender,
         "depth": depth,
-        "origin_server_ts": now_ms(),
+        "origin_server_ts": draft.origin_server_ts.unwrap_or_else(now_ms),
     });
     if let Some(room_id) = room_id {
         event["room_id"] = Value::from(room_id.as_str());

@@ -241,6 +241,7 @@ fn draft_of(pdu: &PduEvent) -> EventResult<EventDraft> {
         redacts: (pdu.kind.to_string() == "m.room.redaction")
             .then(|| pdu.redacts.clone())
             .flatten(),
+        origin_server_ts: Some(pdu.origin_server_ts.0.into()),
     })
 }
 

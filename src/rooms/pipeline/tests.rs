@@ -119,6 +119,7 @@ fn message(body: &str) -> EventDraft {
         state_key: None,
         content: json!({ "msgtype": "m.text", "body": body }),
         redacts: None,
+        origin_server_ts: None,
     }
 }
 
