@@ -4,13 +4,13 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use hearth_appservices::{Registration, Registry};
 use hearth::{
     config::{Config, SAMPLE_CONFIG},
     server::{Server, shutdown_signal},
     signing::rotate_signing_key,
     storage::Storage,
 };
+use hearth_appservices::{Registration, Registry};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]

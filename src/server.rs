@@ -65,7 +65,11 @@ impl Server {
             .start()
             .await
             .map_err(|_| anyhow::anyhow!("cannot start push evaluation and pushers"))?;
-        state.appservices.start().await.context("cannot start the application services")?;
+        state
+            .appservices
+            .start()
+            .await
+            .context("cannot start the application services")?;
         Ok(Self {
             state,
             listener,

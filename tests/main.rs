@@ -7,6 +7,7 @@ mod common;
 mod account;
 mod account_data;
 mod admin;
+mod appservice;
 mod connections;
 mod dehydrated_device;
 mod device_lists;

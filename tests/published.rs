@@ -31,6 +31,7 @@ impl Subscriber for Recorder {
             Change::Presence { user_id } => format!("presence {user_id}"),
             Change::DeviceList { user_id, .. } => format!("device_list {user_id}"),
             Change::EdusQueued { destination } => format!("edus {destination}"),
+            Change::ToDevice { recipients } => format!("to_device {}", recipients.join(",")),
         };
         self.0.lock().unwrap().push(line);
     }

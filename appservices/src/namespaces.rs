@@ -28,10 +28,11 @@ impl Namespace {
             .iter()
             .map(|entry| {
                 // Anchored at the start only, as Synapse (`re.match`).
-                let regex = Regex::new(&format!("^(?:{})", entry.regex)).map_err(|error| RegistrationError::Invalid {
-                    id: id.to_owned(),
-                    message: format!("namespaces.{kind}: bad regex {:?}: {error}", entry.regex),
-                })?;
+                let regex =
+                    Regex::new(&format!("^(?:{})", entry.regex)).map_err(|error| RegistrationError::Invalid {
+                        id: id.to_owned(),
+                        message: format!("namespaces.{kind}: bad regex {:?}: {error}", entry.regex),
+                    })?;
                 Ok(Pattern {
                     regex,
                     exclusive: entry.exclusive,
@@ -46,7 +47,9 @@ impl Namespace {
     }
 
     fn matches_exclusively(&self, value: &str) -> bool {
-        self.0.iter().any(|pattern| pattern.exclusive && pattern.regex.is_match(value))
+        self.0
+            .iter()
+            .any(|pattern| pattern.exclusive && pattern.regex.is_match(value))
     }
 
     fn exclusive_sources(&self) -> impl Iterator<Item = &str> {
@@ -172,7 +175,10 @@ impl Registry {
                 return Err(conflict(other, "an as_token equal to another's hs_token"));
             }
             if let Some(&other) = registry.by_as_token.get(hs_token) {
-                return Err(conflict(registry.services[other].id(), "an hs_token equal to another's as_token"));
+                return Err(conflict(
+                    registry.services[other].id(),
+                    "an hs_token equal to another's as_token",
+                ));
             }
             for other in &registry.services {
                 if let Some(message) = overlap(other, &service) {
@@ -311,7 +317,10 @@ mod tests {
         assert!(bad.to_string().contains("irc: namespaces.users: bad regex"), "{bad}");
 
         let twice = Registry::new(
-            vec![registration("irc", "@irc_.*", true), registration("irc", "@other_.*", true)],
+            vec![
+                registration("irc", "@irc_.*", true),
+                registration("irc", "@other_.*", true),
+            ],
             "example.org",
         )
         .unwrap_err();
@@ -335,10 +344,16 @@ mod tests {
         assert!(overlap.to_string().contains("exclusively"), "{overlap}");
 
         let sender_inside = Registry::new(
-            vec![registration("a", "@.*bot:example.org", true), registration("b", "@b_.*", true)],
+            vec![
+                registration("a", "@.*bot:example.org", true),
+                registration("b", "@b_.*", true),
+            ],
             "example.org",
         )
         .unwrap_err();
-        assert!(sender_inside.to_string().contains("exclusive user namespace"), "{sender_inside}");
+        assert!(
+            sender_inside.to_string().contains("exclusive user namespace"),
+            "{sender_inside}"
+        );
     }
 }

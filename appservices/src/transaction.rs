@@ -49,10 +49,16 @@ impl Transaction {
         body.insert("events".into(), Value::from(self.events.clone()));
         if !self.ephemeral.is_empty() {
             body.insert("ephemeral".into(), Value::from(self.ephemeral.clone()));
-            body.insert("de.sorunome.msc2409.ephemeral".into(), Value::from(self.ephemeral.clone()));
+            body.insert(
+                "de.sorunome.msc2409.ephemeral".into(),
+                Value::from(self.ephemeral.clone()),
+            );
         }
         if !self.to_device.is_empty() {
-            body.insert("de.sorunome.msc2409.to_device".into(), Value::from(self.to_device.clone()));
+            body.insert(
+                "de.sorunome.msc2409.to_device".into(),
+                Value::from(self.to_device.clone()),
+            );
         }
         if !self.device_lists_changed.is_empty() || !self.device_lists_left.is_empty() {
             body.insert(

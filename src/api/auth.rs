@@ -92,7 +92,9 @@ pub async fn authenticate(parts: &Parts, state: &AppState, token_use: TokenUse) 
             // An application service's token, acting as a user of its namespace (`user_id`) on
             // one of that user's devices (`device_id`, MSC4326; `org.matrix.msc3202.device_id`
             // is its unstable name).
-            let query = parts.uri.query();
+            // `/register` and `/login` act for a user who may not exist yet: the appservice
+            // itself calls them (frameworks still add `user_id`; Synapse ignores it there).
+            let query = parts.uri.query().filter(|_| token_use != TokenUse::AppserviceOptional);
             let device_id =
                 query_param(query, "device_id").or_else(|| query_param(query, "org.matrix.msc3202.device_id"));
             let user_id = query_param(query, "user_id");
@@ -100,12 +102,14 @@ pub async fn authenticate(parts: &Parts, state: &AppState, token_use: TokenUse) 
                 crate::appservices::auth::authenticate(state, &token, user_id.as_deref(), device_id.as_deref()).await?;
             match (appservice, token_use) {
                 (Some(sender), _) => return Ok(Some(sender)),
-                (None, TokenUse::Appservice | TokenUse::AppserviceOptional) => {
-                    return Err(ApiError::unknown_token(false));
-                }
+                (None, TokenUse::AppserviceOptional) => return Err(ApiError::unknown_token(false)),
                 (None, _) => {}
             }
             let sender = authenticate_access_token(&state.storage, &token, client_ip(parts, state)).await?;
+            if token_use == TokenUse::Appservice {
+                // A valid token, but a user's: the spec's 403 for endpoints only appservices use.
+                return Err(ApiError::forbidden("Only an application service can do this"));
+            }
             // Endpoints open to everyone are open to guests too; of the others, guests get
             // only those the spec (and Synapse) allow them.
             if sender.is_guest && token_use == TokenUse::Required {

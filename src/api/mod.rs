@@ -33,8 +33,8 @@ pub use self::extract::check_json_body;
 use self::state::AppState;
 use self::{
     client::{
-        account, account_data, admin, appservice, dehydrated_device, devices, directory, discovery, key_backup, keys, media,
-        membership, profile, push, register, relations, rooms, session, spaces, sync, user_directory,
+        account, account_data, admin, appservice, dehydrated_device, devices, directory, discovery, key_backup, keys,
+        media, membership, profile, push, register, relations, rooms, session, spaces, sync, user_directory,
     },
     federation::keys as server_keys,
     ruma::RumaRouter,

@@ -58,7 +58,9 @@ pub async fn authenticate(
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     ErrorKind::Forbidden,
-                    format!("Application service trying to use a device that doesn't exist ('{device_id}' for {user_id})"),
+                    format!(
+                        "Application service trying to use a device that doesn't exist ('{device_id}' for {user_id})"
+                    ),
                 ));
             }
             OwnedDeviceId::from(device_id)

@@ -89,7 +89,8 @@ async fn sort(
         }
     };
     for service in listening {
-        let mut interested = matches!(&news, EphemeralNews::Presence { user_id } if service.is_user_in_namespace(user_id));
+        let mut interested =
+            matches!(&news, EphemeralNews::Presence { user_id } if service.is_user_in_namespace(user_id));
         let mut interest = RoomInterest::default();
         for room_id in &rooms {
             if interested {

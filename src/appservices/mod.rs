@@ -15,7 +15,7 @@ mod queue;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use hearth_appservices::{AppserviceClient, Registry, RegistrationError};
+use hearth_appservices::{AppserviceClient, RegistrationError, Registry};
 use tokio::sync::mpsc;
 
 use self::{ephemeral::EphemeralNews, queue::TransactionCourier};
@@ -56,7 +56,12 @@ impl Appservices {
         let courier = TransactionCourier::new(base.clone(), client.clone());
         let outbox = Outbox::with_max_backoff(courier, MAX_BACKOFF);
         let (news, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(ephemeral::sort_news(base.clone(), typing, Arc::clone(&outbox), receiver));
+        tokio::spawn(ephemeral::sort_news(
+            base.clone(),
+            typing,
+            Arc::clone(&outbox),
+            receiver,
+        ));
         let appservices = Arc::new(Self {
             base: base.clone(),
             client,
@@ -153,7 +158,8 @@ pub async fn create_device(
 ) -> crate::error::ApiResult<bool> {
     crate::accounts::sessions::check_device_id(Some(device_id))?;
     let mut tx = base.storage.begin_write().await?;
-    let created = crate::storage::Storage::upsert_device(&mut tx, user_id.as_str(), device_id, display_name, None).await?;
+    let created =
+        crate::storage::Storage::upsert_device(&mut tx, user_id.as_str(), device_id, display_name, None).await?;
     if !created && display_name.is_some() {
         crate::storage::Storage::set_device_display_name(&mut tx, user_id.as_str(), device_id, display_name).await?;
     }

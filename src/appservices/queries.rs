@@ -95,12 +95,7 @@ impl Appservices {
     /// A third-party lookup asked of every appservice bridging `protocol`
     /// (`GET /_matrix/app/v1/thirdparty/{kind}/{protocol}`): the answers of those that
     /// answered, lists concatenated.
-    pub async fn thirdparty(
-        &self,
-        kind: &str,
-        protocol: Option<&str>,
-        query: &[(String, String)],
-    ) -> Vec<Value> {
+    pub async fn thirdparty(&self, kind: &str, protocol: Option<&str>, query: &[(String, String)]) -> Vec<Value> {
         let registry = self.base.appservice_registry();
         let services: Vec<_> = match protocol {
             Some(protocol) => registry.with_protocol(protocol).cloned().collect(),
@@ -119,7 +114,11 @@ impl Appservices {
         futures_util::future::join_all(asks)
             .await
             .into_iter()
-            .filter_map(|answer| answer.map_err(|error| tracing::debug!(%error, "third-party lookup failed")).ok())
+            .filter_map(|answer| {
+                answer
+                    .map_err(|error| tracing::debug!(%error, "third-party lookup failed"))
+                    .ok()
+            })
             .collect()
     }
 
@@ -148,7 +147,11 @@ impl Appservices {
         let registry = self.base.appservice_registry();
         let mut merged: Option<Value> = None;
         for service in registry.with_protocol(name) {
-            let Ok(mut answer) = self.client.thirdparty(&service.registration, &["protocol", name], &[]).await else {
+            let Ok(mut answer) = self
+                .client
+                .thirdparty(&service.registration, &["protocol", name], &[])
+                .await
+            else {
                 continue;
             };
             if !answer.is_object() {

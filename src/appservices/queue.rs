@@ -74,7 +74,12 @@ impl TransactionCourier {
     async fn send(&self, service: &Appservice, pending: PendingAppserviceTxn) -> Round {
         let Ok(body) = serde_json::from_str::<Value>(&pending.body) else {
             tracing::error!(appservice = service.id(), "a stored transaction is not JSON; dropped");
-            return match self.base.storage.complete_appservice_txn(service.id(), pending.txn_id).await {
+            return match self
+                .base
+                .storage
+                .complete_appservice_txn(service.id(), pending.txn_id)
+                .await
+            {
                 Ok(()) => Round::More,
                 Err(_) => Round::Retry,
             };
@@ -92,7 +97,12 @@ impl TransactionCourier {
                     ms = started.elapsed().as_millis() as u64,
                     "transaction accepted"
                 );
-                match self.base.storage.complete_appservice_txn(service.id(), pending.txn_id).await {
+                match self
+                    .base
+                    .storage
+                    .complete_appservice_txn(service.id(), pending.txn_id)
+                    .await
+                {
                     Ok(()) => Round::More,
                     Err(_) => Round::Retry,
                 }
@@ -115,7 +125,11 @@ impl TransactionCourier {
         let notifier = &self.base.notifier;
 
         let until = notifier.position(Stream::Events);
-        let rows = self.base.storage.events_between(from.events_position, until, SCAN).await?;
+        let rows = self
+            .base
+            .storage
+            .events_between(from.events_position, until, SCAN)
+            .await?;
         let mut interest = RoomInterest::default();
         // Past each event looked at, sent or not; a short read saw everything up to `until`.
         let (mut reached, mut full) = (from.events_position, false);
@@ -131,11 +145,17 @@ impl TransactionCourier {
                     .room_version(&self.base.storage, &row.room_id)
                     .await?
                     .unwrap_or_else(|| "1".into());
-                transaction.events.push(client_event(row, &version, Unsigned::default()));
+                transaction
+                    .events
+                    .push(client_event(row, &version, Unsigned::default()));
             }
             reached = row.stream_ordering;
         }
-        upto.events_position = if full || rows.len() as i64 >= SCAN { reached } else { until };
+        upto.events_position = if full || rows.len() as i64 >= SCAN {
+            reached
+        } else {
+            until
+        };
 
         let registration = &service.registration;
         if registration.wants_ephemeral() {
@@ -170,7 +190,8 @@ impl TransactionCourier {
             upto.to_device_position = notifier.position(Stream::ToDevice);
         }
         if registration.msc3202 {
-            self.add_device_lists(service, from, &mut upto, &mut transaction).await?;
+            self.add_device_lists(service, from, &mut upto, &mut transaction)
+                .await?;
         } else {
             upto.device_lists_position = notifier.position(Stream::DeviceLists);
         }

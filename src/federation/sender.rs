@@ -595,7 +595,10 @@ impl Subscriber for FederationSender {
             Change::EdusQueued { destination } => Routed::Queued {
                 destination: destination.to_owned(),
             },
-            Change::AccountData { .. } | Change::Pushers { .. } | Change::ReadReceipt { .. } | Change::ToDevice { .. } => {
+            Change::AccountData { .. }
+            | Change::Pushers { .. }
+            | Change::ReadReceipt { .. }
+            | Change::ToDevice { .. } => {
                 return;
             }
         };

@@ -10,22 +10,17 @@ use super::pipeline::{EventDraft, Transaction, append_event};
 use crate::{accounts::sessions::Sender, base::Base};
 
 /// Sends a message event (`PUT /rooms/{roomId}/send/{eventType}/{txnId}`). Transaction IDs
-/// are scoped per `endpoint` (`send` for REST, `ws_send` for the WebSocket).
+/// are scoped per device and `endpoint` (`send` for REST, `ws_send` for the WebSocket);
+/// `origin_server_ts` is an appservice's massaged timestamp.
 pub async fn send_message(
     state: &Base,
     sender: &Sender,
     room_id: &RoomId,
     event_type: &str,
     content: Map<String, Value>,
-    endpoint: &'static str,
-    txn_id: &str,
+    transaction: Transaction<'_>,
     origin_server_ts: Option<i64>,
 ) -> EventResult<Sent> {
-    let transaction = Transaction {
-        device_id: sender.device_id.as_str(),
-        endpoint,
-        txn_id,
-    };
     if let Some(event_id) = limit_sends(state, sender, room_id, Some(&transaction)).await? {
         return Ok(Sent {
             event_id,

@@ -88,7 +88,10 @@ impl Storage {
         Ok(())
     }
 
-    pub async fn pending_appservice_txn(&self, appservice_id: &str) -> Result<Option<PendingAppserviceTxn>, StorageError> {
+    pub async fn pending_appservice_txn(
+        &self,
+        appservice_id: &str,
+    ) -> Result<Option<PendingAppserviceTxn>, StorageError> {
         Ok(sqlx::query_as(
             "SELECT txn_id, body, events_position, to_device_position, device_lists_position
              FROM appservice_transactions WHERE appservice_id = $1",
@@ -203,7 +206,9 @@ impl Storage {
                  VALUES ($1, $2, $3, $4) ON CONFLICT (appservice_id, network_id, room_id) DO NOTHING",
             )
         } else {
-            sqlx::query("DELETE FROM appservice_room_list WHERE appservice_id = $1 AND network_id = $2 AND room_id = $3")
+            sqlx::query(
+                "DELETE FROM appservice_room_list WHERE appservice_id = $1 AND network_id = $2 AND room_id = $3",
+            )
         };
         query
             .bind(appservice_id)

@@ -324,8 +324,11 @@ async fn run(state: &Services, sender: &Sender, request: &Request) -> ApiResult<
                 &room_id,
                 event_type,
                 content_param(params)?,
-                "ws_send",
-                &txn_id,
+                crate::rooms::pipeline::Transaction {
+                    device_id: sender.device_id.as_str(),
+                    endpoint: "ws_send",
+                    txn_id: &txn_id,
+                },
                 None,
             )
             .await?;
@@ -338,8 +341,16 @@ async fn run(state: &Services, sender: &Sender, request: &Request) -> ApiResult<
             let room_id = room_param(params)?;
             let event_type = string_param(params, "event_type")?;
             let state_key = string_param(params, "state_key")?;
-            let event_id =
-                send::send_state(state, sender, &room_id, event_type, state_key, content_param(params)?, None).await?;
+            let event_id = send::send_state(
+                state,
+                sender,
+                &room_id,
+                event_type,
+                state_key,
+                content_param(params)?,
+                None,
+            )
+            .await?;
             Ok(json!({ "event_id": event_id }))
         }
         "typing" => {

@@ -27,16 +27,27 @@ def check(condition: bool, what: str, detail: object = "") -> None:
 
 
 @contextlib.contextmanager
-def running_hearth(binary: str):
-    """Yields the base URL of a healthy server; stops it with SIGTERM and checks it exits 0."""
+def running_hearth(binary: str, extra_config: str = ""):
+    """Yields the base URL of a healthy server; stops it with SIGTERM and checks it exits 0.
+
+    `extra_config`: TOML put before nio-server.toml's (so top-level keys stay top-level),
+    for a test that needs more than the shared settings (appservice registrations)."""
     external = os.environ.get("HEARTH_TEST_BASE_URL")
     if external:
+        if extra_config:
+            raise SystemExit("this test configures its own server; unset HEARTH_TEST_BASE_URL")
         yield external.rstrip("/")
         return
     with tempfile.TemporaryDirectory() as data_dir:
         port = free_port()
         env = dict(os.environ, HEARTH_LISTEN=f"127.0.0.1:{port}", HEARTH_DATA_DIR=data_dir, HEARTH_LOG="warn")
         config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nio-server.toml")
+        if extra_config:
+            with open(config, encoding="utf-8") as shared:
+                combined = extra_config.rstrip("\n") + "\n\n" + shared.read()
+            config = os.path.join(data_dir, "hearth.toml")
+            with open(config, "w", encoding="utf-8") as file:
+                file.write(combined)
         server = subprocess.Popen([binary, "serve", "--config", config], env=env)
         base = f"http://127.0.0.1:{port}"
         try:

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod appservice;
 pub mod federation;
 pub mod keys;
 pub mod media;
@@ -134,6 +135,9 @@ pub struct TestServer {
     pub federation_addr: Option<SocketAddr>,
     pub base: String,
     pub http: reqwest::Client,
+    /// The running server's services (to reach what has no HTTP endpoint, such as the
+    /// appservice registrations' reload).
+    pub services: hearth::services::Services,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     config: Config,
@@ -222,6 +226,7 @@ impl TestServer {
     fn serve(server: Server, config: Config, dir: tempfile::TempDir) -> Self {
         let addr = server.local_addr();
         let federation_addr = server.federation_addr();
+        let services = server.state().services.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -236,6 +241,7 @@ impl TestServer {
             federation_addr,
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
+            services,
             shutdown: Some(tx),
             task: Some(task),
             config,

@@ -43,7 +43,12 @@ pub async fn set_network_visibility(
     let sender = request.sender()?;
     let service = require_appservice(sender)?;
     let body = &request.body;
-    if state.caches.room_version(&state.storage, body.room_id.as_str()).await?.is_none() {
+    if state
+        .caches
+        .room_version(&state.storage, body.room_id.as_str())
+        .await?
+        .is_none()
+    {
         return Err(ApiError::not_found("Unknown room"));
     }
     let listed = match &body.visibility {
@@ -76,7 +81,10 @@ pub async fn protocol(state: AppState, request: Ruma<get_protocol::v3::Request>)
 }
 
 /// `GET /_matrix/client/v3/thirdparty/location/{protocol}`
-pub async fn locations(state: AppState, request: Ruma<get_location_for_protocol::v3::Request>) -> ApiResult<Json<Value>> {
+pub async fn locations(
+    state: AppState,
+    request: Ruma<get_location_for_protocol::v3::Request>,
+) -> ApiResult<Json<Value>> {
     request.sender()?;
     let body = &request.body;
     lookup(&state, "location", Some(&body.protocol), fields(&body.fields)).await

@@ -147,6 +147,12 @@ pub async fn invite(state: AppState, request: Ruma<invite_user::v3::Request>) ->
             "Third-party invites are not supported: this server uses no identity server",
         ));
     };
+    if invitee.user_id.server_name() == state.config.server_name
+        && state.storage.user(invitee.user_id.as_str()).await?.is_none()
+    {
+        // A user an appservice has yet to create (a bridge's ghost) is asked of it first.
+        state.appservices.query_user(&invitee.user_id).await;
+    }
     joins::invite(
         &state,
         sender,

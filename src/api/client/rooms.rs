@@ -164,7 +164,8 @@ pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) ->
             }
             continue;
         }
-        if state.storage.user(invitee.as_str()).await?.is_none() {
+        // A user an appservice has yet to create (a bridge's ghost) is asked of it.
+        if state.storage.user(invitee.as_str()).await?.is_none() && !state.appservices.query_user(invitee).await {
             return Err(ApiError::not_found(format!("No such user: {invitee}")));
         }
     }
@@ -219,8 +220,11 @@ pub async fn send_message(
         &body.room_id,
         &event_type,
         content,
-        "send",
-        body.txn_id.as_str(),
+        Transaction {
+            device_id: sender.device_id.as_str(),
+            endpoint: "send",
+            txn_id: body.txn_id.as_str(),
+        },
         massaged_ts(sender, body.timestamp),
     )
     .await?;

@@ -120,7 +120,7 @@ async fn appservice_login(
 ) -> ApiResult<login::v3::Response> {
     let service = sender
         .and_then(|sender| sender.appservice.as_ref())
-        .ok_or_else(|| ApiError::missing_token())?;
+        .ok_or_else(ApiError::missing_token)?;
     #[allow(deprecated)] // The legacy top-level `user` field is still sent by older clients.
     let user = match (&login.identifier, &login.user) {
         (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
@@ -134,7 +134,12 @@ async fn appservice_login(
             "{user_id} is not in the application service's namespace"
         )));
     }
-    if state.storage.user(user_id.as_str()).await?.is_none_or(|user| user.is_deactivated()) {
+    if state
+        .storage
+        .user(user_id.as_str())
+        .await?
+        .is_none_or(|user| user.is_deactivated())
+    {
         return Err(ApiError::forbidden("Invalid username or password"));
     }
     let session = start_session(
@@ -211,6 +216,9 @@ pub async fn logout_all(
 pub async fn whoami(_state: AppState, request: Ruma<whoami::v3::Request>) -> ApiResult<whoami::v3::Response> {
     let sender = request.sender()?;
     let mut response = whoami::v3::Response::new(sender.user_id.clone(), sender.is_guest);
-    response.device_id = Some(sender.device_id.clone());
+    // An appservice acting without a device (spec: the device ID "can be omitted").
+    if sender.device_id != crate::appservices::auth::NO_DEVICE {
+        response.device_id = Some(sender.device_id.clone());
+    }
     Ok(response)
 }

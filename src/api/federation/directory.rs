@@ -30,7 +30,8 @@ pub async fn public_rooms_get(
     directory_shared(&state)?;
     let body = &request.body;
     let matrix = ruma::directory::RoomNetwork::Matrix;
-    let (chunk, next, prev, total) = public_rooms(&state, body.limit, body.since.as_deref(), None, &[], &matrix).await?;
+    let (chunk, next, prev, total) =
+        public_rooms(&state, body.limit, body.since.as_deref(), None, &[], &matrix).await?;
     let mut response = get_public_rooms::v1::Response::new();
     response.chunk = chunk;
     response.next_batch = next;
