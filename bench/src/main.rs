@@ -14,10 +14,12 @@
 //! `push` (send → push gateway latency in a large room, and push rule evaluation cost). With
 //! `--server-pid`, the server's RSS and CPU time are read from /proc around each scenario.
 
+mod appservice;
 mod client;
 mod federation;
 mod media;
 mod push;
+mod receiver;
 mod scenarios;
 mod stats;
 
@@ -43,6 +45,9 @@ enum Scenario {
     Push,
     /// Users of `--base` message users of `--remote-base` (not part of `all`).
     Federation,
+    /// This process as an application service the server sends transactions to (not part of
+    /// `all`: the server must have its registration; see bench/appservices.py).
+    Appservice,
 }
 
 #[derive(Debug, Parser)]
@@ -138,6 +143,18 @@ struct Args {
     /// Federation: messages per second in the latency part.
     #[arg(long, default_value_t = 100.0)]
     federation_rate: f64,
+    /// Appservice: where this process listens (its registration's `url`).
+    #[arg(long, default_value = "127.0.0.1:9009")]
+    appservice_listen: String,
+    /// Appservice: its `as_token`.
+    #[arg(long, env = "BENCH_AS_TOKEN")]
+    appservice_token: Option<String>,
+    /// Appservice: the ghost's localpart (in its user namespace).
+    #[arg(long, default_value = "benchas_ghost")]
+    appservice_ghost: String,
+    /// Appservice: messages sent one at a time for the latency part.
+    #[arg(long, default_value_t = 200)]
+    appservice_messages: usize,
     /// Print the results as JSON (with every latency sample, for charts) instead of a table.
     #[arg(long)]
     json: bool,
@@ -157,6 +174,8 @@ struct Report {
     push: Option<push::PushResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     federation: Option<federation::FederationResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appservice: Option<appservice::AppserviceResult>,
 }
 
 #[tokio::main]
@@ -170,7 +189,8 @@ async fn main() -> Result<()> {
     };
     let server = Server::new(&args.base, registration, 4096)?;
     let wants = |s: Scenario| {
-        (args.scenario.contains(&Scenario::All) && s != Scenario::Federation) || args.scenario.contains(&s)
+        (args.scenario.contains(&Scenario::All) && !matches!(s, Scenario::Federation | Scenario::Appservice))
+            || args.scenario.contains(&s)
     };
     let log = |line: String| {
         if !args.json {
@@ -328,6 +348,24 @@ async fn main() -> Result<()> {
             result.max_sent
         ));
         report.federation = Some(result);
+    }
+    if wants(Scenario::Appservice) {
+        let as_token = args
+            .appservice_token
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("the appservice scenario needs --appservice-token"))?;
+        let users =
+            scenarios::register_many(&server, &format!("{prefix}-as-"), args.senders.max(1), args.parallel).await?;
+        let options = appservice::Options {
+            listen: &args.appservice_listen,
+            as_token,
+            ghost: &args.appservice_ghost,
+            messages: args.appservice_messages,
+            seconds: duration,
+        };
+        let result = appservice::appservice(&server, &users, options).await?;
+        log(format!("appservice   {}", result.row()));
+        report.appservice = Some(result);
     }
     if wants(Scenario::Push) {
         let users = scenarios::register_many(

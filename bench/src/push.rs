@@ -15,14 +15,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-};
-
+use serde_json::json;
 use crate::{
     client::{Server, User},
+    receiver,
     scenarios::join_all,
     stats::Distribution,
 };
@@ -168,57 +164,11 @@ async fn evaluation_metrics(server: &Server) -> Option<EvaluationMetrics> {
 
 /// A push gateway on loopback: records when each notification arrives, accepts them all.
 async fn start_gateway(arrivals: Arrivals) -> Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(serve(stream, arrivals.clone()));
-        }
-    });
-    Ok(format!("http://{address}"))
-}
-
-/// HTTP/1.1 with keep-alive, enough for JSON POSTs with a Content-Length.
-async fn serve(mut stream: TcpStream, arrivals: Arrivals) -> Result<()> {
-    let mut buffer = Vec::new();
-    loop {
-        let header_end = loop {
-            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            let mut chunk = [0; 8192];
-            let read = stream.read(&mut chunk).await?;
-            if read == 0 {
-                return Ok(());
-            }
-            buffer.extend_from_slice(&chunk[..read]);
-        };
-        let head = String::from_utf8_lossy(&buffer[..header_end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|line| line.strip_prefix("content-length:"))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(0);
-        while buffer.len() < header_end + length {
-            let mut chunk = [0; 8192];
-            let read = stream.read(&mut chunk).await?;
-            if read == 0 {
-                return Ok(());
-            }
-            buffer.extend_from_slice(&chunk[..read]);
-        }
-        let arrived = Instant::now();
-        let body: Value = serde_json::from_slice(&buffer[header_end..header_end + length]).unwrap_or_default();
+    let handler: receiver::Handler = Arc::new(move |_path, body, arrived| {
         if let Some(event_id) = body["notification"]["event_id"].as_str() {
             arrivals.lock().expect("arrivals").insert(event_id.to_owned(), arrived);
         }
-        buffer.drain(..header_end + length);
-        let answer = r#"{"rejected":[]}"#;
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
-            answer.len()
-        );
-        stream.write_all(response.as_bytes()).await?;
-    }
+        r#"{"rejected":[]}"#
+    });
+    receiver::start("127.0.0.1:0", handler).await
 }

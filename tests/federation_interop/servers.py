@@ -133,8 +133,10 @@ def start_hearth(
     database_url: str | None = None,
     log_level: str = "info,ruma_state_res=warn",
     federation_extra: str = "",
+    extra: str = "",
 ) -> Server:
-    """`federation_extra`: more lines for the `[federation]` table (benchmarks)."""
+    """`federation_extra`: more lines for the `[federation]` table (benchmarks); `extra`: more
+    tables after it (e.g. `[appservices]`)."""
     client_port, federation_port = free_port(ip), free_port(ip)
     name = f"{ip}:{federation_port}"
     cert, key = ca.issue(ip)
@@ -170,6 +172,7 @@ inbound_per_second = 100000.0
 inbound_burst = 100000
 allow_public_rooms_over_federation = true
 {federation_extra}
+{extra}
 """
         )
         if database_url:
