@@ -12,6 +12,8 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an appservice has to answer a query, a ping or a third-party lookup (a client is
 /// waiting).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest answer read from an appservice (third-party lookups are the big ones).
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// Why a call to an appservice failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,8 @@ pub enum CallError {
     Status { status: u16, body: Value },
     #[error("the appservice's answer is not JSON")]
     NotJson,
+    #[error("the appservice's answer is larger than {MAX_ANSWER_BYTES} bytes")]
+    TooLarge,
 }
 
 /// An HTTP client for appservices (one for all of them).
@@ -92,25 +96,27 @@ impl AppserviceClient {
     }
 
     async fn call(&self, registration: &Registration, request: reqwest::RequestBuilder) -> Result<Value, CallError> {
-        let response = request
-            .bearer_auth(&registration.hs_token)
-            .send()
-            .await
-            .map_err(|error| {
-                if error.is_timeout() {
-                    CallError::Timeout
-                } else {
-                    CallError::Connection(without_url(&error))
-                }
-            })?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|error| {
+        let failed = |error: reqwest::Error| {
             if error.is_timeout() {
                 CallError::Timeout
             } else {
                 CallError::Connection(without_url(&error))
             }
-        })?;
+        };
+        let mut response = request
+            .bearer_auth(&registration.hs_token)
+            .send()
+            .await
+            .map_err(failed)?;
+        let status = response.status();
+        // Read in pieces, so an appservice cannot make us buffer without bound.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(CallError::TooLarge);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let body = if bytes.is_empty() {
             Value::Object(Default::default())
         } else {

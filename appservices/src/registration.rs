@@ -62,7 +62,7 @@ pub struct Registration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limited: Option<bool>,
     /// Third-party protocols the appservice bridges (answers `/thirdparty/*` for).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "null_is_empty", skip_serializing_if = "Vec::is_empty")]
     pub protocols: Vec<String>,
     /// Typing, receipts, presence and to-device messages in transactions (MSC2409).
     #[serde(default)]
@@ -186,6 +186,11 @@ impl Registration {
     }
 }
 
+/// `protocols: null` (which some bridges write) as no protocols.
+fn null_is_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// 64 random letters and digits (about 380 bits).
 fn random_token() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -217,6 +222,7 @@ de.sorunome.msc2409.push_ephemeral: true
 receive_ephemeral: true
 org.matrix.msc3202: true
 io.element.msc4190: true
+protocols: null
 "#;
 
     #[test]

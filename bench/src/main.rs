@@ -155,6 +155,9 @@ struct Args {
     /// Appservice: messages sent one at a time for the latency part.
     #[arg(long, default_value_t = 200)]
     appservice_messages: usize,
+    /// Appservice: messages queued while it is down, for the catch-up part.
+    #[arg(long, default_value_t = 5000)]
+    appservice_backlog: usize,
     /// Print the results as JSON (with every latency sample, for charts) instead of a table.
     #[arg(long)]
     json: bool,
@@ -362,6 +365,7 @@ async fn main() -> Result<()> {
             ghost: &args.appservice_ghost,
             messages: args.appservice_messages,
             seconds: duration,
+            backlog: args.appservice_backlog,
         };
         let result = appservice::appservice(&server, &users, options).await?;
         log(format!("appservice   {}", result.row()));

@@ -13,15 +13,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
-use serde::Serialize;
-use serde_json::json;
 use crate::{
     client::{Server, User},
     receiver,
     scenarios::join_all,
     stats::Distribution,
 };
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde_json::json;
 
 #[derive(Debug, Serialize)]
 pub struct PushResult {
@@ -168,7 +168,7 @@ async fn start_gateway(arrivals: Arrivals) -> Result<String> {
         if let Some(event_id) = body["notification"]["event_id"].as_str() {
             arrivals.lock().expect("arrivals").insert(event_id.to_owned(), arrived);
         }
-        r#"{"rejected":[]}"#
+        (200, r#"{"rejected":[]}"#)
     });
     receiver::start("127.0.0.1:0", handler).await
 }

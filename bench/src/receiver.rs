@@ -12,8 +12,8 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-/// Called for each request: (path, JSON body, arrival) → the JSON answer (status 200).
-pub type Handler = Arc<dyn Fn(&str, Value, Instant) -> &'static str + Send + Sync>;
+/// Called for each request: (path, JSON body, arrival) → the status and JSON answer.
+pub type Handler = Arc<dyn Fn(&str, Value, Instant) -> (u16, &'static str) + Send + Sync>;
 
 /// Listens on `address` (`127.0.0.1:0` for any port); returns the base URL.
 pub async fn start(address: &str, handler: Handler) -> Result<String> {
@@ -61,9 +61,9 @@ async fn serve(mut stream: TcpStream, handler: Handler) -> Result<()> {
         let arrived = Instant::now();
         let body: Value = serde_json::from_slice(&buffer[header_end..header_end + length]).unwrap_or_default();
         buffer.drain(..header_end + length);
-        let answer = handler(&path, body, arrived);
+        let (status, answer) = handler(&path, body, arrived);
         let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            "HTTP/1.1 {status} -\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
             answer.len()
         );
         stream.write_all(response.as_bytes()).await?;

@@ -22,6 +22,11 @@ const LAST_SEEN_RESOLUTION_MS: i64 = 60_000;
 /// Longest device ID a client may choose.
 const MAX_DEVICE_ID_BYTES: usize = 255;
 
+/// The device of an application service's request that names none. No such device exists,
+/// and none may be created under this ID: endpoints that need a real device (keys, to-device
+/// inboxes) are for appservices that create devices (MSC4190) and name them with `device_id`.
+pub const NO_DEVICE: &str = "_appservice";
+
 /// The authenticated user of a request.
 #[derive(Debug, Clone)]
 pub struct Sender {
@@ -77,6 +82,7 @@ pub fn check_device_id(device_id: Option<&str>) -> ApiResult<()> {
         Some(id) if id.is_empty() || id.len() > MAX_DEVICE_ID_BYTES => Err(ApiError::invalid_param(format!(
             "device_id must be 1 to {MAX_DEVICE_ID_BYTES} bytes"
         ))),
+        Some(NO_DEVICE) => Err(ApiError::invalid_param(format!("device_id {NO_DEVICE} is reserved"))),
         _ => Ok(()),
     }
 }

@@ -35,6 +35,25 @@ pub fn user_id_for_new_account(username: &str, server_name: &ServerName) -> Resu
     UserId::parse(user_id).map_err(|_| invalid("Invalid username"))
 }
 
+/// The user ID an application service registers: its own namespace decides what is allowed, so
+/// only the spec's user ID grammar applies (historical characters, a leading `_`, digits, any
+/// case, as Synapse accepts them from appservices).
+pub fn user_id_for_appservice(username: &str, server_name: &ServerName) -> Result<OwnedUserId, ApiError> {
+    let invalid = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidUsername, message);
+    // The spec's historical user ID characters: printable ASCII but ':'.
+    if username.is_empty() || !username.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b':') {
+        return Err(invalid("username must be a localpart of printable ASCII without ':'"));
+    }
+    if username.starts_with('@') {
+        return Err(invalid("username must be a localpart, not a user ID"));
+    }
+    let user_id = format!("@{username}:{server_name}");
+    if user_id.len() > 255 {
+        return Err(invalid("User ID must be at most 255 bytes long"));
+    }
+    UserId::parse(user_id).map_err(|_| invalid("Invalid username"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +77,10 @@ mod tests {
         assert!(check("r2d2").is_ok());
         assert!(check("émile").is_err());
         assert!(check(&"a".repeat(300)).is_err());
+        let server: &ServerName = "example.org".try_into().unwrap();
+        let ghost = |name: &str| user_id_for_appservice(name, server).map(|id| id.to_string());
+        assert_eq!(ghost("_irc_Alice").unwrap(), "@_irc_Alice:example.org");
+        assert_eq!(ghost("_discord_12345").unwrap(), "@_discord_12345:example.org");
+        assert!(ghost("").is_err() && ghost("a:b").is_err() && ghost("al ice").is_err());
     }
 }

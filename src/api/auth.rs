@@ -102,7 +102,9 @@ pub async fn authenticate(parts: &Parts, state: &AppState, token_use: TokenUse) 
                 crate::appservices::auth::authenticate(state, &token, user_id.as_deref(), device_id.as_deref()).await?;
             match (appservice, token_use) {
                 (Some(sender), _) => return Ok(Some(sender)),
-                (None, TokenUse::AppserviceOptional) => return Err(ApiError::unknown_token(false)),
+                // Another token on `/register` or `/login` means nothing (as Synapse): only the
+                // appservice login type needs one, and says so.
+                (None, TokenUse::AppserviceOptional) => return Ok(None),
                 (None, _) => {}
             }
             let sender = authenticate_access_token(&state.storage, &token, client_ip(parts, state)).await?;

@@ -15,10 +15,8 @@ use crate::{
     error::{ApiError, ApiResult},
 };
 
-/// The device of an appservice request that names none. No such device exists: endpoints
-/// that need a real device (keys, to-device inboxes) are for appservices that create devices
-/// (MSC4190) and name them with `device_id`.
-pub const NO_DEVICE: &str = "_appservice";
+/// The device of an appservice request that names none (reserved: no real device has it).
+pub use crate::accounts::sessions::NO_DEVICE;
 
 /// Who acts: `None` when the token is no appservice's (it is then an ordinary access token).
 /// `user_id` and `device_id` are the request's query parameters.
@@ -54,10 +52,9 @@ pub async fn authenticate(
     let device_id = match device_id {
         Some(device_id) => {
             if base.storage.device(user_id.as_str(), device_id).await?.is_none() {
-                // As Synapse answers.
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    ErrorKind::Forbidden,
+                    ErrorKind::UnknownDevice,
                     format!(
                         "Application service trying to use a device that doesn't exist ('{device_id}' for {user_id})"
                     ),

@@ -34,7 +34,7 @@ pub async fn sort_news(
     base: Base,
     typing: Arc<Typing>,
     outbox: Arc<Outbox<TransactionCourier>>,
-    mut news: mpsc::UnboundedReceiver<EphemeralNews>,
+    mut news: mpsc::Receiver<EphemeralNews>,
 ) {
     while let Some(item) = news.recv().await {
         if let Err(error) = sort(&base, &typing, &outbox, item).await {
@@ -91,7 +91,7 @@ async fn sort(
     for service in listening {
         let mut interested =
             matches!(&news, EphemeralNews::Presence { user_id } if service.is_user_in_namespace(user_id));
-        let mut interest = RoomInterest::default();
+        let mut interest = RoomInterest::now();
         for room_id in &rooms {
             if interested {
                 break;

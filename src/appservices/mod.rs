@@ -31,8 +31,15 @@ pub struct Appservices {
     client: AppserviceClient,
     outbox: Arc<Outbox<TransactionCourier>>,
     /// Typing, receipts and presence to sort out per appservice (off the writer's path).
-    news: mpsc::UnboundedSender<EphemeralNews>,
+    news: mpsc::Sender<EphemeralNews>,
+    /// Users and aliases appservices said they do not know, and when: not asked again for a
+    /// while (anyone may look up a profile; each lookup must not cost an appservice call).
+    unknown: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// Ephemeral changes waiting to be sorted; beyond this many, new ones are dropped (they are
+/// best-effort, as typing notices are everywhere) rather than grow memory.
+const NEWS_BACKLOG: usize = 10_000;
 
 /// The longest wait between tries at an appservice that does not answer.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -50,12 +57,15 @@ impl Appservices {
         let client = AppserviceClient::new(
             reqwest::Client::builder()
                 .no_proxy()
+                // An appservice's answer is its own: a redirect could point our requests
+                // (and the answers relayed to clients) anywhere.
+                .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(Duration::from_secs(10))
                 .build()?,
         );
         let courier = TransactionCourier::new(base.clone(), client.clone());
         let outbox = Outbox::with_max_backoff(courier, MAX_BACKOFF);
-        let (news, receiver) = mpsc::unbounded_channel();
+        let (news, receiver) = mpsc::channel(NEWS_BACKLOG);
         tokio::spawn(ephemeral::sort_news(
             base.clone(),
             typing,
@@ -67,6 +77,7 @@ impl Appservices {
             client,
             outbox,
             news,
+            unknown: std::sync::Mutex::default(),
         });
         // Weak: the service lives as long as `Services` holds it.
         let subscriber: Arc<dyn Subscriber> = appservices.clone();
@@ -183,6 +194,20 @@ fn load(base: &Base) -> Result<Registry, RegistrationError> {
     Registry::load(files, base.config.server_name.as_str())
 }
 
+impl Appservices {
+    /// Hands an ephemeral change to the sorter, unless no appservice wants ephemeral data or
+    /// the sorter is that far behind.
+    fn tell(&self, news: EphemeralNews) {
+        let registry = self.base.appservice_registry();
+        if !registry.iter().any(|service| service.registration.wants_ephemeral()) {
+            return;
+        }
+        if self.news.try_send(news).is_err() {
+            tracing::debug!("appservice ephemeral backlog full: a typing notice, receipt or presence dropped");
+        }
+    }
+}
+
 /// Appservices follow committed changes: events and to-device messages wake their queues;
 /// typing, receipts and presence are sorted out per appservice by [`ephemeral::sort_news`].
 impl Subscriber for Appservices {
@@ -192,20 +217,21 @@ impl Subscriber for Appservices {
                 self.outbox.wake_range(&String::new(), |_| true);
             }
             Change::Typing { room_id, .. } => {
-                let _ = self.news.send(EphemeralNews::Typing {
+                self.tell(EphemeralNews::Typing {
                     room_id: room_id.to_owned(),
                 });
             }
+            // Read receipts only: delivery receipts are for the sender's server alone.
             Change::Receipt {
                 room_id,
                 user_id,
-                receipt_type,
+                receipt_type: receipt_type @ "m.read",
                 event_id,
                 thread_id,
                 ts,
                 ..
             } => {
-                let _ = self.news.send(EphemeralNews::Receipt {
+                self.tell(EphemeralNews::Receipt {
                     room_id: room_id.to_owned(),
                     user_id: user_id.to_owned(),
                     receipt_type: receipt_type.to_owned(),
@@ -215,11 +241,12 @@ impl Subscriber for Appservices {
                 });
             }
             Change::Presence { user_id } => {
-                let _ = self.news.send(EphemeralNews::Presence {
+                self.tell(EphemeralNews::Presence {
                     user_id: user_id.to_owned(),
                 });
             }
-            Change::AccountData { .. }
+            Change::Receipt { .. }
+            | Change::AccountData { .. }
             | Change::Pushers { .. }
             | Change::ReadReceipt { .. }
             | Change::EdusQueued { .. } => {}

@@ -7,6 +7,11 @@ use ruma::api::error::{BadStatusErrorData, ErrorKind};
 use serde_json::Value;
 
 use super::Appservices;
+
+/// How long an ID an appservice did not know is not asked about again.
+const UNKNOWN_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+/// IDs remembered as unknown, at most (all are forgotten when full).
+const MAX_UNKNOWN: usize = 10_000;
 use crate::error::{ApiError, ApiResult};
 
 impl Appservices {
@@ -14,6 +19,9 @@ impl Appservices {
     /// to create it (`GET /users/{userId}`). Returns whether the user exists afterwards.
     pub async fn query_user(&self, user_id: &ruma::UserId) -> bool {
         if user_id.server_name() != self.base.config.server_name {
+            return false;
+        }
+        if self.recently_unknown(user_id.as_str()) {
             return false;
         }
         let registry = self.base.appservice_registry();
@@ -28,13 +36,30 @@ impl Appservices {
                 Err(error) => tracing::debug!(appservice = service.id(), %error, "user query failed"),
             }
         }
+        self.remember_unknown(user_id.as_str());
         false
+    }
+
+    fn recently_unknown(&self, id: &str) -> bool {
+        let unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        unknown.get(id).is_some_and(|asked| asked.elapsed() < UNKNOWN_FOR)
+    }
+
+    fn remember_unknown(&self, id: &str) {
+        let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        if unknown.len() >= MAX_UNKNOWN {
+            unknown.clear();
+        }
+        unknown.insert(id.to_owned(), std::time::Instant::now());
     }
 
     /// An alias of this server nobody created, in an appservice's namespace: the appservice is
     /// asked to create it (`GET /rooms/{alias}`). Returns whether it exists afterwards.
     pub async fn query_alias(&self, alias: &ruma::RoomAliasId) -> bool {
         if alias.server_name() != self.base.config.server_name {
+            return false;
+        }
+        if self.recently_unknown(alias.as_str()) {
             return false;
         }
         let registry = self.base.appservice_registry();
@@ -49,47 +74,50 @@ impl Appservices {
                 Err(error) => tracing::debug!(appservice = service.id(), %error, "alias query failed"),
             }
         }
+        self.remember_unknown(alias.as_str());
         false
     }
 
     /// `POST /_matrix/client/v1/appservice/{appserviceId}/ping`: the homeserver pings the
     /// appservice (`POST /_matrix/app/v1/ping`); the time it took, or the spec's errors.
     pub async fn ping(&self, service: &Appservice, transaction_id: Option<&str>) -> ApiResult<std::time::Duration> {
-        self.client
-            .ping(&service.registration, transaction_id)
-            .await
-            .map_err(|error| match error {
-                CallError::NoUrl => ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorKind::UrlNotSet,
-                    "The application service has no URL",
-                ),
-                CallError::Timeout => ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    ErrorKind::ConnectionTimeout,
-                    "The application service did not answer in time",
-                ),
-                CallError::Connection(reason) => ApiError::new(
+        let answered = self.client.ping(&service.registration, transaction_id).await;
+        if answered.is_ok() {
+            // It is up: a queue waiting out a backoff tries again now.
+            self.outbox.renew_if_running(&service.id().to_owned());
+        }
+        answered.map_err(|error| match error {
+            CallError::NoUrl => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::UrlNotSet,
+                "The application service has no URL",
+            ),
+            CallError::Timeout => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorKind::ConnectionTimeout,
+                "The application service did not answer in time",
+            ),
+            CallError::Connection(reason) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorKind::ConnectionFailed,
+                format!("Cannot reach the application service: {reason}"),
+            ),
+            CallError::Status { status, body } => {
+                let mut data = BadStatusErrorData::new();
+                data.status = StatusCode::from_u16(status).ok();
+                data.body = Some(body.to_string());
+                ApiError::new(
                     StatusCode::BAD_GATEWAY,
-                    ErrorKind::ConnectionFailed,
-                    format!("Cannot reach the application service: {reason}"),
-                ),
-                CallError::Status { status, body } => {
-                    let mut data = BadStatusErrorData::new();
-                    data.status = StatusCode::from_u16(status).ok();
-                    data.body = Some(body.to_string());
-                    ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        ErrorKind::BadStatus(data),
-                        format!("The application service answered {status}"),
-                    )
-                }
-                CallError::NotJson => ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    ErrorKind::BadStatus(BadStatusErrorData::new()),
-                    "The application service's answer is not JSON",
-                ),
-            })
+                    ErrorKind::BadStatus(data),
+                    format!("The application service answered {status}"),
+                )
+            }
+            CallError::NotJson | CallError::TooLarge => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorKind::BadStatus(BadStatusErrorData::new()),
+                format!("The application service's answer: {error}"),
+            ),
+        })
     }
 
     /// A third-party lookup asked of every appservice bridging `protocol`

@@ -7,8 +7,9 @@
 //! a restart carries the same ID and body, so an appservice that saw it already can tell.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::Mutex,
+    time::{Duration, Instant},
 };
 
 use hearth_appservices::{Appservice, AppserviceClient, transaction::Transaction};
@@ -31,12 +32,25 @@ const MAX_EVENTS: usize = 100;
 const MAX_EPHEMERAL: usize = 100;
 /// Ephemeral items kept per appservice while it is down; the oldest go first.
 const MAX_EPHEMERAL_WAITING: usize = 1000;
+/// How often a queue's place is written when it only skips past events of no interest (kept
+/// in memory meanwhile: after a crash those few are looked at again, and skipped again).
+const SAVE_SKIPS_EVERY: Duration = Duration::from_secs(5);
+
+/// What a round found past the saved positions.
+struct Next {
+    transaction: Transaction,
+    upto: AppservicePositions,
+    /// Reads stopped at a limit: more may be waiting.
+    more: bool,
+}
 
 pub struct TransactionCourier {
     base: Base,
     client: AppserviceClient,
     /// Typing, receipts and presence per appservice, waiting for the next transaction.
     ephemeral: Mutex<HashMap<String, VecDeque<Value>>>,
+    /// Positions past events of no interest not written yet, and when they last were.
+    skipped: Mutex<HashMap<String, (AppservicePositions, Instant)>>,
 }
 
 impl TransactionCourier {
@@ -45,7 +59,69 @@ impl TransactionCourier {
             base,
             client,
             ephemeral: Mutex::default(),
+            skipped: Mutex::default(),
         }
+    }
+
+    /// Puts items taken for a transaction that was not stored back in front of the queue.
+    fn restore_ephemeral(&self, appservice_id: &str, items: Vec<Value>) {
+        if items.is_empty() {
+            return;
+        }
+        let mut waiting = self.ephemeral.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = waiting.entry(appservice_id.to_owned()).or_default();
+        for item in items.into_iter().rev() {
+            queue.push_front(item);
+        }
+        queue.truncate(MAX_EPHEMERAL_WAITING);
+    }
+
+    /// Where the queue stands: the positions skipped to in memory, else the stored ones (a
+    /// new appservice starts at the present).
+    async fn positions(&self, appservice_id: &str) -> Result<AppservicePositions, StorageError> {
+        if let Some((positions, _)) = self
+            .skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(appservice_id)
+        {
+            return Ok(*positions);
+        }
+        let current = self.base.notifier.current();
+        let start = AppservicePositions {
+            events_position: current.events(),
+            to_device_position: current.get(Stream::ToDevice),
+            device_lists_position: current.get(Stream::DeviceLists),
+        };
+        self.base.storage.appservice_positions(appservice_id, start).await
+    }
+
+    /// Moves past events of no interest: in memory, written at most every few seconds.
+    async fn skip_to(&self, appservice_id: &str, upto: AppservicePositions) -> Result<(), StorageError> {
+        let due = {
+            let mut skipped = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+            let last = skipped.get(appservice_id).map(|(_, saved)| *saved);
+            let due = last.is_none_or(|saved| saved.elapsed() >= SAVE_SKIPS_EVERY);
+            let saved = if due {
+                Instant::now()
+            } else {
+                last.unwrap_or_else(Instant::now)
+            };
+            skipped.insert(appservice_id.to_owned(), (upto, saved));
+            due
+        };
+        if due {
+            self.base.storage.set_appservice_positions(appservice_id, upto).await?;
+        }
+        Ok(())
+    }
+
+    /// The stored positions are the truth again (a transaction moved them).
+    fn forget_skips(&self, appservice_id: &str) {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(appservice_id);
     }
 
     /// Adds an ephemeral item to an appservice's next transaction.
@@ -97,15 +173,18 @@ impl TransactionCourier {
                     ms = started.elapsed().as_millis() as u64,
                     "transaction accepted"
                 );
-                match self
+                if self
                     .base
                     .storage
                     .complete_appservice_txn(service.id(), pending.txn_id)
                     .await
+                    .is_err()
                 {
-                    Ok(()) => Round::More,
-                    Err(_) => Round::Retry,
+                    return Round::Retry;
                 }
+                self.forget_skips(service.id());
+                self.drain_inboxes(&body, pending.to_device_position).await;
+                Round::More
             }
             Err(error) => {
                 tracing::warn!(appservice = service.id(), txn_id = pending.txn_id, %error, "transaction not delivered");
@@ -114,12 +193,30 @@ impl TransactionCourier {
         }
     }
 
+    /// The to-device messages the appservice accepted leave its devices' inboxes (nothing else
+    /// reads them: its devices do not sync), so they cannot fill up.
+    async fn drain_inboxes(&self, body: &Value, upto: i64) {
+        let Some(messages) = body["de.sorunome.msc2409.to_device"].as_array() else {
+            return;
+        };
+        let devices: BTreeSet<(&str, &str)> = messages
+            .iter()
+            .filter_map(|m| Some((m["to_user_id"].as_str()?, m["to_device_id"].as_str()?)))
+            .collect();
+        for (user_id, device_id) in devices {
+            if let Err(error) = self
+                .base
+                .storage
+                .delete_acknowledged_to_device(user_id, device_id, upto)
+                .await
+            {
+                tracing::warn!(%error, "could not clear an appservice device's delivered to-device messages");
+            }
+        }
+    }
+
     /// What the appservice is owed past its positions, and the positions it reaches.
-    async fn next_transaction(
-        &self,
-        service: &Appservice,
-        from: AppservicePositions,
-    ) -> Result<(Transaction, AppservicePositions), StorageError> {
+    async fn next_transaction(&self, service: &Appservice, from: AppservicePositions) -> Result<Next, StorageError> {
         let mut transaction = Transaction::default();
         let mut upto = from;
         let notifier = &self.base.notifier;
@@ -130,7 +227,7 @@ impl TransactionCourier {
             .storage
             .events_between(from.events_position, until, SCAN)
             .await?;
-        let mut interest = RoomInterest::default();
+        let mut interest = RoomInterest::at(from.events_position);
         // Past each event looked at, sent or not; a short read saw everything up to `until`.
         let (mut reached, mut full) = (from.events_position, false);
         for row in &rows {
@@ -151,11 +248,8 @@ impl TransactionCourier {
             }
             reached = row.stream_ordering;
         }
-        upto.events_position = if full || rows.len() as i64 >= SCAN {
-            reached
-        } else {
-            until
-        };
+        let mut more = full || rows.len() as i64 >= SCAN;
+        upto.events_position = if more { reached } else { until.max(from.events_position) };
 
         let registration = &service.registration;
         if registration.wants_ephemeral() {
@@ -170,8 +264,11 @@ impl TransactionCourier {
                 .inbox_messages_between(from.to_device_position, until, limit)
                 .await?;
             upto.to_device_position = match messages.last() {
-                Some(last) if messages.len() as i64 >= limit => last.stream_position,
-                _ => until,
+                Some(last) if messages.len() as i64 >= limit => {
+                    more = true;
+                    last.stream_position
+                }
+                _ => until.max(from.to_device_position),
             };
             for message in messages {
                 if !service.is_user_in_namespace(&message.user_id) {
@@ -195,7 +292,11 @@ impl TransactionCourier {
         } else {
             upto.device_lists_position = notifier.position(Stream::DeviceLists);
         }
-        Ok((transaction, upto))
+        Ok(Next {
+            transaction,
+            upto,
+            more,
+        })
     }
 
     /// MSC3202: the device list changes the appservice's own user would see in `/sync`, and
@@ -264,26 +365,26 @@ impl Courier for TransactionCourier {
             Ok(None) => {}
             Err(_) => return Round::Retry,
         }
-        let current = self.base.notifier.current();
-        let start = AppservicePositions {
-            events_position: current.events(),
-            to_device_position: current.get(Stream::ToDevice),
-            device_lists_position: current.get(Stream::DeviceLists),
-        };
-        let Ok(from) = storage.appservice_positions(appservice_id, start).await else {
+        let Ok(from) = self.positions(appservice_id).await else {
             return Round::Retry;
         };
-        let Ok((transaction, upto)) = self.next_transaction(service, from).await else {
+        let Ok(Next {
+            transaction,
+            upto,
+            more,
+        }) = self.next_transaction(service, from).await
+        else {
             return Round::Retry;
         };
         if transaction.is_empty() {
-            if upto != from && storage.set_appservice_positions(appservice_id, upto).await.is_err() {
+            if upto != from && self.skip_to(appservice_id, upto).await.is_err() {
                 return Round::Retry;
             }
-            return if upto != from { Round::More } else { Round::Idle };
+            return if more { Round::More } else { Round::Idle };
         }
         let body = transaction.to_body().to_string();
         let Ok(txn_id) = storage.create_appservice_txn(appservice_id, &body, upto).await else {
+            self.restore_ephemeral(appservice_id, transaction.ephemeral);
             return Round::Retry;
         };
         let pending = PendingAppserviceTxn {

@@ -34,11 +34,12 @@ pub async fn local_alias_target(state: &Base, alias: &RoomAliasId) -> EventResul
     OwnedRoomId::try_from(room_id).map_err(|_| EventError::internal())
 }
 
-/// Refuses an alias an application service claims exclusively, unless the user is one of
-/// that appservice's.
-pub fn check_alias_claim(state: &Base, user_id: &UserId, alias: &RoomAliasId) -> EventResult<()> {
+/// Refuses an alias an application service claims exclusively, unless that appservice asks
+/// (`sender` acting with its token, as itself or one of its users; as Synapse).
+pub fn check_alias_claim(state: &Base, sender: &Sender, alias: &RoomAliasId) -> EventResult<()> {
+    let acting = sender.appservice.as_ref().map(|service| service.id());
     match state.appservice_registry().claiming_alias(alias.as_str()) {
-        Some(service) if !service.is_user_in_namespace(user_id.as_str()) => Err(EventError::Exclusive(format!(
+        Some(service) if acting != Some(service.id()) => Err(EventError::Exclusive(format!(
             "This alias is reserved by an application service ({})",
             service.id()
         ))),
@@ -46,10 +47,11 @@ pub fn check_alias_claim(state: &Base, user_id: &UserId, alias: &RoomAliasId) ->
     }
 }
 
-/// Creates `alias` for a room the user is joined to.
-pub async fn add_alias(state: &Base, user_id: &UserId, alias: &RoomAliasId, room_id: &RoomId) -> EventResult<()> {
+/// Creates `alias` for a room the sender is joined to.
+pub async fn add_alias(state: &Base, sender: &Sender, alias: &RoomAliasId, room_id: &RoomId) -> EventResult<()> {
     local_alias(state, alias)?;
-    check_alias_claim(state, user_id, alias)?;
+    check_alias_claim(state, sender, alias)?;
+    let user_id = &sender.user_id;
     if state
         .storage
         .membership(room_id.as_str(), user_id.as_str())

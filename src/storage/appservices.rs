@@ -173,6 +173,25 @@ impl Storage {
         .await?)
     }
 
+    /// The room's member events after stream position `after`, oldest first: (target, the
+    /// member event each replaced in the room's state, if any).
+    pub async fn member_changes_after(
+        &self,
+        room_id: &str,
+        after: i64,
+    ) -> Result<Vec<(String, Option<String>)>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT state_key, replaces_state FROM events
+             WHERE room_id = $1 AND event_type = 'm.room.member' AND stream_ordering > $2
+               AND rejected_reason IS NULL AND backfilled = 0 AND state_key IS NOT NULL
+             ORDER BY stream_ordering",
+        )
+        .bind(room_id)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// To-device messages for any device in (`after`, `until`], oldest first, at most `limit`.
     pub async fn inbox_messages_between(
         &self,

@@ -147,7 +147,7 @@ async fn an_appservice_registers_its_users_and_acts_as_them_within_its_namespace
             json!({ "type": "m.login.application_service", "username": "irc_bob" }),
         )
         .await;
-    assert_error(&user_token, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
+    assert_error(&user_token, StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
     let malformed = server
         .get("/_matrix/client/v3/account/whoami?user_id=not-a-user-id", token)
         .await;
@@ -176,7 +176,7 @@ async fn an_appservice_registers_its_users_and_acts_as_them_within_its_namespace
             json!({ "type": "m.login.application_service", "identifier": { "type": "m.id.user", "user": "dave" } }),
         )
         .await;
-    assert_error(&stranger, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_error(&stranger, StatusCode::FORBIDDEN, "M_EXCLUSIVE");
     let (_, types) = server.get("/_matrix/client/v3/login", None).await;
     assert!(
         types["flows"]
@@ -298,7 +298,7 @@ async fn an_appservice_manages_its_users_devices_and_acts_on_them() {
     assert_error(
         &server.get(&missing, token).await,
         StatusCode::BAD_REQUEST,
-        "M_FORBIDDEN",
+        "M_UNKNOWN_DEVICE",
     );
     let keys = json!({ "one_time_keys": { "curve25519:AAAA": "a2V5" } });
     let upload = format!(

@@ -44,6 +44,11 @@ async fn unknown_users_and_aliases_in_a_namespace_are_asked_of_the_appservice() 
         .get("/_matrix/client/v3/profile/@elsewhere:localhost", token)
         .await;
     assert_eq!(fake.user_queries(), ["@q_known1:localhost", "@q_stranger:localhost"]);
+    // An ID the appservice did not know is not asked about again at once.
+    server
+        .get("/_matrix/client/v3/profile/@q_stranger:localhost", None)
+        .await;
+    assert_eq!(fake.user_queries().len(), 2);
 
     // Inviting a ghost nobody created yet asks too (as a user starting a bridged chat does).
     let room = create_room(&server, &user, json!({ "invite": ["@q_known2:localhost"] })).await;

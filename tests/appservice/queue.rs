@@ -74,11 +74,7 @@ async fn an_appservice_that_is_down_gets_everything_in_order_after_a_restart_and
         send_text(&server, &user, &room, &format!("t{n}"), &format!("while down {n}")).await;
     }
     // A transaction was stored and tried (and refused) at least once before the restart.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-    while fake.refused() == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the queue never tried");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    fake.wait_for("a refused try", |fake| fake.refused() > 0).await;
     let server = server.restart().await;
     fake.attach(&server.base);
     for n in 12..15 {
@@ -279,4 +275,105 @@ async fn typing_receipts_presence_and_to_device_messages_reach_an_appservice_tha
         .wait_for("the message", |fake| fake.message_bodies().len() == 1)
         .await;
     assert!(quiet.ephemeral().is_empty(), "{:?}", quiet.accepted());
+}
+
+#[tokio::test]
+async fn a_registration_with_the_wrong_hs_token_delivers_nothing_until_fixed_and_reloaded() {
+    let fake = FakeAppservice::start("mis", "mis", Options::default()).await;
+    let right = std::fs::read_to_string(&fake.registration_path).unwrap();
+    std::fs::write(&fake.registration_path, right.replace(&fake.hs_token, "hs-mis-wrong")).unwrap();
+    let server = start_with_appservice(&fake).await;
+    let user = server.register("quinn").await;
+    register_ghost(&server, &fake, "mis_rae").await;
+    let room = create_room(&server, &user, json!({ "invite": ["@mis_rae:localhost"] })).await;
+    join_as(&server, &fake, &room, "@mis_rae:localhost").await;
+    for n in 0..5 {
+        send_text(&server, &user, &room, &format!("m{n}"), &format!("queued {n}")).await;
+    }
+    fake.wait_for("a call with the wrong token", |fake| fake.wrong_token_requests() > 0)
+        .await;
+    assert!(
+        fake.accepted().is_empty(),
+        "the appservice took nothing with the wrong token"
+    );
+
+    // The operator fixes the file and reloads: everything queued arrives, in order.
+    std::fs::write(&fake.registration_path, right).unwrap();
+    server.services.appservices.reload().await.unwrap();
+    fake.wait_for("the queued messages", |fake| fake.message_bodies().len() >= 5)
+        .await;
+    let expected: Vec<String> = (0..5).map(|n| format!("queued {n}")).collect();
+    assert_eq!(fake.message_bodies(), expected);
+}
+
+#[tokio::test]
+async fn a_queue_behind_judges_membership_as_of_each_event() {
+    let fake = FakeAppservice::start("late", "late", Options::default()).await;
+    let server = start_with_appservice(&fake).await;
+    let user = server.register("rita").await;
+    register_ghost(&server, &fake, "late_sam").await;
+    register_ghost(&server, &fake, "late_tom").await;
+    let left = create_room(&server, &user, json!({ "preset": "public_chat" })).await;
+    let joined = create_room(&server, &user, json!({ "preset": "public_chat" })).await;
+    join_as(&server, &fake, &left, "@late_sam:localhost").await;
+    fake.wait_for("sam's join", |fake| !fake.events().is_empty()).await;
+
+    // While the appservice is down, sam leaves one room and tom joins the other.
+    fake.set_down(true);
+    send_text(&server, &user, &left, "l1", "before sam left").await;
+    send_text(&server, &user, &joined, "j1", "before tom joined").await;
+    let leave = as_user(
+        &format!("/_matrix/client/v3/rooms/{}/leave", enc(&left)),
+        "@late_sam:localhost",
+    );
+    assert_eq!(
+        server.post(&leave, Some(&fake.as_token), json!({})).await.0,
+        StatusCode::OK
+    );
+    join_as(&server, &fake, &joined, "@late_tom:localhost").await;
+    send_text(&server, &user, &left, "l2", "after sam left").await;
+    send_text(&server, &user, &joined, "j2", "after tom joined").await;
+    fake.set_down(false);
+
+    fake.wait_for("the messages", |fake| fake.message_bodies().len() >= 2)
+        .await;
+    // Nothing more is coming: the queue is idle once tom's last message is in.
+    fake.wait_for("tom's room", |fake| {
+        fake.message_bodies().iter().any(|b| b == "after tom joined")
+    })
+    .await;
+    assert_eq!(
+        fake.message_bodies(),
+        ["before sam left", "after tom joined"],
+        "up to sam's leave, from tom's join"
+    );
+}
+
+#[tokio::test]
+async fn ghosts_may_have_names_users_may_not() {
+    let fake = FakeAppservice::start("disc", "_disc", Options::default()).await;
+    let server = start_with_appservice(&fake).await;
+    for name in ["_disc_12345", "_disc_Alice"] {
+        let (status, body) = server
+            .post(
+                "/_matrix/client/v3/register",
+                Some(&fake.as_token),
+                json!({ "type": "m.login.application_service", "username": name, "inhibit_login": true }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        assert_eq!(
+            body["user_id"],
+            format!("@{name}:localhost"),
+            "no case folding for ghosts"
+        );
+    }
+    let user = server
+        .post(
+            "/_matrix/client/v3/register",
+            None,
+            json!({ "username": "_disc_x", "password": "correct horse", "auth": { "type": "m.login.dummy" } }),
+        )
+        .await;
+    assert_eq!(user.0, StatusCode::BAD_REQUEST, "{}", user.1);
 }

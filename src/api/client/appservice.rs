@@ -114,8 +114,21 @@ pub async fn users_by_id(state: AppState, request: Ruma<get_user_for_user_id::v3
     lookup(&state, "user", None, query).await
 }
 
+/// The lookup's fields, without what authenticated the request here (a client's
+/// `access_token` in the query must never reach an appservice) or asserted an identity.
 fn fields(fields: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
-    fields.iter().map(|(key, value)| (key.clone(), value.clone())).collect()
+    const OURS: [&str; 5] = [
+        "access_token",
+        "user_id",
+        "device_id",
+        "org.matrix.msc3202.device_id",
+        "ts",
+    ];
+    fields
+        .iter()
+        .filter(|(key, _)| !OURS.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
 }
 
 /// Asks the appservices bridging `protocol` (or all that bridge any, for reverse lookups) and

@@ -31,7 +31,7 @@ pub async fn create(
     let sender = request.sender()?;
     let body = &request.body;
     require_room(&state, body.room_id.as_str()).await?;
-    directory::add_alias(&state, &sender.user_id, &body.room_alias, &body.room_id).await?;
+    directory::add_alias(&state, sender, &body.room_alias, &body.room_id).await?;
     Ok(create_alias::v3::Response::new())
 }
 

@@ -229,12 +229,22 @@ async fn register_appservice_user(
         .username
         .as_deref()
         .ok_or_else(|| ApiError::missing_param("An application service must give the username"))?;
-    let user_id = crate::accounts::username::user_id_for_new_account(username, &state.config.server_name)?;
+    let user_id = crate::accounts::username::user_id_for_appservice(username, &state.config.server_name)?;
     if !service.is_user_in_namespace(user_id.as_str()) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorKind::Exclusive,
             format!("{user_id} is not in the application service's user namespace"),
+        ));
+    }
+    // Another appservice's exclusive namespace is its alone, whatever this one's regex says.
+    if let Some(owner) = state.appservice_registry().claiming_user(user_id.as_str())
+        && owner.id() != service.id()
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Exclusive,
+            format!("{user_id} is reserved by another application service ({})", owner.id()),
         ));
     }
     check_device_id(body.device_id.as_deref().map(|d| d.as_str()))?;

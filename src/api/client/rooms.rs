@@ -91,7 +91,7 @@ pub async fn create(state: AppState, request: Ruma<create_room::v3::Request>) ->
             }
             let alias = OwnedRoomAliasId::try_from(format!("#{name}:{}", state.config.server_name))
                 .map_err(|_| ApiError::invalid_param("room_alias_name is not a valid alias localpart"))?;
-            crate::rooms::directory::check_alias_claim(&state, &sender.user_id, &alias)?;
+            crate::rooms::directory::check_alias_claim(&state, sender, &alias)?;
             if state.storage.alias(alias.as_str()).await?.is_some() {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,

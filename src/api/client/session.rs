@@ -130,9 +130,11 @@ async fn appservice_login(
     };
     let user_id = resolve_user(state, &user)?;
     if !service.is_user_in_namespace(user_id.as_str()) {
-        return Err(ApiError::forbidden(format!(
-            "{user_id} is not in the application service's namespace"
-        )));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorKind::Exclusive,
+            format!("{user_id} is not in the application service's namespace"),
+        ));
     }
     if state
         .storage
