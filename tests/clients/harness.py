@@ -27,11 +27,12 @@ def check(condition: bool, what: str, detail: object = "") -> None:
 
 
 @contextlib.contextmanager
-def running_hearth(binary: str, extra_config: str = ""):
+def running_hearth(binary: str, extra_config: str = "", started=None):
     """Yields the base URL of a healthy server; stops it with SIGTERM and checks it exits 0.
 
     `extra_config`: TOML put before nio-server.toml's (so top-level keys stay top-level),
-    for a test that needs more than the shared settings (appservice registrations)."""
+    for a test that needs more than the shared settings (appservice registrations).
+    `started`: called with the server's process once it is healthy (to signal it)."""
     external = os.environ.get("HEARTH_TEST_BASE_URL")
     if external:
         if extra_config:
@@ -61,6 +62,8 @@ def running_hearth(binary: str, extra_config: str = ""):
                     if time.monotonic() > deadline:
                         raise SystemExit("hearth did not become healthy within 30 s")
                     time.sleep(0.1)
+            if started:
+                started(server)
             yield base
         finally:
             server.send_signal(signal.SIGTERM)
